@@ -148,8 +148,9 @@ fn main() -> ExitCode {
         Err(e) => {
             // one line, not clap's usage block
             let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("crowd: {}", first.trim_start_matches("error: "));
+            let message = text.split("Usage:").next().unwrap_or("invalid arguments");
+            let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
+            eprintln!("crowd: {} (see --help)", message.trim_start_matches("error: "));
             return ExitCode::from(2);
         }
     };
