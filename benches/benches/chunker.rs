@@ -2,7 +2,9 @@
 //! multi-threaded rate on the same bytes (the bound).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use crowd_chunker::{build_from_reader, build_from_slice, ChunkParams, ChunkerKind, DagParams, Discard, HashAlg};
+use crowd_chunker::{
+    build_from_reader, build_from_slice, ChunkParams, ChunkerKind, DagParams, Discard, HashAlg,
+};
 
 fn data(len: usize) -> Vec<u8> {
     let mut x = 0x9E37_79B9u32;
@@ -29,14 +31,36 @@ fn bench(c: &mut Criterion) {
         })
     });
     let cases = [
-        ("fixed 1MiB blake3 slice", ChunkerKind::Fixed, 1 << 20, HashAlg::Blake3),
-        ("fixed 1MiB sha2-256 slice", ChunkerKind::Fixed, 1 << 20, HashAlg::Sha2_256),
-        ("fastcdc 1MiB blake3 slice", ChunkerKind::FastCdc, 1 << 20, HashAlg::Blake3),
-        ("fixed 256KiB blake3 slice", ChunkerKind::Fixed, 256 << 10, HashAlg::Blake3),
+        (
+            "fixed 1MiB blake3 slice",
+            ChunkerKind::Fixed,
+            1 << 20,
+            HashAlg::Blake3,
+        ),
+        (
+            "fixed 1MiB sha2-256 slice",
+            ChunkerKind::Fixed,
+            1 << 20,
+            HashAlg::Sha2_256,
+        ),
+        (
+            "fastcdc 1MiB blake3 slice",
+            ChunkerKind::FastCdc,
+            1 << 20,
+            HashAlg::Blake3,
+        ),
+        (
+            "fixed 256KiB blake3 slice",
+            ChunkerKind::Fixed,
+            256 << 10,
+            HashAlg::Blake3,
+        ),
     ];
     for (name, kind, size, hash) in cases {
         let p = DagParams::new(ChunkParams::new(kind, size).unwrap(), 1024, hash).unwrap();
-        g.bench_function(name, |b| b.iter(|| build_from_slice(&input, &p, &mut Discard).unwrap()));
+        g.bench_function(name, |b| {
+            b.iter(|| build_from_slice(&input, &p, &mut Discard).unwrap())
+        });
     }
     let p = DagParams::default();
     g.bench_function("fixed 1MiB blake3 reader", |b| {

@@ -11,7 +11,11 @@ mod machine;
 mod proofs;
 
 #[derive(Debug, Parser)]
-#[command(name = "crowd-bench", version, about = "Measure crowdstore throughput on this machine")]
+#[command(
+    name = "crowd-bench",
+    version,
+    about = "Measure crowdstore throughput on this machine"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

@@ -53,7 +53,8 @@ impl<W: Write> CarWriter<W> {
         let mut buf = Vec::with_capacity(header.len() + 10);
         let _ = write_varint(&mut buf, header.len() as u64);
         buf.extend_from_slice(&header);
-        out.write_all(&buf).map_err(|e| ChunkerError::io("writing CAR", e))?;
+        out.write_all(&buf)
+            .map_err(|e| ChunkerError::io("writing CAR", e))?;
         Ok(Self {
             out,
             written: buf.len() as u64,
@@ -66,8 +67,12 @@ impl<W: Write> CarWriter<W> {
         let mut section = Vec::with_capacity(10 + cid_bytes.len());
         let _ = write_varint(&mut section, (cid_bytes.len() + data.len()) as u64);
         section.extend_from_slice(&cid_bytes);
-        self.out.write_all(&section).map_err(|e| ChunkerError::io("writing CAR", e))?;
-        self.out.write_all(data).map_err(|e| ChunkerError::io("writing CAR", e))?;
+        self.out
+            .write_all(&section)
+            .map_err(|e| ChunkerError::io("writing CAR", e))?;
+        self.out
+            .write_all(data)
+            .map_err(|e| ChunkerError::io("writing CAR", e))?;
         self.written += (section.len() + data.len()) as u64;
         Ok(())
     }
@@ -107,7 +112,10 @@ fn write_subtree<W: Write>(
     depth: usize,
 ) -> Result<(), ChunkerError> {
     if depth > MAX_DEPTH {
-        return Err(ChunkerError::MalformedNode { cid: *cid, reason: "DAG deeper than 64 levels".into() });
+        return Err(ChunkerError::MalformedNode {
+            cid: *cid,
+            reason: "DAG deeper than 64 levels".into(),
+        });
     }
     if let Some(bytes) = interior.get(cid) {
         car.put(cid, bytes)?;
@@ -143,7 +151,11 @@ pub struct CarIndex {
 }
 
 /// Reads an unsigned varint; `Ok(None)` at a clean end of input.
-fn read_varint(r: &mut impl Read, offset: u64, what: &'static str) -> Result<Option<(u64, u64)>, ChunkerError> {
+fn read_varint(
+    r: &mut impl Read,
+    offset: u64,
+    what: &'static str,
+) -> Result<Option<(u64, u64)>, ChunkerError> {
     let mut buf = [0u8; 10];
     for i in 0..buf.len() {
         let mut byte = [0u8; 1];
@@ -157,18 +169,27 @@ fn read_varint(r: &mut impl Read, offset: u64, what: &'static str) -> Result<Opt
             if i == 0 {
                 return Ok(None);
             }
-            return Err(ChunkerError::TruncatedCar { what, offset, needed: i as u64 + 1, available: i as u64 });
+            return Err(ChunkerError::TruncatedCar {
+                what,
+                offset,
+                needed: i as u64 + 1,
+                available: i as u64,
+            });
         }
         buf[i] = byte[0];
         if unsigned_varint::decode::is_last(byte[0]) {
-            let (v, _) = unsigned_varint::decode::u64(&buf[..=i]).map_err(|e| ChunkerError::MalformedCar {
-                offset,
-                reason: format!("bad {what} varint: {e}"),
-            })?;
+            let (v, _) =
+                unsigned_varint::decode::u64(&buf[..=i]).map_err(|e| ChunkerError::MalformedCar {
+                    offset,
+                    reason: format!("bad {what} varint: {e}"),
+                })?;
             return Ok(Some((v, i as u64 + 1)));
         }
     }
-    Err(ChunkerError::MalformedCar { offset, reason: format!("{what} varint longer than 10 bytes") })
+    Err(ChunkerError::MalformedCar {
+        offset,
+        reason: format!("{what} varint longer than 10 bytes"),
+    })
 }
 
 fn read_exact_at_offset(
@@ -214,10 +235,11 @@ impl CarIndex {
         }
         let mut header = vec![0u8; hlen as usize];
         read_exact_at_offset(&mut r, &mut header, n, "header")?;
-        let header: CarHeader = serde_ipld_dagcbor::from_slice(&header).map_err(|e| ChunkerError::MalformedCar {
-            offset: n,
-            reason: format!("header is not a CAR v1 header: {e}"),
-        })?;
+        let header: CarHeader =
+            serde_ipld_dagcbor::from_slice(&header).map_err(|e| ChunkerError::MalformedCar {
+                offset: n,
+                reason: format!("header is not a CAR v1 header: {e}"),
+            })?;
         if header.version != 1 {
             return Err(ChunkerError::MalformedCar {
                 offset: n,
@@ -248,7 +270,10 @@ impl CarIndex {
             blocks.insert(cid, (body + cid_len, data.len() as u64));
             offset = body + len;
         }
-        Ok(Self { roots: header.roots, blocks })
+        Ok(Self {
+            roots: header.roots,
+            blocks,
+        })
     }
 }
 
@@ -265,7 +290,12 @@ pub fn extract_file(car: &File, out: &mut impl Write) -> Result<DagRoot, Chunker
             })
         }
     };
-    let mut stats = DagRoot { cid: root, size: 0, leaves: 0, blocks: 0 };
+    let mut stats = DagRoot {
+        cid: root,
+        size: 0,
+        leaves: 0,
+        blocks: 0,
+    };
     extract_node(car, &index, &root, None, 0, out, &mut stats)?;
     Ok(stats)
 }
@@ -280,11 +310,18 @@ fn extract_node(
     stats: &mut DagRoot,
 ) -> Result<(), ChunkerError> {
     if depth > MAX_DEPTH {
-        return Err(ChunkerError::MalformedNode { cid: *cid, reason: "DAG deeper than 64 levels".into() });
+        return Err(ChunkerError::MalformedNode {
+            cid: *cid,
+            reason: "DAG deeper than 64 levels".into(),
+        });
     }
-    let &(offset, len) = index.blocks.get(cid).ok_or(ChunkerError::MissingBlock { cid: *cid })?;
+    let &(offset, len) = index
+        .blocks
+        .get(cid)
+        .ok_or(ChunkerError::MissingBlock { cid: *cid })?;
     let mut bytes = vec![0u8; len as usize];
-    car.read_exact_at(&mut bytes, offset).map_err(|e| ChunkerError::io("reading CAR", e))?;
+    car.read_exact_at(&mut bytes, offset)
+        .map_err(|e| ChunkerError::io("reading CAR", e))?;
     verify_block(cid, &bytes, offset)?;
     stats.blocks += 1;
     let node = decode_file_node(cid, &bytes)?;
@@ -300,7 +337,10 @@ fn extract_node(
             });
         }
     }
-    let write = |out: &mut dyn Write, b: &[u8]| out.write_all(b).map_err(|e| ChunkerError::io("writing output", e));
+    let write = |out: &mut dyn Write, b: &[u8]| {
+        out.write_all(b)
+            .map_err(|e| ChunkerError::io("writing output", e))
+    };
     match node {
         FileNode::Raw => {
             write(out, &bytes)?;

@@ -119,8 +119,7 @@ impl ChunkParams {
             ChunkerKind::FastCdc => {
                 let (min, avg, max) = self.cdc_bounds();
                 Box::new(
-                    fastcdc::v2020::FastCDC::new(data, min, avg, max)
-                        .map(|c| c.offset..c.offset + c.length),
+                    fastcdc::v2020::FastCDC::new(data, min, avg, max).map(|c| c.offset..c.offset + c.length),
                 )
             }
         }
@@ -181,7 +180,10 @@ impl<R: Read> ChunkStream<R> {
                         Ok(n) => filled += n,
                         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                         Err(e) => {
-                            return Err(ChunkerError::io(format!("reading input at offset {}", offset + filled as u64), e))
+                            return Err(ChunkerError::io(
+                                format!("reading input at offset {}", offset + filled as u64),
+                                e,
+                            ))
                         }
                     }
                 }

@@ -133,7 +133,15 @@ impl DagBuilder {
         self.leaves += 1;
         self.blocks += 1;
         self.size += len;
-        self.push(0, Child { cid, tsize: len, filesize: len }, sink)
+        self.push(
+            0,
+            Child {
+                cid,
+                tsize: len,
+                filesize: len,
+            },
+            sink,
+        )
     }
 
     fn push(&mut self, level: usize, child: Child, sink: &mut dyn BlockSink) -> Result<(), ChunkerError> {
@@ -232,7 +240,11 @@ fn push_batch(
 
 /// Builds the DAG of an in-memory (or memory-mapped) file, hashing chunks in
 /// parallel without copying them.
-pub fn build_from_slice(data: &[u8], params: &DagParams, sink: &mut dyn BlockSink) -> Result<DagRoot, ChunkerError> {
+pub fn build_from_slice(
+    data: &[u8],
+    params: &DagParams,
+    sink: &mut dyn BlockSink,
+) -> Result<DagRoot, ChunkerError> {
     let mut builder = DagBuilder::new(*params);
     let mut ranges = params.chunking.ranges(data);
     // enough chunks per batch to keep every core busy, few enough to bound memory
@@ -302,13 +314,12 @@ pub fn decode_file_node(cid: &Cid, bytes: &[u8]) -> Result<FileNode, ChunkerErro
         RAW => Ok(FileNode::Raw),
         DAG_PB => {
             let node = PbNode::decode(bytes).map_err(&malformed)?;
-            let data = node.data.ok_or_else(|| malformed("dag-pb node without UnixFS data".into()))?;
+            let data = node
+                .data
+                .ok_or_else(|| malformed("dag-pb node without UnixFS data".into()))?;
             let fs = UnixFsData::decode(&data).map_err(&malformed)?;
             if fs.data_type != UNIXFS_FILE && fs.data_type != UNIXFS_RAW {
-                return Err(malformed(format!(
-                    "UnixFS type {} is not a file",
-                    fs.data_type
-                )));
+                return Err(malformed(format!("UnixFS type {} is not a file", fs.data_type)));
             }
             if fs.blocksizes.len() != node.links.len() {
                 return Err(malformed(format!(
@@ -419,7 +430,11 @@ mod tests {
     #[test]
     fn inconsistent_node_is_rejected() {
         let node = PbNode {
-            links: vec![PbLink { hash: HashAlg::Blake3.cid(RAW, b"x"), name: String::new(), tsize: 1 }],
+            links: vec![PbLink {
+                hash: HashAlg::Blake3.cid(RAW, b"x"),
+                name: String::new(),
+                tsize: 1,
+            }],
             data: Some(UnixFsData::file(vec![1, 2]).encode()),
         };
         let bytes = node.encode();

@@ -31,8 +31,8 @@ pub use car::{extract_file, write_car, CarIndex, CarWriter, MAX_HEADER_LEN, MAX_
 pub use chunk::{ChunkParams, ChunkStream, ChunkerKind, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE};
 pub use cid::Cid;
 pub use dag::{
-    build_from_reader, build_from_slice, decode_file_node, BlockSink, DagBuilder, DagParams, DagRoot, Discard,
-    FileNode, InteriorBlocks, DEFAULT_MAX_LINKS, MAX_MAX_LINKS,
+    build_from_reader, build_from_slice, decode_file_node, BlockSink, DagBuilder, DagParams, DagRoot,
+    Discard, FileNode, InteriorBlocks, DEFAULT_MAX_LINKS, MAX_MAX_LINKS,
 };
 pub use error::ChunkerError;
 pub use hash::{verify_block, HashAlg, BLAKE3, DAG_PB, RAW, SHA2_256};

@@ -161,7 +161,11 @@ impl MessageWrite for UnixFsData {
         1 + sizeof_varint(self.data_type)
             + self.data.as_ref().map_or(0, |d| 1 + sizeof_len(d.len()))
             + self.filesize.map_or(0, |s| 1 + sizeof_varint(s))
-            + self.blocksizes.iter().map(|s| 1 + sizeof_varint(*s)).sum::<usize>()
+            + self
+                .blocksizes
+                .iter()
+                .map(|s| 1 + sizeof_varint(*s))
+                .sum::<usize>()
     }
     fn write_message<W: WriterBackend>(&self, w: &mut Writer<W>) -> quick_protobuf::Result<()> {
         w.write_with_tag(8, |w| w.write_uint64(self.data_type))?;
@@ -208,7 +212,9 @@ impl<'a> MessageRead<'a> for UnixFsData {
             }
         }
         if !has_type {
-            return Err(quick_protobuf::Error::Message("UnixFS data without a type".into()));
+            return Err(quick_protobuf::Error::Message(
+                "UnixFS data without a type".into(),
+            ));
         }
         Ok(msg)
     }
@@ -221,10 +227,12 @@ mod tests {
     use proptest::prelude::*;
 
     fn any_link() -> impl Strategy<Value = PbLink> {
-        (any::<[u8; 8]>(), any::<bool>(), "[a-z]{0,8}", any::<u64>()).prop_map(|(seed, raw, name, tsize)| PbLink {
-            hash: HashAlg::Blake3.cid(if raw { crate::RAW } else { crate::DAG_PB }, &seed),
-            name,
-            tsize,
+        (any::<[u8; 8]>(), any::<bool>(), "[a-z]{0,8}", any::<u64>()).prop_map(|(seed, raw, name, tsize)| {
+            PbLink {
+                hash: HashAlg::Blake3.cid(if raw { crate::RAW } else { crate::DAG_PB }, &seed),
+                name,
+                tsize,
+            }
         })
     }
 

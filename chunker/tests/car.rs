@@ -63,7 +63,9 @@ fn every_corrupt_block_is_named() {
         let mut bad = car.clone();
         bad[r.start + (r.end - r.start) / 2] ^= 0x40;
         match extract(&bad) {
-            Err(ChunkerError::HashMismatch { offset, .. }) => assert_eq!(offset as usize, r.start - cid_len(&car, &r)),
+            Err(ChunkerError::HashMismatch { offset, .. }) => {
+                assert_eq!(offset as usize, r.start - cid_len(&car, &r))
+            }
             other => panic!("expected a hash mismatch, got {other:?}"),
         }
     }
@@ -72,7 +74,11 @@ fn every_corrupt_block_is_named() {
 fn cid_len(car: &[u8], r: &std::ops::Range<usize>) -> usize {
     // the CID sits just before the block data; find where it starts
     (1..=64)
-        .find(|n| cid::Cid::read_bytes(&car[r.start - n..]).map(|c| c.encoded_len() == *n).unwrap_or(false))
+        .find(|n| {
+            cid::Cid::read_bytes(&car[r.start - n..])
+                .map(|c| c.encoded_len() == *n)
+                .unwrap_or(false)
+        })
         .unwrap()
 }
 
@@ -87,10 +93,16 @@ fn every_truncation_is_an_error() {
         let result = extract(&car[..cut]);
         // cutting exactly between sections leaves a valid CAR missing blocks
         if ends.contains(&cut) {
-            assert!(matches!(result, Err(ChunkerError::MissingBlock { .. })), "cut {cut}: {result:?}");
+            assert!(
+                matches!(result, Err(ChunkerError::MissingBlock { .. })),
+                "cut {cut}: {result:?}"
+            );
         } else {
             assert!(
-                matches!(result, Err(ChunkerError::TruncatedCar { .. } | ChunkerError::MalformedCar { .. })),
+                matches!(
+                    result,
+                    Err(ChunkerError::TruncatedCar { .. } | ChunkerError::MalformedCar { .. })
+                ),
                 "cut {cut}: {result:?}"
             );
         }
@@ -102,10 +114,19 @@ fn malformed_headers_and_sections() {
     let data = common::test_data(2000, 3);
     let car = car_of(&data, &small_params(HashAlg::Blake3));
     // not a CAR at all
-    assert!(matches!(extract(b"hello world, not a car"), Err(ChunkerError::TruncatedCar { .. })));
-    assert!(matches!(extract(&[5, 1, 2, 3, 4, 5]), Err(ChunkerError::MalformedCar { .. })));
+    assert!(matches!(
+        extract(b"hello world, not a car"),
+        Err(ChunkerError::TruncatedCar { .. })
+    ));
+    assert!(matches!(
+        extract(&[5, 1, 2, 3, 4, 5]),
+        Err(ChunkerError::MalformedCar { .. })
+    ));
     // a header length beyond the cap
-    assert!(matches!(extract(&[0xff, 0xff, 0x7f]), Err(ChunkerError::MalformedCar { .. })));
+    assert!(matches!(
+        extract(&[0xff, 0xff, 0x7f]),
+        Err(ChunkerError::MalformedCar { .. })
+    ));
     // a section length beyond the cap
     let (hlen, rest) = unsigned_varint::decode::u64(&car).unwrap();
     let body = car.len() - rest.len() + hlen as usize;

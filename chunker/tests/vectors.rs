@@ -10,8 +10,8 @@ mod common {
 use std::path::PathBuf;
 
 use crowd_chunker::{
-    build_from_reader, build_from_slice, extract_file, write_car, ChunkParams, ChunkerKind, DagParams, Discard,
-    HashAlg,
+    build_from_reader, build_from_slice, extract_file, write_car, ChunkParams, ChunkerKind, DagParams,
+    Discard, HashAlg,
 };
 
 #[derive(serde::Deserialize, Debug)]
@@ -46,10 +46,19 @@ fn params(v: &Vector) -> DagParams {
 #[test]
 fn vectors_cover_the_required_cases() {
     let vs = vectors();
-    for name in ["empty", "one-byte", "exactly-one-chunk", "one-chunk-plus-one", "four-levels", "cdc-small-chunks"]
-    {
+    for name in [
+        "empty",
+        "one-byte",
+        "exactly-one-chunk",
+        "one-chunk-plus-one",
+        "four-levels",
+        "cdc-small-chunks",
+    ] {
         for hash in ["blake3", "sha2-256"] {
-            assert!(vs.iter().any(|v| v.name == name && v.hash == hash), "missing vector {name}/{hash}");
+            assert!(
+                vs.iter().any(|v| v.name == name && v.hash == hash),
+                "missing vector {name}/{hash}"
+            );
         }
     }
 }
@@ -64,7 +73,13 @@ fn root_cids_match_reference_importer() {
         assert_eq!(root.blocks, v.blocks, "{} / {} block count", v.name, v.hash);
         assert_eq!(root.size, v.size as u64);
         let streamed = build_from_reader(&data[..], &p, &mut Discard).unwrap();
-        assert_eq!(streamed.cid.to_string(), v.root, "{} / {} (stream)", v.name, v.hash);
+        assert_eq!(
+            streamed.cid.to_string(),
+            v.root,
+            "{} / {} (stream)",
+            v.name,
+            v.hash
+        );
     }
 }
 

@@ -18,7 +18,9 @@ pub enum Input {
 
 pub fn open(path: &Path) -> Result<Input> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let meta = file.metadata().with_context(|| format!("cannot stat {}", path.display()))?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("cannot stat {}", path.display()))?;
     if meta.is_dir() {
         bail!("{} is a directory", path.display());
     }
@@ -53,7 +55,10 @@ pub fn write_atomically<T>(dest: &Path, write: impl FnOnce(&mut File) -> Result<
         .tempfile_in(dir)
         .with_context(|| format!("cannot create a file in {}", dir.display()))?;
     let value = write(tmp.as_file_mut())?;
-    tmp.as_file().sync_all().with_context(|| format!("writing {}", dest.display()))?;
-    tmp.persist(dest).with_context(|| format!("cannot write {}", dest.display()))?;
+    tmp.as_file()
+        .sync_all()
+        .with_context(|| format!("writing {}", dest.display()))?;
+    tmp.persist(dest)
+        .with_context(|| format!("cannot write {}", dest.display()))?;
     Ok(value)
 }

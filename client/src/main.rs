@@ -11,14 +11,18 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use crowd_chunker::{
-    build_from_reader, build_from_slice, extract_file, write_car, ChunkParams, ChunkerKind, DagParams, DagRoot,
-    Discard, HashAlg,
+    build_from_reader, build_from_slice, extract_file, write_car, ChunkParams, ChunkerKind, DagParams,
+    DagRoot, Discard, HashAlg,
 };
 
 mod input;
 
 #[derive(Debug, Parser)]
-#[command(name = "crowd", version, about = "crowdstore client: content-address, store and retrieve files")]
+#[command(
+    name = "crowd",
+    version,
+    about = "crowdstore client: content-address, store and retrieve files"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -109,7 +113,10 @@ fn car(file: &Path, output: &Path, params: &DagParams) -> Result<DagRoot> {
         let root = match input::open(file)? {
             input::Input::Mapped(map) => write_car(&map, params, &mut out)?,
             input::Input::Empty => write_car(&[], params, &mut out)?,
-            input::Input::Stream(_) => bail!("{}: a CAR needs a regular file (it is read twice)", file.display()),
+            input::Input::Stream(_) => bail!(
+                "{}: a CAR needs a regular file (it is read twice)",
+                file.display()
+            ),
         };
         out.flush().context("writing CAR")?;
         Ok(root)

@@ -4,7 +4,10 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn crowd(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_crowd")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_crowd"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn stdout(o: &Output) -> String {
@@ -54,13 +57,18 @@ fn cid_of_empty_file_matches_ipfs() {
     let f = write(dir.path(), "empty", b"");
     let o = crowd(&["cid", "--hash", "sha2-256", &f]);
     // what kubo and the JS importer give an empty file with CIDv1 raw leaves
-    assert_eq!(stdout(&o).trim(), "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku");
+    assert_eq!(
+        stdout(&o).trim(),
+        "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
+    );
 }
 
 #[test]
 fn flags_change_the_root_and_stdin_matches_file() {
     let dir = tempfile::tempdir().unwrap();
-    let data: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let data: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     let f = write(dir.path(), "d", &data);
     let roots: Vec<String> = [
         vec!["cid", &f],
@@ -123,7 +131,9 @@ fn bad_car_is_one_line_and_leaves_no_output() {
     let f = write(dir.path(), "d", &data);
     let car = dir.path().join("d.car");
     let car_s = car.to_str().unwrap();
-    assert!(crowd(&["car", &f, "-o", car_s, "--chunk-size", "4096"]).status.success());
+    assert!(crowd(&["car", &f, "-o", car_s, "--chunk-size", "4096"])
+        .status
+        .success());
     let good = std::fs::read(&car).unwrap();
     let out = dir.path().join("out");
     let out_s = out.to_str().unwrap();
@@ -136,7 +146,10 @@ fn bad_car_is_one_line_and_leaves_no_output() {
     let n = bad.len();
     bad[n - 10] ^= 1;
     let c = write(dir.path(), "c.car", &bad);
-    assert_one_line_error(&crowd(&["car-extract", &c, "-o", out_s]), "does not match its CID");
+    assert_one_line_error(
+        &crowd(&["car-extract", &c, "-o", out_s]),
+        "does not match its CID",
+    );
     // not a CAR
     assert_one_line_error(&crowd(&["car-extract", &f, "-o", out_s]), "CAR");
     assert!(!out.exists(), "a failed extract must not leave output");

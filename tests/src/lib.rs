@@ -1,1 +1,1 @@
-//! Being built; see the open issues.
+//! Cross-crate and end-to-end tests for crowdstore live in `tests/`.

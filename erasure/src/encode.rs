@@ -1,0 +1,259 @@
+//! Streaming encoder: any `Read` in, `k + m` pieces out, one segment at a
+//! time.
+
+use std::io::{self, Read, Write};
+
+use rayon::prelude::*;
+
+use crate::codec::Codec;
+use crate::error::{ErasureError, Result};
+use crate::layout::{Layout, Params, PieceInfo};
+use crate::source::hash_update;
+
+/// First allocation of the segment buffer; it grows (doubling) up to the
+/// segment size only if the input is that long, so a small file does not
+/// cost a full segment of memory.
+const INITIAL_BUF: usize = 1 << 20;
+
+/// Most bytes asked of the reader at once, so that each read is hashed
+/// while it is still in L2.
+const READ_CHUNK: usize = 256 << 10;
+
+/// One shard as it leaves the encoder: bytes `offset..offset + bytes.len()`
+/// of piece `piece`, which is shard `piece` of segment `segment`.
+#[derive(Debug, Clone, Copy)]
+pub struct ShardRef<'a> {
+    /// Piece (provider) index: `0..k` data, `k..k+m` parity.
+    pub piece: usize,
+    /// Segment index.
+    pub segment: u64,
+    /// Offset of these bytes within the piece.
+    pub offset: u64,
+    /// The shard.
+    pub bytes: &'a [u8],
+}
+
+/// Erasure-codes files with fixed [`Params`]; the Reed-Solomon matrices are
+/// built once and reused for every segment and every file.
+#[derive(Debug)]
+pub struct Encoder {
+    params: Params,
+    codec: Codec,
+}
+
+impl Encoder {
+    /// Build an encoder (and its codec) for `params`.
+    pub fn new(params: Params) -> Result<Self> {
+        Ok(Self {
+            codec: Codec::new(params.data_shards(), params.parity_shards())?,
+            params,
+        })
+    }
+
+    /// The parameters.
+    pub fn params(&self) -> Params {
+        self.params
+    }
+
+    /// Encode everything `reader` yields. For every segment, in order,
+    /// `emit` receives the shards of pieces `0..k+m` in order; piece hashes
+    /// are computed on the way and returned in the [`Layout`].
+    ///
+    /// The next segment is read (on another core) while the current one is
+    /// coded and hashed, so memory is two segments of data plus one
+    /// segment's `m` parity shards, whatever the input size. `emit` runs on
+    /// the calling thread. An error from `emit` stops the encode and is
+    /// returned as [`ErasureError::Io`].
+    pub fn encode_with<R, F>(&self, mut reader: R, mut emit: F) -> Result<Layout>
+    where
+        R: Read + Send,
+        F: FnMut(ShardRef<'_>) -> io::Result<()>,
+    {
+        let k = self.params.data_shards();
+        let m = self.params.parity_shards();
+        let seg_size = to_usize(self.params.segment_size())?;
+        let shard_size = seg_size / k;
+        let mut data: Vec<u8> = Vec::new();
+        let mut next: Vec<u8> = Vec::new();
+        let mut parity: Vec<u8> = Vec::new();
+        let mut hashers: Vec<blake3::Hasher> = vec![blake3::Hasher::new(); k + m];
+        let mut file_len = 0u64;
+        let mut piece_len = 0u64;
+
+        // Full segments have their data shards hashed while they are read
+        // (still in cache); only a short last segment is hashed afterwards.
+        let mut filled = read_segment(&mut reader, &mut data, seg_size, &mut hashers[..k])?;
+        let mut segment = 0u64;
+        while filled > 0 {
+            file_len += filled as u64;
+            let last = filled < seg_size;
+            // Last (short) segment: shards of ceil(r/k), zero-padded.
+            let sl = filled.div_ceil(k);
+            let padded = sl * k;
+            if data.len() < padded {
+                data.resize(padded, 0);
+            }
+            data[filled..padded].fill(0);
+            if parity.len() < sl * m {
+                parity.resize(sl * m, 0);
+            }
+
+            let (data_hashers, parity_hashers) = hashers.split_at_mut(k);
+            let (coded, read) = if last {
+                let coded = self.code_segment(
+                    &data[..padded],
+                    &mut parity[..sl * m],
+                    sl,
+                    Some(data_hashers),
+                    parity_hashers,
+                );
+                (coded, Ok(0))
+            } else {
+                // Read (and hash) the next segment while this one is coded.
+                rayon::join(
+                    || self.code_segment(&data[..padded], &mut parity[..sl * m], sl, None, parity_hashers),
+                    || read_segment(&mut reader, &mut next, seg_size, data_hashers),
+                )
+            };
+            coded?;
+            let next_filled = read?;
+
+            let offset = piece_len;
+            debug_assert_eq!(offset, segment * shard_size as u64);
+            let shards = data[..padded].chunks(sl).chain(parity[..sl * m].chunks(sl));
+            for (piece, bytes) in shards.enumerate() {
+                emit(ShardRef {
+                    piece,
+                    segment,
+                    offset,
+                    bytes,
+                })?;
+            }
+            piece_len += sl as u64;
+            segment += 1;
+            std::mem::swap(&mut data, &mut next);
+            filled = next_filled;
+        }
+
+        let pieces = hashers
+            .iter()
+            .map(|h| PieceInfo {
+                len: piece_len,
+                hash: h.finalize(),
+            })
+            .collect();
+        Layout::new(self.params, file_len, pieces)
+    }
+
+    /// Compute the parity of one segment (`k` shards of `sl` bytes in
+    /// `data`, `m` in `parity`) and feed the parity shards, and the data
+    /// shards if `data_hashers` is given, to their piece hashers.
+    fn code_segment(
+        &self,
+        data: &[u8],
+        parity: &mut [u8],
+        sl: usize,
+        data_hashers: Option<&mut [blake3::Hasher]>,
+        parity_hashers: &mut [blake3::Hasher],
+    ) -> Result<()> {
+        let data_shards: Vec<&[u8]> = data.chunks(sl).collect();
+        let mut parity_shards: Vec<&mut [u8]> = parity.chunks_mut(sl).collect();
+        // Hash the data shards while the parity is computed, then hash the
+        // parity: rayon spreads both over every core.
+        let (encoded, ()) = rayon::join(
+            || self.codec.encode(&data_shards, &mut parity_shards),
+            || {
+                if let Some(h) = data_hashers {
+                    hash_all(h, &data_shards);
+                }
+            },
+        );
+        encoded?;
+        let parity_ro: Vec<&[u8]> = parity_shards.iter().map(|p| &**p).collect();
+        hash_all(parity_hashers, &parity_ro);
+        Ok(())
+    }
+
+    /// Encode `reader` into `k + m` writers, writer `i` receiving piece `i`.
+    pub fn encode_to_writers<R: Read + Send, W: Write>(
+        &self,
+        reader: R,
+        writers: &mut [W],
+    ) -> Result<Layout> {
+        let total = self.params.total_shards();
+        if writers.len() != total {
+            return Err(ErasureError::WriterCount {
+                expected: total,
+                found: writers.len(),
+            });
+        }
+        self.encode_with(reader, |s| writers[s.piece].write_all(s.bytes))
+    }
+
+    /// Encode an in-memory file into `k + m` in-memory pieces.
+    pub fn encode_bytes(&self, data: &[u8]) -> Result<(Layout, Vec<Vec<u8>>)> {
+        let piece_len = to_usize(self.params.geometry(data.len() as u64).piece_len())?;
+        let mut pieces: Vec<Vec<u8>> = (0..self.params.total_shards())
+            .map(|_| Vec::with_capacity(piece_len))
+            .collect();
+        let layout = self.encode_to_writers(data, &mut pieces)?;
+        Ok((layout, pieces))
+    }
+}
+
+/// Feed shard `i` into hasher `i`, all shards in parallel.
+fn hash_all(hashers: &mut [blake3::Hasher], shards: &[&[u8]]) {
+    hashers
+        .par_iter_mut()
+        .zip(shards.par_iter())
+        .for_each(|(h, s)| hash_update(h, s));
+}
+
+/// Read up to `seg_size` bytes into `buf`, growing it as needed; returns how
+/// many bytes were read (fewer than `seg_size` only at end of input).
+///
+/// While reading, each data shard of a *full* segment (`seg_size / k`
+/// bytes, `k = hashers.len()`) is fed to its hasher a read at a time, while
+/// the bytes are in cache. If the segment turns out short, the shard
+/// boundaries were wrong: the hashers are restored and the caller hashes
+/// the shards once their length is known.
+fn read_segment<R: Read>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+    seg_size: usize,
+    hashers: &mut [blake3::Hasher],
+) -> Result<usize> {
+    let shard = seg_size / hashers.len().max(1);
+    let snapshot = hashers.to_vec();
+    let mut filled = 0;
+    while filled < seg_size {
+        if filled == buf.len() {
+            let grow = (buf.len() * 2).clamp(INITIAL_BUF.min(seg_size), seg_size);
+            buf.resize(grow, 0);
+        }
+        let shard_end = (filled / shard + 1) * shard;
+        let end = buf.len().min(shard_end).min(filled + READ_CHUNK);
+        match reader.read(&mut buf[filled..end]) {
+            Ok(0) => break,
+            Ok(n) => {
+                hashers[filled / shard].update(&buf[filled..filled + n]);
+                filled += n;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if filled < seg_size {
+        hashers.clone_from_slice(&snapshot);
+    }
+    Ok(filled)
+}
+
+pub(crate) fn to_usize(v: u64) -> Result<usize> {
+    usize::try_from(v).map_err(|_| {
+        ErasureError::Io(io::Error::new(
+            io::ErrorKind::OutOfMemory,
+            "size does not fit in memory on this platform",
+        ))
+    })
+}

@@ -1,0 +1,153 @@
+//! Sealing parameters and their presets.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{PorepError, Result};
+
+/// Most layers a sealing may use (a column of labels must fit one 1 KiB chunk).
+pub const MAX_LAYERS: u32 = 32;
+/// Most DRG parents per node.
+pub const MAX_DRG_DEGREE: u32 = 16;
+/// Most expander parents per node (with 16 DRG parents a label's input still fits one chunk).
+pub const MAX_EXPANDER_DEGREE: u32 = 14;
+/// Most challenges in one seal proof.
+pub const MAX_SEAL_CHALLENGES: u32 = 512;
+/// Most challenges in one window proof.
+pub const MAX_WINDOW_CHALLENGES: u32 = 1024;
+/// Bytes of a label's fixed prefix: replica id, layer (u32), node (u64).
+pub const LABEL_PREFIX_LEN: usize = 32 + 4 + 8;
+
+/// The shape of a sealing: layers, graph degrees and challenge counts.
+///
+/// The graph is fully determined by `(nodes, drg_degree, expander_degree)`;
+/// `layers` sets the sequential work. Challenge counts set soundness: a replica
+/// with a fraction `ε` of wrong labels passes `C` seal challenges with
+/// probability `(1 − ε)^C`, and a provider that dropped a fraction `f` of its
+/// replica survives one window with probability `(1 − f)^N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealParams {
+    /// Number of labelling layers `L`.
+    pub layers: u32,
+    /// DRG parents `d` per node in the same layer, including `i − 1`.
+    pub drg_degree: u32,
+    /// Expander parents `e` per node in the previous layer (none in layer 1).
+    pub expander_degree: u32,
+    /// Challenged nodes `C` in a seal proof.
+    pub seal_challenges: u32,
+    /// Challenged nodes `N` in a window proof.
+    pub window_challenges: u32,
+}
+
+impl SealParams {
+    /// Fast parameters for development networks and tests: a 64 MiB piece
+    /// seals in a few seconds on one core. Two layers give almost no
+    /// sequential-work guarantee; do not use them where that matters.
+    pub const fn devnet() -> Self {
+        Self {
+            layers: 2,
+            drg_degree: 3,
+            expander_degree: 3,
+            seal_challenges: 30,
+            window_challenges: 10,
+        }
+    }
+
+    /// Parameters close to Filecoin's SDR: 11 layers, 6 DRG + 8 expander
+    /// parents. 176 seal challenges is Filecoin's interactive-PoRep count for
+    /// 32 GiB sectors; 10 window challenges per replica is Filecoin's
+    /// WindowPoSt count, repeated every proving window.
+    pub const fn production() -> Self {
+        Self {
+            layers: 11,
+            drg_degree: 6,
+            expander_degree: 8,
+            seal_challenges: 176,
+            window_challenges: 10,
+        }
+    }
+
+    /// Check every field against its cap.
+    pub fn validate(&self) -> Result<()> {
+        if self.layers == 0 || self.layers > MAX_LAYERS {
+            return Err(PorepError::InvalidParams("layers must be in 1..=32"));
+        }
+        if self.drg_degree == 0 || self.drg_degree > MAX_DRG_DEGREE {
+            return Err(PorepError::InvalidParams("drg_degree must be in 1..=16"));
+        }
+        if self.expander_degree > MAX_EXPANDER_DEGREE {
+            return Err(PorepError::InvalidParams("expander_degree must be at most 14"));
+        }
+        if self.seal_challenges == 0 || self.seal_challenges > MAX_SEAL_CHALLENGES {
+            return Err(PorepError::InvalidParams("seal_challenges must be in 1..=512"));
+        }
+        if self.window_challenges == 0 || self.window_challenges > MAX_WINDOW_CHALLENGES {
+            return Err(PorepError::InvalidParams("window_challenges must be in 1..=1024"));
+        }
+        Ok(())
+    }
+
+    /// Bytes hashed for one label in layers ≥ 2 (layer 1 omits the expander parents).
+    pub fn label_input_len(&self) -> usize {
+        LABEL_PREFIX_LEN + 32 * (self.drg_degree + self.expander_degree) as usize
+    }
+
+    /// Labels computed to seal a piece of `nodes` nodes.
+    pub fn labels_for(&self, nodes: u64) -> u64 {
+        nodes * u64::from(self.layers)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_are_valid_and_inputs_fit_one_chunk() {
+        for p in [SealParams::devnet(), SealParams::production()] {
+            p.validate().unwrap();
+            assert!(p.label_input_len() <= blake3::CHUNK_LEN);
+        }
+        assert_eq!(SealParams::production().layers, 11);
+        let worst = SealParams {
+            layers: MAX_LAYERS,
+            drg_degree: MAX_DRG_DEGREE,
+            expander_degree: MAX_EXPANDER_DEGREE,
+            ..SealParams::production()
+        };
+        assert!(worst.label_input_len() <= blake3::CHUNK_LEN);
+        assert!(32 * MAX_LAYERS as usize <= blake3::CHUNK_LEN);
+    }
+
+    #[test]
+    fn out_of_range_params_are_rejected() {
+        let bad = [
+            SealParams {
+                layers: 0,
+                ..SealParams::devnet()
+            },
+            SealParams {
+                layers: 33,
+                ..SealParams::devnet()
+            },
+            SealParams {
+                drg_degree: 0,
+                ..SealParams::devnet()
+            },
+            SealParams {
+                expander_degree: 15,
+                ..SealParams::devnet()
+            },
+            SealParams {
+                seal_challenges: 0,
+                ..SealParams::devnet()
+            },
+            SealParams {
+                window_challenges: 5000,
+                ..SealParams::devnet()
+            },
+        ];
+        for p in bad {
+            assert!(matches!(p.validate(), Err(PorepError::InvalidParams(_))), "{p:?}");
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! The protocol crate's one error type.
+
+/// What can go wrong decoding, verifying or exchanging protocol messages.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// A frame's declared length is above the cap for its kind.
+    #[error("frame of {len} bytes exceeds the {max}-byte limit")]
+    FrameTooLarge { len: u64, max: u64 },
+    /// A frame's body is not the CBOR message expected.
+    #[error("malformed {what}: {reason}")]
+    Malformed { what: &'static str, reason: String },
+    /// A signature does not verify, or the key is not an ed25519 key.
+    #[error("bad signature on {what}")]
+    BadSignature { what: &'static str },
+    /// A message is validly signed, but not by the party it must come from.
+    #[error("{what} is signed by {signer}, expected {expected}")]
+    WrongSigner {
+        what: &'static str,
+        signer: String,
+        expected: String,
+    },
+    /// The stream ended or failed.
+    #[error("stream: {0}")]
+    Io(#[from] std::io::Error),
+    /// The peer answered with an error.
+    #[error("peer refused: {0}")]
+    Remote(String),
+    /// A request did not complete in time.
+    #[error("timed out after {0:?}")]
+    Timeout(std::time::Duration),
+    /// The local network task is gone (shutting down).
+    #[error("network task stopped")]
+    Stopped,
+}

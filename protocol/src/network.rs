@@ -1,0 +1,548 @@
+//! The libp2p side: one task owns the swarm; everything else talks to it
+//! through a cloneable [`Network`] handle (bounded command channel, oneshot
+//! replies) and receives inbound control requests on a bounded channel.
+//!
+//! Bulk bytes do not pass through the swarm task: piece uploads and fetches
+//! run on `libp2p-stream` streams opened and accepted through
+//! [`Network::streams`], with yamux flow control as backpressure.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures::stream::FuturesUnordered;
+use futures::{AsyncRead, AsyncWrite, StreamExt};
+use libp2p::identity::Keypair;
+use libp2p::kad::{self, store::MemoryStore};
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{identify, noise, ping, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::types::{Request, Response};
+use crate::wire::{from_cbor, read_frame_bytes, to_cbor};
+use crate::ProtocolError;
+
+/// Control requests and responses (request-response, CBOR frames).
+pub const CONTROL_PROTOCOL: StreamProtocol = StreamProtocol::new("/crowd/control/1");
+/// Piece uploads (client → provider), raw bytes after a header frame.
+pub const PIECE_PROTOCOL: StreamProtocol = StreamProtocol::new("/crowd/piece/1");
+/// Piece and range retrieval with verified chunk groups.
+pub const FETCH_PROTOCOL: StreamProtocol = StreamProtocol::new("/crowd/fetch/1");
+/// Content routing: providers announce the pieces and manifests they hold.
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/crowd/kad/1");
+/// identify's protocol version string.
+pub const IDENTIFY_VERSION: &str = "/crowd/id/1";
+
+/// Largest control request frame.
+pub const MAX_REQUEST: usize = 256 * 1024;
+/// Largest control response frame (a seal proof can be a few MiB).
+pub const MAX_RESPONSE: usize = 16 * 1024 * 1024;
+
+/// A control request as read off the wire: decoded, or why it could not be.
+#[derive(Debug, Clone)]
+pub enum WireRequest {
+    Valid(Box<Request>),
+    Invalid(String),
+}
+
+/// Length-prefixed CBOR frames for the control protocol. A request that is
+/// too large or does not decode is delivered as [`WireRequest::Invalid`] so
+/// the receiver can answer with an error instead of dropping the stream.
+#[derive(Debug, Clone, Default)]
+pub struct ControlCodec;
+
+impl request_response::Codec for ControlCodec {
+    type Protocol = StreamProtocol;
+    type Request = WireRequest;
+    type Response = Response;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> std::io::Result<WireRequest>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        match read_frame_bytes(io, MAX_REQUEST).await {
+            Ok(body) => Ok(match from_cbor::<Request>("control request", &body) {
+                Ok(r) => WireRequest::Valid(Box::new(r)),
+                Err(e) => WireRequest::Invalid(e.to_string()),
+            }),
+            Err(ProtocolError::Io(e)) => Err(e),
+            Err(e) => Ok(WireRequest::Invalid(e.to_string())),
+        }
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> std::io::Result<Response>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        let body = read_frame_bytes(io, MAX_RESPONSE)
+            .await
+            .map_err(std::io::Error::other)?;
+        from_cbor("control response", &body).map_err(std::io::Error::other)
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: WireRequest,
+    ) -> std::io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        match req {
+            WireRequest::Valid(r) => write_raw(io, &to_cbor(&*r)).await,
+            WireRequest::Invalid(_) => Err(std::io::Error::other("refusing to send an invalid request")),
+        }
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Response,
+    ) -> std::io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_raw(io, &to_cbor(&res)).await
+    }
+}
+
+async fn write_raw<T: AsyncWrite + Unpin>(io: &mut T, body: &[u8]) -> std::io::Result<()> {
+    use futures::AsyncWriteExt;
+    let len = u32::try_from(body.len()).map_err(|_| std::io::Error::other("frame too large"))?;
+    io.write_all(&len.to_be_bytes()).await?;
+    io.write_all(body).await?;
+    io.close().await
+}
+
+/// All behaviours of a crowdstore peer.
+#[allow(missing_debug_implementations)] // the derive generates the event type
+#[derive(NetworkBehaviour)]
+pub struct Behaviour {
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    kad: kad::Behaviour<MemoryStore>,
+    control: request_response::Behaviour<ControlCodec>,
+    stream: libp2p_stream::Behaviour,
+}
+
+/// Network settings, all bounded.
+#[derive(Debug, Clone)]
+pub struct NetworkConfig {
+    /// Addresses to listen on (TCP and/or QUIC multiaddrs).
+    pub listen: Vec<Multiaddr>,
+    /// Peers to dial and add to the DHT at start.
+    pub bootstrap: Vec<(PeerId, Multiaddr)>,
+    /// Give up on a control request after this long.
+    pub request_timeout: Duration,
+    /// Concurrent control streams per connection.
+    pub max_concurrent_streams: usize,
+    /// Inbound control requests waiting for the application; beyond this the
+    /// peer gets a "busy" error at once.
+    pub inbound_queue: usize,
+    /// Close connections idle for this long.
+    pub idle_timeout: Duration,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            listen: Vec::new(),
+            bootstrap: Vec::new(),
+            request_timeout: Duration::from_secs(60),
+            max_concurrent_streams: 64,
+            inbound_queue: 256,
+            idle_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// A control request from a peer, to answer with [`InboundRequest::respond`].
+#[derive(Debug)]
+pub struct InboundRequest {
+    pub peer: PeerId,
+    /// `Err(reason)` when the frame was oversized or malformed.
+    pub request: Result<Request, String>,
+    reply: oneshot::Sender<Response>,
+}
+
+impl InboundRequest {
+    pub fn respond(self, response: Response) {
+        let _ = self.reply.send(response);
+    }
+}
+
+enum Command {
+    Dial(PeerId, Vec<Multiaddr>, oneshot::Sender<Result<(), ProtocolError>>),
+    Request(PeerId, Request, oneshot::Sender<Result<Response, ProtocolError>>),
+    Provide(kad::RecordKey, oneshot::Sender<Result<(), ProtocolError>>),
+    FindProviders(kad::RecordKey, oneshot::Sender<Vec<PeerId>>),
+    ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
+}
+
+/// Cloneable handle to the swarm task.
+#[derive(Clone)]
+pub struct Network {
+    peer_id: PeerId,
+    commands: mpsc::Sender<Command>,
+    streams: libp2p_stream::Control,
+    request_timeout: Duration,
+}
+
+impl std::fmt::Debug for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Network").field("peer_id", &self.peer_id).finish()
+    }
+}
+
+impl Network {
+    /// Builds the swarm, starts listening and spawns the task that owns it.
+    /// Returns the handle and the stream of inbound control requests.
+    pub async fn start(
+        key: Keypair,
+        config: NetworkConfig,
+    ) -> Result<(Self, mpsc::Receiver<InboundRequest>), ProtocolError> {
+        let peer_id = key.public().to_peer_id();
+        let rr_config = request_response::Config::default()
+            .with_request_timeout(config.request_timeout)
+            .with_max_concurrent_streams(config.max_concurrent_streams);
+        let idle = config.idle_timeout;
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(|e| ProtocolError::Io(std::io::Error::other(e.to_string())))?
+            .with_quic()
+            .with_behaviour(|key| Behaviour {
+                identify: identify::Behaviour::new(identify::Config::new(
+                    IDENTIFY_VERSION.into(),
+                    key.public(),
+                )),
+                ping: ping::Behaviour::new(ping::Config::new()),
+                kad: kad::Behaviour::with_config(
+                    key.public().to_peer_id(),
+                    MemoryStore::new(key.public().to_peer_id()),
+                    kad::Config::new(KAD_PROTOCOL),
+                ),
+                control: request_response::Behaviour::new(
+                    [(CONTROL_PROTOCOL, ProtocolSupport::Full)],
+                    rr_config,
+                ),
+                stream: libp2p_stream::Behaviour::new(),
+            })
+            .map_err(|e| ProtocolError::Io(std::io::Error::other(e.to_string())))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+            .build();
+        // Local networks (loopback devnets) have no confirmed external address;
+        // serve the DHT anyway.
+        swarm.behaviour_mut().kad.set_mode(Some(kad::Mode::Server));
+        for addr in &config.listen {
+            swarm
+                .listen_on(addr.clone())
+                .map_err(|e| ProtocolError::Io(std::io::Error::other(format!("listen on {addr}: {e}"))))?;
+        }
+        for (peer, addr) in &config.bootstrap {
+            swarm.behaviour_mut().kad.add_address(peer, addr.clone());
+            let _ = swarm.dial(addr.clone());
+        }
+        let streams = swarm.behaviour().stream.new_control();
+        let (commands, rx) = mpsc::channel(64);
+        let (inbound_tx, inbound_rx) = mpsc::channel(config.inbound_queue);
+        let mut task = SwarmTask {
+            swarm,
+            commands: rx,
+            inbound: inbound_tx,
+            pending_requests: HashMap::new(),
+            pending_dials: HashMap::new(),
+            pending_provides: HashMap::new(),
+            pending_finds: HashMap::new(),
+            replies: FuturesUnordered::new(),
+            listen_addrs: Vec::new(),
+            listen_waiters: Vec::new(),
+            expected_listeners: config.listen.len(),
+        };
+        tokio::spawn(async move { task.run().await });
+        Ok((
+            Self {
+                peer_id,
+                commands,
+                streams,
+                request_timeout: config.request_timeout,
+            },
+            inbound_rx,
+        ))
+    }
+
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// Opens and accepts bulk streams (uploads, fetches).
+    pub fn streams(&self) -> libp2p_stream::Control {
+        self.streams.clone()
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, ProtocolError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| ProtocolError::Stopped)?;
+        rx.await.map_err(|_| ProtocolError::Stopped)
+    }
+
+    /// The addresses we listen on, once every listener is up.
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, ProtocolError> {
+        self.call(Command::ListenAddrs).await
+    }
+
+    /// Connects to `peer` at `addrs` and remembers them for the DHT.
+    pub async fn dial(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<(), ProtocolError> {
+        self.call(|tx| Command::Dial(peer, addrs, tx)).await?
+    }
+
+    /// Sends a control request and waits for the answer (bounded by the
+    /// configured request timeout).
+    pub async fn request(&self, peer: PeerId, request: Request) -> Result<Response, ProtocolError> {
+        let timeout = self.request_timeout + Duration::from_secs(1);
+        match tokio::time::timeout(timeout, self.call(|tx| Command::Request(peer, request, tx))).await {
+            Ok(r) => r?,
+            Err(_) => Err(ProtocolError::Timeout(timeout)),
+        }
+    }
+
+    /// Announces on the DHT that we hold `key` (a piece or manifest CID's bytes).
+    pub async fn provide(&self, key: Vec<u8>) -> Result<(), ProtocolError> {
+        self.call(|tx| Command::Provide(kad::RecordKey::new(&key), tx))
+            .await?
+    }
+
+    /// Peers the DHT says hold `key`.
+    pub async fn find_providers(&self, key: Vec<u8>) -> Result<Vec<PeerId>, ProtocolError> {
+        self.call(|tx| Command::FindProviders(kad::RecordKey::new(&key), tx))
+            .await
+    }
+}
+
+type ReplyFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (request_response::ResponseChannel<Response>, Response)> + Send>,
+>;
+
+struct SwarmTask {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    inbound: mpsc::Sender<InboundRequest>,
+    pending_requests:
+        HashMap<request_response::OutboundRequestId, oneshot::Sender<Result<Response, ProtocolError>>>,
+    pending_dials: HashMap<PeerId, Vec<oneshot::Sender<Result<(), ProtocolError>>>>,
+    pending_provides: HashMap<kad::QueryId, oneshot::Sender<Result<(), ProtocolError>>>,
+    pending_finds: HashMap<kad::QueryId, (Vec<PeerId>, oneshot::Sender<Vec<PeerId>>)>,
+    replies: FuturesUnordered<ReplyFuture>,
+    listen_addrs: Vec<Multiaddr>,
+    listen_waiters: Vec<oneshot::Sender<Vec<Multiaddr>>>,
+    expected_listeners: usize,
+}
+
+impl SwarmTask {
+    async fn run(&mut self) {
+        loop {
+            tokio::select! {
+                cmd = self.commands.recv() => match cmd {
+                    Some(cmd) => self.on_command(cmd),
+                    // every handle dropped: shut down
+                    None => return,
+                },
+                event = self.swarm.select_next_some() => self.on_event(event),
+                Some((channel, response)) = self.replies.next(), if !self.replies.is_empty() => {
+                    let _ = self.swarm.behaviour_mut().control.send_response(channel, response);
+                }
+            }
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Dial(peer, addrs, tx) => {
+                if self.swarm.is_connected(&peer) {
+                    let _ = tx.send(Ok(()));
+                    return;
+                }
+                for a in &addrs {
+                    self.swarm.behaviour_mut().kad.add_address(&peer, a.clone());
+                }
+                let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                    .addresses(addrs)
+                    .build();
+                match self.swarm.dial(opts) {
+                    Ok(()) => self.pending_dials.entry(peer).or_default().push(tx),
+                    Err(e) => {
+                        let _ = tx.send(Err(ProtocolError::Io(std::io::Error::other(format!(
+                            "dial {peer}: {e}"
+                        )))));
+                    }
+                }
+            }
+            Command::Request(peer, req, tx) => {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .control
+                    .send_request(&peer, WireRequest::Valid(Box::new(req)));
+                self.pending_requests.insert(id, tx);
+            }
+            Command::Provide(key, tx) => match self.swarm.behaviour_mut().kad.start_providing(key) {
+                Ok(id) => {
+                    self.pending_provides.insert(id, tx);
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(ProtocolError::Io(std::io::Error::other(e.to_string()))));
+                }
+            },
+            Command::FindProviders(key, tx) => {
+                let id = self.swarm.behaviour_mut().kad.get_providers(key);
+                self.pending_finds.insert(id, (Vec::new(), tx));
+            }
+            Command::ListenAddrs(tx) => {
+                if self.listen_addrs.len() >= self.expected_listeners {
+                    let _ = tx.send(self.listen_addrs.clone());
+                } else {
+                    self.listen_waiters.push(tx);
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "listening");
+                self.listen_addrs.push(address);
+                if self.listen_addrs.len() >= self.expected_listeners {
+                    for w in self.listen_waiters.drain(..) {
+                        let _ = w.send(self.listen_addrs.clone());
+                    }
+                }
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                for tx in self.pending_dials.remove(&peer_id).unwrap_or_default() {
+                    let _ = tx.send(Ok(()));
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer),
+                error,
+                ..
+            } => {
+                for tx in self.pending_dials.remove(&peer).unwrap_or_default() {
+                    let _ = tx.send(Err(ProtocolError::Io(std::io::Error::other(format!(
+                        "dial {peer}: {error}"
+                    )))));
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                // learn where peers listen, for the DHT
+                for addr in info.listen_addrs {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Control(event)) => self.on_control(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.on_kad(event),
+            _ => {}
+        }
+    }
+
+    fn on_control(&mut self, event: request_response::Event<WireRequest, Response>) {
+        use request_response::{Event, Message};
+        match event {
+            Event::Message {
+                peer,
+                message: Message::Request { request, channel, .. },
+                ..
+            } => {
+                let request = match request {
+                    WireRequest::Valid(r) => Ok(*r),
+                    WireRequest::Invalid(reason) => Err(reason),
+                };
+                let (reply, rx) = oneshot::channel();
+                let inbound = InboundRequest { peer, request, reply };
+                match self.inbound.try_send(inbound) {
+                    Ok(()) => self.replies.push(Box::pin(async move {
+                        let response = rx.await.unwrap_or(Response::Error {
+                            message: "request dropped".into(),
+                        });
+                        (channel, response)
+                    })),
+                    Err(_) => {
+                        let busy = Response::Error {
+                            message: "busy: too many requests in flight".into(),
+                        };
+                        let _ = self.swarm.behaviour_mut().control.send_response(channel, busy);
+                    }
+                }
+            }
+            Event::Message {
+                message: Message::Response { request_id, response },
+                ..
+            } => {
+                if let Some(tx) = self.pending_requests.remove(&request_id) {
+                    let _ = tx.send(Ok(response));
+                }
+            }
+            Event::OutboundFailure {
+                request_id,
+                error,
+                peer,
+                ..
+            } => {
+                if let Some(tx) = self.pending_requests.remove(&request_id) {
+                    let _ = tx.send(Err(ProtocolError::Io(std::io::Error::other(format!(
+                        "request to {peer} failed: {error}"
+                    )))));
+                }
+            }
+            Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "inbound control request failed");
+            }
+            Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn on_kad(&mut self, event: kad::Event) {
+        if let kad::Event::OutboundQueryProgressed { id, result, step, .. } = event {
+            match result {
+                kad::QueryResult::StartProviding(r) => {
+                    if let Some(tx) = self.pending_provides.remove(&id) {
+                        // With no other peer to store the record on, the
+                        // local record still serves queries that reach us.
+                        let _ = tx.send(match r {
+                            Ok(_) | Err(kad::AddProviderError::Timeout { .. }) => Ok(()),
+                        });
+                    }
+                }
+                kad::QueryResult::GetProviders(r) => {
+                    if let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = r {
+                        if let Some((found, _)) = self.pending_finds.get_mut(&id) {
+                            found.extend(providers);
+                        }
+                    }
+                    if step.last {
+                        if let Some((mut found, tx)) = self.pending_finds.remove(&id) {
+                            found.sort();
+                            found.dedup();
+                            let _ = tx.send(found);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}

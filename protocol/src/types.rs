@@ -1,0 +1,275 @@
+//! Wire types: deals, receipts, sealing and proving messages, and the control
+//! requests and responses that carry them.
+
+use libp2p::PeerId;
+use serde::{Deserialize, Serialize};
+
+use crate::signed::{Signable, Signed};
+
+/// Money, in integer base units. Never a float.
+pub type Amount = u128;
+/// A tracker epoch number.
+pub type Epoch = u64;
+
+/// A piece's identity: its BLAKE3 hash, which is both its content address
+/// (CIDv1, raw codec, BLAKE3 multihash) and its piece commitment comm_d.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PieceId(#[serde(with = "crate::wire::hash32")] pub [u8; 32]);
+
+impl PieceId {
+    /// The piece's CIDv1 (raw codec 0x55, BLAKE3 multihash 0x1e).
+    pub fn cid(&self) -> cid::Cid {
+        match cid::multihash::Multihash::<64>::wrap(0x1e, &self.0) {
+            Ok(mh) => cid::Cid::new_v1(0x55, mh),
+            Err(_) => unreachable!("a 32-byte digest fits a 64-byte multihash"),
+        }
+    }
+
+    /// Parses a piece CID; only raw-codec BLAKE3 CIDs name pieces.
+    pub fn from_cid(cid: &cid::Cid) -> Option<Self> {
+        (cid.codec() == 0x55 && cid.hash().code() == 0x1e)
+            .then(|| <[u8; 32]>::try_from(cid.hash().digest()).ok().map(Self))
+            .flatten()
+    }
+}
+
+impl std::fmt::Display for PieceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.cid())
+    }
+}
+
+impl std::fmt::Debug for PieceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PieceId({})", self.cid())
+    }
+}
+
+/// The id of a signed proposal ([`Signed::id`]): how a deal is named before
+/// the tracker numbers it.
+pub type ProposalId = [u8; 32];
+
+/// A client's offer to a provider (signed by the client).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DealProposal {
+    /// comm_d = the piece's BLAKE3 hash.
+    pub piece: PieceId,
+    pub piece_size: u64,
+    #[serde(with = "crate::wire::peer")]
+    pub client: PeerId,
+    #[serde(with = "crate::wire::peer")]
+    pub provider: PeerId,
+    pub price_per_epoch: Amount,
+    pub start_epoch: Epoch,
+    pub duration_epochs: u64,
+    pub provider_collateral: Amount,
+    /// The proposal is void if not published by this epoch.
+    pub expiry_epoch: Epoch,
+    /// Makes two otherwise equal proposals distinct deals.
+    pub nonce: u64,
+}
+impl Signable for DealProposal {
+    const DOMAIN: &'static str = "deal-proposal";
+}
+
+/// A provider's acceptance of a proposal (signed by the provider).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DealAcceptance {
+    #[serde(with = "crate::wire::hash32")]
+    pub proposal: ProposalId,
+}
+impl Signable for DealAcceptance {
+    const DOMAIN: &'static str = "deal-acceptance";
+}
+
+/// A provider's statement that it holds the complete, verified piece of a
+/// proposal (signed by the provider).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PieceReceipt {
+    #[serde(with = "crate::wire::hash32")]
+    pub proposal: ProposalId,
+    pub piece: PieceId,
+    pub piece_size: u64,
+}
+impl Signable for PieceReceipt {
+    const DOMAIN: &'static str = "piece-receipt";
+}
+
+/// The tracker's go-ahead to seal a published deal (signed by the tracker).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealTicket {
+    #[serde(with = "crate::wire::hash32")]
+    pub proposal: ProposalId,
+    pub deal_id: u64,
+    #[serde(with = "crate::wire::hash32")]
+    pub ticket: [u8; 32],
+}
+impl Signable for SealTicket {
+    const DOMAIN: &'static str = "seal-ticket";
+}
+
+/// A provider's sealed commitments for a deal (signed by the provider).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealCommitment {
+    pub deal_id: u64,
+    pub piece: PieceId,
+    #[serde(with = "crate::wire::hash32")]
+    pub comm_r: [u8; 32],
+    #[serde(with = "crate::wire::hash32")]
+    pub replica_id: [u8; 32],
+}
+impl Signable for SealCommitment {
+    const DOMAIN: &'static str = "seal-commitment";
+}
+
+/// The tracker's seed for the seal proof, drawn after comm_r was published.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealSeed {
+    pub deal_id: u64,
+    #[serde(with = "crate::wire::hash32")]
+    pub seed: [u8; 32],
+}
+impl Signable for SealSeed {
+    const DOMAIN: &'static str = "seal-seed";
+}
+
+/// A provider's seal proof (crowd-porep encoding), signed by the provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealProofMsg {
+    pub deal_id: u64,
+    #[serde(with = "crate::wire::bytes")]
+    pub proof: Vec<u8>,
+}
+impl Signable for SealProofMsg {
+    const DOMAIN: &'static str = "seal-proof";
+    const MAX_BODY: usize = crate::network::MAX_RESPONSE;
+}
+
+/// The tracker's challenge for one deal in one epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowChallenge {
+    pub deal_id: u64,
+    pub epoch: Epoch,
+    #[serde(with = "crate::wire::hash32")]
+    pub randomness: [u8; 32],
+}
+impl Signable for WindowChallenge {
+    const DOMAIN: &'static str = "window-challenge";
+}
+
+/// A provider's window proof (crowd-porep encoding), signed by the provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowProofMsg {
+    pub deal_id: u64,
+    pub epoch: Epoch,
+    #[serde(with = "crate::wire::bytes")]
+    pub proof: Vec<u8>,
+}
+impl Signable for WindowProofMsg {
+    const DOMAIN: &'static str = "window-proof";
+    const MAX_BODY: usize = 4 * 1024 * 1024;
+}
+
+/// Requests on `/crowd/control/1`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    /// client → provider: accept this deal?
+    ProposeDeal(Signed<DealProposal>),
+    /// tracker → provider: seal this deal with this ticket.
+    StartSeal(Signed<SealTicket>),
+    /// tracker → provider: prove the seal with this seed.
+    ProveSeal(Signed<SealSeed>),
+    /// tracker → provider: prove this deal's replica for this epoch.
+    Challenge(Signed<WindowChallenge>),
+    /// anyone → provider: what do you know of this piece?
+    PieceStatus(PieceId),
+    /// client → provider: keep this manifest (dag-cbor bytes, at most
+    /// [`MAX_MANIFEST`]) and announce it on the DHT.
+    StoreManifest(#[serde(with = "crate::wire::bytes")] Vec<u8>),
+    /// anyone → provider: the manifest with this CID (bytes), if held.
+    GetManifest(#[serde(with = "crate::wire::bytes")] Vec<u8>),
+}
+
+/// Opaque bytes, CBOR-encoded as a byte string.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Blob(#[serde(with = "crate::wire::bytes")] pub Vec<u8>);
+
+/// Largest manifest a provider keeps.
+pub const MAX_MANIFEST: usize = 64 * 1024;
+
+/// Multicodec of dag-cbor, the manifest's codec.
+pub const DAG_CBOR: u64 = 0x71;
+
+/// The CIDv1 (dag-cbor, BLAKE3) of manifest bytes.
+pub fn manifest_cid(bytes: &[u8]) -> cid::Cid {
+    match cid::multihash::Multihash::<64>::wrap(0x1e, blake3::hash(bytes).as_bytes()) {
+        Ok(mh) => cid::Cid::new_v1(DAG_CBOR, mh),
+        Err(_) => unreachable!("a 32-byte digest fits a 64-byte multihash"),
+    }
+}
+
+/// What a provider knows of a piece.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PieceInfo {
+    pub piece: PieceId,
+    pub size: u64,
+    /// `None` until sealed.
+    pub sealed: Option<Signed<SealCommitment>>,
+}
+
+/// Responses on `/crowd/control/1`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Response {
+    DealAccepted(Signed<DealAcceptance>),
+    DealRejected {
+        reason: String,
+    },
+    SealQueued,
+    SealProof(Signed<SealProofMsg>),
+    WindowProof(Signed<WindowProofMsg>),
+    Piece(Option<PieceInfo>),
+    /// The manifest was stored under this CID (bytes).
+    ManifestStored(#[serde(with = "crate::wire::bytes")] Vec<u8>),
+    /// The manifest's bytes, if held.
+    Manifest(Option<Blob>),
+    /// The request was malformed, unauthorised or failed; one line.
+    Error {
+        message: String,
+    },
+}
+
+/// The first frame on `/crowd/piece/1` (client → provider), followed by
+/// exactly `piece_size` raw bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadHeader {
+    #[serde(with = "crate::wire::hash32")]
+    pub proposal: ProposalId,
+}
+
+/// The provider's answer on `/crowd/piece/1`, after the last byte.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum UploadResult {
+    Stored(Signed<PieceReceipt>),
+    Rejected { reason: String },
+}
+
+/// The request frame on `/crowd/fetch/1`: bytes `[start, end)` of a piece.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchRequest {
+    pub piece: PieceId,
+    pub start: u64,
+    pub end: u64,
+}
+
+/// The provider's first answer frame on `/crowd/fetch/1`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FetchHeader {
+    /// The range follows as verified chunk groups (see [`crate::fetch`]).
+    Ok {
+        piece_size: u64,
+    },
+    NotFound,
+    Refused {
+        reason: String,
+    },
+}

@@ -1,0 +1,247 @@
+//! `config.toml`: one documented struct, loaded in `main` and passed down.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// The node's settings. Every field has a default; `crowd-node init` writes
+/// them all out with their documentation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// libp2p listen addresses (TCP and QUIC). Port 0 picks a free port.
+    #[serde(default = "default_listen")]
+    pub listen: Vec<String>,
+    /// Bytes of piece data this node will hold (unsealed copies and replicas
+    /// count separately, see `keep_unsealed`).
+    #[serde(default = "default_capacity")]
+    pub capacity_bytes: u64,
+    /// Smallest price accepted, in base units per GiB per epoch (pro rata for
+    /// smaller pieces, rounded up).
+    #[serde(default = "default_price")]
+    pub price_per_gib_epoch: u64,
+    /// Largest provider collateral a proposal may ask of us, in base units
+    /// per GiB.
+    #[serde(default = "default_collateral")]
+    pub max_collateral_per_gib: u64,
+    /// Largest piece accepted, in bytes.
+    #[serde(default = "default_max_piece")]
+    pub max_piece_bytes: u64,
+    /// The tracker's libp2p peer id: only it may send seal tickets, seeds and
+    /// challenges. Empty: none accepted (the node stores and serves only).
+    #[serde(default)]
+    pub tracker_peer_id: String,
+    /// The tracker's multiaddress (with /p2p/<peer id>), dialled at start.
+    #[serde(default)]
+    pub tracker_address: String,
+    /// Peers to connect to at start, as multiaddresses ending in /p2p/<peer id>.
+    #[serde(default)]
+    pub bootstrap: Vec<String>,
+    /// Sealing parameters: "devnet" (fast) or "production" (Filecoin-like).
+    #[serde(default = "default_preset")]
+    pub sealing_preset: String,
+    /// Deals waiting to be sealed; beyond this new seal requests are refused.
+    #[serde(default = "default_seal_queue")]
+    pub seal_queue: usize,
+    /// Keep an unsealed copy of each piece for fast retrieval; otherwise it
+    /// is deleted once sealed and unsealed on demand.
+    #[serde(default = "default_true")]
+    pub keep_unsealed: bool,
+    /// Address of the Prometheus `/metrics` HTTP endpoint; empty disables it.
+    #[serde(default = "default_metrics")]
+    pub metrics_address: String,
+    /// Concurrent piece uploads and fetches served at once.
+    #[serde(default = "default_streams")]
+    pub max_concurrent_transfers: usize,
+    /// Seconds a transfer may stall before it is dropped.
+    #[serde(default = "default_stall")]
+    pub transfer_timeout_secs: u64,
+}
+
+fn default_listen() -> Vec<String> {
+    vec!["/ip4/0.0.0.0/tcp/0".into(), "/ip4/0.0.0.0/udp/0/quic-v1".into()]
+}
+fn default_capacity() -> u64 {
+    64 << 30
+}
+fn default_price() -> u64 {
+    1_000
+}
+fn default_collateral() -> u64 {
+    1_000_000
+}
+fn default_max_piece() -> u64 {
+    1 << 30
+}
+fn default_preset() -> String {
+    "devnet".into()
+}
+fn default_seal_queue() -> usize {
+    16
+}
+fn default_true() -> bool {
+    true
+}
+fn default_metrics() -> String {
+    "127.0.0.1:0".into()
+}
+fn default_streams() -> usize {
+    32
+}
+fn default_stall() -> u64 {
+    60
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        // every field's serde default
+        toml::from_str("").unwrap_or_else(|_| unreachable!("an empty config takes every default"))
+    }
+}
+
+impl NodeConfig {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let config: Self = toml::from_str(&text).map_err(|e| {
+            // toml's message is multi-line: keep the position and the reason
+            let text = e.to_string();
+            let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+            let first = lines.first().copied().unwrap_or("invalid TOML");
+            let last = lines.last().copied().unwrap_or("");
+            anyhow::anyhow!("{}: {first}: {}", path.display(), last.trim())
+        })?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Rejects values that cannot work, with the field named.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.listen.is_empty() {
+            anyhow::bail!("listen: at least one address is needed");
+        }
+        for a in &self.listen {
+            a.parse::<libp2p::Multiaddr>()
+                .map_err(|e| anyhow::anyhow!("listen: '{a}' is not a multiaddress: {e}"))?;
+        }
+        if !matches!(self.sealing_preset.as_str(), "devnet" | "production") {
+            anyhow::bail!(
+                "sealing_preset: '{}' (expected devnet or production)",
+                self.sealing_preset
+            );
+        }
+        if !self.metrics_address.is_empty() {
+            self.metrics_address
+                .parse::<SocketAddr>()
+                .map_err(|e| anyhow::anyhow!("metrics_address: '{}': {e}", self.metrics_address))?;
+        }
+        if self.max_concurrent_transfers == 0 || self.seal_queue == 0 {
+            anyhow::bail!("max_concurrent_transfers and seal_queue must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The documented `config.toml` that `crowd-node init` writes.
+    pub fn render(&self) -> String {
+        let list = |v: &[String]| {
+            format!(
+                "[{}]",
+                v.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ")
+            )
+        };
+        format!(
+            r#"# crowd-node configuration. Every field may be omitted (its default is used).
+# Environment overrides: CROWD_NODE_HOME picks the home directory.
+
+# libp2p listen addresses (TCP and QUIC). Port 0 picks a free port.
+listen = {listen}
+
+# Bytes of piece data this node will hold.
+capacity_bytes = {capacity}
+
+# Smallest price accepted, base units per GiB per epoch (pro rata, rounded up).
+price_per_gib_epoch = {price}
+
+# Largest provider collateral a deal may ask of us, base units per GiB.
+max_collateral_per_gib = {collateral}
+
+# Largest piece accepted, bytes.
+max_piece_bytes = {max_piece}
+
+# The tracker: only this peer may send seal tickets, seeds and challenges.
+# Empty: the node stores and serves pieces but never seals or proves.
+tracker_peer_id = {tracker:?}
+tracker_address = {tracker_addr:?}
+
+# Peers to connect to at start (multiaddresses ending in /p2p/<peer id>).
+bootstrap = {bootstrap}
+
+# Sealing parameters: "devnet" (fast) or "production" (Filecoin-like: 11 layers).
+sealing_preset = {preset:?}
+
+# Deals waiting to be sealed; beyond this, seal requests are refused.
+seal_queue = {seal_queue}
+
+# Keep an unsealed copy of each piece for fast retrieval (else unseal on demand).
+keep_unsealed = {keep}
+
+# Prometheus metrics at http://<this>/metrics; empty disables.
+metrics_address = {metrics:?}
+
+# Piece uploads and fetches served at once, and seconds one may stall.
+max_concurrent_transfers = {streams}
+transfer_timeout_secs = {stall}
+"#,
+            listen = list(&self.listen),
+            capacity = self.capacity_bytes,
+            price = self.price_per_gib_epoch,
+            collateral = self.max_collateral_per_gib,
+            max_piece = self.max_piece_bytes,
+            tracker = self.tracker_peer_id,
+            tracker_addr = self.tracker_address,
+            bootstrap = list(&self.bootstrap),
+            preset = self.sealing_preset,
+            seal_queue = self.seal_queue,
+            keep = self.keep_unsealed,
+            metrics = self.metrics_address,
+            streams = self.max_concurrent_transfers,
+            stall = self.transfer_timeout_secs,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendered_config_loads_back_identical() {
+        let mut c = NodeConfig::default();
+        c.bootstrap =
+            vec!["/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN".into()];
+        c.capacity_bytes = 12345;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.toml");
+        std::fs::write(&p, c.render()).unwrap();
+        assert_eq!(NodeConfig::load(&p).unwrap(), c);
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.toml");
+        for (text, field) in [
+            ("sealing_preset = \"fast\"", "sealing_preset"),
+            ("listen = [\"not an addr\"]", "listen"),
+            ("metrics_address = \"nope\"", "metrics_address"),
+            ("capacity = 5", "capacity"),
+        ] {
+            std::fs::write(&p, text).unwrap();
+            let err = NodeConfig::load(&p).unwrap_err().to_string();
+            assert!(err.contains(field), "{text}: {err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! `crowd-node`: run a crowdstore storage provider.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use clap::{Parser, Subcommand};
+use crowd_node::config::NodeConfig;
+use crowd_node::files::Dirs;
+use crowd_node::metrics::Metrics;
+use crowd_node::node::{seal_worker, Node};
+use crowd_node::store::RocksStore;
+use crowd_protocol::libp2p::identity::Keypair;
+use crowd_protocol::libp2p::{multiaddr::Protocol, Multiaddr, PeerId};
+use crowd_protocol::{Network, NetworkConfig};
+
+#[derive(Debug, Parser)]
+#[command(name = "crowd-node", version, about = "crowdstore storage provider")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Create the identity key and a documented config.toml in the home directory.
+    Init {
+        /// The node's home directory.
+        #[arg(long, env = "CROWD_NODE_HOME", default_value_os_t = default_home())]
+        home: PathBuf,
+        /// Overwrite an existing config.toml (the identity is never replaced).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run the node until SIGINT or SIGTERM.
+    Run {
+        /// The node's home directory (created by `init`).
+        #[arg(long, env = "CROWD_NODE_HOME", default_value_os_t = default_home())]
+        home: PathBuf,
+    },
+}
+
+fn default_home() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(".crowd-node")
+}
+
+fn load_or_create_key(path: &Path) -> Result<Keypair> {
+    if path.exists() {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        return Keypair::from_protobuf_encoding(&bytes)
+            .map_err(|e| anyhow!("{}: not a valid identity key: {e}", path.display()));
+    }
+    let key = Keypair::generate_ed25519();
+    let bytes = key
+        .to_protobuf_encoding()
+        .map_err(|e| anyhow!("encoding key: {e}"))?;
+    std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(key)
+}
+
+fn init(home: &Path, force: bool) -> Result<()> {
+    std::fs::create_dir_all(home).with_context(|| format!("cannot create {}", home.display()))?;
+    let key = load_or_create_key(&home.join("identity.key"))?;
+    let config = home.join("config.toml");
+    if config.exists() && !force {
+        println!("{} exists; kept (use --force to rewrite)", config.display());
+    } else {
+        std::fs::write(&config, NodeConfig::default().render())
+            .with_context(|| format!("cannot write {}", config.display()))?;
+        println!("wrote {}", config.display());
+    }
+    println!("peer id {}", key.public().to_peer_id());
+    Ok(())
+}
+
+/// A multiaddress ending in /p2p/<peer id>, split.
+fn peer_addr(s: &str) -> Result<(PeerId, Multiaddr)> {
+    let addr: Multiaddr = s
+        .parse()
+        .map_err(|e| anyhow!("'{s}' is not a multiaddress: {e}"))?;
+    match addr.iter().last() {
+        Some(Protocol::P2p(peer)) => Ok((peer, addr)),
+        _ => Err(anyhow!("'{s}' does not end in /p2p/<peer id>")),
+    }
+}
+
+async fn run(home: &Path) -> Result<()> {
+    let config_path = home.join("config.toml");
+    if !config_path.exists() {
+        return Err(anyhow!(
+            "{} does not exist: run `crowd-node init --home {}` first",
+            config_path.display(),
+            home.display()
+        ));
+    }
+    let config = NodeConfig::load(&config_path)?;
+    let key = load_or_create_key(&home.join("identity.key"))?;
+    let dirs = Dirs::new(home);
+    dirs.create()
+        .with_context(|| format!("cannot create directories in {}", home.display()))?;
+    let store = Arc::new(RocksStore::open(&dirs.db)?);
+
+    let mut bootstrap = Vec::new();
+    for b in config
+        .bootstrap
+        .iter()
+        .chain(Some(&config.tracker_address).filter(|s| !s.is_empty()))
+    {
+        bootstrap.push(peer_addr(b)?);
+    }
+    let net_config = NetworkConfig {
+        listen: config
+            .listen
+            .iter()
+            .map(|a| a.parse())
+            .collect::<Result<_, _>>()?,
+        bootstrap,
+        request_timeout: Duration::from_secs(config.transfer_timeout_secs.max(10)),
+        ..NetworkConfig::default()
+    };
+    let (net, mut inbound) = Network::start(key.clone(), net_config).await?;
+    let metrics = Arc::new(Metrics::default());
+    let (node, seal_rx) = Node::new(key, config.clone(), store, dirs, net.clone(), metrics.clone())?;
+    let removed = node.recover()?;
+    if removed > 0 {
+        tracing::info!(removed, "removed unfinished files from before the last stop");
+    }
+    let requeue = node.queued_seals()?;
+    {
+        let node = node.clone();
+        std::thread::Builder::new()
+            .name("sealer".into())
+            .spawn(move || seal_worker(node, seal_rx))?;
+    }
+    for deal in requeue {
+        // the queue was sized for this; a refusal here is logged, not fatal
+        if let Err(e) = node.requeue(deal) {
+            tracing::warn!(deal, "could not requeue seal: {e:#}");
+        }
+    }
+    tokio::spawn(node.clone().serve_uploads());
+    tokio::spawn(node.clone().serve_fetches());
+    {
+        let node = node.clone();
+        tokio::spawn(async move {
+            while let Some(req) = inbound.recv().await {
+                let node = node.clone();
+                tokio::spawn(async move {
+                    let response = node.handle(req.peer, req.request.clone()).await;
+                    req.respond(response);
+                });
+            }
+        });
+    }
+    let mut metrics_addr = String::new();
+    if !config.metrics_address.is_empty() {
+        let listener = tokio::net::TcpListener::bind(&config.metrics_address)
+            .await
+            .with_context(|| format!("metrics_address {}", config.metrics_address))?;
+        metrics_addr = listener.local_addr()?.to_string();
+        tokio::spawn(crowd_node::metrics::serve(listener, Arc::new(metrics.registry())));
+    }
+    let addrs = net.listen_addrs().await?;
+    let info = serde_json::json!({
+        "peer_id": node.peer_id.to_string(),
+        "listen": addrs.iter().map(|a| a.clone().with(Protocol::P2p(node.peer_id)).to_string()).collect::<Vec<_>>(),
+        "metrics": metrics_addr,
+        "pid": std::process::id(),
+    });
+    let info_path = home.join("node.json");
+    std::fs::write(&info_path, serde_json::to_vec_pretty(&info)?)?;
+    println!("crowd-node {} ready", node.peer_id);
+    for a in &addrs {
+        println!("listening on {}", a.clone().with(Protocol::P2p(node.peer_id)));
+    }
+    if !metrics_addr.is_empty() {
+        println!("metrics on http://{metrics_addr}/metrics");
+    }
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = std::fs::remove_file(&info_path);
+    // let transfers in flight finish for a moment; anything cut off is an
+    // unacknowledged upload in tmp/, removed at the next start
+    node.drain(Duration::from_secs(5)).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let text = e.to_string();
+            let msg = text
+                .split("Usage:")
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            eprintln!("crowd-node: {} (see --help)", msg.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p=warn,libp2p_kad=error")),
+        )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.cmd {
+        Cmd::Init { home, force } => init(&home, force),
+        Cmd::Run { home } => match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt.block_on(run(&home)),
+            Err(e) => Err(e.into()),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("crowd-node: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! Prometheus metrics, served as text on `GET /metrics` by a minimal HTTP
+//! responder (bounded request size and time).
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::records::SealState;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: String,
+}
+
+/// Everything the node exports.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub bytes_stored: Gauge,
+    pub pieces: Gauge,
+    pub space_reserved: Gauge,
+    pub deals: Family<StateLabel, Gauge>,
+    pub seals_queued: Gauge,
+    pub seals_running: Gauge,
+    pub window_proofs: Counter,
+    pub window_proof_failures: Counter,
+    pub uploads_rejected: Counter,
+    pub requests_refused: Counter,
+    pub bytes_served: Counter<u64, AtomicU64>,
+}
+
+impl Metrics {
+    pub fn registry(&self) -> Registry {
+        let mut r = Registry::with_prefix("crowd_node");
+        r.register(
+            "bytes_stored",
+            "Bytes of verified pieces held",
+            self.bytes_stored.clone(),
+        );
+        r.register("pieces", "Verified pieces held", self.pieces.clone());
+        r.register(
+            "space_reserved_bytes",
+            "Bytes reserved by accepted deals",
+            self.space_reserved.clone(),
+        );
+        r.register("deals", "Deals by seal state", self.deals.clone());
+        r.register(
+            "seals_queued",
+            "Deals waiting to be sealed",
+            self.seals_queued.clone(),
+        );
+        r.register("seals_running", "Seals in progress", self.seals_running.clone());
+        r.register(
+            "window_proofs",
+            "Window proofs produced",
+            self.window_proofs.clone(),
+        );
+        r.register(
+            "window_proof_failures",
+            "Window challenges this node could not answer",
+            self.window_proof_failures.clone(),
+        );
+        r.register(
+            "uploads_rejected",
+            "Uploads rejected (bad bytes, unknown deal, stalls)",
+            self.uploads_rejected.clone(),
+        );
+        r.register(
+            "requests_refused",
+            "Control requests answered with an error",
+            self.requests_refused.clone(),
+        );
+        r.register(
+            "bytes_served",
+            "Piece bytes served to fetchers",
+            self.bytes_served.clone(),
+        );
+        r
+    }
+
+    /// Moves the per-state deal gauge.
+    pub fn deal_state(&self, state: &SealState, delta: i64) {
+        let name = match state {
+            SealState::Queued => "queued",
+            SealState::Sealed { .. } => "sealed",
+            SealState::Failed(_) => "failed",
+        };
+        self.deals
+            .get_or_create(&StateLabel { state: name.into() })
+            .inc_by(delta);
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, registry: std::sync::Arc<Registry>) {
+    loop {
+        let Ok((mut sock, _)) = listener.accept().await else {
+            continue;
+        };
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 8192];
+            let mut n = 0;
+            let read = tokio::time::timeout(Duration::from_secs(5), async {
+                while n < buf.len() {
+                    let m = sock.read(&mut buf[n..]).await?;
+                    if m == 0 {
+                        break;
+                    }
+                    n += m;
+                    if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+                Ok::<_, std::io::Error>(())
+            })
+            .await;
+            if !matches!(read, Ok(Ok(()))) {
+                return;
+            }
+            let head = String::from_utf8_lossy(&buf[..n]);
+            let (status, body) = if head.starts_with("GET /metrics ") {
+                let mut text = String::new();
+                match prometheus_client::encoding::text::encode(&mut text, &registry) {
+                    Ok(()) => ("200 OK", text),
+                    Err(_) => ("500 Internal Server Error", "encoding failed\n".into()),
+                }
+            } else {
+                ("404 Not Found", "only /metrics is served\n".into())
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(response.as_bytes()).await;
+            let _ = sock.shutdown().await;
+        });
+    }
+}

@@ -1,0 +1,844 @@
+//! The provider: control requests, uploads, fetches, the sealing worker and
+//! window proofs.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use crowd_porep::tree::Outboard;
+use crowd_porep::{Parents, SealParams};
+use crowd_protocol::libp2p::identity::Keypair;
+use crowd_protocol::libp2p::{PeerId, Stream};
+use crowd_protocol::network::{FETCH_PROTOCOL, PIECE_PROTOCOL};
+use crowd_protocol::wire::{read_frame, write_frame};
+use crowd_protocol::{
+    DealAcceptance, DealProposal, FetchHeader, FetchRequest, Network, PieceId, PieceInfo, PieceReceipt,
+    Request, Response, SealCommitment, SealProofMsg, SealSeed, SealTicket, Signed, UploadHeader,
+    UploadResult, WindowChallenge, WindowProofMsg, MAX_STREAM_HEADER,
+};
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::config::NodeConfig;
+use crate::files::{self, Dirs, FileAt};
+use crate::metrics::Metrics;
+use crate::records::{self, DealRecord, PieceRecord, ProposalRecord, ProposalState, SealState};
+use crate::store::{Batch, MetaStore};
+
+const GIB: u128 = 1 << 30;
+/// Bytes read from an upload stream at a time.
+const UPLOAD_BUF: usize = 1 << 20;
+
+/// Everything the node's tasks share.
+pub struct Node {
+    pub key: Keypair,
+    pub peer_id: PeerId,
+    pub config: NodeConfig,
+    pub store: Arc<dyn MetaStore>,
+    pub dirs: Dirs,
+    pub net: Network,
+    pub metrics: Arc<Metrics>,
+    pub params: SealParams,
+    tracker: Option<PeerId>,
+    transfers: Arc<Semaphore>,
+    seal_tx: mpsc::Sender<u64>,
+    /// Serialises read-modify-write updates of records and space accounting.
+    write_lock: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("peer_id", &self.peer_id).finish()
+    }
+}
+
+/// The 32-byte provider id that goes into replica ids.
+pub fn provider_hash(peer: &PeerId) -> [u8; 32] {
+    *blake3::Hasher::new_derive_key("crowdstore provider id v1")
+        .update(&peer.to_bytes())
+        .finalize()
+        .as_bytes()
+}
+
+/// Smallest acceptable price per epoch for `size` bytes (rounded up).
+pub fn min_price(price_per_gib_epoch: u128, size: u64) -> u128 {
+    (price_per_gib_epoch * size as u128).div_ceil(GIB)
+}
+
+impl Node {
+    pub fn new(
+        key: Keypair,
+        config: NodeConfig,
+        store: Arc<dyn MetaStore>,
+        dirs: Dirs,
+        net: Network,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<(Arc<Self>, mpsc::Receiver<u64>)> {
+        let tracker = match config.tracker_peer_id.as_str() {
+            "" => None,
+            s => Some(
+                s.parse::<PeerId>()
+                    .map_err(|e| anyhow!("tracker_peer_id '{s}': {e}"))?,
+            ),
+        };
+        let params = match config.sealing_preset.as_str() {
+            "production" => SealParams::production(),
+            _ => SealParams::devnet(),
+        };
+        let (seal_tx, seal_rx) = mpsc::channel(config.seal_queue);
+        let node = Arc::new(Self {
+            peer_id: key.public().to_peer_id(),
+            key,
+            transfers: Arc::new(Semaphore::new(config.max_concurrent_transfers)),
+            config,
+            store,
+            dirs,
+            net,
+            metrics,
+            params,
+            tracker,
+            seal_tx,
+            write_lock: tokio::sync::Mutex::new(()),
+        });
+        Ok((node, seal_rx))
+    }
+
+    /// Brings disk and index back to agreement after any stop, clean or not,
+    /// and re-queues seals that were in flight. Returns what it removed.
+    pub fn recover(&self) -> anyhow::Result<usize> {
+        let mut removed = self.dirs.clear_tmp().context("clearing tmp/")?;
+        let pieces = self.store.scan_prefix(b"piece/")?;
+        // pieces whose unsealed copy is kept; any other file in pieces/ goes
+        let known: std::collections::HashSet<String> = pieces
+            .iter()
+            .filter(|(_, v)| {
+                crowd_protocol::wire::from_cbor::<PieceRecord>("piece record", v)
+                    .map(|p| p.unsealed)
+                    .unwrap_or(true)
+            })
+            .map(|(k, _)| String::from_utf8_lossy(&k[6..]).into_owned())
+            .collect();
+        for e in std::fs::read_dir(&self.dirs.pieces)? {
+            let path = e?.path();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let stem = name.trim_end_matches(".outboard");
+            if !known.contains(stem) {
+                // renamed into place but never indexed: the client got no receipt
+                std::fs::remove_file(&path)?;
+                removed += 1;
+            }
+        }
+        let (mut bytes, mut count) = (0u64, 0u64);
+        for (_, v) in &pieces {
+            if let Ok(p) = crowd_protocol::wire::from_cbor::<PieceRecord>("piece record", v) {
+                bytes += p.size;
+                count += 1;
+            }
+        }
+        self.metrics.bytes_stored.set(bytes as i64);
+        self.metrics.pieces.set(count as i64);
+        self.metrics
+            .space_reserved
+            .set(records::space_used(&*self.store)? as i64);
+        for (_, v) in self.store.scan_prefix(b"deal/")? {
+            let deal: DealRecord = crowd_protocol::wire::from_cbor("deal record", &v)?;
+            self.metrics.deal_state(&deal.seal, 1);
+        }
+        Ok(removed)
+    }
+
+    /// Deal ids whose seal was queued when the node stopped.
+    pub fn queued_seals(&self) -> anyhow::Result<Vec<u64>> {
+        let mut out = Vec::new();
+        for (k, v) in self.store.scan_prefix(b"deal/")? {
+            let deal: DealRecord = crowd_protocol::wire::from_cbor("deal record", &v)?;
+            if deal.seal == SealState::Queued {
+                if let Some(id) = std::str::from_utf8(&k[5..]).ok().and_then(|s| s.parse().ok()) {
+                    out.push(id);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Answers one control request. Never panics on bad input.
+    pub async fn handle(self: &Arc<Self>, peer: PeerId, request: Result<Request, String>) -> Response {
+        let result = match request {
+            Err(reason) => Err(anyhow!("malformed request: {reason}")),
+            Ok(Request::ProposeDeal(p)) => return self.propose(peer, p).await,
+            Ok(Request::StartSeal(t)) => self.start_seal(t).await,
+            Ok(Request::ProveSeal(s)) => self.prove_seal(s).await,
+            Ok(Request::Challenge(c)) => self.challenge(c).await,
+            Ok(Request::PieceStatus(p)) => self.piece_status(&p),
+            Ok(Request::StoreManifest(bytes)) => self.store_manifest(bytes).await,
+            Ok(Request::GetManifest(cid)) => self.get_manifest(&cid),
+        };
+        result.unwrap_or_else(|e| {
+            self.metrics.requests_refused.inc();
+            Response::Error {
+                message: format!("{e:#}"),
+            }
+        })
+    }
+
+    async fn propose(&self, peer: PeerId, signed: Signed<DealProposal>) -> Response {
+        match self.try_propose(peer, &signed).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.metrics.requests_refused.inc();
+                Response::DealRejected {
+                    reason: format!("{e:#}"),
+                }
+            }
+        }
+    }
+
+    async fn try_propose(&self, peer: PeerId, signed: &Signed<DealProposal>) -> anyhow::Result<Response> {
+        let claimed = signed
+            .claimed_signer()
+            .ok_or_else(|| anyhow!("proposal signer key is not valid"))?;
+        let (_, p) = signed.open(Some(&claimed))?;
+        if p.client != claimed {
+            bail!("proposal is signed by {claimed}, not by its client {}", p.client);
+        }
+        if p.client != peer {
+            bail!("proposal for client {} sent by {peer}", p.client);
+        }
+        if p.provider != self.peer_id {
+            bail!("proposal is for provider {}, not this node", p.provider);
+        }
+        if p.piece_size == 0 || p.piece_size > self.config.max_piece_bytes {
+            bail!(
+                "piece size {} is outside 1..={}",
+                p.piece_size,
+                self.config.max_piece_bytes
+            );
+        }
+        if p.duration_epochs == 0 {
+            bail!("deal duration is zero");
+        }
+        let floor = min_price(self.config.price_per_gib_epoch as u128, p.piece_size);
+        if p.price_per_epoch < floor {
+            bail!(
+                "price {} per epoch is below this node's {} for {} bytes",
+                p.price_per_epoch,
+                floor,
+                p.piece_size
+            );
+        }
+        let max_collateral =
+            (self.config.max_collateral_per_gib as u128 * p.piece_size as u128).div_ceil(GIB);
+        if p.provider_collateral > max_collateral {
+            bail!(
+                "collateral {} is above this node's {}",
+                p.provider_collateral,
+                max_collateral
+            );
+        }
+        let id = signed.id();
+        let _guard = self.write_lock.lock().await;
+        if records::get::<ProposalRecord>(&*self.store, &records::proposal_key(&id))?.is_none() {
+            let used = records::space_used(&*self.store)?;
+            if used.saturating_add(p.piece_size) > self.config.capacity_bytes {
+                bail!(
+                    "not enough space: {} of {} bytes used",
+                    used,
+                    self.config.capacity_bytes
+                );
+            }
+            let record = ProposalRecord {
+                proposal: signed.clone(),
+                state: ProposalState::Accepted,
+            };
+            let mut batch = Batch::default();
+            batch
+                .put(records::proposal_key(&id), records::encode(&record))
+                .put(records::SPACE_USED, (used + p.piece_size).to_le_bytes().to_vec());
+            self.store.write(batch)?;
+            self.metrics.space_reserved.set((used + p.piece_size) as i64);
+            tracing::info!(proposal = %records::hex(&id), piece = %p.piece, size = p.piece_size, "deal accepted");
+        }
+        Ok(Response::DealAccepted(Signed::sign(
+            &self.key,
+            &DealAcceptance { proposal: id },
+        )?))
+    }
+
+    fn piece_status(&self, piece: &PieceId) -> anyhow::Result<Response> {
+        let Some(record) = records::get::<PieceRecord>(&*self.store, &records::piece_key(piece))? else {
+            return Ok(Response::Piece(None));
+        };
+        let mut sealed = None;
+        for (_, v) in self.store.scan_prefix(b"deal/")? {
+            let deal: DealRecord = crowd_protocol::wire::from_cbor("deal record", &v)?;
+            if deal.piece == *piece {
+                if let SealState::Sealed { commitment, .. } = deal.seal {
+                    sealed = Some(commitment);
+                }
+            }
+        }
+        Ok(Response::Piece(Some(PieceInfo {
+            piece: *piece,
+            size: record.size,
+            sealed,
+        })))
+    }
+
+    async fn store_manifest(&self, bytes: Vec<u8>) -> anyhow::Result<Response> {
+        if bytes.len() > crowd_protocol::MAX_MANIFEST {
+            bail!(
+                "manifest of {} bytes is above the {}-byte limit",
+                bytes.len(),
+                crowd_protocol::MAX_MANIFEST
+            );
+        }
+        // it must at least be CBOR; its schema is the client's
+        crowd_protocol::wire::from_cbor::<ciborium::Value>("manifest", &bytes)?;
+        let cid = crowd_protocol::manifest_cid(&bytes).to_bytes();
+        let mut batch = Batch::default();
+        batch.put(records::manifest_key(&cid), bytes);
+        self.store.write(batch)?;
+        let _ = self.net.provide(cid.clone()).await;
+        Ok(Response::ManifestStored(cid))
+    }
+
+    fn get_manifest(&self, cid: &[u8]) -> anyhow::Result<Response> {
+        Ok(Response::Manifest(
+            self.store
+                .get(&records::manifest_key(cid))?
+                .map(crowd_protocol::Blob),
+        ))
+    }
+
+    fn check_tracker<T: crowd_protocol::Signable>(&self, signed: &Signed<T>) -> anyhow::Result<T> {
+        let tracker = self
+            .tracker
+            .ok_or_else(|| anyhow!("this node has no tracker configured"))?;
+        Ok(signed.open(Some(&tracker))?.1)
+    }
+
+    async fn start_seal(&self, signed: Signed<SealTicket>) -> anyhow::Result<Response> {
+        let t = self.check_tracker(&signed)?;
+        let _guard = self.write_lock.lock().await;
+        let record: ProposalRecord = records::get(&*self.store, &records::proposal_key(&t.proposal))?
+            .ok_or_else(|| anyhow!("unknown proposal {}", records::hex(&t.proposal)))?;
+        let ProposalState::Stored(_) = record.state else {
+            bail!(
+                "piece of proposal {} has not been uploaded",
+                records::hex(&t.proposal)
+            );
+        };
+        let (_, p) = record.proposal.open(None)?;
+        if let Some(existing) = records::get::<DealRecord>(&*self.store, &records::deal_key(t.deal_id))? {
+            if existing.proposal != t.proposal || existing.ticket != t.ticket {
+                bail!("deal {} is already sealing another proposal or ticket", t.deal_id);
+            }
+            return Ok(Response::SealQueued);
+        }
+        let deal = DealRecord {
+            proposal: t.proposal,
+            piece: p.piece,
+            piece_size: p.piece_size,
+            ticket: t.ticket,
+            seal: SealState::Queued,
+        };
+        // reserve the queue slot first, so a full queue leaves nothing behind
+        let permit = self
+            .seal_tx
+            .try_reserve()
+            .map_err(|_| anyhow!("seal queue is full"))?;
+        let mut batch = Batch::default();
+        batch.put(records::deal_key(t.deal_id), records::encode(&deal));
+        self.store.write(batch)?;
+        self.metrics.deal_state(&deal.seal, 1);
+        self.metrics.seals_queued.inc();
+        permit.send(t.deal_id);
+        Ok(Response::SealQueued)
+    }
+
+    fn sealed_deal(&self, deal_id: u64) -> anyhow::Result<(DealRecord, [u8; 32], [u8; 32], [u8; 32])> {
+        let deal: DealRecord = records::get(&*self.store, &records::deal_key(deal_id))?
+            .ok_or_else(|| anyhow!("unknown deal {deal_id}"))?;
+        let SealState::Sealed {
+            commitment,
+            comm_c,
+            comm_r_last,
+        } = &deal.seal
+        else {
+            bail!("deal {deal_id} is not sealed");
+        };
+        let (_, c) = commitment.open(Some(&self.peer_id))?;
+        Ok((deal.clone(), *comm_c, *comm_r_last, c.replica_id))
+    }
+
+    async fn prove_seal(self: &Arc<Self>, signed: Signed<SealSeed>) -> anyhow::Result<Response> {
+        let s = self.check_tracker(&signed)?;
+        let (deal, _, _, replica_id) = self.sealed_deal(s.deal_id)?;
+        let params = self.params;
+        let node = self.clone();
+        let proof = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<u8>> {
+            let piece = node.piece_bytes(&deal.piece)?;
+            let parents = Parents::new(crowd_porep::graph::node_count(piece.len() as u64), &params)?;
+            // labels are not kept after sealing: regenerate them (deterministic)
+            let sealed = crowd_porep::seal::seal(&piece, &replica_id, &params, &parents)?;
+            Ok(crowd_porep::proof::prove_seal(&piece, &sealed, &params, &parents, &s.seed)?.encode())
+        })
+        .await??;
+        Ok(Response::SealProof(Signed::sign(
+            &self.key,
+            &SealProofMsg {
+                deal_id: s.deal_id,
+                proof,
+            },
+        )?))
+    }
+
+    async fn challenge(self: &Arc<Self>, signed: Signed<WindowChallenge>) -> anyhow::Result<Response> {
+        let c = self.check_tracker(&signed)?;
+        let (_, comm_c, _, _) = self.sealed_deal(c.deal_id)?;
+        let node = self.clone();
+        let result = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<u8>> {
+            let outboard = files::read_outboard(&node.dirs.replica_outboard(c.deal_id))?;
+            let replica = FileAt(std::fs::File::open(node.dirs.replica(c.deal_id))?);
+            let proof = crowd_porep::proof::prove_window(
+                &replica,
+                &outboard,
+                &comm_c,
+                &node.params,
+                c.deal_id,
+                c.epoch,
+                &c.randomness,
+            )?;
+            Ok(proof.encode())
+        })
+        .await?;
+        match result {
+            Ok(proof) => {
+                self.metrics.window_proofs.inc();
+                let mut batch = Batch::default();
+                batch.put(
+                    records::challenge_key(c.deal_id, c.epoch),
+                    (proof.len() as u64).to_le_bytes().to_vec(),
+                );
+                self.store.write(batch)?;
+                Ok(Response::WindowProof(Signed::sign(
+                    &self.key,
+                    &WindowProofMsg {
+                        deal_id: c.deal_id,
+                        epoch: c.epoch,
+                        proof,
+                    },
+                )?))
+            }
+            Err(e) => {
+                self.metrics.window_proof_failures.inc();
+                Err(e.context(format!("window proof for deal {} epoch {}", c.deal_id, c.epoch)))
+            }
+        }
+    }
+
+    /// Accepts upload streams until the network stops.
+    pub async fn serve_uploads(self: Arc<Self>) -> anyhow::Result<()> {
+        let mut incoming = self.net.streams().accept(PIECE_PROTOCOL)?;
+        while let Some((peer, stream)) = incoming.next().await {
+            let node = self.clone();
+            match self.transfers.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    tokio::spawn(async move {
+                        node.upload(peer, stream).await;
+                        drop(permit);
+                    });
+                }
+                Err(_) => {
+                    tokio::spawn(async move {
+                        let mut stream = stream;
+                        let busy = UploadResult::Rejected {
+                            reason: "busy: too many transfers".into(),
+                        };
+                        let _ = write_frame(&mut stream, &busy).await;
+                        let _ = stream.close().await;
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn upload(&self, peer: PeerId, mut stream: Stream) {
+        let result = match self.receive(peer, &mut stream).await {
+            Ok(receipt) => UploadResult::Stored(receipt),
+            Err(e) => {
+                self.metrics.uploads_rejected.inc();
+                tracing::info!(%peer, "upload rejected: {e:#}");
+                UploadResult::Rejected {
+                    reason: format!("{e:#}"),
+                }
+            }
+        };
+        let _ = write_frame(&mut stream, &result).await;
+        let _ = stream.close().await;
+    }
+
+    fn stall(&self) -> Duration {
+        Duration::from_secs(self.config.transfer_timeout_secs)
+    }
+
+    async fn receive(&self, peer: PeerId, stream: &mut Stream) -> anyhow::Result<Signed<PieceReceipt>> {
+        let header: UploadHeader = tokio::time::timeout(
+            self.stall(),
+            read_frame(stream, "upload header", MAX_STREAM_HEADER),
+        )
+        .await
+        .map_err(|_| anyhow!("no upload header within {:?}", self.stall()))??;
+        let record: ProposalRecord = records::get(&*self.store, &records::proposal_key(&header.proposal))?
+            .ok_or_else(|| anyhow!("unknown proposal {}", records::hex(&header.proposal)))?;
+        let (_, p) = record.proposal.open(None)?;
+        if p.client != peer {
+            bail!("proposal belongs to client {}, not {peer}", p.client);
+        }
+        if let ProposalState::Stored(receipt) = &record.state {
+            // already have it: same receipt, nothing to read
+            return Ok(receipt.clone());
+        }
+        // bytes go to tmp/, hashed as they arrive
+        let (tmp_path, mut tmp) = self.dirs.temp_file("upload-")?;
+        let outcome = self.stream_to_file(stream, &mut tmp, p.piece_size).await;
+        let digest = match outcome {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp_path);
+                return Err(e);
+            }
+        };
+        if digest != p.piece.0 {
+            let _ = std::fs::remove_file(&tmp_path);
+            bail!(
+                "piece bytes do not match {} (BLAKE3 mismatch); nothing kept",
+                p.piece
+            );
+        }
+        // outboard for verified serving, then commit files, then the index
+        let piece_path = self.dirs.piece(&p.piece);
+        let outboard_path = self.dirs.piece_outboard(&p.piece);
+        let dirs = self.dirs.clone();
+        let tmp_for_ob = tmp_path.clone();
+        let commit = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let data = std::fs::read(&tmp_for_ob)?;
+            let outboard = Outboard::build(&data);
+            files::write_atomic(&dirs, &outboard_path, &outboard.encode())?;
+            files::commit(&tmp, &tmp_for_ob, &piece_path)?;
+            Ok(())
+        })
+        .await?;
+        if let Err(e) = commit {
+            let _ = std::fs::remove_file(&tmp_path);
+            return Err(e.context("storing the piece"));
+        }
+        let receipt = Signed::sign(
+            &self.key,
+            &PieceReceipt {
+                proposal: header.proposal,
+                piece: p.piece,
+                piece_size: p.piece_size,
+            },
+        )?;
+        let _guard = self.write_lock.lock().await;
+        let mut batch = Batch::default();
+        let new_piece = records::get::<PieceRecord>(&*self.store, &records::piece_key(&p.piece))?.is_none();
+        batch
+            .put(
+                records::piece_key(&p.piece),
+                records::encode(&PieceRecord {
+                    size: p.piece_size,
+                    unsealed: true,
+                }),
+            )
+            .put(
+                records::proposal_key(&header.proposal),
+                records::encode(&ProposalRecord {
+                    proposal: record.proposal,
+                    state: ProposalState::Stored(receipt.clone()),
+                }),
+            );
+        self.store.write(batch)?;
+        if new_piece {
+            self.metrics.pieces.inc();
+            self.metrics.bytes_stored.inc_by(p.piece_size as i64);
+        }
+        tracing::info!(piece = %p.piece, size = p.piece_size, "piece stored");
+        let _ = self.net.provide(p.piece.cid().to_bytes()).await;
+        Ok(receipt)
+    }
+
+    /// Copies exactly `size` bytes from the stream into `file`, returning
+    /// their BLAKE3 hash. Memory: one 1 MiB buffer.
+    async fn stream_to_file(
+        &self,
+        stream: &mut Stream,
+        file: &mut std::fs::File,
+        size: u64,
+    ) -> anyhow::Result<[u8; 32]> {
+        use std::io::Write;
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; UPLOAD_BUF];
+        let mut left = size;
+        while left > 0 {
+            let want = (left as usize).min(buf.len());
+            let n = tokio::time::timeout(self.stall(), stream.read(&mut buf[..want]))
+                .await
+                .map_err(|_| anyhow!("upload stalled for {:?}", self.stall()))??;
+            if n == 0 {
+                bail!("upload ended after {} of {size} bytes", size - left);
+            }
+            hasher.update(&buf[..n]);
+            file.write_all(&buf[..n])?;
+            left -= n as u64;
+        }
+        Ok(*hasher.finalize().as_bytes())
+    }
+
+    /// Serves fetch streams until the network stops.
+    pub async fn serve_fetches(self: Arc<Self>) -> anyhow::Result<()> {
+        let mut incoming = self.net.streams().accept(FETCH_PROTOCOL)?;
+        while let Some((peer, stream)) = incoming.next().await {
+            let node = self.clone();
+            match self.transfers.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    tokio::spawn(async move {
+                        if let Err(e) = node.fetch(stream).await {
+                            tracing::debug!(%peer, "fetch ended: {e:#}");
+                        }
+                        drop(permit);
+                    });
+                }
+                Err(_) => {
+                    tokio::spawn(async move {
+                        let mut stream = stream;
+                        let _ = write_frame(
+                            &mut stream,
+                            &FetchHeader::Refused {
+                                reason: "busy".into(),
+                            },
+                        )
+                        .await;
+                        let _ = stream.close().await;
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn fetch(self: &Arc<Self>, mut stream: Stream) -> anyhow::Result<()> {
+        let req: FetchRequest = match tokio::time::timeout(
+            self.stall(),
+            read_frame(&mut stream, "fetch request", MAX_STREAM_HEADER),
+        )
+        .await
+        {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                write_frame(
+                    &mut stream,
+                    &FetchHeader::Refused {
+                        reason: e.to_string(),
+                    },
+                )
+                .await?;
+                return Ok(stream.close().await?);
+            }
+            Err(_) => bail!("no fetch request"),
+        };
+        let record = records::get::<PieceRecord>(&*self.store, &records::piece_key(&req.piece))?;
+        let Some(record) = record else {
+            write_frame(&mut stream, &FetchHeader::NotFound).await?;
+            return Ok(stream.close().await?);
+        };
+        if req.start > req.end || req.end > record.size {
+            let reason = format!(
+                "range {}..{} is outside the piece's {} bytes",
+                req.start, req.end, record.size
+            );
+            write_frame(&mut stream, &FetchHeader::Refused { reason }).await?;
+            return Ok(stream.close().await?);
+        }
+        let sent = if record.unsealed {
+            let outboard = files::read_outboard(&self.dirs.piece_outboard(&req.piece))?;
+            let file = std::fs::File::open(self.dirs.piece(&req.piece))?;
+            write_frame(
+                &mut stream,
+                &FetchHeader::Ok {
+                    piece_size: record.size,
+                },
+            )
+            .await?;
+            crowd_protocol::fetch::send_range(&mut stream, &file, &outboard, req.start, req.end).await?
+        } else {
+            // no unsealed copy kept: unseal from the replica (bounded by max_piece_bytes)
+            let node = self.clone();
+            let piece = req.piece;
+            let bytes = tokio::task::spawn_blocking(move || node.piece_bytes(&piece)).await??;
+            let outboard = Outboard::build(&bytes);
+            write_frame(
+                &mut stream,
+                &FetchHeader::Ok {
+                    piece_size: record.size,
+                },
+            )
+            .await?;
+            crowd_protocol::fetch::send_range(&mut stream, bytes.as_slice(), &outboard, req.start, req.end)
+                .await?
+        };
+        self.metrics.bytes_served.inc_by(sent);
+        Ok(stream.close().await?)
+    }
+}
+
+/// The sealing worker: one deal at a time on a blocking thread, so sealing
+/// never stalls the network. Parent graphs are cached by node count.
+pub fn seal_worker(node: Arc<Node>, mut jobs: mpsc::Receiver<u64>) {
+    let mut parents: HashMap<u64, Parents> = HashMap::new();
+    while let Some(deal_id) = jobs.blocking_recv() {
+        node.metrics.seals_queued.dec();
+        node.metrics.seals_running.inc();
+        let result = seal_one(&node, deal_id, &mut parents);
+        node.metrics.seals_running.dec();
+        let state = match result {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::warn!(deal_id, "seal failed: {e:#}");
+                SealState::Failed(format!("{e:#}"))
+            }
+        };
+        let key = records::deal_key(deal_id);
+        match records::get::<DealRecord>(&*node.store, &key) {
+            Ok(Some(mut deal)) => {
+                node.metrics.deal_state(&deal.seal, -1);
+                deal.seal = state;
+                node.metrics.deal_state(&deal.seal, 1);
+                let mut batch = Batch::default();
+                batch.put(key, records::encode(&deal));
+                if let Err(e) = node.store.write(batch) {
+                    tracing::error!(deal_id, "recording seal: {e}");
+                } else if matches!(deal.seal, SealState::Sealed { .. }) && !node.config.keep_unsealed {
+                    if let Err(e) = node.drop_unsealed(&deal.piece) {
+                        tracing::warn!(deal_id, "dropping the unsealed copy: {e:#}");
+                    }
+                }
+            }
+            other => tracing::error!(deal_id, "deal vanished while sealing: {other:?}"),
+        }
+    }
+}
+
+fn seal_one(node: &Node, deal_id: u64, cache: &mut HashMap<u64, Parents>) -> anyhow::Result<SealState> {
+    let deal: DealRecord = records::get(&*node.store, &records::deal_key(deal_id))?
+        .ok_or_else(|| anyhow!("unknown deal {deal_id}"))?;
+    let piece = node.piece_bytes(&deal.piece)?;
+    let nodes = crowd_porep::graph::node_count(piece.len() as u64);
+    if !cache.contains_key(&nodes) {
+        cache.clear();
+        cache.insert(nodes, Parents::new(nodes, &node.params)?);
+    }
+    let parents = cache.get(&nodes).ok_or_else(|| anyhow!("parent cache"))?;
+    let replica_id = crowd_porep::seal::replica_id(
+        &provider_hash(&node.peer_id),
+        &deal.piece.0,
+        deal_id,
+        &deal.ticket,
+    );
+    let sealed = crowd_porep::seal::seal(&piece, &replica_id, &node.params, parents)?;
+    files::write_atomic(
+        &node.dirs,
+        &node.dirs.replica_outboard(deal_id),
+        &sealed.replica_outboard.encode(),
+    )?;
+    files::write_atomic(&node.dirs, &node.dirs.replica(deal_id), &sealed.replica)?;
+    let c = &sealed.commitments;
+    let commitment = Signed::sign(
+        &node.key,
+        &SealCommitment {
+            deal_id,
+            piece: deal.piece,
+            comm_r: c.comm_r,
+            replica_id,
+        },
+    )?;
+    tracing::info!(deal_id, comm_r = %records::hex(&c.comm_r), "sealed");
+    Ok(SealState::Sealed {
+        commitment,
+        comm_c: c.comm_c,
+        comm_r_last: c.comm_r_last,
+    })
+}
+
+impl Node {
+    /// The piece's bytes: the unsealed copy, or else unsealed from a replica
+    /// (and checked against the piece id).
+    pub fn piece_bytes(&self, piece: &PieceId) -> anyhow::Result<Vec<u8>> {
+        match std::fs::read(self.dirs.piece(piece)) {
+            Ok(bytes) => return Ok(bytes),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            Err(_) => {}
+        }
+        for (_, v) in self.store.scan_prefix(b"deal/")? {
+            let deal: DealRecord = crowd_protocol::wire::from_cbor("deal record", &v)?;
+            let SealState::Sealed { commitment, .. } = &deal.seal else {
+                continue;
+            };
+            if deal.piece != *piece {
+                continue;
+            }
+            let (_, c) = commitment.open(Some(&self.peer_id))?;
+            let replica = std::fs::read(self.dirs.replica(c.deal_id))?;
+            let parents = Parents::new(crowd_porep::graph::node_count(deal.piece_size), &self.params)?;
+            let bytes =
+                crowd_porep::seal::unseal(&replica, deal.piece_size, &c.replica_id, &self.params, &parents)?;
+            if blake3::hash(&bytes).as_bytes() != &piece.0 {
+                bail!(
+                    "unsealing the replica of deal {} did not give back {piece}",
+                    c.deal_id
+                );
+            }
+            return Ok(bytes);
+        }
+        bail!("no copy of {piece} on this node")
+    }
+
+    /// After a seal, drops the unsealed copy when the config says so.
+    fn drop_unsealed(&self, piece: &PieceId) -> anyhow::Result<()> {
+        let key = records::piece_key(piece);
+        if let Some(mut record) = records::get::<PieceRecord>(&*self.store, &key)? {
+            if record.unsealed {
+                record.unsealed = false;
+                let mut batch = Batch::default();
+                batch.put(key, records::encode(&record));
+                self.store.write(batch)?;
+            }
+        }
+        // index first, files after: a crash in between leaves files that
+        // `recover` removes
+        let _ = std::fs::remove_file(self.dirs.piece(piece));
+        let _ = std::fs::remove_file(self.dirs.piece_outboard(piece));
+        Ok(())
+    }
+
+    /// Puts a queued deal back on the seal queue (at start).
+    pub fn requeue(&self, deal_id: u64) -> anyhow::Result<()> {
+        self.seal_tx
+            .try_send(deal_id)
+            .map_err(|_| anyhow!("seal queue is full"))?;
+        self.metrics.seals_queued.inc();
+        Ok(())
+    }
+
+    /// Waits up to `limit` for transfers in flight to finish.
+    pub async fn drain(&self, limit: Duration) {
+        let all = self.config.max_concurrent_transfers as u32;
+        let _ = tokio::time::timeout(limit, self.transfers.acquire_many(all)).await;
+    }
+}

@@ -1,0 +1,249 @@
+//! Real `crowd-node` processes on loopback, and an in-process client swarm.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crowd_protocol::libp2p::identity::Keypair;
+use crowd_protocol::libp2p::{Multiaddr, PeerId};
+use crowd_protocol::{DealProposal, Network, NetworkConfig, PieceId, Request, Response, Signed};
+
+pub struct TestNode {
+    pub home: tempfile::TempDir,
+    pub child: Option<Child>,
+    pub peer: PeerId,
+    pub addrs: Vec<Multiaddr>,
+    pub metrics: String,
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_crowd-node")
+}
+
+impl TestNode {
+    /// `crowd-node init`, then a config for loopback and `tracker`, then `run`.
+    pub fn start(tracker: &PeerId, extra: &str) -> Self {
+        let home = tempfile::tempdir().unwrap();
+        let out = Command::new(bin())
+            .args(["init", "--home"])
+            .arg(home.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let config = format!(
+            "listen = [\"/ip4/127.0.0.1/tcp/0\"]\nmetrics_address = \"127.0.0.1:0\"\ntracker_peer_id = \"{tracker}\"\ntransfer_timeout_secs = 20\n{extra}\n"
+        );
+        std::fs::write(home.path().join("config.toml"), config).unwrap();
+        let mut node = Self {
+            home,
+            child: None,
+            peer: PeerId::random(),
+            addrs: vec![],
+            metrics: String::new(),
+        };
+        node.run();
+        node
+    }
+
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.home.path().join(p)
+    }
+
+    /// Starts the process and waits for its node.json.
+    pub fn run(&mut self) {
+        let info = self.path("node.json");
+        let _ = std::fs::remove_file(&info);
+        let child = Command::new(bin())
+            .args(["run", "--home"])
+            .arg(self.home.path())
+            .env("RUST_LOG", "info,libp2p=warn,libp2p_kad=error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&info) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+                    self.peer = v["peer_id"].as_str().unwrap().parse().unwrap();
+                    self.addrs = v["listen"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|a| a.as_str().unwrap().parse().unwrap())
+                        .collect();
+                    self.metrics = v["metrics"].as_str().unwrap().to_string();
+                    return;
+                }
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("crowd-node exited early: {status}");
+            }
+            assert!(Instant::now() < deadline, "crowd-node did not become ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL, no chance to clean up.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    pub fn files_in(&self, dir: &str) -> Vec<String> {
+        std::fs::read_dir(self.path(dir))
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The body of GET /metrics.
+    pub fn scrape(&self) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&self.metrics).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub struct TestClient {
+    pub key: Keypair,
+    pub net: Network,
+}
+
+impl TestClient {
+    pub async fn start() -> Self {
+        let key = Keypair::generate_ed25519();
+        let config = NetworkConfig {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            request_timeout: Duration::from_secs(30),
+            ..NetworkConfig::default()
+        };
+        let (net, _inbound) = Network::start(key.clone(), config).await.unwrap();
+        Self { key, net }
+    }
+
+    pub async fn connect(&self, node: &TestNode) {
+        self.net.dial(node.peer, node.addrs.clone()).await.unwrap();
+    }
+
+    pub fn peer(&self) -> PeerId {
+        self.key.public().to_peer_id()
+    }
+
+    pub fn proposal(&self, node: &TestNode, piece: &[u8], nonce: u64) -> DealProposal {
+        DealProposal {
+            piece: PieceId(*blake3::hash(piece).as_bytes()),
+            piece_size: piece.len() as u64,
+            client: self.peer(),
+            provider: node.peer,
+            price_per_epoch: 1_000_000,
+            start_epoch: 1,
+            duration_epochs: 100,
+            provider_collateral: 0,
+            expiry_epoch: 50,
+            nonce,
+        }
+    }
+
+    /// Proposes and expects acceptance; returns the proposal id.
+    pub async fn deal(&self, node: &TestNode, piece: &[u8], nonce: u64) -> [u8; 32] {
+        let signed = Signed::sign(&self.key, &self.proposal(node, piece, nonce)).unwrap();
+        match self
+            .net
+            .request(node.peer, Request::ProposeDeal(signed.clone()))
+            .await
+            .unwrap()
+        {
+            Response::DealAccepted(a) => {
+                let (_, acc) = a.open(Some(&node.peer)).unwrap();
+                assert_eq!(acc.proposal, signed.id());
+                signed.id()
+            }
+            other => panic!("deal not accepted: {other:?}"),
+        }
+    }
+
+    pub async fn upload(
+        &self,
+        node: &TestNode,
+        proposal: [u8; 32],
+        bytes: &[u8],
+    ) -> crowd_protocol::UploadResult {
+        let mut streams = self.net.streams();
+        crowd_protocol::transfer::upload(
+            &mut streams,
+            node.peer,
+            proposal,
+            bytes,
+            bytes.len() as u64,
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap()
+    }
+
+    pub async fn fetch(
+        &self,
+        node: &TestNode,
+        piece: &[u8],
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<u8>, crowd_protocol::ProtocolError> {
+        let mut streams = self.net.streams();
+        let mut out = Vec::new();
+        crowd_protocol::transfer::fetch(
+            &mut streams,
+            node.peer,
+            PieceId(*blake3::hash(piece).as_bytes()),
+            piece.len() as u64,
+            start,
+            end,
+            |b| {
+                out.extend_from_slice(b);
+                Ok(())
+            },
+        )
+        .await?;
+        Ok(out)
+    }
+}
+
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    blake3::Hasher::new()
+        .update(&seed.to_le_bytes())
+        .finalize_xof()
+        .fill(&mut v);
+    v
+}
+
+/// Polls `f` until it returns Some, for at most `secs`.
+pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
+    secs: u64,
+    mut f: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "condition not reached in {secs} s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,579 @@
+//! Several real `crowd-node` processes on loopback, driven by an in-process
+//! client swarm that also holds the tracker's key.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{eventually, random_bytes, TestClient, TestNode};
+use crowd_protocol::libp2p::identity::Keypair;
+use crowd_protocol::network::{CONTROL_PROTOCOL, PIECE_PROTOCOL};
+use crowd_protocol::wire::read_frame;
+use crowd_protocol::{
+    PieceId, Request, Response, SealSeed, SealTicket, Signed, UploadResult, WindowChallenge,
+};
+use futures::{AsyncReadExt, AsyncWriteExt};
+
+fn tracker() -> Keypair {
+    Keypair::generate_ed25519()
+}
+
+fn piece_id(bytes: &[u8]) -> PieceId {
+    PieceId(*blake3::hash(bytes).as_bytes())
+}
+
+fn assert_stored(result: UploadResult, node: &TestNode, piece: &[u8]) {
+    match result {
+        UploadResult::Stored(receipt) => {
+            let (_, r) = receipt
+                .open(Some(&node.peer))
+                .expect("receipt signed by the provider");
+            assert_eq!(r.piece, piece_id(piece));
+            assert_eq!(r.piece_size, piece.len() as u64);
+        }
+        UploadResult::Rejected { reason } => panic!("upload rejected: {reason}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pieces_are_stored_served_whole_and_by_range_and_verified() {
+    let t = tracker().public().to_peer_id();
+    let nodes: Vec<TestNode> = (0..3).map(|_| TestNode::start(&t, "")).collect();
+    let client = TestClient::start().await;
+    for (i, node) in nodes.iter().enumerate() {
+        client.connect(node).await;
+        let piece = random_bytes(150_000 + i * 33_333, i as u64);
+        let proposal = client.deal(node, &piece, i as u64).await;
+        assert_stored(client.upload(node, proposal, &piece).await, node, &piece);
+
+        assert_eq!(
+            client.fetch(node, &piece, 0, piece.len() as u64).await.unwrap(),
+            piece
+        );
+        for (a, b) in [
+            (0, 1),
+            (16_383, 16_385),
+            (20_000, 70_001),
+            (piece.len() as u64 - 1, piece.len() as u64),
+        ] {
+            assert_eq!(
+                client.fetch(node, &piece, a, b).await.unwrap(),
+                &piece[a as usize..b as usize],
+                "{a}..{b}"
+            );
+        }
+        match client
+            .net
+            .request(node.peer, Request::PieceStatus(piece_id(&piece)))
+            .await
+            .unwrap()
+        {
+            Response::Piece(Some(info)) => assert_eq!(info.size, piece.len() as u64),
+            other => panic!("{other:?}"),
+        }
+        // a piece this node does not have
+        let other = random_bytes(1000, 99);
+        assert!(client.fetch(node, &other, 0, 10).await.is_err());
+    }
+    // manifests: stored by CID, refused when not CBOR, announced
+    let manifest = crowd_protocol::wire::to_cbor(&("manifest", 1u32, vec![1u8, 2, 3]));
+    let cid = crowd_protocol::manifest_cid(&manifest).to_bytes();
+    let r = client
+        .net
+        .request(nodes[1].peer, Request::StoreManifest(manifest.clone()))
+        .await
+        .unwrap();
+    assert_eq!(r, Response::ManifestStored(cid.clone()));
+    let r = client
+        .net
+        .request(nodes[1].peer, Request::GetManifest(cid.clone()))
+        .await
+        .unwrap();
+    assert_eq!(r, Response::Manifest(Some(crowd_protocol::Blob(manifest))));
+    let r = client
+        .net
+        .request(nodes[1].peer, Request::StoreManifest(vec![0xff; 10]))
+        .await
+        .unwrap();
+    assert!(matches!(r, Response::Error { .. }), "{r:?}");
+    let r = client
+        .net
+        .request(
+            nodes[1].peer,
+            Request::StoreManifest(vec![0; crowd_protocol::MAX_MANIFEST + 1]),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(r, Response::Error { .. }), "{r:?}");
+    let holders = eventually(20, || async {
+        let found = client.net.find_providers(cid.clone()).await.ok()?;
+        found.contains(&nodes[1].peer).then_some(found)
+    })
+    .await;
+    assert!(holders.contains(&nodes[1].peer));
+
+    // providers announce what they hold on the DHT
+    let piece0 = random_bytes(150_000, 0);
+    let providers = eventually(20, || async {
+        let found = client
+            .net
+            .find_providers(piece_id(&piece0).cid().to_bytes())
+            .await
+            .ok()?;
+        found.contains(&nodes[0].peer).then_some(found)
+    })
+    .await;
+    assert!(providers.contains(&nodes[0].peer));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_upload_is_rejected_and_nothing_of_it_remains() {
+    let t = tracker().public().to_peer_id();
+    let node = TestNode::start(&t, "");
+    let client = TestClient::start().await;
+    client.connect(&node).await;
+    let piece = random_bytes(300_000, 7);
+    let proposal = client.deal(&node, &piece, 1).await;
+    let mut bad = piece.clone();
+    bad[123_456] ^= 0x80;
+    match client.upload(&node, proposal, &bad).await {
+        UploadResult::Rejected { reason } => assert!(reason.contains("do not match"), "{reason}"),
+        other => panic!("corrupt upload accepted: {other:?}"),
+    }
+    assert!(
+        node.files_in("pieces").is_empty(),
+        "{:?}",
+        node.files_in("pieces")
+    );
+    assert!(node.files_in("tmp").is_empty(), "{:?}", node.files_in("tmp"));
+    assert_eq!(
+        client
+            .net
+            .request(node.peer, Request::PieceStatus(piece_id(&piece)))
+            .await
+            .unwrap(),
+        Response::Piece(None)
+    );
+    assert!(client.fetch(&node, &piece, 0, 10).await.is_err());
+    // the deal still stands: the right bytes are accepted
+    assert_stored(client.upload(&node, proposal, &piece).await, &node, &piece);
+    assert_eq!(
+        client.fetch(&node, &piece, 0, piece.len() as u64).await.unwrap(),
+        piece
+    );
+    let metrics = node.scrape();
+    assert!(
+        metrics.contains("crowd_node_uploads_rejected_total 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("crowd_node_pieces 1"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_killed_mid_upload_restarts_with_only_complete_pieces() {
+    let t = tracker().public().to_peer_id();
+    let mut node = TestNode::start(&t, "");
+    let client = TestClient::start().await;
+    client.connect(&node).await;
+    let a = random_bytes(200_000, 1);
+    let pa = client.deal(&node, &a, 1).await;
+    assert_stored(client.upload(&node, pa, &a).await, &node, &a);
+
+    // half of B, then SIGKILL while the node holds it in tmp/
+    let b = random_bytes(3 << 20, 2);
+    let pb = client.deal(&node, &b, 2).await;
+    let mut streams = client.net.streams();
+    let mut stream = streams.open_stream(node.peer, PIECE_PROTOCOL).await.unwrap();
+    crowd_protocol::wire::write_frame(&mut stream, &crowd_protocol::UploadHeader { proposal: pb })
+        .await
+        .unwrap();
+    stream.write_all(&b[..b.len() / 2]).await.unwrap();
+    stream.flush().await.unwrap();
+    eventually(20, || async { (!node.files_in("tmp").is_empty()).then_some(()) }).await;
+    node.kill();
+    drop(stream);
+
+    node.run();
+    assert!(
+        node.files_in("tmp").is_empty(),
+        "tmp/ not cleaned: {:?}",
+        node.files_in("tmp")
+    );
+    let pieces = node.files_in("pieces");
+    assert_eq!(pieces.len(), 2, "only A and its outboard: {pieces:?}");
+    client.connect(&node).await;
+    assert_eq!(
+        client
+            .net
+            .request(node.peer, Request::PieceStatus(piece_id(&b)))
+            .await
+            .unwrap(),
+        Response::Piece(None)
+    );
+    assert_eq!(client.fetch(&node, &a, 0, a.len() as u64).await.unwrap(), a);
+    // the accepted deal survived the crash: B can be sent again
+    assert_stored(client.upload(&node, pb, &b).await, &node, &b);
+    assert_eq!(
+        client.fetch(&node, &b, 1 << 20, 2 << 20).await.unwrap(),
+        &b[1 << 20..2 << 20]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_replica_answers_window_challenges_that_porep_verifies() {
+    let tracker = tracker();
+    let t = tracker.public().to_peer_id();
+    let node = TestNode::start(&t, "");
+    let client = TestClient::start().await;
+    client.connect(&node).await;
+    let piece = random_bytes(256 * 1024 + 100, 3);
+    let proposal = client.deal(&node, &piece, 1).await;
+    assert_stored(client.upload(&node, proposal, &piece).await, &node, &piece);
+
+    let deal_id = 42;
+    let ticket = [7u8; 32];
+    // only the tracker may start a seal
+    let forged = Signed::sign(
+        &client.key,
+        &SealTicket {
+            proposal,
+            deal_id,
+            ticket,
+        },
+    )
+    .unwrap();
+    let r = client
+        .net
+        .request(node.peer, Request::StartSeal(forged))
+        .await
+        .unwrap();
+    assert!(matches!(r, Response::Error { .. }), "{r:?}");
+    let real = Signed::sign(
+        &tracker,
+        &SealTicket {
+            proposal,
+            deal_id,
+            ticket,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        client
+            .net
+            .request(node.peer, Request::StartSeal(real))
+            .await
+            .unwrap(),
+        Response::SealQueued
+    );
+
+    let commitment = eventually(60, || async {
+        match client
+            .net
+            .request(node.peer, Request::PieceStatus(piece_id(&piece)))
+            .await
+            .ok()?
+        {
+            Response::Piece(Some(info)) => info.sealed,
+            _ => None,
+        }
+    })
+    .await;
+    let (_, c) = commitment.open(Some(&node.peer)).unwrap();
+    assert_eq!(c.deal_id, deal_id);
+    // the verifier derives the replica id itself
+    let provider = crowd_node::node::provider_hash(&node.peer);
+    assert_eq!(
+        c.replica_id,
+        crowd_porep::seal::replica_id(&provider, &piece_id(&piece).0, deal_id, &ticket)
+    );
+    let params = crowd_porep::SealParams::devnet();
+
+    // seal proof against a seed drawn after comm_r
+    let seed = [9u8; 32];
+    let r = client
+        .net
+        .request(
+            node.peer,
+            Request::ProveSeal(Signed::sign(&tracker, &SealSeed { deal_id, seed }).unwrap()),
+        )
+        .await
+        .unwrap();
+    let Response::SealProof(p) = r else {
+        panic!("{r:?}")
+    };
+    let (_, p) = p.open(Some(&node.peer)).unwrap();
+    let proof = crowd_porep::SealProof::decode(&p.proof).unwrap();
+    let public = crowd_porep::SealPublic {
+        piece_len: piece.len() as u64,
+        comm_d: piece_id(&piece).0,
+        comm_r: c.comm_r,
+        replica_id: c.replica_id,
+        seed,
+    };
+    crowd_porep::proof::verify_seal(&public, &params, &proof).unwrap();
+
+    for epoch in 1..=3u64 {
+        let randomness = *blake3::hash(&epoch.to_le_bytes()).as_bytes();
+        let challenge = Signed::sign(
+            &tracker,
+            &WindowChallenge {
+                deal_id,
+                epoch,
+                randomness,
+            },
+        )
+        .unwrap();
+        let r = client
+            .net
+            .request(node.peer, Request::Challenge(challenge))
+            .await
+            .unwrap();
+        let Response::WindowProof(w) = r else {
+            panic!("{r:?}")
+        };
+        let (_, w) = w.open(Some(&node.peer)).unwrap();
+        assert_eq!((w.deal_id, w.epoch), (deal_id, epoch));
+        let proof = crowd_porep::WindowProof::decode(&w.proof).unwrap();
+        let public = crowd_porep::WindowPublic {
+            piece_len: piece.len() as u64,
+            comm_r: c.comm_r,
+            deal_id,
+            epoch,
+            randomness,
+        };
+        crowd_porep::proof::verify_window(&public, &params, &proof).unwrap();
+        // the same proof does not pass for the next epoch
+        let next = crowd_porep::WindowPublic {
+            epoch: epoch + 1,
+            ..public
+        };
+        assert!(crowd_porep::proof::verify_window(&next, &params, &proof).is_err());
+    }
+    let metrics = node.scrape();
+    assert!(metrics.contains("crowd_node_window_proofs_total 3"), "{metrics}");
+    assert!(
+        metrics.contains("crowd_node_deals{state=\"sealed\"} 1"),
+        "{metrics}"
+    );
+}
+
+/// Sends raw bytes on the control protocol and reads the node's answer.
+async fn raw_control(client: &TestClient, node: &TestNode, bytes: &[u8]) -> Response {
+    let mut streams = client.net.streams();
+    let mut s = streams.open_stream(node.peer, CONTROL_PROTOCOL).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    s.flush().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), read_frame(&mut s, "response", 1 << 20))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_an_error_and_the_node_keeps_serving() {
+    let t = tracker().public().to_peer_id();
+    let node = TestNode::start(&t, "");
+    let client = TestClient::start().await;
+    client.connect(&node).await;
+
+    // an oversized frame: refused from its length alone
+    match raw_control(&client, &node, &(64u32 << 20).to_be_bytes()).await {
+        Response::Error { message } => assert!(message.contains("exceeds"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    // garbage that is not CBOR
+    let mut garbage = 9u32.to_be_bytes().to_vec();
+    garbage.extend_from_slice(b"\xff\x00garbage");
+    match raw_control(&client, &node, &garbage).await {
+        Response::Error { message } => assert!(message.contains("malformed"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+
+    let piece = random_bytes(50_000, 5);
+    // a proposal signed by someone else than the client it names
+    let mallory = Keypair::generate_ed25519();
+    let forged = Signed::sign(&mallory, &client.proposal(&node, &piece, 1)).unwrap();
+    match client
+        .net
+        .request(node.peer, Request::ProposeDeal(forged))
+        .await
+        .unwrap()
+    {
+        Response::DealRejected { reason } => assert!(reason.contains("signed by"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    // a proposal whose body was altered after signing
+    let mut tampered = Signed::sign(&client.key, &client.proposal(&node, &piece, 2)).unwrap();
+    let (body, _, _) = tampered.parts_mut();
+    let last = body.len() - 1;
+    body[last] ^= 1;
+    match client
+        .net
+        .request(node.peer, Request::ProposeDeal(tampered))
+        .await
+        .unwrap()
+    {
+        Response::DealRejected { reason } => assert!(reason.contains("bad signature"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    // an unsigned proposal (empty signature)
+    let mut unsigned = Signed::sign(&client.key, &client.proposal(&node, &piece, 5)).unwrap();
+    unsigned.parts_mut().2.clear();
+    match client
+        .net
+        .request(node.peer, Request::ProposeDeal(unsigned))
+        .await
+        .unwrap()
+    {
+        Response::DealRejected { reason } => assert!(reason.contains("bad signature"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    // a proposal for another provider, and one priced below the node's floor
+    let mut p = client.proposal(&node, &piece, 3);
+    p.provider = mallory.public().to_peer_id();
+    let r = client
+        .net
+        .request(
+            node.peer,
+            Request::ProposeDeal(Signed::sign(&client.key, &p).unwrap()),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(r, Response::DealRejected { .. }), "{r:?}");
+    let mut p = client.proposal(&node, &piece, 4);
+    p.price_per_epoch = 0;
+    let r = client
+        .net
+        .request(
+            node.peer,
+            Request::ProposeDeal(Signed::sign(&client.key, &p).unwrap()),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(r, Response::DealRejected { reason } if reason.contains("price")));
+
+    // garbage on the upload stream
+    let mut streams = client.net.streams();
+    let mut s = streams.open_stream(node.peer, PIECE_PROTOCOL).await.unwrap();
+    s.write_all(&[0, 0, 0, 4, 1, 2, 3, 4, 5, 6, 7]).await.unwrap();
+    s.flush().await.unwrap();
+    let r: UploadResult = read_frame(&mut s, "upload result", 1 << 16).await.unwrap();
+    assert!(matches!(r, UploadResult::Rejected { .. }), "{r:?}");
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest).await;
+
+    // an upload for a proposal that was never accepted
+    let unknown = client.upload(&node, [3u8; 32], &piece).await;
+    assert!(matches!(unknown, UploadResult::Rejected { reason } if reason.contains("unknown proposal")));
+
+    // and after all of that, an honest client is served
+    let proposal = client.deal(&node, &piece, 10).await;
+    assert_stored(client.upload(&node, proposal, &piece).await, &node, &piece);
+    assert_eq!(
+        client.fetch(&node, &piece, 0, piece.len() as u64).await.unwrap(),
+        piece
+    );
+}
+
+#[test]
+fn init_then_run_serves_metrics_and_sigterm_stops_cleanly() {
+    let t = tracker().public().to_peer_id();
+    let mut node = TestNode::start(&t, "");
+    let metrics = node.scrape();
+    assert!(metrics.starts_with("HTTP/1.1 200 OK"), "{metrics}");
+    for name in [
+        "crowd_node_bytes_stored",
+        "crowd_node_pieces",
+        "crowd_node_seals_queued",
+        "crowd_node_bytes_served_total",
+    ] {
+        assert!(metrics.contains(name), "{name} missing");
+    }
+    // the documented config is what init wrote
+    let init_home = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_crowd-node"))
+        .args(["init", "--home"])
+        .arg(init_home.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = std::fs::read_to_string(init_home.path().join("config.toml")).unwrap();
+    for field in [
+        "listen",
+        "capacity_bytes",
+        "price_per_gib_epoch",
+        "tracker_peer_id",
+        "sealing_preset",
+        "metrics_address",
+    ] {
+        assert!(
+            text.contains(&format!("\n{field} = ")),
+            "{field} not in config.toml"
+        );
+    }
+    // SIGTERM: a clean exit
+    let mut child = node.child.take().unwrap();
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(!node.path("node.json").exists());
+    // a missing config is one clear line
+    let empty = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_crowd-node"))
+        .args(["run", "--home"])
+        .arg(empty.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("crowd-node init"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_unsealed_copy_pieces_are_unsealed_on_demand() {
+    let tracker = tracker();
+    let node = TestNode::start(&tracker.public().to_peer_id(), "keep_unsealed = false");
+    let client = TestClient::start().await;
+    client.connect(&node).await;
+    let piece = random_bytes(100_000, 11);
+    let proposal = client.deal(&node, &piece, 1).await;
+    assert_stored(client.upload(&node, proposal, &piece).await, &node, &piece);
+    let ticket = Signed::sign(
+        &tracker,
+        &SealTicket {
+            proposal,
+            deal_id: 5,
+            ticket: [1; 32],
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        client
+            .net
+            .request(node.peer, Request::StartSeal(ticket))
+            .await
+            .unwrap(),
+        Response::SealQueued
+    );
+    eventually(60, || async { node.files_in("pieces").is_empty().then_some(()) }).await;
+    assert_eq!(
+        node.files_in("replicas").len(),
+        2,
+        "{:?}",
+        node.files_in("replicas")
+    );
+    // served from the replica, still verified against the piece id
+    assert_eq!(
+        client.fetch(&node, &piece, 0, piece.len() as u64).await.unwrap(),
+        piece
+    );
+    assert_eq!(
+        client.fetch(&node, &piece, 40_000, 40_100).await.unwrap(),
+        &piece[40_000..40_100]
+    );
+}
