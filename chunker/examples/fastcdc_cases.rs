@@ -2,6 +2,8 @@
 //! `tests/vectors/gen.mjs` to build reference DAGs over:
 //! `cargo run -p crowd-chunker --example fastcdc_cases > chunker/tests/vectors/fastcdc-cases.json`
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
+
 #[path = "../tests/common/xorshift.rs"]
 mod xorshift;
 

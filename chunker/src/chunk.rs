@@ -69,7 +69,7 @@ impl ChunkParams {
                 fastcdc::v2020::AVERAGE_MAX
             )));
         }
-        if kind == ChunkerKind::FastCdc && chunk_size % 2 != 0 {
+        if kind == ChunkerKind::FastCdc && !chunk_size.is_multiple_of(2) {
             // FastCDC scans candidate cut points in pairs
             return Err(ChunkerError::InvalidParams(format!(
                 "fastcdc average chunk size {chunk_size} must be even"

@@ -1,5 +1,7 @@
 //! CAR round trips and what a corrupt, truncated or incomplete CAR gives.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
+
 mod common {
     include!("common/xorshift.rs");
 }

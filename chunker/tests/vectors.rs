@@ -3,6 +3,8 @@
 //! vector fixes the input (xorshift32 data), the parameters and the root CID;
 //! small ones also fix the whole CAR, byte for byte.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
+
 mod common {
     include!("common/xorshift.rs");
 }

@@ -1,5 +1,7 @@
 //! The `crowd` binary as a user runs it: outputs, exit codes, error lines.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
+
 use std::path::Path;
 use std::process::{Command, Output};
 

@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::ops::Range;
+use std::sync::Mutex;
 
 use rayon::prelude::*;
 
@@ -37,6 +38,8 @@ pub struct Decoder<'l> {
     layout: &'l Layout,
     codec: Codec,
     verification: Verification,
+    /// Shard buffers kept between calls (many range reads of one file).
+    spare: Mutex<Vec<Vec<u8>>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -237,6 +240,7 @@ impl<'l> Decoder<'l> {
             layout,
             codec: Codec::new(p.data_shards(), p.parity_shards())?,
             verification: Verification::Full,
+            spare: Mutex::new(Vec::new()),
         })
     }
 
@@ -244,6 +248,23 @@ impl<'l> Decoder<'l> {
     pub fn with_verification(mut self, verification: Verification) -> Self {
         self.verification = verification;
         self
+    }
+
+    /// The kept shard buffers (or empty ones if another call has them).
+    fn take_buffers(&self, total: usize) -> Vec<Vec<u8>> {
+        let mut bufs = self
+            .spare
+            .lock()
+            .map(|mut b| std::mem::take(&mut *b))
+            .unwrap_or_default();
+        bufs.resize(total, Vec::new());
+        bufs
+    }
+
+    fn keep_buffers(&self, bufs: Vec<Vec<u8>>) {
+        if let Ok(mut spare) = self.spare.lock() {
+            *spare = bufs;
+        }
     }
 
     /// The layout being decoded.
@@ -286,7 +307,7 @@ impl<'l> Decoder<'l> {
         }
         let g = self.layout.geometry();
         let total = self.layout.params().total_shards();
-        let mut bufs: Vec<Vec<u8>> = vec![Vec::new(); total];
+        let mut bufs = self.take_buffers(total);
         for segment in g.segments_covering(&range) {
             let span = SegmentSpan::new(&g, segment, &range)?;
             loop {
@@ -303,6 +324,7 @@ impl<'l> Decoder<'l> {
                 }
             }
         }
+        self.keep_buffers(bufs);
         Ok(range.end - range.start)
     }
 
@@ -458,7 +480,7 @@ impl<'l> Decoder<'l> {
         }
         let k = self.layout.params().data_shards();
         let g = self.layout.geometry();
-        let mut bufs: Vec<Vec<u8>> = vec![Vec::new(); total];
+        let mut bufs = self.take_buffers(total);
         let mut scratch: Vec<u8> = Vec::new();
         let mut hashers = vec![blake3::Hasher::new(); wanted.len()];
         for segment in 0..g.segment_count() {
@@ -492,6 +514,7 @@ impl<'l> Decoder<'l> {
                 return Err(ErasureError::CorruptPiece { piece: p });
             }
         }
+        self.keep_buffers(bufs);
         Ok(())
     }
 }

@@ -2,6 +2,7 @@
 //! time.
 
 use std::io::{self, Read, Write};
+use std::sync::Mutex;
 
 use rayon::prelude::*;
 
@@ -10,14 +11,10 @@ use crate::error::{ErasureError, Result};
 use crate::layout::{Layout, Params, PieceInfo};
 use crate::source::hash_update;
 
-/// First allocation of the segment buffer; it grows (doubling) up to the
-/// segment size only if the input is that long, so a small file does not
-/// cost a full segment of memory.
+/// First allocation of the segment buffer; it grows to the segment size
+/// only if the input is longer, so a small file does not cost a full
+/// segment of memory.
 const INITIAL_BUF: usize = 1 << 20;
-
-/// Most bytes asked of the reader at once, so that each read is hashed
-/// while it is still in L2.
-const READ_CHUNK: usize = 256 << 10;
 
 /// One shard as it leaves the encoder: bytes `offset..offset + bytes.len()`
 /// of piece `piece`, which is shard `piece` of segment `segment`.
@@ -39,6 +36,17 @@ pub struct ShardRef<'a> {
 pub struct Encoder {
     params: Params,
     codec: Codec,
+    /// Segment buffers kept between calls: fresh memory costs a page fault
+    /// and zeroing per page, as much as coding it. Freed with the encoder.
+    spare: Mutex<Buffers>,
+}
+
+/// The encoder's working memory: two segments of data and one of parity.
+#[derive(Debug, Default)]
+struct Buffers {
+    data: Vec<u8>,
+    next: Vec<u8>,
+    parity: Vec<u8>,
 }
 
 impl Encoder {
@@ -47,6 +55,7 @@ impl Encoder {
         Ok(Self {
             codec: Codec::new(params.data_shards(), params.parity_shards())?,
             params,
+            spare: Mutex::new(Buffers::default()),
         })
     }
 
@@ -73,16 +82,21 @@ impl Encoder {
         let m = self.params.parity_shards();
         let seg_size = to_usize(self.params.segment_size())?;
         let shard_size = seg_size / k;
-        let mut data: Vec<u8> = Vec::new();
-        let mut next: Vec<u8> = Vec::new();
-        let mut parity: Vec<u8> = Vec::new();
+        // Concurrent calls each get their own buffers (the second, fresh ones).
+        let Buffers {
+            mut data,
+            mut next,
+            mut parity,
+        } = self
+            .spare
+            .lock()
+            .map(|mut b| std::mem::take(&mut *b))
+            .unwrap_or_default();
         let mut hashers: Vec<blake3::Hasher> = vec![blake3::Hasher::new(); k + m];
         let mut file_len = 0u64;
         let mut piece_len = 0u64;
 
-        // Full segments have their data shards hashed while they are read
-        // (still in cache); only a short last segment is hashed afterwards.
-        let mut filled = read_segment(&mut reader, &mut data, seg_size, &mut hashers[..k])?;
+        let mut filled = read_segment(&mut reader, &mut data, seg_size)?;
         let mut segment = 0u64;
         while filled > 0 {
             file_len += filled as u64;
@@ -98,23 +112,14 @@ impl Encoder {
                 parity.resize(sl * m, 0);
             }
 
-            let (data_hashers, parity_hashers) = hashers.split_at_mut(k);
-            let (coded, read) = if last {
-                let coded = self.code_segment(
-                    &data[..padded],
-                    &mut parity[..sl * m],
-                    sl,
-                    Some(data_hashers),
-                    parity_hashers,
-                );
-                (coded, Ok(0))
-            } else {
-                // Read (and hash) the next segment while this one is coded.
-                rayon::join(
-                    || self.code_segment(&data[..padded], &mut parity[..sl * m], sl, None, parity_hashers),
-                    || read_segment(&mut reader, &mut next, seg_size, data_hashers),
-                )
-            };
+            // Read the next segment while this one is coded and hashed.
+            let (coded, read) = rayon::join(
+                || self.code_segment(&data[..padded], &mut parity[..sl * m], sl, &mut hashers),
+                || match last {
+                    true => Ok(0),
+                    false => read_segment(&mut reader, &mut next, seg_size),
+                },
+            );
             coded?;
             let next_filled = read?;
 
@@ -142,31 +147,30 @@ impl Encoder {
                 hash: h.finalize(),
             })
             .collect();
+        if let Ok(mut spare) = self.spare.lock() {
+            *spare = Buffers { data, next, parity };
+        }
         Layout::new(self.params, file_len, pieces)
     }
 
     /// Compute the parity of one segment (`k` shards of `sl` bytes in
-    /// `data`, `m` in `parity`) and feed the parity shards, and the data
-    /// shards if `data_hashers` is given, to their piece hashers.
+    /// `data`, `m` in `parity`) and feed every shard to its piece hasher.
     fn code_segment(
         &self,
         data: &[u8],
         parity: &mut [u8],
         sl: usize,
-        data_hashers: Option<&mut [blake3::Hasher]>,
-        parity_hashers: &mut [blake3::Hasher],
+        hashers: &mut [blake3::Hasher],
     ) -> Result<()> {
+        let k = self.params.data_shards();
         let data_shards: Vec<&[u8]> = data.chunks(sl).collect();
         let mut parity_shards: Vec<&mut [u8]> = parity.chunks_mut(sl).collect();
+        let (data_hashers, parity_hashers) = hashers.split_at_mut(k);
         // Hash the data shards while the parity is computed, then hash the
         // parity: rayon spreads both over every core.
         let (encoded, ()) = rayon::join(
             || self.codec.encode(&data_shards, &mut parity_shards),
-            || {
-                if let Some(h) = data_hashers {
-                    hash_all(h, &data_shards);
-                }
-            },
+            || hash_all(data_hashers, &data_shards),
         );
         encoded?;
         let parity_ro: Vec<&[u8]> = parity_shards.iter().map(|p| &**p).collect();
@@ -211,40 +215,25 @@ fn hash_all(hashers: &mut [blake3::Hasher], shards: &[&[u8]]) {
 
 /// Read up to `seg_size` bytes into `buf`, growing it as needed; returns how
 /// many bytes were read (fewer than `seg_size` only at end of input).
-///
-/// While reading, each data shard of a *full* segment (`seg_size / k`
-/// bytes, `k = hashers.len()`) is fed to its hasher a read at a time, while
-/// the bytes are in cache. If the segment turns out short, the shard
-/// boundaries were wrong: the hashers are restored and the caller hashes
-/// the shards once their length is known.
-fn read_segment<R: Read>(
-    reader: &mut R,
-    buf: &mut Vec<u8>,
-    seg_size: usize,
-    hashers: &mut [blake3::Hasher],
-) -> Result<usize> {
-    let shard = seg_size / hashers.len().max(1);
-    let snapshot = hashers.to_vec();
+fn read_segment<R: Read>(reader: &mut R, buf: &mut Vec<u8>, seg_size: usize) -> Result<usize> {
     let mut filled = 0;
     while filled < seg_size {
         if filled == buf.len() {
-            let grow = (buf.len() * 2).clamp(INITIAL_BUF.min(seg_size), seg_size);
+            // Small inputs stay small; once a first MiB is full, go straight
+            // to a whole segment (no doubling: no repeated copies).
+            let grow = if buf.len() < INITIAL_BUF {
+                INITIAL_BUF.min(seg_size)
+            } else {
+                seg_size
+            };
             buf.resize(grow, 0);
         }
-        let shard_end = (filled / shard + 1) * shard;
-        let end = buf.len().min(shard_end).min(filled + READ_CHUNK);
-        match reader.read(&mut buf[filled..end]) {
+        match reader.read(&mut buf[filled..]) {
             Ok(0) => break,
-            Ok(n) => {
-                hashers[filled / shard].update(&buf[filled..filled + n]);
-                filled += n;
-            }
+            Ok(n) => filled += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e.into()),
         }
-    }
-    if filled < seg_size {
-        hashers.clone_from_slice(&snapshot);
     }
     Ok(filled)
 }

@@ -57,15 +57,16 @@
 //! The encoder holds two segments of data (the one being coded and the next
 //! one being read) plus one segment's parity; the decoder holds at most
 //! `2k` shard windows (≤ 2 segments). Both are independent of the file
-//! size. The codec is built once per [`Encoder`]/[`Decoder`] and no buffer
-//! is allocated per segment.
+//! size. The codec is built once per [`Encoder`]/[`Decoder`], no buffer is
+//! allocated per segment, and the buffers are kept between calls (fresh
+//! memory costs a page fault and zeroing per page, as much as coding it);
+//! drop the encoder or decoder to free them.
 //!
-//! Encoding pipelines on all cores with rayon: while segment `j` is coded,
-//! segment `j+1` is read and its data shards are hashed a read at a time,
-//! while the bytes are in cache. Parity is computed in column blocks spread
-//! over all cores, 16 KiB of columns per codec call so the outputs stay in
-//! cache, then the parity shards are hashed (BLAKE3's multi-threaded mode
-//! on large shards). Decoding copies when every wanted data shard is
+//! Encoding pipelines on all cores with rayon: segment `j+1` is read while
+//! segment `j` is coded and hashed. Parity is computed in column blocks
+//! spread over all cores, 16 KiB of columns per codec call so the outputs
+//! stay in cache, while the data shards are hashed; then the parity shards
+//! are hashed (BLAKE3's multi-threaded mode on large shards). Decoding copies when every wanted data shard is
 //! present and runs the codec only on segments (and columns) where one is
 //! missing; a range decode reads only the segments covering the range.
 //! `crowd-bench erasure` measures all of this against the raw codec and

@@ -138,30 +138,34 @@ pub fn verify_chunk(root: &Hash32, len: u64, tree: TreeKind, opening: &ChunkOpen
             got: opening.siblings.len(),
         });
     }
-    let computed: Hash32 = if dirs.is_empty() {
-        *blake3::hash(&opening.chunk).as_bytes()
-    } else {
-        let mut cv = chunk_cv(start, &opening.chunk);
-        let depth = dirs.len();
-        for (j, sibling) in opening.siblings.iter().enumerate() {
-            let went_left = dirs[depth - 1 - j];
-            let (l, r) = if went_left { (&cv, sibling) } else { (sibling, &cv) };
-            if j + 1 == depth {
-                return if *merge_subtrees_root(l, r, Mode::Hash).as_bytes() == *root {
-                    Ok(())
-                } else {
-                    Err(PorepError::RootMismatch { tree, chunk })
-                };
-            }
-            cv = merge_subtrees_non_root(l, r, Mode::Hash);
-        }
-        cv
-    };
+    let computed = root_from_path(start, &opening.chunk, &dirs, &opening.siblings);
     if computed == *root {
         Ok(())
     } else {
         Err(PorepError::RootMismatch { tree, chunk })
     }
+}
+
+/// The root hash implied by the subtree `bytes` (starting at byte `start`)
+/// and its sibling path (bottom-up). `dirs` run from the root down (`true` =
+/// the path goes left); the caller has checked `siblings.len() == dirs.len()`.
+/// With no siblings the subtree is the whole input and its hash is the root.
+fn root_from_path(start: u64, bytes: &[u8], dirs: &[bool], siblings: &[Hash32]) -> Hash32 {
+    let Some((top, below)) = siblings.split_last() else {
+        return *blake3::hash(bytes).as_bytes();
+    };
+    let depth = dirs.len();
+    let mut cv = chunk_cv(start, bytes);
+    for (j, sibling) in below.iter().enumerate() {
+        let (l, r) = if dirs[depth - 1 - j] {
+            (&cv, sibling)
+        } else {
+            (sibling, &cv)
+        };
+        cv = merge_subtrees_non_root(l, r, Mode::Hash);
+    }
+    let (l, r) = if dirs[0] { (&cv, top) } else { (top, &cv) };
+    *merge_subtrees_root(l, r, Mode::Hash).as_bytes()
 }
 
 /// A whole 16 KiB chunk group with the sibling chaining values from the
@@ -220,26 +224,7 @@ pub fn verify_group(root: &Hash32, len: u64, tree: TreeKind, opening: &GroupOpen
             got: opening.siblings.len(),
         });
     }
-    let computed: Hash32 = if dirs.is_empty() {
-        *blake3::hash(&opening.bytes).as_bytes()
-    } else {
-        let mut cv = chunk_cv(start, &opening.bytes);
-        let depth = dirs.len();
-        let mut top = [0u8; 32];
-        for (j, sibling) in opening.siblings.iter().enumerate() {
-            let (l, r) = if dirs[depth - 1 - j] {
-                (&cv, sibling)
-            } else {
-                (sibling, &cv)
-            };
-            if j + 1 == depth {
-                top = *merge_subtrees_root(l, r, Mode::Hash).as_bytes();
-            } else {
-                cv = merge_subtrees_non_root(l, r, Mode::Hash);
-            }
-        }
-        top
-    };
+    let computed = root_from_path(start, &opening.bytes, &dirs, &opening.siblings);
     if computed == *root {
         Ok(())
     } else {

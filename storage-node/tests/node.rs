@@ -1,6 +1,8 @@
 //! Several real `crowd-node` processes on loopback, driven by an in-process
 //! client swarm that also holds the tracker's key.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
+
 mod common;
 
 use std::time::Duration;
@@ -10,7 +12,7 @@ use crowd_protocol::libp2p::identity::Keypair;
 use crowd_protocol::network::{CONTROL_PROTOCOL, PIECE_PROTOCOL};
 use crowd_protocol::wire::read_frame;
 use crowd_protocol::{
-    PieceId, Request, Response, SealSeed, SealTicket, Signed, UploadResult, WindowChallenge,
+    DealProposal, PieceId, Request, Response, SealSeed, SealTicket, Signed, UploadResult, WindowChallenge,
 };
 use futures::{AsyncReadExt, AsyncWriteExt};
 
@@ -357,6 +359,19 @@ async fn sealed_replica_answers_window_challenges_that_porep_verifies() {
     );
 }
 
+/// Proposes and expects a rejection whose reason contains `needle`.
+async fn expect_rejected(client: &TestClient, node: &TestNode, proposal: Signed<DealProposal>, needle: &str) {
+    match client
+        .net
+        .request(node.peer, Request::ProposeDeal(proposal))
+        .await
+        .unwrap()
+    {
+        Response::DealRejected { reason } => assert!(reason.contains(needle), "{reason} lacks {needle}"),
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
 /// Sends raw bytes on the control protocol and reads the node's answer.
 async fn raw_control(client: &TestClient, node: &TestNode, bytes: &[u8]) -> Response {
     let mut streams = client.net.streams();
@@ -393,41 +408,17 @@ async fn bad_input_gets_an_error_and_the_node_keeps_serving() {
     // a proposal signed by someone else than the client it names
     let mallory = Keypair::generate_ed25519();
     let forged = Signed::sign(&mallory, &client.proposal(&node, &piece, 1)).unwrap();
-    match client
-        .net
-        .request(node.peer, Request::ProposeDeal(forged))
-        .await
-        .unwrap()
-    {
-        Response::DealRejected { reason } => assert!(reason.contains("signed by"), "{reason}"),
-        other => panic!("{other:?}"),
-    }
+    expect_rejected(&client, &node, forged, "signed by").await;
     // a proposal whose body was altered after signing
     let mut tampered = Signed::sign(&client.key, &client.proposal(&node, &piece, 2)).unwrap();
     let (body, _, _) = tampered.parts_mut();
     let last = body.len() - 1;
     body[last] ^= 1;
-    match client
-        .net
-        .request(node.peer, Request::ProposeDeal(tampered))
-        .await
-        .unwrap()
-    {
-        Response::DealRejected { reason } => assert!(reason.contains("bad signature"), "{reason}"),
-        other => panic!("{other:?}"),
-    }
+    expect_rejected(&client, &node, tampered, "bad signature").await;
     // an unsigned proposal (empty signature)
     let mut unsigned = Signed::sign(&client.key, &client.proposal(&node, &piece, 5)).unwrap();
     unsigned.parts_mut().2.clear();
-    match client
-        .net
-        .request(node.peer, Request::ProposeDeal(unsigned))
-        .await
-        .unwrap()
-    {
-        Response::DealRejected { reason } => assert!(reason.contains("bad signature"), "{reason}"),
-        other => panic!("{other:?}"),
-    }
+    expect_rejected(&client, &node, unsigned, "bad signature").await;
     // a proposal for another provider, and one priced below the node's floor
     let mut p = client.proposal(&node, &piece, 3);
     p.provider = mallory.public().to_peer_id();

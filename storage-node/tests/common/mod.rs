@@ -1,5 +1,6 @@
 //! Real `crowd-node` processes on loopback, and an in-process client swarm.
 #![allow(dead_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
