@@ -33,7 +33,7 @@ impl TestNode {
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let config = format!(
-            "listen = [\"/ip4/127.0.0.1/tcp/0\"]\nmetrics_address = \"127.0.0.1:0\"\ntracker_peer_id = \"{tracker}\"\ntransfer_timeout_secs = 20\n{extra}\n"
+            "listen = [\"/ip4/127.0.0.1/tcp/0\", \"/ip4/127.0.0.1/udp/0/quic-v1\"]\nmetrics_address = \"127.0.0.1:0\"\ntracker_peer_id = \"{tracker}\"\ntransfer_timeout_secs = 20\n{extra}\n"
         );
         std::fs::write(home.path().join("config.toml"), config).unwrap();
         let mut node = Self {

@@ -1,0 +1,1105 @@
+//! The ledger state machine: validation and settlement.
+//!
+//! Every handler works on a [`Tx`]: it reads through to the ledger, writes
+//! into an overlay of the records it touches, and fails with a typed error
+//! before anything is committed. [`Ledger::apply_logged`] commits the overlay
+//! (plain inserts, which cannot fail) only when the whole input succeeded, so
+//! a refused input leaves the ledger exactly as it was.
+
+use std::collections::BTreeMap;
+
+use crowd_porep::graph::MAX_NODES;
+use crowd_porep::proof::{verify_seal, verify_window};
+use crowd_porep::{SealProof, SealPublic, WindowProof, WindowPublic};
+use crowd_protocol::{Amount, DealAcceptance, DealProposal, Epoch, Signable, Signed};
+use serde::{Deserialize, Serialize};
+
+use crate::error::LedgerError;
+use crate::log::{cbor, events_hash, genesis_head, LogEntry};
+use crate::types::*;
+
+/// A proposal id as a map key (CBOR byte string).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+struct ProposalKey(#[serde(with = "crowd_protocol::wire::hash32")] Hash32);
+
+/// The tracker's ledger. See the crate documentation for the rules.
+///
+/// It serialises (CBOR) for snapshots; a snapshot read back is untrusted:
+/// run [`Ledger::check_invariants`], or better replay the log and
+/// [`Ledger::verify_against`] the snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ledger {
+    config: LedgerConfig,
+    /// The open (unsettled) epoch.
+    epoch: Epoch,
+    /// The open epoch's randomness.
+    #[serde(with = "crowd_protocol::wire::hash32")]
+    randomness: Hash32,
+    #[serde(with = "crowd_protocol::wire::hash32")]
+    head: Hash32,
+    log_len: u64,
+    next_deal_id: DealId,
+    mints: u64,
+    supply: Supply,
+    accounts: BTreeMap<AccountId, Account>,
+    providers: BTreeMap<AccountId, ProviderInfo>,
+    deals: BTreeMap<DealId, Deal>,
+    proposals: BTreeMap<ProposalKey, DealId>,
+}
+
+/// `amount × bps / 10 000`, rounded down, without overflow for any `u128`.
+pub fn bps_of(amount: Amount, bps: u32) -> Amount {
+    let bps = Amount::from(bps.min(BPS));
+    let unit = Amount::from(BPS);
+    (amount / unit) * bps + (amount % unit) * bps / unit
+}
+
+fn derive(context: &str, hash: &Hash32, deal_id: DealId) -> Hash32 {
+    *blake3::Hasher::new_derive_key(context)
+        .update(hash)
+        .update(&deal_id.to_le_bytes())
+        .finalize()
+        .as_bytes()
+}
+
+/// The sealing ticket of a deal published in an epoch with `randomness`.
+pub fn ticket(randomness: &Hash32, deal_id: DealId) -> Hash32 {
+    derive("crowdstore tracker ticket v1", randomness, deal_id)
+}
+
+/// The seal seed of a deal pre-committed in an epoch whose successor has `randomness`.
+pub fn seal_seed(randomness: &Hash32, deal_id: DealId) -> Hash32 {
+    derive("crowdstore tracker seal seed v1", randomness, deal_id)
+}
+
+/// Opens an envelope without a fixed signer (the signer may depend on the body).
+fn open<T: Signable>(signed: &Signed<T>) -> Result<(AccountId, T), LedgerError> {
+    let (signer, body) = signed.open(None)?;
+    Ok((AccountId(signer), body))
+}
+
+fn expect_signer(what: &'static str, signer: AccountId, expected: AccountId) -> Result<(), LedgerError> {
+    if signer != expected {
+        return Err(LedgerError::WrongSigner {
+            what,
+            signer: signer.to_string(),
+            expected: expected.to_string(),
+        });
+    }
+    Ok(())
+}
+
+fn add(a: Amount, b: Amount, what: &'static str) -> Result<Amount, LedgerError> {
+    a.checked_add(b).ok_or(LedgerError::Overflow { what })
+}
+
+/// Subtraction that must succeed by the ledger's own bookkeeping.
+fn sub_locked(a: Amount, b: Amount, what: &str) -> Result<Amount, LedgerError> {
+    a.checked_sub(b)
+        .ok_or_else(|| LedgerError::InvariantViolated(format!("{what}: {a} < {b}")))
+}
+
+/// An input's changes, not yet committed.
+struct Tx<'a> {
+    base: &'a Ledger,
+    accounts: BTreeMap<AccountId, Account>,
+    providers: BTreeMap<AccountId, ProviderInfo>,
+    deals: BTreeMap<DealId, Deal>,
+    proposals: Vec<(ProposalKey, DealId)>,
+    supply: Supply,
+    epoch: Epoch,
+    randomness: Hash32,
+    next_deal_id: DealId,
+    mints: u64,
+    events: Vec<Event>,
+}
+
+impl<'a> Tx<'a> {
+    fn new(base: &'a Ledger) -> Self {
+        Self {
+            base,
+            accounts: BTreeMap::new(),
+            providers: BTreeMap::new(),
+            deals: BTreeMap::new(),
+            proposals: Vec::new(),
+            supply: base.supply,
+            epoch: base.epoch,
+            randomness: base.randomness,
+            next_deal_id: base.next_deal_id,
+            mints: base.mints,
+            events: Vec::new(),
+        }
+    }
+
+    fn account(&self, id: AccountId) -> Account {
+        self.accounts
+            .get(&id)
+            .or_else(|| self.base.accounts.get(&id))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn update_account(
+        &mut self,
+        id: AccountId,
+        f: impl FnOnce(&mut Account) -> Result<(), LedgerError>,
+    ) -> Result<(), LedgerError> {
+        let mut a = self.account(id);
+        f(&mut a)?;
+        self.accounts.insert(id, a);
+        Ok(())
+    }
+
+    fn credit(&mut self, id: AccountId, amount: Amount) -> Result<(), LedgerError> {
+        self.update_account(id, |a| {
+            a.available = add(a.available, amount, "account balance")?;
+            Ok(())
+        })
+    }
+
+    fn debit(&mut self, id: AccountId, amount: Amount) -> Result<(), LedgerError> {
+        self.update_account(id, |a| {
+            a.available = a
+                .available
+                .checked_sub(amount)
+                .ok_or(LedgerError::InsufficientFunds {
+                    account: id.to_string(),
+                    need: amount,
+                    have: a.available,
+                })?;
+            Ok(())
+        })
+    }
+
+    /// Checks and advances an account's nonce.
+    fn take_nonce(&mut self, id: AccountId, nonce: u64, what: &'static str) -> Result<(), LedgerError> {
+        self.update_account(id, |a| {
+            if nonce < a.nonce {
+                return Err(LedgerError::Duplicate { what });
+            }
+            if nonce > a.nonce {
+                return Err(LedgerError::NonceGap {
+                    expected: a.nonce,
+                    got: nonce,
+                });
+            }
+            a.nonce = a
+                .nonce
+                .checked_add(1)
+                .ok_or(LedgerError::Overflow { what: "nonce" })?;
+            Ok(())
+        })
+    }
+
+    fn provider(&self, id: AccountId) -> Option<ProviderInfo> {
+        self.providers
+            .get(&id)
+            .or_else(|| self.base.providers.get(&id))
+            .cloned()
+    }
+
+    fn release_capacity(&mut self, id: AccountId, size: u64) -> Result<(), LedgerError> {
+        let mut p = self
+            .provider(id)
+            .ok_or_else(|| LedgerError::InvariantViolated(format!("deal of unregistered provider {id}")))?;
+        p.used = p
+            .used
+            .checked_sub(size)
+            .ok_or_else(|| LedgerError::InvariantViolated(format!("provider {id} used below zero")))?;
+        self.providers.insert(id, p);
+        Ok(())
+    }
+
+    fn deal(&self, id: DealId) -> Result<Deal, LedgerError> {
+        self.deals
+            .get(&id)
+            .or_else(|| self.base.deals.get(&id))
+            .cloned()
+            .ok_or(LedgerError::UnknownDeal(id))
+    }
+
+    /// Moves a deal's remaining escrow and collateral back to the free
+    /// balances of client and provider, and frees the provider's capacity.
+    fn release_all(&mut self, deal: &mut Deal) -> Result<(Amount, Amount), LedgerError> {
+        let (escrow, collateral) = (deal.escrow, deal.collateral);
+        self.update_account(deal.client(), |a| {
+            a.locked_escrow = sub_locked(a.locked_escrow, escrow, "locked escrow")?;
+            a.available = add(a.available, escrow, "account balance")?;
+            Ok(())
+        })?;
+        self.update_account(deal.provider(), |a| {
+            a.locked_collateral = sub_locked(a.locked_collateral, collateral, "locked collateral")?;
+            a.available = add(a.available, collateral, "account balance")?;
+            Ok(())
+        })?;
+        self.release_capacity(deal.provider(), deal.proposal.piece_size)?;
+        deal.escrow = 0;
+        deal.collateral = 0;
+        Ok((escrow, collateral))
+    }
+
+    fn burn(&mut self, amount: Amount) -> Result<(), LedgerError> {
+        self.supply.burned = add(self.supply.burned, amount, "burned supply")?;
+        Ok(())
+    }
+}
+
+impl Ledger {
+    /// A new ledger at epoch 0 with an empty log. Epoch 0's randomness is
+    /// derived from the genesis head (it is known in advance; no deal can be
+    /// challenged before epoch [`MIN_START_LEAD`]).
+    pub fn new(config: LedgerConfig) -> Result<Self, LedgerError> {
+        config.validate()?;
+        let head = genesis_head(&config);
+        let randomness = *blake3::Hasher::new_derive_key("crowdstore tracker genesis randomness v1")
+            .update(&head)
+            .finalize()
+            .as_bytes();
+        Ok(Self {
+            config,
+            epoch: 0,
+            randomness,
+            head,
+            log_len: 0,
+            next_deal_id: 0,
+            mints: 0,
+            supply: Supply::default(),
+            accounts: BTreeMap::new(),
+            providers: BTreeMap::new(),
+            deals: BTreeMap::new(),
+            proposals: BTreeMap::new(),
+        })
+    }
+
+    pub fn config(&self) -> &LedgerConfig {
+        &self.config
+    }
+
+    /// The open epoch: window proofs are for it, `EndEpoch` settles it.
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    /// The open epoch's randomness (window challenges, tickets).
+    pub fn randomness(&self) -> Hash32 {
+        self.randomness
+    }
+
+    /// The log head: what the tracker signs to end the epoch.
+    pub fn head(&self) -> Hash32 {
+        self.head
+    }
+
+    /// Entries in the log so far (the index of the next one).
+    pub fn log_len(&self) -> u64 {
+        self.log_len
+    }
+
+    /// Faucet mints so far (the nonce of the next `Mint`).
+    pub fn mints(&self) -> u64 {
+        self.mints
+    }
+
+    pub fn supply(&self) -> Supply {
+        self.supply
+    }
+
+    /// An account (all zero if it never held anything).
+    pub fn account(&self, id: &AccountId) -> Account {
+        self.accounts.get(id).cloned().unwrap_or_default()
+    }
+
+    pub fn accounts(&self) -> impl Iterator<Item = (&AccountId, &Account)> {
+        self.accounts.iter()
+    }
+
+    pub fn provider(&self, id: &AccountId) -> Option<&ProviderInfo> {
+        self.providers.get(id)
+    }
+
+    pub fn providers(&self) -> impl Iterator<Item = (&AccountId, &ProviderInfo)> {
+        self.providers.iter()
+    }
+
+    pub fn deal(&self, id: DealId) -> Option<&Deal> {
+        self.deals.get(&id)
+    }
+
+    /// Every deal ever published, live or finished, by id.
+    pub fn deals(&self) -> impl Iterator<Item = &Deal> {
+        self.deals.values()
+    }
+
+    /// The deal a signed proposal became, if published.
+    pub fn deal_by_proposal(&self, proposal: &Hash32) -> Option<&Deal> {
+        self.proposals
+            .get(&ProposalKey(*proposal))
+            .and_then(|id| self.deals.get(id))
+    }
+
+    /// A hash of the whole state (CBOR), to compare a replay with a snapshot.
+    pub fn state_hash(&self) -> Hash32 {
+        *blake3::Hasher::new_derive_key("crowdstore tracker state v1")
+            .update(&cbor(self))
+            .finalize()
+            .as_bytes()
+    }
+
+    /// Applies one input: either all of it, or nothing and a typed error.
+    pub fn apply(&mut self, input: Input) -> Result<Vec<Event>, LedgerError> {
+        self.apply_logged(input).map(|(_, events)| events)
+    }
+
+    /// [`Ledger::apply`], also returning the log entry to persist.
+    pub fn apply_logged(&mut self, input: Input) -> Result<(LogEntry, Vec<Event>), LedgerError> {
+        let log_len = self
+            .log_len
+            .checked_add(1)
+            .ok_or(LedgerError::Overflow { what: "log index" })?;
+        let tx = self.plan(&input)?;
+        let Tx {
+            base: _,
+            accounts,
+            providers,
+            deals,
+            proposals,
+            supply,
+            epoch,
+            randomness,
+            next_deal_id,
+            mints,
+            events,
+        } = tx;
+        self.accounts.extend(accounts);
+        self.providers.extend(providers);
+        self.deals.extend(deals);
+        self.proposals.extend(proposals);
+        self.supply = supply;
+        self.epoch = epoch;
+        self.randomness = randomness;
+        self.next_deal_id = next_deal_id;
+        self.mints = mints;
+        let entry = LogEntry {
+            index: self.log_len,
+            prev_head: self.head,
+            input,
+            events_hash: events_hash(&events),
+        };
+        self.head = entry.head();
+        self.log_len = log_len;
+        Ok((entry, events))
+    }
+
+    fn plan(&self, input: &Input) -> Result<Tx<'_>, LedgerError> {
+        let mut tx = Tx::new(self);
+        match input {
+            Input::Mint {
+                account,
+                amount,
+                nonce,
+            } => self.mint(&mut tx, *account, *amount, *nonce)?,
+            Input::Withdraw(signed) => self.withdraw(&mut tx, signed)?,
+            Input::RegisterProvider(signed) => self.register(&mut tx, signed)?,
+            Input::PublishDeal { proposal, acceptance } => self.publish(&mut tx, proposal, acceptance)?,
+            Input::PreCommit(signed) => self.pre_commit(&mut tx, signed)?,
+            Input::SealProof(signed) => self.seal_proof(&mut tx, signed)?,
+            Input::WindowProof(signed) => self.window_proof(&mut tx, signed)?,
+            Input::EndEpoch {
+                epoch,
+                tracker_signature,
+            } => self.end_epoch(&mut tx, *epoch, tracker_signature)?,
+        }
+        Ok(tx)
+    }
+
+    fn mint(
+        &self,
+        tx: &mut Tx<'_>,
+        account: AccountId,
+        amount: Amount,
+        nonce: u64,
+    ) -> Result<(), LedgerError> {
+        if !self.config.faucet {
+            return Err(LedgerError::FaucetDisabled);
+        }
+        if nonce < self.mints {
+            return Err(LedgerError::Duplicate { what: "mint" });
+        }
+        if nonce > self.mints {
+            return Err(LedgerError::NonceGap {
+                expected: self.mints,
+                got: nonce,
+            });
+        }
+        if amount == 0 {
+            return Err(LedgerError::ZeroAmount { what: "mint" });
+        }
+        tx.supply.minted = add(tx.supply.minted, amount, "minted supply")?;
+        tx.credit(account, amount)?;
+        tx.mints = self
+            .mints
+            .checked_add(1)
+            .ok_or(LedgerError::Overflow { what: "mints" })?;
+        tx.events.push(Event::Minted { account, amount });
+        Ok(())
+    }
+
+    fn withdraw(&self, tx: &mut Tx<'_>, signed: &Signed<WithdrawRequest>) -> Result<(), LedgerError> {
+        let (account, req) = open(signed)?;
+        tx.take_nonce(account, req.nonce, "withdrawal")?;
+        if req.amount == 0 {
+            return Err(LedgerError::ZeroAmount { what: "withdrawal" });
+        }
+        tx.debit(account, req.amount)?;
+        tx.supply.withdrawn = add(tx.supply.withdrawn, req.amount, "withdrawn supply")?;
+        tx.events.push(Event::Withdrawn {
+            account,
+            amount: req.amount,
+        });
+        Ok(())
+    }
+
+    fn register(&self, tx: &mut Tx<'_>, signed: &Signed<ProviderRegistration>) -> Result<(), LedgerError> {
+        let (provider, reg) = open(signed)?;
+        tx.take_nonce(provider, reg.nonce, "registration")?;
+        let used = tx.provider(provider).map_or(0, |p| p.used);
+        tx.providers.insert(
+            provider,
+            ProviderInfo {
+                capacity: reg.capacity,
+                price_per_gib_epoch: reg.price_per_gib_epoch,
+                used,
+            },
+        );
+        tx.events.push(Event::ProviderRegistered {
+            provider,
+            capacity: reg.capacity,
+            price_per_gib_epoch: reg.price_per_gib_epoch,
+        });
+        Ok(())
+    }
+
+    fn publish(
+        &self,
+        tx: &mut Tx<'_>,
+        proposal: &Signed<DealProposal>,
+        acceptance: &Signed<DealAcceptance>,
+    ) -> Result<(), LedgerError> {
+        let (client_signer, p) = open(proposal)?;
+        let client = AccountId(p.client);
+        let provider = AccountId(p.provider);
+        expect_signer(DealProposal::DOMAIN, client_signer, client)?;
+        let (provider_signer, a) = open(acceptance)?;
+        expect_signer(DealAcceptance::DOMAIN, provider_signer, provider)?;
+        let proposal_id = proposal.id();
+        if a.proposal != proposal_id {
+            return Err(LedgerError::AcceptanceMismatch);
+        }
+        if self.proposals.contains_key(&ProposalKey(proposal_id)) {
+            return Err(LedgerError::Duplicate { what: "deal" });
+        }
+        if self.epoch > p.expiry_epoch {
+            return Err(LedgerError::Expired {
+                expiry: p.expiry_epoch,
+                current: self.epoch,
+            });
+        }
+        if p.piece_size == 0 {
+            return Err(LedgerError::InvalidProposal("empty piece"));
+        }
+        if p.piece_size > MAX_NODES * 32 {
+            return Err(LedgerError::InvalidProposal(
+                "piece larger than a sealable replica",
+            ));
+        }
+        if p.duration_epochs == 0 {
+            return Err(LedgerError::InvalidProposal("zero duration"));
+        }
+        if p.start_epoch < self.epoch.saturating_add(MIN_START_LEAD) {
+            return Err(LedgerError::InvalidProposal(
+                "starts too soon to be sealed and proven",
+            ));
+        }
+        p.start_epoch
+            .checked_add(p.duration_epochs)
+            .ok_or(LedgerError::Overflow {
+                what: "deal end epoch",
+            })?;
+        let escrow = p
+            .price_per_epoch
+            .checked_mul(Amount::from(p.duration_epochs))
+            .ok_or(LedgerError::Overflow { what: "deal escrow" })?;
+
+        let mut info = tx
+            .provider(provider)
+            .ok_or_else(|| LedgerError::NotRegistered(provider.to_string()))?;
+        let free = info.capacity.saturating_sub(info.used);
+        if p.piece_size > free {
+            return Err(LedgerError::CapacityExceeded {
+                provider: provider.to_string(),
+                free,
+                need: p.piece_size,
+            });
+        }
+        info.used += p.piece_size; // <= capacity, cannot overflow
+        tx.providers.insert(provider, info);
+
+        tx.debit(client, escrow)?;
+        tx.update_account(client, |a| {
+            a.locked_escrow = add(a.locked_escrow, escrow, "locked escrow")?;
+            Ok(())
+        })?;
+        tx.debit(provider, p.provider_collateral)?;
+        tx.update_account(provider, |a| {
+            a.locked_collateral = add(a.locked_collateral, p.provider_collateral, "locked collateral")?;
+            Ok(())
+        })?;
+
+        let deal_id = tx.next_deal_id;
+        tx.next_deal_id = deal_id
+            .checked_add(1)
+            .ok_or(LedgerError::Overflow { what: "deal id" })?;
+        let ticket = ticket(&self.randomness, deal_id);
+        tx.proposals.push((ProposalKey(proposal_id), deal_id));
+        tx.deals.insert(
+            deal_id,
+            Deal {
+                id: deal_id,
+                proposal_id,
+                published_epoch: self.epoch,
+                ticket,
+                state: DealState::Published,
+                escrow,
+                collateral: p.provider_collateral,
+                paid: 0,
+                last_paid_epoch: None,
+                consecutive_faults: 0,
+                total_faults: 0,
+                proposal: p,
+            },
+        );
+        tx.events.push(Event::DealPublished {
+            deal_id,
+            proposal: proposal_id,
+            ticket,
+        });
+        Ok(())
+    }
+
+    fn pre_commit(
+        &self,
+        tx: &mut Tx<'_>,
+        signed: &Signed<crowd_protocol::SealCommitment>,
+    ) -> Result<(), LedgerError> {
+        let (signer, c) = open(signed)?;
+        let mut deal = tx.deal(c.deal_id)?;
+        expect_signer("seal-commitment", signer, deal.provider())?;
+        match &deal.state {
+            DealState::Published => {}
+            DealState::PreCommitted {
+                comm_r, replica_id, ..
+            } if *comm_r == c.comm_r && *replica_id == c.replica_id => {
+                return Err(LedgerError::Duplicate { what: "pre-commit" })
+            }
+            other => {
+                return Err(LedgerError::WrongState {
+                    deal_id: deal.id,
+                    state: other.name(),
+                    expected: "published",
+                })
+            }
+        }
+        if c.piece != deal.proposal.piece {
+            return Err(LedgerError::PieceMismatch { deal_id: deal.id });
+        }
+        let expected = crowd_porep::seal::replica_id(
+            &provider_hash(&deal.proposal.provider),
+            &deal.proposal.piece.0,
+            deal.id,
+            &deal.ticket,
+        );
+        if c.replica_id != expected {
+            return Err(LedgerError::ReplicaIdMismatch { deal_id: deal.id });
+        }
+        deal.state = DealState::PreCommitted {
+            comm_r: c.comm_r,
+            replica_id: c.replica_id,
+            epoch: self.epoch,
+            seed: None,
+        };
+        tx.events.push(Event::PreCommitted {
+            deal_id: deal.id,
+            comm_r: c.comm_r,
+        });
+        tx.deals.insert(deal.id, deal);
+        Ok(())
+    }
+
+    fn seal_proof(
+        &self,
+        tx: &mut Tx<'_>,
+        signed: &Signed<crowd_protocol::SealProofMsg>,
+    ) -> Result<(), LedgerError> {
+        let (signer, msg) = open(signed)?;
+        let mut deal = tx.deal(msg.deal_id)?;
+        expect_signer("seal-proof", signer, deal.provider())?;
+        let (comm_r, replica_id, seed) = match &deal.state {
+            DealState::PreCommitted {
+                comm_r,
+                replica_id,
+                seed: Some(seed),
+                ..
+            } => (*comm_r, *replica_id, *seed),
+            DealState::PreCommitted {
+                epoch, seed: None, ..
+            } => {
+                return Err(LedgerError::FutureEpoch {
+                    what: "seal proof (its seed is the next epoch's randomness)",
+                    epoch: epoch.saturating_add(1),
+                    current: self.epoch,
+                })
+            }
+            DealState::Active { .. } => return Err(LedgerError::Duplicate { what: "seal proof" }),
+            other => {
+                return Err(LedgerError::WrongState {
+                    deal_id: deal.id,
+                    state: other.name(),
+                    expected: "pre-committed",
+                })
+            }
+        };
+        let invalid = |source| LedgerError::InvalidProof {
+            deal_id: msg.deal_id,
+            what: "seal proof",
+            source,
+        };
+        let proof = SealProof::decode(&msg.proof).map_err(invalid)?;
+        let public = SealPublic {
+            piece_len: deal.proposal.piece_size,
+            comm_d: deal.proposal.piece.0,
+            comm_r,
+            replica_id,
+            seed,
+        };
+        verify_seal(&public, &self.config.params, &proof).map_err(invalid)?;
+        deal.state = DealState::Active {
+            comm_r,
+            proven_epoch: None,
+        };
+        tx.events.push(Event::Proven { deal_id: deal.id });
+        tx.deals.insert(deal.id, deal);
+        Ok(())
+    }
+
+    fn window_proof(
+        &self,
+        tx: &mut Tx<'_>,
+        signed: &Signed<crowd_protocol::WindowProofMsg>,
+    ) -> Result<(), LedgerError> {
+        let (signer, msg) = open(signed)?;
+        let mut deal = tx.deal(msg.deal_id)?;
+        expect_signer("window-proof", signer, deal.provider())?;
+        let DealState::Active { comm_r, proven_epoch } = deal.state else {
+            return Err(LedgerError::WrongState {
+                deal_id: deal.id,
+                state: deal.state.name(),
+                expected: "active",
+            });
+        };
+        let what = "window proof";
+        if msg.epoch < self.epoch {
+            return Err(LedgerError::Stale {
+                what,
+                epoch: msg.epoch,
+                current: self.epoch,
+            });
+        }
+        if msg.epoch > self.epoch {
+            return Err(LedgerError::FutureEpoch {
+                what,
+                epoch: msg.epoch,
+                current: self.epoch,
+            });
+        }
+        if msg.epoch < deal.proposal.start_epoch || msg.epoch >= deal.end_epoch() {
+            return Err(LedgerError::NotChallenged {
+                deal_id: deal.id,
+                epoch: msg.epoch,
+            });
+        }
+        if proven_epoch == Some(msg.epoch) {
+            return Err(LedgerError::Duplicate { what });
+        }
+        let invalid = |source| LedgerError::InvalidProof {
+            deal_id: msg.deal_id,
+            what,
+            source,
+        };
+        let proof = WindowProof::decode(&msg.proof).map_err(invalid)?;
+        let public = WindowPublic {
+            piece_len: deal.proposal.piece_size,
+            comm_r,
+            deal_id: deal.id,
+            epoch: msg.epoch,
+            randomness: self.randomness,
+        };
+        verify_window(&public, &self.config.params, &proof).map_err(invalid)?;
+        deal.state = DealState::Active {
+            comm_r,
+            proven_epoch: Some(msg.epoch),
+        };
+        tx.events.push(Event::WindowProven {
+            deal_id: deal.id,
+            epoch: msg.epoch,
+        });
+        tx.deals.insert(deal.id, deal);
+        Ok(())
+    }
+
+    fn end_epoch(&self, tx: &mut Tx<'_>, epoch: Epoch, signature: &[u8]) -> Result<(), LedgerError> {
+        let what = "end of epoch";
+        if epoch < self.epoch {
+            return Err(LedgerError::Stale {
+                what,
+                epoch,
+                current: self.epoch,
+            });
+        }
+        if epoch > self.epoch {
+            return Err(LedgerError::FutureEpoch {
+                what,
+                epoch,
+                current: self.epoch,
+            });
+        }
+        let key = self.config.tracker_public_key()?;
+        if !key.verify(&epoch_signing_input(epoch, &self.head), signature) {
+            return Err(LedgerError::BadEpochSignature { epoch });
+        }
+        let next_epoch = epoch
+            .checked_add(1)
+            .ok_or(LedgerError::Overflow { what: "epoch" })?;
+        let next_randomness = randomness_from_signature(signature);
+
+        for deal in self.deals.values().filter(|d| d.state.is_live()) {
+            let mut deal = deal.clone();
+            self.settle(tx, &mut deal, epoch, &next_randomness)?;
+            tx.deals.insert(deal.id, deal);
+        }
+        tx.epoch = next_epoch;
+        tx.randomness = next_randomness;
+        tx.events.push(Event::EpochEnded {
+            epoch,
+            randomness: next_randomness,
+        });
+        Ok(())
+    }
+
+    /// Settles one live deal at the end of `epoch`.
+    fn settle(
+        &self,
+        tx: &mut Tx<'_>,
+        deal: &mut Deal,
+        epoch: Epoch,
+        next_randomness: &Hash32,
+    ) -> Result<(), LedgerError> {
+        let deal_id = deal.id;
+        let start = deal.proposal.start_epoch;
+        match deal.state.clone() {
+            DealState::Published | DealState::PreCommitted { .. } if start <= epoch.saturating_add(1) => {
+                // Not proven before its start: cancel, return everything.
+                let (escrow, collateral) = tx.release_all(deal)?;
+                deal.state = DealState::Cancelled;
+                tx.events.push(Event::Cancelled {
+                    deal_id,
+                    escrow_returned: escrow,
+                    collateral_returned: collateral,
+                });
+            }
+            DealState::PreCommitted {
+                comm_r,
+                replica_id,
+                epoch: committed,
+                seed: None,
+            } if committed == epoch => {
+                let seed = seal_seed(next_randomness, deal_id);
+                deal.state = DealState::PreCommitted {
+                    comm_r,
+                    replica_id,
+                    epoch: committed,
+                    seed: Some(seed),
+                };
+                tx.events.push(Event::SealSeed { deal_id, seed });
+            }
+            DealState::Active { proven_epoch, .. } if epoch >= start => {
+                if proven_epoch == Some(epoch) {
+                    self.pay(tx, deal, epoch)?;
+                } else if self.fault(tx, deal, epoch)? {
+                    return Ok(());
+                }
+                if epoch.saturating_add(1) >= deal.end_epoch() {
+                    let (refund, collateral) = tx.release_all(deal)?;
+                    deal.state = DealState::Completed;
+                    tx.events.push(Event::Completed {
+                        deal_id,
+                        collateral_returned: collateral,
+                        refund,
+                    });
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn pay(&self, tx: &mut Tx<'_>, deal: &mut Deal, epoch: Epoch) -> Result<(), LedgerError> {
+        if deal.last_paid_epoch.is_some_and(|last| last >= epoch) {
+            return Err(LedgerError::InvariantViolated(format!(
+                "deal {} paid twice for epoch {epoch}",
+                deal.id
+            )));
+        }
+        let price = deal.proposal.price_per_epoch;
+        deal.escrow = sub_locked(deal.escrow, price, "deal escrow")?;
+        deal.paid = add(deal.paid, price, "deal paid")?;
+        deal.last_paid_epoch = Some(epoch);
+        deal.consecutive_faults = 0;
+        tx.update_account(deal.client(), |a| {
+            a.locked_escrow = sub_locked(a.locked_escrow, price, "locked escrow")?;
+            Ok(())
+        })?;
+        tx.credit(deal.provider(), price)?;
+        tx.events.push(Event::Paid {
+            deal_id: deal.id,
+            epoch,
+            amount: price,
+        });
+        Ok(())
+    }
+
+    /// Records a fault; returns whether it terminated the deal.
+    fn fault(&self, tx: &mut Tx<'_>, deal: &mut Deal, epoch: Epoch) -> Result<bool, LedgerError> {
+        let fee = bps_of(deal.proposal.provider_collateral, self.config.fault_fee_bps).min(deal.collateral);
+        deal.collateral -= fee; // fee <= collateral
+        tx.update_account(deal.provider(), |a| {
+            a.locked_collateral = sub_locked(a.locked_collateral, fee, "locked collateral")?;
+            Ok(())
+        })?;
+        tx.burn(fee)?;
+        deal.consecutive_faults = deal.consecutive_faults.saturating_add(1);
+        deal.total_faults = deal.total_faults.saturating_add(1);
+        tx.events.push(Event::Faulted {
+            deal_id: deal.id,
+            epoch,
+            fee,
+            consecutive: deal.consecutive_faults,
+        });
+        if deal.consecutive_faults < self.config.fault_threshold {
+            return Ok(false);
+        }
+        // Slash what is left: a share to the client, the rest burned; refund
+        // the unearned escrow.
+        let slashed = deal.collateral;
+        let compensation = bps_of(slashed, self.config.client_share_bps);
+        let burned = slashed - compensation; // compensation <= slashed
+        let refund = deal.escrow;
+        tx.update_account(deal.provider(), |a| {
+            a.locked_collateral = sub_locked(a.locked_collateral, slashed, "locked collateral")?;
+            Ok(())
+        })?;
+        tx.update_account(deal.client(), |a| {
+            a.locked_escrow = sub_locked(a.locked_escrow, refund, "locked escrow")?;
+            a.available = add(a.available, refund, "account balance")?;
+            a.available = add(a.available, compensation, "account balance")?;
+            Ok(())
+        })?;
+        tx.burn(burned)?;
+        tx.release_capacity(deal.provider(), deal.proposal.piece_size)?;
+        deal.collateral = 0;
+        deal.escrow = 0;
+        deal.state = DealState::Terminated;
+        tx.events.push(Event::Terminated {
+            deal_id: deal.id,
+            client_compensation: compensation,
+            burned,
+            refund,
+        });
+        tx.events.push(Event::RepairNeeded {
+            deal_id: deal.id,
+            piece: deal.proposal.piece,
+            piece_size: deal.proposal.piece_size,
+            client: deal.client(),
+        });
+        Ok(true)
+    }
+
+    /// Checks every bookkeeping invariant; the first that fails is named.
+    ///
+    /// * supply: Σ accounts (free + locked) + burned + withdrawn = minted;
+    /// * each account's locked escrow / collateral is the sum over its live deals;
+    /// * each provider's used capacity is the sum of its live deals' sizes;
+    /// * a live deal's escrow + paid = price × duration, a finished deal locks nothing;
+    /// * deal ids are dense from 0 and the proposal index names each deal once.
+    pub fn check_invariants(&self) -> Result<(), LedgerError> {
+        let bad = |s: String| Err(LedgerError::InvariantViolated(s));
+        let mut total: Amount = 0;
+        for (id, a) in &self.accounts {
+            let Some(t) = a.total().and_then(|t| total.checked_add(t)) else {
+                return bad(format!("account {id} overflows the supply"));
+            };
+            total = t;
+        }
+        let accounted = total
+            .checked_add(self.supply.burned)
+            .and_then(|t| t.checked_add(self.supply.withdrawn));
+        if accounted != Some(self.supply.minted) {
+            return bad(format!(
+                "supply not conserved: balances {total} + burned {} + withdrawn {} != minted {}",
+                self.supply.burned, self.supply.withdrawn, self.supply.minted
+            ));
+        }
+
+        let mut escrow: BTreeMap<AccountId, Amount> = BTreeMap::new();
+        let mut collateral: BTreeMap<AccountId, Amount> = BTreeMap::new();
+        let mut used: BTreeMap<AccountId, u64> = BTreeMap::new();
+        for (i, (id, d)) in self.deals.iter().enumerate() {
+            if *id != i as u64 || d.id != *id {
+                return bad(format!("deal ids not dense at {id}"));
+            }
+            if self.proposals.get(&ProposalKey(d.proposal_id)) != Some(id) {
+                return bad(format!("deal {id} missing from the proposal index"));
+            }
+            if d.collateral > d.proposal.provider_collateral {
+                return bad(format!("deal {id} holds more collateral than it locked"));
+            }
+            if d.state.is_live() {
+                let full = d
+                    .proposal
+                    .price_per_epoch
+                    .checked_mul(Amount::from(d.proposal.duration_epochs));
+                if d.escrow.checked_add(d.paid) != full {
+                    return bad(format!("deal {id}: escrow + paid != price × duration"));
+                }
+                let e = escrow.entry(d.client()).or_default();
+                let c = collateral.entry(d.provider()).or_default();
+                let u = used.entry(d.provider()).or_default();
+                match (
+                    e.checked_add(d.escrow),
+                    c.checked_add(d.collateral),
+                    u.checked_add(d.proposal.piece_size),
+                ) {
+                    (Some(e2), Some(c2), Some(u2)) => (*e, *c, *u) = (e2, c2, u2),
+                    _ => return bad(format!("deal {id} overflows its parties' locks")),
+                }
+            } else if d.escrow != 0 || d.collateral != 0 {
+                return bad(format!("finished deal {id} still locks money"));
+            }
+            if d.last_paid_epoch.is_some_and(|e| e >= self.epoch) {
+                return bad(format!("deal {id} paid for an unsettled epoch"));
+            }
+        }
+        if self.proposals.len() != self.deals.len() || self.next_deal_id != self.deals.len() as u64 {
+            return bad("proposal index or next deal id out of step".to_string());
+        }
+        for (id, a) in &self.accounts {
+            if a.locked_escrow != escrow.get(id).copied().unwrap_or(0) {
+                return bad(format!("account {id}: locked escrow != its live deals' escrow"));
+            }
+            if a.locked_collateral != collateral.get(id).copied().unwrap_or(0) {
+                return bad(format!(
+                    "account {id}: locked collateral != its live deals' collateral"
+                ));
+            }
+        }
+        if escrow
+            .keys()
+            .chain(collateral.keys())
+            .any(|id| !self.accounts.contains_key(id))
+        {
+            return bad("a live deal's party has no account".to_string());
+        }
+        for (id, p) in &self.providers {
+            if p.used != used.get(id).copied().unwrap_or(0) {
+                return bad(format!("provider {id}: used capacity != its live deals' sizes"));
+            }
+        }
+        if used.keys().any(|id| !self.providers.contains_key(id)) {
+            return bad("a live deal's provider is not registered".to_string());
+        }
+        Ok(())
+    }
+
+    /// Compares this (replayed) ledger with a stored one and names the first
+    /// difference: head, epoch, supply, an account, a provider or a deal.
+    pub fn verify_against(&self, stored: &Ledger) -> Result<(), LedgerError> {
+        let differ = |s: String| Err(LedgerError::StateMismatch(s));
+        if self.head != stored.head || self.log_len != stored.log_len {
+            return differ(format!(
+                "head {} after {} entries, stored {} after {}",
+                hex32(&self.head),
+                self.log_len,
+                hex32(&stored.head),
+                stored.log_len
+            ));
+        }
+        if self.config != stored.config {
+            return differ("config".to_string());
+        }
+        if (self.epoch, self.randomness) != (stored.epoch, stored.randomness) {
+            return differ(format!("epoch {} vs stored {}", self.epoch, stored.epoch));
+        }
+        if self.supply != stored.supply || self.mints != stored.mints {
+            return differ(format!("supply {:?} vs stored {:?}", self.supply, stored.supply));
+        }
+        for id in self.accounts.keys().chain(stored.accounts.keys()) {
+            if self.account(id) != stored.account(id) {
+                return differ(format!("account {id}"));
+            }
+        }
+        for id in self.providers.keys().chain(stored.providers.keys()) {
+            if self.providers.get(id) != stored.providers.get(id) {
+                return differ(format!("provider {id}"));
+            }
+        }
+        for id in self.deals.keys().chain(stored.deals.keys()) {
+            if self.deals.get(id) != stored.deals.get(id) {
+                return differ(format!("deal {id}"));
+            }
+        }
+        if self != stored {
+            return differ("another record (the proposal index, or an empty account)".to_string());
+        }
+        Ok(())
+    }
+}
+
+fn hex32(h: &Hash32) -> String {
+    h.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn bps_of_proptest(amount in 0..(1u128 << 100), bps in 0..=BPS) {
+            // exact below 2^100 (no overflow in the naive formula), never above the amount
+            prop_assert_eq!(bps_of(amount, bps), amount * Amount::from(bps) / Amount::from(BPS));
+            prop_assert!(bps_of(amount, bps) <= amount);
+        }
+
+        #[test]
+        fn bps_of_never_exceeds_the_amount_proptest(amount in any::<u128>(), bps in any::<u32>()) {
+            prop_assert!(bps_of(amount, bps) <= amount);
+        }
+
+        #[test]
+        fn tickets_and_seeds_differ_by_deal_and_kind_proptest(r in any::<[u8; 32]>(), a in any::<u64>(), b in any::<u64>()) {
+            prop_assume!(a != b);
+            prop_assert_ne!(ticket(&r, a), ticket(&r, b));
+            prop_assert_ne!(ticket(&r, a), seal_seed(&r, a));
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! # crowd-tracker: the tracker's ledger
+//!
+//! This crate owns the tracker's money and deal bookkeeping as a **pure,
+//! deterministic state machine**: accounts, the deal lifecycle, proving and
+//! payment, and the hash-chained log that lets anyone replay it. It has no
+//! I/O, no clock, no async and no network: epochs and signed messages come in
+//! as [`Input`]s, [`Event`]s come out. It does not own storage (RocksDB),
+//! the swarm, when epochs end, or signing tickets and seeds for providers —
+//! the tracker service does, around [`Ledger::apply_logged`].
+//!
+//! ## State
+//!
+//! * **Accounts** ([`Account`], keyed by libp2p peer id in a `BTreeMap`):
+//!   free balance, escrow locked for deals as client, collateral locked for
+//!   deals as provider, and a nonce for the account's own messages. Money is
+//!   `u128` base units ([`crowd_protocol::Amount`]); every sum is checked, no
+//!   floats anywhere.
+//! * **Supply** ([`Supply`]): `minted`, `burned`, `withdrawn`.
+//! * **Providers** ([`ProviderInfo`]): registered capacity, asking price, and
+//!   bytes under live deals.
+//! * **Deals** ([`Deal`]), numbered from 0 in publication order, never removed.
+//! * **Epoch** `e` (the open, unsettled epoch), its randomness `R(e)`, the log
+//!   head and length.
+//!
+//! ## Inputs
+//!
+//! | input | signed by | effect |
+//! | --- | --- | --- |
+//! | `Mint { account, amount, nonce }` | — (devnet faucet; only if `config.faucet`) | credits `amount`; `nonce` must equal the number of mints so far |
+//! | `Withdraw(Signed<WithdrawRequest>)` | the account | moves free balance out (`withdrawn`) |
+//! | `RegisterProvider(Signed<ProviderRegistration>)` | the provider | records capacity and price |
+//! | `PublishDeal { proposal, acceptance }` | client, provider | locks escrow and collateral, numbers the deal, draws its ticket |
+//! | `PreCommit(Signed<SealCommitment>)` | the deal's provider | records comm_r |
+//! | `SealProof(Signed<SealProofMsg>)` | the deal's provider | verifies the seal proof; the deal is active |
+//! | `WindowProof(Signed<WindowProofMsg>)` | the deal's provider | verifies the window proof for the open epoch |
+//! | `EndEpoch { epoch, tracker_signature }` | the tracker (key in [`LedgerConfig`]) | settles the epoch, draws the next randomness |
+//!
+//! Register and withdraw carry the account's next nonce ([`Account::nonce`]);
+//! a lower nonce is a replay ([`LedgerError::Duplicate`]), a higher one a gap.
+//! The tracker's own registration, deposits from outside the ledger and
+//! provider deregistration are not here yet.
+//!
+//! ## Deal lifecycle
+//!
+//! ```text
+//!  PublishDeal ──► Published ──PreCommit──► PreCommitted ──(epoch ends: seed)──SealProof──► Active
+//!                      │                         │                                           │
+//!                      └── not Active by the start epoch: Cancelled (all locks returned) ◄───┘ (no)
+//!  Active, each epoch of [start, start + duration):
+//!      valid window proof ─► Paid (price: client escrow → provider)
+//!      none / late / invalid ─► Faulted (fee burned) ─ F in a row ─► Terminated + RepairNeeded
+//!      after the last epoch ─► Completed (collateral back, unearned escrow back)
+//! ```
+//!
+//! * **Publish** (in epoch `e`): the proposal must be signed by the client it
+//!   names and the acceptance by the provider it names, over this proposal's
+//!   [`Signed::id`](crowd_protocol::Signed::id); a proposal is published at
+//!   most once; `e ≤ expiry_epoch`; `piece_size > 0`; `duration > 0`;
+//!   `start ≥ e + 2` ([`MIN_START_LEAD`]: pre-commit in `e`, seed at the end
+//!   of `e`, prove in `e + 1`); the provider is registered with free capacity.
+//!   The client's free balance locks `price × duration`, the provider's locks
+//!   `provider_collateral`. Ticket = `derive_key("crowdstore tracker ticket
+//!   v1", R(e) ‖ deal_id)`.
+//! * **Pre-commit**: the deal is `Published`, the commitment names its piece,
+//!   and `replica_id = crowd_porep::seal::replica_id(provider_hash(provider),
+//!   comm_d, deal_id, ticket)` ([`provider_hash`]).
+//! * **Seal seed**: when the pre-commit epoch `p` ends, seed =
+//!   `derive_key("crowdstore tracker seal seed v1", R(p + 1) ‖ deal_id)` —
+//!   drawn after comm_r was fixed ([`Event::SealSeed`]).
+//! * **Seal proof**: verified with [`crowd_porep::proof::verify_seal`]
+//!   against comm_d, comm_r, replica id, seed and `config.params`.
+//! * **Deadline**: when epoch `e` ends, every deal not yet active with
+//!   `start ≤ e + 1` is **cancelled**: escrow and collateral go back in full.
+//! * **Proving**: an active deal is challenged in every epoch of
+//!   `[start, start + duration)` with that epoch's randomness. A window proof
+//!   for the open epoch is verified with [`crowd_porep::proof::verify_window`]
+//!   (deal id, epoch, comm_r, `R(e)`) and recorded; one for a settled epoch is
+//!   [`LedgerError::Stale`], for a later one [`LedgerError::FutureEpoch`].
+//! * **Settlement** of epoch `e` (deals in id order): a deal proven for `e`
+//!   is paid `price_per_epoch` from its escrow to the provider's free balance
+//!   and its fault streak resets. Otherwise it is **faulted**:
+//!   `fault_fee_bps` of its collateral (capped at what is left) is burned, no
+//!   payment. At `fault_threshold` (F) consecutive faults it is
+//!   **terminated**: the remaining collateral is slashed (`client_share_bps`
+//!   of it to the client, the rest burned), the unearned escrow goes back to
+//!   the client, and [`Event::RepairNeeded`] names the piece. A deal whose last
+//!   epoch was `e` and survived is **completed**: collateral back to the
+//!   provider, whatever escrow faults left unearned back to the client.
+//!
+//! ## Epochs and randomness
+//!
+//! `EndEpoch { epoch, tracker_signature }` must be for the open epoch, and the
+//! signature must be the tracker's ed25519 signature over
+//! [`epoch_signing_input`]`(epoch, head)` where `head` is the log head before
+//! it ([`sign_epoch`]). `R(epoch + 1) = derive_key("crowdstore tracker
+//! randomness v1", signature)`. The signature depends on every input accepted
+//! so far, so nobody but the tracker can predict `R(e + 1)` before epoch `e`
+//! ends, and anyone with the log and the tracker's public key can check it.
+//! Ed25519 signing is deterministic, so the tracker cannot re-roll it for a
+//! fixed head; it can still choose which inputs to accept before signing (a
+//! trusted-tracker assumption, like the rest of this design). `R(0)` is derived
+//! from the genesis head and is public; no deal is challenged in epoch 0 or 1.
+//!
+//! ## Atomicity, replays and staleness
+//!
+//! [`Ledger::apply`] validates and computes every change against an overlay of
+//! the touched records, and commits only if the whole input succeeded: a
+//! refused input changes nothing (not even the head). Every input is refused
+//! when applied a second time — mints and account messages by nonce, deals by
+//! proposal id, pre-commits, seal and window proofs by the deal's state,
+//! `EndEpoch` because its epoch is settled — so applying the same message or
+//! epoch twice changes nothing. Unsigned, forged and wrongly signed messages
+//! are [`LedgerError::BadSignature`] / [`LedgerError::WrongSigner`]. Proofs
+//! are untrusted input: decoding and verification failures are
+//! [`LedgerError::InvalidProof`], never panics.
+//!
+//! ## Invariants
+//!
+//! [`Ledger::check_invariants`] checks that supply is conserved (the sum of
+//! free and locked balances, burned and withdrawn equals minted), that locks
+//! equal the sums over live deals, that provider usage equals live deal sizes,
+//! that a live deal's escrow plus what it paid is price × duration, and that
+//! a finished deal locks nothing. No balance can go negative (`u128`, every
+//! subtraction checked). A deal is paid at most once per epoch: settlement
+//! runs once per epoch and [`Deal::last_paid_epoch`] only increases.
+//!
+//! ## Log
+//!
+//! Each accepted input becomes a [`LogEntry`] `{ index, prev_head, input,
+//! events_hash }`; `head = derive_key("crowdstore tracker log v1", prev_head ‖
+//! cbor(entry))`, starting from [`genesis_head`]`(config)`. [`replay`]
+//! re-applies a log from genesis, checks every index, link and events hash and
+//! the invariants; [`Ledger::verify_against`] then compares the result with a
+//! stored ledger, naming the first account or deal that differs. This is what
+//! the future `crowd-tracker ledger verify [--home DIR]` runs.
+//!
+//! ## Cost
+//!
+//! A window proof costs `O(N · log n)` hashes plus an envelope check; a seal
+//! proof `O(C · (L·(d+e) + (d+e)·log n))`. `EndEpoch` visits every live deal
+//! (finished deals are kept for history and duplicate detection but skipped
+//! by the filter, still costing one comparison each).
+//!
+//! ```
+//! use crowd_protocol::libp2p::identity::Keypair;
+//! use crowd_tracker::{sign_epoch, AccountId, Event, Input, Ledger, LedgerConfig};
+//!
+//! let tracker = Keypair::generate_ed25519();
+//! let mut ledger = Ledger::new(LedgerConfig::devnet(&tracker.public()))?;
+//! let alice = AccountId(Keypair::generate_ed25519().public().to_peer_id());
+//! ledger.apply(Input::Mint { account: alice, amount: 1_000, nonce: 0 })?;
+//! assert_eq!(ledger.account(&alice).available, 1_000);
+//! // the same mint again is a duplicate and changes nothing
+//! assert!(ledger.apply(Input::Mint { account: alice, amount: 1_000, nonce: 0 }).is_err());
+//!
+//! let events = ledger.apply(sign_epoch(&tracker, ledger.epoch(), &ledger.head())?)?;
+//! assert!(matches!(events.last(), Some(Event::EpochEnded { epoch: 0, .. })));
+//! assert_eq!(ledger.epoch(), 1);
+//! # Ok::<(), crowd_tracker::LedgerError>(())
+//! ```
+
+mod error;
+mod ledger;
+mod log;
+mod types;
+
+pub use error::LedgerError;
+pub use ledger::{bps_of, seal_seed, ticket, Ledger};
+pub use log::{events_hash, genesis_head, replay, LogEntry};
+pub use types::*;

@@ -1,0 +1,505 @@
+//! Ledger inputs, events, configuration and state records.
+
+use crowd_porep::SealParams;
+use crowd_protocol::libp2p::identity::{Keypair, PublicKey};
+use crowd_protocol::libp2p::PeerId;
+use crowd_protocol::{
+    Amount, DealAcceptance, DealProposal, Epoch, PieceId, ProposalId, SealCommitment, SealProofMsg, Signable,
+    Signed, WindowProofMsg,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::error::LedgerError;
+
+/// A 32-byte hash (heads, randomness, tickets, seeds, commitments).
+pub type Hash32 = [u8; 32];
+/// A deal's number, assigned by the ledger in publication order from 0.
+pub type DealId = u64;
+
+/// Basis points: 10 000 = 100 %.
+pub const BPS: u32 = 10_000;
+
+/// Fewest epochs between publication and a deal's start epoch: the provider
+/// pre-commits in the publication epoch at the earliest, the seal seed is the
+/// next epoch's randomness, and the deal must be proven before it starts.
+pub const MIN_START_LEAD: u64 = 2;
+
+/// An account: a libp2p peer id (clients and providers alike).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AccountId(#[serde(with = "crowd_protocol::wire::peer")] pub PeerId);
+
+impl std::fmt::Display for AccountId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::fmt::Debug for AccountId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AccountId({})", self.0)
+    }
+}
+
+impl From<PeerId> for AccountId {
+    fn from(p: PeerId) -> Self {
+        Self(p)
+    }
+}
+
+/// The 32-byte provider id that goes into replica ids:
+/// `derive_key("crowdstore provider id v1", peer_id bytes)`.
+///
+/// The same definition as `crowd_storage_node::node::provider_hash`; the
+/// storage node should call this one (or a shared one) so the two cannot drift.
+pub fn provider_hash(peer: &PeerId) -> Hash32 {
+    *blake3::Hasher::new_derive_key("crowdstore provider id v1")
+        .update(&peer.to_bytes())
+        .finalize()
+        .as_bytes()
+}
+
+/// What the tracker signs to end `epoch`: `"crowd/1/tracker-epoch" ‖ 0 ‖
+/// epoch:u64le ‖ head`, where `head` is the ledger head before the `EndEpoch`.
+pub fn epoch_signing_input(epoch: Epoch, head: &Hash32) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(64);
+    msg.extend_from_slice(b"crowd/1/tracker-epoch");
+    msg.push(0);
+    msg.extend_from_slice(&epoch.to_le_bytes());
+    msg.extend_from_slice(head);
+    msg
+}
+
+/// The randomness an epoch signature yields: `derive_key("crowdstore tracker
+/// randomness v1", signature)`.
+pub fn randomness_from_signature(signature: &[u8]) -> Hash32 {
+    *blake3::Hasher::new_derive_key("crowdstore tracker randomness v1")
+        .update(signature)
+        .finalize()
+        .as_bytes()
+}
+
+/// The tracker's side of ending an epoch: sign `(epoch, head)` with its key.
+/// The service calls this with [`crate::Ledger::epoch`] and [`crate::Ledger::head`].
+pub fn sign_epoch(key: &Keypair, epoch: Epoch, head: &Hash32) -> Result<Input, LedgerError> {
+    let tracker_signature =
+        key.sign(&epoch_signing_input(epoch, head))
+            .map_err(|_| LedgerError::BadSignature {
+                what: "tracker-epoch",
+            })?;
+    Ok(Input::EndEpoch {
+        epoch,
+        tracker_signature,
+    })
+}
+
+/// The genesis configuration; part of the genesis head, so a log only
+/// replays under the configuration it was written with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerConfig {
+    /// The tracker's ed25519 public key (libp2p protobuf encoding); it signs epochs.
+    #[serde(with = "crowd_protocol::wire::bytes")]
+    pub tracker_key: Vec<u8>,
+    /// Accept `Mint` (development networks only).
+    pub faucet: bool,
+    /// Sealing parameters seal and window proofs are verified with.
+    pub params: SealParams,
+    /// `F`: this many consecutive faults terminate a deal.
+    pub fault_threshold: u32,
+    /// Fee per fault, in basis points of the deal's provider collateral
+    /// (capped at what is still locked); burned.
+    pub fault_fee_bps: u32,
+    /// Share of the collateral slashed at termination paid to the client, in
+    /// basis points; the rest is burned.
+    pub client_share_bps: u32,
+}
+
+impl LedgerConfig {
+    /// Devnet defaults: faucet on, devnet sealing, F = 3, 10 % fault fee, half
+    /// of a slashed collateral to the client.
+    pub fn devnet(tracker: &PublicKey) -> Self {
+        Self {
+            tracker_key: tracker.encode_protobuf(),
+            faucet: true,
+            params: SealParams::devnet(),
+            fault_threshold: 3,
+            fault_fee_bps: 1_000,
+            client_share_bps: 5_000,
+        }
+    }
+
+    /// Checks every field; the tracker key must be an ed25519 key.
+    pub fn validate(&self) -> Result<(), LedgerError> {
+        self.tracker_public_key()?;
+        self.params
+            .validate()
+            .map_err(|_| LedgerError::InvalidConfig("sealing parameters"))?;
+        if self.fault_threshold == 0 {
+            return Err(LedgerError::InvalidConfig("fault_threshold must be at least 1"));
+        }
+        if self.fault_fee_bps > BPS || self.client_share_bps > BPS {
+            return Err(LedgerError::InvalidConfig("basis points above 10000"));
+        }
+        Ok(())
+    }
+
+    /// The decoded tracker key.
+    pub fn tracker_public_key(&self) -> Result<PublicKey, LedgerError> {
+        let key = PublicKey::try_decode_protobuf(&self.tracker_key)
+            .map_err(|_| LedgerError::InvalidConfig("tracker_key does not decode"))?;
+        if key.clone().try_into_ed25519().is_err() {
+            return Err(LedgerError::InvalidConfig("tracker_key is not ed25519"));
+        }
+        Ok(key)
+    }
+}
+
+/// A provider's registration (signed by the provider).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderRegistration {
+    /// Bytes of pieces the provider offers to hold under live deals.
+    pub capacity: u64,
+    /// Asking price per GiB per epoch (advertised to clients; the ledger
+    /// enforces the price in each accepted proposal, not this one).
+    pub price_per_gib_epoch: Amount,
+    /// The account's next nonce (see [`Account::nonce`]).
+    pub nonce: u64,
+}
+impl Signable for ProviderRegistration {
+    const DOMAIN: &'static str = "tracker-register";
+}
+
+/// A request to take free balance out of the ledger (signed by the owner).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WithdrawRequest {
+    pub amount: Amount,
+    /// The account's next nonce (see [`Account::nonce`]).
+    pub nonce: u64,
+}
+impl Signable for WithdrawRequest {
+    const DOMAIN: &'static str = "tracker-withdraw";
+}
+
+/// Everything that changes the ledger. Each accepted input is logged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Input {
+    /// Devnet faucet: create `amount` in `account`. `nonce` must equal
+    /// [`crate::Ledger::mints`], so a repeated mint is a duplicate.
+    Mint {
+        account: AccountId,
+        amount: Amount,
+        nonce: u64,
+    },
+    /// Take free balance out of the ledger.
+    Withdraw(Signed<WithdrawRequest>),
+    /// Register or update a provider.
+    RegisterProvider(Signed<ProviderRegistration>),
+    /// Publish a deal both parties signed.
+    PublishDeal {
+        proposal: Signed<DealProposal>,
+        acceptance: Signed<DealAcceptance>,
+    },
+    /// The provider's comm_r for a published deal.
+    PreCommit(Signed<SealCommitment>),
+    /// The provider's seal proof for a pre-committed deal.
+    SealProof(Signed<SealProofMsg>),
+    /// The provider's window proof for an active deal in the current epoch.
+    WindowProof(Signed<WindowProofMsg>),
+    /// The tracker ends (settles) `epoch`; see [`sign_epoch`].
+    EndEpoch {
+        epoch: Epoch,
+        #[serde(with = "crowd_protocol::wire::bytes")]
+        tracker_signature: Vec<u8>,
+    },
+}
+
+/// What applying an input did; the service turns these into messages
+/// (signed tickets and seeds, repair jobs) and metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    Minted {
+        account: AccountId,
+        amount: Amount,
+    },
+    Withdrawn {
+        account: AccountId,
+        amount: Amount,
+    },
+    ProviderRegistered {
+        provider: AccountId,
+        capacity: u64,
+        price_per_gib_epoch: Amount,
+    },
+    /// Escrow and collateral are locked; the provider seals with `ticket`.
+    DealPublished {
+        deal_id: DealId,
+        #[serde(with = "crowd_protocol::wire::hash32")]
+        proposal: ProposalId,
+        #[serde(with = "crowd_protocol::wire::hash32")]
+        ticket: Hash32,
+    },
+    PreCommitted {
+        deal_id: DealId,
+        #[serde(with = "crowd_protocol::wire::hash32")]
+        comm_r: Hash32,
+    },
+    /// The seal seed, drawn when the pre-commit epoch ended.
+    SealSeed {
+        deal_id: DealId,
+        #[serde(with = "crowd_protocol::wire::hash32")]
+        seed: Hash32,
+    },
+    /// The seal proof verified; the deal is active.
+    Proven {
+        deal_id: DealId,
+    },
+    /// A window proof verified; the epoch will be paid when it is settled.
+    WindowProven {
+        deal_id: DealId,
+        epoch: Epoch,
+    },
+    /// One epoch's price moved from the client's escrow to the provider.
+    Paid {
+        deal_id: DealId,
+        epoch: Epoch,
+        amount: Amount,
+    },
+    /// No valid proof for `epoch`: `fee` of collateral burned, no payment.
+    Faulted {
+        deal_id: DealId,
+        epoch: Epoch,
+        fee: Amount,
+        consecutive: u32,
+    },
+    /// `F` consecutive faults: the remaining collateral is slashed
+    /// (`client_compensation` to the client, `burned` burned) and the
+    /// unearned escrow (`refund`) goes back to the client.
+    Terminated {
+        deal_id: DealId,
+        client_compensation: Amount,
+        burned: Amount,
+        refund: Amount,
+    },
+    /// The piece of a terminated deal needs a new replica elsewhere.
+    RepairNeeded {
+        deal_id: DealId,
+        piece: PieceId,
+        piece_size: u64,
+        client: AccountId,
+    },
+    /// The deal ran its course: collateral back, unearned escrow back.
+    Completed {
+        deal_id: DealId,
+        collateral_returned: Amount,
+        refund: Amount,
+    },
+    /// Not proven before its start epoch: everything locked is returned.
+    Cancelled {
+        deal_id: DealId,
+        escrow_returned: Amount,
+        collateral_returned: Amount,
+    },
+    /// `epoch` is settled; `randomness` is epoch `epoch + 1`'s.
+    EpochEnded {
+        epoch: Epoch,
+        #[serde(with = "crowd_protocol::wire::hash32")]
+        randomness: Hash32,
+    },
+}
+
+/// An account's money. Free balance can be withdrawn or locked; locked
+/// amounts belong to live deals.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    /// Free balance.
+    pub available: Amount,
+    /// Escrow locked for live deals this account is the client of.
+    pub locked_escrow: Amount,
+    /// Collateral locked for live deals this account is the provider of.
+    pub locked_collateral: Amount,
+    /// Next nonce for this account's own messages (register, withdraw).
+    pub nonce: u64,
+}
+
+impl Account {
+    /// Everything the account owns, free or locked.
+    pub fn total(&self) -> Option<Amount> {
+        self.available
+            .checked_add(self.locked_escrow)?
+            .checked_add(self.locked_collateral)
+    }
+}
+
+/// A registered provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderInfo {
+    pub capacity: u64,
+    pub price_per_gib_epoch: Amount,
+    /// Bytes of pieces under live deals.
+    pub used: u64,
+}
+
+/// Where a deal is in its lifecycle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DealState {
+    /// Locked and ticketed; waiting for the provider's comm_r.
+    Published,
+    /// comm_r published in `epoch`; the seed is epoch `epoch + 1`'s randomness,
+    /// `Some` once `epoch` has ended.
+    PreCommitted {
+        #[serde(with = "crowd_protocol::wire::hash32")]
+        comm_r: Hash32,
+        #[serde(with = "crowd_protocol::wire::hash32")]
+        replica_id: Hash32,
+        epoch: Epoch,
+        seed: Option<Hash32>,
+    },
+    /// Seal proven: challenged every epoch of `[start, start + duration)`.
+    Active {
+        #[serde(with = "crowd_protocol::wire::hash32")]
+        comm_r: Hash32,
+        /// The epoch of the last valid window proof.
+        proven_epoch: Option<Epoch>,
+    },
+    Completed,
+    Terminated,
+    Cancelled,
+}
+
+impl DealState {
+    /// A short name for errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Published => "published",
+            Self::PreCommitted { .. } => "pre-committed",
+            Self::Active { .. } => "active",
+            Self::Completed => "completed",
+            Self::Terminated => "terminated",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether the deal still holds locked money.
+    pub fn is_live(&self) -> bool {
+        matches!(
+            self,
+            Self::Published | Self::PreCommitted { .. } | Self::Active { .. }
+        )
+    }
+}
+
+/// A published deal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deal {
+    pub id: DealId,
+    #[serde(with = "crowd_protocol::wire::hash32")]
+    pub proposal_id: ProposalId,
+    pub proposal: DealProposal,
+    pub published_epoch: Epoch,
+    #[serde(with = "crowd_protocol::wire::hash32")]
+    pub ticket: Hash32,
+    pub state: DealState,
+    /// Escrow still locked for this deal (unearned so far).
+    pub escrow: Amount,
+    /// Collateral still locked for this deal.
+    pub collateral: Amount,
+    /// Paid to the provider so far.
+    pub paid: Amount,
+    /// The last epoch paid; payments are strictly increasing in epoch.
+    pub last_paid_epoch: Option<Epoch>,
+    pub consecutive_faults: u32,
+    pub total_faults: u64,
+}
+
+impl Deal {
+    pub fn client(&self) -> AccountId {
+        AccountId(self.proposal.client)
+    }
+
+    pub fn provider(&self) -> AccountId {
+        AccountId(self.proposal.provider)
+    }
+
+    /// The first epoch after the deal: it is challenged in `[start, end)`.
+    /// Checked at publication not to overflow.
+    pub fn end_epoch(&self) -> Epoch {
+        self.proposal
+            .start_epoch
+            .saturating_add(self.proposal.duration_epochs)
+    }
+}
+
+/// Supply counters. Conservation: the sum over accounts of
+/// [`Account::total`] plus `burned` plus `withdrawn` equals `minted`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Supply {
+    pub minted: Amount,
+    pub burned: Amount,
+    pub withdrawn: Amount,
+}
+
+#[cfg(test)]
+mod tests {
+    // Test code: a broken fixture is a failed test.
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crowd_protocol::wire::{from_cbor, to_cbor};
+    use proptest::prelude::*;
+
+    fn peer(seed: u8) -> PeerId {
+        Keypair::ed25519_from_bytes([seed; 32])
+            .unwrap()
+            .public()
+            .to_peer_id()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn input_cbor_proptest(
+            seed in any::<u8>(),
+            amount in any::<u128>(),
+            nonce in any::<u64>(),
+            epoch in any::<u64>(),
+            sig in proptest::collection::vec(any::<u8>(), 0..100),
+        ) {
+            let key = Keypair::ed25519_from_bytes([seed; 32]).unwrap();
+            let inputs = [
+                Input::Mint { account: AccountId(peer(seed)), amount, nonce },
+                Input::EndEpoch { epoch, tracker_signature: sig },
+                Input::Withdraw(Signed::sign(&key, &WithdrawRequest { amount, nonce }).unwrap()),
+            ];
+            for input in inputs {
+                let back: Input = from_cbor("input", &to_cbor(&input)).unwrap();
+                prop_assert_eq!(back, input);
+            }
+        }
+
+        /// Untrusted bytes never decode to a panic.
+        #[test]
+        fn input_garbage_proptest(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = from_cbor::<Input>("input", &bytes);
+            let _ = from_cbor::<crate::LogEntry>("log entry", &bytes);
+        }
+    }
+
+    #[test]
+    fn provider_hash_matches_the_storage_node_definition() {
+        let p = peer(1);
+        let expected = *blake3::Hasher::new_derive_key("crowdstore provider id v1")
+            .update(&p.to_bytes())
+            .finalize()
+            .as_bytes();
+        assert_eq!(provider_hash(&p), expected);
+        assert_ne!(provider_hash(&p), provider_hash(&peer(2)));
+    }
+
+    #[test]
+    fn epoch_signing_input_binds_epoch_and_head() {
+        let a = epoch_signing_input(1, &[0; 32]);
+        assert_ne!(a, epoch_signing_input(2, &[0; 32]));
+        assert_ne!(a, epoch_signing_input(1, &[1; 32]));
+        assert!(a.starts_with(b"crowd/1/tracker-epoch\0"));
+    }
+}

@@ -1,0 +1,361 @@
+//! Random sequences of valid, invalid, forged, replayed and duplicated inputs
+//! (with real seal and window proofs), checking every invariant after every
+//! step and that the log replays to the live ledger.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::{key, Terms, World};
+use crowd_protocol::libp2p::identity::Keypair;
+use crowd_protocol::{Amount, SealCommitment, Signed};
+use crowd_tracker::{DealState, Event, Input};
+use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
+
+/// How a deal step goes wrong, if at all.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    Honest,
+    /// Signed by a stranger.
+    Stranger,
+    /// A wrong replica id / seed / randomness.
+    BadProof,
+    /// A window proof for the epoch before or after the open one.
+    WrongEpoch(bool),
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Mint {
+        who: usize,
+        amount: Amount,
+    },
+    Withdraw {
+        who: usize,
+        amount: Amount,
+    },
+    Register {
+        who: usize,
+        capacity: u64,
+    },
+    Publish {
+        client: usize,
+        provider: usize,
+        terms: (usize, Amount, u64, u64, Amount),
+        /// 0: honest, 1: proposal by a stranger, 2: acceptance by a stranger.
+        forge: u8,
+    },
+    /// The next lifecycle step of a deal (pre-commit, seal proof, window proof).
+    Step {
+        deal: usize,
+        fault: Fault,
+    },
+    EndEpoch {
+        forge: bool,
+    },
+    /// Apply an earlier accepted input again.
+    Replay {
+        back: usize,
+    },
+    /// Apply an earlier accepted input with a flipped signature bit.
+    Tamper {
+        back: usize,
+    },
+}
+
+fn fault() -> impl Strategy<Value = Fault> {
+    prop_oneof![
+        6 => Just(Fault::Honest),
+        1 => Just(Fault::Stranger),
+        1 => Just(Fault::BadProof),
+        1 => any::<bool>().prop_map(Fault::WrongEpoch),
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        2 => (0..4usize, 0..5_000u128).prop_map(|(who, amount)| Op::Mint { who, amount }),
+        1 => (0..4usize, 0..3_000u128).prop_map(|(who, amount)| Op::Withdraw { who, amount }),
+        1 => (0..4usize, 0..20_000u64).prop_map(|(who, capacity)| Op::Register { who, capacity }),
+        4 => (0..4usize, 0..4usize, (0..2usize, 0..50u128, 1..6u64, 1..6u64, 0..400u128), 0..6u8)
+            .prop_map(|(client, provider, terms, forge)| Op::Publish { client, provider, terms, forge }),
+        8 => (any::<usize>(), fault()).prop_map(|(deal, fault)| Op::Step { deal, fault }),
+        4 => (0..8u8).prop_map(|f| Op::EndEpoch { forge: f == 0 }),
+        1 => any::<usize>().prop_map(|back| Op::Replay { back }),
+        1 => any::<usize>().prop_map(|back| Op::Tamper { back }),
+    ]
+}
+
+fn actor(i: usize) -> Keypair {
+    key(1 + i as u8)
+}
+
+fn stranger() -> Keypair {
+    key(99)
+}
+
+fn flip_signature(input: &Input) -> Option<Input> {
+    let mut input = input.clone();
+    let flip = |v: &mut Vec<u8>| v[0] ^= 0x80;
+    match &mut input {
+        Input::Mint { .. } => return None,
+        Input::Withdraw(s) => flip(s.parts_mut().2),
+        Input::RegisterProvider(s) => flip(s.parts_mut().2),
+        Input::PublishDeal { acceptance, .. } => flip(acceptance.parts_mut().2),
+        Input::PreCommit(s) => flip(s.parts_mut().2),
+        Input::SealProof(s) => flip(s.parts_mut().2),
+        Input::WindowProof(s) => flip(s.parts_mut().2),
+        Input::EndEpoch {
+            tracker_signature, ..
+        } => flip(tracker_signature),
+    }
+    Some(input)
+}
+
+/// Builds the next lifecycle input for a deal, honest or faulty.
+fn step(w: &mut World, deal: u64, fault: Fault) -> Input {
+    let d = w.ledger.deal(deal).unwrap().clone();
+    let provider = (0..4)
+        .map(actor)
+        .find(|k| k.public().to_peer_id() == d.proposal.provider)
+        .unwrap();
+    let signer = match fault {
+        Fault::Stranger => stranger(),
+        _ => provider.clone(),
+    };
+    let epoch = w.ledger.epoch();
+    match (&d.state, w.has_sealed(deal)) {
+        (DealState::PreCommitted { .. }, true) => {
+            let seed = matches!(fault, Fault::BadProof).then_some([5; 32]);
+            w.seal_proof_input(deal, &signer, seed)
+        }
+        (DealState::Active { .. }, true) | (DealState::Completed | DealState::Terminated, true) => {
+            let (epoch, randomness) = match fault {
+                Fault::BadProof => (epoch, Some([9; 32])),
+                Fault::WrongEpoch(true) => (epoch + 1, None),
+                Fault::WrongEpoch(false) => (epoch.saturating_sub(1), None),
+                _ => (epoch, None),
+            };
+            w.window_proof_input(deal, &signer, epoch, randomness)
+        }
+        _ => {
+            let input = w.pre_commit_input(deal, &signer);
+            if !matches!(fault, Fault::BadProof) {
+                return input;
+            }
+            let Input::PreCommit(s) = &input else {
+                unreachable!()
+            };
+            let (_, c) = s.open(None).unwrap();
+            let c = SealCommitment {
+                replica_id: [3; 32],
+                ..c
+            };
+            Input::PreCommit(Signed::sign(&signer, &c).unwrap())
+        }
+    }
+}
+
+/// Runs `ops`, checking every step; returns every event emitted.
+fn run(ops: Vec<Op>) -> Result<Vec<Event>, TestCaseError> {
+    let mut w = World::new();
+    // Genesis setup shared by every case: everyone funded, two providers
+    // registered, so random sequences reach deals; random ops add to it.
+    for who in 0..4 {
+        w.mint(&actor(who), 5_000);
+    }
+    for who in [2, 3] {
+        w.register(&actor(who), 40_000);
+    }
+    let mut accepted: Vec<Input> = Vec::new();
+    let mut paid = BTreeSet::new();
+    let mut minted: Amount = w.ledger.supply().minted;
+    let mut all = Vec::new();
+    for op in ops {
+        let input = match op {
+            Op::Mint { who, amount } => Input::Mint {
+                account: common::id(&actor(who)),
+                amount,
+                nonce: w.ledger.mints(),
+            },
+            Op::Withdraw { who, amount } => w.withdraw_input(&actor(who), amount),
+            Op::Register { who, capacity } => w.register_input(&actor(who), capacity),
+            Op::Publish {
+                client,
+                provider,
+                terms: (piece, price, lead, duration, collateral),
+                forge,
+            } => {
+                let (c, p) = (actor(client), actor(provider));
+                let terms = Terms {
+                    piece,
+                    price,
+                    lead,
+                    duration,
+                    collateral,
+                };
+                let proposal = w.proposal(&c, &p, terms);
+                match forge {
+                    1 => World::publish_input(&proposal, &stranger(), &p),
+                    2 => World::publish_input(&proposal, &c, &stranger()),
+                    _ => World::publish_input(&proposal, &c, &p),
+                }
+            }
+            Op::Step { deal, fault } => {
+                let deals = w.ledger.deals().count();
+                if deals == 0 {
+                    continue;
+                }
+                step(&mut w, (deal % deals) as u64, fault)
+            }
+            Op::EndEpoch { forge } => {
+                if forge {
+                    crowd_tracker::sign_epoch(&stranger(), w.ledger.epoch(), &w.ledger.head()).unwrap()
+                } else {
+                    w.end_epoch_input()
+                }
+            }
+            Op::Replay { back } | Op::Tamper { back } if accepted.is_empty() => {
+                let _ = back;
+                continue;
+            }
+            Op::Replay { back } => {
+                // an input accepted once is never accepted again
+                let input = accepted[back % accepted.len()].clone();
+                w.refuse(input);
+                continue;
+            }
+            Op::Tamper { back } => {
+                if let Some(input) = flip_signature(&accepted[back % accepted.len()]) {
+                    w.refuse(input);
+                }
+                continue;
+            }
+        };
+
+        let before = w.ledger.clone();
+        let log_len = w.log.len();
+        match w.apply(input.clone()) {
+            Err(_) => {
+                prop_assert_eq!(&w.ledger, &before);
+                prop_assert_eq!(w.log.len(), log_len);
+            }
+            Ok(events) => {
+                if let Err(e) = w.ledger.check_invariants() {
+                    return Err(TestCaseError::fail(format!("{e} after {input:?}")));
+                }
+                for e in &events {
+                    match e {
+                        Event::Paid { deal_id, epoch, .. } => {
+                            prop_assert!(paid.insert((*deal_id, *epoch)), "paid twice: {e:?}");
+                        }
+                        Event::Minted { amount, .. } => minted += amount,
+                        _ => {}
+                    }
+                }
+                prop_assert_eq!(w.ledger.supply().minted, minted);
+                // the same input again is refused and changes nothing
+                w.refuse(input.clone());
+                accepted.push(input);
+                all.extend(events);
+            }
+        }
+    }
+    w.assert_replays();
+    Ok(all)
+}
+
+/// Failures are saved relative to the package root (where `cargo test`
+/// runs) and replayed first on every run; commit the file.
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        cases: 48,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "proptest-regressions/ledger_proptest.txt",
+        ))),
+        ..ProptestConfig::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn ledger_sequence_proptest(ops in proptest::collection::vec(op(), 10..120)) {
+        run(ops)?;
+    }
+}
+
+fn count(events: &[Event], f: impl Fn(&Event) -> bool) -> usize {
+    events.iter().filter(|e| f(e)).count()
+}
+
+/// Fixed sequences through the same driver, so the property above is known
+/// to reach payments, completions, faults, terminations and cancellations
+/// (not left to chance).
+#[test]
+fn the_driver_reaches_every_lifecycle_outcome() {
+    let mut ops = vec![
+        Op::Mint {
+            who: 0,
+            amount: 4_000,
+        },
+        Op::Mint {
+            who: 1,
+            amount: 4_000,
+        },
+        Op::Register {
+            who: 1,
+            capacity: 20_000,
+        },
+    ];
+    // deal 0 honest, deal 1 stops proving, deal 2 is never sealed
+    for (lead, duration) in [(2, 3), (3, 6), (4, 2)] {
+        ops.push(Op::Publish {
+            client: 0,
+            provider: 1,
+            terms: (0, 10, lead, duration, 300),
+            forge: 0,
+        });
+    }
+    for round in 0..10 {
+        ops.push(Op::Step {
+            deal: 0,
+            fault: Fault::Honest,
+        });
+        let fault = if round < 4 { Fault::Honest } else { Fault::BadProof };
+        ops.push(Op::Step { deal: 1, fault });
+        if round == 2 {
+            ops.push(Op::EndEpoch { forge: true });
+        }
+        ops.push(Op::EndEpoch { forge: false });
+        ops.push(Op::Replay { back: round * 3 });
+        ops.push(Op::Tamper { back: round * 5 });
+    }
+    let events = run(ops).unwrap();
+    assert_eq!(count(&events, |e| matches!(e, Event::Paid { deal_id: 0, .. })), 3);
+    assert_eq!(
+        count(&events, |e| matches!(e, Event::Completed { deal_id: 0, .. })),
+        1
+    );
+    assert!(count(&events, |e| matches!(e, Event::Paid { deal_id: 1, .. })) >= 1);
+    assert_eq!(
+        count(&events, |e| matches!(e, Event::Faulted { deal_id: 1, .. })),
+        3
+    );
+    assert_eq!(
+        count(&events, |e| matches!(e, Event::Terminated { deal_id: 1, .. })),
+        1
+    );
+    assert_eq!(
+        count(&events, |e| matches!(e, Event::RepairNeeded { deal_id: 1, .. })),
+        1
+    );
+    assert_eq!(
+        count(&events, |e| matches!(e, Event::Cancelled { deal_id: 2, .. })),
+        1
+    );
+}
