@@ -45,6 +45,16 @@ impl std::fmt::Debug for PieceId {
     }
 }
 
+/// The 32-byte provider id that goes into replica ids:
+/// `derive_key("crowdstore provider id v1", peer id bytes)`. Providers seal
+/// with it and the tracker checks pre-commits with it.
+pub fn provider_hash(peer: &PeerId) -> [u8; 32] {
+    *blake3::Hasher::new_derive_key("crowdstore provider id v1")
+        .update(&peer.to_bytes())
+        .finalize()
+        .as_bytes()
+}
+
 /// The id of a signed proposal ([`Signed::id`]): how a deal is named before
 /// the tracker numbers it.
 pub type ProposalId = [u8; 32];

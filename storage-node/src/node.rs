@@ -53,13 +53,7 @@ impl std::fmt::Debug for Node {
     }
 }
 
-/// The 32-byte provider id that goes into replica ids.
-pub fn provider_hash(peer: &PeerId) -> [u8; 32] {
-    *blake3::Hasher::new_derive_key("crowdstore provider id v1")
-        .update(&peer.to_bytes())
-        .finalize()
-        .as_bytes()
-}
+pub use crowd_protocol::provider_hash;
 
 /// Smallest acceptable price per epoch for `size` bytes (rounded up).
 pub fn min_price(price_per_gib_epoch: u128, size: u64) -> u128 {

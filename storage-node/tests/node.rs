@@ -132,14 +132,22 @@ async fn pieces_are_stored_served_whole_and_by_range_and_verified() {
 async fn quic_alone_carries_deals_uploads_and_fetches() {
     let t = tracker().public().to_peer_id();
     let node = TestNode::start(&t, "");
-    let quic: Vec<_> = node.addrs.iter().filter(|a| a.to_string().contains("/quic-v1")).cloned().collect();
+    let quic: Vec<_> = node
+        .addrs
+        .iter()
+        .filter(|a| a.to_string().contains("/quic-v1"))
+        .cloned()
+        .collect();
     assert_eq!(quic.len(), 1, "{:?}", node.addrs);
     let client = TestClient::start().await;
     client.net.dial(node.peer, quic).await.unwrap();
     let piece = random_bytes(500_000, 21);
     let proposal = client.deal(&node, &piece, 1).await;
     assert_stored(client.upload(&node, proposal, &piece).await, &node, &piece);
-    assert_eq!(client.fetch(&node, &piece, 0, piece.len() as u64).await.unwrap(), piece);
+    assert_eq!(
+        client.fetch(&node, &piece, 0, piece.len() as u64).await.unwrap(),
+        piece
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -46,17 +46,7 @@ impl From<PeerId> for AccountId {
     }
 }
 
-/// The 32-byte provider id that goes into replica ids:
-/// `derive_key("crowdstore provider id v1", peer_id bytes)`.
-///
-/// The same definition as `crowd_storage_node::node::provider_hash`; the
-/// storage node should call this one (or a shared one) so the two cannot drift.
-pub fn provider_hash(peer: &PeerId) -> Hash32 {
-    *blake3::Hasher::new_derive_key("crowdstore provider id v1")
-        .update(&peer.to_bytes())
-        .finalize()
-        .as_bytes()
-}
+pub use crowd_protocol::provider_hash;
 
 /// What the tracker signs to end `epoch`: `"crowd/1/tracker-epoch" ‖ 0 ‖
 /// epoch:u64le ‖ head`, where `head` is the ledger head before the `EndEpoch`.
@@ -482,17 +472,6 @@ mod tests {
             let _ = from_cbor::<Input>("input", &bytes);
             let _ = from_cbor::<crate::LogEntry>("log entry", &bytes);
         }
-    }
-
-    #[test]
-    fn provider_hash_matches_the_storage_node_definition() {
-        let p = peer(1);
-        let expected = *blake3::Hasher::new_derive_key("crowdstore provider id v1")
-            .update(&p.to_bytes())
-            .finalize()
-            .as_bytes();
-        assert_eq!(provider_hash(&p), expected);
-        assert_ne!(provider_hash(&p), provider_hash(&peer(2)));
     }
 
     #[test]
