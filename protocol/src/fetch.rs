@@ -94,6 +94,7 @@ pub async fn receive_range<R: AsyncRead + Unpin>(
     len: u64,
     start: u64,
     end: u64,
+    stall: std::time::Duration,
     mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
 ) -> Result<u64, ProtocolError> {
     if start >= end {
@@ -108,7 +109,11 @@ pub async fn receive_range<R: AsyncRead + Unpin>(
     let (first, last) = (start / GROUP_LEN as u64, (end - 1) / GROUP_LEN as u64);
     let mut received = 0;
     for g in first..=last {
-        let frame: GroupFrame = read_frame(io, "verified group", MAX_GROUP_FRAME).await?;
+        // each group must arrive within `stall`: a silent provider cannot hold us
+        let frame: GroupFrame =
+            tokio::time::timeout(stall, read_frame(io, "verified group", MAX_GROUP_FRAME))
+                .await
+                .map_err(|_| ProtocolError::Timeout(stall))??;
         if frame.index != g {
             return Err(ProtocolError::Malformed {
                 what: "verified group",
@@ -143,6 +148,15 @@ mod tests {
         v
     }
 
+    const STALL: std::time::Duration = std::time::Duration::from_secs(5);
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+    }
+
     fn frames(piece: &[u8], start: u64, end: u64) -> Vec<u8> {
         let ob = Outboard::build(piece);
         let mut out = futures::io::Cursor::new(Vec::new());
@@ -161,7 +175,7 @@ mod tests {
             let wire = frames(&piece, s, e);
             let root = *blake3::hash(&piece).as_bytes();
             let mut got = Vec::new();
-            let n = futures::executor::block_on(receive_range(&mut futures::io::Cursor::new(wire), &root, len as u64, s, e, |b| { got.extend_from_slice(b); Ok(()) })).unwrap();
+            let n = rt().block_on(receive_range(&mut futures::io::Cursor::new(wire), &root, len as u64, s, e, STALL, |b| { got.extend_from_slice(b); Ok(()) })).unwrap();
             prop_assert_eq!(n, e - s);
             prop_assert_eq!(&got[..], &piece[s as usize..e as usize]);
         }
@@ -175,7 +189,7 @@ mod tests {
             wire[i] ^= 0x01;
             let root = *blake3::hash(&piece).as_bytes();
             let mut got = Vec::new();
-            let r = futures::executor::block_on(receive_range(&mut futures::io::Cursor::new(wire), &root, len as u64, 0, len as u64, |b| { got.extend_from_slice(b); Ok(()) }));
+            let r = rt().block_on(receive_range(&mut futures::io::Cursor::new(wire), &root, len as u64, 0, len as u64, STALL, |b| { got.extend_from_slice(b); Ok(()) }));
             prop_assert!(r.is_err());
             prop_assert!(piece.starts_with(&got), "unverified bytes reached the sink");
         }

@@ -59,7 +59,8 @@ pub async fn upload(
 
 /// Fetches `[start, end)` of `piece` (of `size` bytes, known from the
 /// manifest) from `peer`, verifying every byte against the piece id before
-/// passing it to `sink`. Returns the bytes received.
+/// passing it to `sink`; each step must make progress within `stall`.
+/// Returns the bytes received.
 pub async fn fetch(
     streams: &mut libp2p_stream::Control,
     peer: PeerId,
@@ -67,14 +68,21 @@ pub async fn fetch(
     size: u64,
     start: u64,
     end: u64,
+    stall: Duration,
     sink: impl FnMut(&[u8]) -> std::io::Result<()>,
 ) -> Result<u64, ProtocolError> {
-    let mut stream = streams
-        .open_stream(peer, FETCH_PROTOCOL)
+    let mut stream = tokio::time::timeout(stall, streams.open_stream(peer, FETCH_PROTOCOL))
         .await
+        .map_err(|_| ProtocolError::Timeout(stall))?
         .map_err(open_err)?;
     write_frame(&mut stream, &FetchRequest { piece, start, end }).await?;
-    match read_frame(&mut stream, "fetch header", crate::MAX_STREAM_HEADER).await? {
+    let header = tokio::time::timeout(
+        stall,
+        read_frame(&mut stream, "fetch header", crate::MAX_STREAM_HEADER),
+    )
+    .await
+    .map_err(|_| ProtocolError::Timeout(stall))??;
+    match header {
         FetchHeader::Ok { piece_size } if piece_size == size => {}
         FetchHeader::Ok { piece_size } => {
             return Err(ProtocolError::Remote(format!(
@@ -84,7 +92,7 @@ pub async fn fetch(
         FetchHeader::NotFound => return Err(ProtocolError::Remote(format!("{peer} does not have {piece}"))),
         FetchHeader::Refused { reason } => return Err(ProtocolError::Remote(reason)),
     }
-    let n = receive_range(&mut stream, &piece.0, size, start, end, sink).await?;
+    let n = receive_range(&mut stream, &piece.0, size, start, end, stall, sink).await?;
     let _ = stream.close().await;
     Ok(n)
 }

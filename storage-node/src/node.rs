@@ -45,7 +45,24 @@ pub struct Node {
     seal_tx: mpsc::Sender<u64>,
     /// Serialises read-modify-write updates of records and space accounting.
     write_lock: tokio::sync::Mutex<()>,
+    /// Space promised to accepted proposals whose bytes have not arrived:
+    /// in memory only, per client bounded, expiring after [`RESERVATION_TTL`].
+    pending: std::sync::Mutex<HashMap<[u8; 32], Reservation>>,
+    /// Unseal-on-demand jobs at once (each holds a piece in memory).
+    unseals: Arc<Semaphore>,
 }
+
+#[derive(Debug, Clone, Copy)]
+struct Reservation {
+    client: PeerId,
+    size: u64,
+    since: std::time::Instant,
+}
+
+/// How long accepted-but-not-uploaded proposals hold space.
+pub const RESERVATION_TTL: Duration = Duration::from_secs(3600);
+/// Accepted-but-not-uploaded proposals one client may hold at once.
+pub const MAX_PENDING_PER_CLIENT: usize = 16;
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -94,6 +111,8 @@ impl Node {
             tracker,
             seal_tx,
             write_lock: tokio::sync::Mutex::new(()),
+            pending: std::sync::Mutex::new(HashMap::new()),
+            unseals: Arc::new(Semaphore::new(1)),
         });
         Ok((node, seal_rx))
     }
@@ -236,30 +255,63 @@ impl Node {
         let id = signed.id();
         let _guard = self.write_lock.lock().await;
         if records::get::<ProposalRecord>(&*self.store, &records::proposal_key(&id))?.is_none() {
+            // space: what is stored plus live reservations; a reservation is
+            // in memory only, bounded per client and expires, so proposals
+            // that never upload cannot fill the node
             let used = records::space_used(&*self.store)?;
-            if used.saturating_add(p.piece_size) > self.config.capacity_bytes {
-                bail!(
-                    "not enough space: {} of {} bytes used",
-                    used,
-                    self.config.capacity_bytes
-                );
-            }
+            let reserved = self.reserve(id, p.client, p.piece_size, used)?;
             let record = ProposalRecord {
                 proposal: signed.clone(),
                 state: ProposalState::Accepted,
             };
             let mut batch = Batch::default();
-            batch
-                .put(records::proposal_key(&id), records::encode(&record))
-                .put(records::SPACE_USED, (used + p.piece_size).to_le_bytes().to_vec());
-            self.store.write(batch)?;
-            self.metrics.space_reserved.set((used + p.piece_size) as i64);
+            batch.put(records::proposal_key(&id), records::encode(&record));
+            if let Err(e) = self.store.write(batch) {
+                self.release(&id);
+                return Err(e.into());
+            }
+            self.metrics.space_reserved.set((used + reserved) as i64);
             tracing::info!(proposal = %records::hex(&id), piece = %p.piece, size = p.piece_size, "deal accepted");
         }
         Ok(Response::DealAccepted(Signed::sign(
             &self.key,
             &DealAcceptance { proposal: id },
         )?))
+    }
+
+    /// Reserves `size` bytes for proposal `id` of `client`, given `used`
+    /// bytes stored; returns the total now reserved.
+    fn reserve(&self, id: [u8; 32], client: PeerId, size: u64, used: u64) -> anyhow::Result<u64> {
+        let mut pending = self
+            .pending
+            .lock()
+            .map_err(|_| anyhow!("reservation table poisoned"))?;
+        pending.retain(|_, r| r.since.elapsed() < RESERVATION_TTL);
+        if pending.values().filter(|r| r.client == client).count() >= MAX_PENDING_PER_CLIENT {
+            bail!("client {client} already has {MAX_PENDING_PER_CLIENT} deals waiting for their bytes");
+        }
+        let reserved: u64 = pending.values().map(|r| r.size).sum();
+        if used.saturating_add(reserved).saturating_add(size) > self.config.capacity_bytes {
+            bail!(
+                "not enough space: {used} bytes stored and {reserved} reserved of {}",
+                self.config.capacity_bytes
+            );
+        }
+        pending.insert(
+            id,
+            Reservation {
+                client,
+                size,
+                since: std::time::Instant::now(),
+            },
+        );
+        Ok(reserved + size)
+    }
+
+    fn release(&self, id: &[u8; 32]) {
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.remove(id);
+        }
     }
 
     fn piece_status(&self, piece: &PieceId) -> anyhow::Result<Response> {
@@ -327,11 +379,16 @@ impl Node {
             );
         };
         let (_, p) = record.proposal.open(None)?;
-        if let Some(existing) = records::get::<DealRecord>(&*self.store, &records::deal_key(t.deal_id))? {
+        let existing = records::get::<DealRecord>(&*self.store, &records::deal_key(t.deal_id))?;
+        if let Some(existing) = &existing {
             if existing.proposal != t.proposal || existing.ticket != t.ticket {
                 bail!("deal {} is already sealing another proposal or ticket", t.deal_id);
             }
-            return Ok(Response::SealQueued);
+            // a failed seal (e.g. a full disk) is retried; anything else stands
+            if !matches!(existing.seal, SealState::Failed(_)) {
+                return Ok(Response::SealQueued);
+            }
+            self.metrics.deal_state(&existing.seal, -1);
         }
         let deal = DealRecord {
             proposal: t.proposal,
@@ -515,14 +572,39 @@ impl Node {
                 p.piece
             );
         }
-        // outboard for verified serving, then commit files, then the index
+        let receipt = Signed::sign(
+            &self.key,
+            &PieceReceipt {
+                proposal: header.proposal,
+                piece: p.piece,
+                piece_size: p.piece_size,
+            },
+        )?;
+        // files and index change together under the lock, so a concurrent
+        // drop of the unsealed copy cannot interleave
+        let guard = self.write_lock.lock().await;
+        let known = records::get::<PieceRecord>(&*self.store, &records::piece_key(&p.piece))?;
+        let new_bytes = if known.is_none() { p.piece_size } else { 0 };
+        let used = records::space_used(&*self.store)?;
+        if used.saturating_add(new_bytes) > self.config.capacity_bytes {
+            let _ = std::fs::remove_file(&tmp_path);
+            bail!(
+                "not enough space to keep the piece: {used} of {} bytes used",
+                self.config.capacity_bytes
+            );
+        }
+        // outboard for verified serving (from a map of the file: no heap copy),
+        // then commit files, then the index
         let piece_path = self.dirs.piece(&p.piece);
         let outboard_path = self.dirs.piece_outboard(&p.piece);
         let dirs = self.dirs.clone();
         let tmp_for_ob = tmp_path.clone();
         let commit = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            let data = std::fs::read(&tmp_for_ob)?;
-            let outboard = Outboard::build(&data);
+            #[allow(unsafe_code)]
+            // SAFETY: a private file in tmp/ that only this task writes
+            let map = unsafe { memmap2::Mmap::map(&tmp) }?;
+            let outboard = Outboard::build(&map);
+            drop(map);
             files::write_atomic(&dirs, &outboard_path, &outboard.encode())?;
             files::commit(&tmp, &tmp_for_ob, &piece_path)?;
             Ok(())
@@ -532,17 +614,7 @@ impl Node {
             let _ = std::fs::remove_file(&tmp_path);
             return Err(e.context("storing the piece"));
         }
-        let receipt = Signed::sign(
-            &self.key,
-            &PieceReceipt {
-                proposal: header.proposal,
-                piece: p.piece,
-                piece_size: p.piece_size,
-            },
-        )?;
-        let _guard = self.write_lock.lock().await;
         let mut batch = Batch::default();
-        let new_piece = records::get::<PieceRecord>(&*self.store, &records::piece_key(&p.piece))?.is_none();
         batch
             .put(
                 records::piece_key(&p.piece),
@@ -557,14 +629,22 @@ impl Node {
                     proposal: record.proposal,
                     state: ProposalState::Stored(receipt.clone()),
                 }),
-            );
+            )
+            .put(records::SPACE_USED, (used + new_bytes).to_le_bytes().to_vec());
         self.store.write(batch)?;
-        if new_piece {
+        drop(guard);
+        self.release(&header.proposal);
+        if known.is_none() {
             self.metrics.pieces.inc();
             self.metrics.bytes_stored.inc_by(p.piece_size as i64);
         }
         tracing::info!(piece = %p.piece, size = p.piece_size, "piece stored");
-        let _ = self.net.provide(p.piece.cid().to_bytes()).await;
+        // announce outside the lock: a DHT query can take seconds
+        let net = self.net.clone();
+        let key = p.piece.cid().to_bytes();
+        tokio::spawn(async move {
+            let _ = net.provide(key).await;
+        });
         Ok(receipt)
     }
 
@@ -675,6 +755,8 @@ impl Node {
             // no unsealed copy kept: unseal from the replica (bounded by max_piece_bytes)
             let node = self.clone();
             let piece = req.piece;
+            // one unseal at a time: each holds the whole piece in memory
+            let _permit = self.unseals.clone().acquire_owned().await?;
             let bytes = tokio::task::spawn_blocking(move || node.piece_bytes(&piece)).await??;
             let outboard = Outboard::build(&bytes);
             write_frame(
@@ -803,8 +885,17 @@ impl Node {
         bail!("no copy of {piece} on this node")
     }
 
-    /// After a seal, drops the unsealed copy when the config says so.
+    /// After a seal, drops the unsealed copy when the config says so, unless
+    /// another deal of the same piece still waits to be sealed. Runs on the
+    /// sealer thread, under the write lock (uploads commit under it too).
     fn drop_unsealed(&self, piece: &PieceId) -> anyhow::Result<()> {
+        let _guard = self.write_lock.blocking_lock();
+        for (_, v) in self.store.scan_prefix(b"deal/")? {
+            let deal: DealRecord = crowd_protocol::wire::from_cbor("deal record", &v)?;
+            if deal.piece == *piece && deal.seal == SealState::Queued {
+                return Ok(());
+            }
+        }
         let key = records::piece_key(piece);
         if let Some(mut record) = records::get::<PieceRecord>(&*self.store, &key)? {
             if record.unsealed {

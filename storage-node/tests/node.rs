@@ -590,3 +590,26 @@ async fn without_an_unsealed_copy_pieces_are_unsealed_on_demand() {
         &piece[40_000..40_100]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proposals_that_never_upload_cannot_fill_the_node() {
+    let t = tracker().public().to_peer_id();
+    let node = TestNode::start(&t, "capacity_bytes = 1000000");
+    let squatter = TestClient::start().await;
+    squatter.connect(&node).await;
+    let piece = random_bytes(10_000, 1);
+    for nonce in 0..crowd_node::node::MAX_PENDING_PER_CLIENT as u64 {
+        squatter.deal(&node, &piece, nonce).await;
+    }
+    let more = Signed::sign(&squatter.key, &squatter.proposal(&node, &piece, 99)).unwrap();
+    expect_rejected(&squatter, &node, more, "waiting for their bytes").await;
+
+    // an honest client still gets space, and stored bytes count against capacity
+    let honest = TestClient::start().await;
+    honest.connect(&node).await;
+    let big = random_bytes(700_000, 2);
+    let p = honest.deal(&node, &big, 1).await;
+    assert_stored(honest.upload(&node, p, &big).await, &node, &big);
+    let too_big = Signed::sign(&honest.key, &honest.proposal(&node, &random_bytes(500_000, 3), 2)).unwrap();
+    expect_rejected(&honest, &node, too_big, "not enough space").await;
+}

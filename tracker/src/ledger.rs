@@ -520,6 +520,11 @@ impl Ledger {
                 "starts too soon to be sealed and proven",
             ));
         }
+        // a far-future start would lock the provider's collateral (and the
+        // client's escrow) long before any work is due
+        if p.start_epoch > self.epoch.saturating_add(MAX_START_LEAD) {
+            return Err(LedgerError::InvalidProposal("starts too far in the future"));
+        }
         p.start_epoch
             .checked_add(p.duration_epochs)
             .ok_or(LedgerError::Overflow {

@@ -56,7 +56,7 @@
 //!   names and the acceptance by the provider it names, over this proposal's
 //!   [`Signed::id`](crowd_protocol::Signed::id); a proposal is published at
 //!   most once; `e ≤ expiry_epoch`; `piece_size > 0`; `duration > 0`;
-//!   `start ≥ e + 2` ([`MIN_START_LEAD`]: pre-commit in `e`, seed at the end
+//!   `e + 1000 ≥ start ≥ e + 2` ([`MAX_START_LEAD`], [`MIN_START_LEAD`]: pre-commit in `e`, seed at the end
 //!   of `e`, prove in `e + 1`); the provider is registered with free capacity.
 //!   The client's free balance locks `price × duration`, the provider's locks
 //!   `provider_collateral`. Ticket = `derive_key("crowdstore tracker ticket

@@ -24,6 +24,10 @@ pub const BPS: u32 = 10_000;
 /// next epoch's randomness, and the deal must be proven before it starts.
 pub const MIN_START_LEAD: u64 = 2;
 
+/// Latest start a published deal may have, in epochs after the current one:
+/// a far-future start would lock collateral and escrow with no work due.
+pub const MAX_START_LEAD: u64 = 1_000;
+
 /// An account: a libp2p peer id (clients and providers alike).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct AccountId(#[serde(with = "crowd_protocol::wire::peer")] pub PeerId);

@@ -249,6 +249,10 @@ fn bad_deal_terms_are_refused() {
         (Box::new(|p| p.piece_size = 0), "empty"),
         (Box::new(|p| p.price_per_epoch = u128::MAX), "overflow"),
         (Box::new(|p| p.start_epoch = u64::MAX), "end overflow"),
+        (
+            Box::new(|p| p.start_epoch = crowd_tracker::MAX_START_LEAD + 1),
+            "far future",
+        ),
     ];
     for (tweak, name) in cases {
         let mut p = w.proposal(&client, &provider, Terms::default());

@@ -215,6 +215,7 @@ impl TestClient {
             piece.len() as u64,
             start,
             end,
+            Duration::from_secs(20),
             |b| {
                 out.extend_from_slice(b);
                 Ok(())
