@@ -53,13 +53,15 @@ impl From<GroupFrame> for GroupOpening {
 }
 
 /// Sends `[start, end)` of the piece in `source` (described by `outboard`) as
-/// group frames. Returns the bytes of piece data sent.
+/// group frames, each written within `stall`. Returns the bytes of piece
+/// data sent.
 pub async fn send_range<W, R>(
     io: &mut W,
     source: &R,
     outboard: &Outboard,
     start: u64,
     end: u64,
+    stall: std::time::Duration,
 ) -> Result<u64, ProtocolError>
 where
     W: AsyncWrite + Unpin,
@@ -80,7 +82,10 @@ where
         let opening = outboard
             .open_group(g, bytes)
             .map_err(|e| ProtocolError::Io(std::io::Error::other(e)))?;
-        write_frame(io, &GroupFrame::from(opening)).await?;
+        // a peer that stops reading cannot hold the sender past `stall`
+        tokio::time::timeout(stall, write_frame(io, &GroupFrame::from(opening)))
+            .await
+            .map_err(|_| ProtocolError::Timeout(stall))??;
     }
     Ok(sent)
 }
@@ -160,7 +165,8 @@ mod tests {
     fn frames(piece: &[u8], start: u64, end: u64) -> Vec<u8> {
         let ob = Outboard::build(piece);
         let mut out = futures::io::Cursor::new(Vec::new());
-        futures::executor::block_on(send_range(&mut out, piece, &ob, start, end)).unwrap();
+        rt().block_on(send_range(&mut out, piece, &ob, start, end, STALL))
+            .unwrap();
         out.into_inner()
     }
 

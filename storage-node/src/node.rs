@@ -750,7 +750,8 @@ impl Node {
                 },
             )
             .await?;
-            crowd_protocol::fetch::send_range(&mut stream, &file, &outboard, req.start, req.end).await?
+            crowd_protocol::fetch::send_range(&mut stream, &file, &outboard, req.start, req.end, self.stall())
+                .await?
         } else {
             // no unsealed copy kept: unseal from the replica (bounded by max_piece_bytes)
             let node = self.clone();
@@ -766,8 +767,15 @@ impl Node {
                 },
             )
             .await?;
-            crowd_protocol::fetch::send_range(&mut stream, bytes.as_slice(), &outboard, req.start, req.end)
-                .await?
+            crowd_protocol::fetch::send_range(
+                &mut stream,
+                bytes.as_slice(),
+                &outboard,
+                req.start,
+                req.end,
+                self.stall(),
+            )
+            .await?
         };
         self.metrics.bytes_served.inc_by(sent);
         Ok(stream.close().await?)
