@@ -37,7 +37,7 @@
 //! | [`DealProposal`] | the client named in it | provider, tracker |
 //! | [`DealAcceptance`] | the provider named in the proposal | client, tracker |
 //! | [`PieceReceipt`] | the provider | client, tracker |
-//! | [`SealTicket`], [`SealSeed`], [`WindowChallenge`] | the tracker (its key is in the node's config) | provider |
+//! | [`SealTicket`], [`SealSeed`], [`WindowChallenge`] | the tracker (its peer id is in the node's config; it must also be the sender) | provider |
 //! | [`SealCommitment`], [`SealProofMsg`], [`WindowProofMsg`] | the provider | tracker |
 //!
 //! ## Message flow

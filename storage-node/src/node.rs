@@ -183,9 +183,20 @@ impl Node {
         let result = match request {
             Err(reason) => Err(anyhow!("malformed request: {reason}")),
             Ok(Request::ProposeDeal(p)) => return self.propose(peer, p).await,
-            Ok(Request::StartSeal(t)) => self.start_seal(t).await,
-            Ok(Request::ProveSeal(s)) => self.prove_seal(s).await,
-            Ok(Request::Challenge(c)) => self.challenge(c).await,
+            // tracker requests: signed by the tracker *and* sent by it, so a
+            // copy of a signed request replayed by someone else does nothing
+            Ok(Request::StartSeal(t)) => match self.check_sender(peer) {
+                Ok(()) => self.start_seal(t).await,
+                Err(e) => Err(e),
+            },
+            Ok(Request::ProveSeal(s)) => match self.check_sender(peer) {
+                Ok(()) => self.prove_seal(s).await,
+                Err(e) => Err(e),
+            },
+            Ok(Request::Challenge(c)) => match self.check_sender(peer) {
+                Ok(()) => self.challenge(c).await,
+                Err(e) => Err(e),
+            },
             Ok(Request::PieceStatus(p)) => self.piece_status(&p),
             Ok(Request::StoreManifest(bytes)) => self.store_manifest(bytes).await,
             Ok(Request::GetManifest(cid)) => self.get_manifest(&cid),
@@ -358,6 +369,14 @@ impl Node {
                 .get(&records::manifest_key(cid))?
                 .map(crowd_protocol::Blob),
         ))
+    }
+
+    fn check_sender(&self, peer: PeerId) -> anyhow::Result<()> {
+        match self.tracker {
+            Some(t) if t == peer => Ok(()),
+            Some(t) => bail!("only the tracker {t} may send this, not {peer}"),
+            None => bail!("this node has no tracker configured"),
+        }
     }
 
     fn check_tracker<T: crowd_protocol::Signable>(&self, signed: &Signed<T>) -> anyhow::Result<T> {

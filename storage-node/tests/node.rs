@@ -1,5 +1,5 @@
 //! Several real `crowd-node` processes on loopback, driven by an in-process
-//! client swarm that also holds the tracker's key.
+//! client swarm, and a second in-process swarm that plays the tracker.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 
@@ -281,8 +281,20 @@ async fn sealed_replica_answers_window_challenges_that_porep_verifies() {
         },
     )
     .unwrap();
+    // a genuine tracker signature, replayed by someone else, is refused too
+    let r = client
+        .net
+        .request(node.peer, Request::StartSeal(real.clone()))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&r, Response::Error { message } if message.contains("only the tracker")),
+        "{r:?}"
+    );
+    let tracker_net = TestClient::with_key(tracker.clone()).await;
+    tracker_net.connect(&node).await;
     assert_eq!(
-        client
+        tracker_net
             .net
             .request(node.peer, Request::StartSeal(real))
             .await
@@ -314,7 +326,7 @@ async fn sealed_replica_answers_window_challenges_that_porep_verifies() {
 
     // seal proof against a seed drawn after comm_r
     let seed = [9u8; 32];
-    let r = client
+    let r = tracker_net
         .net
         .request(
             node.peer,
@@ -347,7 +359,7 @@ async fn sealed_replica_answers_window_challenges_that_porep_verifies() {
             },
         )
         .unwrap();
-        let r = client
+        let r = tracker_net
             .net
             .request(node.peer, Request::Challenge(challenge))
             .await
@@ -565,8 +577,10 @@ async fn without_an_unsealed_copy_pieces_are_unsealed_on_demand() {
         },
     )
     .unwrap();
+    let tracker_net = TestClient::with_key(tracker.clone()).await;
+    tracker_net.connect(&node).await;
     assert_eq!(
-        client
+        tracker_net
             .net
             .request(node.peer, Request::StartSeal(ticket))
             .await

@@ -129,7 +129,11 @@ pub struct TestClient {
 
 impl TestClient {
     pub async fn start() -> Self {
-        let key = Keypair::generate_ed25519();
+        Self::with_key(Keypair::generate_ed25519()).await
+    }
+
+    /// A client swarm with a given identity (e.g. the tracker's).
+    pub async fn with_key(key: Keypair) -> Self {
         let config = NetworkConfig {
             listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
             request_timeout: Duration::from_secs(30),
