@@ -146,6 +146,26 @@ impl ChunkParams {
     }
 }
 
+/// Reads until `buf` is full or the input ends; returns the bytes read.
+/// `offset` (of `buf[0]` in the input) names the position in errors.
+pub(crate) fn read_full<R: Read>(reader: &mut R, buf: &mut [u8], offset: u64) -> Result<usize, ChunkerError> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                return Err(ChunkerError::io(
+                    format!("reading input at offset {}", offset + filled as u64),
+                    e,
+                ))
+            }
+        }
+    }
+    Ok(filled)
+}
+
 /// Owned chunks of a reader; see [`ChunkParams::stream`].
 pub struct ChunkStream<R: Read> {
     inner: StreamInner<R>,
@@ -173,20 +193,7 @@ impl<R: Read> ChunkStream<R> {
         let chunk = match &mut self.inner {
             StreamInner::Fixed { reader, size } => {
                 let mut buf = vec![0u8; *size];
-                let mut filled = 0;
-                while filled < buf.len() {
-                    match reader.read(&mut buf[filled..]) {
-                        Ok(0) => break,
-                        Ok(n) => filled += n,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(e) => {
-                            return Err(ChunkerError::io(
-                                format!("reading input at offset {}", offset + filled as u64),
-                                e,
-                            ))
-                        }
-                    }
-                }
+                let filled = read_full(reader, &mut buf, offset)?;
                 buf.truncate(filled);
                 (filled > 0).then_some(buf)
             }

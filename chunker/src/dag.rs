@@ -12,7 +12,7 @@ use std::io::Read;
 use cid::Cid;
 use rayon::prelude::*;
 
-use crate::chunk::ChunkParams;
+use crate::chunk::{read_full, ChunkParams, ChunkerKind};
 use crate::unixfs::{PbLink, PbNode, UnixFsData, UNIXFS_FILE, UNIXFS_RAW};
 use crate::{ChunkerError, HashAlg, DAG_PB, RAW};
 
@@ -268,6 +268,9 @@ pub fn build_from_reader<R: Read>(
     params: &DagParams,
     sink: &mut dyn BlockSink,
 ) -> Result<DagRoot, ChunkerError> {
+    if params.chunking.kind() == ChunkerKind::Fixed {
+        return build_fixed_from_reader(reader, params, sink);
+    }
     let mut builder = DagBuilder::new(*params);
     let mut stream = params.chunking.stream(reader);
     let mut batch: Vec<Vec<u8>> = Vec::new();
@@ -289,6 +292,37 @@ pub fn build_from_reader<R: Read>(
         }
         let refs: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
         push_batch(&mut builder, &refs, sink)?;
+    }
+    builder.finish(sink)
+}
+
+/// Fixed-size chunks from a reader through one reused batch buffer (no
+/// allocation per chunk).
+fn build_fixed_from_reader<R: Read>(
+    mut reader: R,
+    params: &DagParams,
+    sink: &mut dyn BlockSink,
+) -> Result<DagRoot, ChunkerError> {
+    let size = params.chunking.chunk_size();
+    let mut buf = vec![0u8; (STREAM_BATCH_BYTES / size).max(1) * size];
+    let mut builder = DagBuilder::new(*params);
+    let mut offset = 0u64;
+    loop {
+        let filled = read_full(&mut reader, &mut buf, offset)?;
+        if filled == 0 && offset > 0 {
+            break;
+        }
+        // an empty input is one empty leaf
+        let chunks: Vec<&[u8]> = if filled == 0 {
+            vec![&[]]
+        } else {
+            buf[..filled].chunks(size).collect()
+        };
+        push_batch(&mut builder, &chunks, sink)?;
+        offset += filled as u64;
+        if filled < buf.len() {
+            break;
+        }
     }
     builder.finish(sink)
 }

@@ -367,12 +367,15 @@ impl SwarmTask {
     fn on_command(&mut self, cmd: Command) {
         match cmd {
             Command::Dial(peer, addrs, tx) => {
+                // remember the addresses even when connected: a peer that
+                // restarted on new ports is found again once the old
+                // connection is noticed dead
+                for a in &addrs {
+                    self.swarm.behaviour_mut().kad.add_address(&peer, a.clone());
+                }
                 if self.swarm.is_connected(&peer) {
                     let _ = tx.send(Ok(()));
                     return;
-                }
-                for a in &addrs {
-                    self.swarm.behaviour_mut().kad.add_address(&peer, a.clone());
                 }
                 let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
                     .addresses(addrs)

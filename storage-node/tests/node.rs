@@ -226,14 +226,17 @@ async fn node_killed_mid_upload_restarts_with_only_complete_pieces() {
     let pieces = node.files_in("pieces");
     assert_eq!(pieces.len(), 2, "only A and its outboard: {pieces:?}");
     client.connect(&node).await;
-    assert_eq!(
+    // the client may still hold the killed process's connection until it
+    // notices it is dead: retry until the restarted node answers
+    let status = eventually(20, || async {
         client
             .net
             .request(node.peer, Request::PieceStatus(piece_id(&b)))
             .await
-            .unwrap(),
-        Response::Piece(None)
-    );
+            .ok()
+    })
+    .await;
+    assert_eq!(status, Response::Piece(None));
     assert_eq!(client.fetch(&node, &a, 0, a.len() as u64).await.unwrap(), a);
     // the accepted deal survived the crash: B can be sent again
     assert_stored(client.upload(&node, pb, &b).await, &node, &b);
