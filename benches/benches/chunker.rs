@@ -1,6 +1,8 @@
 //! Chunk + hash throughput of the UnixFS DAG builder, beside BLAKE3's own
 //! multi-threaded rate on the same bytes (the bound).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: a panic is a failure
+
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use crowd_chunker::{
     build_from_reader, build_from_slice, ChunkParams, ChunkerKind, DagParams, Discard, HashAlg,

@@ -130,16 +130,29 @@ pub fn verify_chunk(root: &Hash32, len: u64, tree: TreeKind, opening: &ChunkOpen
         });
     }
     let dirs = path_dirs(len, chunk);
-    if opening.siblings.len() != dirs.len() {
+    check_path(root, tree, chunk, start, &opening.chunk, &dirs, &opening.siblings)
+}
+
+/// Checks that `bytes` (a subtree starting at byte `start`) and its sibling
+/// path lead to `root`; `chunk` names the place in errors.
+fn check_path(
+    root: &Hash32,
+    tree: TreeKind,
+    chunk: u64,
+    start: u64,
+    bytes: &[u8],
+    dirs: &[bool],
+    siblings: &[Hash32],
+) -> Result<()> {
+    if siblings.len() != dirs.len() {
         return Err(PorepError::PathLength {
             tree,
             chunk,
             expected: dirs.len(),
-            got: opening.siblings.len(),
+            got: siblings.len(),
         });
     }
-    let computed = root_from_path(start, &opening.chunk, &dirs, &opening.siblings);
-    if computed == *root {
+    if root_from_path(start, bytes, dirs, siblings) == *root {
         Ok(())
     } else {
         Err(PorepError::RootMismatch { tree, chunk })
@@ -216,20 +229,7 @@ pub fn verify_group(root: &Hash32, len: u64, tree: TreeKind, opening: &GroupOpen
             s += left;
         }
     }
-    if opening.siblings.len() != dirs.len() {
-        return Err(PorepError::PathLength {
-            tree,
-            chunk,
-            expected: dirs.len(),
-            got: opening.siblings.len(),
-        });
-    }
-    let computed = root_from_path(start, &opening.bytes, &dirs, &opening.siblings);
-    if computed == *root {
-        Ok(())
-    } else {
-        Err(PorepError::RootMismatch { tree, chunk })
-    }
+    check_path(root, tree, chunk, start, &opening.bytes, &dirs, &opening.siblings)
 }
 
 /// Random access to stored bytes: a replica on disk or in memory.

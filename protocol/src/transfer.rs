@@ -57,7 +57,7 @@ pub async fn upload(
     Ok(result)
 }
 
-/// Fetches `[start, end)` of `piece` (of `size` bytes, known from the
+/// Fetches `range` of `piece` (of `size` bytes, known from the
 /// manifest) from `peer`, verifying every byte against the piece id before
 /// passing it to `sink`; each step must make progress within `stall`.
 /// Returns the bytes received.
@@ -66,11 +66,11 @@ pub async fn fetch(
     peer: PeerId,
     piece: PieceId,
     size: u64,
-    start: u64,
-    end: u64,
+    range: std::ops::Range<u64>,
     stall: Duration,
     sink: impl FnMut(&[u8]) -> std::io::Result<()>,
 ) -> Result<u64, ProtocolError> {
+    let (start, end) = (range.start, range.end);
     let mut stream = tokio::time::timeout(stall, streams.open_stream(peer, FETCH_PROTOCOL))
         .await
         .map_err(|_| ProtocolError::Timeout(stall))?

@@ -217,8 +217,7 @@ impl TestClient {
             node.peer,
             PieceId(*blake3::hash(piece).as_bytes()),
             piece.len() as u64,
-            start,
-            end,
+            start..end,
             Duration::from_secs(20),
             |b| {
                 out.extend_from_slice(b);
