@@ -61,6 +61,8 @@ struct Reservation {
 
 /// How long accepted-but-not-uploaded proposals hold space.
 pub const RESERVATION_TTL: Duration = Duration::from_secs(3600);
+/// Manifests one client may keep on this node.
+pub const MAX_MANIFESTS_PER_CLIENT: u64 = 256;
 /// Accepted-but-not-uploaded proposals one client may hold at once.
 pub const MAX_PENDING_PER_CLIENT: usize = 16;
 
@@ -198,7 +200,7 @@ impl Node {
                 Err(e) => Err(e),
             },
             Ok(Request::PieceStatus(p)) => self.piece_status(&p),
-            Ok(Request::StoreManifest(bytes)) => self.store_manifest(bytes).await,
+            Ok(Request::StoreManifest(bytes)) => self.store_manifest(peer, bytes).await,
             Ok(Request::GetManifest(cid)) => self.get_manifest(&cid),
         };
         result.unwrap_or_else(|e| {
@@ -345,7 +347,7 @@ impl Node {
         })))
     }
 
-    async fn store_manifest(&self, bytes: Vec<u8>) -> anyhow::Result<Response> {
+    async fn store_manifest(&self, peer: PeerId, bytes: Vec<u8>) -> anyhow::Result<Response> {
         if bytes.len() > crowd_protocol::MAX_MANIFEST {
             bail!(
                 "manifest of {} bytes is above the {}-byte limit",
@@ -356,11 +358,42 @@ impl Node {
         // it must at least be CBOR; its schema is the client's
         crowd_protocol::wire::from_cbor::<ciborium::Value>("manifest", &bytes)?;
         let cid = crowd_protocol::manifest_cid(&bytes).to_bytes();
-        let mut batch = Batch::default();
-        batch.put(records::manifest_key(&cid), bytes);
-        self.store.write(batch)?;
-        let _ = self.net.provide(cid.clone()).await;
+        let _guard = self.write_lock.lock().await;
+        if self.store.get(&records::manifest_key(&cid))?.is_none() {
+            // only clients with a piece stored here, and a bounded number each
+            let count_key = records::manifest_count_key(&peer);
+            let count = records::get::<u64>(&*self.store, &count_key)?.unwrap_or(0);
+            if count == 0 && !self.has_stored_piece_of(&peer)? {
+                bail!("manifests are kept only for clients with a piece stored here");
+            }
+            if count >= MAX_MANIFESTS_PER_CLIENT {
+                bail!("client {peer} already has {MAX_MANIFESTS_PER_CLIENT} manifests here");
+            }
+            let mut batch = Batch::default();
+            batch
+                .put(records::manifest_key(&cid), bytes)
+                .put(count_key, records::encode(&(count + 1)));
+            self.store.write(batch)?;
+        }
+        drop(_guard);
+        let net = self.net.clone();
+        let key = cid.clone();
+        tokio::spawn(async move {
+            let _ = net.provide(key).await;
+        });
         Ok(Response::ManifestStored(cid))
+    }
+
+    fn has_stored_piece_of(&self, client: &PeerId) -> anyhow::Result<bool> {
+        for (_, v) in self.store.scan_prefix(b"proposal/")? {
+            let record: ProposalRecord = crowd_protocol::wire::from_cbor("proposal record", &v)?;
+            if matches!(record.state, ProposalState::Stored(_))
+                && record.proposal.claimed_signer().as_ref() == Some(client)
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     fn get_manifest(&self, cid: &[u8]) -> anyhow::Result<Response> {

@@ -7,6 +7,7 @@
 //! | `deal/<deal id, 20 digits>` | [`DealRecord`]: proposal, ticket, seal state and commitments |
 //! | `challenge/<deal id>/<epoch>` | proof bytes length, for history |
 //! | `manifest/<cid hex>` | a client's manifest (dag-cbor, ≤ 64 KiB), announced on the DHT |
+//! | `manifest-count/<peer id>` | manifests kept for that client (at most 256; only clients with a stored piece) |
 //! | `space/used` | bytes reserved by accepted proposals (kept up to date incrementally) |
 
 use crowd_protocol::{DealProposal, PieceId, PieceReceipt, ProposalId, SealCommitment, Signed};
@@ -31,6 +32,9 @@ pub fn deal_key(deal: u64) -> Vec<u8> {
 }
 pub fn manifest_key(cid: &[u8]) -> Vec<u8> {
     format!("manifest/{}", hex(cid)).into_bytes()
+}
+pub fn manifest_count_key(client: &crowd_protocol::libp2p::PeerId) -> Vec<u8> {
+    format!("manifest-count/{client}").into_bytes()
 }
 pub fn challenge_key(deal: u64, epoch: u64) -> Vec<u8> {
     format!("challenge/{deal:020}/{epoch:020}").into_bytes()

@@ -113,6 +113,19 @@ async fn pieces_are_stored_served_whole_and_by_range_and_verified() {
     })
     .await;
     assert!(holders.contains(&nodes[1].peer));
+    // a stranger with no piece on the node cannot park manifests there
+    let stranger = TestClient::start().await;
+    stranger.connect(&nodes[1]).await;
+    let other = crowd_protocol::wire::to_cbor(&("someone else's", 2u32));
+    let r = stranger
+        .net
+        .request(nodes[1].peer, Request::StoreManifest(other))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&r, Response::Error { message } if message.contains("piece stored here")),
+        "{r:?}"
+    );
 
     // providers announce what they hold on the DHT
     let piece0 = random_bytes(150_000, 0);
