@@ -108,19 +108,26 @@ impl std::fmt::Debug for Parents {
     }
 }
 
+/// Checks that `params` are valid and `nodes` is a sealable node count
+/// (1..=[`MAX_NODES`]).
+pub(crate) fn check_nodes(nodes: u64, params: &SealParams) -> Result<()> {
+    params.validate()?;
+    if nodes == 0 {
+        return Err(PorepError::EmptyPiece);
+    }
+    if nodes > MAX_NODES {
+        return Err(PorepError::PieceTooLarge {
+            len: nodes * 32,
+            max: MAX_NODES * 32,
+        });
+    }
+    Ok(())
+}
+
 impl Parents {
     /// Build the table for `nodes` nodes (in parallel with rayon).
     pub fn new(nodes: u64, params: &SealParams) -> Result<Self> {
-        params.validate()?;
-        if nodes == 0 {
-            return Err(PorepError::EmptyPiece);
-        }
-        if nodes > MAX_NODES {
-            return Err(PorepError::PieceTooLarge {
-                len: nodes * 32,
-                max: MAX_NODES * 32,
-            });
-        }
+        check_nodes(nodes, params)?;
         let (d, e) = (params.drg_degree as usize, params.expander_degree as usize);
         let key = graph_key(nodes, params);
         let mut table = vec![0u32; nodes as usize * (d + e)];

@@ -3,7 +3,7 @@
 use rayon::prelude::*;
 
 use crate::error::{PorepError, Result};
-use crate::graph::{node_count, Parents, MAX_NODES};
+use crate::graph::{check_nodes, node_count, Parents};
 use crate::params::{SealParams, LABEL_PREFIX_LEN};
 use crate::tree::{Hash32, Outboard};
 
@@ -228,16 +228,7 @@ fn hash_batch(hasher: &LabelHasher, parents: &Parents, layer: u32, b: &Batch<'_>
 }
 
 fn check_graph(nodes: u64, params: &SealParams, parents: &Parents) -> Result<()> {
-    params.validate()?;
-    if nodes == 0 {
-        return Err(PorepError::EmptyPiece);
-    }
-    if nodes > MAX_NODES {
-        return Err(PorepError::PieceTooLarge {
-            len: nodes * 32,
-            max: MAX_NODES * 32,
-        });
-    }
+    check_nodes(nodes, params)?;
     if !parents.matches(nodes, params) {
         return Err(PorepError::SizeMismatch {
             what: "parent table nodes",
