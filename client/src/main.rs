@@ -1,7 +1,9 @@
 //! `crowd`: the crowdstore command-line client.
 //!
-//! Today it computes content addresses and reads and writes CAR archives; the
-//! network commands (`put`, `get`, `devnet`, `demo`) build on these.
+//! Offline: content addresses (`cid`) and CAR archives (`car`, `car-extract`).
+//! On the network: `put`, `get`, `export`, `ls`, `status`, `balance` (client
+//! home in `--home` / `CROWD_HOME`, default `~/.crowd`), and a local network
+//! of real processes with `devnet` and `demo`.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -15,7 +17,11 @@ use crowd_chunker::{
     DagRoot, Discard, HashAlg,
 };
 
+mod demo;
+mod devnet;
+mod home;
 mod input;
+mod netcmd;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -24,6 +30,9 @@ mod input;
     about = "crowdstore client: content-address, store and retrieve files"
 )]
 struct Cli {
+    /// The client's home: config.toml, identity key, records of stored files.
+    #[arg(long, global = true, env = "CROWD_HOME", value_name = "DIR")]
+    home: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -55,6 +64,23 @@ enum Cmd {
         #[arg(short, long, value_name = "FILE")]
         output: PathBuf,
     },
+    /// Store a file on the network: k+m pieces with k+m providers; prints its root CID.
+    Put(netcmd::PutArgs),
+    /// Retrieve a file by root CID, verifying every byte.
+    Get(netcmd::GetArgs),
+    /// Retrieve a file's DAG as a CAR v1 archive.
+    Export(netcmd::ExportArgs),
+    /// List the files this client has stored.
+    Ls(netcmd::LsArgs),
+    /// Per-provider deal, seal and proving state of a stored file.
+    Status(netcmd::StatusArgs),
+    /// This client's balance with the tracker.
+    Balance(netcmd::BalanceArgs),
+    /// A local network (tracker + storage nodes) of real processes on loopback.
+    #[command(subcommand)]
+    Devnet(devnet::DevnetCmd),
+    /// The whole story in one command: devnet, put, prove, lose providers, get back.
+    Demo(demo::DemoArgs),
 }
 
 /// Parameters that decide a file's root CID.
@@ -135,10 +161,19 @@ fn car_extract(car: &Path, output: &Path) -> Result<DagRoot> {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let home = || home::resolve(cli.home.as_deref());
     let root = match cli.cmd {
         Cmd::Cid { file, dag } => cid(&file, &dag.params()?)?,
         Cmd::Car { file, output, dag } => car(&file, &output, &dag.params()?)?,
         Cmd::CarExtract { car, output } => car_extract(&car, &output)?,
+        Cmd::Put(args) => return netcmd::put(&home()?, args),
+        Cmd::Get(args) => return netcmd::get(&home()?, args),
+        Cmd::Export(args) => return netcmd::export(&home()?, args),
+        Cmd::Ls(args) => return netcmd::ls(&home()?, args),
+        Cmd::Status(args) => return netcmd::status(&home()?, args),
+        Cmd::Balance(args) => return netcmd::balance(&home()?, args),
+        Cmd::Devnet(cmd) => return devnet::run(&home()?, cmd),
+        Cmd::Demo(args) => return demo::run(cli.home.as_deref(), args),
     };
     println!("{}", root.cid);
     Ok(())

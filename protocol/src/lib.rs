@@ -42,7 +42,8 @@
 //!
 //! ## Message flow
 //!
-//! 1. The client asks the tracker for providers (tracker issue).
+//! 1. The client asks the tracker for providers ([`tracker`] lists every
+//!    request to the tracker).
 //! 2. client → provider `ProposeDeal(Signed<DealProposal>)`; the provider
 //!    checks the client's signature, that it is the provider named, and its
 //!    capacity, price and collateral policy; it answers `DealAccepted` (its
@@ -55,8 +56,9 @@
 //!    Anything else is `Rejected` and nothing of the upload is kept.
 //! 4. The client publishes the doubly signed deal to the tracker, which
 //!    numbers it and sends the provider `StartSeal(Signed<SealTicket>)`.
-//! 5. The provider seals (crowd-porep) in a background worker and publishes a
-//!    signed [`SealCommitment`] (comm_r); the tracker later sends
+//! 5. The provider seals (crowd-porep) in a background worker; the tracker
+//!    polls `SealStatus(deal_id)` and records the signed [`SealCommitment`]
+//!    (comm_r) it returns; after the pre-commit epoch ends it sends
 //!    `ProveSeal(Signed<SealSeed>)` and gets a signed seal proof.
 //! 6. Every epoch the tracker sends `Challenge(Signed<WindowChallenge>)`; the
 //!    provider answers with a signed window proof from its outboard.
@@ -88,6 +90,7 @@ mod error;
 pub mod fetch;
 pub mod network;
 mod signed;
+pub mod tracker;
 pub mod transfer;
 mod types;
 pub mod wire;
@@ -96,6 +99,10 @@ pub use error::ProtocolError;
 pub use libp2p;
 pub use network::{InboundRequest, Network, NetworkConfig};
 pub use signed::{Signable, Signed, MAX_SIGNED_BODY};
+pub use tracker::{
+    AccountView, DealQuery, DealView, EpochRecord, ProviderEntry, ProviderRegistration, SealReport,
+    TrackerInfo, TrackerRequest, TrackerResponse,
+};
 pub use types::*;
 
 /// Largest header frame on the piece and fetch streams.

@@ -198,6 +198,10 @@ pub enum Request {
     StoreManifest(#[serde(with = "crate::wire::bytes")] Vec<u8>),
     /// anyone → provider: the manifest with this CID (bytes), if held.
     GetManifest(#[serde(with = "crate::wire::bytes")] Vec<u8>),
+    /// anyone → provider: how far is sealing this deal?
+    SealStatus(u64),
+    /// anyone → tracker (a node answers with an error).
+    Tracker(crate::tracker::TrackerRequest),
 }
 
 /// Opaque bytes, CBOR-encoded as a byte string.
@@ -242,6 +246,8 @@ pub enum Response {
     ManifestStored(#[serde(with = "crate::wire::bytes")] Vec<u8>),
     /// The manifest's bytes, if held.
     Manifest(Option<Blob>),
+    SealStatus(crate::tracker::SealReport),
+    Tracker(crate::tracker::TrackerResponse),
     /// The request was malformed, unauthorised or failed; one line.
     Error {
         message: String,

@@ -112,6 +112,22 @@ pub mod hash32 {
     }
 }
 
+/// serde helper: `Option<[u8; 32]>` as null or a 32-byte CBOR byte string.
+pub mod opt_hash32 {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct H(#[serde(with = "super::hash32")] [u8; 32]);
+
+    pub fn serialize<S: Serializer>(v: &Option<[u8; 32]>, s: S) -> Result<S::Ok, S::Error> {
+        v.map(H).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<[u8; 32]>, D::Error> {
+        Ok(Option::<H>::deserialize(d)?.map(|h| h.0))
+    }
+}
+
 /// serde helper: a `PeerId` as its multihash bytes.
 pub mod peer {
     use libp2p::PeerId;

@@ -174,6 +174,10 @@ async fn run(home: &Path) -> Result<()> {
         "metrics": metrics_addr,
         "pid": std::process::id(),
     });
+    tokio::spawn(
+        node.clone()
+            .register_with_tracker(addrs.iter().map(|a| a.to_string()).collect()),
+    );
     let info_path = home.join("node.json");
     std::fs::write(&info_path, serde_json::to_vec_pretty(&info)?)?;
     println!("crowd-node {} ready", node.peer_id);

@@ -14,8 +14,9 @@ use crowd_protocol::network::{FETCH_PROTOCOL, PIECE_PROTOCOL};
 use crowd_protocol::wire::{read_frame, write_frame};
 use crowd_protocol::{
     DealAcceptance, DealProposal, FetchHeader, FetchRequest, Network, PieceId, PieceInfo, PieceReceipt,
-    Request, Response, SealCommitment, SealProofMsg, SealSeed, SealTicket, Signed, UploadHeader,
-    UploadResult, WindowChallenge, WindowProofMsg, MAX_STREAM_HEADER,
+    ProviderRegistration, Request, Response, SealCommitment, SealProofMsg, SealReport, SealSeed, SealTicket,
+    Signed, TrackerRequest, TrackerResponse, UploadHeader, UploadResult, WindowChallenge, WindowProofMsg,
+    MAX_STREAM_HEADER,
 };
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use tokio::sync::{mpsc, Semaphore};
@@ -202,6 +203,8 @@ impl Node {
             Ok(Request::PieceStatus(p)) => self.piece_status(&p),
             Ok(Request::StoreManifest(bytes)) => self.store_manifest(peer, bytes).await,
             Ok(Request::GetManifest(cid)) => self.get_manifest(&cid),
+            Ok(Request::SealStatus(deal_id)) => self.seal_status(deal_id),
+            Ok(Request::Tracker(_)) => Err(anyhow!("this is a storage node, not a tracker")),
         };
         result.unwrap_or_else(|e| {
             self.metrics.requests_refused.inc();
@@ -404,6 +407,18 @@ impl Node {
         ))
     }
 
+    fn seal_status(&self, deal_id: u64) -> anyhow::Result<Response> {
+        let report = match records::get::<DealRecord>(&*self.store, &records::deal_key(deal_id))? {
+            None => SealReport::Unknown,
+            Some(deal) => match deal.seal {
+                SealState::Queued => SealReport::Queued,
+                SealState::Sealed { commitment, .. } => SealReport::Sealed(commitment),
+                SealState::Failed(reason) => SealReport::Failed { reason },
+            },
+        };
+        Ok(Response::SealStatus(report))
+    }
+
     fn check_sender(&self, peer: PeerId) -> anyhow::Result<()> {
         match self.tracker {
             Some(t) if t == peer => Ok(()),
@@ -541,6 +556,46 @@ impl Node {
                 self.metrics.window_proof_failures.inc();
                 Err(e.context(format!("window proof for deal {} epoch {}", c.deal_id, c.epoch)))
             }
+        }
+    }
+
+    /// Registers with the configured tracker (capacity, price, collateral and
+    /// these addresses), retrying with backoff until it answers.
+    pub async fn register_with_tracker(self: Arc<Self>, addrs: Vec<String>) {
+        let Some(tracker) = self.tracker else { return };
+        let mut wait = Duration::from_millis(250);
+        loop {
+            match self.try_register(tracker, addrs.clone()).await {
+                Ok(()) => {
+                    tracing::info!(%tracker, "registered with the tracker");
+                    return;
+                }
+                Err(e) => tracing::warn!(%tracker, "registering with the tracker: {e:#}"),
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(15));
+        }
+    }
+
+    async fn try_register(&self, tracker: PeerId, addrs: Vec<String>) -> anyhow::Result<()> {
+        let ask = |request| async { self.net.request(tracker, Request::Tracker(request)).await };
+        let nonce = match ask(TrackerRequest::Account(self.peer_id)).await? {
+            Response::Tracker(TrackerResponse::Account(a)) => a.nonce,
+            other => bail!("unexpected answer to an account query: {other:?}"),
+        };
+        let registration = Signed::sign(
+            &self.key,
+            &ProviderRegistration {
+                capacity: self.config.capacity_bytes,
+                price_per_gib_epoch: u128::from(self.config.price_per_gib_epoch),
+                collateral_per_gib: u128::from(self.config.max_collateral_per_gib),
+                nonce,
+            },
+        )?;
+        match ask(TrackerRequest::Register { registration, addrs }).await? {
+            Response::Tracker(TrackerResponse::Registered) => Ok(()),
+            Response::Error { message } => bail!("{message}"),
+            other => bail!("unexpected answer to a registration: {other:?}"),
         }
     }
 

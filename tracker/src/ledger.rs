@@ -468,6 +468,7 @@ impl Ledger {
             ProviderInfo {
                 capacity: reg.capacity,
                 price_per_gib_epoch: reg.price_per_gib_epoch,
+                collateral_per_gib: reg.collateral_per_gib,
                 used,
             },
         );
@@ -475,6 +476,7 @@ impl Ledger {
             provider,
             capacity: reg.capacity,
             price_per_gib_epoch: reg.price_per_gib_epoch,
+            collateral_per_gib: reg.collateral_per_gib,
         });
         Ok(())
     }

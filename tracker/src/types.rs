@@ -3,6 +3,7 @@
 use crowd_porep::SealParams;
 use crowd_protocol::libp2p::identity::{Keypair, PublicKey};
 use crowd_protocol::libp2p::PeerId;
+pub use crowd_protocol::ProviderRegistration;
 use crowd_protocol::{
     Amount, DealAcceptance, DealProposal, Epoch, PieceId, ProposalId, SealCommitment, SealProofMsg, Signable,
     Signed, WindowProofMsg,
@@ -147,21 +148,6 @@ impl LedgerConfig {
     }
 }
 
-/// A provider's registration (signed by the provider).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProviderRegistration {
-    /// Bytes of pieces the provider offers to hold under live deals.
-    pub capacity: u64,
-    /// Asking price per GiB per epoch (advertised to clients; the ledger
-    /// enforces the price in each accepted proposal, not this one).
-    pub price_per_gib_epoch: Amount,
-    /// The account's next nonce (see [`Account::nonce`]).
-    pub nonce: u64,
-}
-impl Signable for ProviderRegistration {
-    const DOMAIN: &'static str = "tracker-register";
-}
-
 /// A request to take free balance out of the ledger (signed by the owner).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WithdrawRequest {
@@ -222,6 +208,7 @@ pub enum Event {
         provider: AccountId,
         capacity: u64,
         price_per_gib_epoch: Amount,
+        collateral_per_gib: Amount,
     },
     /// Escrow and collateral are locked; the provider seals with `ticket`.
     DealPublished {
@@ -328,6 +315,7 @@ impl Account {
 pub struct ProviderInfo {
     pub capacity: u64,
     pub price_per_gib_epoch: Amount,
+    pub collateral_per_gib: Amount,
     /// Bytes of pieces under live deals.
     pub used: u64,
 }

@@ -331,6 +331,7 @@ fn funds_registration_and_capacity_are_checked() {
     let reg = ProviderRegistration {
         capacity: 1,
         price_per_gib_epoch: 1,
+        collateral_per_gib: 1,
         nonce: 0,
     };
     let input = Input::RegisterProvider(Signed::sign(&provider, &reg).unwrap());

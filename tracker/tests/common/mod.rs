@@ -118,6 +118,7 @@ impl World {
         let reg = ProviderRegistration {
             capacity,
             price_per_gib_epoch: 1,
+            collateral_per_gib: 1,
             nonce,
         };
         Input::RegisterProvider(Signed::sign(provider, &reg).unwrap())

@@ -1,0 +1,207 @@
+//! Messages between clients or providers and the tracker, on
+//! `/crowd/control/1` inside [`crate::Request::Tracker`] /
+//! [`crate::Response::Tracker`].
+//!
+//! | request | sent by | answer |
+//! | --- | --- | --- |
+//! | [`TrackerRequest::Info`] | anyone | [`TrackerResponse::Info`]: epoch, randomness, head, rules |
+//! | [`TrackerRequest::Register`] | a provider (signed registration + its addresses) | `Registered` |
+//! | [`TrackerRequest::Providers`] | anyone | `Providers`: every registered provider with its track record |
+//! | [`TrackerRequest::Publish`] | the client (proposal signed by it, acceptance by the provider) | `Published { deal_id }` |
+//! | [`TrackerRequest::Account`] | anyone | `Account`: balances and next nonce |
+//! | [`TrackerRequest::Faucet`] | anyone, devnet trackers only | `Minted` |
+//! | [`TrackerRequest::RegisterManifest`] | a client with a published deal | `ManifestStored` |
+//! | [`TrackerRequest::Manifest`] | anyone | `Manifest(bytes)` by root CID |
+//! | [`TrackerRequest::Deals`] | anyone | `Deals`: state, payments and per-epoch proof history |
+//!
+//! Lists are capped: at most [`MAX_LIST`] entries per answer.
+
+use libp2p::PeerId;
+use serde::{Deserialize, Serialize};
+
+use crate::signed::{Signable, Signed};
+use crate::types::{Amount, Blob, DealAcceptance, DealProposal, Epoch, ProposalId};
+
+/// Most entries in one list answer (providers, deals, addresses).
+pub const MAX_LIST: usize = 1024;
+/// Most per-epoch records in one deal's history answer (the latest ones).
+pub const MAX_HISTORY: usize = 256;
+
+/// A provider's registration (signed by the provider). Re-registering with
+/// the next nonce updates it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderRegistration {
+    /// Bytes of pieces the provider offers to hold under live deals.
+    pub capacity: u64,
+    /// Asking price per GiB per epoch (advertised to clients; the ledger
+    /// enforces the price in each accepted proposal, not this one).
+    pub price_per_gib_epoch: Amount,
+    /// Most collateral per GiB the provider will lock for a deal.
+    pub collateral_per_gib: Amount,
+    /// The account's next nonce.
+    pub nonce: u64,
+}
+impl Signable for ProviderRegistration {
+    const DOMAIN: &'static str = "tracker-register";
+}
+
+/// Requests to the tracker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TrackerRequest {
+    Info,
+    /// The sender must be the registration's signer.
+    Register {
+        registration: Signed<ProviderRegistration>,
+        /// Multiaddresses the provider listens on (text form).
+        addrs: Vec<String>,
+    },
+    Providers,
+    Publish {
+        proposal: Signed<DealProposal>,
+        acceptance: Signed<DealAcceptance>,
+    },
+    Account(#[serde(with = "crate::wire::peer")] PeerId),
+    /// Devnet only: mint `amount` into `account`.
+    Faucet {
+        #[serde(with = "crate::wire::peer")]
+        account: PeerId,
+        amount: Amount,
+    },
+    /// Root CID (bytes) → manifest (dag-cbor bytes, at most
+    /// [`crate::MAX_MANIFEST`]).
+    RegisterManifest {
+        #[serde(with = "crate::wire::bytes")]
+        root: Vec<u8>,
+        #[serde(with = "crate::wire::bytes")]
+        manifest: Vec<u8>,
+    },
+    /// The manifest registered for a root CID (bytes).
+    Manifest {
+        #[serde(with = "crate::wire::bytes")]
+        root: Vec<u8>,
+    },
+    Deals(DealQuery),
+}
+
+/// Which deals to describe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DealQuery {
+    /// These deal ids (at most [`MAX_LIST`]).
+    Ids(Vec<u64>),
+    /// Every deal of this client (the latest [`MAX_LIST`]).
+    Client(#[serde(with = "crate::wire::peer")] PeerId),
+}
+
+/// Answers from the tracker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TrackerResponse {
+    Info(TrackerInfo),
+    Registered,
+    Providers(Vec<ProviderEntry>),
+    Published {
+        deal_id: u64,
+    },
+    Account(AccountView),
+    Minted {
+        amount: Amount,
+    },
+    /// The manifest was stored under this CID (bytes).
+    ManifestStored(#[serde(with = "crate::wire::bytes")] Vec<u8>),
+    Manifest(Option<Blob>),
+    Deals(Vec<DealView>),
+}
+
+/// The tracker's clock and rules.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackerInfo {
+    /// The open (unsettled) epoch.
+    pub epoch: Epoch,
+    /// Target epoch length.
+    pub epoch_millis: u64,
+    /// Milliseconds until the open epoch is settled (approximate).
+    pub epoch_ends_in_millis: u64,
+    #[serde(with = "crate::wire::hash32")]
+    pub randomness: [u8; 32],
+    #[serde(with = "crate::wire::hash32")]
+    pub head: [u8; 32],
+    pub log_len: u64,
+    pub faucet: bool,
+    /// Consecutive faults that terminate a deal.
+    pub fault_threshold: u32,
+    /// A deal published in epoch `e` must start in `[e + min, e + max]`.
+    pub min_start_lead: u64,
+    pub max_start_lead: u64,
+    /// The sealing preset proofs are verified with ("devnet", "production").
+    pub sealing: String,
+}
+
+/// A registered provider, as clients choose among them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderEntry {
+    #[serde(with = "crate::wire::peer")]
+    pub peer: PeerId,
+    pub addrs: Vec<String>,
+    pub capacity: u64,
+    /// Bytes under live deals.
+    pub used: u64,
+    pub price_per_gib_epoch: Amount,
+    pub collateral_per_gib: Amount,
+    pub live_deals: u64,
+    /// Track record over all its deals.
+    pub proven_epochs: u64,
+    pub faulted_epochs: u64,
+    pub terminated_deals: u64,
+}
+
+/// An account's money.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountView {
+    pub available: Amount,
+    pub locked_escrow: Amount,
+    pub locked_collateral: Amount,
+    /// The next nonce for the account's own messages (registration).
+    pub nonce: u64,
+}
+
+/// One settled epoch of a deal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub epoch: Epoch,
+    /// Proven and paid, or faulted.
+    pub proven: bool,
+}
+
+/// A deal as the tracker sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DealView {
+    pub id: u64,
+    #[serde(with = "crate::wire::hash32")]
+    pub proposal_id: ProposalId,
+    pub proposal: DealProposal,
+    pub published_epoch: Epoch,
+    /// "published", "pre-committed", "active", "completed", "terminated", "cancelled".
+    pub state: String,
+    #[serde(with = "crate::wire::opt_hash32")]
+    pub comm_r: Option<[u8; 32]>,
+    /// Escrow still locked, collateral still locked, paid so far.
+    pub escrow: Amount,
+    pub collateral: Amount,
+    pub paid: Amount,
+    pub proven_epochs: u64,
+    pub faulted_epochs: u64,
+    pub consecutive_faults: u32,
+    /// The latest settled epochs (at most [`MAX_HISTORY`]), oldest first.
+    pub history: Vec<EpochRecord>,
+}
+
+/// What a provider reports of a deal's sealing ([`crate::Request::SealStatus`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SealReport {
+    /// The provider has no such deal (no `StartSeal` yet).
+    Unknown,
+    Queued,
+    Sealed(Signed<crate::types::SealCommitment>),
+    Failed {
+        reason: String,
+    },
+}
