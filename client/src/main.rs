@@ -17,11 +17,16 @@ use crowd_chunker::{
     DagRoot, Discard, HashAlg,
 };
 
+mod config;
 mod demo;
 mod devnet;
+mod get;
 mod home;
+mod info;
 mod input;
 mod netcmd;
+mod put;
+mod session;
 
 #[derive(Debug, Parser)]
 #[command(

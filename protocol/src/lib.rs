@@ -88,6 +88,7 @@
 
 mod error;
 pub mod fetch;
+pub mod manifest;
 pub mod network;
 mod signed;
 pub mod tracker;
@@ -97,6 +98,7 @@ pub mod wire;
 
 pub use error::ProtocolError;
 pub use libp2p;
+pub use manifest::{Chunking, Manifest, ManifestPiece, MANIFEST_VERSION};
 pub use network::{InboundRequest, Network, NetworkConfig};
 pub use signed::{Signable, Signed, MAX_SIGNED_BODY};
 pub use tracker::{

@@ -196,7 +196,8 @@ pub enum Request {
     /// client → provider: keep this manifest (dag-cbor bytes, at most
     /// [`MAX_MANIFEST`]) and announce it on the DHT.
     StoreManifest(#[serde(with = "crate::wire::bytes")] Vec<u8>),
-    /// anyone → provider: the manifest with this CID (bytes), if held.
+    /// anyone → provider: the manifest with this CID, or for this root CID
+    /// (bytes), if held.
     GetManifest(#[serde(with = "crate::wire::bytes")] Vec<u8>),
     /// anyone → provider: how far is sealing this deal?
     SealStatus(u64),

@@ -358,8 +358,8 @@ impl Node {
                 crowd_protocol::MAX_MANIFEST
             );
         }
-        // it must at least be CBOR; its schema is the client's
-        crowd_protocol::wire::from_cbor::<ciborium::Value>("manifest", &bytes)?;
+        let manifest = crowd_protocol::Manifest::decode(&bytes)?;
+        let root = manifest.root.to_bytes();
         let cid = crowd_protocol::manifest_cid(&bytes).to_bytes();
         let _guard = self.write_lock.lock().await;
         if self.store.get(&records::manifest_key(&cid))?.is_none() {
@@ -375,14 +375,18 @@ impl Node {
             let mut batch = Batch::default();
             batch
                 .put(records::manifest_key(&cid), bytes)
+                .put(records::manifest_root_key(&root), cid.clone())
                 .put(count_key, records::encode(&(count + 1)));
             self.store.write(batch)?;
         }
         drop(_guard);
+        // announced under both the manifest CID and the file's root CID, so
+        // `crowd get ROOT` finds it on the DHT without the tracker
         let net = self.net.clone();
         let key = cid.clone();
         tokio::spawn(async move {
             let _ = net.provide(key).await;
+            let _ = net.provide(root).await;
         });
         Ok(Response::ManifestStored(cid))
     }
@@ -399,12 +403,15 @@ impl Node {
         Ok(false)
     }
 
+    /// By manifest CID, or by the root CID of the file it describes.
     fn get_manifest(&self, cid: &[u8]) -> anyhow::Result<Response> {
-        Ok(Response::Manifest(
-            self.store
-                .get(&records::manifest_key(cid))?
-                .map(crowd_protocol::Blob),
-        ))
+        let mut found = self.store.get(&records::manifest_key(cid))?;
+        if found.is_none() {
+            if let Some(manifest_cid) = self.store.get(&records::manifest_root_key(cid))? {
+                found = self.store.get(&records::manifest_key(&manifest_cid))?;
+            }
+        }
+        Ok(Response::Manifest(found.map(crowd_protocol::Blob)))
     }
 
     fn seal_status(&self, deal_id: u64) -> anyhow::Result<Response> {

@@ -7,6 +7,7 @@
 //! | `deal/<deal id, 20 digits>` | [`DealRecord`]: proposal, ticket, seal state and commitments |
 //! | `challenge/<deal id>/<epoch>` | proof bytes length, for history |
 //! | `manifest/<cid hex>` | a client's manifest (dag-cbor, ≤ 64 KiB), announced on the DHT |
+//! | `manifest-root/<root cid hex>` | the manifest CID (bytes) of the latest manifest naming that root |
 //! | `manifest-count/<peer id>` | manifests kept for that client (at most 256; only clients with a stored piece) |
 //! | `space/used` | bytes reserved by accepted proposals (kept up to date incrementally) |
 
@@ -32,6 +33,9 @@ pub fn deal_key(deal: u64) -> Vec<u8> {
 }
 pub fn manifest_key(cid: &[u8]) -> Vec<u8> {
     format!("manifest/{}", hex(cid)).into_bytes()
+}
+pub fn manifest_root_key(root: &[u8]) -> Vec<u8> {
+    format!("manifest-root/{}", hex(root)).into_bytes()
 }
 pub fn manifest_count_key(client: &crowd_protocol::libp2p::PeerId) -> Vec<u8> {
     format!("manifest-count/{client}").into_bytes()

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::{eventually, random_bytes, TestClient, TestNode};
 use crowd_protocol::libp2p::identity::Keypair;
+use crowd_protocol::libp2p::PeerId;
 use crowd_protocol::network::{CONTROL_PROTOCOL, PIECE_PROTOCOL};
 use crowd_protocol::wire::read_frame;
 use crowd_protocol::{
@@ -35,6 +36,39 @@ fn assert_stored(result: UploadResult, node: &TestNode, piece: &[u8]) {
         }
         UploadResult::Rejected { reason } => panic!("upload rejected: {reason}"),
     }
+}
+
+/// A valid manifest (dag-cbor bytes) and its root CID (bytes).
+fn sample_manifest(len: usize) -> (Vec<u8>, Vec<u8>) {
+    let data = random_bytes(len, 7);
+    let encoder = crowd_erasure::Encoder::new(crowd_erasure::Params::new(2, 1, 4096).unwrap()).unwrap();
+    let (layout, _) = encoder.encode_bytes(&data).unwrap();
+    let provider = PeerId::random().to_string();
+    let pieces = (0..3)
+        .map(|i| crowd_protocol::ManifestPiece {
+            index: i,
+            piece: layout.piece_cid(i as usize).unwrap(),
+            provider: provider.clone(),
+            deal_id: i,
+        })
+        .collect();
+    let root = crowd_chunker::build_from_slice(&data, &Default::default(), &mut crowd_chunker::Discard)
+        .unwrap()
+        .cid;
+    let manifest = crowd_protocol::Manifest {
+        version: crowd_protocol::MANIFEST_VERSION,
+        root,
+        size: len as u64,
+        chunking: crowd_protocol::Chunking {
+            chunker: "fixed".into(),
+            chunk_size: 1 << 20,
+            max_links: 174,
+            hash: "blake3".into(),
+        },
+        layout,
+        pieces,
+    };
+    (manifest.encode().unwrap(), root.to_bytes())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,8 +111,9 @@ async fn pieces_are_stored_served_whole_and_by_range_and_verified() {
         let other = random_bytes(1000, 99);
         assert!(client.fetch(node, &other, 0, 10).await.is_err());
     }
-    // manifests: stored by CID, refused when not CBOR, announced
-    let manifest = crowd_protocol::wire::to_cbor(&("manifest", 1u32, vec![1u8, 2, 3]));
+    // manifests: stored by CID, found by manifest or root CID, refused when
+    // not a valid manifest, announced
+    let (manifest, root) = sample_manifest(5000);
     let cid = crowd_protocol::manifest_cid(&manifest).to_bytes();
     let r = client
         .net
@@ -91,7 +126,25 @@ async fn pieces_are_stored_served_whole_and_by_range_and_verified() {
         .request(nodes[1].peer, Request::GetManifest(cid.clone()))
         .await
         .unwrap();
+    assert_eq!(
+        r,
+        Response::Manifest(Some(crowd_protocol::Blob(manifest.clone())))
+    );
+    let r = client
+        .net
+        .request(nodes[1].peer, Request::GetManifest(root.clone()))
+        .await
+        .unwrap();
     assert_eq!(r, Response::Manifest(Some(crowd_protocol::Blob(manifest))));
+    let r = client
+        .net
+        .request(
+            nodes[1].peer,
+            Request::StoreManifest(crowd_protocol::wire::to_cbor(&("manifest", 1u32))),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(r, Response::Error { .. }), "{r:?}");
     let r = client
         .net
         .request(nodes[1].peer, Request::StoreManifest(vec![0xff; 10]))
@@ -116,7 +169,7 @@ async fn pieces_are_stored_served_whole_and_by_range_and_verified() {
     // a stranger with no piece on the node cannot park manifests there
     let stranger = TestClient::start().await;
     stranger.connect(&nodes[1]).await;
-    let other = crowd_protocol::wire::to_cbor(&("someone else's", 2u32));
+    let (other, _) = sample_manifest(7000);
     let r = stranger
         .net
         .request(nodes[1].peer, Request::StoreManifest(other))

@@ -1,0 +1,164 @@
+//! `<home>/config.toml`: the client's settings, one documented struct.
+//!
+//! `crowd devnet up` writes `tracker_address` and `tracker_peer_id`; every
+//! other key has a default and may be left out.
+
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// The client's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// The tracker's multiaddress, ending in /p2p/<peer id>.
+    pub tracker_address: String,
+    /// The tracker's peer id (must match the address).
+    pub tracker_peer_id: String,
+    /// Default data shards `k` for `put`.
+    #[serde(default = "default_k")]
+    pub data_shards: usize,
+    /// Default parity shards `m` for `put` (the file survives losing any `m` providers).
+    #[serde(default = "default_m")]
+    pub parity_shards: usize,
+    /// Default deal length in epochs.
+    #[serde(default = "default_epochs")]
+    pub epochs: u64,
+    /// Highest price accepted, base units per GiB per epoch.
+    #[serde(default = "default_max_price")]
+    pub max_price_per_gib_epoch: u64,
+    /// Provider collateral asked for each deal, base units per GiB (a
+    /// provider refuses more than its own maximum).
+    #[serde(default = "default_collateral")]
+    pub collateral_per_gib: u64,
+    /// Seconds a transfer may stall before it is abandoned.
+    #[serde(default = "default_stall")]
+    pub transfer_timeout_secs: u64,
+    /// Seconds to wait for a control request (deal proposal, tracker query).
+    #[serde(default = "default_request")]
+    pub request_timeout_secs: u64,
+}
+
+fn default_k() -> usize {
+    4
+}
+fn default_m() -> usize {
+    2
+}
+fn default_epochs() -> u64 {
+    1_000
+}
+fn default_max_price() -> u64 {
+    10_000
+}
+fn default_collateral() -> u64 {
+    100_000
+}
+fn default_stall() -> u64 {
+    30
+}
+fn default_request() -> u64 {
+    30
+}
+
+impl ClientConfig {
+    /// Reads and checks `<home>/config.toml`.
+    pub fn load(home: &Path) -> Result<Self> {
+        let path = home.join("config.toml");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                "no client config at {}: start a local network with `crowd devnet up`, or write it (see README)",
+                path.display()
+            ),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        let config: Self = toml::from_str(&text).map_err(|e| {
+            anyhow!(
+                "{}: {}",
+                path.display(),
+                e.to_string().lines().next().unwrap_or("invalid TOML")
+            )
+        })?;
+        config.check().with_context(|| path.display().to_string())?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<()> {
+        let (peer, _) = crate::session::peer_addr(&self.tracker_address)?;
+        if peer.to_string() != self.tracker_peer_id {
+            bail!(
+                "tracker_address names peer {peer}, but tracker_peer_id is {}",
+                self.tracker_peer_id
+            );
+        }
+        if self.data_shards == 0 {
+            bail!("data_shards must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// A config for this tracker with every default, as TOML with comments.
+    pub fn render_for(tracker_address: &str, tracker_peer_id: &str) -> String {
+        format!(
+            "# crowd client configuration (see README, \"Client configuration\").\n\
+             # The tracker: a network is named by its tracker's address and key.\n\
+             tracker_address = {tracker_address:?}\n\
+             tracker_peer_id = {tracker_peer_id:?}\n\
+             \n\
+             # Defaults for `crowd put` (flags override them).\n\
+             # data_shards = {k}\n\
+             # parity_shards = {m}\n\
+             # epochs = {epochs}\n\
+             # max_price_per_gib_epoch = {price}\n\
+             # collateral_per_gib = {collateral}\n\
+             # transfer_timeout_secs = {stall}\n\
+             # request_timeout_secs = {request}\n",
+            k = default_k(),
+            m = default_m(),
+            epochs = default_epochs(),
+            price = default_max_price(),
+            collateral = default_collateral(),
+            stall = default_stall(),
+            request = default_request(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn rendered_config_loads_with_defaults_and_typos_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let peer = crowd_protocol::libp2p::PeerId::random();
+        let addr = format!("/ip4/127.0.0.1/tcp/4001/p2p/{peer}");
+        std::fs::write(
+            dir.path().join("config.toml"),
+            ClientConfig::render_for(&addr, &peer.to_string()),
+        )
+        .unwrap();
+        let c = ClientConfig::load(dir.path()).unwrap();
+        assert_eq!((c.data_shards, c.parity_shards), (4, 2));
+        std::fs::write(
+            dir.path().join("config.toml"),
+            format!("tracker_address = {addr:?}\ntracker_peer_id = \"{peer}\"\ndata_shard = 3\n"),
+        )
+        .unwrap();
+        let e = ClientConfig::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("data_shard"), "{e}");
+        let other = crowd_protocol::libp2p::PeerId::random();
+        std::fs::write(
+            dir.path().join("config.toml"),
+            format!("tracker_address = {addr:?}\ntracker_peer_id = \"{other}\"\n"),
+        )
+        .unwrap();
+        assert!(ClientConfig::load(dir.path()).is_err());
+        let empty = tempfile::tempdir().unwrap();
+        let e = ClientConfig::load(empty.path()).unwrap_err().to_string();
+        assert!(e.contains("crowd devnet up"), "{e}");
+    }
+}

@@ -1,0 +1,136 @@
+//! A client's connection to the network: its identity, its swarm, and typed
+//! calls to the tracker.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use crowd_protocol::libp2p::identity::Keypair;
+use crowd_protocol::libp2p::{multiaddr::Protocol, Multiaddr, PeerId};
+use crowd_protocol::{
+    AccountView, DealQuery, DealView, Network, NetworkConfig, ProviderEntry, Request, Response, TrackerInfo,
+    TrackerRequest, TrackerResponse,
+};
+
+use crate::config::ClientConfig;
+
+/// A multiaddress ending in /p2p/<peer id>, split.
+pub fn peer_addr(s: &str) -> Result<(PeerId, Multiaddr)> {
+    let addr: Multiaddr = s
+        .parse()
+        .map_err(|e| anyhow!("'{s}' is not a multiaddress: {e}"))?;
+    match addr.iter().last() {
+        Some(Protocol::P2p(peer)) => Ok((peer, addr)),
+        _ => bail!("'{s}' does not end in /p2p/<peer id>"),
+    }
+}
+
+/// `<home>/identity.key` (libp2p protobuf ed25519, mode 0600), created if missing.
+pub fn load_or_create_key(home: &Path) -> Result<Keypair> {
+    let path = home.join("identity.key");
+    if path.exists() {
+        let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        return Keypair::from_protobuf_encoding(&bytes)
+            .map_err(|e| anyhow!("{}: not a valid identity key: {e}", path.display()));
+    }
+    std::fs::create_dir_all(home).with_context(|| format!("cannot create {}", home.display()))?;
+    let key = Keypair::generate_ed25519();
+    let bytes = key
+        .to_protobuf_encoding()
+        .map_err(|e| anyhow!("encoding key: {e}"))?;
+    crate::input::write_atomically(&path, |f| {
+        use std::io::Write;
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        f.write_all(&bytes)?;
+        Ok(())
+    })?;
+    Ok(key)
+}
+
+/// The client's swarm and its tracker.
+#[derive(Debug)]
+pub struct Session {
+    pub key: Keypair,
+    pub peer: PeerId,
+    pub net: Network,
+    pub tracker: PeerId,
+    pub config: ClientConfig,
+}
+
+impl Session {
+    /// Loads the config and key from `home`, starts a swarm (no listener:
+    /// clients only dial) and connects to the tracker.
+    pub async fn connect(home: &Path) -> Result<Self> {
+        let config = ClientConfig::load(home)?;
+        let key = load_or_create_key(home)?;
+        let (tracker, tracker_addr) = peer_addr(&config.tracker_address)?;
+        let net_config = NetworkConfig {
+            bootstrap: vec![(tracker, tracker_addr.clone())],
+            request_timeout: Duration::from_secs(config.request_timeout_secs.max(1)),
+            ..NetworkConfig::default()
+        };
+        let (net, _inbound) = Network::start(key.clone(), net_config).await?;
+        net.dial(tracker, vec![tracker_addr])
+            .await
+            .with_context(|| format!("cannot reach the tracker at {}", config.tracker_address))?;
+        Ok(Self {
+            peer: key.public().to_peer_id(),
+            key,
+            net,
+            tracker,
+            config,
+        })
+    }
+
+    /// Sends a request to the tracker; its errors become one-line errors.
+    pub async fn tracker(&self, request: TrackerRequest) -> Result<TrackerResponse> {
+        match self
+            .net
+            .request(self.tracker, Request::Tracker(request))
+            .await
+            .context("tracker")?
+        {
+            Response::Tracker(r) => Ok(r),
+            Response::Error { message } => bail!("tracker: {message}"),
+            other => bail!("tracker: unexpected answer {other:?}"),
+        }
+    }
+
+    pub async fn info(&self) -> Result<TrackerInfo> {
+        match self.tracker(TrackerRequest::Info).await? {
+            TrackerResponse::Info(i) => Ok(i),
+            other => bail!("tracker: unexpected answer {other:?}"),
+        }
+    }
+
+    pub async fn providers(&self) -> Result<Vec<ProviderEntry>> {
+        match self.tracker(TrackerRequest::Providers).await? {
+            TrackerResponse::Providers(p) => Ok(p),
+            other => bail!("tracker: unexpected answer {other:?}"),
+        }
+    }
+
+    pub async fn account(&self, peer: PeerId) -> Result<AccountView> {
+        match self.tracker(TrackerRequest::Account(peer)).await? {
+            TrackerResponse::Account(a) => Ok(a),
+            other => bail!("tracker: unexpected answer {other:?}"),
+        }
+    }
+
+    pub async fn deals(&self, query: DealQuery) -> Result<Vec<DealView>> {
+        match self.tracker(TrackerRequest::Deals(query)).await? {
+            TrackerResponse::Deals(d) => Ok(d),
+            other => bail!("tracker: unexpected answer {other:?}"),
+        }
+    }
+
+    /// Connects to a provider at the addresses the tracker lists for it.
+    pub async fn dial_provider(&self, provider: &ProviderEntry) -> Result<()> {
+        let addrs: Vec<Multiaddr> = provider.addrs.iter().filter_map(|a| a.parse().ok()).collect();
+        self.net
+            .dial(provider.peer, addrs)
+            .await
+            .with_context(|| format!("cannot reach provider {}", provider.peer))
+    }
+}

@@ -1,0 +1,209 @@
+//! The file manifest: what a client stores with every provider of a file and
+//! with the tracker, and what `crowd get` starts from.
+//!
+//! It is dag-cbor (CIDs as tag-42 links), content-addressed by
+//! [`crate::manifest_cid`] (CIDv1, dag-cbor, BLAKE3), at most
+//! [`crate::MAX_MANIFEST`] bytes. It names the file's root CID and size, the
+//! chunking parameters that reproduce the root CID, the erasure layout (piece
+//! hashes and lengths) and, per piece, the provider holding it and its deal.
+//! A manifest read from the network is untrusted: [`Manifest::decode`]
+//! checks every field against the others, and the retrieved file is checked
+//! against the root CID.
+
+use cid::Cid;
+use libp2p::PeerId;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ProtocolError;
+
+/// The only manifest version.
+pub const MANIFEST_VERSION: u64 = 1;
+
+/// How the file was cut into its UnixFS DAG (enough to recompute the root).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chunking {
+    /// "fixed" or "fastcdc".
+    pub chunker: String,
+    pub chunk_size: u64,
+    pub max_links: u64,
+    /// "blake3" or "sha2-256".
+    pub hash: String,
+}
+
+/// Where one piece is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestPiece {
+    /// Index in the layout: `0..k` data, `k..k+m` parity.
+    pub index: u64,
+    /// The piece CID (raw, BLAKE3) = comm_d.
+    pub piece: Cid,
+    /// The provider's peer id (text form).
+    pub provider: String,
+    /// The tracker's deal id.
+    pub deal_id: u64,
+}
+
+/// A stored file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub version: u64,
+    /// The file's UnixFS root CID.
+    pub root: Cid,
+    pub size: u64,
+    pub chunking: Chunking,
+    pub layout: crowd_erasure::Layout,
+    /// One entry per piece; empty only for an empty file (nothing to store).
+    pub pieces: Vec<ManifestPiece>,
+}
+
+impl Manifest {
+    /// dag-cbor bytes.
+    pub fn encode(&self) -> Result<Vec<u8>, ProtocolError> {
+        serde_ipld_dagcbor::to_vec(self).map_err(|e| ProtocolError::Malformed {
+            what: "manifest",
+            reason: e.to_string(),
+        })
+    }
+
+    /// Parses and checks untrusted manifest bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, ProtocolError> {
+        let bad = |reason: String| ProtocolError::Malformed {
+            what: "manifest",
+            reason,
+        };
+        if bytes.len() > crate::MAX_MANIFEST {
+            return Err(bad(format!(
+                "{} bytes is above the {}-byte limit",
+                bytes.len(),
+                crate::MAX_MANIFEST
+            )));
+        }
+        let m: Manifest = serde_ipld_dagcbor::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+        if m.version != MANIFEST_VERSION {
+            return Err(bad(format!("unknown version {}", m.version)));
+        }
+        if m.size != m.layout.file_len() {
+            return Err(bad(format!(
+                "size {} differs from the layout's {}",
+                m.size,
+                m.layout.file_len()
+            )));
+        }
+        let total = m.layout.pieces().len();
+        if !(m.pieces.len() == total || (m.size == 0 && m.pieces.is_empty())) {
+            return Err(bad(format!(
+                "{} pieces listed, the layout has {total}",
+                m.pieces.len()
+            )));
+        }
+        let mut seen = vec![false; total];
+        for p in &m.pieces {
+            let i = usize::try_from(p.index).unwrap_or(usize::MAX);
+            if i >= total || seen[i] {
+                return Err(bad(format!("piece index {} repeated or out of range", p.index)));
+            }
+            seen[i] = true;
+            if m.layout.piece_cid(i).ok() != Some(p.piece) {
+                return Err(bad(format!("piece {i} CID differs from the layout")));
+            }
+            p.provider
+                .parse::<PeerId>()
+                .map_err(|_| bad(format!("piece {i} provider '{}' is not a peer id", p.provider)))?;
+        }
+        Ok(m)
+    }
+
+    /// Its content address.
+    pub fn cid(bytes: &[u8]) -> Cid {
+        crate::manifest_cid(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample(len: usize) -> Manifest {
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+        let enc = crowd_erasure::Encoder::new(crowd_erasure::Params::new(2, 1, 4096).unwrap()).unwrap();
+        let (layout, _) = enc.encode_bytes(&data).unwrap();
+        let provider = PeerId::random().to_string();
+        let pieces = if len == 0 {
+            vec![]
+        } else {
+            (0..3)
+                .map(|i| ManifestPiece {
+                    index: i,
+                    piece: layout.piece_cid(i as usize).unwrap(),
+                    provider: provider.clone(),
+                    deal_id: 10 + i,
+                })
+                .collect()
+        };
+        Manifest {
+            version: MANIFEST_VERSION,
+            root: layout.piece_cid(0).unwrap(),
+            size: len as u64,
+            chunking: Chunking {
+                chunker: "fixed".into(),
+                chunk_size: 1 << 20,
+                max_links: 174,
+                hash: "blake3".into(),
+            },
+            layout,
+            pieces,
+        }
+    }
+
+    #[test]
+    fn manifest_roundtrips_and_is_dag_cbor_with_links() {
+        for len in [0, 1, 5000, 20_000] {
+            let m = sample(len);
+            let bytes = m.encode().unwrap();
+            assert_eq!(Manifest::decode(&bytes).unwrap(), m);
+            // the root is a tag-42 link
+            assert!(bytes.windows(2).any(|w| w == [0xd8, 0x2a]));
+        }
+    }
+
+    #[test]
+    fn inconsistent_manifests_are_refused() {
+        let m = sample(5000);
+        let mut wrong_size = m.clone();
+        wrong_size.size += 1;
+        let mut dup = m.clone();
+        dup.pieces[1].index = 0;
+        let mut swapped = m.clone();
+        swapped.pieces[0].piece = m.pieces[1].piece;
+        let mut bad_peer = m.clone();
+        bad_peer.pieces[2].provider = "nobody".into();
+        let mut missing = m.clone();
+        missing.pieces.pop();
+        let mut version = m;
+        version.version = 2;
+        for bad in [wrong_size, dup, swapped, bad_peer, missing, version] {
+            assert!(Manifest::decode(&bad.encode().unwrap()).is_err(), "{bad:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn manifest_garbage_proptest(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let _ = Manifest::decode(&bytes);
+        }
+
+        #[test]
+        fn manifest_bitflip_proptest(pos in any::<prop::sample::Index>(), bit in 0u8..8) {
+            let bytes = sample(5000).encode().unwrap();
+            let mut flipped = bytes.clone();
+            let i = pos.index(flipped.len());
+            flipped[i] ^= 1 << bit;
+            // never a panic; if it still decodes, it is self-consistent
+            if let Ok(m) = Manifest::decode(&flipped) {
+                prop_assert_eq!(m.size, m.layout.file_len());
+            }
+        }
+    }
+}
