@@ -25,7 +25,9 @@ mod home;
 mod info;
 mod input;
 mod netcmd;
+mod progress;
 mod put;
+mod records;
 mod session;
 
 #[derive(Debug, Parser)]

@@ -66,7 +66,9 @@ impl Session {
         let key = load_or_create_key(home)?;
         let (tracker, tracker_addr) = peer_addr(&config.tracker_address)?;
         let net_config = NetworkConfig {
-            bootstrap: vec![(tracker, tracker_addr.clone())],
+            // no bootstrap dial: the dial below connects and adds the tracker
+            // to the DHT; a bootstrap dial in flight would make it fail
+            bootstrap: Vec::new(),
             request_timeout: Duration::from_secs(config.request_timeout_secs.max(1)),
             ..NetworkConfig::default()
         };

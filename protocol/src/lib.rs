@@ -94,6 +94,7 @@ mod signed;
 pub mod tracker;
 pub mod transfer;
 mod types;
+pub mod util;
 pub mod wire;
 
 pub use error::ProtocolError;

@@ -50,19 +50,7 @@ fn default_home() -> PathBuf {
 }
 
 fn load_or_create_key(path: &Path) -> Result<Keypair> {
-    if path.exists() {
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        return Keypair::from_protobuf_encoding(&bytes)
-            .map_err(|e| anyhow!("{}: not a valid identity key: {e}", path.display()));
-    }
-    let key = Keypair::generate_ed25519();
-    let bytes = key
-        .to_protobuf_encoding()
-        .map_err(|e| anyhow!("encoding key: {e}"))?;
-    std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(key)
+    Ok(crowd_protocol::util::load_or_create_key(path)?)
 }
 
 fn init(home: &Path, force: bool) -> Result<()> {

@@ -114,7 +114,36 @@ struct Tx<'a> {
     events: Vec<Event>,
 }
 
+/// A planned input's changes, detached from the ledger they were planned on.
+struct Changes {
+    accounts: BTreeMap<AccountId, Account>,
+    providers: BTreeMap<AccountId, ProviderInfo>,
+    deals: BTreeMap<DealId, Deal>,
+    proposals: Vec<(ProposalKey, DealId)>,
+    supply: Supply,
+    epoch: Epoch,
+    randomness: Hash32,
+    next_deal_id: DealId,
+    mints: u64,
+    events: Vec<Event>,
+}
+
 impl<'a> Tx<'a> {
+    fn into_changes(self) -> Changes {
+        Changes {
+            accounts: self.accounts,
+            providers: self.providers,
+            deals: self.deals,
+            proposals: self.proposals,
+            supply: self.supply,
+            epoch: self.epoch,
+            randomness: self.randomness,
+            next_deal_id: self.next_deal_id,
+            mints: self.mints,
+            events: self.events,
+        }
+    }
+
     fn new(base: &'a Ledger) -> Self {
         Self {
             base,
@@ -352,13 +381,86 @@ impl Ledger {
 
     /// [`Ledger::apply`], also returning the log entry to persist.
     pub fn apply_logged(&mut self, input: Input) -> Result<(LogEntry, Vec<Event>), LedgerError> {
-        let log_len = self
-            .log_len
+        self.next_log_len()?;
+        let changes = self.plan(&input)?.into_changes();
+        self.commit(input, changes)
+    }
+
+    /// Applies a batch of inputs, each exactly as [`Ledger::apply_logged`]
+    /// would in order, verifying the seal and window proofs among them in
+    /// parallel.
+    ///
+    /// Every `WindowProof` / `SealProof` is first planned (signature opened,
+    /// proof verified) against the ledger as it is before the batch, in
+    /// parallel; then the inputs are committed one by one in order. A proof
+    /// only reads its own deal, the open epoch, its randomness and the
+    /// config, and only writes its deal, so its plan still holds unless an
+    /// earlier input of the batch changed that deal or was not a proof (which
+    /// may change the epoch); such plans, and every non-proof input, are
+    /// planned again at their turn. The results, the state and the head equal
+    /// sequential `apply_logged` of the same inputs.
+    pub fn apply_proofs_logged(
+        &mut self,
+        inputs: Vec<Input>,
+    ) -> Vec<Result<(LogEntry, Vec<Event>), LedgerError>> {
+        use rayon::prelude::*;
+        type Plan = Option<(Option<DealId>, Result<Changes, LedgerError>)>;
+        let planned: Vec<Plan> = {
+            let this = &*self;
+            inputs
+                .par_iter()
+                .map(|input| {
+                    let deal = match input {
+                        Input::WindowProof(s) => open(s).ok().map(|(_, m)| m.deal_id),
+                        Input::SealProof(s) => open(s).ok().map(|(_, m)| m.deal_id),
+                        _ => return None,
+                    };
+                    Some((deal, this.plan(input).map(Tx::into_changes)))
+                })
+                .collect()
+        };
+        let mut changed: std::collections::BTreeSet<DealId> = std::collections::BTreeSet::new();
+        let mut any_other = false;
+        let mut results = Vec::with_capacity(inputs.len());
+        for (input, plan) in inputs.into_iter().zip(planned) {
+            let result = match plan {
+                Some((deal, plan)) => {
+                    // an envelope that does not open (no deal) fails alike in any state
+                    let fresh = !any_other && deal.is_none_or(|d| !changed.contains(&d));
+                    let result = if fresh {
+                        // the order of checks of `apply_logged`
+                        self.next_log_len()
+                            .and(plan)
+                            .and_then(|changes| self.commit(input, changes))
+                    } else {
+                        self.apply_logged(input)
+                    };
+                    if result.is_ok() {
+                        changed.extend(deal);
+                    }
+                    result
+                }
+                None => {
+                    let result = self.apply_logged(input);
+                    any_other |= result.is_ok();
+                    result
+                }
+            };
+            results.push(result);
+        }
+        results
+    }
+
+    fn next_log_len(&self) -> Result<u64, LedgerError> {
+        self.log_len
             .checked_add(1)
-            .ok_or(LedgerError::Overflow { what: "log index" })?;
-        let tx = self.plan(&input)?;
-        let Tx {
-            base: _,
+            .ok_or(LedgerError::Overflow { what: "log index" })
+    }
+
+    /// Commits a planned input's changes and logs it.
+    fn commit(&mut self, input: Input, changes: Changes) -> Result<(LogEntry, Vec<Event>), LedgerError> {
+        let log_len = self.next_log_len()?;
+        let Changes {
             accounts,
             providers,
             deals,
@@ -369,7 +471,7 @@ impl Ledger {
             next_deal_id,
             mints,
             events,
-        } = tx;
+        } = changes;
         self.accounts.extend(accounts);
         self.providers.extend(providers);
         self.deals.extend(deals);

@@ -2,11 +2,12 @@
 //!
 //! This crate owns the tracker's money and deal bookkeeping as a **pure,
 //! deterministic state machine**: accounts, the deal lifecycle, proving and
-//! payment, and the hash-chained log that lets anyone replay it. It has no
-//! I/O, no clock, no async and no network: epochs and signed messages come in
-//! as [`Input`]s, [`Event`]s come out. It does not own storage (RocksDB),
-//! the swarm, when epochs end, or signing tickets and seeds for providers —
-//! the tracker service does, around [`Ledger::apply_logged`].
+//! payment, and the hash-chained log that lets anyone replay it. The ledger
+//! has no I/O, no clock, no async and no network: epochs and signed messages
+//! come in as [`Input`]s, [`Event`]s come out. Storage (RocksDB), the swarm,
+//! when epochs end, and signing tickets, seeds and challenges for providers
+//! belong to the tracker **service** (`service` feature, on by default; see
+//! [Service](#service) below and the `crowd-tracker` binary).
 //!
 //! ## State
 //!
@@ -132,7 +133,7 @@
 //! re-applies a log from genesis, checks every index, link and events hash and
 //! the invariants; [`Ledger::verify_against`] then compares the result with a
 //! stored ledger, naming the first account or deal that differs. This is what
-//! the future `crowd-tracker ledger verify [--home DIR]` runs.
+//! `crowd-tracker ledger verify [--home DIR]` runs.
 //!
 //! ## Cost
 //!
@@ -140,6 +141,52 @@
 //! proof `O(C · (L·(d+e) + (d+e)·log n))`. `EndEpoch` visits every live deal
 //! (finished deals are kept for history and duplicate detection but skipped
 //! by the filter, still costing one comparison each).
+//!
+//! ## Service
+//!
+//! [`service`] runs the ledger as a daemon on the crowd-protocol swarm
+//! (`crowd-tracker init | run | ledger verify`, home `~/.crowd-tracker`:
+//! `identity.key`, `config.toml`, `db/`, and `tracker.json` while running).
+//!
+//! * **One owner.** The [`Ledger`] and its store live on one thread
+//!   ([`service::Owner`]) fed by a bounded channel with oneshot replies.
+//!   The swarm task only forwards requests; the epoch loop only talks to
+//!   providers. Neither waits on the ledger's work, nor the ledger on them.
+//! * **Storage** ([`service::store`]): RocksDB behind a small trait (with an
+//!   in-memory twin for tests). Keys: the genesis config (fixed by `init`),
+//!   the log entries, the snapshot of the last settled epoch, and side tables
+//!   the ledger does not hold — provider addresses, root CID → manifest
+//!   (bounded per client, clients with a published deal only), and each
+//!   deal's per-epoch history (proven / faulted) and counters.
+//! * **Crash semantics.** Each accepted input is one synced write batch (its
+//!   log entry and the side records it changes); a settled epoch's batch
+//!   also holds the new snapshot. A request is answered only after its batch
+//!   is durable; a failed write rebuilds the state from the store. A restart
+//!   loads the snapshot and replays the log after it, so a SIGKILL loses no
+//!   acknowledged input and never settles an epoch twice (the `EndEpoch`
+//!   entry and the snapshot land together, and the ledger refuses a settled
+//!   epoch). `ledger verify` replays the whole log from genesis, checks the
+//!   snapshot against the state at its point, and works while the tracker
+//!   runs (a RocksDB secondary view).
+//! * **Epoch loop** ([`service::epoch`], wall clock, `epoch_secs`): every
+//!   tick it asks the owner what is due and sends providers, concurrently,
+//!   bounded and with timeouts, at their registered addresses: the signed
+//!   ticket of a published deal (until queued), then `SealStatus` polls whose
+//!   signed commitment becomes a `PreCommit`; the signed seed of a seeded
+//!   deal (`ProveSeal`); a signed `WindowChallenge` with the epoch's
+//!   randomness for each active deal challenged in the open epoch. Returned
+//!   proofs are applied in batches with [`Ledger::apply_proofs_logged`]
+//!   (verified in parallel, committed in order). At the deadline the owner
+//!   signs and applies `EndEpoch`. Loop state is memory only; after a
+//!   restart tickets and challenges are simply sent again.
+//! * **Requests**: every [`crowd_protocol::TrackerRequest`]. Registrations
+//!   must be sent by their signer; the faucet only exists on a ledger whose
+//!   genesis has it (`--devnet`), capped per request; a publish is answered
+//!   with its deal id once durable (a retry gets the same id); node requests
+//!   are refused. Lists are capped at `MAX_LIST` / `MAX_HISTORY`.
+//! * **Metrics** (Prometheus text on `GET /metrics`): epoch, log length,
+//!   deals by state, proofs verified / invalid / missing, payments, faults,
+//!   slashed, requests served / refused.
 //!
 //! ```
 //! use crowd_protocol::libp2p::identity::Keypair;
@@ -162,6 +209,8 @@
 mod error;
 mod ledger;
 mod log;
+#[cfg(feature = "service")]
+pub mod service;
 mod types;
 
 pub use error::LedgerError;

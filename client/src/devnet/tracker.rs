@@ -1,0 +1,133 @@
+//! A blocking handle on the tracker for the devnet and the demo: an
+//! in-process libp2p swarm on loopback with its own small runtime.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use crowd_protocol::libp2p::identity::Keypair;
+use crowd_protocol::libp2p::{multiaddr::Protocol, Multiaddr, PeerId};
+use crowd_protocol::{
+    AccountView, DealQuery, DealView, Network, NetworkConfig, ProviderEntry, Request, Response, TrackerInfo,
+    TrackerRequest, TrackerResponse,
+};
+
+/// The client's identity, `<home>/identity.key` (libp2p protobuf encoding,
+/// ed25519, mode 0600), created when missing.
+pub fn load_or_create_key(path: &Path) -> Result<Keypair> {
+    if path.exists() {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        return Keypair::from_protobuf_encoding(&bytes)
+            .map_err(|e| anyhow!("{}: not a valid identity key: {e}", path.display()));
+    }
+    let key = Keypair::generate_ed25519();
+    let bytes = key
+        .to_protobuf_encoding()
+        .map_err(|e| anyhow!("encoding a key: {e}"))?;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(&bytes)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(key)
+}
+
+/// A multiaddress ending in /p2p/<peer id>, split.
+pub fn peer_addr(s: &str) -> Result<(PeerId, Multiaddr)> {
+    let addr: Multiaddr = s
+        .parse()
+        .map_err(|e| anyhow!("'{s}' is not a multiaddress: {e}"))?;
+    match addr.iter().last() {
+        Some(Protocol::P2p(peer)) => Ok((peer, addr)),
+        _ => Err(anyhow!("'{s}' does not end in /p2p/<peer id>")),
+    }
+}
+
+/// A connection to the tracker that answers one request at a time.
+#[derive(Debug)]
+pub struct TrackerConn {
+    rt: tokio::runtime::Runtime,
+    net: Network,
+    tracker: PeerId,
+}
+
+impl TrackerConn {
+    /// Starts a swarm with `key` on loopback and dials the tracker at `addr`
+    /// (a multiaddress ending in /p2p/<peer id>).
+    pub fn connect(key: Keypair, addr: &str) -> Result<Self> {
+        let (tracker, maddr) = peer_addr(addr)?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .context("cannot start a runtime")?;
+        let net = rt.block_on(async {
+            let config = NetworkConfig {
+                listen: vec![Multiaddr::empty()
+                    .with(Protocol::Ip4([127, 0, 0, 1].into()))
+                    .with(Protocol::Tcp(0))],
+                request_timeout: Duration::from_secs(15),
+                ..NetworkConfig::default()
+            };
+            let (net, _inbound) = Network::start(key, config).await?;
+            net.dial(tracker, vec![maddr]).await?;
+            anyhow::Ok(net)
+        });
+        let net = net.with_context(|| format!("cannot reach the tracker at {addr}"))?;
+        Ok(Self { rt, net, tracker })
+    }
+
+    pub fn ask(&self, request: TrackerRequest) -> Result<TrackerResponse> {
+        match self
+            .rt
+            .block_on(self.net.request(self.tracker, Request::Tracker(request)))
+            .context("tracker request")?
+        {
+            Response::Tracker(r) => Ok(r),
+            Response::Error { message } => bail!("the tracker answered: {message}"),
+            other => bail!("unexpected answer from the tracker: {other:?}"),
+        }
+    }
+
+    pub fn info(&self) -> Result<TrackerInfo> {
+        match self.ask(TrackerRequest::Info)? {
+            TrackerResponse::Info(i) => Ok(i),
+            other => bail!("unexpected answer to Info: {other:?}"),
+        }
+    }
+
+    pub fn providers(&self) -> Result<Vec<ProviderEntry>> {
+        match self.ask(TrackerRequest::Providers)? {
+            TrackerResponse::Providers(p) => Ok(p),
+            other => bail!("unexpected answer to Providers: {other:?}"),
+        }
+    }
+
+    /// Devnet trackers only: mints `amount` into `account`.
+    pub fn faucet(&self, account: PeerId, amount: u128) -> Result<u128> {
+        match self.ask(TrackerRequest::Faucet { account, amount })? {
+            TrackerResponse::Minted { amount } => Ok(amount),
+            other => bail!("unexpected answer to Faucet: {other:?}"),
+        }
+    }
+
+    pub fn account(&self, account: PeerId) -> Result<AccountView> {
+        match self.ask(TrackerRequest::Account(account))? {
+            TrackerResponse::Account(a) => Ok(a),
+            other => bail!("unexpected answer to Account: {other:?}"),
+        }
+    }
+
+    pub fn deals(&self, ids: Vec<u64>) -> Result<Vec<DealView>> {
+        match self.ask(TrackerRequest::Deals(DealQuery::Ids(ids)))? {
+            TrackerResponse::Deals(d) => Ok(d),
+            other => bail!("unexpected answer to Deals: {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,380 @@
+//! The fetch and decode core against real `crowd-node` processes on
+//! loopback: pieces uploaded by an in-process client, a manifest built by
+//! hand (no tracker needed).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crowd_chunker::{build_from_slice, write_car, ChunkParams, ChunkerKind, DagParams, Discard, HashAlg};
+use crowd_erasure::{Encoder, Params};
+use crowd_protocol::libp2p::identity::Keypair;
+use crowd_protocol::libp2p::{Multiaddr, PeerId};
+use crowd_protocol::{
+    Chunking, DealProposal, Manifest, ManifestPiece, Network, NetworkConfig, PieceId, Request, Response,
+    Signed, UploadResult, MANIFEST_VERSION,
+};
+use indicatif::ProgressBar;
+
+use super::*;
+
+/// `crowd-node`, built next to this test binary by `cargo test --workspace`.
+fn node_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let bin = dir.join("crowd-node");
+    assert!(
+        bin.exists(),
+        "{} not found: build the workspace (cargo test --workspace)",
+        bin.display()
+    );
+    bin
+}
+
+struct Node {
+    _home: tempfile::TempDir,
+    child: Option<Child>,
+    peer: PeerId,
+    addrs: Vec<Multiaddr>,
+}
+
+impl Node {
+    fn start(tracker: &PeerId) -> Self {
+        let home = tempfile::tempdir().unwrap();
+        let out = Command::new(node_bin())
+            .args(["init", "--home"])
+            .arg(home.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        std::fs::write(
+            home.path().join("config.toml"),
+            format!(
+                "listen = [\"/ip4/127.0.0.1/tcp/0\"]\nmetrics_address = \"127.0.0.1:0\"\n\
+                 tracker_peer_id = \"{tracker}\"\ntransfer_timeout_secs = 20\n"
+            ),
+        )
+        .unwrap();
+        let info = home.path().join("node.json");
+        let mut child = Command::new(node_bin())
+            .args(["run", "--home"])
+            .arg(home.path())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&info) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+                    return Self {
+                        _home: home,
+                        child: Some(child),
+                        peer: v["peer_id"].as_str().unwrap().parse().unwrap(),
+                        addrs: v["listen"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|a| a.as_str().unwrap().parse().unwrap())
+                            .collect(),
+                    };
+                }
+            }
+            assert!(child.try_wait().unwrap().is_none(), "crowd-node exited early");
+            assert!(Instant::now() < deadline, "crowd-node did not become ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    blake3::Hasher::new()
+        .update(&seed.to_le_bytes())
+        .finalize_xof()
+        .fill(&mut v);
+    v
+}
+
+const K: usize = 4;
+const M: usize = 2;
+
+/// Six nodes, each holding one piece of `data` (4 + 2, 256 KiB segments),
+/// and the file's manifest.
+struct Net {
+    nodes: Vec<Node>,
+    net: Network,
+    data: Vec<u8>,
+    pieces: Vec<Vec<u8>>,
+    manifest: Manifest,
+    params: DagParams,
+}
+
+impl Net {
+    async fn start(len: usize) -> Self {
+        let tracker = Keypair::generate_ed25519().public().to_peer_id();
+        let nodes: Vec<Node> = (0..K + M).map(|_| Node::start(&tracker)).collect();
+        let key = Keypair::generate_ed25519();
+        let config = NetworkConfig {
+            request_timeout: Duration::from_secs(30),
+            ..NetworkConfig::default()
+        };
+        let (net, _inbound) = Network::start(key.clone(), config).await.unwrap();
+        let data = random_bytes(len, len as u64);
+        let (layout, pieces) = Encoder::new(Params::new(K, M, 256 << 10).unwrap())
+            .unwrap()
+            .encode_bytes(&data)
+            .unwrap();
+        for (i, (node, piece)) in nodes.iter().zip(&pieces).enumerate() {
+            net.dial(node.peer, node.addrs.clone()).await.unwrap();
+            let proposal = DealProposal {
+                piece: PieceId(*blake3::hash(piece).as_bytes()),
+                piece_size: piece.len() as u64,
+                client: key.public().to_peer_id(),
+                provider: node.peer,
+                price_per_epoch: 1_000_000,
+                start_epoch: 1,
+                duration_epochs: 100,
+                provider_collateral: 0,
+                expiry_epoch: 50,
+                nonce: i as u64,
+            };
+            let signed = Signed::sign(&key, &proposal).unwrap();
+            match net
+                .request(node.peer, Request::ProposeDeal(signed.clone()))
+                .await
+                .unwrap()
+            {
+                Response::DealAccepted(_) => {}
+                other => panic!("deal not accepted: {other:?}"),
+            }
+            let result = crowd_protocol::transfer::upload(
+                &mut net.streams(),
+                node.peer,
+                signed.id(),
+                &piece[..],
+                piece.len() as u64,
+                Duration::from_secs(20),
+            )
+            .await
+            .unwrap();
+            assert!(matches!(result, UploadResult::Stored(_)), "{result:?}");
+        }
+        let params = DagParams::new(
+            ChunkParams::new(ChunkerKind::Fixed, 64 << 10).unwrap(),
+            4,
+            HashAlg::Blake3,
+        )
+        .unwrap();
+        let root = build_from_slice(&data, &params, &mut Discard).unwrap().cid;
+        let manifest = Manifest {
+            version: MANIFEST_VERSION,
+            root,
+            size: len as u64,
+            chunking: Chunking {
+                chunker: "fixed".into(),
+                chunk_size: 64 << 10,
+                max_links: 4,
+                hash: "blake3".into(),
+            },
+            pieces: (0..K + M)
+                .map(|i| ManifestPiece {
+                    index: i as u64,
+                    piece: layout.piece_cid(i).unwrap(),
+                    provider: nodes[i].peer.to_string(),
+                    deal_id: i as u64,
+                })
+                .collect(),
+            layout,
+        };
+        // decode checks what a manifest from the network must satisfy
+        let manifest = Manifest::decode(&manifest.encode().unwrap()).unwrap();
+        Self {
+            nodes,
+            net,
+            data,
+            pieces,
+            manifest,
+            params,
+        }
+    }
+
+    fn addrs(&self) -> HashMap<PeerId, Vec<Multiaddr>> {
+        self.nodes.iter().map(|n| (n.peer, n.addrs.clone())).collect()
+    }
+
+    /// Fetches and decodes `range` into `out` as `get` does; returns what the
+    /// fetch reported.
+    async fn get(&self, out: &Path, range: Range<u64>) -> Result<(Vec<u8>, super::engine::Fetched)> {
+        let whole = range == (0..self.manifest.size);
+        let dir = ResumeDir::open(out, &format!("test {}-{}\n", range.start, range.end))?;
+        let plan = PieceRanges::for_range(&self.manifest.layout.geometry(), &range);
+        let addrs = self.addrs();
+        let bar = ProgressBar::hidden();
+        let job = FetchJob {
+            manifest: &self.manifest,
+            plan: &plan,
+            dir: &dir,
+            addrs: &addrs,
+            stall: Duration::from_secs(10),
+            whole,
+            progress: &bar,
+        };
+        let fetched = fetch_pieces(&self.net, &job).await?;
+        let mut bytes = Vec::new();
+        decode_into(&self.manifest, &dir, &plan, &fetched.complete, &range, &mut bytes)?;
+        if whole {
+            check_root(&mut &bytes[..], &self.params, &self.manifest.root)?;
+        }
+        Ok((bytes, fetched))
+    }
+}
+
+fn fresh_out(dir: &tempfile::TempDir, name: &str) -> PathBuf {
+    dir.path().join(name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pieces_from_real_nodes_decode_whole_by_range_and_without_m_providers() {
+    let len = (1 << 20) + 12_345; // 5 segments, the last partial
+    let mut t = Net::start(len).await;
+    let tmp = tempfile::tempdir().unwrap();
+
+    // every provider up: the whole file, its root checked
+    let out = fresh_out(&tmp, "all");
+    let (bytes, fetched) = t.get(&out, 0..len as u64).await.unwrap();
+    assert_eq!(bytes, t.data);
+    assert!(fetched.complete.len() >= K);
+    assert!(fetched.failures.is_empty(), "{:?}", fetched.failures);
+
+    // ranges: inside one shard, across shards, across segments, the end
+    for (a, b) in [
+        (0u64, 1u64),
+        (70_000, 70_100),
+        (60_000, 200_000),
+        (200_000, 700_001),
+        (len as u64 - 3, len as u64),
+    ] {
+        let out = fresh_out(&tmp, &format!("r{a}"));
+        let (bytes, _) = t.get(&out, a..b).await.unwrap();
+        assert_eq!(bytes, &t.data[a as usize..b as usize], "{a}..{b}");
+    }
+
+    // m providers gone (SIGKILL), including two data pieces': rebuilt from parity
+    t.nodes[0].kill();
+    t.nodes[2].kill();
+    let out = fresh_out(&tmp, "degraded");
+    let (bytes, fetched) = t.get(&out, 0..len as u64).await.unwrap();
+    assert_eq!(bytes, t.data);
+    assert_eq!(fetched.complete, vec![1, 3, 4, 5]);
+    let failed: Vec<usize> = fetched.failures.iter().map(|f| f.piece).collect();
+    assert!(failed.contains(&0) && failed.contains(&2), "{failed:?}");
+    let (bytes, _) = t
+        .get(&fresh_out(&tmp, "degraded-range"), 100..300_000)
+        .await
+        .unwrap();
+    assert_eq!(bytes, &t.data[100..300_000]);
+
+    // one more gone: not enough pieces, one clear line
+    t.nodes[4].kill();
+    let out = fresh_out(&tmp, "too-few");
+    let e = format!("{:#}", t.get(&out, 0..len as u64).await.unwrap_err());
+    assert!(
+        e.starts_with("only 3 of the 4 pieces needed could be fetched: piece "),
+        "{e}"
+    );
+    assert!(!e.contains('\n'), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_get_resumes_from_what_it_kept() {
+    let len = 900_000;
+    let mut t = Net::start(len).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = fresh_out(&tmp, "file");
+    let dir = ResumeDir::open(&out, &format!("test 0-{len}\n")).unwrap();
+    // earlier run: pieces 0 and 1 complete, piece 3 partly (not on a group
+    // boundary), piece 5 complete but wrong
+    std::fs::write(dir.piece_path(0), &t.pieces[0]).unwrap();
+    std::fs::write(dir.piece_path(1), &t.pieces[1]).unwrap();
+    std::fs::write(dir.piece_path(3), &t.pieces[3][..50_000]).unwrap();
+    let mut bad = t.pieces[5].clone();
+    bad[10] ^= 1;
+    std::fs::write(dir.piece_path(5), &bad).unwrap();
+    drop(dir);
+    // their providers are gone: more than m down, only resumable with what was kept
+    t.nodes[0].kill();
+    t.nodes[1].kill();
+    t.nodes[2].kill();
+    let (bytes, fetched) = t.get(&out, 0..len as u64).await.unwrap();
+    assert_eq!(bytes, t.data);
+    assert!(fetched.complete.len() >= K, "{:?}", fetched.complete);
+    assert!(fetched.complete.starts_with(&[0, 1]), "{:?}", fetched.complete);
+    // piece 3 went on from its last whole group; piece 5's bad bytes were dropped
+    let dir = ResumeDir::open(&out, &format!("test 0-{len}\n")).unwrap();
+    let p3 = std::fs::read(dir.piece_path(3)).unwrap();
+    assert!(p3.len() >= 49_152 && t.pieces[3].starts_with(&p3), "{}", p3.len());
+    let p5 = std::fs::read(dir.piece_path(5)).unwrap_or_default();
+    assert!(t.pieces[5].starts_with(&p5));
+    // a directory left for another target is started afresh
+    let again = ResumeDir::open(&out, "test other\n").unwrap();
+    assert_eq!(again.have(0), 0);
+}
+
+#[test]
+fn export_writes_the_same_car_as_the_chunker() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = random_bytes(700_000, 3);
+    let params = DagParams::new(
+        ChunkParams::new(ChunkerKind::Fixed, 64 << 10).unwrap(),
+        4,
+        HashAlg::Blake3,
+    )
+    .unwrap();
+    let path = tmp.path().join("file");
+    std::fs::write(&path, &data).unwrap();
+    let file = File::open(&path).unwrap();
+    let mut interior = InteriorBlocks::default();
+    let dag = build_from_reader(BufReader::new(&file), &params, &mut interior).unwrap();
+    let out = tmp.path().join("out.car");
+    write_car_from(&file, &interior, &dag, &out).unwrap();
+    let mut expected = Vec::new();
+    write_car(&data, &params, &mut expected).unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), expected);
+    // the root check refuses other bytes
+    let other = build_from_slice(b"other", &params, &mut Discard).unwrap().cid;
+    assert!(check_root(&mut &data[..], &params, &other).is_err());
+    check_root(&mut &data[..], &params, &dag.cid).unwrap();
+}
+
+#[test]
+fn cids_and_outputs_are_checked_before_the_network() {
+    let e = parse_cid("xyz").unwrap_err().to_string();
+    assert!(e.starts_with("'xyz' is not a CID: "), "{e}");
+    let tmp = tempfile::tempdir().unwrap();
+    assert!(check_output(tmp.path()).is_err());
+    assert_eq!(
+        store::resume_path(Path::new("a/b.bin")),
+        Path::new("a/.b.bin.crowd-get")
+    );
+    assert_eq!(
+        store::resume_path(Path::new("b.bin")),
+        Path::new("./.b.bin.crowd-get")
+    );
+}

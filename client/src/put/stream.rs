@@ -1,0 +1,170 @@
+//! Streaming pieces out of the erasure encoder with bounded memory.
+//!
+//! One encoder pass runs on a blocking thread and feeds one bounded channel
+//! per piece being uploaded; each channel is read as an `AsyncRead` by that
+//! piece's upload. Memory: the encoder's segments (two of data, one of
+//! parity) plus at most [`LANE_DEPTH`] chunks of [`CHUNK`] bytes per lane. A
+//! lane whose upload stopped is dropped and the others go on; the pass stops
+//! early when every lane is gone.
+
+use std::io::{self, Read};
+use std::path::Path;
+
+use anyhow::{anyhow, Result};
+use crowd_erasure::{Encoder, Layout};
+use futures::{AsyncRead, StreamExt, TryStreamExt};
+use indicatif::ProgressBar;
+use tokio::sync::mpsc;
+
+/// Bytes per message on a lane.
+pub const CHUNK: usize = 1 << 20;
+/// Messages buffered per lane.
+pub const LANE_DEPTH: usize = 4;
+
+const ALL_STOPPED: &str = "every upload stopped";
+
+/// The sending side of one piece's lane.
+#[derive(Debug)]
+pub struct Lane {
+    pub index: usize,
+    pub tx: mpsc::Sender<Vec<u8>>,
+}
+
+/// A lane for piece `index` and the reader its upload consumes (advancing
+/// `bar` as bytes are taken).
+pub fn lane(index: usize, bar: ProgressBar) -> (Lane, impl AsyncRead + Unpin + Send) {
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(LANE_DEPTH);
+    let reader = futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+        .map(move |chunk| {
+            bar.inc(chunk.len() as u64);
+            Ok::<_, io::Error>(chunk)
+        })
+        .into_async_read();
+    (Lane { index, tx }, reader)
+}
+
+/// Feeds every piece in `lanes` from one encode of `reader` (blocking: run
+/// it on a blocking thread). Returns the layout when the whole input was
+/// encoded, `None` when every lane stopped first.
+pub fn feed(encoder: &Encoder, reader: impl Read + Send, lanes: Vec<Lane>) -> Result<Option<Layout>> {
+    let total = encoder.params().total_shards();
+    let mut senders: Vec<Option<mpsc::Sender<Vec<u8>>>> = (0..total).map(|_| None).collect();
+    for lane in lanes {
+        if let Some(slot) = senders.get_mut(lane.index) {
+            *slot = Some(lane.tx);
+        }
+    }
+    let result = encoder.encode_with(reader, |shard| {
+        let mut stopped = false;
+        if let Some(Some(tx)) = senders.get(shard.piece) {
+            for chunk in shard.bytes.chunks(CHUNK) {
+                if tx.blocking_send(chunk.to_vec()).is_err() {
+                    stopped = true;
+                    break;
+                }
+            }
+        }
+        if stopped {
+            senders[shard.piece] = None;
+        }
+        if senders.iter().all(Option::is_none) {
+            return Err(io::Error::other(ALL_STOPPED));
+        }
+        Ok(())
+    });
+    match result {
+        Ok(layout) => Ok(Some(layout)),
+        Err(crowd_erasure::ErasureError::Io(e)) if e.to_string() == ALL_STOPPED => Ok(None),
+        Err(e) => Err(anyhow!("erasure coding: {e}")),
+    }
+}
+
+/// Pass 1 for a regular file: its root CID and its erasure layout, computed
+/// at once on two threads that each stream the file (no piece is kept).
+pub fn address_and_layout(
+    path: &Path,
+    params: &crowd_chunker::DagParams,
+    encoder: &Encoder,
+    bar: &ProgressBar,
+) -> Result<(crowd_chunker::DagRoot, Layout)> {
+    let open = || std::fs::File::open(path).map_err(|e| anyhow!("cannot open {}: {e}", path.display()));
+    let (for_dag, for_layout) = (open()?, open()?);
+    std::thread::scope(|s| {
+        let dag = s.spawn(|| {
+            crowd_chunker::build_from_reader(
+                crate::progress::Reader::new(for_dag, bar.clone()),
+                params,
+                &mut crowd_chunker::Discard,
+            )
+        });
+        let layout = encoder.encode_with(crate::progress::Reader::new(for_layout, bar.clone()), |_| Ok(()));
+        let root = dag
+            .join()
+            .map_err(|_| anyhow!("hashing {} failed", path.display()))?
+            .map_err(|e| anyhow!("hashing {}: {e}", path.display()))?;
+        let layout = layout.map_err(|e| anyhow!("erasure coding {}: {e}", path.display()))?;
+        Ok((root, layout))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use futures::AsyncReadExt;
+
+    fn encoder() -> Encoder {
+        Encoder::new(crowd_erasure::Params::new(2, 1, 4096).unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn lanes_carry_exactly_the_pieces() {
+        let data: Vec<u8> = (0..20_000u32).map(|i| (i * 31 % 251) as u8).collect();
+        let (expect_layout, pieces) = encoder().encode_bytes(&data).unwrap();
+        let (l0, mut r0) = lane(0, ProgressBar::hidden());
+        let (l2, mut r2) = lane(2, ProgressBar::hidden());
+        let input = data.clone();
+        let feeding = tokio::task::spawn_blocking(move || feed(&encoder(), &input[..], vec![l0, l2]));
+        let (mut p0, mut p2) = (Vec::new(), Vec::new());
+        let (a, b) = tokio::join!(r0.read_to_end(&mut p0), r2.read_to_end(&mut p2));
+        a.unwrap();
+        b.unwrap();
+        assert_eq!(feeding.await.unwrap().unwrap(), Some(expect_layout));
+        assert_eq!(p0, pieces[0]);
+        assert_eq!(p2, pieces[2]);
+    }
+
+    #[tokio::test]
+    async fn a_stopped_lane_does_not_stop_the_others_and_all_stopped_ends_early() {
+        let data = vec![7u8; 200_000];
+        let (_, pieces) = encoder().encode_bytes(&data).unwrap();
+        let (l0, r0) = lane(0, ProgressBar::hidden());
+        let (l1, mut r1) = lane(1, ProgressBar::hidden());
+        drop(r0);
+        let input = data.clone();
+        let feeding = tokio::task::spawn_blocking(move || feed(&encoder(), &input[..], vec![l0, l1]));
+        let mut p1 = Vec::new();
+        r1.read_to_end(&mut p1).await.unwrap();
+        assert!(feeding.await.unwrap().unwrap().is_some());
+        assert_eq!(p1, pieces[1]);
+
+        let (l0, r0) = lane(0, ProgressBar::hidden());
+        drop(r0);
+        let input = data.clone();
+        let stopped = tokio::task::spawn_blocking(move || feed(&encoder(), &input[..], vec![l0]));
+        assert_eq!(stopped.await.unwrap().unwrap(), None);
+    }
+
+    #[test]
+    fn pass_one_matches_the_in_memory_encoding_and_the_cid() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let params = crowd_chunker::DagParams::default();
+        let (root, layout) = address_and_layout(&path, &params, &encoder(), &ProgressBar::hidden()).unwrap();
+        let expect = crowd_chunker::build_from_slice(&data, &params, &mut crowd_chunker::Discard).unwrap();
+        assert_eq!(root, expect);
+        assert_eq!(layout, encoder().encode_bytes(&data).unwrap().0);
+    }
+}

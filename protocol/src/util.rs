@@ -1,0 +1,110 @@
+//! Small helpers the daemons share: the identity key file and the plain-text
+//! HTTP endpoint their Prometheus metrics are scraped from.
+
+use std::path::Path;
+use std::time::Duration;
+
+use libp2p::identity::Keypair;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Reads the libp2p identity key (protobuf encoding) at `path`, or creates an
+/// ed25519 one there, readable by the owner only (mode 0600).
+pub fn load_or_create_key(path: &Path) -> std::io::Result<Keypair> {
+    let at = |what: &str, e: std::io::Error| std::io::Error::new(e.kind(), format!("cannot {what} {}: {e}", path.display()));
+    if path.exists() {
+        let bytes = std::fs::read(path).map_err(|e| at("read", e))?;
+        return Keypair::from_protobuf_encoding(&bytes).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{}: not a valid identity key: {e}", path.display()),
+            )
+        });
+    }
+    let key = Keypair::generate_ed25519();
+    let bytes = key
+        .to_protobuf_encoding()
+        .map_err(|e| std::io::Error::other(format!("encoding key: {e}")))?;
+    std::fs::write(path, bytes).map_err(|e| at("write", e))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| at("protect", e))?;
+    Ok(key)
+}
+
+/// Largest request head read before answering.
+const MAX_HTTP_HEAD: usize = 8 * 1024;
+/// A client must send its request head within this.
+const HTTP_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serves `GET /metrics` on `listener` with the text `render` returns (the
+/// Prometheus text format; `None` answers 500) until the task is dropped.
+/// Request heads are bounded in size and time; anything else gets a 404.
+pub async fn serve_metrics<F>(listener: TcpListener, render: F)
+where
+    F: Fn() -> Option<String> + Clone + Send + Sync + 'static,
+{
+    loop {
+        let Ok((mut sock, _)) = listener.accept().await else {
+            continue;
+        };
+        let render = render.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; MAX_HTTP_HEAD];
+            let mut n = 0;
+            let read = tokio::time::timeout(HTTP_READ_TIMEOUT, async {
+                while n < buf.len() {
+                    let m = sock.read(&mut buf[n..]).await?;
+                    if m == 0 {
+                        break;
+                    }
+                    n += m;
+                    if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+                Ok::<_, std::io::Error>(())
+            })
+            .await;
+            if !matches!(read, Ok(Ok(()))) {
+                return;
+            }
+            let (status, body) = if buf[..n].starts_with(b"GET /metrics ") {
+                match render() {
+                    Some(text) => ("200 OK", text),
+                    None => ("500 Internal Server Error", "encoding failed\n".into()),
+                }
+            } else {
+                ("404 Not Found", "only /metrics is served\n".into())
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(response.as_bytes()).await;
+            let _ = sock.shutdown().await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_created_key_loads_back_and_is_private() {
+        let dir = std::env::temp_dir().join(format!("crowd-util-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("identity.key");
+        let _ = std::fs::remove_file(&path);
+        let key = load_or_create_key(&path).unwrap();
+        let again = load_or_create_key(&path).unwrap();
+        assert_eq!(key.public(), again.public());
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        std::fs::write(&path, b"garbage").unwrap();
+        let err = load_or_create_key(&path).unwrap_err().to_string();
+        assert!(err.contains("not a valid identity key"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

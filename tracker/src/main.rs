@@ -1,0 +1,145 @@
+//! `crowd-tracker`: run a crowdstore tracker (the deal and payment ledger).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use crowd_tracker::service::{self, RunOptions};
+
+#[derive(Debug, Parser)]
+#[command(name = "crowd-tracker", version, about = "crowdstore deal and payment tracker")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Create the identity key, a documented config.toml and the ledger (its genesis is fixed here).
+    Init {
+        /// The tracker's home directory.
+        #[arg(long, env = "CROWD_TRACKER_HOME", default_value_os_t = default_home())]
+        home: PathBuf,
+        /// A development network: the faucet mints test funds.
+        #[arg(long)]
+        devnet: bool,
+        /// Rewrite an existing config.toml (the identity and the ledger are never replaced).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run the tracker until SIGINT or SIGTERM.
+    Run {
+        /// The tracker's home directory.
+        #[arg(long, env = "CROWD_TRACKER_HOME", default_value_os_t = default_home())]
+        home: PathBuf,
+        /// Epoch length in seconds (fractions allowed), instead of config.toml's.
+        #[arg(long)]
+        epoch_secs: Option<f64>,
+        /// Initialise an empty home as a devnet first; refuse a ledger without the faucet.
+        #[arg(long)]
+        devnet: bool,
+    },
+    /// Inspect the ledger.
+    Ledger {
+        #[command(subcommand)]
+        cmd: LedgerCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LedgerCmd {
+    /// Replay the log from genesis and check it against the stored state (works while running).
+    Verify {
+        /// The tracker's home directory.
+        #[arg(long, env = "CROWD_TRACKER_HOME", default_value_os_t = default_home())]
+        home: PathBuf,
+    },
+}
+
+fn default_home() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(".crowd-tracker")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let text = e.to_string();
+            let msg = text
+                .split("Usage:")
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            eprintln!("crowd-tracker: {} (see --help)", msg.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p=warn,libp2p_kad=error")),
+        )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+    let result: anyhow::Result<()> = match cli.cmd {
+        Cmd::Init { home, devnet, force } => service::init(&home, devnet, force)
+            .map(|r| {
+                if r.config_written {
+                    println!("wrote {}", r.config_path.display());
+                } else {
+                    println!("{} exists; kept (use --force to rewrite)", r.config_path.display());
+                }
+                println!(
+                    "ledger genesis {} ({})",
+                    hex(&r.genesis_head),
+                    if r.faucet { "devnet: faucet on" } else { "no faucet" }
+                );
+                println!("peer id {}", r.peer_id);
+            })
+            .map_err(Into::into),
+        Cmd::Run {
+            home,
+            epoch_secs,
+            devnet,
+        } => match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt
+                .block_on(service::run(&home, RunOptions { epoch_secs, devnet }))
+                .map_err(Into::into),
+            Err(e) => Err(e.into()),
+        },
+        Cmd::Ledger {
+            cmd: LedgerCmd::Verify { home },
+        } => service::verify(&home)
+            .map(|r| {
+                println!(
+                    "ledger ok: {} entries, epoch {}, head {}",
+                    r.entries,
+                    r.epoch,
+                    hex(&r.head)
+                );
+            })
+            .map_err(Into::into),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let line = format!("{e:#}").replace('\n', " ");
+            eprintln!("crowd-tracker: {line}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,362 @@
+//! `config.toml`: one documented struct, loaded in `main` and passed down.
+//!
+//! Five fields are the ledger's **genesis** (`faucet`, `sealing_preset`,
+//! `fault_threshold`, `fault_fee_bps`, `client_share_bps`): `crowd-tracker
+//! init` fixes them in the store with the tracker's key, and `run` refuses a
+//! config that disagrees with the stored genesis instead of silently running
+//! another ledger.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use crowd_porep::SealParams;
+use crowd_protocol::libp2p::identity::PublicKey;
+use serde::{Deserialize, Serialize};
+
+use super::ServiceError;
+use crate::LedgerConfig;
+
+/// Shortest epoch accepted (tests run fast epochs; proofs need some time).
+pub const MIN_EPOCH_SECS: f64 = 0.05;
+/// Longest epoch accepted: one day.
+pub const MAX_EPOCH_SECS: f64 = 86_400.0;
+
+/// The tracker's settings. Every field has a default; `crowd-tracker init`
+/// writes them all out with their documentation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackerConfig {
+    /// libp2p listen addresses (TCP and QUIC). Port 0 picks a free port.
+    #[serde(default = "default_listen")]
+    pub listen: Vec<String>,
+    /// Epoch length in seconds (fractions allowed); `run --epoch-secs` overrides it.
+    #[serde(default = "default_epoch_secs")]
+    pub epoch_secs: f64,
+    /// Address of the Prometheus `/metrics` HTTP endpoint; empty disables it.
+    #[serde(default = "default_metrics")]
+    pub metrics_address: String,
+    /// Genesis: the faucet mints test funds (development networks only).
+    #[serde(default)]
+    pub faucet: bool,
+    /// Most one faucet request mints, in base units.
+    #[serde(default = "default_faucet_max")]
+    pub faucet_max: u64,
+    /// Genesis: consecutive faults that terminate a deal.
+    #[serde(default = "default_fault_threshold")]
+    pub fault_threshold: u32,
+    /// Genesis: fee per fault, basis points of the deal's collateral (burned).
+    #[serde(default = "default_fault_fee")]
+    pub fault_fee_bps: u32,
+    /// Genesis: share of a slashed collateral paid to the client, basis points.
+    #[serde(default = "default_client_share")]
+    pub client_share_bps: u32,
+    /// Genesis: sealing parameters proofs are verified with, "devnet" or "production".
+    #[serde(default = "default_preset")]
+    pub sealing_preset: String,
+    /// Seconds a request to a provider (seal ticket, status, seal proof,
+    /// window challenge) may take.
+    #[serde(default = "default_request_timeout")]
+    pub provider_timeout_secs: u64,
+    /// Requests to providers in flight at once.
+    #[serde(default = "default_in_flight")]
+    pub max_provider_requests: usize,
+}
+
+fn default_listen() -> Vec<String> {
+    vec!["/ip4/0.0.0.0/tcp/0".into(), "/ip4/0.0.0.0/udp/0/quic-v1".into()]
+}
+fn default_epoch_secs() -> f64 {
+    30.0
+}
+fn default_metrics() -> String {
+    "127.0.0.1:0".into()
+}
+fn default_faucet_max() -> u64 {
+    1_000_000_000_000
+}
+fn default_fault_threshold() -> u32 {
+    3
+}
+fn default_fault_fee() -> u32 {
+    1_000
+}
+fn default_client_share() -> u32 {
+    5_000
+}
+fn default_preset() -> String {
+    "devnet".into()
+}
+fn default_request_timeout() -> u64 {
+    60
+}
+fn default_in_flight() -> usize {
+    64
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        // every field's serde default
+        toml::from_str("").unwrap_or_else(|_| unreachable!("an empty config takes every default"))
+    }
+}
+
+/// Sealing parameters by preset name.
+pub fn seal_params(preset: &str) -> Option<SealParams> {
+    match preset {
+        "devnet" => Some(SealParams::devnet()),
+        "production" => Some(SealParams::production()),
+        _ => None,
+    }
+}
+
+/// The preset name of sealing parameters ("custom" if neither).
+pub fn preset_name(params: &SealParams) -> &'static str {
+    if *params == SealParams::devnet() {
+        "devnet"
+    } else if *params == SealParams::production() {
+        "production"
+    } else {
+        "custom"
+    }
+}
+
+/// Checks an epoch length in seconds.
+pub fn epoch_duration(secs: f64) -> Result<Duration, ServiceError> {
+    if !(MIN_EPOCH_SECS..=MAX_EPOCH_SECS).contains(&secs) {
+        return Err(ServiceError::Config(format!(
+            "epoch_secs {secs} is outside {MIN_EPOCH_SECS}..={MAX_EPOCH_SECS}"
+        )));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+impl TrackerConfig {
+    /// Reads and checks `config.toml`; errors are one line naming the field.
+    pub fn load(path: &Path) -> Result<Self, ServiceError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ServiceError::Config(format!("cannot read {}: {e}", path.display())))?;
+        let config: Self = toml::from_str(&text).map_err(|e| {
+            // toml's message is multi-line: keep the position and the reason
+            let text = e.to_string();
+            let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+            let first = lines.first().copied().unwrap_or("invalid TOML");
+            let last = lines.last().copied().unwrap_or("");
+            ServiceError::Config(format!("{}: {first}: {}", path.display(), last.trim()))
+        })?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Rejects values that cannot work, with the field named.
+    pub fn check(&self) -> Result<(), ServiceError> {
+        let bad = |s: String| Err(ServiceError::Config(s));
+        if self.listen.is_empty() {
+            return bad("listen: at least one address is needed".into());
+        }
+        for a in &self.listen {
+            if let Err(e) = a.parse::<crowd_protocol::libp2p::Multiaddr>() {
+                return bad(format!("listen: '{a}' is not a multiaddress: {e}"));
+            }
+        }
+        epoch_duration(self.epoch_secs)?;
+        if !self.metrics_address.is_empty() {
+            if let Err(e) = self.metrics_address.parse::<SocketAddr>() {
+                return bad(format!("metrics_address: '{}': {e}", self.metrics_address));
+            }
+        }
+        if seal_params(&self.sealing_preset).is_none() {
+            return bad(format!(
+                "sealing_preset: '{}' (expected devnet or production)",
+                self.sealing_preset
+            ));
+        }
+        if self.provider_timeout_secs == 0 || self.max_provider_requests == 0 {
+            return bad("provider_timeout_secs and max_provider_requests must be at least 1".into());
+        }
+        // the ledger's own checks (threshold, basis points)
+        let key = crowd_protocol::libp2p::identity::Keypair::generate_ed25519();
+        self.genesis(&key.public()).validate().map_err(|e| {
+            ServiceError::Config(match e {
+                crate::LedgerError::InvalidConfig(what) => what.to_string(),
+                other => other.to_string(),
+            })
+        })
+    }
+
+    /// The genesis ledger configuration these settings describe for `tracker`.
+    pub fn genesis(&self, tracker: &PublicKey) -> LedgerConfig {
+        LedgerConfig {
+            tracker_key: tracker.encode_protobuf(),
+            faucet: self.faucet,
+            params: seal_params(&self.sealing_preset).unwrap_or_else(SealParams::devnet),
+            fault_threshold: self.fault_threshold,
+            fault_fee_bps: self.fault_fee_bps,
+            client_share_bps: self.client_share_bps,
+        }
+    }
+
+    /// Takes the genesis fields from a stored genesis (for `init --force`
+    /// over an existing ledger).
+    pub fn with_genesis(mut self, genesis: &LedgerConfig) -> Self {
+        self.faucet = genesis.faucet;
+        self.fault_threshold = genesis.fault_threshold;
+        self.fault_fee_bps = genesis.fault_fee_bps;
+        self.client_share_bps = genesis.client_share_bps;
+        self.sealing_preset = preset_name(&genesis.params).to_string();
+        self
+    }
+
+    /// Refuses settings that disagree with the stored genesis, naming the field.
+    pub fn check_genesis(&self, stored: &LedgerConfig) -> Result<(), ServiceError> {
+        let mismatch = |field: &str, here: String, there: String| {
+            Err(ServiceError::Config(format!(
+                "{field} = {here} in config.toml, but the ledger's genesis has {there}; \
+                 the genesis cannot change (set it back, or start a new home)"
+            )))
+        };
+        if self.faucet != stored.faucet {
+            return mismatch("faucet", self.faucet.to_string(), stored.faucet.to_string());
+        }
+        if seal_params(&self.sealing_preset) != Some(stored.params) {
+            return mismatch(
+                "sealing_preset",
+                format!("{:?}", self.sealing_preset),
+                format!("{:?}", preset_name(&stored.params)),
+            );
+        }
+        if self.fault_threshold != stored.fault_threshold {
+            let (a, b) = (self.fault_threshold, stored.fault_threshold);
+            return mismatch("fault_threshold", a.to_string(), b.to_string());
+        }
+        if self.fault_fee_bps != stored.fault_fee_bps {
+            let (a, b) = (self.fault_fee_bps, stored.fault_fee_bps);
+            return mismatch("fault_fee_bps", a.to_string(), b.to_string());
+        }
+        if self.client_share_bps != stored.client_share_bps {
+            let (a, b) = (self.client_share_bps, stored.client_share_bps);
+            return mismatch("client_share_bps", a.to_string(), b.to_string());
+        }
+        Ok(())
+    }
+
+    /// The documented `config.toml` that `crowd-tracker init` writes.
+    pub fn render(&self) -> String {
+        let list = |v: &[String]| {
+            format!(
+                "[{}]",
+                v.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ")
+            )
+        };
+        format!(
+            r#"# crowd-tracker configuration. Every field may be omitted (its default is used).
+# Environment overrides: CROWD_TRACKER_HOME picks the home directory.
+
+# libp2p listen addresses (TCP and QUIC). Port 0 picks a free port; a public
+# tracker should use fixed ports, since its address names the network.
+listen = {listen}
+
+# Epoch length in seconds (fractions allowed). `run --epoch-secs` overrides it.
+epoch_secs = {epoch:?}
+
+# Prometheus metrics at http://<this>/metrics; empty disables.
+metrics_address = {metrics:?}
+
+# Most one faucet request mints, in base units (devnet ledgers only).
+faucet_max = {faucet_max}
+
+# Seconds a request to a provider may take, and how many run at once.
+provider_timeout_secs = {timeout}
+max_provider_requests = {in_flight}
+
+# --- Genesis -------------------------------------------------------------
+# These are fixed in the ledger by `crowd-tracker init`; `run` refuses a
+# config.toml that disagrees with them.
+
+# The faucet mints test funds (development networks only; `init --devnet`).
+faucet = {faucet}
+
+# Sealing parameters proofs are verified with: "devnet" or "production".
+# Providers must seal with the same preset.
+sealing_preset = {preset:?}
+
+# F: this many consecutive faults terminate a deal and slash its collateral.
+fault_threshold = {threshold}
+
+# Fee per fault, basis points of the deal's collateral (burned).
+fault_fee_bps = {fee}
+
+# Share of a slashed collateral paid to the client, basis points (the rest is burned).
+client_share_bps = {share}
+"#,
+            listen = list(&self.listen),
+            epoch = self.epoch_secs,
+            metrics = self.metrics_address,
+            faucet_max = self.faucet_max,
+            timeout = self.provider_timeout_secs,
+            in_flight = self.max_provider_requests,
+            faucet = self.faucet,
+            preset = self.sealing_preset,
+            threshold = self.fault_threshold,
+            fee = self.fault_fee_bps,
+            share = self.client_share_bps,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn rendered_config_loads_back_identical() {
+        let c = TrackerConfig {
+            faucet: true,
+            epoch_secs: 0.5,
+            fault_threshold: 5,
+            ..TrackerConfig::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.toml");
+        std::fs::write(&p, c.render()).unwrap();
+        assert_eq!(TrackerConfig::load(&p).unwrap(), c);
+    }
+
+    #[test]
+    fn bad_values_name_the_field_in_one_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.toml");
+        for (text, field) in [
+            ("sealing_preset = \"fast\"", "sealing_preset"),
+            ("listen = [\"not an addr\"]", "listen"),
+            ("metrics_address = \"nope\"", "metrics_address"),
+            ("epoch_secs = 0.0", "epoch_secs"),
+            ("epoch_secs = nan", "epoch_secs"),
+            ("fault_threshold = 0", "fault_threshold"),
+            ("fault_fee_bps = 10001", "basis points"),
+            ("epochs = 5", "epochs"),
+        ] {
+            std::fs::write(&p, text).unwrap();
+            let err = TrackerConfig::load(&p).unwrap_err().to_string();
+            assert!(err.contains(field), "{text}: {err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+        }
+    }
+
+    #[test]
+    fn a_config_that_disagrees_with_the_genesis_is_refused() {
+        let key = crowd_protocol::libp2p::identity::Keypair::generate_ed25519();
+        let c = TrackerConfig::default();
+        let genesis = c.genesis(&key.public());
+        c.check_genesis(&genesis).unwrap();
+        let edited = TrackerConfig {
+            fault_threshold: 9,
+            ..c.clone()
+        };
+        let err = edited.check_genesis(&genesis).unwrap_err().to_string();
+        assert!(err.contains("fault_threshold"), "{err}");
+        // `init --force` keeps the stored genesis
+        edited.with_genesis(&genesis).check_genesis(&genesis).unwrap();
+    }
+}

@@ -1,0 +1,245 @@
+//! The epoch loop: a wall-clock timer that drives providers and settles
+//! epochs. It asks the ledger owner what is due ([`Work`]), sends providers
+//! signed tickets, seeds and challenges concurrently (bounded, each with a
+//! timeout), feeds what they return back to the owner in batches, and at the
+//! deadline settles the epoch. It never holds the ledger and never blocks
+//! the swarm task.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crowd_protocol::libp2p::identity::Keypair;
+use crowd_protocol::{Epoch, Network, Request, Response, SealReport, Signed};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::time::Instant;
+
+use super::metrics::Metrics;
+use super::state::{Clock, Job, Owner, Task};
+use super::ServiceError;
+use crate::{DealId, Event, Input};
+
+/// Provider results waiting to be applied.
+const RESULTS_QUEUE: usize = 1024;
+
+/// The epoch loop's settings and handles.
+#[derive(Debug, Clone)]
+pub struct EpochLoop {
+    pub owner: Owner,
+    pub net: Network,
+    /// Signs tickets, seeds and challenges (the ledger owner signs epochs).
+    pub key: Keypair,
+    pub epoch: Duration,
+    /// Longest a seal request may take (challenges end at the epoch deadline).
+    pub provider_timeout: Duration,
+    /// Requests to providers in flight at once.
+    pub max_requests: usize,
+    pub clock: Arc<Clock>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// What the loop remembers between ticks (in memory only: after a restart
+/// tickets are sent again, which providers answer idempotently).
+#[derive(Debug, Default)]
+struct Progress {
+    /// Deals whose provider acknowledged the seal ticket.
+    queued: HashSet<DealId>,
+    /// One request per deal at a time.
+    in_flight: HashSet<DealId>,
+    /// (deal, epoch) challenges sent.
+    challenged: HashSet<(DealId, Epoch)>,
+}
+
+type Shared = Arc<Mutex<Progress>>;
+
+fn lock(p: &Shared) -> std::sync::MutexGuard<'_, Progress> {
+    // the critical sections cannot panic; recover the data if one did
+    p.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl EpochLoop {
+    /// Runs until the owner stops (an error) or the task is dropped.
+    pub async fn run(self) -> Result<(), ServiceError> {
+        let tick = (self.epoch / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let (results_tx, mut results_rx) = mpsc::channel::<Input>(RESULTS_QUEUE);
+        let progress: Shared = Arc::default();
+        let limit = Arc::new(Semaphore::new(self.max_requests));
+        loop {
+            let deadline = Instant::now() + self.epoch;
+            self.clock.set_remaining(self.epoch);
+            let epoch = self.owner.work().await?.epoch;
+            let mut ticker = tokio::time::interval(tick);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    _ = ticker.tick() => self.dispatch(&progress, &limit, &results_tx, deadline).await?,
+                    Some(first) = results_rx.recv() => self.apply(first, &mut results_rx).await?,
+                }
+            }
+            // what arrived by the deadline still counts
+            if let Ok(first) = results_rx.try_recv() {
+                self.apply(first, &mut results_rx).await?;
+            }
+            match self.owner.end_epoch(epoch).await? {
+                Ok(events) => summarise(epoch, &events),
+                Err(e) => tracing::warn!(epoch, "could not settle the epoch: {e}"),
+            }
+            lock(&progress).challenged.retain(|(_, e)| *e > epoch);
+        }
+    }
+
+    /// Starts a request for every task that has none in flight.
+    async fn dispatch(
+        &self,
+        progress: &Shared,
+        limit: &Arc<Semaphore>,
+        results: &mpsc::Sender<Input>,
+        deadline: Instant,
+    ) -> Result<(), ServiceError> {
+        let work = self.owner.work().await?;
+        for task in work.tasks {
+            let queued = {
+                let mut p = lock(progress);
+                if p.in_flight.contains(&task.deal_id) {
+                    continue;
+                }
+                if let Job::Prove(c) = &task.job {
+                    if p.challenged.contains(&(c.deal_id, c.epoch)) {
+                        continue;
+                    }
+                }
+                let Ok(permit) = limit.clone().try_acquire_owned() else {
+                    // the rest wait for the next tick
+                    return Ok(());
+                };
+                p.in_flight.insert(task.deal_id);
+                if let Job::Prove(c) = &task.job {
+                    p.challenged.insert((c.deal_id, c.epoch));
+                }
+                (p.queued.contains(&task.deal_id), permit)
+            };
+            let (queued, permit) = queued;
+            let this = self.clone();
+            let progress = progress.clone();
+            let results = results.clone();
+            tokio::spawn(async move {
+                let deal_id = task.deal_id;
+                let timeout = match task.job {
+                    Job::Prove(_) => deadline.saturating_duration_since(Instant::now()),
+                    _ => this.provider_timeout,
+                };
+                let outcome = tokio::time::timeout(timeout, this.ask(task, queued)).await;
+                let outcome = outcome.unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")));
+                let input = {
+                    let mut p = lock(&progress);
+                    p.in_flight.remove(&deal_id);
+                    match outcome {
+                        Ok(Outcome::Input(input)) => Some(input),
+                        Ok(Outcome::Queued) => {
+                            p.queued.insert(deal_id);
+                            None
+                        }
+                        Ok(Outcome::Unqueued) => {
+                            p.queued.remove(&deal_id);
+                            None
+                        }
+                        Ok(Outcome::Nothing) => None,
+                        Err(e) => {
+                            this.metrics.provider_requests_failed.inc();
+                            tracing::info!(deal_id, "provider request: {e}");
+                            None
+                        }
+                    }
+                };
+                if let Some(input) = input {
+                    let _ = results.send(input).await;
+                }
+                drop(permit);
+            });
+        }
+        Ok(())
+    }
+
+    /// One request to a deal's provider.
+    async fn ask(&self, task: Task, queued: bool) -> Result<Outcome, String> {
+        if !task.addrs.is_empty() {
+            if let Err(e) = self.net.dial(task.provider, task.addrs.clone()).await {
+                tracing::debug!(provider = %task.provider, "dial: {e}");
+            }
+        }
+        let sign = |e: crowd_protocol::ProtocolError| format!("signing: {e}");
+        let request = match &task.job {
+            Job::Seal(_) if queued => Request::SealStatus(task.deal_id),
+            Job::Seal(ticket) => Request::StartSeal(Signed::sign(&self.key, ticket).map_err(sign)?),
+            Job::ProveSeal(seed) => Request::ProveSeal(Signed::sign(&self.key, seed).map_err(sign)?),
+            Job::Prove(challenge) => Request::Challenge(Signed::sign(&self.key, challenge).map_err(sign)?),
+        };
+        let response = self
+            .net
+            .request(task.provider, request)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(match response {
+            Response::SealQueued => Outcome::Queued,
+            Response::SealStatus(SealReport::Sealed(c)) => Outcome::Input(Input::PreCommit(c)),
+            Response::SealStatus(SealReport::Queued) => Outcome::Nothing,
+            Response::SealStatus(SealReport::Unknown) => Outcome::Unqueued,
+            Response::SealStatus(SealReport::Failed { reason }) => {
+                tracing::warn!(deal_id = task.deal_id, "provider failed to seal: {reason}");
+                Outcome::Unqueued
+            }
+            Response::SealProof(p) => Outcome::Input(Input::SealProof(p)),
+            Response::WindowProof(p) => Outcome::Input(Input::WindowProof(p)),
+            Response::Error { message } => return Err(message),
+            other => return Err(format!("unexpected answer {other:?}")),
+        })
+    }
+
+    /// Applies `first` and whatever else is already waiting, as one batch.
+    async fn apply(&self, first: Input, rx: &mut mpsc::Receiver<Input>) -> Result<(), ServiceError> {
+        let mut inputs = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            inputs.push(more);
+        }
+        for result in self.owner.apply(inputs).await? {
+            match result {
+                Ok(events) => {
+                    for e in events {
+                        tracing::debug!(?e, "recorded");
+                    }
+                }
+                Err(e) => tracing::info!("provider result refused: {e}"),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a provider's answer means for the loop.
+#[derive(Debug)]
+enum Outcome {
+    Input(Input),
+    Queued,
+    /// The provider lost or failed the seal: send the ticket again.
+    Unqueued,
+    Nothing,
+}
+
+fn summarise(epoch: Epoch, events: &[Event]) {
+    let (mut paid, mut faulted) = (0, 0);
+    for e in events {
+        match e {
+            Event::Paid { .. } => paid += 1,
+            Event::Faulted { deal_id, consecutive, .. } => {
+                faulted += 1;
+                tracing::info!(epoch, deal_id, consecutive, "fault");
+            }
+            Event::Terminated { deal_id, .. } => tracing::warn!(epoch, deal_id, "deal terminated"),
+            Event::Cancelled { deal_id, .. } => tracing::info!(epoch, deal_id, "deal cancelled"),
+            Event::Completed { deal_id, .. } => tracing::info!(epoch, deal_id, "deal completed"),
+            _ => {}
+        }
+    }
+    tracing::info!(epoch, paid, faulted, "epoch settled");
+}

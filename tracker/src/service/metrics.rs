@@ -1,0 +1,172 @@
+//! Prometheus metrics of the tracker, served as text on `GET /metrics`
+//! (see [`crowd_protocol::util::serve_metrics`]).
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::{Event, Ledger};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: String,
+}
+
+/// Everything the tracker exports. Amounts are in base units, saturated at
+/// `u64::MAX` (metrics are for dashboards, the ledger is the record).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub epoch: Gauge,
+    pub log_len: Gauge,
+    pub deals: Family<StateLabel, Gauge>,
+    pub providers: Gauge,
+    pub proofs_verified: Counter,
+    pub proofs_invalid: Counter,
+    pub proofs_missing: Counter,
+    pub seal_proofs_verified: Counter,
+    pub payments: Counter,
+    pub paid: Counter<u64, AtomicU64>,
+    pub faults: Counter,
+    pub terminations: Counter,
+    pub slashed: Counter<u64, AtomicU64>,
+    pub minted: Counter<u64, AtomicU64>,
+    pub requests_served: Counter,
+    pub requests_refused: Counter,
+    pub provider_requests_failed: Counter,
+}
+
+fn saturate(a: u128) -> u64 {
+    u64::try_from(a).unwrap_or(u64::MAX)
+}
+
+impl Metrics {
+    pub fn registry(&self) -> Registry {
+        let mut r = Registry::with_prefix("crowd_tracker");
+        r.register("epoch", "The open (unsettled) epoch", self.epoch.clone());
+        r.register("log_entries", "Entries in the ledger log", self.log_len.clone());
+        r.register("deals", "Deals by state", self.deals.clone());
+        r.register("providers", "Registered providers", self.providers.clone());
+        r.register(
+            "window_proofs_verified",
+            "Window proofs verified and recorded",
+            self.proofs_verified.clone(),
+        );
+        r.register(
+            "proofs_invalid",
+            "Seal and window proofs refused as invalid",
+            self.proofs_invalid.clone(),
+        );
+        r.register(
+            "window_proofs_missing",
+            "Challenged deal-epochs settled without a valid proof (faults)",
+            self.proofs_missing.clone(),
+        );
+        r.register(
+            "seal_proofs_verified",
+            "Seal proofs verified (deals activated)",
+            self.seal_proofs_verified.clone(),
+        );
+        r.register("payments", "Epoch payments to providers", self.payments.clone());
+        r.register("paid", "Base units paid to providers", self.paid.clone());
+        r.register("faults", "Faults recorded", self.faults.clone());
+        r.register(
+            "terminations",
+            "Deals terminated by faults",
+            self.terminations.clone(),
+        );
+        r.register(
+            "slashed",
+            "Base units of collateral slashed at termination",
+            self.slashed.clone(),
+        );
+        r.register("minted", "Base units minted by the faucet", self.minted.clone());
+        r.register(
+            "requests_served",
+            "Tracker requests answered",
+            self.requests_served.clone(),
+        );
+        r.register(
+            "requests_refused",
+            "Tracker requests answered with an error",
+            self.requests_refused.clone(),
+        );
+        r.register(
+            "provider_requests_failed",
+            "Requests to providers that failed or timed out",
+            self.provider_requests_failed.clone(),
+        );
+        r
+    }
+
+    /// Counts what the ledger emitted.
+    pub fn events(&self, events: &[Event]) {
+        for e in events {
+            match e {
+                Event::WindowProven { .. } => {
+                    self.proofs_verified.inc();
+                }
+                Event::Proven { .. } => {
+                    self.seal_proofs_verified.inc();
+                }
+                Event::Paid { amount, .. } => {
+                    self.payments.inc();
+                    self.paid.inc_by(saturate(*amount));
+                }
+                Event::Faulted { .. } => {
+                    self.faults.inc();
+                    self.proofs_missing.inc();
+                }
+                Event::Terminated {
+                    client_compensation,
+                    burned,
+                    ..
+                } => {
+                    self.terminations.inc();
+                    self.slashed
+                        .inc_by(saturate(client_compensation.saturating_add(*burned)));
+                }
+                Event::Minted { amount, .. } => {
+                    self.minted.inc_by(saturate(*amount));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Sets the gauges that cost nothing to read (after every write).
+    pub fn gauges_cheap(&self, ledger: &Ledger) {
+        self.epoch.set(ledger.epoch() as i64);
+        self.log_len.set(ledger.log_len() as i64);
+    }
+
+    /// Sets every gauge from the ledger, visiting every deal (at start and
+    /// after each settled epoch).
+    pub fn gauges(&self, ledger: &Ledger) {
+        self.epoch.set(ledger.epoch() as i64);
+        self.log_len.set(ledger.log_len() as i64);
+        self.providers.set(ledger.providers().count() as i64);
+        let mut by_state: std::collections::BTreeMap<&'static str, i64> = [
+            "published",
+            "pre-committed",
+            "active",
+            "completed",
+            "terminated",
+            "cancelled",
+        ]
+        .into_iter()
+        .map(|s| (s, 0))
+        .collect();
+        for d in ledger.deals() {
+            *by_state.entry(d.state.name()).or_default() += 1;
+        }
+        for (state, n) in by_state {
+            self.deals
+                .get_or_create(&StateLabel { state: state.into() })
+                .set(n);
+        }
+    }
+}

@@ -1,0 +1,390 @@
+//! The tracker service around the ledger: home directory, store, request
+//! handling, the epoch loop and metrics (see the crate documentation's
+//! *Service* section). `crowd-tracker` (src/main.rs) is a thin CLI over
+//! [`init`], [`run`] and [`verify`].
+
+pub mod config;
+pub mod epoch;
+mod error;
+pub mod metrics;
+pub mod state;
+pub mod store;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crowd_protocol::libp2p::identity::Keypair;
+use crowd_protocol::libp2p::multiaddr::Protocol;
+use crowd_protocol::{InboundRequest, Network, NetworkConfig, Request, Response};
+use tokio::sync::Semaphore;
+
+pub use config::TrackerConfig;
+pub use error::ServiceError;
+pub use state::{Owner, State};
+pub use store::{MemStore, RocksStore, Store};
+
+use crate::{replay, Hash32};
+
+/// Tracker requests being answered at once; beyond this peers get "busy".
+pub const MAX_INBOUND: usize = 256;
+
+/// The files under a tracker's home.
+#[derive(Debug, Clone)]
+pub struct Home {
+    pub dir: PathBuf,
+}
+
+impl Home {
+    pub fn new(dir: &Path) -> Self {
+        Self { dir: dir.to_path_buf() }
+    }
+    pub fn key(&self) -> PathBuf {
+        self.dir.join("identity.key")
+    }
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("config.toml")
+    }
+    pub fn db(&self) -> PathBuf {
+        self.dir.join("db")
+    }
+    /// Written when the tracker is ready, removed when it stops.
+    pub fn info(&self) -> PathBuf {
+        self.dir.join("tracker.json")
+    }
+    /// Whether `init` has run here.
+    pub fn is_initialised(&self) -> bool {
+        self.config().exists() && self.db().join("CURRENT").exists()
+    }
+}
+
+/// What `init` did, for the CLI to print.
+#[derive(Debug, Clone)]
+pub struct InitReport {
+    pub peer_id: String,
+    pub config_written: bool,
+    pub config_path: PathBuf,
+    pub faucet: bool,
+    pub genesis_head: Hash32,
+}
+
+/// `crowd-tracker init`: the identity key (kept if present), a documented
+/// config.toml (kept unless `force`) and the ledger store with its genesis
+/// fixed (never replaced). `devnet` turns the faucet on for a new ledger.
+pub fn init(home: &Path, devnet: bool, force: bool) -> Result<InitReport, ServiceError> {
+    let home = Home::new(home);
+    std::fs::create_dir_all(&home.dir)
+        .map_err(|e| ServiceError::Config(format!("cannot create {}: {e}", home.dir.display())))?;
+    let key = crowd_protocol::util::load_or_create_key(&home.key())?;
+    let store = RocksStore::open(&home.db())?;
+    let stored = state::stored_genesis(&store)?;
+    if let Some(g) = &stored {
+        if devnet && !g.faucet {
+            return Err(ServiceError::Config(
+                "--devnet: this ledger was created without the faucet, and its genesis cannot change".into(),
+            ));
+        }
+    }
+    let path = home.config();
+    let (config, written) = if path.exists() && !force {
+        let config = TrackerConfig::load(&path)?;
+        if devnet && !config.faucet {
+            return Err(ServiceError::Config(format!(
+                "--devnet: {} has faucet = false (use --force to rewrite it)",
+                path.display()
+            )));
+        }
+        (config, false)
+    } else {
+        let mut config = TrackerConfig {
+            faucet: devnet,
+            ..TrackerConfig::default()
+        };
+        if let Some(g) = &stored {
+            config = config.with_genesis(g);
+        }
+        write_atomic(&path, config.render().as_bytes())?;
+        (config, true)
+    };
+    let genesis = match stored {
+        Some(g) => {
+            config.check_genesis(&g)?;
+            g
+        }
+        None => {
+            let g = config.genesis(&key.public());
+            state::init_store(&store, &g)?;
+            g
+        }
+    };
+    Ok(InitReport {
+        peer_id: key.public().to_peer_id().to_string(),
+        config_written: written,
+        config_path: path,
+        faucet: genesis.faucet,
+        genesis_head: crate::genesis_head(&genesis),
+    })
+}
+
+/// Writes a file crash-consistently: a temporary file, fsync, rename.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ServiceError> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Options of `crowd-tracker run`.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Overrides `epoch_secs` from config.toml.
+    pub epoch_secs: Option<f64>,
+    /// Initialise an empty home as a devnet; refuse a ledger without the faucet.
+    pub devnet: bool,
+}
+
+/// `crowd-tracker run`: serves until SIGINT or SIGTERM, or until the ledger
+/// owner stops on a store failure (an error).
+pub async fn run(home: &Path, options: RunOptions) -> Result<(), ServiceError> {
+    let home = Home::new(home);
+    if options.devnet && !home.is_initialised() {
+        let report = init(&home.dir, true, false)?;
+        tracing::info!(peer_id = %report.peer_id, "initialised a devnet tracker home");
+    }
+    if !home.is_initialised() {
+        return Err(ServiceError::Config(format!(
+            "{} is not initialised: run `crowd-tracker init --home {}` first",
+            home.dir.display(),
+            home.dir.display()
+        )));
+    }
+    let mut config = TrackerConfig::load(&home.config())?;
+    if let Some(secs) = options.epoch_secs {
+        config.epoch_secs = secs;
+    }
+    let epoch = config::epoch_duration(config.epoch_secs)?;
+    let key = read_key(&home.key())?;
+    let store = RocksStore::open(&home.db())?;
+    let genesis = state::stored_genesis(&store)?
+        .ok_or_else(|| ServiceError::Config("no ledger genesis: run `crowd-tracker init` first".into()))?;
+    config.check_genesis(&genesis)?;
+    if options.devnet && !genesis.faucet {
+        return Err(ServiceError::Config(
+            "--devnet: this ledger was created without the faucet".into(),
+        ));
+    }
+    let clock = Arc::new(state::Clock::new(epoch));
+    let metrics = Arc::new(metrics::Metrics::default());
+    let state = State::open(
+        store,
+        key.clone(),
+        u128::from(config.faucet_max),
+        clock.clone(),
+        metrics.clone(),
+    )?;
+    tracing::info!(
+        epoch = state.ledger().epoch(),
+        log = state.ledger().log_len(),
+        "ledger opened"
+    );
+
+    let listen = config
+        .listen
+        .iter()
+        .map(|a| a.parse())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ServiceError::Config(format!("listen: {e}")))?;
+    let provider_timeout = Duration::from_secs(config.provider_timeout_secs);
+    let net_config = NetworkConfig {
+        listen,
+        request_timeout: provider_timeout,
+        ..NetworkConfig::default()
+    };
+    let (net, inbound) = Network::start(key.clone(), net_config).await?;
+    let (owner, owner_thread) = Owner::spawn(state)?;
+    let (owner_done_tx, owner_done) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("ledger-watch".into())
+        .spawn(move || {
+            let result = owner_thread
+                .join()
+                .unwrap_or_else(|_| Err(ServiceError::Corrupt("the ledger owner panicked".into())));
+            let _ = owner_done_tx.send(result);
+        })?;
+
+    let serving = tokio::spawn(serve_requests(owner.clone(), inbound, metrics.clone()));
+    let epochs = tokio::spawn(
+        epoch::EpochLoop {
+            owner: owner.clone(),
+            net: net.clone(),
+            key: key.clone(),
+            epoch,
+            provider_timeout,
+            max_requests: config.max_provider_requests,
+            clock,
+            metrics: metrics.clone(),
+        }
+        .run(),
+    );
+    let mut metrics_addr = String::new();
+    if !config.metrics_address.is_empty() {
+        let listener = tokio::net::TcpListener::bind(&config.metrics_address)
+            .await
+            .map_err(|e| ServiceError::Config(format!("metrics_address {}: {e}", config.metrics_address)))?;
+        metrics_addr = listener.local_addr()?.to_string();
+        let registry = Arc::new(metrics.registry());
+        tokio::spawn(crowd_protocol::util::serve_metrics(listener, move || {
+            let mut text = String::new();
+            prometheus_client::encoding::text::encode(&mut text, &registry)
+                .ok()
+                .map(|()| text)
+        }));
+    }
+    let peer_id = key.public().to_peer_id();
+    let addrs = net.listen_addrs().await?;
+    let info = serde_json::json!({
+        "peer_id": peer_id.to_string(),
+        "listen": addrs.iter().map(|a| a.clone().with(Protocol::P2p(peer_id)).to_string()).collect::<Vec<_>>(),
+        "metrics": metrics_addr,
+        "pid": std::process::id(),
+    });
+    let info_bytes = serde_json::to_vec_pretty(&info).map_err(|e| ServiceError::Io(e.into()))?;
+    write_atomic(&home.info(), &info_bytes)?;
+    println!("crowd-tracker {peer_id} ready");
+    for a in &addrs {
+        println!("listening on {}", a.clone().with(Protocol::P2p(peer_id)));
+    }
+    if !metrics_addr.is_empty() {
+        println!("metrics on http://{metrics_addr}/metrics");
+    }
+
+    let result = tokio::select! {
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            Ok(())
+        }
+        r = owner_done => match r {
+            Ok(Err(e)) => Err(e),
+            _ => Err(ServiceError::Stopped),
+        },
+        r = epochs => match r {
+            Ok(Err(e)) => Err(e),
+            _ => Err(ServiceError::Stopped),
+        },
+    };
+    let _ = std::fs::remove_file(home.info());
+    serving.abort();
+    // the owner finishes the commands before this one and closes the store
+    owner.stop().await;
+    result
+}
+
+/// Answers control requests: tracker requests go to the ledger owner (at
+/// most [`MAX_INBOUND`] at once), anything else is refused at once.
+async fn serve_requests(
+    owner: Owner,
+    mut inbound: tokio::sync::mpsc::Receiver<InboundRequest>,
+    metrics: Arc<metrics::Metrics>,
+) {
+    let limit = Arc::new(Semaphore::new(MAX_INBOUND));
+    while let Some(req) = inbound.recv().await {
+        let request = match &req.request {
+            Ok(Request::Tracker(t)) => t.clone(),
+            Ok(_) => {
+                metrics.requests_refused.inc();
+                req.respond(Response::Error {
+                    message: "this is a tracker, not a storage node".into(),
+                });
+                continue;
+            }
+            Err(reason) => {
+                metrics.requests_refused.inc();
+                let message = format!("malformed request: {reason}");
+                req.respond(Response::Error { message });
+                continue;
+            }
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            metrics.requests_refused.inc();
+            req.respond(Response::Error {
+                message: "busy: too many requests in flight".into(),
+            });
+            continue;
+        };
+        let owner = owner.clone();
+        tokio::spawn(async move {
+            let response = match owner.request(req.peer, request).await {
+                Ok(r) => Response::Tracker(r),
+                Err(message) => Response::Error { message },
+            };
+            req.respond(response);
+            drop(permit);
+        });
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// What `ledger verify` found.
+#[derive(Debug, Clone)]
+pub struct VerifyReport {
+    pub entries: u64,
+    pub epoch: crowd_protocol::Epoch,
+    pub head: Hash32,
+}
+
+/// `crowd-tracker ledger verify`: replays the stored log from genesis,
+/// checks that the stored snapshot is exactly the state the log reaches at
+/// its point, and that the whole log replays (heads, events, invariants).
+/// Reads a consistent view even while the tracker runs (RocksDB secondary).
+pub fn verify(home: &Path) -> Result<VerifyReport, ServiceError> {
+    let home = Home::new(home);
+    let scratch = tempfile::tempdir()?;
+    let store = RocksStore::open_secondary(&home.db(), scratch.path())?;
+    let genesis = state::stored_genesis(&store)?
+        .ok_or_else(|| ServiceError::Corrupt("the store has no genesis".into()))?;
+    let log = state::stored_log(&store)?;
+    if let Some(snapshot) = state::stored_snapshot(&store)? {
+        let at = usize::try_from(snapshot.log_len()).unwrap_or(usize::MAX);
+        if at > log.len() {
+            return Err(ServiceError::Corrupt(format!(
+                "the snapshot is at entry {at}, the log has {}",
+                log.len()
+            )));
+        }
+        replay(genesis.clone(), &log[..at])?.verify_against(&snapshot)?;
+    }
+    let ledger = replay(genesis, &log)?;
+    Ok(VerifyReport {
+        entries: ledger.log_len(),
+        epoch: ledger.epoch(),
+        head: ledger.head(),
+    })
+}
+
+/// Reads a key file that must exist (for tools that must not create one).
+pub fn read_key(path: &Path) -> Result<Keypair, ServiceError> {
+    if !path.exists() {
+        return Err(ServiceError::Config(format!("{} is missing", path.display())));
+    }
+    Ok(crowd_protocol::util::load_or_create_key(path)?)
+}

@@ -1,0 +1,1183 @@
+//! The ledger owner: the [`Ledger`], the store and the side tables, owned by
+//! one thread that takes [`Command`]s from a bounded channel and answers on
+//! oneshot channels. Nothing else touches the ledger, so there are no locks,
+//! and nothing here waits on the network.
+//!
+//! Every accepted input is written (log entry and the side records it
+//! changes, plus the snapshot when an epoch is settled) in one synced batch
+//! *before* it is acknowledged. If a write fails, the in-memory state is
+//! rebuilt from the store, so it never runs ahead of what is durable.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crowd_protocol::libp2p::identity::Keypair;
+use crowd_protocol::libp2p::{multiaddr::Protocol, Multiaddr, PeerId};
+use crowd_protocol::tracker::{MAX_HISTORY, MAX_LIST};
+use crowd_protocol::wire::{from_cbor, to_cbor};
+use crowd_protocol::{
+    AccountView, Amount, Blob, DealAcceptance, DealProposal, DealQuery, DealView, Epoch, EpochRecord,
+    ProviderEntry, ProviderRegistration, SealSeed, SealTicket, Signed, TrackerInfo, TrackerRequest,
+    TrackerResponse, WindowChallenge,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use super::config::preset_name;
+use super::metrics::Metrics;
+use super::store::{keys, Batch, Store};
+use super::ServiceError;
+use crate::{
+    sign_epoch, AccountId, Deal, DealId, DealState, Event, Input, Ledger, LedgerConfig, LedgerError,
+    LogEntry, MAX_START_LEAD, MIN_START_LEAD,
+};
+
+/// Most addresses a provider may register, and longest address text.
+pub const MAX_ADDRS: usize = 16;
+pub const MAX_ADDR_LEN: usize = 256;
+/// Manifests one client may register.
+pub const MAX_MANIFESTS_PER_CLIENT: u64 = 256;
+/// Longest root CID accepted (bytes).
+pub const MAX_ROOT_LEN: usize = 128;
+/// Log entries read per store scan while recovering.
+const SCAN_CHUNK: usize = 4096;
+
+/// The open epoch's wall clock, set by the epoch loop and read for `Info`.
+#[derive(Debug, Default)]
+pub struct Clock {
+    epoch_ms: AtomicU64,
+    ends_at_unix_ms: AtomicU64,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Clock {
+    pub fn new(epoch: Duration) -> Self {
+        let c = Self::default();
+        c.epoch_ms.store(epoch.as_millis() as u64, Ordering::Relaxed);
+        c
+    }
+    /// The open epoch ends `left` from now.
+    pub fn set_remaining(&self, left: Duration) {
+        self.ends_at_unix_ms
+            .store(unix_ms().saturating_add(left.as_millis() as u64), Ordering::Relaxed);
+    }
+    pub fn epoch_millis(&self) -> u64 {
+        self.epoch_ms.load(Ordering::Relaxed)
+    }
+    pub fn remaining_millis(&self) -> u64 {
+        self.ends_at_unix_ms
+            .load(Ordering::Relaxed)
+            .saturating_sub(unix_ms())
+    }
+}
+
+/// Proven and faulted epochs of one deal (the side table behind
+/// [`DealView`]'s counters and the providers' track records).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DealStats {
+    pub proven: u64,
+    pub faulted: u64,
+}
+
+/// A manifest and the client that registered it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ManifestRecord {
+    #[serde(with = "crowd_protocol::wire::peer")]
+    owner: PeerId,
+    #[serde(with = "crowd_protocol::wire::bytes")]
+    bytes: Vec<u8>,
+}
+
+/// What the epoch loop should ask a provider for one deal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Job {
+    /// Published: send the ticket until the provider queued it, then poll its
+    /// seal status for the signed commitment.
+    Seal(SealTicket),
+    /// Pre-committed and seeded: ask for the seal proof.
+    ProveSeal(SealSeed),
+    /// Active, challenged in the open epoch and not yet proven for it.
+    Prove(WindowChallenge),
+}
+
+/// One deal's next step with its provider.
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub deal_id: DealId,
+    pub provider: PeerId,
+    pub addrs: Vec<Multiaddr>,
+    pub job: Job,
+}
+
+/// Everything the epoch loop has to do with providers right now.
+#[derive(Debug, Clone)]
+pub struct Work {
+    pub epoch: Epoch,
+    pub tasks: Vec<Task>,
+}
+
+/// What the store holds beyond the genesis, loaded at start.
+struct Loaded {
+    ledger: Ledger,
+    addrs: BTreeMap<PeerId, Vec<String>>,
+    stats: BTreeMap<DealId, DealStats>,
+    manifest_counts: BTreeMap<PeerId, u64>,
+}
+
+/// The ledger, its store and the side tables.
+pub struct State<S: Store> {
+    key: Keypair,
+    store: S,
+    ledger: Ledger,
+    addrs: BTreeMap<PeerId, Vec<String>>,
+    stats: BTreeMap<DealId, DealStats>,
+    manifest_counts: BTreeMap<PeerId, u64>,
+    faucet_max: Amount,
+    clock: Arc<Clock>,
+    metrics: Arc<Metrics>,
+}
+
+impl<S: Store> std::fmt::Debug for State<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("epoch", &self.ledger.epoch())
+            .field("log_len", &self.ledger.log_len())
+            .finish()
+    }
+}
+
+fn corrupt(what: impl std::fmt::Display) -> ServiceError {
+    ServiceError::Corrupt(what.to_string())
+}
+
+fn decode<T: serde::de::DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, ServiceError> {
+    from_cbor(what, bytes).map_err(corrupt)
+}
+
+fn peer_from_key(prefix: &[u8], key: &[u8]) -> Result<PeerId, ServiceError> {
+    PeerId::from_bytes(&key[prefix.len()..]).map_err(|e| corrupt(format!("peer id in a key: {e}")))
+}
+
+fn u64_suffix(key: &[u8]) -> Result<u64, ServiceError> {
+    key.len()
+        .checked_sub(8)
+        .and_then(|at| <[u8; 8]>::try_from(&key[at..]).ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| corrupt("short key"))
+}
+
+/// The genesis stored by `init`, if any.
+pub fn stored_genesis(store: &dyn Store) -> Result<Option<LedgerConfig>, ServiceError> {
+    store
+        .get(keys::GENESIS)?
+        .map(|b| decode("genesis", &b))
+        .transpose()
+}
+
+/// Fixes the genesis in a new store; an existing equal genesis is kept, a
+/// different one is an error.
+pub fn init_store(store: &dyn Store, genesis: &LedgerConfig) -> Result<(), ServiceError> {
+    genesis.validate()?;
+    match stored_genesis(store)? {
+        Some(g) if g == *genesis => Ok(()),
+        Some(_) => Err(ServiceError::Config(
+            "the ledger already exists with another genesis".into(),
+        )),
+        None => {
+            let mut b = Batch::default();
+            b.put(keys::GENESIS, to_cbor(genesis));
+            store.write(b)
+        }
+    }
+}
+
+/// Every stored log entry, in order (for `ledger verify`).
+pub fn stored_log(store: &dyn Store) -> Result<Vec<LogEntry>, ServiceError> {
+    let mut out: Vec<LogEntry> = Vec::new();
+    loop {
+        let from = keys::log(out.len() as u64);
+        let chunk = store.scan(keys::LOG, &from, SCAN_CHUNK)?;
+        if chunk.is_empty() {
+            return Ok(out);
+        }
+        for (k, v) in chunk {
+            let entry: LogEntry = decode("log entry", &v)?;
+            if u64_suffix(&k)? != out.len() as u64 || entry.index != out.len() as u64 {
+                return Err(corrupt(format!("log entry {} is missing", out.len())));
+            }
+            out.push(entry);
+        }
+    }
+}
+
+/// The stored snapshot, if an epoch was ever settled.
+pub fn stored_snapshot(store: &dyn Store) -> Result<Option<Ledger>, ServiceError> {
+    store
+        .get(keys::SNAPSHOT)?
+        .map(|b| decode("snapshot", &b))
+        .transpose()
+}
+
+fn load(store: &dyn Store, genesis: LedgerConfig) -> Result<Loaded, ServiceError> {
+    // the last snapshot, then the log after it
+    let mut ledger = match stored_snapshot(store)? {
+        Some(l) => {
+            if *l.config() != genesis {
+                return Err(corrupt("the snapshot was taken under another genesis"));
+            }
+            l.check_invariants()?;
+            l
+        }
+        None => Ledger::new(genesis)?,
+    };
+    loop {
+        let chunk = store.scan(keys::LOG, &keys::log(ledger.log_len()), SCAN_CHUNK)?;
+        if chunk.is_empty() {
+            break;
+        }
+        for (_, v) in chunk {
+            let entry: LogEntry = decode("log entry", &v)?;
+            let index = entry.index;
+            if index != ledger.log_len() || entry.prev_head != ledger.head() {
+                return Err(corrupt(format!("log entry {index} does not follow the one before")));
+            }
+            let (again, _) = ledger
+                .apply_logged(entry.input.clone())
+                .map_err(|e| corrupt(format!("log entry {index} is refused on replay: {e}")))?;
+            if again != entry {
+                return Err(corrupt(format!("log entry {index} replays differently")));
+            }
+        }
+    }
+    let mut addrs = BTreeMap::new();
+    for (k, v) in store.scan(keys::ADDRS, keys::ADDRS, usize::MAX)? {
+        addrs.insert(peer_from_key(keys::ADDRS, &k)?, decode("addresses", &v)?);
+    }
+    let mut stats = BTreeMap::new();
+    for (k, v) in store.scan(keys::DEAL_STATS, keys::DEAL_STATS, usize::MAX)? {
+        stats.insert(u64_suffix(&k)?, decode("deal stats", &v)?);
+    }
+    let mut manifest_counts = BTreeMap::new();
+    for (k, v) in store.scan(keys::MANIFEST_COUNT, keys::MANIFEST_COUNT, usize::MAX)? {
+        let n = <[u8; 8]>::try_from(v.as_slice()).map_err(|_| corrupt("manifest count"))?;
+        manifest_counts.insert(peer_from_key(keys::MANIFEST_COUNT, &k)?, u64::from_le_bytes(n));
+    }
+    Ok(Loaded {
+        ledger,
+        addrs,
+        stats,
+        manifest_counts,
+    })
+}
+
+/// Parses registered address text for dialling (addresses that do not parse
+/// were refused at registration; a trailing `/p2p/<id>` is dropped).
+fn dial_addrs(addrs: &[String]) -> Vec<Multiaddr> {
+    addrs
+        .iter()
+        .filter_map(|a| a.parse::<Multiaddr>().ok())
+        .map(|mut a| {
+            if matches!(a.iter().last(), Some(Protocol::P2p(_))) {
+                a.pop();
+            }
+            a
+        })
+        .collect()
+}
+
+impl<S: Store> State<S> {
+    /// Opens the ledger in `store`: the genesis `init` wrote, the last
+    /// snapshot and the log after it. `key` must be the genesis tracker key.
+    pub fn open(
+        store: S,
+        key: Keypair,
+        faucet_max: Amount,
+        clock: Arc<Clock>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, ServiceError> {
+        let genesis = stored_genesis(&store)?
+            .ok_or_else(|| ServiceError::Config("no ledger here: run `crowd-tracker init` first".into()))?;
+        if genesis.tracker_key != key.public().encode_protobuf() {
+            return Err(ServiceError::Config(
+                "identity.key is not the key this ledger was created with".into(),
+            ));
+        }
+        let loaded = load(&store, genesis)?;
+        let state = Self {
+            key,
+            store,
+            ledger: loaded.ledger,
+            addrs: loaded.addrs,
+            stats: loaded.stats,
+            manifest_counts: loaded.manifest_counts,
+            faucet_max,
+            clock,
+            metrics,
+        };
+        state.metrics.gauges(&state.ledger);
+        Ok(state)
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Rebuilds the in-memory state from the store (after a failed write).
+    fn reload(&mut self) -> Result<(), ServiceError> {
+        let loaded = load(&self.store, self.ledger.config().clone())?;
+        self.ledger = loaded.ledger;
+        self.addrs = loaded.addrs;
+        self.stats = loaded.stats;
+        self.manifest_counts = loaded.manifest_counts;
+        Ok(())
+    }
+
+    /// Writes accepted entries with the side records their events change,
+    /// and `extra`, in one synced batch; a settled epoch adds the snapshot.
+    fn persist(&mut self, accepted: &[&(LogEntry, Vec<Event>)], mut batch: Batch) -> Result<(), ServiceError> {
+        let mut stats: BTreeMap<DealId, DealStats> = BTreeMap::new();
+        let mut settled = false;
+        for (entry, events) in accepted {
+            batch.put(keys::log(entry.index), to_cbor(entry));
+            for event in events {
+                let (deal_id, epoch, proven) = match event {
+                    Event::Paid { deal_id, epoch, .. } => (*deal_id, *epoch, true),
+                    Event::Faulted { deal_id, epoch, .. } => (*deal_id, *epoch, false),
+                    Event::EpochEnded { .. } => {
+                        settled = true;
+                        continue;
+                    }
+                    _ => continue,
+                };
+                batch.put(keys::history(deal_id, epoch), vec![u8::from(proven)]);
+                let s = stats
+                    .entry(deal_id)
+                    .or_insert_with(|| self.stats.get(&deal_id).copied().unwrap_or_default());
+                if proven {
+                    s.proven = s.proven.saturating_add(1);
+                } else {
+                    s.faulted = s.faulted.saturating_add(1);
+                }
+            }
+        }
+        for (deal_id, s) in &stats {
+            batch.put(keys::deal_stats(*deal_id), to_cbor(s));
+        }
+        if settled {
+            batch.put(keys::SNAPSHOT, to_cbor(&self.ledger));
+        }
+        if let Err(e) = self.store.write(batch) {
+            tracing::error!("store write failed, reloading the ledger from the store: {e}");
+            self.reload()?;
+            return Err(e);
+        }
+        self.stats.extend(stats);
+        for (_, events) in accepted {
+            self.metrics.events(events);
+        }
+        self.metrics.gauges_cheap(&self.ledger);
+        if settled {
+            self.metrics.gauges(&self.ledger);
+        }
+        Ok(())
+    }
+
+    /// Applies one input and makes it durable with `extra`.
+    fn apply(&mut self, input: Input, extra: Batch) -> Result<Vec<Event>, ServiceError> {
+        let applied = self.ledger.apply_logged(input)?;
+        self.persist(&[&applied], extra)?;
+        Ok(applied.1)
+    }
+
+    /// Applies inputs that arrived together (provider results), verifying
+    /// their proofs in parallel, and makes the accepted ones durable in one
+    /// batch. One result per input.
+    pub fn apply_batch(&mut self, inputs: Vec<Input>) -> Vec<Result<Vec<Event>, String>> {
+        let results = self.ledger.apply_proofs_logged(inputs);
+        for r in &results {
+            if let Err(LedgerError::InvalidProof { .. }) = r {
+                self.metrics.proofs_invalid.inc();
+            }
+        }
+        let accepted: Vec<&(LogEntry, Vec<Event>)> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        if !accepted.is_empty() {
+            if let Err(e) = self.persist(&accepted, Batch::default()) {
+                let msg = format!("not recorded: {e}");
+                return results.iter().map(|_| Err(msg.clone())).collect();
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.map(|(_, events)| events).map_err(|e| e.to_string()))
+            .collect()
+    }
+
+    /// Settles the open epoch `epoch`: signs (epoch, head) and applies it.
+    pub fn end_epoch(&mut self, epoch: Epoch) -> Result<Vec<Event>, ServiceError> {
+        let input = sign_epoch(&self.key, epoch, &self.ledger.head())?;
+        self.apply(input, Batch::default())
+    }
+
+    /// What to ask providers now: tickets for published deals, seal proofs
+    /// for seeded ones, window proofs for active deals challenged in the open
+    /// epoch and not proven for it yet.
+    pub fn work(&self) -> Work {
+        let epoch = self.ledger.epoch();
+        let randomness = self.ledger.randomness();
+        let mut tasks = Vec::new();
+        for d in self.ledger.deals().filter(|d| d.state.is_live()) {
+            let job = match &d.state {
+                DealState::Published => Job::Seal(SealTicket {
+                    proposal: d.proposal_id,
+                    deal_id: d.id,
+                    ticket: d.ticket,
+                }),
+                DealState::PreCommitted { seed: Some(seed), .. } => Job::ProveSeal(SealSeed {
+                    deal_id: d.id,
+                    seed: *seed,
+                }),
+                DealState::Active { proven_epoch, .. }
+                    if d.proposal.start_epoch <= epoch && epoch < d.end_epoch() && *proven_epoch != Some(epoch) =>
+                {
+                    Job::Prove(WindowChallenge {
+                        deal_id: d.id,
+                        epoch,
+                        randomness,
+                    })
+                }
+                _ => continue,
+            };
+            let provider = d.proposal.provider;
+            tasks.push(Task {
+                deal_id: d.id,
+                provider,
+                addrs: self.addrs.get(&provider).map(|a| dial_addrs(a)).unwrap_or_default(),
+                job,
+            });
+        }
+        Work { epoch, tasks }
+    }
+
+    /// Answers one tracker request; refusals are one-line errors.
+    pub fn handle(&mut self, peer: PeerId, request: TrackerRequest) -> Result<TrackerResponse, ServiceError> {
+        match request {
+            TrackerRequest::Info => Ok(TrackerResponse::Info(self.info())),
+            TrackerRequest::Register { registration, addrs } => self.register(peer, registration, addrs),
+            TrackerRequest::Providers => Ok(TrackerResponse::Providers(self.providers())),
+            TrackerRequest::Publish { proposal, acceptance } => self.publish(proposal, acceptance),
+            TrackerRequest::Account(who) => {
+                let a = self.ledger.account(&AccountId(who));
+                Ok(TrackerResponse::Account(AccountView {
+                    available: a.available,
+                    locked_escrow: a.locked_escrow,
+                    locked_collateral: a.locked_collateral,
+                    nonce: a.nonce,
+                }))
+            }
+            TrackerRequest::Faucet { account, amount } => self.faucet(account, amount),
+            TrackerRequest::RegisterManifest { root, manifest } => self.register_manifest(peer, root, manifest),
+            TrackerRequest::Manifest { root } => {
+                let record = match self.store.get(&keys::manifest(&root))? {
+                    Some(b) => Some(decode::<ManifestRecord>("manifest record", &b)?),
+                    None => None,
+                };
+                Ok(TrackerResponse::Manifest(record.map(|r| Blob(r.bytes))))
+            }
+            TrackerRequest::Deals(query) => self.deals(query),
+        }
+    }
+
+    fn info(&self) -> TrackerInfo {
+        let c = self.ledger.config();
+        TrackerInfo {
+            epoch: self.ledger.epoch(),
+            epoch_millis: self.clock.epoch_millis(),
+            epoch_ends_in_millis: self.clock.remaining_millis(),
+            randomness: self.ledger.randomness(),
+            head: self.ledger.head(),
+            log_len: self.ledger.log_len(),
+            faucet: c.faucet,
+            fault_threshold: c.fault_threshold,
+            min_start_lead: MIN_START_LEAD,
+            max_start_lead: MAX_START_LEAD,
+            sealing: preset_name(&c.params).to_string(),
+        }
+    }
+
+    fn register(
+        &mut self,
+        peer: PeerId,
+        registration: Signed<ProviderRegistration>,
+        addrs: Vec<String>,
+    ) -> Result<TrackerResponse, ServiceError> {
+        let refuse = |s: String| Err(ServiceError::Config(s));
+        match registration.claimed_signer() {
+            Some(signer) if signer == peer => {}
+            Some(signer) => return refuse(format!("a registration signed by {signer} must be sent by it, not {peer}")),
+            None => return refuse("the registration's signer key does not decode".into()),
+        }
+        if addrs.len() > MAX_ADDRS {
+            return refuse(format!("{} addresses, at most {MAX_ADDRS}", addrs.len()));
+        }
+        for a in &addrs {
+            if a.len() > MAX_ADDR_LEN {
+                return refuse(format!("an address is longer than {MAX_ADDR_LEN} bytes"));
+            }
+            let parsed: Multiaddr = a
+                .parse()
+                .map_err(|e| ServiceError::Config(format!("'{a}' is not a multiaddress: {e}")))?;
+            if parsed.iter().any(|p| matches!(p, Protocol::P2p(id) if id != peer)) {
+                return refuse(format!("'{a}' names another peer"));
+            }
+        }
+        let mut extra = Batch::default();
+        extra.put(keys::addrs(&peer), to_cbor(&addrs));
+        self.apply(Input::RegisterProvider(registration), extra)?;
+        tracing::info!(provider = %peer, ?addrs, "provider registered");
+        self.addrs.insert(peer, addrs);
+        Ok(TrackerResponse::Registered)
+    }
+
+    fn publish(
+        &mut self,
+        proposal: Signed<DealProposal>,
+        acceptance: Signed<DealAcceptance>,
+    ) -> Result<TrackerResponse, ServiceError> {
+        // a client retrying after a lost answer gets the same deal
+        if let Some(d) = self.ledger.deal_by_proposal(&proposal.id()) {
+            return Ok(TrackerResponse::Published { deal_id: d.id });
+        }
+        let events = self.apply(Input::PublishDeal { proposal, acceptance }, Batch::default())?;
+        match events.iter().find_map(|e| match e {
+            Event::DealPublished { deal_id, .. } => Some(*deal_id),
+            _ => None,
+        }) {
+            Some(deal_id) => {
+                tracing::info!(deal_id, "deal published");
+                Ok(TrackerResponse::Published { deal_id })
+            }
+            None => Err(corrupt("a published deal emitted no DealPublished event")),
+        }
+    }
+
+    fn faucet(&mut self, account: PeerId, amount: Amount) -> Result<TrackerResponse, ServiceError> {
+        if !self.ledger.config().faucet {
+            return Err(LedgerError::FaucetDisabled.into());
+        }
+        if amount == 0 || amount > self.faucet_max {
+            return Err(ServiceError::Config(format!(
+                "faucet amount {amount} is outside 1..={}",
+                self.faucet_max
+            )));
+        }
+        let nonce = self.ledger.mints();
+        self.apply(
+            Input::Mint {
+                account: AccountId(account),
+                amount,
+                nonce,
+            },
+            Batch::default(),
+        )?;
+        Ok(TrackerResponse::Minted { amount })
+    }
+
+    fn register_manifest(
+        &mut self,
+        peer: PeerId,
+        root: Vec<u8>,
+        manifest: Vec<u8>,
+    ) -> Result<TrackerResponse, ServiceError> {
+        let refuse = |s: String| Err(ServiceError::Config(s));
+        if manifest.len() > crowd_protocol::MAX_MANIFEST {
+            return refuse(format!(
+                "manifest of {} bytes is above the {}-byte limit",
+                manifest.len(),
+                crowd_protocol::MAX_MANIFEST
+            ));
+        }
+        if root.is_empty() || root.len() > MAX_ROOT_LEN {
+            return refuse(format!("root CID of {} bytes", root.len()));
+        }
+        // it must at least be CBOR; its schema is the client's
+        from_cbor::<ciborium::Value>("manifest", &manifest)?;
+        if !self.ledger.deals().any(|d| d.proposal.client == peer) {
+            return refuse("manifests are kept only for clients with a published deal".into());
+        }
+        let key = keys::manifest(&root);
+        let mut batch = Batch::default();
+        let count = self.manifest_counts.get(&peer).copied().unwrap_or(0);
+        let new_count = match self.store.get(&key)? {
+            Some(b) => {
+                let old: ManifestRecord = decode("manifest record", &b)?;
+                if old.owner != peer {
+                    return refuse("this root is registered by another client".into());
+                }
+                count
+            }
+            None if count >= MAX_MANIFESTS_PER_CLIENT => {
+                return refuse(format!("client {peer} already has {MAX_MANIFESTS_PER_CLIENT} manifests"));
+            }
+            None => count + 1,
+        };
+        let cid = crowd_protocol::manifest_cid(&manifest).to_bytes();
+        batch.put(
+            key,
+            to_cbor(&ManifestRecord {
+                owner: peer,
+                bytes: manifest,
+            }),
+        );
+        batch.put(keys::manifest_count(&peer), new_count.to_le_bytes().to_vec());
+        self.store.write(batch)?;
+        self.manifest_counts.insert(peer, new_count);
+        Ok(TrackerResponse::ManifestStored(cid))
+    }
+
+    fn deals(&self, query: DealQuery) -> Result<TrackerResponse, ServiceError> {
+        let deals: Vec<&Deal> = match query {
+            DealQuery::Ids(ids) => {
+                if ids.len() > MAX_LIST {
+                    return Err(ServiceError::Config(format!(
+                        "{} deal ids asked, at most {MAX_LIST}",
+                        ids.len()
+                    )));
+                }
+                ids.iter().filter_map(|id| self.ledger.deal(*id)).collect()
+            }
+            DealQuery::Client(client) => {
+                let mut v: Vec<&Deal> = self
+                    .ledger
+                    .deals()
+                    .filter(|d| d.proposal.client == client)
+                    .collect();
+                // the latest MAX_LIST, oldest first
+                v.split_off(v.len().saturating_sub(MAX_LIST))
+            }
+        };
+        let views = deals
+            .into_iter()
+            .map(|d| self.deal_view(d))
+            .collect::<Result<_, _>>()?;
+        Ok(TrackerResponse::Deals(views))
+    }
+
+    fn deal_view(&self, d: &Deal) -> Result<DealView, ServiceError> {
+        let stats = self.stats.get(&d.id).copied().unwrap_or_default();
+        let history = self
+            .store
+            .scan_last(&keys::history_of(d.id), MAX_HISTORY)?
+            .into_iter()
+            .map(|(k, v)| {
+                Ok(EpochRecord {
+                    epoch: u64_suffix(&k)?,
+                    proven: v.first() == Some(&1),
+                })
+            })
+            .collect::<Result<_, ServiceError>>()?;
+        let comm_r = match &d.state {
+            DealState::PreCommitted { comm_r, .. } | DealState::Active { comm_r, .. } => Some(*comm_r),
+            _ => None,
+        };
+        Ok(DealView {
+            id: d.id,
+            proposal_id: d.proposal_id,
+            proposal: d.proposal.clone(),
+            published_epoch: d.published_epoch,
+            state: d.state.name().to_string(),
+            comm_r,
+            escrow: d.escrow,
+            collateral: d.collateral,
+            paid: d.paid,
+            proven_epochs: stats.proven,
+            faulted_epochs: stats.faulted,
+            consecutive_faults: d.consecutive_faults,
+            history,
+        })
+    }
+
+    fn providers(&self) -> Vec<ProviderEntry> {
+        #[derive(Default)]
+        struct Record {
+            live: u64,
+            proven: u64,
+            faulted: u64,
+            terminated: u64,
+        }
+        let mut records: BTreeMap<PeerId, Record> = BTreeMap::new();
+        for d in self.ledger.deals() {
+            let r = records.entry(d.proposal.provider).or_default();
+            let s = self.stats.get(&d.id).copied().unwrap_or_default();
+            r.live += u64::from(d.state.is_live());
+            r.terminated += u64::from(d.state == DealState::Terminated);
+            r.proven = r.proven.saturating_add(s.proven);
+            r.faulted = r.faulted.saturating_add(s.faulted);
+        }
+        self.ledger
+            .providers()
+            .take(MAX_LIST)
+            .map(|(id, p)| {
+                let r = records.remove(&id.0).unwrap_or_default();
+                ProviderEntry {
+                    peer: id.0,
+                    addrs: self.addrs.get(&id.0).cloned().unwrap_or_default(),
+                    capacity: p.capacity,
+                    used: p.used,
+                    price_per_gib_epoch: p.price_per_gib_epoch,
+                    collateral_per_gib: p.collateral_per_gib,
+                    live_deals: r.live,
+                    proven_epochs: r.proven,
+                    faulted_epochs: r.faulted,
+                    terminated_deals: r.terminated,
+                }
+            })
+            .collect()
+    }
+}
+
+/// A request to the ledger owner.
+#[derive(Debug)]
+pub enum Command {
+    /// A tracker request from `peer`.
+    Request {
+        peer: PeerId,
+        request: TrackerRequest,
+        reply: oneshot::Sender<Result<TrackerResponse, String>>,
+    },
+    /// Provider results (pre-commits, seal and window proofs) to apply together.
+    Apply {
+        inputs: Vec<Input>,
+        reply: oneshot::Sender<Vec<Result<Vec<Event>, String>>>,
+    },
+    /// Settle the open epoch, which must be `epoch`.
+    EndEpoch {
+        epoch: Epoch,
+        reply: oneshot::Sender<Result<Vec<Event>, String>>,
+    },
+    /// What to ask providers now.
+    Work { reply: oneshot::Sender<Work> },
+    /// Stop after the commands before this one.
+    Stop,
+}
+
+/// Commands waiting for the owner; senders wait (async) when it is full.
+pub const OWNER_QUEUE: usize = 256;
+
+/// Cloneable handle to the ledger owner thread.
+#[derive(Debug, Clone)]
+pub struct Owner {
+    tx: mpsc::Sender<Command>,
+}
+
+impl Owner {
+    /// Starts the owner thread. It ends on [`Owner::stop`], when every handle
+    /// is dropped, or on a store failure it cannot recover from (its result).
+    pub fn spawn<S: Store>(
+        mut state: State<S>,
+    ) -> Result<(Self, std::thread::JoinHandle<Result<(), ServiceError>>), ServiceError> {
+        let (tx, mut rx) = mpsc::channel(OWNER_QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("ledger".into())
+            .spawn(move || {
+                while let Some(cmd) = rx.blocking_recv() {
+                    if !state.command(cmd)? {
+                        break;
+                    }
+                }
+                Ok(())
+            })?;
+        Ok((Self { tx }, thread))
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, ServiceError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| ServiceError::Stopped)?;
+        rx.await.map_err(|_| ServiceError::Stopped)
+    }
+
+    pub async fn request(&self, peer: PeerId, request: TrackerRequest) -> Result<TrackerResponse, String> {
+        match self
+            .call(|reply| Command::Request { peer, request, reply })
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    pub async fn apply(&self, inputs: Vec<Input>) -> Result<Vec<Result<Vec<Event>, String>>, ServiceError> {
+        self.call(|reply| Command::Apply { inputs, reply }).await
+    }
+
+    pub async fn end_epoch(&self, epoch: Epoch) -> Result<Result<Vec<Event>, String>, ServiceError> {
+        self.call(|reply| Command::EndEpoch { epoch, reply }).await
+    }
+
+    pub async fn work(&self) -> Result<Work, ServiceError> {
+        self.call(|reply| Command::Work { reply }).await
+    }
+
+    pub async fn stop(&self) {
+        let _ = self.tx.send(Command::Stop).await;
+    }
+}
+
+impl<S: Store> State<S> {
+    /// Runs one command; `Ok(false)` stops the owner, `Err` is fatal (the
+    /// store failed and the state could not be rebuilt from it).
+    fn command(&mut self, cmd: Command) -> Result<bool, ServiceError> {
+        match cmd {
+            Command::Request { peer, request, reply } => {
+                let result = self.handle(peer, request);
+                match &result {
+                    Ok(_) => self.metrics.requests_served.inc(),
+                    Err(_) => self.metrics.requests_refused.inc(),
+                };
+                self.fatal(&result)?;
+                let _ = reply.send(result.map_err(|e| e.to_string()));
+            }
+            Command::Apply { inputs, reply } => {
+                let results = self.apply_batch(inputs);
+                let _ = reply.send(results);
+            }
+            Command::EndEpoch { epoch, reply } => {
+                let result = self.end_epoch(epoch);
+                self.fatal(&result)?;
+                let _ = reply.send(result.map_err(|e| e.to_string()));
+            }
+            Command::Work { reply } => {
+                let _ = reply.send(self.work());
+            }
+            Command::Stop => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// A store that cannot even be read back is fatal.
+    fn fatal<T>(&self, result: &Result<T, ServiceError>) -> Result<(), ServiceError> {
+        match result {
+            Err(ServiceError::Corrupt(e)) => Err(ServiceError::Corrupt(e.clone())),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::service::store::{MemStore, RocksStore};
+    use crowd_protocol::{PieceId, ProviderRegistration};
+
+    fn key(seed: u8) -> Keypair {
+        Keypair::ed25519_from_bytes([seed; 32]).unwrap()
+    }
+
+    fn open<S: Store>(store: S, tracker: &Keypair) -> State<S> {
+        State::open(
+            store,
+            tracker.clone(),
+            1_000_000,
+            Arc::new(Clock::new(Duration::from_secs(1))),
+            Arc::new(Metrics::default()),
+        )
+        .unwrap()
+    }
+
+    fn new_state<S: Store>(store: S, faucet: bool) -> (Keypair, State<S>) {
+        let tracker = key(100);
+        let mut genesis = LedgerConfig::devnet(&tracker.public());
+        genesis.faucet = faucet;
+        init_store(&store, &genesis).unwrap();
+        let state = open(store, &tracker);
+        (tracker, state)
+    }
+
+    fn registration(provider: &Keypair, nonce: u64) -> Signed<ProviderRegistration> {
+        Signed::sign(
+            provider,
+            &ProviderRegistration {
+                capacity: 1 << 30,
+                price_per_gib_epoch: 1,
+                collateral_per_gib: 1,
+                nonce,
+            },
+        )
+        .unwrap()
+    }
+
+    fn peer(k: &Keypair) -> PeerId {
+        k.public().to_peer_id()
+    }
+
+    /// Faucet, registration, a published deal and a settled epoch, then
+    /// more inputs after the snapshot.
+    fn populate<S: Store>(state: &mut State<S>) -> (Keypair, Keypair) {
+        let (client, provider) = (key(1), key(2));
+        for who in [&client, &provider] {
+            state
+                .handle(
+                    peer(who),
+                    TrackerRequest::Faucet {
+                        account: peer(who),
+                        amount: 500_000,
+                    },
+                )
+                .unwrap();
+        }
+        let r = state.handle(
+            peer(&provider),
+            TrackerRequest::Register {
+                registration: registration(&provider, 0),
+                addrs: vec!["/ip4/127.0.0.1/tcp/4001".into()],
+            },
+        );
+        assert_eq!(r.unwrap(), TrackerResponse::Registered);
+        let proposal = Signed::sign(
+            &client,
+            &DealProposal {
+                piece: PieceId([7; 32]),
+                piece_size: 4096,
+                client: peer(&client),
+                provider: peer(&provider),
+                price_per_epoch: 10,
+                start_epoch: 5,
+                duration_epochs: 4,
+                provider_collateral: 1000,
+                expiry_epoch: 10,
+                nonce: 1,
+            },
+        )
+        .unwrap();
+        let acceptance = Signed::sign(
+            &provider,
+            &DealAcceptance {
+                proposal: proposal.id(),
+            },
+        )
+        .unwrap();
+        let publish = TrackerRequest::Publish {
+            proposal,
+            acceptance,
+        };
+        let r = state.handle(peer(&client), publish.clone()).unwrap();
+        assert_eq!(r, TrackerResponse::Published { deal_id: 0 });
+        // a retry gets the same deal, and changes nothing
+        let len = state.ledger().log_len();
+        assert_eq!(state.handle(peer(&client), publish).unwrap(), r);
+        assert_eq!(state.ledger().log_len(), len);
+        state.end_epoch(0).unwrap();
+        // after the snapshot: another mint and a manifest
+        state
+            .handle(
+                peer(&client),
+                TrackerRequest::Faucet {
+                    account: peer(&client),
+                    amount: 7,
+                },
+            )
+            .unwrap();
+        let manifest = to_cbor(&("manifest", 1u8));
+        let r = state
+            .handle(
+                peer(&client),
+                TrackerRequest::RegisterManifest {
+                    root: vec![1, 2, 3],
+                    manifest: manifest.clone(),
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            r,
+            TrackerResponse::ManifestStored(crowd_protocol::manifest_cid(&manifest).to_bytes())
+        );
+        (client, provider)
+    }
+
+    fn assert_same<A: Store, B: Store>(a: &State<A>, b: &State<B>) {
+        assert_eq!(a.ledger(), b.ledger());
+        assert_eq!(a.addrs, b.addrs);
+        assert_eq!(a.stats, b.stats);
+        assert_eq!(a.manifest_counts, b.manifest_counts);
+    }
+
+    #[test]
+    fn a_reopened_store_has_the_same_state_mem_and_rocks() {
+        let store = MemStore::default();
+        let (tracker, mut state) = new_state(store.clone(), true);
+        populate(&mut state);
+        assert!(stored_snapshot(&store).unwrap().is_some());
+        let again = open(store.clone(), &tracker);
+        assert_same(&state, &again);
+
+        let dir = tempfile::tempdir().unwrap();
+        let (tracker, mut state) = new_state(RocksStore::open(&dir.path().join("db")).unwrap(), true);
+        let (client, _) = populate(&mut state);
+        let before = state.ledger().clone();
+        drop(state);
+        let mut again = open(RocksStore::open(&dir.path().join("db")).unwrap(), &tracker);
+        assert_eq!(*again.ledger(), before);
+        assert_eq!(
+            again
+                .handle(peer(&client), TrackerRequest::Manifest { root: vec![1, 2, 3] })
+                .unwrap(),
+            TrackerResponse::Manifest(Some(Blob(to_cbor(&("manifest", 1u8)))))
+        );
+        // the whole log replays to the live state
+        let log = stored_log(again.store()).unwrap();
+        let replayed = crate::replay(before.config().clone(), &log).unwrap();
+        replayed.verify_against(&before).unwrap();
+    }
+
+    #[test]
+    fn a_failed_write_is_not_acknowledged_and_leaves_no_trace() {
+        let store = MemStore::default();
+        let (tracker, mut state) = new_state(store.clone(), true);
+        populate(&mut state);
+        let before = state.ledger().clone();
+        store.fail_writes(true);
+        let who = peer(&key(9));
+        let r = state.handle(
+            who,
+            TrackerRequest::Faucet {
+                account: who,
+                amount: 5,
+            },
+        );
+        assert!(r.is_err(), "{r:?}");
+        assert_eq!(*state.ledger(), before, "the refused write left the ledger ahead");
+        let r = state.end_epoch(1);
+        assert!(r.is_err());
+        assert_eq!(*state.ledger(), before);
+        store.fail_writes(false);
+        state.end_epoch(1).unwrap();
+        assert_same(&state, &open(store, &tracker));
+    }
+
+    #[test]
+    fn bad_requests_get_one_line_errors_and_change_nothing() {
+        let (_, mut state) = new_state(MemStore::default(), true);
+        let provider = key(2);
+        let stranger = key(3);
+        let before = state.ledger().clone();
+        let register = |registration, addrs: Vec<&str>| TrackerRequest::Register {
+            registration,
+            addrs: addrs.into_iter().map(String::from).collect(),
+        };
+        // forged: signature bytes changed
+        let mut forged = registration(&provider, 0);
+        forged.parts_mut().2[0] ^= 1;
+        // unsigned: no valid signer key at all
+        let mut unsigned = registration(&provider, 0);
+        unsigned.parts_mut().1.clear();
+        unsigned.parts_mut().2.clear();
+        let cases = [
+            (peer(&provider), register(forged, vec![]), "bad signature"),
+            (peer(&provider), register(unsigned, vec![]), "does not decode"),
+            (
+                peer(&stranger),
+                register(registration(&provider, 0), vec![]),
+                "must be sent by it",
+            ),
+            (
+                peer(&provider),
+                register(registration(&provider, 5), vec![]),
+                "nonce",
+            ),
+            (
+                peer(&provider),
+                register(registration(&provider, 0), vec!["not an address"]),
+                "multiaddress",
+            ),
+            (
+                peer(&stranger),
+                TrackerRequest::Faucet {
+                    account: peer(&stranger),
+                    amount: 1_000_001,
+                },
+                "outside",
+            ),
+            (
+                peer(&stranger),
+                TrackerRequest::RegisterManifest {
+                    root: vec![1],
+                    manifest: to_cbor(&1u8),
+                },
+                "published deal",
+            ),
+            (
+                peer(&stranger),
+                TrackerRequest::Deals(DealQuery::Ids(vec![0; MAX_LIST + 1])),
+                "at most",
+            ),
+        ];
+        for (from, request, expect) in cases {
+            let err = state.handle(from, request).unwrap_err().to_string();
+            assert!(err.contains(expect), "expected '{expect}' in: {err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+        }
+        assert_eq!(*state.ledger(), before);
+
+        // a ledger created without the faucet never mints
+        let (_, mut state) = new_state(MemStore::default(), false);
+        let err = state
+            .handle(
+                peer(&stranger),
+                TrackerRequest::Faucet {
+                    account: peer(&stranger),
+                    amount: 1,
+                },
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("faucet is disabled"), "{err}");
+        assert_eq!(state.ledger().log_len(), 0);
+    }
+
+    #[test]
+    fn the_wrong_key_or_an_uninitialised_store_is_refused() {
+        let store = MemStore::default();
+        let err = State::open(
+            store.clone(),
+            key(1),
+            1,
+            Arc::new(Clock::default()),
+            Arc::new(Metrics::default()),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("run `crowd-tracker init`"), "{err}");
+        init_store(&store, &LedgerConfig::devnet(&key(1).public())).unwrap();
+        let err = State::open(store.clone(), key(2), 1, Arc::default(), Arc::default()).unwrap_err();
+        assert!(err.to_string().contains("identity.key"), "{err}");
+        let err = init_store(&store, &LedgerConfig::devnet(&key(2).public())).unwrap_err();
+        assert!(err.to_string().contains("another genesis"), "{err}");
+    }
+
+    #[test]
+    fn work_lists_a_ticket_for_a_published_deal() {
+        let (_, mut state) = new_state(MemStore::default(), true);
+        let (_, provider) = populate(&mut state);
+        let work = state.work();
+        assert_eq!(work.epoch, 1);
+        assert_eq!(work.tasks.len(), 1);
+        let task = &work.tasks[0];
+        assert_eq!(task.provider, peer(&provider));
+        assert_eq!(task.addrs, vec!["/ip4/127.0.0.1/tcp/4001".parse::<Multiaddr>().unwrap()]);
+        assert!(matches!(&task.job, Job::Seal(t) if t.deal_id == 0), "{task:?}");
+    }
+}
