@@ -98,32 +98,6 @@ impl ClientConfig {
         }
         Ok(())
     }
-
-    /// A config for this tracker with every default, as TOML with comments.
-    pub fn render_for(tracker_address: &str, tracker_peer_id: &str) -> String {
-        format!(
-            "# crowd client configuration (see README, \"Client configuration\").\n\
-             # The tracker: a network is named by its tracker's address and key.\n\
-             tracker_address = {tracker_address:?}\n\
-             tracker_peer_id = {tracker_peer_id:?}\n\
-             \n\
-             # Defaults for `crowd put` (flags override them).\n\
-             # data_shards = {k}\n\
-             # parity_shards = {m}\n\
-             # epochs = {epochs}\n\
-             # max_price_per_gib_epoch = {price}\n\
-             # collateral_per_gib = {collateral}\n\
-             # transfer_timeout_secs = {stall}\n\
-             # request_timeout_secs = {request}\n",
-            k = default_k(),
-            m = default_m(),
-            epochs = default_epochs(),
-            price = default_max_price(),
-            collateral = default_collateral(),
-            stall = default_stall(),
-            request = default_request(),
-        )
-    }
 }
 
 #[cfg(test)]
@@ -138,7 +112,7 @@ mod tests {
         let addr = format!("/ip4/127.0.0.1/tcp/4001/p2p/{peer}");
         std::fs::write(
             dir.path().join("config.toml"),
-            ClientConfig::render_for(&addr, &peer.to_string()),
+            format!("tracker_address = {addr:?}\ntracker_peer_id = \"{peer}\"\n"),
         )
         .unwrap();
         let c = ClientConfig::load(dir.path()).unwrap();

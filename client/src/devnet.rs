@@ -303,6 +303,9 @@ fn start(
     wait_ready(file, "tracker.json", opts.timeout)?;
     save(home, file)?;
     let tracker = file.processes[0].clone();
+    // keep the tracker's ports from now on: nodes and the client dial it
+    // there, also after it is restarted
+    pin_tracker_listen(&tracker.home.join("config.toml"), &tracker.addrs)?;
     let tracker_addr = tracker
         .dial_addr()
         .ok_or_else(|| anyhow!("the tracker reported no listen address"))?
@@ -418,6 +421,35 @@ fn loopback_tracker_config(path: &Path) -> Result<()> {
         std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
+}
+
+/// Replaces ephemeral (port 0) listen addresses in the tracker's config with
+/// the ones it actually bound (`addrs` end in /p2p/<id>, which is dropped).
+fn pin_tracker_listen(path: &Path, addrs: &[String]) -> Result<()> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| anyhow!("{}: {}", path.display(), e.message()))?;
+    let ephemeral = match table.get("listen") {
+        Some(toml::Value::Array(a)) => a.iter().any(|v| {
+            v.as_str()
+                .is_some_and(|s| s.contains("/tcp/0") || s.contains("/udp/0/"))
+        }),
+        _ => false,
+    };
+    if !ephemeral || addrs.is_empty() {
+        return Ok(());
+    }
+    let bound: Vec<toml::Value> = addrs
+        .iter()
+        .map(|a| a.split("/p2p/").next().unwrap_or(a).to_string().into())
+        .collect();
+    table.insert("listen".into(), toml::Value::Array(bound));
+    let text = format!(
+        "# `crowd-tracker init --devnet`, then loopback, faucet_max and the bound ports set by `crowd devnet up`.\n{}",
+        toml::to_string(&table)?
+    );
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn loopback_listen() -> toml::Value {

@@ -176,12 +176,12 @@ async fn run(home: &Path, job: &Job) -> Result<PutOutput> {
         let candidates = plan::candidates(&providers, &session.peer, piece_size, job.max_price, collateral);
         if candidates.len() < n {
             bail!(
-                "only {} providers available, {n} needed ({}+{}; price at most {} per GiB per epoch, {} free)",
+                "only {} providers available, {n} needed ({}+{} pieces of {}, at most {} per GiB per epoch)",
                 candidates.len(),
                 job.k,
                 job.m,
-                job.max_price,
-                human(piece_size)
+                human(piece_size),
+                job.max_price
             );
         }
         let need = plan::total_cost(&candidates[..n], job.epochs);
@@ -197,7 +197,7 @@ async fn run(home: &Path, job: &Job) -> Result<PutOutput> {
     }
 
     // Pass 1: root CID and layout.
-    let bar = crate::progress::bytes(job.size * 2, "hashing", job.json);
+    let bar = crate::progress::bytes(job.size, "hashing", job.json);
     let (root, layout) = {
         let (file, enc, bar) = (job.file.clone(), encoder.clone(), bar.clone());
         tokio::task::spawn_blocking(move || stream::address_and_layout(&file, &dag, &enc, &bar))
@@ -317,9 +317,10 @@ async fn place_all(
     let note = |r: Refusal, last: &mut Option<Refusal>| {
         bar.suspend(|| {
             if !job.json {
+                let reason: String = r.reason.chars().take(200).collect();
                 eprintln!(
-                    "crowd: piece {} with {}: {}; trying another provider",
-                    r.index, r.provider, r.reason
+                    "crowd: piece {} with {}: {reason}; trying another provider",
+                    r.index, r.provider
                 );
             }
         });
@@ -391,8 +392,7 @@ async fn propose(
     let timeout = Duration::from_secs(session.config.request_timeout_secs.max(1));
     match tokio::time::timeout(timeout, session.dial_provider(&candidate.entry)).await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(refuse(format!("{e:#}"))),
-        Err(_) => return Err(refuse("not reachable".into())),
+        Ok(Err(_)) | Err(_) => return Err(refuse("not reachable at its listed addresses".into())),
     }
     let answer = session
         .net
@@ -679,8 +679,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let peer = PeerId::random();
         let addr = format!("/ip4/127.0.0.1/tcp/9/p2p/{peer}");
-        let config: ClientConfig =
-            toml::from_str(&ClientConfig::render_for(&addr, &peer.to_string())).unwrap();
+        let config: ClientConfig = toml::from_str(&format!(
+            "tracker_address = {addr:?}\ntracker_peer_id = \"{peer}\"\n"
+        ))
+        .unwrap();
         let file = dir.path().join("f");
         std::fs::write(&file, b"hello").unwrap();
         let args = |file: &Path, k: Option<usize>, epochs: Option<u64>| PutArgs {

@@ -11,7 +11,9 @@ use tokio::net::TcpListener;
 /// Reads the libp2p identity key (protobuf encoding) at `path`, or creates an
 /// ed25519 one there, readable by the owner only (mode 0600).
 pub fn load_or_create_key(path: &Path) -> std::io::Result<Keypair> {
-    let at = |what: &str, e: std::io::Error| std::io::Error::new(e.kind(), format!("cannot {what} {}: {e}", path.display()));
+    let at = |what: &str, e: std::io::Error| {
+        std::io::Error::new(e.kind(), format!("cannot {what} {}: {e}", path.display()))
+    };
     if path.exists() {
         let bytes = std::fs::read(path).map_err(|e| at("read", e))?;
         return Keypair::from_protobuf_encoding(&bytes).map_err(|e| {
@@ -101,7 +103,10 @@ mod tests {
         let again = load_or_create_key(&path).unwrap();
         assert_eq!(key.public(), again.public());
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         std::fs::write(&path, b"garbage").unwrap();
         let err = load_or_create_key(&path).unwrap_err().to_string();
         assert!(err.contains("not a valid identity key"), "{err}");

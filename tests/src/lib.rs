@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 use crowd_protocol::libp2p::identity::Keypair;
 use crowd_protocol::libp2p::{Multiaddr, PeerId};
 use crowd_protocol::{
-    AccountView, DealAcceptance, DealProposal, DealQuery, DealView, PieceId, ProviderEntry, Request, Response,
-    Signed, TrackerInfo, TrackerRequest, TrackerResponse, UploadResult,
+    AccountView, DealAcceptance, DealProposal, DealQuery, DealView, PieceId, ProviderEntry, Request,
+    Response, Signed, TrackerInfo, TrackerRequest, TrackerResponse, UploadResult,
 };
 use crowd_protocol::{Network, NetworkConfig};
 
@@ -86,7 +86,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "not reached within {timeout:?}: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "not reached within {timeout:?}: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -203,7 +206,11 @@ impl Daemon {
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 self.child = None;
-                panic!("{} exited before it was ready ({status}): {}", self.name, self.log());
+                panic!(
+                    "{} exited before it was ready ({status}): {}",
+                    self.name,
+                    self.log()
+                );
             }
             assert!(Instant::now() < deadline, "{} did not become ready", self.name);
             std::thread::sleep(Duration::from_millis(50));
@@ -228,9 +235,7 @@ impl Daemon {
     /// SIGTERM, then waits (at most 30 s, then SIGKILL) for the exit.
     pub fn stop(&mut self) -> Option<ExitStatus> {
         let mut c = self.child.take()?;
-        let _ = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status();
+        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Some(status) = c.try_wait().unwrap() {

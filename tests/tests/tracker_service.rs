@@ -10,9 +10,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crowd_protocol::libp2p::PeerId;
-use crowd_protocol::{AccountView, DealView, ProviderRegistration, Request, Response, Signed, TrackerRequest};
-use crowd_tests::{eventually, node, random_bytes, seeded_key, tracker, Client, Daemon, NodeOptions, Terms};
+use crowd_protocol::{
+    AccountView, DealView, ProviderRegistration, Request, Response, Signed, TrackerRequest,
+};
 use crowd_tests::TrackerOptions;
+use crowd_tests::{eventually, node, random_bytes, seeded_key, tracker, Client, Daemon, NodeOptions, Terms};
 use crowd_tracker::bps_of;
 
 /// Funds minted to each party.
@@ -116,10 +118,18 @@ async fn an_honest_provider_is_paid_every_epoch() {
 
     let earned = PRICE * u128::from(duration);
     let provider = client.account(n.peer).await;
-    assert_eq!((provider.available, provider.locked_collateral), (FUNDS + earned, 0));
+    assert_eq!(
+        (provider.available, provider.locked_collateral),
+        (FUNDS + earned, 0)
+    );
     let me = client.account(client.peer()).await;
     assert_eq!((me.available, me.locked_escrow), (FUNDS - earned, 0));
-    let entry = client.providers().await.into_iter().find(|p| p.peer == n.peer).unwrap();
+    let entry = client
+        .providers()
+        .await
+        .into_iter()
+        .find(|p| p.peer == n.peer)
+        .unwrap();
     assert_eq!((entry.proven_epochs, entry.live_deals), (duration, 0));
     assert!(!entry.addrs.is_empty());
 
@@ -128,7 +138,10 @@ async fn an_honest_provider_is_paid_every_epoch() {
 
     // over the wire: node requests and a registration sent by someone else are refused
     let r = client.net.request(t.peer, Request::SealStatus(id)).await.unwrap();
-    assert!(matches!(&r, Response::Error { message } if message.contains("tracker")), "{r:?}");
+    assert!(
+        matches!(&r, Response::Error { message } if message.contains("tracker")),
+        "{r:?}"
+    );
     let registration = Signed::sign(
         &seeded_key(77),
         &ProviderRegistration {
@@ -179,13 +192,21 @@ async fn an_offline_provider_faults_and_is_terminated_slashed_and_the_client_ref
     assert_eq!((d.escrow, d.collateral), (0, 0));
     let me = client.account(client.peer()).await;
     // escrow came back except what was earned, plus the compensation
-    assert_eq!((me.available, me.locked_escrow), (FUNDS - earned + compensation, 0));
+    assert_eq!(
+        (me.available, me.locked_escrow),
+        (FUNDS - earned + compensation, 0)
+    );
     let provider = client.account(n.peer).await;
     assert_eq!(
         (provider.available, provider.locked_collateral),
         (FUNDS - COLLATERAL + earned, 0)
     );
-    let entry = client.providers().await.into_iter().find(|p| p.peer == n.peer).unwrap();
+    let entry = client
+        .providers()
+        .await
+        .into_iter()
+        .find(|p| p.peer == n.peer)
+        .unwrap();
     assert_eq!((entry.terminated_deals, entry.faulted_epochs), (1, F));
     assert_eq!(t.metric("crowd_tracker_slashed_total"), Some(slashed as f64));
     assert_eq!(t.metric("crowd_tracker_terminations_total"), Some(1.0));

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use crowd_tracker::service::{self, RunOptions};
 
 #[derive(Debug, Parser)]
-#[command(name = "crowd-tracker", version, about = "crowdstore deal and payment tracker")]
+#[command(
+    name = "crowd-tracker",
+    version,
+    about = "crowdstore deal and payment tracker"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -83,7 +87,10 @@ fn main() -> ExitCode {
                 .split_whitespace()
                 .collect::<Vec<_>>()
                 .join(" ");
-            eprintln!("crowd-tracker: {} (see --help)", msg.trim_start_matches("error: "));
+            eprintln!(
+                "crowd-tracker: {} (see --help)",
+                msg.trim_start_matches("error: ")
+            );
             return ExitCode::from(2);
         }
     };
@@ -101,12 +108,19 @@ fn main() -> ExitCode {
                 if r.config_written {
                     println!("wrote {}", r.config_path.display());
                 } else {
-                    println!("{} exists; kept (use --force to rewrite)", r.config_path.display());
+                    println!(
+                        "{} exists; kept (use --force to rewrite)",
+                        r.config_path.display()
+                    );
                 }
                 println!(
                     "ledger genesis {} ({})",
                     hex(&r.genesis_head),
-                    if r.faucet { "devnet: faucet on" } else { "no faucet" }
+                    if r.faucet {
+                        "devnet: faucet on"
+                    } else {
+                        "no faucet"
+                    }
                 );
                 println!("peer id {}", r.peer_id);
             })

@@ -53,8 +53,9 @@ pub struct Fetched {
     pub failures: Vec<Failure>,
 }
 
-/// Each piece is tried at most this often (retries only once every piece
-/// was tried).
+/// Each piece is tried at most this often: a retry (once every piece was
+/// tried) resumes a transfer that broke off, never a provider that sent
+/// nothing.
 const MAX_ATTEMPTS: u32 = 2;
 /// A running piece is "far behind" below this share of the median progress.
 const BEHIND: f64 = 0.5;
@@ -176,7 +177,7 @@ pub async fn fetch_pieces(net: &Network, job: &FetchJob<'_>) -> Result<Fetched> 
         if active_now(&pieces) == 0 {
             let first: Vec<String> = failures
                 .iter()
-                .take(3)
+                .take(2)
                 .map(|f: &Failure| format!("piece {} from {}: {}", f.piece, f.provider, f.error))
                 .collect();
             bail!(
@@ -207,10 +208,14 @@ pub async fn fetch_pieces(net: &Network, job: &FetchJob<'_>) -> Result<Fetched> 
                     Ok(()) => p.state = State::Done,
                     Err(e) => {
                         p.state = State::Failed;
+                        // only a piece that was coming along is worth another try
+                        if p.have.load(Ordering::Relaxed) <= p.start_have {
+                            p.attempts = MAX_ATTEMPTS;
+                        }
                         failures.push(Failure {
                             piece: i,
                             provider: p.provider,
-                            error: one_line(&format!("{e:#}")),
+                            error: shorten(&one_line(&format!("{e:#}"))),
                         });
                     }
                 }
@@ -276,6 +281,28 @@ pub fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// Retries of a dial refused because another dial to the peer is in flight.
+const DIAL_RACE_RETRIES: u32 = 8;
+/// Longest description of one failure in an error line.
+const MAX_FAILURE_TEXT: usize = 200;
+
+/// The innermost error's text, shortened: libp2p dial errors repeat
+/// themselves per address and per layer.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut inner = e;
+    while let Some(next) = inner.source() {
+        inner = next;
+    }
+    shorten(&one_line(&inner.to_string()))
+}
+
+fn shorten(s: &str) -> String {
+    match s.char_indices().nth(MAX_FAILURE_TEXT) {
+        Some((at, _)) => format!("{}…", &s[..at]),
+        None => s.to_string(),
+    }
+}
+
 /// One piece's fetch: dial, then stream the remaining ranges into its file.
 struct PieceTask {
     net: Network,
@@ -291,10 +318,25 @@ struct PieceTask {
 
 impl PieceTask {
     async fn run(self) -> Result<()> {
-        tokio::time::timeout(self.stall, self.net.dial(self.provider, self.addrs))
-            .await
-            .map_err(|_| anyhow!("cannot reach the provider in {:?}", self.stall))?
-            .context("cannot reach the provider")?;
+        let mut tries = 0;
+        loop {
+            let dial = tokio::time::timeout(self.stall, self.net.dial(self.provider, self.addrs.clone()))
+                .await
+                .map_err(|_| anyhow!("cannot reach the provider in {:?}", self.stall))?;
+            match dial {
+                Ok(()) => break,
+                // The swarm refuses a dial while another one to the same peer
+                // (the DHT's) is in flight; that one may well succeed.
+                Err(e) if e.to_string().contains("PeerCondition") => {
+                    if tries == DIAL_RACE_RETRIES {
+                        bail!("cannot reach the provider: an earlier dial to it is still pending");
+                    }
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => return Err(anyhow!(root_cause(&e)).context("cannot reach the provider")),
+            }
+        }
         let mut out = BufWriter::with_capacity(1 << 20, self.file);
         let mut streams = self.net.streams();
         let have = &self.have;
@@ -315,7 +357,8 @@ impl PieceTask {
             )
             .await;
             if let Err(e) = fetched {
-                result = Err(e.into());
+                // its Display already holds its source: no `{:#}` repetition
+                result = Err(anyhow!("{e}"));
                 break;
             }
         }

@@ -170,7 +170,7 @@ impl Net {
                 signed.id(),
                 &piece[..],
                 piece.len() as u64,
-                Duration::from_secs(20),
+                Duration::from_secs(60),
             )
             .await
             .unwrap();

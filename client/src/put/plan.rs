@@ -13,7 +13,7 @@ const UPLOAD_BYTES_PER_SEC: u64 = 16_000_000;
 /// Assumed sealing rate of one provider (a devnet node on a shared machine,
 /// unoptimised build); every piece is sealed twice (seal, then re-seal to
 /// prove).
-const SEAL_BYTES_PER_SEC: u64 = 4_000_000;
+const SEAL_BYTES_PER_SEC: u64 = 3_000_000;
 /// Fixed time for publication, the seal ticket, pre-commit, the seed epoch
 /// and the seal proof, whatever the size.
 const BASE_MILLIS: u64 = 10_000;

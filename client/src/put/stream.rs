@@ -80,7 +80,8 @@ pub fn feed(encoder: &Encoder, reader: impl Read + Send, lanes: Vec<Lane>) -> Re
 }
 
 /// Pass 1 for a regular file: its root CID and its erasure layout, computed
-/// at once on two threads that each stream the file (no piece is kept).
+/// at once on two threads that each stream the file (no piece is kept);
+/// `bar` follows the layout pass.
 pub fn address_and_layout(
     path: &Path,
     params: &crowd_chunker::DagParams,
@@ -90,13 +91,7 @@ pub fn address_and_layout(
     let open = || std::fs::File::open(path).map_err(|e| anyhow!("cannot open {}: {e}", path.display()));
     let (for_dag, for_layout) = (open()?, open()?);
     std::thread::scope(|s| {
-        let dag = s.spawn(|| {
-            crowd_chunker::build_from_reader(
-                crate::progress::Reader::new(for_dag, bar.clone()),
-                params,
-                &mut crowd_chunker::Discard,
-            )
-        });
+        let dag = s.spawn(|| crowd_chunker::build_from_reader(for_dag, params, &mut crowd_chunker::Discard));
         let layout = encoder.encode_with(crate::progress::Reader::new(for_layout, bar.clone()), |_| Ok(()));
         let root = dag
             .join()

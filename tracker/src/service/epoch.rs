@@ -231,7 +231,9 @@ fn summarise(epoch: Epoch, events: &[Event]) {
     for e in events {
         match e {
             Event::Paid { .. } => paid += 1,
-            Event::Faulted { deal_id, consecutive, .. } => {
+            Event::Faulted {
+                deal_id, consecutive, ..
+            } => {
                 faulted += 1;
                 tracing::info!(epoch, deal_id, consecutive, "fault");
             }

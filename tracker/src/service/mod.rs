@@ -37,7 +37,9 @@ pub struct Home {
 
 impl Home {
     pub fn new(dir: &Path) -> Self {
-        Self { dir: dir.to_path_buf() }
+        Self {
+            dir: dir.to_path_buf(),
+        }
     }
     pub fn key(&self) -> PathBuf {
         self.dir.join("identity.key")

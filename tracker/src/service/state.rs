@@ -66,8 +66,10 @@ impl Clock {
     }
     /// The open epoch ends `left` from now.
     pub fn set_remaining(&self, left: Duration) {
-        self.ends_at_unix_ms
-            .store(unix_ms().saturating_add(left.as_millis() as u64), Ordering::Relaxed);
+        self.ends_at_unix_ms.store(
+            unix_ms().saturating_add(left.as_millis() as u64),
+            Ordering::Relaxed,
+        );
     }
     pub fn epoch_millis(&self) -> u64 {
         self.epoch_ms.load(Ordering::Relaxed)
@@ -247,7 +249,9 @@ fn load(store: &dyn Store, genesis: LedgerConfig) -> Result<Loaded, ServiceError
             let entry: LogEntry = decode("log entry", &v)?;
             let index = entry.index;
             if index != ledger.log_len() || entry.prev_head != ledger.head() {
-                return Err(corrupt(format!("log entry {index} does not follow the one before")));
+                return Err(corrupt(format!(
+                    "log entry {index} does not follow the one before"
+                )));
             }
             let (again, _) = ledger
                 .apply_logged(entry.input.clone())
@@ -346,7 +350,11 @@ impl<S: Store> State<S> {
 
     /// Writes accepted entries with the side records their events change,
     /// and `extra`, in one synced batch; a settled epoch adds the snapshot.
-    fn persist(&mut self, accepted: &[&(LogEntry, Vec<Event>)], mut batch: Batch) -> Result<(), ServiceError> {
+    fn persist(
+        &mut self,
+        accepted: &[&(LogEntry, Vec<Event>)],
+        mut batch: Batch,
+    ) -> Result<(), ServiceError> {
         let mut stats: BTreeMap<DealId, DealStats> = BTreeMap::new();
         let mut settled = false;
         for (entry, events) in accepted {
@@ -449,7 +457,9 @@ impl<S: Store> State<S> {
                     seed: *seed,
                 }),
                 DealState::Active { proven_epoch, .. }
-                    if d.proposal.start_epoch <= epoch && epoch < d.end_epoch() && *proven_epoch != Some(epoch) =>
+                    if d.proposal.start_epoch <= epoch
+                        && epoch < d.end_epoch()
+                        && *proven_epoch != Some(epoch) =>
                 {
                     Job::Prove(WindowChallenge {
                         deal_id: d.id,
@@ -463,7 +473,11 @@ impl<S: Store> State<S> {
             tasks.push(Task {
                 deal_id: d.id,
                 provider,
-                addrs: self.addrs.get(&provider).map(|a| dial_addrs(a)).unwrap_or_default(),
+                addrs: self
+                    .addrs
+                    .get(&provider)
+                    .map(|a| dial_addrs(a))
+                    .unwrap_or_default(),
                 job,
             });
         }
@@ -487,7 +501,9 @@ impl<S: Store> State<S> {
                 }))
             }
             TrackerRequest::Faucet { account, amount } => self.faucet(account, amount),
-            TrackerRequest::RegisterManifest { root, manifest } => self.register_manifest(peer, root, manifest),
+            TrackerRequest::RegisterManifest { root, manifest } => {
+                self.register_manifest(peer, root, manifest)
+            }
             TrackerRequest::Manifest { root } => {
                 let record = match self.store.get(&keys::manifest(&root))? {
                     Some(b) => Some(decode::<ManifestRecord>("manifest record", &b)?),
@@ -525,7 +541,11 @@ impl<S: Store> State<S> {
         let refuse = |s: String| Err(ServiceError::Config(s));
         match registration.claimed_signer() {
             Some(signer) if signer == peer => {}
-            Some(signer) => return refuse(format!("a registration signed by {signer} must be sent by it, not {peer}")),
+            Some(signer) => {
+                return refuse(format!(
+                    "a registration signed by {signer} must be sent by it, not {peer}"
+                ))
+            }
             None => return refuse("the registration's signer key does not decode".into()),
         }
         if addrs.len() > MAX_ADDRS {
@@ -538,7 +558,10 @@ impl<S: Store> State<S> {
             let parsed: Multiaddr = a
                 .parse()
                 .map_err(|e| ServiceError::Config(format!("'{a}' is not a multiaddress: {e}")))?;
-            if parsed.iter().any(|p| matches!(p, Protocol::P2p(id) if id != peer)) {
+            if parsed
+                .iter()
+                .any(|p| matches!(p, Protocol::P2p(id) if id != peer))
+            {
                 return refuse(format!("'{a}' names another peer"));
             }
         }
@@ -611,10 +634,16 @@ impl<S: Store> State<S> {
         if root.is_empty() || root.len() > MAX_ROOT_LEN {
             return refuse(format!("root CID of {} bytes", root.len()));
         }
-        // it must at least be CBOR; its schema is the client's
-        from_cbor::<ciborium::Value>("manifest", &manifest)?;
-        if !self.ledger.deals().any(|d| d.proposal.client == peer) {
-            return refuse("manifests are kept only for clients with a published deal".into());
+        let parsed = crowd_protocol::Manifest::decode(&manifest)
+            .map_err(|e| ServiceError::Config(format!("{e}")))?;
+        if parsed.root.to_bytes() != root {
+            return refuse(format!("the manifest describes {}, not this root", parsed.root));
+        }
+        // only accounts with money in the ledger (an empty file has no
+        // deals), each with a bounded number of manifests (below)
+        let funded = self.ledger.account(&AccountId(peer)).total().unwrap_or(0) > 0;
+        if !funded && !self.ledger.deals().any(|d| d.proposal.client == peer) {
+            return refuse("manifests are kept only for clients with funds or a published deal".into());
         }
         let key = keys::manifest(&root);
         let mut batch = Batch::default();
@@ -628,7 +657,9 @@ impl<S: Store> State<S> {
                 count
             }
             None if count >= MAX_MANIFESTS_PER_CLIENT => {
-                return refuse(format!("client {peer} already has {MAX_MANIFESTS_PER_CLIENT} manifests"));
+                return refuse(format!(
+                    "client {peer} already has {MAX_MANIFESTS_PER_CLIENT} manifests"
+                ));
             }
             None => count + 1,
         };
@@ -788,16 +819,14 @@ impl Owner {
         mut state: State<S>,
     ) -> Result<(Self, std::thread::JoinHandle<Result<(), ServiceError>>), ServiceError> {
         let (tx, mut rx) = mpsc::channel(OWNER_QUEUE);
-        let thread = std::thread::Builder::new()
-            .name("ledger".into())
-            .spawn(move || {
-                while let Some(cmd) = rx.blocking_recv() {
-                    if !state.command(cmd)? {
-                        break;
-                    }
+        let thread = std::thread::Builder::new().name("ledger".into()).spawn(move || {
+            while let Some(cmd) = rx.blocking_recv() {
+                if !state.command(cmd)? {
+                    break;
                 }
-                Ok(())
-            })?;
+            }
+            Ok(())
+        })?;
         Ok((Self { tx }, thread))
     }
 
@@ -811,10 +840,7 @@ impl Owner {
     }
 
     pub async fn request(&self, peer: PeerId, request: TrackerRequest) -> Result<TrackerResponse, String> {
-        match self
-            .call(|reply| Command::Request { peer, request, reply })
-            .await
-        {
+        match self.call(|reply| Command::Request { peer, request, reply }).await {
             Ok(r) => r,
             Err(e) => Err(e.to_string()),
         }
@@ -972,10 +998,7 @@ mod tests {
             },
         )
         .unwrap();
-        let publish = TrackerRequest::Publish {
-            proposal,
-            acceptance,
-        };
+        let publish = TrackerRequest::Publish { proposal, acceptance };
         let r = state.handle(peer(&client), publish.clone()).unwrap();
         assert_eq!(r, TrackerResponse::Published { deal_id: 0 });
         // a retry gets the same deal, and changes nothing
@@ -1177,7 +1200,10 @@ mod tests {
         assert_eq!(work.tasks.len(), 1);
         let task = &work.tasks[0];
         assert_eq!(task.provider, peer(&provider));
-        assert_eq!(task.addrs, vec!["/ip4/127.0.0.1/tcp/4001".parse::<Multiaddr>().unwrap()]);
+        assert_eq!(
+            task.addrs,
+            vec!["/ip4/127.0.0.1/tcp/4001".parse::<Multiaddr>().unwrap()]
+        );
         assert!(matches!(&task.job, Job::Seal(t) if t.deal_id == 0), "{task:?}");
     }
 }

@@ -161,7 +161,10 @@ impl RocksStore {
     /// view is a consistent point in the primary's write sequence.
     pub fn open_secondary(path: &Path, scratch: &Path) -> Result<Self, ServiceError> {
         if !path.join("CURRENT").exists() {
-            return Err(ServiceError::Store(format!("no ledger store at {}", path.display())));
+            return Err(ServiceError::Store(format!(
+                "no ledger store at {}",
+                path.display()
+            )));
         }
         let mut opts = Self::options();
         // a secondary keeps every file open so the primary's compactions
@@ -226,14 +229,16 @@ impl Store for RocksStore {
 
 /// In memory, for tests. Clones share the map, so a "restarted" service can
 /// reopen what an earlier one wrote; [`MemStore::fail_writes`] makes writes fail.
+type Map = BTreeMap<Vec<u8>, Vec<u8>>;
+
 #[derive(Debug, Default, Clone)]
 pub struct MemStore {
-    map: Arc<Mutex<BTreeMap<Vec<u8>, Vec<u8>>>>,
+    map: Arc<Mutex<Map>>,
     failing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl MemStore {
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, BTreeMap<Vec<u8>, Vec<u8>>>, ServiceError> {
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Map>, ServiceError> {
         self.map
             .lock()
             .map_err(|_| ServiceError::Store("poisoned".into()))
@@ -241,8 +246,7 @@ impl MemStore {
 
     /// From now on every write fails (a full disk), or succeeds again.
     pub fn fail_writes(&self, fail: bool) {
-        self.failing
-            .store(fail, std::sync::atomic::Ordering::SeqCst);
+        self.failing.store(fail, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -306,23 +310,18 @@ mod tests {
         }
         b.put(b"lof".to_vec(), b"before".to_vec())
             .put(b"loh".to_vec(), b"after".to_vec());
-        b.put(keys::history(1, 5), vec![1]).put(keys::history(2, 0), vec![0]);
+        b.put(keys::history(1, 5), vec![1])
+            .put(keys::history(2, 0), vec![0]);
         s.write(b).unwrap();
         assert_eq!(s.get(&keys::log(3)).unwrap(), Some(vec![3]));
         let all = s.scan(keys::LOG, keys::LOG, usize::MAX).unwrap();
         assert_eq!(all.len(), 10);
         assert!(all.windows(2).all(|w| w[0].0 < w[1].0));
         let tail = s.scan(keys::LOG, &keys::log(7), usize::MAX).unwrap();
-        assert_eq!(
-            tail.iter().map(|(_, v)| v[0]).collect::<Vec<_>>(),
-            vec![7, 8, 9]
-        );
+        assert_eq!(tail.iter().map(|(_, v)| v[0]).collect::<Vec<_>>(), vec![7, 8, 9]);
         assert_eq!(s.scan(keys::LOG, keys::LOG, 2).unwrap().len(), 2);
         let last = s.scan_last(keys::LOG, 3).unwrap();
-        assert_eq!(
-            last.iter().map(|(_, v)| v[0]).collect::<Vec<_>>(),
-            vec![7, 8, 9]
-        );
+        assert_eq!(last.iter().map(|(_, v)| v[0]).collect::<Vec<_>>(), vec![7, 8, 9]);
         assert_eq!(s.scan_last(&keys::history_of(1), 10).unwrap().len(), 1);
         assert!(s.scan_last(&keys::history_of(3), 10).unwrap().is_empty());
         let mut b = Batch::default();

@@ -1,0 +1,401 @@
+//! End-to-end: the `crowd` binary against a `crowd devnet` of real
+//! `crowd-tracker` and `crowd-node` processes on loopback — exactly what a
+//! user runs. Every wait is bounded; nothing asserts on timing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use crowd_tests::{bin, random_bytes};
+use serde_json::Value;
+
+/// Put's segment size (16 MiB, a multiple of k = 4).
+const SEGMENT: usize = 16 << 20;
+
+struct Devnet {
+    home: tempfile::TempDir,
+}
+
+impl Devnet {
+    fn up(nodes: usize, epoch_secs: &str) -> Self {
+        let home = tempfile::tempdir().unwrap();
+        let net = Self { home };
+        let out = net.crowd(&[
+            "devnet",
+            "up",
+            "--nodes",
+            &nodes.to_string(),
+            "--epoch-secs",
+            epoch_secs,
+        ]);
+        assert!(
+            out.status.success(),
+            "devnet up: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        net
+    }
+
+    fn home(&self) -> &Path {
+        self.home.path()
+    }
+
+    fn crowd(&self, args: &[&str]) -> Output {
+        crowd_at(self.home(), args)
+    }
+
+    /// `crowd ARGS`, which must succeed; its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.crowd(args);
+        assert!(
+            out.status.success(),
+            "crowd {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        serde_json::from_str(&self.ok(args)).unwrap()
+    }
+
+    fn processes(&self) -> Vec<Value> {
+        self.json(&["devnet", "status", "--json"])["processes"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    fn process(&self, peer: &str) -> Value {
+        self.processes()
+            .into_iter()
+            .find(|p| p["peer_id"] == peer)
+            .unwrap_or_else(|| panic!("no devnet process {peer}"))
+    }
+
+    fn sigkill(&self, peer: &str) {
+        let pid = self.process(peer)["pid"].as_u64().unwrap();
+        let status = Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Writes `bytes` to a file, puts it, returns `put --json`.
+    fn put(&self, name: &str, bytes: &[u8], extra: &[&str]) -> Value {
+        let path = self.home().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let mut args = vec!["put", path.to_str().unwrap(), "--json"];
+        args.extend_from_slice(extra);
+        self.json(&args)
+    }
+
+    fn get(&self, root: &str, name: &str) -> Vec<u8> {
+        let out = self.home().join(name);
+        self.ok(&["get", root, "-o", out.to_str().unwrap()]);
+        std::fs::read(out).unwrap()
+    }
+
+    fn status(&self, root: &str) -> Vec<Value> {
+        self.json(&["status", root, "--json"])["pieces"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    /// Polls `status` until `done` holds for every piece.
+    fn wait_status(
+        &self,
+        root: &str,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        let start = Instant::now();
+        loop {
+            let s = self.status(root);
+            if done(&s) {
+                return s;
+            }
+            assert!(start.elapsed() < timeout, "timed out waiting for {what}: {s:#?}");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+impl Drop for Devnet {
+    fn drop(&mut self) {
+        let _ = self.crowd(&["devnet", "down"]);
+    }
+}
+
+fn crowd_at(home: &Path, args: &[&str]) -> Output {
+    Command::new(bin("crowd"))
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .env_remove("CROWD_HOME")
+        .output()
+        .unwrap()
+}
+
+/// A failed command: non-zero exit and exactly one line on stderr, which
+/// contains `needle`.
+fn assert_one_line_error(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected a failure, got success: {stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {stderr}");
+    assert!(
+        lines[0].to_lowercase().contains(&needle.to_lowercase()),
+        "'{needle}' not in: {}",
+        lines[0]
+    );
+}
+
+fn u64_of(v: &Value, key: &str) -> u64 {
+    v[key].as_u64().unwrap_or_else(|| panic!("{key} missing in {v}"))
+}
+
+fn u128_of(v: &Value, key: &str) -> u128 {
+    match &v[key] {
+        Value::Number(n) => n.as_u64().map(u128::from).unwrap(),
+        Value::String(s) => s.parse().unwrap(),
+        other => panic!("{key}: {other}"),
+    }
+}
+
+fn root_of(put: &Value) -> String {
+    put["root"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn put_then_get_is_identical_for_every_size_and_bad_input_is_one_line() {
+    let net = Devnet::up(6, "1");
+    for (i, len) in [0, 1, SEGMENT, 2 * SEGMENT + 12_345].into_iter().enumerate() {
+        let data = random_bytes(len, i as u64);
+        let put = net.put(&format!("in-{len}"), &data, &[]);
+        assert_eq!(u64_of(&put, "size"), len as u64);
+        let deals = put["deals"].as_array().unwrap();
+        // an empty file needs no storage; anything else is 4+2 deals with 6 distinct providers
+        if len > 0 {
+            assert_eq!(deals.len(), 6, "{put}");
+            let mut providers: Vec<&str> = deals.iter().map(|d| d["provider"].as_str().unwrap()).collect();
+            providers.sort();
+            providers.dedup();
+            assert_eq!(providers.len(), 6);
+        }
+        let back = net.get(&root_of(&put), &format!("out-{len}"));
+        assert!(back == data, "{len} bytes came back different");
+        // the root CID is the one `crowd cid` computes offline
+        let cid = net.ok(&["cid", net.home().join(format!("in-{len}")).to_str().unwrap()]);
+        assert_eq!(cid.trim(), root_of(&put));
+    }
+    let listed = net.ok(&["ls"]);
+    assert!(listed.lines().count() >= 4, "{listed}");
+
+    // bad input: one clear line and a non-zero exit
+    let unknown = {
+        let other = net.home().join("never-stored");
+        std::fs::write(&other, random_bytes(1000, 99)).unwrap();
+        net.ok(&["cid", other.to_str().unwrap()]).trim().to_string()
+    };
+    let out_path = net.home().join("x");
+    let out = out_path.to_str().unwrap();
+    assert_one_line_error(&net.crowd(&["get", &unknown, "-o", out]), "no manifest");
+    assert_one_line_error(&net.crowd(&["get", "not-a-cid", "-o", out]), "not a CID");
+    assert!(!out_path.exists());
+    assert_one_line_error(&net.crowd(&["put", "/does/not/exist"]), "/does/not/exist");
+    let small = net.home().join("small");
+    std::fs::write(&small, b"hello").unwrap();
+    let small = small.to_str().unwrap();
+    assert_one_line_error(
+        &net.crowd(&["put", small, "--data-shards", "5", "--parity-shards", "2"]),
+        "providers",
+    );
+    // a second client of the same network with no funds
+    let poor = tempfile::tempdir().unwrap();
+    std::fs::copy(net.home().join("config.toml"), poor.path().join("config.toml")).unwrap();
+    assert_one_line_error(&crowd_at(poor.path(), &["put", small]), "funds");
+}
+
+#[test]
+fn get_survives_m_providers_killed_before_and_during_the_download() {
+    let net = Devnet::up(6, "1");
+    let data = random_bytes(3 * SEGMENT, 7);
+    let put = net.put("big", &data, &[]);
+    let root = root_of(&put);
+    let deals = put["deals"].as_array().unwrap();
+    let provider_of = |index: u64| {
+        deals.iter().find(|d| u64_of(d, "index") == index).unwrap()["provider"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+
+    // during: a get is running when two data-piece providers die
+    let out = net.home().join("during");
+    let mut child = Command::new(bin("crowd"))
+        .arg("--home")
+        .arg(net.home())
+        .args(["get", &root, "-o", out.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // wait until bytes are arriving (the resume directory exists), then kill
+    let resume = net.home().join(".during.crowd-get");
+    let start = Instant::now();
+    while !resume.exists() && start.elapsed() < Duration::from_secs(30) && child.try_wait().unwrap().is_none()
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    net.sigkill(&provider_of(0));
+    net.sigkill(&provider_of(1));
+    let result = child.wait_with_output().unwrap();
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    assert!(
+        std::fs::read(&out).unwrap() == data,
+        "get during the kills returned other bytes"
+    );
+
+    // before: the two are already dead
+    assert!(net.get(&root, "before") == data);
+}
+
+#[test]
+fn corrupted_replica_faults_stops_payment_and_get_still_works_and_tracker_restart_keeps_the_ledger() {
+    let net = Devnet::up(6, "1");
+    let data = random_bytes(2_000_000, 3);
+    let put = net.put("file", &data, &["--epochs", "200"]);
+    let root = root_of(&put);
+    let status = net.wait_status(
+        &root,
+        "every deal active and proven",
+        Duration::from_secs(90),
+        |s| {
+            s.iter()
+                .all(|p| p["state"] == "active" && u64_of(p, "proven_epochs") >= 1)
+        },
+    );
+
+    // corrupt one provider's replica on disk
+    let victim = &status[2];
+    let deal_id = u64_of(victim, "deal_id");
+    let node = net.process(victim["provider"].as_str().unwrap());
+    let replica = PathBuf::from(node["home"].as_str().unwrap())
+        .join("replicas")
+        .join(format!("{deal_id:020}.replica"));
+    let mut bytes = std::fs::read(&replica).unwrap();
+    for b in bytes.iter_mut().step_by(7) {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&replica, bytes).unwrap();
+    let faulted = net.wait_status(
+        &root,
+        "the corrupted deal to fault",
+        Duration::from_secs(60),
+        |s| u64_of(&s[2], "faulted_epochs") >= 1,
+    );
+    let paid_at_fault = u128_of(&faulted[2], "paid");
+    let later = net.wait_status(&root, "two more faults", Duration::from_secs(60), |s| {
+        u64_of(&s[2], "faulted_epochs") >= 3 || s[2]["state"] == "terminated"
+    });
+    assert_eq!(
+        u128_of(&later[2], "paid"),
+        paid_at_fault,
+        "a faulting deal was still paid"
+    );
+    // the others keep being proven and paid
+    let healthy = &later[0];
+    assert!(u64_of(healthy, "faulted_epochs") == 0 && u128_of(healthy, "paid") > 0);
+    assert!(net.get(&root, "after-corruption") == data);
+
+    // a tracker killed mid-run and restarted keeps every balance and deal
+    let balance_before = net.json(&["balance", "--json"]);
+    let deals_before = net.status(&root);
+    let tracker = net
+        .processes()
+        .into_iter()
+        .find(|p| p["role"] == "tracker")
+        .unwrap();
+    let tracker_home = PathBuf::from(tracker["home"].as_str().unwrap());
+    net.sigkill(tracker["peer_id"].as_str().unwrap());
+    let restarted = Restarted::start(&tracker_home);
+    let balance_after = net.json(&["balance", "--json"]);
+    let deals_after = net.status(&root);
+    // the client's money is either still its own or paid to providers
+    let client_total = |b: &Value| u128_of(b, "available") + u128_of(b, "locked_escrow");
+    let paid = |s: &[Value]| s.iter().map(|p| u128_of(p, "paid")).sum::<u128>();
+    let compensation = |s: &[Value]| s.iter().filter(|p| p["state"] == "terminated").count();
+    if compensation(&deals_before) == compensation(&deals_after) {
+        assert_eq!(
+            client_total(&balance_before) + paid(&deals_before),
+            client_total(&balance_after) + paid(&deals_after),
+            "before {balance_before} after {balance_after}"
+        );
+    }
+    assert_eq!(deals_before.len(), deals_after.len());
+    for (b, a) in deals_before.iter().zip(&deals_after) {
+        assert_eq!(b["deal_id"], a["deal_id"]);
+        assert!(u128_of(a, "paid") >= u128_of(b, "paid"));
+        assert!(u64_of(a, "proven_epochs") >= u64_of(b, "proven_epochs"));
+    }
+    // and it goes on proving
+    let proven = u64_of(&deals_after[0], "proven_epochs");
+    net.wait_status(&root, "proving after the restart", Duration::from_secs(60), |s| {
+        u64_of(&s[0], "proven_epochs") > proven
+    });
+    drop(restarted);
+    let verify = Command::new(bin("crowd-tracker"))
+        .args(["ledger", "verify", "--home"])
+        .arg(&tracker_home)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+}
+
+/// A tracker restarted by hand from its devnet home (same identity, ledger
+/// and listen address), stopped on drop.
+struct Restarted(std::process::Child);
+
+impl Restarted {
+    fn start(home: &Path) -> Self {
+        let info = home.join("tracker.json");
+        let _ = std::fs::remove_file(&info);
+        let log = std::fs::File::create(home.join("restarted.log")).unwrap();
+        let child = Command::new(bin("crowd-tracker"))
+            .args(["run", "--home"])
+            .arg(home)
+            .args(["--epoch-secs", "1", "--devnet"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while !info.exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "restarted tracker not ready"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self(child)
+    }
+}
+
+impl Drop for Restarted {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let _ = self.0.wait();
+    }
+}
