@@ -40,7 +40,7 @@ fn params() -> SealParams {
 }
 
 fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()))
         .join("tests/vectors")
         .join(format!("v{FORMAT_VERSION}"))
 }
