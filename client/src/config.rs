@@ -74,13 +74,8 @@ impl ClientConfig {
             ),
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
         };
-        let config: Self = toml::from_str(&text).map_err(|e| {
-            anyhow!(
-                "{}: {}",
-                path.display(),
-                e.to_string().lines().next().unwrap_or("invalid TOML")
-            )
-        })?;
+        let config: Self =
+            toml::from_str(&text).map_err(|e| anyhow!("{}: {}", path.display(), e.message().trim()))?;
         config.check().with_context(|| path.display().to_string())?;
         Ok(config)
     }

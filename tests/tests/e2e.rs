@@ -13,14 +13,19 @@ use serde_json::Value;
 /// Put's segment size (16 MiB, a multiple of k = 4).
 const SEGMENT: usize = 16 << 20;
 
+/// One devnet at a time: seven processes each on a 2-core machine.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 struct Devnet {
     home: tempfile::TempDir,
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Devnet {
     fn up(nodes: usize, epoch_secs: &str) -> Self {
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let home = tempfile::tempdir().unwrap();
-        let net = Self { home };
+        let net = Self { home, _turn: turn };
         let out = net.crowd(&[
             "devnet",
             "up",
@@ -28,6 +33,8 @@ impl Devnet {
             &nodes.to_string(),
             "--epoch-secs",
             epoch_secs,
+            "--timeout",
+            "120",
         ]);
         assert!(
             out.status.success(),

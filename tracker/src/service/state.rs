@@ -634,8 +634,8 @@ impl<S: Store> State<S> {
         if root.is_empty() || root.len() > MAX_ROOT_LEN {
             return refuse(format!("root CID of {} bytes", root.len()));
         }
-        let parsed = crowd_protocol::Manifest::decode(&manifest)
-            .map_err(|e| ServiceError::Config(format!("{e}")))?;
+        let parsed =
+            crowd_protocol::Manifest::decode(&manifest).map_err(|e| ServiceError::Config(format!("{e}")))?;
         if parsed.root.to_bytes() != root {
             return refuse(format!("the manifest describes {}, not this root", parsed.root));
         }
@@ -908,6 +908,29 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+
+    /// A valid manifest of an empty file: (root CID bytes, dag-cbor bytes).
+    fn sample_manifest() -> (Vec<u8>, Vec<u8>) {
+        let (layout, _) = crowd_erasure::Encoder::new(crowd_erasure::Params::new(2, 1, 4096).unwrap())
+            .unwrap()
+            .encode_bytes(&[])
+            .unwrap();
+        let root = crowd_protocol::manifest_cid(b"some file root");
+        let m = crowd_protocol::Manifest {
+            version: crowd_protocol::MANIFEST_VERSION,
+            root,
+            size: 0,
+            chunking: crowd_protocol::Chunking {
+                chunker: "fixed".into(),
+                chunk_size: 1 << 20,
+                max_links: 174,
+                hash: "blake3".into(),
+            },
+            layout,
+            pieces: vec![],
+        };
+        (root.to_bytes(), m.encode().unwrap())
+    }
     use crate::service::store::{MemStore, RocksStore};
     use crowd_protocol::{PieceId, ProviderRegistration};
 
@@ -1016,12 +1039,12 @@ mod tests {
                 },
             )
             .unwrap();
-        let manifest = to_cbor(&("manifest", 1u8));
+        let (root, manifest) = sample_manifest();
         let r = state
             .handle(
                 peer(&client),
                 TrackerRequest::RegisterManifest {
-                    root: vec![1, 2, 3],
+                    root: root.clone(),
                     manifest: manifest.clone(),
                 },
             )
@@ -1058,9 +1081,14 @@ mod tests {
         assert_eq!(*again.ledger(), before);
         assert_eq!(
             again
-                .handle(peer(&client), TrackerRequest::Manifest { root: vec![1, 2, 3] })
+                .handle(
+                    peer(&client),
+                    TrackerRequest::Manifest {
+                        root: sample_manifest().0
+                    }
+                )
                 .unwrap(),
-            TrackerResponse::Manifest(Some(Blob(to_cbor(&("manifest", 1u8)))))
+            TrackerResponse::Manifest(Some(Blob(sample_manifest().1)))
         );
         // the whole log replays to the live state
         let log = stored_log(again.store()).unwrap();
@@ -1139,8 +1167,8 @@ mod tests {
             (
                 peer(&stranger),
                 TrackerRequest::RegisterManifest {
-                    root: vec![1],
-                    manifest: to_cbor(&1u8),
+                    root: sample_manifest().0,
+                    manifest: sample_manifest().1,
                 },
                 "published deal",
             ),
