@@ -23,10 +23,12 @@ struct Devnet {
 
 impl Devnet {
     fn up(nodes: usize, epoch_secs: &str) -> Self {
-        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let turn = ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let home = tempfile::tempdir().unwrap();
         let net = Self { home, _turn: turn };
-        let out = net.crowd(&[
+        let args = [
             "devnet",
             "up",
             "--nodes",
@@ -35,7 +37,19 @@ impl Devnet {
             epoch_secs,
             "--timeout",
             "120",
-        ]);
+        ];
+        let mut out = net.crowd(&args);
+        if !out.status.success() {
+            // KNOWN ISSUE (see the issue #7 note): under load a node has been
+            // seen to exit before it was ready with nothing in its log; one
+            // retry, reported, while that is investigated
+            eprintln!(
+                "devnet up failed once, retrying: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let _ = net.crowd(&["devnet", "down", "--clean"]);
+            out = net.crowd(&args);
+        }
         assert!(
             out.status.success(),
             "devnet up: {}",
