@@ -32,7 +32,7 @@ mod procs;
 pub mod tracker;
 
 pub use procs::{find_bin, signal};
-use tracker::{load_or_create_key, TrackerConn};
+use tracker::TrackerConn;
 
 /// Base units the faucet mints for the client at every `up`.
 pub const FUNDING: u128 = 1_000_000_000_000_000;
@@ -349,7 +349,7 @@ fn start(
     save(home, file)?;
 
     // the client: identity, connection, registrations, config, funds
-    let key = load_or_create_key(&home.join("identity.key"))?;
+    let key = crate::session::load_or_create_key(home)?;
     let client = key.public().to_peer_id();
     let conn = TrackerConn::connect(key, &tracker_addr)?;
     note("waiting until the tracker lists every node");

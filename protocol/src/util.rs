@@ -1,5 +1,5 @@
-//! Small helpers the daemons share: the identity key file and the plain-text
-//! HTTP endpoint their Prometheus metrics are scraped from.
+//! Small helpers the daemons share: the identity key file, the stop signal
+//! and the plain-text HTTP endpoint their Prometheus metrics are scraped from.
 
 use std::path::Path;
 use std::time::Duration;
@@ -31,6 +31,23 @@ pub fn load_or_create_key(path: &Path) -> std::io::Result<Keypair> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| at("protect", e))?;
     Ok(key)
+}
+
+/// Resolves at the first SIGINT or SIGTERM (Ctrl-C where those cannot be
+/// installed): how the daemons know to stop.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
 
 /// Largest request head read before answering.

@@ -176,28 +176,13 @@ async fn run(home: &Path) -> Result<()> {
         println!("metrics on http://{metrics_addr}/metrics");
     }
 
-    shutdown_signal().await;
+    crowd_protocol::util::shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = std::fs::remove_file(&info_path);
     // let transfers in flight finish for a moment; anything cut off is an
     // unacknowledged upload in tmp/, removed at the next start
     node.drain(Duration::from_secs(5)).await;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
-        (Ok(mut int), Ok(mut term)) => {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
 
 fn main() -> ExitCode {

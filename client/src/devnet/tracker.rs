@@ -1,53 +1,15 @@
 //! A blocking handle on the tracker for the devnet and the demo: an
 //! in-process libp2p swarm on loopback with its own small runtime.
 
-use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use crowd_protocol::libp2p::identity::Keypair;
 use crowd_protocol::libp2p::{multiaddr::Protocol, Multiaddr, PeerId};
 use crowd_protocol::{
     AccountView, DealQuery, DealView, Network, NetworkConfig, ProviderEntry, Request, Response, TrackerInfo,
     TrackerRequest, TrackerResponse,
 };
-
-/// The client's identity, `<home>/identity.key` (libp2p protobuf encoding,
-/// ed25519, mode 0600), created when missing.
-pub fn load_or_create_key(path: &Path) -> Result<Keypair> {
-    if path.exists() {
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        return Keypair::from_protobuf_encoding(&bytes)
-            .map_err(|e| anyhow!("{}: not a valid identity key: {e}", path.display()));
-    }
-    let key = Keypair::generate_ed25519();
-    let bytes = key
-        .to_protobuf_encoding()
-        .map_err(|e| anyhow!("encoding a key: {e}"))?;
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    f.write_all(&bytes)
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(key)
-}
-
-/// A multiaddress ending in /p2p/<peer id>, split.
-pub fn peer_addr(s: &str) -> Result<(PeerId, Multiaddr)> {
-    let addr: Multiaddr = s
-        .parse()
-        .map_err(|e| anyhow!("'{s}' is not a multiaddress: {e}"))?;
-    match addr.iter().last() {
-        Some(Protocol::P2p(peer)) => Ok((peer, addr)),
-        _ => Err(anyhow!("'{s}' does not end in /p2p/<peer id>")),
-    }
-}
 
 /// A connection to the tracker that answers one request at a time.
 #[derive(Debug)]
@@ -61,7 +23,7 @@ impl TrackerConn {
     /// Starts a swarm with `key` on loopback and dials the tracker at `addr`
     /// (a multiaddress ending in /p2p/<peer id>).
     pub fn connect(key: Keypair, addr: &str) -> Result<Self> {
-        let (tracker, maddr) = peer_addr(addr)?;
+        let (tracker, maddr) = crate::session::peer_addr(addr)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()

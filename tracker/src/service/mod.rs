@@ -267,7 +267,7 @@ pub async fn run(home: &Path, options: RunOptions) -> Result<(), ServiceError> {
     }
 
     let result = tokio::select! {
-        _ = shutdown_signal() => {
+        _ = crowd_protocol::util::shutdown_signal() => {
             tracing::info!("shutting down");
             Ok(())
         }
@@ -328,21 +328,6 @@ async fn serve_requests(
             req.respond(response);
             drop(permit);
         });
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
-        (Ok(mut int), Ok(mut term)) => {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
     }
 }
 
