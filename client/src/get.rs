@@ -24,6 +24,7 @@
 //! shard windows (at most two segments) and 32 MiB of chunks when hashing.
 
 mod engine;
+mod pipeline;
 mod plan;
 mod store;
 #[cfg(test)]
@@ -113,24 +114,33 @@ pub fn get(home: &Path, args: GetArgs) -> Result<()> {
         let dir = ResumeDir::open(&args.output, &target)?;
         let plan = PieceRanges::for_range(&m.layout.geometry(), &range);
         let bar = progress_bar(args.json);
-        report = rt.block_on(fetch(&found, &dir, &plan, whole, &bar))?;
         let written = crate::input::write_atomically(&args.output, |f| {
             let mut w = BufWriter::with_capacity(1 << 20, &mut *f);
-            decode_into(m, &dir, &plan, &report.pieces_used, &range, &mut w)?;
-            w.flush().context("writing output")?;
-            drop(w);
-            if whole {
-                f.rewind()?;
-                if let Err(e) = check_root(&mut &*f, &params, &root) {
-                    // verified pieces that do not make the root: a wrong manifest
+            let job = fetch_job(&found, &dir, &plan, whole, &bar);
+            let fetched = if whole {
+                pipeline::with_root_check(&mut w, &params, &root, |out| {
+                    pipeline::retrieve(rt.handle(), &found.session.net, job, &range, out)
+                })
+            } else {
+                pipeline::retrieve(rt.handle(), &found.session.net, job, &range, &mut w)
+            };
+            let fetched = match fetched {
+                Err(e) if e.downcast_ref::<WrongRoot>().is_some() => {
+                    // verified pieces that do not make the root: start afresh next time
                     let _ = std::fs::remove_dir_all(dir.path());
                     return Err(e);
                 }
-            }
-            Ok(())
+                other => other?,
+            };
+            w.flush().context("writing output")?;
+            Ok(fetched)
         });
         bar.finish_and_clear();
-        written?;
+        let fetched = written?;
+        report = Report {
+            pieces_used: fetched.complete,
+            failures: fetched.failures,
+        };
         dir.remove()?;
     }
     if args.json {
@@ -399,14 +409,14 @@ fn dag_params(m: &Manifest) -> Result<DagParams> {
     DagParams::new(chunking, links, hash).map_err(|e| bad(e.to_string()))
 }
 
-async fn fetch(
-    found: &Found,
-    dir: &ResumeDir,
-    plan: &PieceRanges,
+fn fetch_job<'a>(
+    found: &'a Found,
+    dir: &'a ResumeDir,
+    plan: &'a PieceRanges,
     whole: bool,
-    bar: &ProgressBar,
-) -> Result<Report> {
-    let job = FetchJob {
+    bar: &'a ProgressBar,
+) -> FetchJob<'a> {
+    FetchJob {
         manifest: &found.manifest,
         plan,
         dir,
@@ -414,8 +424,18 @@ async fn fetch(
         stall: Duration::from_secs(found.session.config.transfer_timeout_secs.max(1)),
         whole,
         progress: bar,
-    };
-    let fetched = fetch_pieces(&found.session.net, &job).await?;
+        landed: None,
+    }
+}
+
+async fn fetch(
+    found: &Found,
+    dir: &ResumeDir,
+    plan: &PieceRanges,
+    whole: bool,
+    bar: &ProgressBar,
+) -> Result<Report> {
+    let fetched = fetch_pieces(&found.session.net, &fetch_job(found, dir, plan, whole, bar)).await?;
     Ok(Report {
         pieces_used: fetched.complete,
         failures: fetched.failures,
@@ -451,10 +471,30 @@ fn check_root(data: &mut dyn Read, params: &DagParams, root: &Cid) -> Result<()>
     let mut sink: Box<dyn BlockSink> = Box::new(Discard);
     let dag = build_from_reader(BufReader::with_capacity(1 << 20, data), params, &mut *sink)?;
     if dag.cid != *root {
-        bail!(
-            "the retrieved file's root is {}, not {root}: the manifest is wrong",
-            dag.cid
-        );
+        return Err(WrongRoot {
+            got: dag.cid,
+            want: *root,
+        }
+        .into());
     }
     Ok(())
 }
+
+/// Verified pieces that do not make the root: the manifest is wrong.
+#[derive(Debug)]
+struct WrongRoot {
+    got: Cid,
+    want: Cid,
+}
+
+impl std::fmt::Display for WrongRoot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the retrieved file's root is {}, not {}: the manifest is wrong",
+            self.got, self.want
+        )
+    }
+}
+
+impl std::error::Error for WrongRoot {}

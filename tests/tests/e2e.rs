@@ -38,18 +38,7 @@ impl Devnet {
             "--timeout",
             "120",
         ];
-        let mut out = net.crowd(&args);
-        if !out.status.success() {
-            // KNOWN ISSUE (see the issue #7 note): under load a node has been
-            // seen to exit before it was ready with nothing in its log; one
-            // retry, reported, while that is investigated
-            eprintln!(
-                "devnet up failed once, retrying: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let _ = net.crowd(&["devnet", "down", "--clean"]);
-            out = net.crowd(&args);
-        }
+        let out = net.crowd(&args);
         assert!(
             out.status.success(),
             "devnet up: {}",

@@ -87,11 +87,29 @@ pub fn spawn(bin: &Path, args: &[&OsStr], log: &Path, detach: bool) -> Result<u3
     }
     // The child is not waited for here: `crowd devnet up` exits and leaves it
     // to init; `alive` treats an unreaped zombie as stopped.
-    let child = cmd
+    let mut child = cmd
         .spawn()
         .with_context(|| format!("cannot start {}", bin.display()))?;
-    Ok(child.id())
+    let pid = child.id();
+    // `spawn` returns once the exec is done, but the kernel sets up the new
+    // program's command line a moment later: until then /proc shows it empty
+    // (measured: half the time, right after spawning) and `alive` would call
+    // the process gone. Wait for it, or for the process to exit.
+    let deadline = Instant::now() + CMDLINE_WAIT;
+    while Instant::now() < deadline {
+        if matches!(child.try_wait(), Ok(Some(_)) | Err(_)) {
+            break;
+        }
+        if std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty()) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(pid)
 }
+
+/// Longest wait for a spawned process's command line to appear in /proc.
+const CMDLINE_WAIT: Duration = Duration::from_secs(5);
 
 /// Is `pid` running, and is it the process started with `--home home`?
 pub fn alive(pid: u32, home: &Path) -> bool {
@@ -167,4 +185,32 @@ pub fn tail(log: &Path, n: usize) -> String {
     let text = String::from_utf8_lossy(&bytes);
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Right after `spawn` the process must count as alive: its command
+    /// line is in place (it was empty for about half of fresh spawns before
+    /// `spawn` waited for it, which made `devnet up` report a healthy node as
+    /// "exited before it was ready").
+    #[test]
+    fn a_spawned_process_is_alive_at_once_and_stops() {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = tmp.path().join("log");
+        let sh = Path::new("/bin/sh");
+        for i in 0..50 {
+            let marker = tmp.path().join(format!("marker-{i}"));
+            let args = [OsStr::new("-c"), OsStr::new("sleep 30"), marker.as_os_str()];
+            let pid = spawn(sh, &args, &log, true).unwrap();
+            assert!(alive(pid, &marker), "spawn {i}: pid {pid} not alive");
+            assert!(!alive(pid, &tmp.path().join("other")));
+            assert_eq!(
+                stop_all(&[(pid, marker.clone())], Duration::from_secs(5)).unwrap(),
+                0
+            );
+            assert!(!alive(pid, &marker));
+        }
+    }
 }

@@ -3,10 +3,12 @@
 //! corrupt or falls far behind the others, and cancel the rest once `k` are
 //! complete. Every byte written is verified in transit
 //! ([`crowd_protocol::transfer::fetch`]); pieces stream into the resume
-//! directory, so memory is one write buffer per running fetch.
+//! directory, so memory is one write buffer per running fetch. [`Landed`]
+//! tells a decoder running alongside how far each piece's file holds bytes
+//! fetched in this run.
 
 use std::collections::HashMap;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,6 +38,51 @@ pub struct FetchJob<'a> {
     /// against the piece hash once complete.
     pub whole: bool,
     pub progress: &'a ProgressBar,
+    /// Where to publish each piece's written length, for a decoder that
+    /// runs while the fetch goes on.
+    pub landed: Option<Landed>,
+}
+
+/// Per piece, how many compact bytes its file holds that were fetched and
+/// verified in this run and are written (not just buffered); and whether
+/// the fetch is over. Pieces resumed from an earlier run are not published
+/// (their bytes are re-checked only once complete) and stay at zero.
+#[derive(Debug, Clone)]
+pub struct Landed(Arc<LandedInner>);
+
+#[derive(Debug)]
+struct LandedInner {
+    pieces: Vec<AtomicU64>,
+    finished: std::sync::atomic::AtomicBool,
+}
+
+impl Landed {
+    pub fn new(pieces: usize) -> Self {
+        Self(Arc::new(LandedInner {
+            pieces: (0..pieces).map(|_| AtomicU64::new(0)).collect(),
+            finished: false.into(),
+        }))
+    }
+
+    /// Bytes of piece `i` on disk (0 for an unknown piece).
+    pub fn get(&self, i: usize) -> u64 {
+        self.0.pieces.get(i).map_or(0, |a| a.load(Ordering::Acquire))
+    }
+
+    pub(super) fn set(&self, i: usize, len: u64) {
+        if let Some(a) = self.0.pieces.get(i) {
+            a.store(len, Ordering::Release);
+        }
+    }
+
+    /// The fetch is over (done or failed): nothing more will land.
+    pub fn finish(&self) {
+        self.0.finished.store(true, Ordering::Release);
+    }
+
+    pub fn finished(&self) -> bool {
+        self.0.finished.load(Ordering::Acquire)
+    }
 }
 
 /// A piece that could not be fetched.
@@ -61,11 +108,21 @@ const MAX_ATTEMPTS: u32 = 2;
 const BEHIND: f64 = 0.5;
 /// No piece is judged slow before this.
 const GRACE: Duration = Duration::from_secs(2);
+/// Once every running piece has run this long and none is far behind, the
+/// spare beyond `k` is dropped: the slowest, parity before data unless a
+/// data piece is clearly slower (fetching it all would cost the providers
+/// and this machine a piece's worth of bandwidth for nothing).
+const DROP_AFTER: Duration = Duration::from_millis(750);
+/// How much slower a data piece must be to be dropped instead of a parity
+/// piece (decoding from data pieces is a copy, from parity a rebuild).
+const DATA_PREFERENCE: f64 = 0.8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Waiting,
     Running,
+    /// Cancelled as a spare; may be started again (resuming) if needed.
+    Dropped,
     Done,
     Failed,
 }
@@ -81,6 +138,8 @@ struct Piece {
     resumed: bool,
     started: Option<Instant>,
     start_have: u64,
+    /// The running (or dropped) task's handle.
+    task: Option<tokio::task::AbortHandle>,
 }
 
 /// Fetches at least `k` complete pieces into `job.dir`.
@@ -107,6 +166,7 @@ pub async fn fetch_pieces(net: &Network, job: &FetchJob<'_>) -> Result<Fetched> 
             resumed: held > 0,
             started: None,
             start_have: held,
+            task: None,
         });
     }
     let mut failures = Vec::new();
@@ -132,6 +192,7 @@ pub async fn fetch_pieces(net: &Network, job: &FetchJob<'_>) -> Result<Fetched> 
 
     let mut running: JoinSet<(usize, Result<()>)> = JoinSet::new();
     let mut spare = 1usize; // pieces running beyond what is needed
+    let mut dropped = false; // the first spare was dropped
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
         let done = pieces.iter().flatten().filter(|p| p.state == State::Done).count();
@@ -144,6 +205,14 @@ pub async fn fetch_pieces(net: &Network, job: &FetchJob<'_>) -> Result<Fetched> 
                 .iter()
                 .copied()
                 .find(|&i| pieces[i].as_ref().is_some_and(|p| p.state == State::Waiting))
+                .or_else(|| {
+                    // a dropped spare resumes, once its old task is gone
+                    order.iter().copied().find(|&i| {
+                        pieces[i].as_ref().is_some_and(|p| {
+                            p.state == State::Dropped && p.task.as_ref().is_none_or(|t| t.is_finished())
+                        })
+                    })
+                })
                 .or_else(|| {
                     // every piece tried: retry failed ones, which resume
                     order.iter().copied().find(|&i| {
@@ -161,6 +230,14 @@ pub async fn fetch_pieces(net: &Network, job: &FetchJob<'_>) -> Result<Fetched> 
             let held = job.plan.resume_at(job.dir.have(i));
             p.start_have = held;
             p.have.store(held, Ordering::Relaxed);
+            let file = job.dir.append(i, held)?;
+            let landed = match &job.landed {
+                Some(l) if !p.resumed => {
+                    l.set(i, held);
+                    Some((l.clone(), i))
+                }
+                _ => None,
+            };
             let task = PieceTask {
                 net: net.clone(),
                 provider: p.provider,
@@ -168,13 +245,19 @@ pub async fn fetch_pieces(net: &Network, job: &FetchJob<'_>) -> Result<Fetched> 
                 id: p.id,
                 piece_len,
                 ranges: job.plan.remaining(held),
-                file: job.dir.append(i, held)?,
+                file,
+                start: held,
+                landed,
                 stall: job.stall,
                 have: p.have.clone(),
             };
-            running.spawn(async move { (i, task.run().await) });
+            p.task = Some(running.spawn(async move { (i, task.run().await) }));
         }
-        if active_now(&pieces) == 0 {
+        let dropping = pieces
+            .iter()
+            .flatten()
+            .any(|p| p.state == State::Dropped && p.task.as_ref().is_some_and(|t| !t.is_finished()));
+        if active_now(&pieces) == 0 && !dropping {
             let first: Vec<String> = failures
                 .iter()
                 .take(2)
@@ -192,8 +275,20 @@ pub async fn fetch_pieces(net: &Network, job: &FetchJob<'_>) -> Result<Fetched> 
         tokio::select! {
             joined = running.join_next() => {
                 let Some(joined) = joined else { continue };
-                let (i, result) = joined.map_err(|e| anyhow!("fetch task failed: {e}"))?;
+                let (i, result) = match joined {
+                    Ok(r) => r,
+                    // a dropped spare: already accounted for
+                    Err(e) if e.is_cancelled() => continue,
+                    Err(e) => bail!("fetch task failed: {e}"),
+                };
                 let Some(p) = pieces[i].as_mut() else { continue };
+                if p.state == State::Dropped {
+                    // cancelled too late: it finished anyway
+                    if result.is_ok() {
+                        p.state = State::Done;
+                    }
+                    continue;
+                }
                 match result {
                     Ok(()) if job.whole && p.resumed && !check_whole(job, i, piece_len)? => {
                         p.have.store(0, Ordering::Relaxed);
@@ -223,7 +318,25 @@ pub async fn fetch_pieces(net: &Network, job: &FetchJob<'_>) -> Result<Fetched> 
             _ = tick.tick() => {
                 let held: u64 = pieces.iter().flatten().map(|p| p.have.load(Ordering::Relaxed)).sum();
                 job.progress.set_position(held.min(total.saturating_mul(k as u64)));
-                spare = spare.max((1 + far_behind(&pieces)).min(n - k));
+                let behind = far_behind(&pieces);
+                spare = if dropped {
+                    behind.min(n - k)
+                } else {
+                    spare.max((1 + behind).min(n - k))
+                };
+                if !dropped && behind == 0 && active_now(&pieces) > k {
+                    if let Some(i) = spare_to_drop(&pieces, k) {
+                        if let Some(p) = pieces[i].as_mut() {
+                            if let Some(t) = &p.task {
+                                t.abort();
+                            }
+                            p.state = State::Dropped;
+                            p.attempts = p.attempts.saturating_sub(1);
+                        }
+                        dropped = true;
+                        spare = 0;
+                    }
+                }
             }
         }
     }
@@ -264,6 +377,30 @@ fn far_behind(pieces: &[Option<Piece>]) -> usize {
     rates.sort_by(f64::total_cmp);
     let median = rates[rates.len() / 2];
     rates.iter().filter(|&&r| r < median * BEHIND).count()
+}
+
+/// The running piece to cancel as a spare, once all have run for
+/// [`DROP_AFTER`]: the slowest, a data piece only when clearly slower than
+/// the slowest parity piece.
+fn spare_to_drop(pieces: &[Option<Piece>], k: usize) -> Option<usize> {
+    let now = Instant::now();
+    let mut rates = Vec::new();
+    for (i, p) in pieces.iter().enumerate() {
+        let Some(p) = p.as_ref().filter(|p| p.state == State::Running) else {
+            continue;
+        };
+        let t = now.duration_since(p.started?);
+        if t < DROP_AFTER {
+            return None;
+        }
+        let rate = p.have.load(Ordering::Relaxed).saturating_sub(p.start_have) as f64 / t.as_secs_f64();
+        let weighted = if i < k { rate } else { rate * DATA_PREFERENCE };
+        rates.push((weighted, i));
+    }
+    rates
+        .into_iter()
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, i)| i)
 }
 
 /// Re-hashes a complete piece resumed from an earlier run; a mismatch
@@ -312,8 +449,43 @@ struct PieceTask {
     piece_len: u64,
     ranges: Vec<std::ops::Range<u64>>,
     file: std::fs::File,
+    /// Compact bytes the file holds when the task starts.
+    start: u64,
+    /// Where to publish the written length, and this piece's index.
+    landed: Option<(Landed, usize)>,
     stall: Duration,
     have: Arc<AtomicU64>,
+}
+
+/// Bytes buffered per running fetch before they are written.
+const WRITE_BUF: usize = 1 << 20;
+
+/// A piece file's writer: buffers, writes, and publishes what is written.
+struct PieceWriter {
+    file: std::fs::File,
+    buf: Vec<u8>,
+    written: u64,
+    landed: Option<(Landed, usize)>,
+}
+
+impl PieceWriter {
+    fn push(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() >= WRITE_BUF {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.write_all(&self.buf)?;
+        self.written += self.buf.len() as u64;
+        self.buf.clear();
+        if let Some((l, i)) = &self.landed {
+            l.set(*i, self.written);
+        }
+        Ok(())
+    }
 }
 
 impl PieceTask {
@@ -337,7 +509,12 @@ impl PieceTask {
                 Err(e) => return Err(anyhow!(root_cause(&e)).context("cannot reach the provider")),
             }
         }
-        let mut out = BufWriter::with_capacity(1 << 20, self.file);
+        let mut out = PieceWriter {
+            file: self.file,
+            buf: Vec::with_capacity(WRITE_BUF),
+            written: self.start,
+            landed: self.landed,
+        };
         let mut streams = self.net.streams();
         let have = &self.have;
         let mut result = Ok(());
@@ -350,7 +527,7 @@ impl PieceTask {
                 r,
                 self.stall,
                 |bytes| {
-                    out.write_all(bytes)?;
+                    out.push(bytes)?;
                     have.fetch_add(bytes.len() as u64, Ordering::Relaxed);
                     Ok(())
                 },
@@ -365,5 +542,50 @@ impl PieceTask {
         // keep every verified byte, even after an error
         out.flush().context("writing a piece file")?;
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn running(have: u64, ran: Duration) -> Option<Piece> {
+        Some(Piece {
+            provider: PeerId::random(),
+            id: PieceId([0; 32]),
+            state: State::Running,
+            attempts: 1,
+            have: Arc::new(AtomicU64::new(have)),
+            resumed: false,
+            started: Instant::now().checked_sub(ran),
+            start_have: 0,
+            task: None,
+        })
+    }
+
+    #[test]
+    fn the_spare_dropped_is_the_slowest_parity_unless_a_data_piece_lags_clearly() {
+        let s = Duration::from_secs(1);
+        // k = 2: data 0 and 1, parity 2 and 3 (3 not running)
+        let even = [running(100, s), running(100, s), running(100, s), None];
+        assert_eq!(spare_to_drop(&even, 2), Some(2), "same pace: the parity piece");
+        let data_a_bit_slower = [running(90, s), running(100, s), running(100, s), None];
+        assert_eq!(spare_to_drop(&data_a_bit_slower, 2), Some(2));
+        let data_far_slower = [running(50, s), running(100, s), running(100, s), None];
+        assert_eq!(spare_to_drop(&data_far_slower, 2), Some(0));
+        // not before every running piece had its time
+        let young = [
+            running(100, s),
+            running(100, s),
+            running(100, Duration::from_millis(10)),
+            None,
+        ];
+        assert_eq!(spare_to_drop(&young, 2), None);
+        // done and failed pieces are not candidates
+        let mut with_done = [running(100, s), running(100, s), running(10, s), running(100, s)];
+        if let Some(p) = with_done[2].as_mut() {
+            p.state = State::Done;
+        }
+        assert_eq!(spare_to_drop(&with_done, 2), Some(3));
     }
 }

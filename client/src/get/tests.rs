@@ -176,33 +176,8 @@ impl Net {
             .unwrap();
             assert!(matches!(result, UploadResult::Stored(_)), "{result:?}");
         }
-        let params = DagParams::new(
-            ChunkParams::new(ChunkerKind::Fixed, 64 << 10).unwrap(),
-            4,
-            HashAlg::Blake3,
-        )
-        .unwrap();
-        let root = build_from_slice(&data, &params, &mut Discard).unwrap().cid;
-        let manifest = Manifest {
-            version: MANIFEST_VERSION,
-            root,
-            size: len as u64,
-            chunking: Chunking {
-                chunker: "fixed".into(),
-                chunk_size: 64 << 10,
-                max_links: 4,
-                hash: "blake3".into(),
-            },
-            pieces: (0..K + M)
-                .map(|i| ManifestPiece {
-                    index: i as u64,
-                    piece: layout.piece_cid(i).unwrap(),
-                    provider: nodes[i].peer.to_string(),
-                    deal_id: i as u64,
-                })
-                .collect(),
-            layout,
-        };
+        let providers: Vec<PeerId> = nodes.iter().map(|n| n.peer).collect();
+        let (manifest, params) = manifest_of(&data, layout, &providers);
         // decode checks what a manifest from the network must satisfy
         let manifest = Manifest::decode(&manifest.encode().unwrap()).unwrap();
         Self {
@@ -235,13 +210,20 @@ impl Net {
             stall: Duration::from_secs(10),
             whole,
             progress: &bar,
+            landed: None,
         };
-        let fetched = fetch_pieces(&self.net, &job).await?;
+        // as `get` does: decoding follows the fetch, the root is checked alongside
         let mut bytes = Vec::new();
-        decode_into(&self.manifest, &dir, &plan, &fetched.complete, &range, &mut bytes)?;
-        if whole {
-            check_root(&mut &bytes[..], &self.params, &self.manifest.root)?;
-        }
+        let fetched = tokio::task::block_in_place(|| {
+            let rt = tokio::runtime::Handle::current();
+            if whole {
+                super::pipeline::with_root_check(&mut bytes, &self.params, &self.manifest.root, |out| {
+                    super::pipeline::retrieve(&rt, &self.net, job, &range, out)
+                })
+            } else {
+                super::pipeline::retrieve(&rt, &self.net, job, &range, &mut bytes)
+            }
+        })?;
         Ok((bytes, fetched))
     }
 }
@@ -377,4 +359,106 @@ fn cids_and_outputs_are_checked_before_the_network() {
         store::resume_path(Path::new("b.bin")),
         Path::new("./.b.bin.crowd-get")
     );
+}
+
+/// The manifest of `data` with `layout`, 64 KiB fixed chunks, piece `i`
+/// with `providers[i]`; and its DAG parameters.
+fn manifest_of(data: &[u8], layout: crowd_erasure::Layout, providers: &[PeerId]) -> (Manifest, DagParams) {
+    let params = DagParams::new(
+        ChunkParams::new(ChunkerKind::Fixed, 64 << 10).unwrap(),
+        4,
+        HashAlg::Blake3,
+    )
+    .unwrap();
+    let manifest = Manifest {
+        version: MANIFEST_VERSION,
+        root: build_from_slice(data, &params, &mut Discard).unwrap().cid,
+        size: data.len() as u64,
+        chunking: Chunking {
+            chunker: "fixed".into(),
+            chunk_size: 64 << 10,
+            max_links: 4,
+            hash: "blake3".into(),
+        },
+        pieces: (0..K + M)
+            .map(|i| ManifestPiece {
+                index: i as u64,
+                piece: layout.piece_cid(i).unwrap(),
+                provider: providers[i].to_string(),
+                deal_id: i as u64,
+            })
+            .collect(),
+        layout,
+    };
+    (manifest, params)
+}
+
+#[test]
+fn decoding_follows_the_data_pieces_as_they_land() {
+    let len = (1 << 20) + 12_345; // 5 segments, the last partial
+    let data = random_bytes(len, 7);
+    let (layout, pieces) = Encoder::new(Params::new(K, M, 256 << 10).unwrap())
+        .unwrap()
+        .encode_bytes(&data)
+        .unwrap();
+    let providers: Vec<PeerId> = (0..K + M).map(|_| PeerId::random()).collect();
+    let (manifest, _) = manifest_of(&data, layout, &providers);
+    let g = manifest.layout.geometry();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = fresh_out(&tmp, "file");
+    let dir = ResumeDir::open(&out, "test\n").unwrap();
+    let plan = PieceRanges::for_range(&g, &(0..len as u64));
+    let addrs = HashMap::new();
+    let bar = ProgressBar::hidden();
+    let job = FetchJob {
+        manifest: &manifest,
+        plan: &plan,
+        dir: &dir,
+        addrs: &addrs,
+        stall: Duration::from_secs(10),
+        whole: true,
+        progress: &bar,
+        landed: None,
+    };
+    let landed = super::engine::Landed::new(K + M);
+    // data pieces 0, 1, 3 and both parity pieces complete; piece 2 holds two
+    // and a half segments' shards
+    let part = g.piece_offset(2) + g.shard_len(2) / 2;
+    for (i, p) in pieces.iter().enumerate() {
+        let held = if i == 2 { &p[..part as usize] } else { &p[..] };
+        std::fs::write(dir.piece_path(i), held).unwrap();
+        landed.set(i, held.len() as u64);
+    }
+    landed.finish();
+    let mut bytes = Vec::new();
+    let upto = super::pipeline::follow(&job, &landed, &mut bytes).unwrap();
+    // the first two segments, all data pieces hold them; the rest waits for the fetch's choice
+    assert_eq!(upto, g.segment_range(2).start);
+    assert_eq!(bytes, &data[..upto as usize]);
+
+    // a data piece whose file is shorter than it claims: nothing written for
+    // that segment, the rest is left to the decode after the fetch
+    let landed = super::engine::Landed::new(K + M);
+    for (i, p) in pieces.iter().enumerate().take(K) {
+        landed.set(i, p.len() as u64);
+    }
+    landed.finish();
+    let mut bytes = Vec::new();
+    let upto = super::pipeline::follow(&job, &landed, &mut bytes).unwrap();
+    assert_eq!(upto, g.segment_range(2).start);
+    assert_eq!(bytes, &data[..upto as usize]);
+
+    // every data piece landed: the whole file, no decode left
+    std::fs::write(dir.piece_path(2), &pieces[2]).unwrap();
+    let mut bytes = Vec::new();
+    let upto = super::pipeline::follow(&job, &landed, &mut bytes).unwrap();
+    assert_eq!(upto, len as u64);
+    assert_eq!(bytes, data);
+
+    // nothing landed and the fetch over: nothing decoded
+    let none = super::engine::Landed::new(K + M);
+    none.finish();
+    let mut bytes = Vec::new();
+    assert_eq!(super::pipeline::follow(&job, &none, &mut bytes).unwrap(), 0);
+    assert!(bytes.is_empty());
 }

@@ -1,0 +1,251 @@
+//! Decoding while fetching, and checking the root while decoding.
+//!
+//! A whole-file get starts with the `k` data pieces (see [`super::plan`]),
+//! and a segment whose data shards have all landed is a plain copy. So a
+//! decoder thread follows the fetch: whenever every data piece's file holds
+//! the next segments ([`Landed`]), it copies them to the output. When the
+//! fetch is over it stops, and whatever is left (all of it, when a data
+//! piece was slow, gone or resumed from an earlier run) is decoded from the
+//! `k` complete pieces the fetch settled on, rebuilding from parity as
+//! needed. Every byte was verified against its piece hash in transit either
+//! way, and the output is the same.
+//!
+//! [`RootCheck`] rebuilds the file's DAG on another thread from what is
+//! written, so the root CID is checked without reading the output again.
+
+use std::io::{Read, Write};
+use std::ops::Range;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use crowd_erasure::{Decoder, Verification};
+use crowd_protocol::Network;
+use tokio::runtime::Handle;
+
+use super::engine::{fetch_pieces, FetchJob, Fetched, Landed};
+use super::store::PlannedPiece;
+
+/// How often the decoder looks whether more has landed.
+const POLL: Duration = Duration::from_millis(10);
+
+/// Fetches `job` on `rt` and writes file bytes `range` to `out`, decoding
+/// whole-file gets while the pieces arrive.
+pub fn retrieve<W: Write + Send>(
+    rt: &Handle,
+    net: &Network,
+    mut job: FetchJob<'_>,
+    range: &Range<u64>,
+    out: &mut W,
+) -> Result<Fetched> {
+    let landed = Landed::new(job.manifest.layout.params().total_shards());
+    if job.whole {
+        job.landed = Some(landed.clone());
+    } else {
+        landed.finish();
+    }
+    let job = &job;
+    let mut out = Counting {
+        inner: out,
+        written: 0,
+    };
+    let (fetched, followed) = std::thread::scope(|s| {
+        let follower = s.spawn(|| follow(job, &landed, &mut out));
+        let fetched = rt.block_on(fetch_pieces(net, job));
+        landed.finish();
+        let followed = follower
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the decoder thread panicked")));
+        (fetched, followed)
+    });
+    let fetched = fetched?;
+    // a range get does not follow: it decodes from its start
+    let upto = followed?.max(range.start);
+    if out.written != upto - range.start {
+        bail!("decoding the file: the output is out of step with the segments decoded");
+    }
+    if upto < range.end {
+        super::decode_into(
+            job.manifest,
+            job.dir,
+            job.plan,
+            &fetched.complete,
+            &(upto..range.end),
+            &mut out,
+        )?;
+    }
+    Ok(fetched)
+}
+
+/// Copies segments to `out` as their data shards land, until the fetch is
+/// over or a read fails; returns the file offset decoded up to.
+pub(super) fn follow<W: Write>(job: &FetchJob<'_>, landed: &Landed, out: &mut W) -> Result<u64> {
+    let mut out = Counting {
+        inner: out,
+        written: 0,
+    };
+    let layout = &job.manifest.layout;
+    let g = layout.geometry();
+    let k = layout.params().data_shards();
+    let n = layout.params().total_shards();
+    let count = g.segment_count();
+    let mut next = 0u64;
+    let mut sources: Option<Vec<Option<PlannedPiece<'_>>>> = None;
+    let decoder = Decoder::new(layout)?.with_verification(Verification::Trusted);
+    while job.whole && next < count {
+        let low = (0..k).map(|i| landed.get(i)).min().unwrap_or(0);
+        let mut upto = next;
+        while upto < count && g.piece_offset(upto) + g.shard_len(upto) <= low {
+            upto += 1;
+        }
+        if upto == next {
+            if landed.finished() {
+                break;
+            }
+            std::thread::sleep(POLL);
+            continue;
+        }
+        if sources.is_none() {
+            // every data piece has bytes on disk, so its file exists
+            let mut v: Vec<Option<PlannedPiece<'_>>> = (0..n).map(|_| None).collect();
+            for (i, slot) in v.iter_mut().enumerate().take(k) {
+                *slot = Some(job.dir.source(i, job.plan, layout.piece_len())?);
+            }
+            sources = Some(v);
+        }
+        let Some(src) = &sources else { break };
+        while next < upto {
+            let before = out.written;
+            // a failed read writes nothing (then the rest is decoded after the fetch)
+            if decoder
+                .decode_range(src, g.segment_range(next), &mut out)
+                .is_err()
+            {
+                if out.written != before {
+                    bail!("writing the output failed");
+                }
+                return Ok(g.segment_range(next).start);
+            }
+            next += 1;
+        }
+    }
+    Ok(if next == count {
+        g.file_len()
+    } else {
+        g.segment_range(next).start
+    })
+}
+
+/// Counts the bytes written through it.
+struct Counting<'w, W> {
+    inner: &'w mut W,
+    written: u64,
+}
+
+impl<W: Write> Write for Counting<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Blocks in flight to the root-check thread (each one decoder write, a
+/// shard's part of a segment: at most a few MiB).
+const HASH_QUEUE: usize = 4;
+
+/// Writes to `out` and hands a copy of every byte to a thread that rebuilds
+/// the DAG, to be compared with the root at the end.
+pub struct RootCheck<W> {
+    out: W,
+    tx: Option<SyncSender<Vec<u8>>>,
+}
+
+impl<W: Write> RootCheck<W> {
+    /// `out` and the receiving end for [`check_stream`].
+    pub fn new(out: W) -> (Self, Receiver<Vec<u8>>) {
+        let (tx, rx) = sync_channel(HASH_QUEUE);
+        (Self { out, tx: Some(tx) }, rx)
+    }
+}
+
+impl<W: Write> Write for RootCheck<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(buf)?;
+        if let Some(tx) = &self.tx {
+            if tx.send(buf[..n].to_vec()).is_err() {
+                // the checker stopped (it reports why); keep writing
+                self.tx = None;
+            }
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// Reads the blocks a [`RootCheck`] sends until it is dropped.
+pub struct ChannelReader {
+    rx: Receiver<Vec<u8>>,
+    block: Vec<u8>,
+    at: usize,
+}
+
+impl ChannelReader {
+    pub fn new(rx: Receiver<Vec<u8>>) -> Self {
+        Self {
+            rx,
+            block: Vec::new(),
+            at: 0,
+        }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.block.len() {
+            match self.rx.recv() {
+                Ok(b) => {
+                    self.block = b;
+                    self.at = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.block.len() - self.at);
+        buf[..n].copy_from_slice(&self.block[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Runs `write` with a [`RootCheck`] around `out` and checks the root of
+/// everything written once it returns.
+pub fn with_root_check<W, T>(
+    out: W,
+    params: &crowd_chunker::DagParams,
+    root: &crowd_chunker::Cid,
+    write: impl FnOnce(&mut RootCheck<W>) -> Result<T>,
+) -> Result<T>
+where
+    W: Write + Send,
+{
+    let (mut tee, rx) = RootCheck::new(out);
+    std::thread::scope(|s| {
+        let checker = s.spawn(move || super::check_root(&mut ChannelReader::new(rx), params, root));
+        let written = write(&mut tee);
+        // the checker's stream ends here
+        drop(tee);
+        let checked = checker
+            .join()
+            .map_err(|_| anyhow::anyhow!("the root check panicked"))
+            .context("checking the root")?;
+        let value = written?;
+        checked?;
+        Ok(value)
+    })
+}
