@@ -377,11 +377,21 @@ impl SwarmTask {
                     let _ = tx.send(Ok(()));
                     return;
                 }
+                // one of ours is in flight: its outcome answers this one too
+                if let Some(waiting) = self.pending_dials.get_mut(&peer) {
+                    waiting.push(tx);
+                    return;
+                }
                 let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
                     .addresses(addrs)
                     .build();
                 match self.swarm.dial(opts) {
                     Ok(()) => self.pending_dials.entry(peer).or_default().push(tx),
+                    // someone else's dial (the DHT's) is in flight: the swarm
+                    // reports its outcome for the peer like one of ours
+                    Err(libp2p::swarm::DialError::DialPeerConditionFalse(_)) => {
+                        self.pending_dials.entry(peer).or_default().push(tx)
+                    }
                     Err(e) => {
                         let _ = tx.send(Err(ProtocolError::Io(std::io::Error::other(format!(
                             "dial {peer}: {e}"
@@ -547,5 +557,37 @@ impl SwarmTask {
                 _ => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    /// Dials to a peer while another to it is in flight wait for that one's
+    /// outcome instead of failing on the swarm's "already dialing" condition.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_dials_to_one_peer_all_succeed() {
+        let config = || NetworkConfig {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            ..NetworkConfig::default()
+        };
+        let (a, _a_in) = Network::start(Keypair::generate_ed25519(), config())
+            .await
+            .unwrap();
+        let b_key = Keypair::generate_ed25519();
+        let b_peer = b_key.public().to_peer_id();
+        let (b, _b_in) = Network::start(b_key, config()).await.unwrap();
+        let addrs = b.listen_addrs().await.unwrap();
+        let dials = futures::future::join_all((0..8).map(|_| a.dial(b_peer, addrs.clone()))).await;
+        for d in dials {
+            d.unwrap();
+        }
+        // a dial to a peer that is not there still fails, for every caller
+        let gone = Keypair::generate_ed25519().public().to_peer_id();
+        let nowhere: Vec<Multiaddr> = vec!["/ip4/127.0.0.1/tcp/1".parse().unwrap()];
+        let dials = futures::future::join_all((0..3).map(|_| a.dial(gone, nowhere.clone()))).await;
+        assert!(dials.iter().all(Result::is_err), "{dials:?}");
     }
 }

@@ -418,8 +418,6 @@ pub fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// Retries of a dial refused because another dial to the peer is in flight.
-const DIAL_RACE_RETRIES: u32 = 8;
 /// Longest description of one failure in an error line.
 const MAX_FAILURE_TEXT: usize = 200;
 
@@ -490,25 +488,10 @@ impl PieceWriter {
 
 impl PieceTask {
     async fn run(self) -> Result<()> {
-        let mut tries = 0;
-        loop {
-            let dial = tokio::time::timeout(self.stall, self.net.dial(self.provider, self.addrs.clone()))
-                .await
-                .map_err(|_| anyhow!("cannot reach the provider in {:?}", self.stall))?;
-            match dial {
-                Ok(()) => break,
-                // The swarm refuses a dial while another one to the same peer
-                // (the DHT's) is in flight; that one may well succeed.
-                Err(e) if e.to_string().contains("PeerCondition") => {
-                    if tries == DIAL_RACE_RETRIES {
-                        bail!("cannot reach the provider: an earlier dial to it is still pending");
-                    }
-                    tries += 1;
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-                Err(e) => return Err(anyhow!(root_cause(&e)).context("cannot reach the provider")),
-            }
-        }
+        let dial = tokio::time::timeout(self.stall, self.net.dial(self.provider, self.addrs.clone()))
+            .await
+            .map_err(|_| anyhow!("cannot reach the provider in {:?}", self.stall))?;
+        dial.map_err(|e| anyhow!(root_cause(&e)).context("cannot reach the provider"))?;
         let mut out = PieceWriter {
             file: self.file,
             buf: Vec::with_capacity(WRITE_BUF),
