@@ -196,10 +196,8 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             // one line, not clap's usage block
-            let text = e.to_string();
-            let message = text.split("Usage:").next().unwrap_or("invalid arguments");
-            let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
-            eprintln!("crowd: {} (see --help)", message.trim_start_matches("error: "));
+            let line = crowd_protocol::util::usage_error_line(&e.to_string());
+            eprintln!("crowd: {line} (see --help)");
             return ExitCode::from(2);
         }
     };

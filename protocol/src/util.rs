@@ -130,3 +130,29 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+/// A command-line parse error as one line: clap's message without its
+/// "error: " prefix and usage block, e.g. "unexpected argument '--x' found".
+pub fn usage_error_line(clap_text: &str) -> String {
+    let message = clap_text.split("Usage:").next().unwrap_or("");
+    let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    match message.trim_start_matches("error: ") {
+        "" => "invalid arguments".to_string(),
+        m => m.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod usage_tests {
+    use super::usage_error_line;
+
+    #[test]
+    fn usage_errors_are_one_line() {
+        let clap = "error: unexpected argument '--x' found\n\n  tip: to pass '--x' as a value, use '-- --x'\n\nUsage: crowd put <FILE>\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            usage_error_line(clap),
+            "unexpected argument '--x' found tip: to pass '--x' as a value, use '-- --x'"
+        );
+        assert_eq!(usage_error_line("Usage: crowd"), "invalid arguments");
+    }
+}

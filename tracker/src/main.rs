@@ -79,18 +79,8 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            let text = e.to_string();
-            let msg = text
-                .split("Usage:")
-                .next()
-                .unwrap_or("")
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ");
-            eprintln!(
-                "crowd-tracker: {} (see --help)",
-                msg.trim_start_matches("error: ")
-            );
+            let line = crowd_protocol::util::usage_error_line(&e.to_string());
+            eprintln!("crowd-tracker: {line} (see --help)");
             return ExitCode::from(2);
         }
     };
