@@ -357,13 +357,32 @@ async fn find_manifest(s: &Session, addrs: &HashMap<PeerId, Vec<Multiaddr>>, roo
         Err(e) => problems.push(format!("{e:#}")),
     }
     let wait = Duration::from_secs(s.config.request_timeout_secs.max(1));
-    let peers = tokio::time::timeout(wait, s.net.find_providers(key.clone()))
+    match manifest_from_dht(&s.net, addrs, root, wait, &mut problems).await {
+        Some(m) => Ok(m),
+        None => match problems.first() {
+            None => bail!("no manifest found for {root} (unknown CID)"),
+            Some(p) => bail!("no manifest found for {root}: {}", engine::one_line(p)),
+        },
+    }
+}
+
+/// The manifest for `root` from a provider the DHT names (waiting up to
+/// `wait` for the lookup); what went wrong with each is added to `problems`.
+async fn manifest_from_dht(
+    net: &crowd_protocol::Network,
+    addrs: &HashMap<PeerId, Vec<Multiaddr>>,
+    root: &Cid,
+    wait: Duration,
+    problems: &mut Vec<String>,
+) -> Option<Manifest> {
+    let key = root.to_bytes();
+    let peers = tokio::time::timeout(wait, net.find_providers(key.clone()))
         .await
         .unwrap_or(Ok(Vec::new()))
         .unwrap_or_default();
-    for peer in peers.into_iter().filter(|p| *p != s.peer).take(MAX_DHT_PEERS) {
+    for peer in peers.into_iter().filter(|p| *p != net.peer_id()).take(MAX_DHT_PEERS) {
         let known = addrs.get(&peer).cloned().unwrap_or_default();
-        match tokio::time::timeout(DHT_DIAL, s.net.dial(peer, known)).await {
+        match tokio::time::timeout(DHT_DIAL, net.dial(peer, known)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 problems.push(format!("{peer}: {e}"));
@@ -374,19 +393,16 @@ async fn find_manifest(s: &Session, addrs: &HashMap<PeerId, Vec<Multiaddr>>, roo
                 continue;
             }
         }
-        match s.net.request(peer, Request::GetManifest(key.clone())).await {
+        match net.request(peer, Request::GetManifest(key.clone())).await {
             Ok(Response::Manifest(Some(blob))) => match check_manifest(&blob.0, root) {
-                Ok(m) => return Ok(m),
+                Ok(m) => return Some(m),
                 Err(e) => problems.push(format!("{peer}: {e:#}")),
             },
             Ok(_) => {}
             Err(e) => problems.push(format!("{peer}: {e}")),
         }
     }
-    match problems.first() {
-        None => bail!("no manifest found for {root} (unknown CID)"),
-        Some(p) => bail!("no manifest found for {root}: {}", engine::one_line(p)),
-    }
+    None
 }
 
 fn check_manifest(bytes: &[u8], root: &Cid) -> Result<Manifest> {

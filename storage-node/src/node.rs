@@ -51,6 +51,10 @@ pub struct Node {
     pending: std::sync::Mutex<HashMap<[u8; 32], Reservation>>,
     /// Unseal-on-demand jobs at once (each holds a piece in memory).
     unseals: Arc<Semaphore>,
+    /// The parent graph for the last node count used, shared by sealing,
+    /// seal proofs and unsealing: one table (≈ 0.75 × the piece size at
+    /// devnet parameters) rather than one per job.
+    parents: std::sync::Mutex<Option<Arc<Parents>>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -116,6 +120,7 @@ impl Node {
             write_lock: tokio::sync::Mutex::new(()),
             pending: std::sync::Mutex::new(HashMap::new()),
             unseals: Arc::new(Semaphore::new(1)),
+            parents: std::sync::Mutex::new(None),
         });
         Ok((node, seal_rx))
     }
@@ -507,7 +512,7 @@ impl Node {
         let node = self.clone();
         let proof = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<u8>> {
             let piece = node.piece_bytes(&deal.piece)?;
-            let parents = Parents::new(crowd_porep::graph::node_count(piece.len() as u64), &params)?;
+            let parents = node.parents(crowd_porep::graph::node_count(piece.len() as u64))?;
             // labels are not kept after sealing: regenerate them (deterministic)
             let sealed = crowd_porep::seal::seal(&piece, &replica_id, &params, &parents)?;
             Ok(crowd_porep::proof::prove_seal(&piece, &sealed, &params, &parents, &s.seed)?.encode())
@@ -897,13 +902,12 @@ impl Node {
 }
 
 /// The sealing worker: one deal at a time on a blocking thread, so sealing
-/// never stalls the network. Parent graphs are cached by node count.
+/// never stalls the network. The parent graph is shared ([`Node::parents`]).
 pub fn seal_worker(node: Arc<Node>, mut jobs: mpsc::Receiver<u64>) {
-    let mut parents: HashMap<u64, Parents> = HashMap::new();
     while let Some(deal_id) = jobs.blocking_recv() {
         node.metrics.seals_queued.dec();
         node.metrics.seals_running.inc();
-        let result = seal_one(&node, deal_id, &mut parents);
+        let result = seal_one(&node, deal_id);
         node.metrics.seals_running.dec();
         let state = match result {
             Ok(state) => state,
@@ -933,23 +937,18 @@ pub fn seal_worker(node: Arc<Node>, mut jobs: mpsc::Receiver<u64>) {
     }
 }
 
-fn seal_one(node: &Node, deal_id: u64, cache: &mut HashMap<u64, Parents>) -> anyhow::Result<SealState> {
+fn seal_one(node: &Node, deal_id: u64) -> anyhow::Result<SealState> {
     let deal: DealRecord = records::get(&*node.store, &records::deal_key(deal_id))?
         .ok_or_else(|| anyhow!("unknown deal {deal_id}"))?;
     let piece = node.piece_bytes(&deal.piece)?;
-    let nodes = crowd_porep::graph::node_count(piece.len() as u64);
-    if !cache.contains_key(&nodes) {
-        cache.clear();
-        cache.insert(nodes, Parents::new(nodes, &node.params)?);
-    }
-    let parents = cache.get(&nodes).ok_or_else(|| anyhow!("parent cache"))?;
+    let parents = node.parents(crowd_porep::graph::node_count(piece.len() as u64))?;
     let replica_id = crowd_porep::seal::replica_id(
         &provider_hash(&node.peer_id),
         &deal.piece.0,
         deal_id,
         &deal.ticket,
     );
-    let sealed = crowd_porep::seal::seal(&piece, &replica_id, &node.params, parents)?;
+    let sealed = crowd_porep::seal::seal(&piece, &replica_id, &node.params, &parents)?;
     files::write_atomic(
         &node.dirs,
         &node.dirs.replica_outboard(deal_id),
@@ -975,6 +974,23 @@ fn seal_one(node: &Node, deal_id: u64, cache: &mut HashMap<u64, Parents>) -> any
 }
 
 impl Node {
+    /// The parent graph for `nodes` nodes: the shared one if it matches,
+    /// else a new one that replaces it (the old one is let go first, so two
+    /// tables are held only while a job still uses the old one).
+    pub fn parents(&self, nodes: u64) -> anyhow::Result<Arc<Parents>> {
+        let mut shared = self
+            .parents
+            .lock()
+            .map_err(|_| anyhow!("the parent graph cache is poisoned"))?;
+        if let Some(p) = shared.as_ref().filter(|p| p.matches(nodes, &self.params)) {
+            return Ok(p.clone());
+        }
+        *shared = None;
+        let p = Arc::new(Parents::new(nodes, &self.params)?);
+        *shared = Some(p.clone());
+        Ok(p)
+    }
+
     /// The piece's bytes: the unsealed copy, or else unsealed from a replica
     /// (and checked against the piece id).
     pub fn piece_bytes(&self, piece: &PieceId) -> anyhow::Result<Vec<u8>> {
@@ -993,7 +1009,7 @@ impl Node {
             }
             let (_, c) = commitment.open(Some(&self.peer_id))?;
             let replica = std::fs::read(self.dirs.replica(c.deal_id))?;
-            let parents = Parents::new(crowd_porep::graph::node_count(deal.piece_size), &self.params)?;
+            let parents = self.parents(crowd_porep::graph::node_count(deal.piece_size))?;
             let bytes =
                 crowd_porep::seal::unseal(&replica, deal.piece_size, &c.replica_id, &self.params, &parents)?;
             if blake3::hash(&bytes).as_bytes() != &piece.0 {

@@ -462,3 +462,37 @@ fn decoding_follows_the_data_pieces_as_they_land() {
     assert_eq!(super::pipeline::follow(&job, &none, &mut bytes).unwrap(), 0);
     assert!(bytes.is_empty());
 }
+
+/// Without the tracker: providers that hold the manifest announce its root
+/// CID on the DHT, and `get` finds it there and checks it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_manifest_is_found_on_the_dht() {
+    let t = Net::start(300_000).await;
+    let root = t.manifest.root;
+    let wait = Duration::from_secs(5);
+    // nobody announced it yet: not found, and nothing went wrong
+    let mut problems = Vec::new();
+    assert!(super::manifest_from_dht(&t.net, &t.addrs(), &root, wait, &mut problems)
+        .await
+        .is_none());
+    assert!(problems.is_empty(), "{problems:?}");
+
+    let bytes = t.manifest.encode().unwrap();
+    for node in &t.nodes[..2] {
+        match t.net.request(node.peer, Request::StoreManifest(bytes.clone())).await.unwrap() {
+            Response::ManifestStored(_) => {}
+            other => panic!("manifest not stored: {other:?}"),
+        }
+    }
+    // the announcement runs in the background on the nodes
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let found = loop {
+        let mut problems = Vec::new();
+        if let Some(m) = super::manifest_from_dht(&t.net, &t.addrs(), &root, wait, &mut problems).await {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "not found on the DHT: {problems:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(found, t.manifest);
+}
