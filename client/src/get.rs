@@ -114,8 +114,9 @@ pub fn get(home: &Path, args: GetArgs) -> Result<()> {
         let dir = ResumeDir::open(&args.output, &target)?;
         let plan = PieceRanges::for_range(&m.layout.geometry(), &range);
         let bar = progress_bar(args.json);
+        let mut cleanup = None;
         let written = crate::input::write_atomically(&args.output, |f| {
-            let mut w = BufWriter::with_capacity(1 << 20, &mut *f);
+            let mut w = BufWriter::with_capacity(1 << 20, pipeline::Writeback::new(f));
             let job = fetch_job(&found, &dir, &plan, whole, &bar);
             let fetched = if whole {
                 pipeline::with_root_check(&mut w, &params, &root, |out| {
@@ -133,15 +134,26 @@ pub fn get(home: &Path, args: GetArgs) -> Result<()> {
                 other => other?,
             };
             w.flush().context("writing output")?;
+            // every byte is written and checked: the pieces go while the
+            // output is synced and renamed
+            let path = dir.path().to_path_buf();
+            cleanup = Some(std::thread::spawn(move || std::fs::remove_dir_all(path)));
             Ok(fetched)
         });
         bar.finish_and_clear();
+        let removed = cleanup.map(std::thread::JoinHandle::join);
         let fetched = written?;
         report = Report {
             pieces_used: fetched.complete,
             failures: fetched.failures,
         };
-        dir.remove()?;
+        match removed {
+            Some(Ok(Ok(()))) => {}
+            Some(Ok(Err(e))) => {
+                return Err(e).with_context(|| format!("cannot remove {}", dir.path().display()))
+            }
+            _ => dir.remove()?,
+        }
     }
     if args.json {
         println!(
@@ -380,7 +392,11 @@ async fn manifest_from_dht(
         .await
         .unwrap_or(Ok(Vec::new()))
         .unwrap_or_default();
-    for peer in peers.into_iter().filter(|p| *p != net.peer_id()).take(MAX_DHT_PEERS) {
+    for peer in peers
+        .into_iter()
+        .filter(|p| *p != net.peer_id())
+        .take(MAX_DHT_PEERS)
+    {
         let known = addrs.get(&peer).cloned().unwrap_or_default();
         match tokio::time::timeout(DHT_DIAL, net.dial(peer, known)).await {
             Ok(Ok(())) => {}

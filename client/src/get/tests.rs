@@ -472,14 +472,21 @@ async fn the_manifest_is_found_on_the_dht() {
     let wait = Duration::from_secs(5);
     // nobody announced it yet: not found, and nothing went wrong
     let mut problems = Vec::new();
-    assert!(super::manifest_from_dht(&t.net, &t.addrs(), &root, wait, &mut problems)
-        .await
-        .is_none());
+    assert!(
+        super::manifest_from_dht(&t.net, &t.addrs(), &root, wait, &mut problems)
+            .await
+            .is_none()
+    );
     assert!(problems.is_empty(), "{problems:?}");
 
     let bytes = t.manifest.encode().unwrap();
     for node in &t.nodes[..2] {
-        match t.net.request(node.peer, Request::StoreManifest(bytes.clone())).await.unwrap() {
+        match t
+            .net
+            .request(node.peer, Request::StoreManifest(bytes.clone()))
+            .await
+            .unwrap()
+        {
             Response::ManifestStored(_) => {}
             other => panic!("manifest not stored: {other:?}"),
         }
