@@ -3,7 +3,7 @@
 use crate::error::{PorepError, Result, TreeKind};
 use crate::graph::{node_count, node_parents, Parents, MAX_NODES};
 use crate::params::SealParams;
-use crate::seal::{column_hash, comm_r, Label, LabelHasher, Sealed};
+use crate::seal::{column_hash, comm_r, Label, LabelHasher, Labels, Sealed};
 use crate::tree::{chunk_of_node, hex32, verify_chunk, ChunkOpening, Hash32, Outboard, ReadAt};
 
 const SEAL_CHALLENGE_CONTEXT: &str = "crowdstore porep v1 seal challenge";
@@ -121,12 +121,38 @@ pub struct WindowPublic {
     pub randomness: Hash32,
 }
 
-fn open_column(sealed: &Sealed, node: u64) -> Result<ColumnOpening> {
+/// What a prover opens to answer a seal challenge. Every source is read
+/// only where a challenge lands, so each may be in memory, a file, or
+/// computed ([`crate::seal::Labels::replica_of`],
+/// [`crate::seal::Labels::column_hashes`]).
+pub struct SealWitness<'a> {
+    pub replica_id: Hash32,
+    /// The piece (unpadded) and its outboard (`comm_d`).
+    pub piece: &'a (dyn ReadAt + Sync),
+    pub data_outboard: &'a Outboard,
+    /// The replica and its outboard (`comm_r_last`).
+    pub replica: &'a (dyn ReadAt + Sync),
+    pub replica_outboard: &'a Outboard,
+    /// Every layer of labels, the column hashes and their outboard (`comm_c`).
+    pub labels: &'a Labels,
+    pub column_hashes: &'a (dyn ReadAt + Sync),
+    pub column_outboard: &'a Outboard,
+}
+
+impl std::fmt::Debug for SealWitness<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealWitness")
+            .field("labels", self.labels)
+            .finish_non_exhaustive()
+    }
+}
+
+fn open_column(w: &SealWitness<'_>, node: u64) -> Result<ColumnOpening> {
     Ok(ColumnOpening {
-        labels: sealed.labels.column(node),
-        hash: sealed
+        labels: w.labels.column(node),
+        hash: w
             .column_outboard
-            .open(&sealed.column_hashes, chunk_of_node(node))?,
+            .open_from(w.column_hashes, chunk_of_node(node))?,
     })
 }
 
@@ -138,16 +164,36 @@ pub fn prove_seal(
     parents: &Parents,
     seed: &Hash32,
 ) -> Result<SealProof> {
+    let witness = SealWitness {
+        replica_id: sealed.replica_id,
+        piece: &piece,
+        data_outboard: &sealed.data_outboard,
+        replica: &sealed.replica,
+        replica_outboard: &sealed.replica_outboard,
+        labels: &sealed.labels,
+        column_hashes: &sealed.column_hashes,
+        column_outboard: &sealed.column_outboard,
+    };
+    prove_seal_with(&witness, params, parents, seed)
+}
+
+/// Answer a seal challenge from a [`SealWitness`].
+pub fn prove_seal_with(
+    w: &SealWitness<'_>,
+    params: &SealParams,
+    parents: &Parents,
+    seed: &Hash32,
+) -> Result<SealProof> {
     params.validate()?;
-    let nodes = node_count(piece.len() as u64);
-    if !parents.matches(nodes, params) || sealed.labels.nodes() != nodes {
+    let nodes = node_count(w.data_outboard.len());
+    if !parents.matches(nodes, params) || w.labels.nodes() != nodes {
         return Err(PorepError::SizeMismatch {
             what: "sealed nodes",
             expected: nodes,
-            got: sealed.labels.nodes(),
+            got: w.labels.nodes(),
         });
     }
-    let challenges = seal_challenges(&sealed.replica_id, seed, nodes, params.seal_challenges);
+    let challenges = seal_challenges(&w.replica_id, seed, nodes, params.seal_challenges);
     let challenges = challenges
         .into_iter()
         .map(|node| {
@@ -155,24 +201,24 @@ pub fn prove_seal(
             let (drg, exp) = parents.row(node as usize);
             Ok(SealChallengeProof {
                 node,
-                data: sealed.data_outboard.open(piece, chunk)?,
-                replica: sealed.replica_outboard.open(&sealed.replica, chunk)?,
-                column: open_column(sealed, node)?,
+                data: w.data_outboard.open_from(w.piece, chunk)?,
+                replica: w.replica_outboard.open_from(w.replica, chunk)?,
+                column: open_column(w, node)?,
                 drg_parents: drg
                     .iter()
-                    .map(|&p| open_column(sealed, u64::from(p)))
+                    .map(|&p| open_column(w, u64::from(p)))
                     .collect::<Result<_>>()?,
                 exp_parents: exp
                     .iter()
-                    .map(|&p| open_column(sealed, u64::from(p)))
+                    .map(|&p| open_column(w, u64::from(p)))
                     .collect::<Result<_>>()?,
             })
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(SealProof {
-        replica_id: sealed.replica_id,
-        comm_c: sealed.commitments.comm_c,
-        comm_r_last: sealed.commitments.comm_r_last,
+        replica_id: w.replica_id,
+        comm_c: w.column_outboard.root(),
+        comm_r_last: w.replica_outboard.root(),
         challenges,
     })
 }

@@ -5,7 +5,7 @@ use rayon::prelude::*;
 use crate::error::{PorepError, Result};
 use crate::graph::{check_nodes, node_count, Parents};
 use crate::params::{SealParams, LABEL_PREFIX_LEN};
-use crate::tree::{Hash32, Outboard};
+use crate::tree::{Hash32, Outboard, ReadAt};
 
 /// One 32-byte label.
 pub type Label = Hash32;
@@ -307,6 +307,108 @@ impl Labels {
     pub fn size_bytes(&self) -> usize {
         self.layers.iter().map(|l| l.len() * 32).sum()
     }
+
+    /// The column hash of node `i` with the column key `ckey`.
+    fn column_hash_with(&self, ckey: &[u8; 32], i: usize) -> Hash32 {
+        let mut col = [[0u8; 32]; crate::params::MAX_LAYERS as usize];
+        for (c, layer) in col.iter_mut().zip(&self.layers) {
+            *c = layer[i];
+        }
+        column_hash_keyed(ckey, &col[..self.layers.len()])
+    }
+
+    /// The column hashes (the leaves of `comm_c`), computed when read.
+    pub fn column_hashes(&self) -> ColumnHashes<'_> {
+        ColumnHashes {
+            labels: self,
+            key: key(COLUMN_CONTEXT),
+        }
+    }
+
+    /// The replica of the `piece_len`-byte piece in `piece`, computed from
+    /// the last layer when read.
+    pub fn replica_of<'a, R: ReadAt + ?Sized>(&'a self, piece: &'a R, piece_len: u64) -> ReplicaBytes<'a, R> {
+        ReplicaBytes {
+            piece,
+            piece_len,
+            last: self.layers.last().map_or(&[][..], Vec::as_slice),
+        }
+    }
+}
+
+/// Calls `f(node, within, dst)` for every node that `offset..offset +
+/// buf.len()` of a `32·n`-byte array touches: `dst` is the part of `buf`
+/// holding node bytes `within..within + dst.len()`.
+fn per_node(
+    offset: u64,
+    buf: &mut [u8],
+    nodes: usize,
+    mut f: impl FnMut(usize, usize, &mut [u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let end = offset
+        .checked_add(buf.len() as u64)
+        .filter(|&e| e <= nodes as u64 * 32)
+        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?;
+    let mut pos = offset;
+    let mut at = 0;
+    while pos < end {
+        let node = (pos / 32) as usize;
+        let within = (pos % 32) as usize;
+        let take = (32 - within).min((end - pos) as usize);
+        f(node, within, &mut buf[at..at + take])?;
+        at += take;
+        pos += take as u64;
+    }
+    Ok(())
+}
+
+/// The column hashes of a set of labels as a [`ReadAt`] of `32·n` bytes:
+/// what `comm_c` is built over, without an `n × 32`-byte buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct ColumnHashes<'a> {
+    labels: &'a Labels,
+    key: [u8; 32],
+}
+
+impl ReadAt for ColumnHashes<'_> {
+    fn len_bytes(&self) -> std::io::Result<u64> {
+        Ok(self.labels.nodes() * 32)
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        per_node(offset, buf, self.labels.nodes() as usize, |i, within, dst| {
+            let h = self.labels.column_hash_with(&self.key, i);
+            dst.copy_from_slice(&h[within..within + dst.len()]);
+            Ok(())
+        })
+    }
+}
+
+/// A replica as a [`ReadAt`] of `32·n` bytes: the piece (zero-padded to
+/// whole nodes) XOR the last layer, computed when read.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplicaBytes<'a, R: ?Sized> {
+    piece: &'a R,
+    piece_len: u64,
+    last: &'a [Label],
+}
+
+impl<R: ReadAt + ?Sized> ReadAt for ReplicaBytes<'_, R> {
+    fn len_bytes(&self) -> std::io::Result<u64> {
+        Ok(self.last.len() as u64 * 32)
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        let data = (self.piece_len.saturating_sub(offset) as usize).min(buf.len());
+        if data > 0 {
+            self.piece.read_at(offset, &mut buf[..data])?;
+        }
+        buf[data..].fill(0);
+        per_node(offset, buf, self.last.len(), |i, within, dst| {
+            for (d, l) in dst.iter_mut().zip(&self.last[i][within..]) {
+                *d ^= l;
+            }
+            Ok(())
+        })
+    }
 }
 
 /// The four commitments of a sealed replica.
@@ -376,6 +478,57 @@ pub fn seal(piece: &[u8], replica_id: &Hash32, params: &SealParams, parents: &Pa
     Sealed::from_labels(piece, replica_id, labels)
 }
 
+/// A sealing that keeps only the labels and the trees' outboards in memory:
+/// the piece stays where it is (a file), and the replica and the column
+/// hashes are computed from the labels when read ([`Labels::replica_of`],
+/// [`Labels::column_hashes`]). Memory: the `L` layers, against `L + 3`
+/// piece sizes for [`Sealed`]. Same commitments, same replica.
+#[derive(Debug)]
+pub struct LeanSeal {
+    pub labels: Labels,
+    pub replica_id: Hash32,
+    /// Outboard of the column-hash tree (`comm_c`).
+    pub column_outboard: Outboard,
+    /// Outboard of the replica tree (`comm_r_last`): keep it for window proofs.
+    pub replica_outboard: Outboard,
+    pub comm_c: Hash32,
+    pub comm_r_last: Hash32,
+    pub comm_r: Hash32,
+}
+
+/// Seal the piece in `piece` for `replica_id` the lean way ([`LeanSeal`]);
+/// write the replica with `lean.labels.replica_of(piece, len)`.
+pub fn seal_lean<R: ReadAt + Sync + ?Sized>(
+    piece: &R,
+    replica_id: &Hash32,
+    params: &SealParams,
+    parents: &Parents,
+) -> Result<LeanSeal> {
+    let piece_len = piece
+        .len_bytes()
+        .map_err(|e| PorepError::Io { offset: 0, source: e })?;
+    let nodes = node_count(piece_len);
+    if nodes == 0 {
+        return Err(PorepError::EmptyPiece);
+    }
+    let labels = Labels::generate(replica_id, nodes, params, parents, |_| {})?;
+    let (column_outboard, replica_outboard) = rayon::join(
+        || Outboard::build_from(&labels.column_hashes()),
+        || Outboard::build_from(&labels.replica_of(piece, piece_len)),
+    );
+    let (column_outboard, replica_outboard) = (column_outboard?, replica_outboard?);
+    let (comm_c, comm_r_last) = (column_outboard.root(), replica_outboard.root());
+    Ok(LeanSeal {
+        labels,
+        replica_id: *replica_id,
+        column_outboard,
+        replica_outboard,
+        comm_c,
+        comm_r_last,
+        comm_r: comm_r(&comm_c, &comm_r_last),
+    })
+}
+
 impl Sealed {
     /// Encode `piece` with precomputed labels and build all commitments (rayon).
     pub fn from_labels(piece: &[u8], replica_id: &Hash32, labels: Labels) -> Result<Self> {
@@ -399,13 +552,10 @@ impl Sealed {
 
         let ckey = key(COLUMN_CONTEXT);
         let mut column_hashes = vec![0u8; nodes as usize * 32];
-        column_hashes.par_chunks_mut(32).enumerate().for_each(|(i, dst)| {
-            let mut col = [[0u8; 32]; crate::params::MAX_LAYERS as usize];
-            for (c, layer) in col.iter_mut().zip(&labels.layers) {
-                *c = layer[i];
-            }
-            dst.copy_from_slice(&column_hash_keyed(&ckey, &col[..labels.layers.len()]));
-        });
+        column_hashes
+            .par_chunks_mut(32)
+            .enumerate()
+            .for_each(|(i, dst)| dst.copy_from_slice(&labels.column_hash_with(&ckey, i)));
 
         let (data_outboard, (replica_outboard, column_outboard)) = rayon::join(
             || Outboard::build(piece),
@@ -494,6 +644,78 @@ mod tests {
         assert_ne!(&sealed.replica[..data.len()], &data[..]);
         let back = unseal(&sealed.replica, data.len() as u64, &rid, &p, &g).unwrap();
         assert_eq!(back, data);
+    }
+
+    /// The lean path (labels in memory; piece read from a source; replica and
+    /// column hashes computed when read) gives the same commitments, replica,
+    /// column hashes and seal proof as sealing in memory, for ragged sizes.
+    #[test]
+    fn lean_sealing_matches_sealing_in_memory() {
+        for (len, p) in [
+            (40_000 + 7, SealParams::devnet()),
+            (16 * 1024, SealParams::devnet()),
+            (100, SealParams::devnet()),
+            (70_001, SealParams::production()),
+        ] {
+            let data = piece(len);
+            let nodes = node_count(len as u64);
+            let g = Parents::new(nodes, &p).unwrap();
+            let rid = replica_id(&[3; 32], blake3::hash(&data).as_bytes(), 4, &[5; 32]);
+            let full = seal(&data, &rid, &p, &g).unwrap();
+            let lean = seal_lean(data.as_slice(), &rid, &p, &g).unwrap();
+            assert_eq!(lean.comm_c, full.commitments.comm_c, "{len}");
+            assert_eq!(lean.comm_r_last, full.commitments.comm_r_last, "{len}");
+            assert_eq!(lean.comm_r, full.commitments.comm_r, "{len}");
+            assert_eq!(lean.replica_outboard, full.replica_outboard, "{len}");
+            assert_eq!(lean.column_outboard, full.column_outboard, "{len}");
+
+            // read back whole and at odd offsets and lengths
+            let replica = lean.labels.replica_of(data.as_slice(), len as u64);
+            let columns = lean.labels.column_hashes();
+            let n = full.replica.len();
+            assert_eq!(replica.len_bytes().unwrap(), n as u64);
+            let mut all = vec![0u8; n];
+            replica.read_at(0, &mut all).unwrap();
+            assert_eq!(all, full.replica);
+            columns.read_at(0, &mut all).unwrap();
+            assert_eq!(all, full.column_hashes);
+            let spans = [(1usize, 31usize), (33, 90), (n - 5, 5), (n / 2 + 3, n / 2 - 3)];
+            for (at, l) in spans.into_iter().filter(|&(at, l)| at + l <= n) {
+                let mut part = vec![0u8; l];
+                replica.read_at(at as u64, &mut part).unwrap();
+                assert_eq!(part, &full.replica[at..at + l], "{len} {at}");
+                columns.read_at(at as u64, &mut part).unwrap();
+                assert_eq!(part, &full.column_hashes[at..at + l], "{len} {at}");
+            }
+            let mut past = [0u8; 2];
+            assert!(replica.read_at(n as u64 - 1, &mut past).is_err());
+            assert!(columns.read_at(n as u64 - 1, &mut past).is_err());
+
+            let seed = [9u8; 32];
+            let data_outboard = Outboard::build(&data);
+            let piece_src = data.as_slice();
+            let witness = crate::proof::SealWitness {
+                replica_id: rid,
+                piece: &piece_src,
+                data_outboard: &data_outboard,
+                replica: &replica,
+                replica_outboard: &lean.replica_outboard,
+                labels: &lean.labels,
+                column_hashes: &columns,
+                column_outboard: &lean.column_outboard,
+            };
+            let a = crate::proof::prove_seal_with(&witness, &p, &g, &seed).unwrap();
+            let b = crate::proof::prove_seal(&data, &full, &p, &g, &seed).unwrap();
+            assert_eq!(a.encode(), b.encode(), "{len}");
+            let public = crate::proof::SealPublic {
+                piece_len: len as u64,
+                comm_d: full.commitments.comm_d,
+                comm_r: lean.comm_r,
+                replica_id: rid,
+                seed,
+            };
+            crate::proof::verify_seal(&public, &p, &a).unwrap();
+        }
     }
 
     #[test]

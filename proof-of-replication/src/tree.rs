@@ -309,61 +309,127 @@ fn left_count(n: usize) -> usize {
     1 << (usize::BITS - 1 - (n - 1).leading_zeros())
 }
 
-/// Hash `data` (starting at byte `offset` of the input, group-aligned, more than
+/// Hash the `len` bytes at `offset` of the input (group-aligned, more than
 /// one group) as a subtree: write its pre-order interior entries to `out`
 /// (`groups − 1` of them) and return its two children's chaining values.
-/// Subtrees are hashed in parallel with `rayon::join`, like `update_rayon`.
-fn build_children(data: &[u8], offset: u64, out: &mut [[Hash32; 2]]) -> (ChainingValue, ChainingValue) {
-    let groups = data.len().div_ceil(GROUP_LEN);
+/// `leaf(offset, len)` gives one group's chaining value. Subtrees are hashed
+/// in parallel with `rayon::join`, like `update_rayon`.
+fn build_children<F, E>(
+    len: usize,
+    offset: u64,
+    leaf: &F,
+    out: &mut [[Hash32; 2]],
+) -> std::result::Result<(ChainingValue, ChainingValue), E>
+where
+    F: Fn(u64, usize) -> std::result::Result<ChainingValue, E> + Sync,
+    E: Send,
+{
+    let groups = len.div_ceil(GROUP_LEN);
     let left_groups = left_count(groups);
-    let (l_data, r_data) = data.split_at(left_groups * GROUP_LEN);
-    let r_offset = offset + (left_groups * GROUP_LEN) as u64;
+    let l_len = left_groups * GROUP_LEN;
+    let r_offset = offset + l_len as u64;
     let Some((head, rest)) = out.split_first_mut() else {
         // Unreachable for more than one group; fall back to hashing directly.
-        return (chunk_cv(offset, l_data), chunk_cv(r_offset, r_data));
+        return Ok((leaf(offset, l_len)?, leaf(r_offset, len - l_len)?));
     };
     let (l_out, r_out) = rest.split_at_mut(left_groups - 1);
     let (l, r) = if groups > 4 {
         rayon::join(
-            || subtree_cv(l_data, offset, l_out),
-            || subtree_cv(r_data, r_offset, r_out),
+            || subtree_cv(l_len, offset, leaf, l_out),
+            || subtree_cv(len - l_len, r_offset, leaf, r_out),
         )
     } else {
         (
-            subtree_cv(l_data, offset, l_out),
-            subtree_cv(r_data, r_offset, r_out),
+            subtree_cv(l_len, offset, leaf, l_out),
+            subtree_cv(len - l_len, r_offset, leaf, r_out),
         )
     };
+    let (l, r) = (l?, r?);
     *head = [l, r];
-    (l, r)
+    Ok((l, r))
 }
 
-fn subtree_cv(data: &[u8], offset: u64, out: &mut [[Hash32; 2]]) -> ChainingValue {
-    if data.len() <= GROUP_LEN {
-        return chunk_cv(offset, data);
+fn subtree_cv<F, E>(
+    len: usize,
+    offset: u64,
+    leaf: &F,
+    out: &mut [[Hash32; 2]],
+) -> std::result::Result<ChainingValue, E>
+where
+    F: Fn(u64, usize) -> std::result::Result<ChainingValue, E> + Sync,
+    E: Send,
+{
+    if len <= GROUP_LEN {
+        return leaf(offset, len);
     }
-    let (l, r) = build_children(data, offset, out);
-    merge_subtrees_non_root(&l, &r, Mode::Hash)
+    let (l, r) = build_children(len, offset, leaf, out)?;
+    Ok(merge_subtrees_non_root(&l, &r, Mode::Hash))
+}
+
+/// The outboard of a `len`-byte input whose groups' chaining values `leaf`
+/// gives (`small` hashes an input of one group or less).
+fn build_with<F, E>(
+    len: u64,
+    leaf: &F,
+    small: impl FnOnce() -> std::result::Result<Hash32, E>,
+) -> std::result::Result<Outboard, E>
+where
+    F: Fn(u64, usize) -> std::result::Result<ChainingValue, E> + Sync,
+    E: Send,
+{
+    let groups = len.div_ceil(GROUP_LEN as u64);
+    if groups <= 1 {
+        return Ok(Outboard {
+            len,
+            root: small()?,
+            parents: Vec::new(),
+        });
+    }
+    let mut parents = vec![[[0u8; 32]; 2]; groups as usize - 1];
+    let (l, r) = build_children(len as usize, 0, leaf, &mut parents)?;
+    Ok(Outboard {
+        len,
+        root: *merge_subtrees_root(&l, &r, Mode::Hash).as_bytes(),
+        parents,
+    })
 }
 
 impl Outboard {
     /// Hash `data` (groups in parallel with rayon) and keep the tree above the groups.
     pub fn build(data: &[u8]) -> Self {
-        let len = data.len() as u64;
-        if data.len() <= GROUP_LEN {
-            return Self {
-                len,
-                root: *blake3::hash(data).as_bytes(),
-                parents: Vec::new(),
+        let leaf =
+            |offset: u64, len: usize| -> std::result::Result<ChainingValue, std::convert::Infallible> {
+                let start = offset as usize;
+                Ok(chunk_cv(offset, &data[start..start + len]))
             };
-        }
-        let mut parents = vec![[[0u8; 32]; 2]; data.len().div_ceil(GROUP_LEN) - 1];
-        let (l, r) = build_children(data, 0, &mut parents);
-        Self {
-            len,
-            root: *merge_subtrees_root(&l, &r, Mode::Hash).as_bytes(),
-            parents,
-        }
+        let Ok(outboard) = build_with(data.len() as u64, &leaf, || Ok(*blake3::hash(data).as_bytes()));
+        outboard
+    }
+
+    /// [`Outboard::build`] reading the input group by group from `source`
+    /// (in parallel): memory is one 16 KiB group per thread, whatever the
+    /// input size. The source may compute its bytes (a replica from its
+    /// piece and labels, column hashes from labels) instead of holding them.
+    pub fn build_from<R: ReadAt + Sync + ?Sized>(source: &R) -> Result<Self> {
+        let len = source
+            .len_bytes()
+            .map_err(|e| PorepError::Io { offset: 0, source: e })?;
+        let read = |offset: u64, buf: &mut [u8]| {
+            source
+                .read_at(offset, buf)
+                .map_err(|e| PorepError::Io { offset, source: e })
+        };
+        let leaf = |offset: u64, len: usize| -> Result<ChainingValue> {
+            let mut group = [0u8; GROUP_LEN];
+            read(offset, &mut group[..len])?;
+            Ok(chunk_cv(offset, &group[..len]))
+        };
+        build_with(len, &leaf, || {
+            let mut all = [0u8; GROUP_LEN];
+            let all = &mut all[..len as usize];
+            read(0, all)?;
+            Ok(*blake3::hash(all).as_bytes())
+        })
     }
 
     /// Rebuild from stored parts, checking the entry count and that the entries hash to `root`.
@@ -551,6 +617,18 @@ mod tests {
         x.update(&[seed]);
         x.finalize_xof().fill(&mut v);
         v
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// Building from a source reads the same tree as building from a slice.
+        #[test]
+        fn build_from_a_source_is_build(len in prop_oneof![0usize..40_000, 40_000usize..300_000], seed: u8) {
+            let data = bytes(len, seed);
+            let from = Outboard::build_from(data.as_slice()).unwrap();
+            prop_assert_eq!(&from, &Outboard::build(&data));
+            prop_assert_eq!(from.root(), *blake3::hash(&data).as_bytes());
+        }
     }
 
     proptest! {

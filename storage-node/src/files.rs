@@ -89,6 +89,25 @@ pub fn write_atomic(dirs: &Dirs, to: &Path, bytes: &[u8]) -> std::io::Result<()>
     commit(&file, &tmp, to)
 }
 
+/// Writes the bytes of `source` to `to` crash-consistently, 1 MiB at a time.
+pub fn write_atomic_from<R: crowd_porep::ReadAt + ?Sized>(
+    dirs: &Dirs,
+    to: &Path,
+    source: &R,
+) -> std::io::Result<()> {
+    let (tmp, mut file) = dirs.temp_file("write-")?;
+    let len = source.len_bytes()?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    while at < len {
+        let n = (len - at).min(buf.len() as u64) as usize;
+        source.read_at(at, &mut buf[..n])?;
+        file.write_all(&buf[..n])?;
+        at += n as u64;
+    }
+    commit(&file, &tmp, to)
+}
+
 /// Reads an outboard file (crowd-porep's versioned encoding, size-checked).
 pub fn read_outboard(path: &Path) -> anyhow::Result<Outboard> {
     let bytes = std::fs::read(path)?;

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
+use crowd_porep::proof::SealWitness;
 use crowd_porep::tree::Outboard;
-use crowd_porep::{Parents, SealParams};
+use crowd_porep::{Labels, Parents, ReadAt, SealParams};
 use crowd_protocol::libp2p::identity::Keypair;
 use crowd_protocol::libp2p::{PeerId, Stream};
 use crowd_protocol::network::{FETCH_PROTOCOL, PIECE_PROTOCOL};
@@ -511,11 +512,29 @@ impl Node {
         let params = self.params;
         let node = self.clone();
         let proof = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<u8>> {
-            let piece = node.piece_bytes(&deal.piece)?;
-            let parents = node.parents(crowd_porep::graph::node_count(piece.len() as u64))?;
-            // labels are not kept after sealing: regenerate them (deterministic)
-            let sealed = crowd_porep::seal::seal(&piece, &replica_id, &params, &parents)?;
-            Ok(crowd_porep::proof::prove_seal(&piece, &sealed, &params, &parents, &s.seed)?.encode())
+            // labels are not kept after sealing: regenerate them (deterministic);
+            // piece and replica are read from disk where the challenges land,
+            // the column hashes computed from the labels
+            let piece = node.piece_source(&deal.piece)?;
+            let nodes = crowd_porep::graph::node_count(piece.len_bytes()?);
+            let parents = node.parents(nodes)?;
+            let labels = Labels::generate(&replica_id, nodes, &params, &parents, |_| {})?;
+            let data_outboard = Outboard::build_from(&*piece)?;
+            let replica = FileAt(std::fs::File::open(node.dirs.replica(s.deal_id))?);
+            let replica_outboard = files::read_outboard(&node.dirs.replica_outboard(s.deal_id))?;
+            let columns = labels.column_hashes();
+            let column_outboard = Outboard::build_from(&columns)?;
+            let witness = SealWitness {
+                replica_id,
+                piece: &*piece,
+                data_outboard: &data_outboard,
+                replica: &replica,
+                replica_outboard: &replica_outboard,
+                labels: &labels,
+                column_hashes: &columns,
+                column_outboard: &column_outboard,
+            };
+            Ok(crowd_porep::proof::prove_seal_with(&witness, &params, &parents, &s.seed)?.encode())
         })
         .await??;
         Ok(Response::SealProof(Signed::sign(
@@ -940,22 +959,31 @@ pub fn seal_worker(node: Arc<Node>, mut jobs: mpsc::Receiver<u64>) {
 fn seal_one(node: &Node, deal_id: u64) -> anyhow::Result<SealState> {
     let deal: DealRecord = records::get(&*node.store, &records::deal_key(deal_id))?
         .ok_or_else(|| anyhow!("unknown deal {deal_id}"))?;
-    let piece = node.piece_bytes(&deal.piece)?;
-    let parents = node.parents(crowd_porep::graph::node_count(piece.len() as u64))?;
+    // the piece is read from its file where needed, never held whole (unless
+    // it must be unsealed from another replica first)
+    let piece = node.piece_source(&deal.piece)?;
+    let piece_len = piece.len_bytes()?;
+    if Outboard::build_from(&*piece)?.root() != deal.piece.0 {
+        bail!("the stored copy of {} does not hash to it", deal.piece);
+    }
+    let parents = node.parents(crowd_porep::graph::node_count(piece_len))?;
     let replica_id = crowd_porep::seal::replica_id(
         &provider_hash(&node.peer_id),
         &deal.piece.0,
         deal_id,
         &deal.ticket,
     );
-    let sealed = crowd_porep::seal::seal(&piece, &replica_id, &node.params, &parents)?;
+    let c = crowd_porep::seal::seal_lean(&*piece, &replica_id, &node.params, &parents)?;
     files::write_atomic(
         &node.dirs,
         &node.dirs.replica_outboard(deal_id),
-        &sealed.replica_outboard.encode(),
+        &c.replica_outboard.encode(),
     )?;
-    files::write_atomic(&node.dirs, &node.dirs.replica(deal_id), &sealed.replica)?;
-    let c = &sealed.commitments;
+    files::write_atomic_from(
+        &node.dirs,
+        &node.dirs.replica(deal_id),
+        &c.labels.replica_of(&*piece, piece_len),
+    )?;
     let commitment = Signed::sign(
         &node.key,
         &SealCommitment {
@@ -974,6 +1002,16 @@ fn seal_one(node: &Node, deal_id: u64) -> anyhow::Result<SealState> {
 }
 
 impl Node {
+    /// The piece as a source for sealing and seal proofs: its unsealed file,
+    /// read where needed; without one, unsealed from a replica into memory.
+    pub fn piece_source(&self, piece: &PieceId) -> anyhow::Result<Box<dyn ReadAt + Send + Sync>> {
+        match std::fs::File::open(self.dirs.piece(piece)) {
+            Ok(f) => Ok(Box::new(FileAt(f))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Box::new(self.piece_bytes(piece)?)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The parent graph for `nodes` nodes: the shared one if it matches,
     /// else a new one that replaces it (the old one is let go first, so two
     /// tables are held only while a job still uses the old one).
