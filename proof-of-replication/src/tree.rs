@@ -312,16 +312,19 @@ fn left_count(n: usize) -> usize {
 /// Hash the `len` bytes at `offset` of the input (group-aligned, more than
 /// one group) as a subtree: write its pre-order interior entries to `out`
 /// (`groups − 1` of them) and return its two children's chaining values.
-/// `leaf(offset, len)` gives one group's chaining value. Subtrees are hashed
-/// in parallel with `rayon::join`, like `update_rayon`.
+/// A subtree of at most `leaf_max` bytes (a power-of-two number of groups)
+/// is `leaf(offset, len, out)`'s to hash whole, its interior entries into
+/// `out`. Subtrees are hashed in parallel with `rayon::join`, like
+/// `update_rayon`.
 fn build_children<F, E>(
     len: usize,
     offset: u64,
+    leaf_max: usize,
     leaf: &F,
     out: &mut [[Hash32; 2]],
 ) -> std::result::Result<(ChainingValue, ChainingValue), E>
 where
-    F: Fn(u64, usize) -> std::result::Result<ChainingValue, E> + Sync,
+    F: Fn(u64, usize, &mut [[Hash32; 2]]) -> std::result::Result<ChainingValue, E> + Sync,
     E: Send,
 {
     let groups = len.div_ceil(GROUP_LEN);
@@ -330,18 +333,21 @@ where
     let r_offset = offset + l_len as u64;
     let Some((head, rest)) = out.split_first_mut() else {
         // Unreachable for more than one group; fall back to hashing directly.
-        return Ok((leaf(offset, l_len)?, leaf(r_offset, len - l_len)?));
+        return Ok((
+            leaf(offset, l_len, &mut [])?,
+            leaf(r_offset, len - l_len, &mut [])?,
+        ));
     };
     let (l_out, r_out) = rest.split_at_mut(left_groups - 1);
     let (l, r) = if groups > 4 {
         rayon::join(
-            || subtree_cv(l_len, offset, leaf, l_out),
-            || subtree_cv(len - l_len, r_offset, leaf, r_out),
+            || subtree_cv(l_len, offset, leaf_max, leaf, l_out),
+            || subtree_cv(len - l_len, r_offset, leaf_max, leaf, r_out),
         )
     } else {
         (
-            subtree_cv(l_len, offset, leaf, l_out),
-            subtree_cv(len - l_len, r_offset, leaf, r_out),
+            subtree_cv(l_len, offset, leaf_max, leaf, l_out),
+            subtree_cv(len - l_len, r_offset, leaf_max, leaf, r_out),
         )
     };
     let (l, r) = (l?, r?);
@@ -352,29 +358,45 @@ where
 fn subtree_cv<F, E>(
     len: usize,
     offset: u64,
+    leaf_max: usize,
     leaf: &F,
     out: &mut [[Hash32; 2]],
 ) -> std::result::Result<ChainingValue, E>
 where
-    F: Fn(u64, usize) -> std::result::Result<ChainingValue, E> + Sync,
+    F: Fn(u64, usize, &mut [[Hash32; 2]]) -> std::result::Result<ChainingValue, E> + Sync,
     E: Send,
 {
-    if len <= GROUP_LEN {
-        return leaf(offset, len);
+    if len <= leaf_max.max(GROUP_LEN) {
+        return leaf(offset, len, out);
     }
-    let (l, r) = build_children(len, offset, leaf, out)?;
+    let (l, r) = build_children(len, offset, leaf_max, leaf, out)?;
     Ok(merge_subtrees_non_root(&l, &r, Mode::Hash))
 }
 
-/// The outboard of a `len`-byte input whose groups' chaining values `leaf`
-/// gives (`small` hashes an input of one group or less).
+/// The chaining value of the subtree over `data` (at byte `offset` of the
+/// input), its interior entries written to `out`.
+fn slice_subtree_cv(data: &[u8], offset: u64, out: &mut [[Hash32; 2]]) -> ChainingValue {
+    let leaf = |o: u64,
+                n: usize,
+                _: &mut [[Hash32; 2]]|
+     -> std::result::Result<ChainingValue, std::convert::Infallible> {
+        let start = (o - offset) as usize;
+        Ok(chunk_cv(o, &data[start..start + n]))
+    };
+    let Ok(cv) = subtree_cv(data.len(), offset, GROUP_LEN, &leaf, out);
+    cv
+}
+
+/// The outboard of a `len`-byte input hashed by `leaf` (see
+/// [`build_children`]); `small` hashes an input of one group or less.
 fn build_with<F, E>(
     len: u64,
+    leaf_max: usize,
     leaf: &F,
     small: impl FnOnce() -> std::result::Result<Hash32, E>,
 ) -> std::result::Result<Outboard, E>
 where
-    F: Fn(u64, usize) -> std::result::Result<ChainingValue, E> + Sync,
+    F: Fn(u64, usize, &mut [[Hash32; 2]]) -> std::result::Result<ChainingValue, E> + Sync,
     E: Send,
 {
     let groups = len.div_ceil(GROUP_LEN as u64);
@@ -386,7 +408,7 @@ where
         });
     }
     let mut parents = vec![[[0u8; 32]; 2]; groups as usize - 1];
-    let (l, r) = build_children(len as usize, 0, leaf, &mut parents)?;
+    let (l, r) = build_children(len as usize, 0, leaf_max, leaf, &mut parents)?;
     Ok(Outboard {
         len,
         root: *merge_subtrees_root(&l, &r, Mode::Hash).as_bytes(),
@@ -394,22 +416,26 @@ where
     })
 }
 
+/// Bytes [`Outboard::build_from`] reads at a time (64 groups).
+const READ_BLOCK: usize = 64 * GROUP_LEN;
+
 impl Outboard {
     /// Hash `data` (groups in parallel with rayon) and keep the tree above the groups.
     pub fn build(data: &[u8]) -> Self {
-        let leaf =
-            |offset: u64, len: usize| -> std::result::Result<ChainingValue, std::convert::Infallible> {
-                let start = offset as usize;
-                Ok(chunk_cv(offset, &data[start..start + len]))
-            };
-        let Ok(outboard) = build_with(data.len() as u64, &leaf, || Ok(*blake3::hash(data).as_bytes()));
+        let leaf = |offset: u64, len: usize, _: &mut [[Hash32; 2]]| {
+            let start = offset as usize;
+            Ok::<_, std::convert::Infallible>(chunk_cv(offset, &data[start..start + len]))
+        };
+        let Ok(outboard) = build_with(data.len() as u64, GROUP_LEN, &leaf, || {
+            Ok(*blake3::hash(data).as_bytes())
+        });
         outboard
     }
 
-    /// [`Outboard::build`] reading the input group by group from `source`
-    /// (in parallel): memory is one 16 KiB group per thread, whatever the
-    /// input size. The source may compute its bytes (a replica from its
-    /// piece and labels, column hashes from labels) instead of holding them.
+    /// [`Outboard::build`] reading the input from `source` 1 MiB at a time
+    /// (in parallel): memory is one block per thread, whatever the input
+    /// size. The source may compute its bytes (a replica from its piece and
+    /// labels, column hashes from labels) instead of holding them.
     pub fn build_from<R: ReadAt + Sync + ?Sized>(source: &R) -> Result<Self> {
         let len = source
             .len_bytes()
@@ -419,12 +445,12 @@ impl Outboard {
                 .read_at(offset, buf)
                 .map_err(|e| PorepError::Io { offset, source: e })
         };
-        let leaf = |offset: u64, len: usize| -> Result<ChainingValue> {
-            let mut group = [0u8; GROUP_LEN];
-            read(offset, &mut group[..len])?;
-            Ok(chunk_cv(offset, &group[..len]))
+        let leaf = |offset: u64, len: usize, out: &mut [[Hash32; 2]]| -> Result<ChainingValue> {
+            let mut block = vec![0u8; len];
+            read(offset, &mut block)?;
+            Ok(slice_subtree_cv(&block, offset, out))
         };
-        build_with(len, &leaf, || {
+        build_with(len, READ_BLOCK, &leaf, || {
             let mut all = [0u8; GROUP_LEN];
             let all = &mut all[..len as usize];
             read(0, all)?;
@@ -617,6 +643,24 @@ mod tests {
         x.update(&[seed]);
         x.finalize_xof().fill(&mut v);
         v
+    }
+
+    /// Inputs of several read blocks, on and off block boundaries.
+    #[test]
+    fn build_from_spans_read_blocks() {
+        for len in [
+            READ_BLOCK,
+            READ_BLOCK + 1,
+            3 * READ_BLOCK + READ_BLOCK / 2 + 17,
+            4 * READ_BLOCK,
+        ] {
+            let data = bytes(len, 7);
+            assert_eq!(
+                Outboard::build_from(data.as_slice()).unwrap(),
+                Outboard::build(&data),
+                "{len}"
+            );
+        }
     }
 
     proptest! {

@@ -731,18 +731,14 @@ impl Node {
                 self.config.capacity_bytes
             );
         }
-        // outboard for verified serving (from a map of the file: no heap copy),
-        // then commit files, then the index
+        // outboard for verified serving (read back by 16 KiB groups: neither
+        // a heap copy nor a map of the piece), then commit files, then the index
         let piece_path = self.dirs.piece(&p.piece);
         let outboard_path = self.dirs.piece_outboard(&p.piece);
         let dirs = self.dirs.clone();
         let tmp_for_ob = tmp_path.clone();
         let commit = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            #[allow(unsafe_code)]
-            // SAFETY: a private file in tmp/ that only this task writes
-            let map = unsafe { memmap2::Mmap::map(&tmp) }?;
-            let outboard = Outboard::build(&map);
-            drop(map);
+            let outboard = Outboard::build_from(&tmp)?;
             files::write_atomic(&dirs, &outboard_path, &outboard.encode())?;
             files::commit(&tmp, &tmp_for_ob, &piece_path)?;
             Ok(())
