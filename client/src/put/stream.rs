@@ -3,16 +3,20 @@
 //! One encoder pass runs on a blocking thread and feeds one bounded channel
 //! per piece being uploaded; each channel is read as an `AsyncRead` by that
 //! piece's upload. Memory: the encoder's segments (two of data, one of
-//! parity) plus at most [`LANE_DEPTH`] chunks of [`CHUNK`] bytes per lane. A
+//! parity) plus at most [`LANE_DEPTH`] + 2 chunks of [`CHUNK`] bytes per
+//! lane, recycled (an upload hands each chunk back once sent, so no fresh
+//! memory is zeroed per chunk). A
 //! lane whose upload stopped is dropped and the others go on; the pass stops
 //! early when every lane is gone.
 
 use std::io::{self, Read};
 use std::path::Path;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use anyhow::{anyhow, Result};
 use crowd_erasure::{Encoder, Layout};
-use futures::{AsyncRead, StreamExt, TryStreamExt};
+use futures::AsyncRead;
 use indicatif::ProgressBar;
 use tokio::sync::mpsc;
 
@@ -28,19 +32,58 @@ const ALL_STOPPED: &str = "every upload stopped";
 pub struct Lane {
     pub index: usize,
     pub tx: mpsc::Sender<Vec<u8>>,
+    /// Chunks the upload is done with, to fill again.
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
 }
 
 /// A lane for piece `index` and the reader its upload consumes (advancing
 /// `bar` as bytes are taken).
-pub fn lane(index: usize, bar: ProgressBar) -> (Lane, impl AsyncRead + Unpin + Send) {
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(LANE_DEPTH);
-    let reader = futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
-        .map(move |chunk| {
-            bar.inc(chunk.len() as u64);
-            Ok::<_, io::Error>(chunk)
-        })
-        .into_async_read();
-    (Lane { index, tx }, reader)
+pub fn lane(index: usize, bar: ProgressBar) -> (Lane, LaneReader) {
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(LANE_DEPTH);
+    let (spare_tx, spare) = std::sync::mpsc::channel();
+    let reader = LaneReader {
+        rx,
+        spare: spare_tx,
+        chunk: Vec::new(),
+        at: 0,
+        bar,
+    };
+    (Lane { index, tx, spare }, reader)
+}
+
+/// The receiving side of a lane, as the `AsyncRead` an upload consumes.
+#[derive(Debug)]
+pub struct LaneReader {
+    rx: mpsc::Receiver<Vec<u8>>,
+    spare: std::sync::mpsc::Sender<Vec<u8>>,
+    chunk: Vec<u8>,
+    at: usize,
+    bar: ProgressBar,
+}
+
+impl AsyncRead for LaneReader {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        while this.at == this.chunk.len() {
+            match this.rx.poll_recv(cx) {
+                Poll::Ready(Some(next)) => {
+                    this.bar.inc(next.len() as u64);
+                    let done = std::mem::replace(&mut this.chunk, next);
+                    this.at = 0;
+                    if done.capacity() > 0 {
+                        // the feeder may be gone: then the chunk is just freed
+                        let _ = this.spare.send(done);
+                    }
+                }
+                Poll::Ready(None) => return Poll::Ready(Ok(0)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        let n = buf.len().min(this.chunk.len() - this.at);
+        buf[..n].copy_from_slice(&this.chunk[this.at..this.at + n]);
+        this.at += n;
+        Poll::Ready(Ok(n))
+    }
 }
 
 /// Feeds every piece in `lanes` from one encode of `reader` (blocking: run
@@ -48,17 +91,24 @@ pub fn lane(index: usize, bar: ProgressBar) -> (Lane, impl AsyncRead + Unpin + S
 /// encoded, `None` when every lane stopped first.
 pub fn feed(encoder: &Encoder, reader: impl Read + Send, lanes: Vec<Lane>) -> Result<Option<Layout>> {
     let total = encoder.params().total_shards();
-    let mut senders: Vec<Option<mpsc::Sender<Vec<u8>>>> = (0..total).map(|_| None).collect();
+    let mut senders: Vec<Option<Lane>> = (0..total).map(|_| None).collect();
     for lane in lanes {
-        if let Some(slot) = senders.get_mut(lane.index) {
-            *slot = Some(lane.tx);
+        let i = lane.index;
+        if let Some(slot) = senders.get_mut(i) {
+            *slot = Some(lane);
         }
     }
     let result = encoder.encode_with(reader, |shard| {
         let mut stopped = false;
-        if let Some(Some(tx)) = senders.get(shard.piece) {
+        if let Some(Some(lane)) = senders.get(shard.piece) {
             for chunk in shard.bytes.chunks(CHUNK) {
-                if tx.blocking_send(chunk.to_vec()).is_err() {
+                let mut buf = lane
+                    .spare
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+                buf.clear();
+                buf.extend_from_slice(chunk);
+                if lane.tx.blocking_send(buf).is_err() {
                     stopped = true;
                     break;
                 }
