@@ -34,18 +34,24 @@ pub fn load_or_create_key(path: &Path) -> std::io::Result<Keypair> {
 }
 
 /// Resolves at the first SIGINT or SIGTERM (Ctrl-C where those cannot be
-/// installed): how the daemons know to stop.
-pub async fn shutdown_signal() {
+/// installed): how the daemons know to stop. The handlers are installed when
+/// this is called, not when the future is first polled: call it before
+/// telling anyone the daemon is ready, or a signal sent in between takes the
+/// default action (the process dies with no clean-up).
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
-        (Ok(mut int), Ok(mut term)) => {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
+    let handlers = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()));
+    async move {
+        match handlers {
+            (Ok(mut int), Ok(mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
             }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }

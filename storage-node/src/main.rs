@@ -166,6 +166,8 @@ async fn run(home: &Path) -> Result<()> {
         node.clone()
             .register_with_tracker(addrs.iter().map(|a| a.to_string()).collect()),
     );
+    // before announcing readiness: a SIGTERM from then on stops us cleanly
+    let shutdown = crowd_protocol::util::shutdown_signal();
     let info_path = home.join("node.json");
     std::fs::write(&info_path, serde_json::to_vec_pretty(&info)?)?;
     println!("crowd-node {} ready", node.peer_id);
@@ -176,7 +178,7 @@ async fn run(home: &Path) -> Result<()> {
         println!("metrics on http://{metrics_addr}/metrics");
     }
 
-    crowd_protocol::util::shutdown_signal().await;
+    shutdown.await;
     tracing::info!("shutting down");
     let _ = std::fs::remove_file(&info_path);
     // let transfers in flight finish for a moment; anything cut off is an

@@ -327,7 +327,8 @@ async fn bad_command_lines_and_homes_are_one_line_errors() {
     assert!(matches!(&r, Err(m) if m.contains("faucet is disabled")), "{r:?}");
     // SIGTERM stops it cleanly
     let mut t = t;
-    assert!(t.stop().unwrap().success());
+    let status = t.stop().unwrap();
+    assert!(status.success(), "{status}: {}", t.log());
     assert!(!t.path("tracker.json").exists());
     let cases: [&[&str]; 4] = [
         &["run", "--devnet"],

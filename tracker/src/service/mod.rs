@@ -250,6 +250,8 @@ pub async fn run(home: &Path, options: RunOptions) -> Result<(), ServiceError> {
     }
     let peer_id = key.public().to_peer_id();
     let addrs = net.listen_addrs().await?;
+    // before announcing readiness: a SIGTERM from then on stops us cleanly
+    let shutdown = crowd_protocol::util::shutdown_signal();
     let info = serde_json::json!({
         "peer_id": peer_id.to_string(),
         "listen": addrs.iter().map(|a| a.clone().with(Protocol::P2p(peer_id)).to_string()).collect::<Vec<_>>(),
@@ -267,7 +269,7 @@ pub async fn run(home: &Path, options: RunOptions) -> Result<(), ServiceError> {
     }
 
     let result = tokio::select! {
-        _ = crowd_protocol::util::shutdown_signal() => {
+        _ = shutdown => {
             tracing::info!("shutting down");
             Ok(())
         }
