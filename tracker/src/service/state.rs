@@ -220,7 +220,12 @@ pub fn stored_log(store: &dyn Store) -> Result<Vec<LogEntry>, ServiceError> {
     }
 }
 
-/// The stored snapshot, if an epoch was ever settled.
+/// Epochs between two snapshots of the whole ledger: the snapshot is
+/// O(ledger) bytes, so it is not rewritten every epoch; a restart replays at
+/// most this many epochs of log after the last one.
+pub const SNAPSHOT_EVERY: u64 = 32;
+
+/// The stored snapshot, if a snapshot epoch was ever settled.
 pub fn stored_snapshot(store: &dyn Store) -> Result<Option<Ledger>, ServiceError> {
     store
         .get(keys::SNAPSHOT)?
@@ -349,7 +354,8 @@ impl<S: Store> State<S> {
     }
 
     /// Writes accepted entries with the side records their events change,
-    /// and `extra`, in one synced batch; a settled epoch adds the snapshot.
+    /// and `extra`, in one synced batch; settling an epoch that is a
+    /// multiple of [`SNAPSHOT_EVERY`] adds the snapshot.
     fn persist(
         &mut self,
         accepted: &[&(LogEntry, Vec<Event>)],
@@ -357,14 +363,16 @@ impl<S: Store> State<S> {
     ) -> Result<(), ServiceError> {
         let mut stats: BTreeMap<DealId, DealStats> = BTreeMap::new();
         let mut settled = false;
+        let mut snapshot = false;
         for (entry, events) in accepted {
             batch.put(keys::log(entry.index), to_cbor(entry));
             for event in events {
                 let (deal_id, epoch, proven) = match event {
                     Event::Paid { deal_id, epoch, .. } => (*deal_id, *epoch, true),
                     Event::Faulted { deal_id, epoch, .. } => (*deal_id, *epoch, false),
-                    Event::EpochEnded { .. } => {
+                    Event::EpochEnded { epoch, .. } => {
                         settled = true;
+                        snapshot |= epoch % SNAPSHOT_EVERY == 0;
                         continue;
                     }
                     _ => continue,
@@ -383,7 +391,7 @@ impl<S: Store> State<S> {
         for (deal_id, s) in &stats {
             batch.put(keys::deal_stats(*deal_id), to_cbor(s));
         }
-        if settled {
+        if snapshot {
             batch.put(keys::SNAPSHOT, to_cbor(&self.ledger));
         }
         if let Err(e) = self.store.write(batch) {
@@ -1061,6 +1069,25 @@ mod tests {
         assert_eq!(a.addrs, b.addrs);
         assert_eq!(a.stats, b.stats);
         assert_eq!(a.manifest_counts, b.manifest_counts);
+    }
+
+    #[test]
+    fn the_snapshot_is_taken_every_snapshot_every_epochs_and_reopening_replays_the_rest() {
+        let store = MemStore::default();
+        let (tracker, mut state) = new_state(store.clone(), true);
+        populate(&mut state); // settles epoch 0: a snapshot
+        let first = stored_snapshot(&store).unwrap().unwrap().log_len();
+        for epoch in 1..SNAPSHOT_EVERY {
+            state.end_epoch(epoch).unwrap();
+        }
+        assert_eq!(stored_snapshot(&store).unwrap().unwrap().log_len(), first);
+        // between snapshots, reopening replays the log after the last one
+        assert_same(&state, &open(store.clone(), &tracker));
+        state.end_epoch(SNAPSHOT_EVERY).unwrap();
+        let second = stored_snapshot(&store).unwrap().unwrap();
+        assert_eq!(second.log_len(), state.ledger().log_len());
+        assert_eq!(&second, state.ledger());
+        assert_same(&state, &open(store.clone(), &tracker));
     }
 
     #[test]

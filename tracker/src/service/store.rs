@@ -7,7 +7,7 @@
 //! | key | value |
 //! | --- | --- |
 //! | `genesis` | CBOR [`LedgerConfig`](crate::LedgerConfig), written once by `init` |
-//! | `snapshot` | CBOR [`Ledger`](crate::Ledger) after the last settled epoch |
+//! | `snapshot` | CBOR [`Ledger`](crate::Ledger) after the last settled epoch that is a multiple of `SNAPSHOT_EVERY` (32) |
 //! | `log/` ‖ index u64 BE | CBOR [`LogEntry`](crate::LogEntry) |
 //! | `addrs/` ‖ peer id | CBOR list of a provider's multiaddresses |
 //! | `manifest/` ‖ root CID | CBOR (owner peer id, manifest bytes) |
@@ -16,7 +16,7 @@
 //! | `dstats/` ‖ deal u64 BE | CBOR (proven epochs, faulted epochs) |
 //!
 //! Each accepted input is one [`Batch`]: its log entry and the side records
-//! it changes; a settled epoch's batch also holds the new snapshot.
+//! it changes; the batch settling every 32nd epoch also holds the new snapshot.
 
 use std::collections::BTreeMap;
 use std::path::Path;
