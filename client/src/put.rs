@@ -473,7 +473,7 @@ async fn store_round(
 async fn upload_and_publish(
     session: &Session,
     offer: Offer,
-    reader: impl futures::AsyncRead + Unpin,
+    reader: impl futures::AsyncBufRead + Unpin,
     piece_size: u64,
     stall: Duration,
 ) -> Result<Placed, Refusal> {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use futures::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use futures::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt};
 use libp2p::PeerId;
 
 use crate::fetch::receive_range;
@@ -19,12 +19,13 @@ fn open_err(e: libp2p_stream::OpenStreamError) -> ProtocolError {
 }
 
 /// Streams `size` bytes from `data` to `peer` for an accepted proposal and
-/// returns the provider's answer. Memory: one 1 MiB buffer.
+/// returns the provider's answer. Bytes go from `data`'s own buffer to the
+/// stream (no copy in between).
 pub async fn upload(
     streams: &mut libp2p_stream::Control,
     peer: PeerId,
     proposal: ProposalId,
-    mut data: impl AsyncRead + Unpin,
+    mut data: impl AsyncBufRead + Unpin,
     size: u64,
     stall: Duration,
 ) -> Result<UploadResult, ProtocolError> {
@@ -33,20 +34,20 @@ pub async fn upload(
         .await
         .map_err(open_err)?;
     write_frame(&mut stream, &UploadHeader { proposal }).await?;
-    let mut buf = vec![0u8; 1 << 20];
     let mut left = size;
     while left > 0 {
-        let want = (left as usize).min(buf.len());
-        let n = data.read(&mut buf[..want]).await?;
-        if n == 0 {
+        let chunk = data.fill_buf().await?;
+        if chunk.is_empty() {
             return Err(ProtocolError::Io(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
                 format!("piece source ended {left} bytes early"),
             )));
         }
-        tokio::time::timeout(stall, stream.write_all(&buf[..n]))
+        let n = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        tokio::time::timeout(stall, stream.write_all(&chunk[..n]))
             .await
             .map_err(|_| ProtocolError::Timeout(stall))??;
+        data.consume_unpin(n);
         left -= n as u64;
     }
     stream.flush().await?;

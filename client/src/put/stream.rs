@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 
 use anyhow::{anyhow, Result};
 use crowd_erasure::{Encoder, Layout};
-use futures::AsyncRead;
+use futures::{AsyncBufRead, AsyncRead};
 use indicatif::ProgressBar;
 use tokio::sync::mpsc;
 
@@ -61,9 +61,10 @@ pub struct LaneReader {
     bar: ProgressBar,
 }
 
-impl AsyncRead for LaneReader {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
+/// An upload writes straight from the lane's chunks (`AsyncBufRead`).
+impl AsyncBufRead for LaneReader {
+    fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
+        let this = self.get_mut();
         while this.at == this.chunk.len() {
             match this.rx.poll_recv(cx) {
                 Poll::Ready(Some(next)) => {
@@ -75,14 +76,32 @@ impl AsyncRead for LaneReader {
                         let _ = this.spare.send(done);
                     }
                 }
-                Poll::Ready(None) => return Poll::Ready(Ok(0)),
+                Poll::Ready(None) => return Poll::Ready(Ok(&[])),
                 Poll::Pending => return Poll::Pending,
             }
         }
-        let n = buf.len().min(this.chunk.len() - this.at);
-        buf[..n].copy_from_slice(&this.chunk[this.at..this.at + n]);
-        this.at += n;
-        Poll::Ready(Ok(n))
+        Poll::Ready(Ok(&this.chunk[this.at..]))
+    }
+
+    fn consume(self: Pin<&mut Self>, amt: usize) {
+        let this = self.get_mut();
+        this.at = (this.at + amt).min(this.chunk.len());
+    }
+}
+
+impl AsyncRead for LaneReader {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let available = match self.as_mut().poll_fill_buf(cx) {
+            Poll::Ready(Ok(chunk)) => {
+                let n = buf.len().min(chunk.len());
+                buf[..n].copy_from_slice(&chunk[..n]);
+                n
+            }
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        };
+        self.consume(available);
+        Poll::Ready(Ok(available))
     }
 }
 
@@ -177,6 +196,30 @@ mod tests {
         assert_eq!(feeding.await.unwrap().unwrap(), Some(expect_layout));
         assert_eq!(p0, pieces[0]);
         assert_eq!(p2, pieces[2]);
+    }
+
+    /// Uploads take bytes straight from the lane's chunks: partial consumes
+    /// across chunk boundaries see every byte once, in order.
+    #[tokio::test]
+    async fn a_lane_read_as_a_buffer_yields_the_piece() {
+        use futures::AsyncBufReadExt;
+        let data: Vec<u8> = (0..50_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let (_, pieces) = encoder().encode_bytes(&data).unwrap();
+        let (l1, mut r1) = lane(1, ProgressBar::hidden());
+        let input = data.clone();
+        let feeding = tokio::task::spawn_blocking(move || feed(&encoder(), &input[..], vec![l1]));
+        let mut got = Vec::new();
+        loop {
+            let chunk = r1.fill_buf().await.unwrap();
+            if chunk.is_empty() {
+                break;
+            }
+            let n = chunk.len().min(777);
+            got.extend_from_slice(&chunk[..n]);
+            r1.consume_unpin(n);
+        }
+        assert!(feeding.await.unwrap().unwrap().is_some());
+        assert_eq!(got, pieces[1]);
     }
 
     #[tokio::test]
