@@ -125,4 +125,4 @@ pub use graph::Parents;
 pub use params::SealParams;
 pub use proof::{SealProof, SealPublic, WindowProof, WindowPublic};
 pub use seal::{Commitments, Labels, Sealed};
-pub use tree::{ChunkOpening, GroupOpening, Hash32, Outboard, ReadAt};
+pub use tree::{ChunkOpening, GroupOpening, Hash32, Outboard, OutboardBuilder, ReadAt};

@@ -416,6 +416,66 @@ where
     })
 }
 
+/// Builds an [`Outboard`] from bytes as they stream past (an upload): each
+/// 16 KiB group is hashed once as it completes and only its chaining value
+/// is kept (32 bytes per group), so the input is hashed exactly once and
+/// never read back. Equal to [`Outboard::build`] on the concatenation.
+#[derive(Debug, Clone, Default)]
+pub struct OutboardBuilder {
+    /// Byte offset of `group` in the input.
+    offset: u64,
+    /// The current group (a full one is hashed only once more bytes come:
+    /// an input of exactly one group hashes as a root, not a subtree).
+    group: Vec<u8>,
+    cvs: Vec<ChainingValue>,
+}
+
+impl OutboardBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn update(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.group.len() == GROUP_LEN {
+                self.cvs.push(chunk_cv(self.offset, &self.group));
+                self.offset += GROUP_LEN as u64;
+                self.group.clear();
+            }
+            let take = (GROUP_LEN - self.group.len()).min(bytes.len());
+            self.group.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+        }
+    }
+
+    /// Bytes seen so far.
+    pub fn len(&self) -> u64 {
+        self.offset + self.group.len() as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn finalize(mut self) -> Outboard {
+        let len = self.len();
+        if self.cvs.is_empty() {
+            return Outboard {
+                len,
+                root: *blake3::hash(&self.group).as_bytes(),
+                parents: Vec::new(),
+            };
+        }
+        self.cvs.push(chunk_cv(self.offset, &self.group));
+        let cvs = self.cvs;
+        let leaf = |offset: u64, _: usize, _: &mut [[Hash32; 2]]| {
+            Ok::<_, std::convert::Infallible>(cvs[(offset / GROUP_LEN as u64) as usize])
+        };
+        let Ok(outboard) = build_with(len, GROUP_LEN, &leaf, || Ok([0u8; 32]));
+        outboard
+    }
+}
+
 /// Bytes [`Outboard::build_from`] reads at a time (64 groups).
 const READ_BLOCK: usize = 64 * GROUP_LEN;
 
@@ -643,6 +703,40 @@ mod tests {
         x.update(&[seed]);
         x.finalize_xof().fill(&mut v);
         v
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        /// Streaming in pieces of any size builds the same outboard.
+        #[test]
+        fn a_streamed_outboard_is_built_outboard(
+            len in prop_oneof![0usize..40_000, 40_000usize..400_000],
+            cuts in proptest::collection::vec(1usize..50_000, 0..12),
+            seed: u8,
+        ) {
+            let data = bytes(len, seed);
+            let mut b = OutboardBuilder::new();
+            let mut at = 0;
+            for c in cuts {
+                let end = (at + c).min(len);
+                b.update(&data[at..end]);
+                at = end;
+            }
+            b.update(&data[at..]);
+            prop_assert_eq!(b.len(), len as u64);
+            prop_assert_eq!(b.finalize(), Outboard::build(&data));
+        }
+    }
+
+    /// Exactly one group, and exactly two: the root cases.
+    #[test]
+    fn streamed_outboards_of_one_and_two_groups() {
+        for len in [GROUP_LEN - 1, GROUP_LEN, GROUP_LEN + 1, 2 * GROUP_LEN] {
+            let data = bytes(len, 3);
+            let mut b = OutboardBuilder::new();
+            b.update(&data);
+            assert_eq!(b.finalize(), Outboard::build(&data), "{len}");
+        }
     }
 
     /// Inputs of several read blocks, on and off block boundaries.

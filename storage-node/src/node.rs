@@ -693,17 +693,17 @@ impl Node {
             // already have it: same receipt, nothing to read
             return Ok(receipt.clone());
         }
-        // bytes go to tmp/, hashed as they arrive
+        // bytes go to tmp/, their tree (outboard) built as they arrive
         let (tmp_path, mut tmp) = self.dirs.temp_file("upload-")?;
         let outcome = self.stream_to_file(stream, &mut tmp, p.piece_size).await;
-        let digest = match outcome {
-            Ok(d) => d,
+        let outboard = match outcome {
+            Ok(o) => o,
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp_path);
                 return Err(e);
             }
         };
-        if digest != p.piece.0 {
+        if outboard.root() != p.piece.0 {
             let _ = std::fs::remove_file(&tmp_path);
             bail!(
                 "piece bytes do not match {} (BLAKE3 mismatch); nothing kept",
@@ -731,14 +731,13 @@ impl Node {
                 self.config.capacity_bytes
             );
         }
-        // outboard for verified serving (read back by 16 KiB groups: neither
-        // a heap copy nor a map of the piece), then commit files, then the index
+        // the outboard for verified serving (built while receiving), then
+        // the piece file, then the index
         let piece_path = self.dirs.piece(&p.piece);
         let outboard_path = self.dirs.piece_outboard(&p.piece);
         let dirs = self.dirs.clone();
         let tmp_for_ob = tmp_path.clone();
         let commit = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            let outboard = Outboard::build_from(&tmp)?;
             files::write_atomic(&dirs, &outboard_path, &outboard.encode())?;
             files::commit(&tmp, &tmp_for_ob, &piece_path)?;
             Ok(())
@@ -783,15 +782,17 @@ impl Node {
     }
 
     /// Copies exactly `size` bytes from the stream into `file`, returning
-    /// their BLAKE3 hash. Memory: one 1 MiB buffer.
+    /// their outboard (root = BLAKE3 hash), built as they pass: each byte is
+    /// hashed once and never read back. Memory: one 1 MiB buffer and 32
+    /// bytes per 16 KiB group.
     async fn stream_to_file(
         &self,
         stream: &mut Stream,
         file: &mut std::fs::File,
         size: u64,
-    ) -> anyhow::Result<[u8; 32]> {
+    ) -> anyhow::Result<Outboard> {
         use std::io::Write;
-        let mut hasher = blake3::Hasher::new();
+        let mut hasher = crowd_porep::OutboardBuilder::new();
         let mut buf = vec![0u8; UPLOAD_BUF];
         let mut left = size;
         while left > 0 {
@@ -806,7 +807,7 @@ impl Node {
             file.write_all(&buf[..n])?;
             left -= n as u64;
         }
-        Ok(*hasher.finalize().as_bytes())
+        Ok(hasher.finalize())
     }
 
     /// Serves fetch streams until the network stops.
