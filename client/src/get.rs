@@ -86,10 +86,7 @@ pub struct ExportArgs {
 }
 
 pub fn get(home: &Path, args: GetArgs) -> Result<()> {
-    let root = parse_cid(&args.cid)?;
-    check_output(&args.output)?;
-    let rt = runtime()?;
-    let found = rt.block_on(find(home, &root))?;
+    let (root, rt, found) = start(home, &args.cid, &args.output)?;
     let m = &found.manifest;
     let range = args.range.clone().unwrap_or(0..m.size);
     if range.end > m.size {
@@ -165,10 +162,7 @@ pub fn get(home: &Path, args: GetArgs) -> Result<()> {
 }
 
 pub fn export(home: &Path, args: ExportArgs) -> Result<()> {
-    let root = parse_cid(&args.cid)?;
-    check_output(&args.output)?;
-    let rt = runtime()?;
-    let found = rt.block_on(find(home, &root))?;
+    let (root, rt, found) = start(home, &args.cid, &args.output)?;
     let m = &found.manifest;
     let params = dag_params(m)?;
     let mut report = Report::default();
@@ -294,6 +288,16 @@ impl Report {
         }
         v
     }
+}
+
+/// Checks the CID and the output (before the network), then finds the
+/// manifest and its providers.
+fn start(home: &Path, cid: &str, out: &Path) -> Result<(Cid, tokio::runtime::Runtime, Found)> {
+    let root = parse_cid(cid)?;
+    check_output(out)?;
+    let rt = runtime()?;
+    let found = rt.block_on(find(home, &root))?;
+    Ok((root, rt, found))
 }
 
 fn parse_cid(s: &str) -> Result<Cid> {

@@ -471,6 +471,7 @@ impl OutboardBuilder {
         let leaf = |offset: u64, _: usize, _: &mut [[Hash32; 2]]| {
             Ok::<_, std::convert::Infallible>(cvs[(offset / GROUP_LEN as u64) as usize])
         };
+        // more than one group: `small` is never called
         let Ok(outboard) = build_with(len, GROUP_LEN, &leaf, || Ok([0u8; 32]));
         outboard
     }

@@ -148,6 +148,15 @@ pub fn usage_error_line(clap_text: &str) -> String {
     }
 }
 
+/// A config file parser's (multi-line) message as one line: its first line
+/// (the position) and its last (the reason).
+pub fn parse_error_line(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let first = lines.first().copied().unwrap_or("invalid TOML");
+    let last = lines.last().copied().unwrap_or("");
+    format!("{first}: {}", last.trim())
+}
+
 #[cfg(test)]
 mod usage_tests {
     use super::usage_error_line;

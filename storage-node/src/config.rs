@@ -106,12 +106,8 @@ impl NodeConfig {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
         let config: Self = toml::from_str(&text).map_err(|e| {
-            // toml's message is multi-line: keep the position and the reason
-            let text = e.to_string();
-            let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-            let first = lines.first().copied().unwrap_or("invalid TOML");
-            let last = lines.last().copied().unwrap_or("");
-            anyhow::anyhow!("{}: {first}: {}", path.display(), last.trim())
+            let line = crowd_protocol::util::parse_error_line(&e.to_string());
+            anyhow::anyhow!("{}: {line}", path.display())
         })?;
         config.check()?;
         Ok(config)

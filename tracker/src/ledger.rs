@@ -99,19 +99,10 @@ fn sub_locked(a: Amount, b: Amount, what: &str) -> Result<Amount, LedgerError> {
         .ok_or_else(|| LedgerError::InvariantViolated(format!("{what}: {a} < {b}")))
 }
 
-/// An input's changes, not yet committed.
+/// An input's changes, not yet committed: reads fall through to `base`.
 struct Tx<'a> {
     base: &'a Ledger,
-    accounts: BTreeMap<AccountId, Account>,
-    providers: BTreeMap<AccountId, ProviderInfo>,
-    deals: BTreeMap<DealId, Deal>,
-    proposals: Vec<(ProposalKey, DealId)>,
-    supply: Supply,
-    epoch: Epoch,
-    randomness: Hash32,
-    next_deal_id: DealId,
-    mints: u64,
-    events: Vec<Event>,
+    changes: Changes,
 }
 
 /// A planned input's changes, detached from the ledger they were planned on.
@@ -128,35 +119,39 @@ struct Changes {
     events: Vec<Event>,
 }
 
+impl std::ops::Deref for Tx<'_> {
+    type Target = Changes;
+    fn deref(&self) -> &Changes {
+        &self.changes
+    }
+}
+
+impl std::ops::DerefMut for Tx<'_> {
+    fn deref_mut(&mut self) -> &mut Changes {
+        &mut self.changes
+    }
+}
+
 impl<'a> Tx<'a> {
     fn into_changes(self) -> Changes {
-        Changes {
-            accounts: self.accounts,
-            providers: self.providers,
-            deals: self.deals,
-            proposals: self.proposals,
-            supply: self.supply,
-            epoch: self.epoch,
-            randomness: self.randomness,
-            next_deal_id: self.next_deal_id,
-            mints: self.mints,
-            events: self.events,
-        }
+        self.changes
     }
 
     fn new(base: &'a Ledger) -> Self {
         Self {
             base,
-            accounts: BTreeMap::new(),
-            providers: BTreeMap::new(),
-            deals: BTreeMap::new(),
-            proposals: Vec::new(),
-            supply: base.supply,
-            epoch: base.epoch,
-            randomness: base.randomness,
-            next_deal_id: base.next_deal_id,
-            mints: base.mints,
-            events: Vec::new(),
+            changes: Changes {
+                accounts: BTreeMap::new(),
+                providers: BTreeMap::new(),
+                deals: BTreeMap::new(),
+                proposals: Vec::new(),
+                supply: base.supply,
+                epoch: base.epoch,
+                randomness: base.randomness,
+                next_deal_id: base.next_deal_id,
+                mints: base.mints,
+                events: Vec::new(),
+            },
         }
     }
 
