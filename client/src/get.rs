@@ -24,7 +24,7 @@
 //! shard windows (at most two segments) and 32 MiB of chunks when hashing.
 
 mod engine;
-mod pipeline;
+pub(crate) mod pipeline;
 mod plan;
 mod store;
 #[cfg(test)]
@@ -34,11 +34,10 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek, Write};
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use clap::Args;
 use crowd_chunker::{
     build_from_reader, decode_file_node, verify_block, write_car, BlockSink, CarWriter, ChunkParams,
     ChunkerKind, Cid, DagParams, DagRoot, Discard, FileNode, HashAlg, InteriorBlocks,
@@ -46,85 +45,172 @@ use crowd_chunker::{
 use crowd_erasure::{Decoder, Verification};
 use crowd_protocol::libp2p::{Multiaddr, PeerId};
 use crowd_protocol::{Manifest, Request, Response, TrackerRequest, TrackerResponse};
-use indicatif::ProgressBar;
 
+use crate::crypt::{DecryptWriter, FileKey};
+use crate::error::Error;
+use crate::keys::{self, Capability};
+use crate::progress::{Callback, Progress, Stage};
+use crate::records;
 use crate::session::Session;
 pub use engine::{fetch_pieces, Failure, FetchJob};
-pub use plan::PieceRanges;
+pub use plan::{parse_range, PieceRanges};
 use store::ResumeDir;
 
-#[derive(Debug, Args)]
-pub struct GetArgs {
-    /// The file's root CID (as `crowd put` printed it).
-    pub cid: String,
-    /// Where to write the file (a temporary file next to it, then renamed).
-    /// Partial pieces are kept in `.OUT.crowd-get/` so an interrupted get
-    /// resumes.
-    #[arg(short, long, value_name = "OUT")]
-    pub output: PathBuf,
-    /// Only bytes START..END (end exclusive). A range is verified against
-    /// the piece hashes as it streams, but not against the root CID.
-    #[arg(long, value_name = "START-END", value_parser = plan::parse_range)]
+/// What to retrieve.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A root CID: a public file, or one of this client's private files
+    /// (its plaintext root, as `crowd put` printed it).
+    Cid(Cid),
+    /// Anyone's private file, by its read capability.
+    Capability(Box<Capability>),
+}
+
+impl std::str::FromStr for Target {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        if keys::is_capability(s) {
+            return Ok(Target::Capability(Box::new(s.parse()?)));
+        }
+        s.trim()
+            .parse::<Cid>()
+            .map(Target::Cid)
+            .map_err(|e| Error::Input(format!("'{}' is not a CID (nor a crowd: capability): {e}", s.trim())))
+    }
+}
+
+/// How to retrieve ([`crate::Client::get`]).
+#[derive(Debug, Clone, Default)]
+pub struct GetOptions {
+    /// Only bytes START..END of the file (end exclusive). A range is
+    /// verified against the piece hashes as it streams (and, for a private
+    /// file, by each segment's tag), but not against the root CID.
     pub range: Option<Range<u64>>,
-    /// Print `{"root","size","out","pieces_used","providers_failed"}` and no
-    /// progress bar.
-    #[arg(long)]
-    pub json: bool,
 }
 
-#[derive(Debug, Args)]
-pub struct ExportArgs {
-    /// The file's root CID.
-    pub cid: String,
-    /// Where to write the CAR v1 (a temporary file next to it, then renamed).
-    #[arg(short, long, value_name = "OUT.car")]
-    pub output: PathBuf,
-    /// Print `{"root","size","out","pieces_used","providers_failed"}` and no
-    /// progress bar.
-    #[arg(long)]
-    pub json: bool,
+/// What a get retrieved (and `crowd get --json` prints).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GetOutput {
+    /// The root CID asked for (the ciphertext's for a capability get).
+    pub root: String,
+    /// The file's size.
+    pub size: u64,
+    pub out: String,
+    /// Stored unencrypted.
+    pub public: bool,
+    pub pieces_used: Vec<usize>,
+    pub providers_failed: Vec<String>,
+    /// The byte range written, if one was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub range: Option<[u64; 2]>,
+    /// The range of stored bytes fetched (whole encrypted segments).
+    pub fetched: [u64; 2],
 }
 
-pub fn get(home: &Path, args: GetArgs) -> Result<()> {
-    let (root, rt, found) = start(home, &args.cid, &args.output)?;
+/// How the stored bytes become the file.
+#[derive(Debug, Clone)]
+enum Access {
+    /// Stored as is; checked against the manifest's root.
+    Public,
+    /// Encrypted. `plain_root` is known to the owner (checked against the
+    /// decrypted file), not to a capability holder (who checks the
+    /// ciphertext's root, and every segment's tag).
+    Private {
+        key: FileKey,
+        plain_len: u64,
+        plain_root: Option<Cid>,
+    },
+}
+
+impl Access {
+    fn file_len(&self, m: &Manifest) -> u64 {
+        match self {
+            Access::Public => m.size,
+            Access::Private { plain_len, .. } => *plain_len,
+        }
+    }
+
+    /// The stored bytes that hold `range` of the file.
+    fn stored_range(&self, m: &Manifest, range: &Range<u64>) -> Range<u64> {
+        match self {
+            Access::Public => range.clone(),
+            // an empty file is still one authenticated segment
+            Access::Private { plain_len: 0, .. } => 0..m.size,
+            Access::Private { plain_len, .. } => crate::crypt::cipher_range(range, *plain_len),
+        }
+    }
+}
+
+pub fn get(
+    home: &Path,
+    target: &Target,
+    opts: &GetOptions,
+    output: &Path,
+    progress: Option<&Callback>,
+) -> Result<GetOutput> {
+    let (rt, found) = start(home, target, output)?;
     let m = &found.manifest;
-    let range = args.range.clone().unwrap_or(0..m.size);
-    if range.end > m.size {
-        bail!(
-            "range {}-{} is beyond the end of the file ({} bytes)",
-            range.start,
-            range.end,
-            m.size
-        );
+    let file_len = found.access.file_len(m);
+    let range = opts.range.clone().unwrap_or(0..file_len);
+    if range.end > file_len || range.start > range.end {
+        return Err(Error::Input(format!(
+            "range {}-{} is beyond the end of the file ({file_len} bytes)",
+            range.start, range.end,
+        ))
+        .into());
     }
     let params = dag_params(m)?;
-    let whole = range == (0..m.size);
+    let whole = range == (0..file_len);
+    let stored = found.access.stored_range(m, &range);
     let mut report = Report::default();
-    if range.is_empty() {
-        // nothing to fetch; an empty file is still checked against its root
+    if stored.is_empty() {
+        // nothing to fetch; an empty public file is still checked against its root
         if m.size == 0 {
-            check_root(&mut std::io::empty(), &params, &root)?;
+            check_root(&mut std::io::empty(), &params, &m.root)?;
         }
-        crate::input::write_atomically(&args.output, |_| Ok(()))?;
+        crate::input::write_atomically(output, |_| Ok(()))?;
     } else {
-        let target = format!("get {root} {}-{}\n", range.start, range.end);
-        let dir = ResumeDir::open(&args.output, &target)?;
-        let plan = PieceRanges::for_range(&m.layout.geometry(), &range);
-        let bar = progress_bar(args.json);
+        let target = format!("get {} {}-{}\n", m.root, stored.start, stored.end);
+        let dir = ResumeDir::open(output, &target)?;
+        let stored_whole = stored == (0..m.size);
+        let plan = PieceRanges::for_range(&m.layout.geometry(), &stored);
+        let bar = Progress::start(progress, Stage::Fetching, 0);
         let mut cleanup = None;
-        let written = crate::input::write_atomically(&args.output, |f| {
+        let written = crate::input::write_atomically(output, |f| {
             let mut w = BufWriter::with_capacity(1 << 20, pipeline::Writeback::new(f));
-            let job = fetch_job(&found, &dir, &plan, whole, &bar);
-            let fetched = if whole {
-                pipeline::with_root_check(&mut w, &params, &root, |out| {
-                    pipeline::retrieve(rt.handle(), &found.session.net, job, &range, out)
-                })
-            } else {
-                pipeline::retrieve(rt.handle(), &found.session.net, job, &range, &mut w)
+            let job = fetch_job(&found, &dir, &plan, stored_whole, &bar);
+            let retrieve = |out: &mut dyn WriteSend| pipeline::retrieve(rt.handle(), &found.session.net, job, &stored, out);
+            let fetched = match (&found.access, whole) {
+                (Access::Public, true) => pipeline::with_root_check(&mut w, &params, &m.root, |out| retrieve(out)),
+                (Access::Public, false) => retrieve(&mut w),
+                (Access::Private { key, plain_len, plain_root }, _) => {
+                    match (plain_root, whole) {
+                        // the owner checks the decrypted file against its root
+                        (Some(root), true) => pipeline::with_root_check(&mut w, &params, root, |out| {
+                            let mut d = decrypt_to(out, key, *plain_len, &range);
+                            let fetched = retrieve(&mut d)?;
+                            d.finish()?;
+                            Ok(fetched)
+                        }),
+                        // a capability holder checks the ciphertext's root as it streams
+                        (None, true) => {
+                            let mut d = decrypt_to(&mut w, key, *plain_len, &range);
+                            let fetched = pipeline::with_root_check(&mut d, &params, &m.root, |out| retrieve(out))?;
+                            d.finish()?;
+                            Ok(fetched)
+                        }
+                        (_, false) => {
+                            let mut d = decrypt_to(&mut w, key, *plain_len, &range);
+                            let fetched = retrieve(&mut d)?;
+                            d.finish()?;
+                            Ok(fetched)
+                        }
+                    }
+                }
             };
             let fetched = match fetched {
-                Err(e) if e.downcast_ref::<WrongRoot>().is_some() => {
-                    // verified pieces that do not make the root: start afresh next time
+                Err(e) if e.downcast_ref::<WrongRoot>().is_some() || is_tampered(&e) => {
+                    // verified pieces that do not make the file: start afresh next time
                     let _ = std::fs::remove_dir_all(dir.path());
                     return Err(e);
                 }
@@ -152,22 +238,47 @@ pub fn get(home: &Path, args: GetArgs) -> Result<()> {
             _ => dir.remove()?,
         }
     }
-    if args.json {
-        println!(
-            "{}",
-            report.json(&root, m.size, &args.output, args.range.as_ref())
-        );
-    }
-    Ok(())
+    Ok(report.output(&found, file_len, output, opts.range.as_ref(), &stored))
 }
 
-pub fn export(home: &Path, args: ExportArgs) -> Result<()> {
-    let (root, rt, found) = start(home, &args.cid, &args.output)?;
+/// Decrypts into `out` the segments holding `range`.
+fn decrypt_to<'w>(
+    out: &'w mut dyn WriteSend,
+    key: &FileKey,
+    plain_len: u64,
+    range: &Range<u64>,
+) -> DecryptWriter<&'w mut dyn WriteSend> {
+    DecryptWriter::new(out, key.clone(), plain_len, range.clone())
+}
+
+/// A writer the retrieval can hand to its decoder thread.
+pub(crate) trait WriteSend: Write + Send {}
+impl<W: Write + Send> WriteSend for W {}
+
+fn is_tampered(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .and_then(crate::crypt::crypt_error)
+            .is_some()
+            || c.is::<crate::crypt::CryptError>()
+    })
+}
+
+/// `crowd export`: a public file's DAG as a CAR v1.
+pub fn export(home: &Path, cid: &Cid, output: &Path, progress: Option<&Callback>) -> Result<GetOutput> {
+    let (rt, found) = start(home, &Target::Cid(*cid), output)?;
+    if !matches!(found.access, Access::Public) {
+        return Err(Error::Input(format!(
+            "{cid} is a private file: its DAG exists only in plaintext, which export does not write; use get"
+        ))
+        .into());
+    }
+    let root = found.manifest.root;
     let m = &found.manifest;
     let params = dag_params(m)?;
     let mut report = Report::default();
     if m.size == 0 {
-        let written = crate::input::write_atomically(&args.output, |f| {
+        let written = crate::input::write_atomically(output, |f| {
             let mut w = BufWriter::new(&mut *f);
             let dag = write_car(&[], &params, &mut w)?;
             w.flush().context("writing CAR")?;
@@ -178,9 +289,9 @@ pub fn export(home: &Path, args: ExportArgs) -> Result<()> {
         }
     } else {
         let target = format!("export {root}\n");
-        let dir = ResumeDir::open(&args.output, &target)?;
+        let dir = ResumeDir::open(output, &target)?;
         let plan = PieceRanges::for_range(&m.layout.geometry(), &(0..m.size));
-        let bar = progress_bar(args.json);
+        let bar = Progress::start(progress, Stage::Fetching, 0);
         report = rt.block_on(fetch(&found, &dir, &plan, true, &bar))?;
         bar.finish_and_clear();
         // the file, in the resume directory; then its DAG as a CAR
@@ -207,14 +318,11 @@ pub fn export(home: &Path, args: ExportArgs) -> Result<()> {
                 dag.cid
             );
         }
-        write_car_from(&file, &interior, &dag, &args.output)?;
+        write_car_from(&file, &interior, &dag, output)?;
         drop(file);
         dir.remove()?;
     }
-    if args.json {
-        println!("{}", report.json(&root, m.size, &args.output, None));
-    }
-    Ok(())
+    Ok(report.output(&found, m.size, output, None, &(0..m.size)))
 }
 
 /// Writes the DAG `dag` of `file` as a CAR v1 to `out` (atomically): interior
@@ -272,46 +380,38 @@ struct Report {
 }
 
 impl Report {
-    fn json(&self, root: &Cid, size: u64, out: &Path, range: Option<&Range<u64>>) -> serde_json::Value {
+    fn output(&self, found: &Found, size: u64, out: &Path, range: Option<&Range<u64>>, stored: &Range<u64>) -> GetOutput {
         let mut failed: Vec<String> = self.failures.iter().map(|f| f.provider.to_string()).collect();
         failed.sort();
         failed.dedup();
-        let mut v = serde_json::json!({
-            "root": root.to_string(),
-            "size": size,
-            "out": out.display().to_string(),
-            "pieces_used": self.pieces_used,
-            "providers_failed": failed,
-        });
-        if let Some(r) = range {
-            v["range"] = serde_json::json!([r.start, r.end]);
+        GetOutput {
+            root: found.shown_root.to_string(),
+            size,
+            out: out.display().to_string(),
+            public: matches!(found.access, Access::Public),
+            pieces_used: self.pieces_used.clone(),
+            providers_failed: failed,
+            range: range.map(|r| [r.start, r.end]),
+            fetched: [stored.start, stored.end],
         }
-        v
     }
 }
 
-/// Checks the CID and the output (before the network), then finds the
-/// manifest and its providers.
-fn start(home: &Path, cid: &str, out: &Path) -> Result<(Cid, tokio::runtime::Runtime, Found)> {
-    let root = parse_cid(cid)?;
+/// Checks the output (before the network), then finds the manifest, its
+/// providers and how to read it.
+fn start(home: &Path, target: &Target, out: &Path) -> Result<(tokio::runtime::Runtime, Found)> {
     check_output(out)?;
     let rt = runtime()?;
-    let found = rt.block_on(find(home, &root))?;
-    Ok((root, rt, found))
-}
-
-fn parse_cid(s: &str) -> Result<Cid> {
-    s.trim()
-        .parse::<Cid>()
-        .map_err(|e| anyhow!("'{s}' is not a CID: {e}"))
+    let found = rt.block_on(find(home, target))?;
+    Ok((rt, found))
 }
 
 fn check_output(out: &Path) -> Result<()> {
     if out.is_dir() {
-        bail!("{} is a directory", out.display());
+        return Err(Error::Input(format!("{} is a directory", out.display())).into());
     }
     if out.file_name().is_none() {
-        bail!("{} is not a file name", out.display());
+        return Err(Error::Input(format!("{} is not a file name", out.display())).into());
     }
     Ok(())
 }
@@ -323,20 +423,18 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start a runtime")
 }
 
-/// Bytes fetched; the fetch sets the length (`k` pieces' worth).
-fn progress_bar(json: bool) -> ProgressBar {
-    crate::progress::bytes(0, "fetching", json)
-}
-
-/// The manifest and where its providers are.
+/// The manifest, where its providers are, and how to read it.
 #[derive(Debug)]
 struct Found {
     session: Session,
     manifest: Manifest,
     addrs: HashMap<PeerId, Vec<Multiaddr>>,
+    access: Access,
+    /// The root reported back (the one asked for).
+    shown_root: Cid,
 }
 
-async fn find(home: &Path, root: &Cid) -> Result<Found> {
+async fn find(home: &Path, target: &Target) -> Result<Found> {
     let session = Session::connect(home).await?;
     let addrs: HashMap<PeerId, Vec<Multiaddr>> = session
         .providers()
@@ -344,12 +442,132 @@ async fn find(home: &Path, root: &Cid) -> Result<Found> {
         .into_iter()
         .map(|p| (p.peer, p.addrs.iter().filter_map(|a| a.parse().ok()).collect()))
         .collect();
-    let manifest = find_manifest(&session, &addrs, root).await?;
+    let (manifest, access, shown_root) = match target {
+        Target::Capability(cap) => {
+            let (m, cid) = find_manifest(&session, &addrs, &cap.network_root)
+                .await?
+                .ok_or_else(|| Error::NotFound(format!("no manifest found for the capability's file {}", cap.network_root)))?;
+            if cid != cap.manifest {
+                return Err(Error::Capability(format!(
+                    "the capability is for manifest {}, but its root's manifest is {cid}",
+                    cap.manifest
+                ))
+                .into());
+            }
+            let access = holder_access(&m, &cap.key)?;
+            (m, access, cap.network_root)
+        }
+        Target::Cid(cid) => {
+            let (m, access) = find_by_cid(home, &session, &addrs, cid).await?;
+            (m, access, *cid)
+        }
+    };
     Ok(Found {
         session,
         manifest,
         addrs,
+        access,
+        shown_root,
     })
+}
+
+/// How a capability's key reads `m`: checked against the manifest's key
+/// commitment before anything is fetched.
+fn holder_access(m: &Manifest, key: &FileKey) -> Result<Access> {
+    let Some(e) = &m.encryption else {
+        return Err(Error::Capability("the capability names a public file's manifest".into()).into());
+    };
+    if e.key_check != key.check_value() || e.nonce != key.nonce {
+        return Err(Error::Capability("the capability's key does not open this file (another file's capability?)".into()).into());
+    }
+    Ok(Access::Private {
+        key: key.clone(),
+        plain_len: crate::crypt::plain_len(m.size)?,
+        plain_root: None,
+    })
+}
+
+/// The file key of the owner's private `m`.
+pub(crate) fn owner_key(identity: &crowd_protocol::libp2p::identity::Keypair, m: &Manifest) -> Result<Option<FileKey>> {
+    Ok(match owner_access(identity, m)?.0 {
+        Access::Public => None,
+        Access::Private { key, .. } => Some(key),
+    })
+}
+
+/// How the owner reads its private `m`: the envelope opened with this
+/// client's key.
+fn owner_access(identity: &crowd_protocol::libp2p::identity::Keypair, m: &Manifest) -> Result<(Access, Cid)> {
+    let Some(e) = &m.encryption else {
+        return Ok((Access::Public, m.root));
+    };
+    let contents = keys::open_envelope(&keys::envelope_key(identity)?, &m.root, &e.envelope)?;
+    let key = contents.file_key()?;
+    let plain_len = crate::crypt::plain_len(m.size)?;
+    if contents.size != plain_len || key.check_value() != e.key_check.as_slice() {
+        return Err(Error::Envelope("it does not match its manifest".into()).into());
+    }
+    let root = contents.plain_root()?;
+    Ok((
+        Access::Private {
+            key,
+            plain_len,
+            plain_root: Some(root),
+        },
+        root,
+    ))
+}
+
+/// A file by root CID: this home's record of it, else the network's
+/// manifest for that root, else this client's manifests on the network (a
+/// private file is known to the network only by its ciphertext's root).
+async fn find_by_cid(
+    home: &Path,
+    session: &Session,
+    addrs: &HashMap<PeerId, Vec<Multiaddr>>,
+    cid: &Cid,
+) -> Result<(Manifest, Access)> {
+    if let Some(record) = records::find(home, &cid.to_string())? {
+        let network_root: Cid = record
+            .network_root()
+            .parse()
+            .map_err(|_| anyhow!("the record of {cid} names a bad root"))?;
+        let local = records::manifest_bytes(home, &record)?.and_then(|b| check_manifest(&b, &network_root).ok());
+        let m = match local {
+            Some(m) => m,
+            None => find_manifest(session, addrs, &network_root)
+                .await?
+                .map(|(m, _)| m)
+                .ok_or_else(|| Error::NotFound(format!("no manifest found for {cid} (recorded in this home)")))?,
+        };
+        let (access, root) = owner_access(&session.key, &m)?;
+        if root != *cid && m.root != *cid {
+            return Err(Error::Envelope(format!("it names {root}, not {cid}")).into());
+        }
+        return Ok((m, access));
+    }
+    if let Some((m, _)) = find_manifest(session, addrs, cid).await? {
+        if m.encryption.is_none() {
+            return Ok((m, Access::Public));
+        }
+        return match owner_access(&session.key, &m) {
+            Ok((access, _)) => Ok((m, access)),
+            Err(_) => Err(Error::NeedsCapability(format!(
+                "{cid} is a private file of another client: it is read with its capability (crowd share)"
+            ))
+            .into()),
+        };
+    }
+    // not in this home: perhaps stored before this home was restored
+    for record in crate::info::recover(home, session).await? {
+        if record.root == cid.to_string() {
+            return Box::pin(find_by_cid(home, session, addrs, cid)).await;
+        }
+    }
+    Err(Error::NotFound(format!(
+        "no file {cid}: unknown to the network and to this client (a private file of another client is read with its capability)"
+    ))
+    .into())
 }
 
 /// Most DHT providers asked for a manifest.
@@ -357,15 +575,19 @@ const MAX_DHT_PEERS: usize = 8;
 /// How long a DHT provider may take to answer a dial.
 const DHT_DIAL: Duration = Duration::from_secs(5);
 
-/// The manifest for `root`: from the tracker, else from a provider the DHT
-/// names. Untrusted either way: decoded with its checks, and its root must
-/// be the one asked for.
-async fn find_manifest(s: &Session, addrs: &HashMap<PeerId, Vec<Multiaddr>>, root: &Cid) -> Result<Manifest> {
+/// The manifest for `root` and its CID: from the tracker, else from a
+/// provider the DHT names; `None` if nobody has one. Untrusted either way:
+/// decoded with its checks, and its root must be the one asked for.
+async fn find_manifest(
+    s: &Session,
+    addrs: &HashMap<PeerId, Vec<Multiaddr>>,
+    root: &Cid,
+) -> Result<Option<(Manifest, Cid)>> {
     let key = root.to_bytes();
     let mut problems: Vec<String> = Vec::new();
     match s.tracker(TrackerRequest::Manifest { root: key.clone() }).await {
         Ok(TrackerResponse::Manifest(Some(blob))) => match check_manifest(&blob.0, root) {
-            Ok(m) => return Ok(m),
+            Ok(m) => return Ok(Some((m, crowd_protocol::manifest_cid(&blob.0)))),
             Err(e) => problems.push(format!("tracker: {e:#}")),
         },
         Ok(TrackerResponse::Manifest(None)) => {}
@@ -374,10 +596,10 @@ async fn find_manifest(s: &Session, addrs: &HashMap<PeerId, Vec<Multiaddr>>, roo
     }
     let wait = Duration::from_secs(s.config.request_timeout_secs.max(1));
     match manifest_from_dht(&s.net, addrs, root, wait, &mut problems).await {
-        Some(m) => Ok(m),
+        Some(found) => Ok(Some(found)),
         None => match problems.first() {
-            None => bail!("no manifest found for {root} (unknown CID)"),
-            Some(p) => bail!("no manifest found for {root}: {}", engine::one_line(p)),
+            None => Ok(None),
+            Some(p) => bail!("no manifest found for {root}: {}", engine::one_line(&crate::error::strip(p))),
         },
     }
 }
@@ -390,7 +612,7 @@ async fn manifest_from_dht(
     root: &Cid,
     wait: Duration,
     problems: &mut Vec<String>,
-) -> Option<Manifest> {
+) -> Option<(Manifest, Cid)> {
     let key = root.to_bytes();
     let peers = tokio::time::timeout(wait, net.find_providers(key.clone()))
         .await
@@ -415,7 +637,7 @@ async fn manifest_from_dht(
         }
         match net.request(peer, Request::GetManifest(key.clone())).await {
             Ok(Response::Manifest(Some(blob))) => match check_manifest(&blob.0, root) {
-                Ok(m) => return Some(m),
+                Ok(m) => return Some((m, crowd_protocol::manifest_cid(&blob.0))),
                 Err(e) => problems.push(format!("{peer}: {e:#}")),
             },
             Ok(_) => {}
@@ -450,7 +672,7 @@ fn fetch_job<'a>(
     dir: &'a ResumeDir,
     plan: &'a PieceRanges,
     whole: bool,
-    bar: &'a ProgressBar,
+    bar: &'a Progress,
 ) -> FetchJob<'a> {
     FetchJob {
         manifest: &found.manifest,
@@ -469,7 +691,7 @@ async fn fetch(
     dir: &ResumeDir,
     plan: &PieceRanges,
     whole: bool,
-    bar: &ProgressBar,
+    bar: &Progress,
 ) -> Result<Report> {
     let fetched = fetch_pieces(&found.session.net, &fetch_job(found, dir, plan, whole, bar)).await?;
     Ok(Report {

@@ -5,7 +5,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use clap::Args;
 use crowd_chunker::Cid;
 use crowd_protocol::libp2p::PeerId;
 use crowd_protocol::{
@@ -19,29 +18,6 @@ use crate::session::Session;
 
 /// How long `status` waits for a provider's seal report.
 const SEAL_STATUS_TIMEOUT: Duration = Duration::from_secs(4);
-
-#[derive(Debug, Args)]
-pub struct LsArgs {
-    /// Print a JSON array instead of a table.
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct StatusArgs {
-    /// The file's root CID (or its manifest CID).
-    pub cid: String,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct BalanceArgs {
-    /// Print JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
-}
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
@@ -73,6 +49,8 @@ pub struct LsEntry {
     /// `YYYY-MM-DD HH:MM` UTC.
     pub date: String,
     pub deals: usize,
+    /// Stored unencrypted.
+    pub public: bool,
 }
 
 impl From<&Record> for LsEntry {
@@ -83,37 +61,115 @@ impl From<&Record> for LsEntry {
             size: r.size,
             name: r.name.clone(),
             stored_at: r.stored_at,
-            date: records::format_time(r.stored_at),
+            date: if r.stored_at == 0 {
+                "-".into()
+            } else {
+                records::format_time(r.stored_at)
+            },
             deals: r.deals.len(),
+            public: r.public,
         }
     }
 }
 
-fn ls_table(entries: &[LsEntry]) -> String {
+/// `crowd ls`'s table.
+pub fn ls_table(entries: &[LsEntry]) -> String {
     let width = entries.iter().map(|e| e.root.len()).max().unwrap_or(4).max(4);
     let mut out = format!(
-        "{:<width$}  {:>10}  {:<16}  {:>5}  NAME\n",
-        "ROOT", "SIZE", "STORED (UTC)", "DEALS"
+        "{:<width$}  {:>10}  {:<16}  {:>5}  {:<7}  NAME\n",
+        "ROOT", "SIZE", "STORED (UTC)", "DEALS", "ACCESS"
     );
     for e in entries {
         out.push_str(&format!(
-            "{:<width$}  {:>10}  {:<16}  {:>5}  {}\n",
-            e.root, e.size, e.date, e.deals, e.name
+            "{:<width$}  {:>10}  {:<16}  {:>5}  {:<7}  {}\n",
+            e.root,
+            e.size,
+            e.date,
+            e.deals,
+            if e.public { "public" } else { "private" },
+            crate::error::strip(&e.name)
         ));
     }
     out
 }
 
-pub fn ls(home: &Path, args: LsArgs) -> Result<()> {
-    let entries: Vec<LsEntry> = records::list(home)?.iter().map(LsEntry::from).collect();
-    if args.json {
-        println!("{}", serde_json::to_string(&entries).context("encoding output")?);
-    } else if entries.is_empty() {
-        eprintln!("crowd: no files stored from {} yet", home.display());
-    } else {
-        print!("{}", ls_table(&entries));
+/// Restores this home's records from the network: every manifest this
+/// client registered with the tracker that has no local record becomes one
+/// (a private file's from its envelope, opened with this client's key).
+/// Returns the records it wrote.
+pub(crate) async fn recover(home: &Path, session: &Session) -> Result<Vec<Record>> {
+    let known: std::collections::HashSet<String> = records::list(home)?.into_iter().map(|r| r.manifest).collect();
+    let mut restored = Vec::new();
+    let mut after = None;
+    // bounded: MAX_MANIFESTS_PER_CLIENT / page size pages at most, plus slack
+    for _ in 0..1024 {
+        let (manifests, next) = match session.tracker(TrackerRequest::OwnManifests { after }).await? {
+            TrackerResponse::OwnManifests { manifests, next } => (manifests, next),
+            other => bail!("tracker: unexpected answer {other:?}"),
+        };
+        for blob in manifests {
+            let cid = crowd_protocol::manifest_cid(&blob.0).to_string();
+            if known.contains(&cid) {
+                continue;
+            }
+            let Ok(m) = Manifest::decode(&blob.0) else { continue };
+            let Some(record) = record_of(&session.key, &m, &cid) else { continue };
+            records::save(home, &record, &blob.0)?;
+            restored.push(record);
+        }
+        match next {
+            Some(n) => after = Some(n),
+            None => return Ok(restored),
+        }
     }
-    Ok(())
+    bail!("tracker: the list of manifests does not end")
+}
+
+/// The record a manifest of this client's stands for (`None` if its
+/// envelope does not open: then it is not ours to read).
+fn record_of(identity: &crowd_protocol::libp2p::identity::Keypair, m: &Manifest, cid: &str) -> Option<Record> {
+    let (root, size, name, stored_at, public) = match &m.encryption {
+        None => (m.root.to_string(), m.size, String::new(), 0, true),
+        Some(e) => {
+            let c = crate::keys::open_envelope(&crate::keys::envelope_key(identity).ok()?, &m.root, &e.envelope).ok()?;
+            (c.root, c.size, c.name, c.stored_at, false)
+        }
+    };
+    let piece_size = m.layout.piece_len();
+    Some(Record {
+        root,
+        manifest: cid.to_string(),
+        size,
+        name,
+        stored_at,
+        data_shards: m.layout.params().data_shards() as u64,
+        parity_shards: m.layout.params().parity_shards() as u64,
+        public,
+        network_root: m.root.to_string(),
+        deals: m
+            .pieces
+            .iter()
+            .map(|p| records::RecordDeal {
+                index: p.index,
+                deal_id: p.deal_id,
+                provider: p.provider.clone(),
+                piece: p.piece.to_string(),
+                piece_size,
+            })
+            .collect(),
+    })
+}
+
+/// This home's files; with `sync`, first restored from the network
+/// ([`recover`]: e.g. after `crowd key import` into a fresh home).
+pub fn ls(home: &Path, sync: bool) -> Result<Vec<LsEntry>> {
+    if sync {
+        runtime()?.block_on(async {
+            let session = Session::connect(home).await?;
+            recover(home, &session).await
+        })?;
+    }
+    Ok(records::list(home)?.iter().map(LsEntry::from).collect())
 }
 
 // ---------------------------------------------------------------- status
@@ -185,7 +241,8 @@ fn status_of(manifest: &Manifest, manifest_cid: &str, deals: &[DealView], seals:
     }
 }
 
-fn status_table(s: &StatusOutput) -> String {
+/// `crowd status`'s table.
+pub fn status_table(s: &StatusOutput) -> String {
     let mut out = format!(
         "root      {}\nmanifest  {}\nsize      {} bytes, {}+{} pieces\n",
         s.root, s.manifest, s.size, s.data_shards, s.parity_shards
@@ -249,7 +306,12 @@ async fn status_async(home: &Path, cid: &Cid, given: &str) -> Result<StatusOutpu
     let bytes = match local_bytes {
         Some(b) => b,
         None => match session
-            .tracker(TrackerRequest::Manifest { root: cid.to_bytes() })
+            .tracker(TrackerRequest::Manifest {
+                root: match &local {
+                    Some(r) => r.network_root().parse::<Cid>().map_err(|_| anyhow!("{given}: bad record"))?.to_bytes(),
+                    None => cid.to_bytes(),
+                },
+            })
             .await?
         {
             TrackerResponse::Manifest(Some(blob)) => blob.0,
@@ -287,19 +349,49 @@ async fn status_async(home: &Path, cid: &Cid, given: &str) -> Result<StatusOutpu
         }
     }))
     .await;
-    Ok(status_of(&manifest, &manifest_cid, &deals, &seals))
+    let mut out = status_of(&manifest, &manifest_cid, &deals, &seals);
+    if let Some(r) = &local {
+        // the file's own root (a private file's manifest names its ciphertext's)
+        out.root = r.root.clone();
+        out.size = r.size;
+    }
+    Ok(out)
 }
 
-pub fn status(home: &Path, args: StatusArgs) -> Result<()> {
-    let given = args.cid.trim();
-    let cid: Cid = given.parse().map_err(|_| anyhow!("'{given}' is not a CID"))?;
-    let out = runtime()?.block_on(status_async(home, &cid, given))?;
-    if args.json {
-        println!("{}", serde_json::to_string(&out).context("encoding output")?);
-    } else {
-        print!("{}", status_table(&out));
+/// Per piece: deal, seal and proving state of a stored file.
+pub fn status(home: &Path, given: &str) -> Result<StatusOutput> {
+    let given = given.trim();
+    let cid: Cid = given
+        .parse()
+        .map_err(|_| crate::error::Error::Input(format!("'{given}' is not a CID")))?;
+    runtime()?.block_on(status_async(home, &cid, given))
+}
+
+/// A read capability for one of this client's private files.
+pub fn share(home: &Path, given: &str) -> Result<crate::keys::Capability> {
+    let given = given.trim();
+    let record = records::find(home, given)?.ok_or_else(|| {
+        crate::error::Error::NotFound(format!(
+            "{given}: not a file of this home (`crowd ls` lists them, restoring them from the network)"
+        ))
+    })?;
+    if record.public {
+        return Err(crate::error::Error::Input(format!(
+            "{given} is public: anyone reads it by its root CID, no capability needed"
+        ))
+        .into());
     }
-    Ok(())
+    let bytes = records::manifest_bytes(home, &record)?
+        .ok_or_else(|| anyhow!("{given}: the record's manifest is missing from {}", home.display()))?;
+    let m = Manifest::decode(&bytes).map_err(|e| anyhow!("{given}: {e}"))?;
+    let identity = crate::session::load_or_create_key(home)?;
+    let key = crate::get::owner_key(&identity, &m)?
+        .ok_or_else(|| anyhow!("{given}: its manifest is not encrypted"))?;
+    Ok(crate::keys::Capability {
+        key,
+        manifest: crowd_protocol::manifest_cid(&bytes),
+        network_root: m.root,
+    })
 }
 
 // ---------------------------------------------------------------- balance
@@ -313,8 +405,9 @@ pub struct BalanceOutput {
     pub locked_collateral: Amount,
 }
 
-pub fn balance(home: &Path, args: BalanceArgs) -> Result<()> {
-    let out = runtime()?.block_on(async {
+/// This client's account.
+pub fn balance(home: &Path) -> Result<BalanceOutput> {
+    runtime()?.block_on(async {
         let session = Session::connect(home).await?;
         let a = session.account(session.peer).await?;
         Ok::<_, anyhow::Error>(BalanceOutput {
@@ -323,16 +416,7 @@ pub fn balance(home: &Path, args: BalanceArgs) -> Result<()> {
             locked_escrow: a.locked_escrow,
             locked_collateral: a.locked_collateral,
         })
-    })?;
-    if args.json {
-        println!("{}", serde_json::to_string(&out).context("encoding output")?);
-    } else {
-        println!("account            {}", out.account);
-        println!("available          {}", out.available);
-        println!("locked escrow      {}", out.locked_escrow);
-        println!("locked collateral  {}", out.locked_collateral);
-    }
-    Ok(())
+    })
 }
 
 #[cfg(test)]
@@ -371,6 +455,7 @@ mod tests {
                 })
                 .collect(),
             layout,
+            encryption: None,
         }
     }
 
@@ -463,15 +548,23 @@ mod tests {
             manifest: "bafym".into(),
             size: 42,
             name: "x.bin".into(),
-            stored_at: 0,
+            stored_at: 60,
             data_shards: 4,
             parity_shards: 2,
+            public: false,
+            network_root: "bafycipher".into(),
             deals: vec![],
         };
         let e = LsEntry::from(&r);
-        assert_eq!(e.date, "1970-01-01 00:00");
+        assert_eq!(e.date, "1970-01-01 00:01");
         let table = ls_table(&[e]);
-        assert!(table.lines().nth(1).unwrap().starts_with("bafyroot"), "{table}");
+        let line = table.lines().nth(1).unwrap();
+        assert!(line.starts_with("bafyroot") && line.contains("private"), "{table}");
+        // a record restored from a public manifest has no time
+        let restored = Record { stored_at: 0, public: true, ..r };
+        let e = LsEntry::from(&restored);
+        assert_eq!(e.date, "-");
+        assert!(ls_table(&[e]).contains("public"));
         assert_eq!(short("12D3KooWAbcdefghijklmnopqrstuvwxyz"), "12D3KooW…uvwxyz");
         assert_eq!(short("short"), "short");
     }

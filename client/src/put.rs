@@ -27,19 +27,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use clap::Args;
 use crowd_chunker::{ChunkerKind, DagParams, DagRoot, HashAlg};
 use crowd_erasure::{Encoder, Layout, Params};
 use crowd_protocol::libp2p::PeerId;
 use crowd_protocol::{
-    Chunking, DealAcceptance, DealProposal, Manifest, ManifestPiece, PieceId, Request, Response, Signed,
+    Chunking, DealAcceptance, DealProposal, Encryption, Manifest, ManifestPiece, PieceId, Request, Response, Signed,
     TrackerRequest, TrackerResponse, UploadResult, MANIFEST_VERSION,
 };
 use futures::future::join_all;
-use indicatif::ProgressBar;
 use serde::Serialize;
 
 use crate::config::ClientConfig;
+use crate::crypt::FileKey;
+use crate::error::Error;
+use crate::keys::{self, EnvelopeContents};
+use crate::progress::{Callback, Progress, Stage};
 use crate::records::{Record, RecordDeal};
 use crate::session::Session;
 use plan::{Candidate, Terms};
@@ -47,79 +49,108 @@ use plan::{Candidate, Terms};
 /// Erasure segment: memory per segment in flight, whatever the file size.
 const SEGMENT: u64 = 16 << 20;
 
-#[derive(Debug, Args)]
-pub struct PutArgs {
-    /// The file to store (a regular file: it is read more than once).
-    pub file: PathBuf,
-    /// Data shards k: any k of the k+m pieces rebuild the file [default: config data_shards, 4].
-    #[arg(long, value_name = "K")]
+/// How to store a file ([`crate::Client::put_path`]); `None` takes the
+/// client config's default.
+#[derive(Debug, Clone, Default)]
+pub struct PutOptions {
+    /// Data shards k: any k of the k+m pieces rebuild the file.
     pub data_shards: Option<usize>,
-    /// Parity shards m: the file survives losing any m providers [default: config parity_shards, 2].
-    #[arg(long, value_name = "M")]
+    /// Parity shards m: the file survives losing any m providers.
     pub parity_shards: Option<usize>,
-    /// Deal length in epochs [default: config epochs].
-    #[arg(long, value_name = "N")]
+    /// Deal length in epochs.
     pub epochs: Option<u64>,
-    /// Highest price accepted, base units per GiB per epoch [default: config max_price_per_gib_epoch].
-    #[arg(long, value_name = "P")]
+    /// Highest price accepted, base units per GiB per epoch.
     pub max_price: Option<u64>,
-    /// Print {"root", "manifest", "size", "deals"} as JSON (and no progress bars).
-    #[arg(long)]
-    pub json: bool,
+    /// Store the plain UnixFS DAG (IPFS-identical, readable by anyone who
+    /// knows the root) instead of encrypting first.
+    pub public: bool,
+    /// The name recorded for `ls` (default: the file name).
+    pub name: Option<String>,
 }
 
 /// What `put` settled on before touching the network.
 #[derive(Debug)]
 struct Job {
     file: PathBuf,
+    name: String,
+    /// The file's own size.
+    plain_size: u64,
+    /// Bytes stored: the file's, or its ciphertext's.
     size: u64,
     k: usize,
     m: usize,
     epochs: u64,
     max_price: u128,
-    json: bool,
+    /// `None`: public.
+    key: Option<FileKey>,
 }
 
 impl Job {
-    fn new(args: PutArgs, config: &ClientConfig) -> Result<Self> {
-        let k = args.data_shards.unwrap_or(config.data_shards);
-        let m = args.parity_shards.unwrap_or(config.parity_shards);
+    fn new(file: &Path, opts: &PutOptions, config: &ClientConfig) -> Result<Self> {
+        let k = opts.data_shards.unwrap_or(config.data_shards);
+        let m = opts.parity_shards.unwrap_or(config.parity_shards);
+        let input = |s: String| anyhow::Error::from(Error::Input(s));
         if k == 0 {
-            bail!("--data-shards must be at least 1");
+            return Err(input("--data-shards must be at least 1".into()));
         }
         if k + m > crowd_erasure::MAX_SHARDS {
-            bail!(
+            return Err(input(format!(
                 "k + m = {} is above the {}-piece limit",
                 k + m,
                 crowd_erasure::MAX_SHARDS
-            );
+            )));
         }
-        let epochs = args.epochs.unwrap_or(config.epochs);
+        let epochs = opts.epochs.unwrap_or(config.epochs);
         if epochs == 0 {
-            bail!("--epochs must be at least 1");
+            return Err(input("--epochs must be at least 1".into()));
         }
-        let size = match crate::input::open(&args.file)? {
+        let plain_size = match crate::input::open(file).map_err(|e| input(format!("{e:#}")))? {
             crate::input::Input::Mapped(map) => map.len() as u64,
             crate::input::Input::Empty => 0,
-            crate::input::Input::Stream(_) => bail!(
-                "{}: put needs a regular file (it is read more than once)",
-                args.file.display()
-            ),
+            crate::input::Input::Stream(_) => {
+                return Err(input(format!(
+                    "{}: put needs a regular file (it is read more than once)",
+                    file.display()
+                )))
+            }
         };
+        let key = (!opts.public).then(|| FileKey::generate(&mut rand::rngs::OsRng));
+        let size = if key.is_some() {
+            crate::crypt::cipher_len(plain_size)
+        } else {
+            plain_size
+        };
+        let name = opts.name.clone().unwrap_or_else(|| {
+            file.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        });
         Ok(Self {
-            file: args.file,
+            file: file.to_path_buf(),
+            name,
+            plain_size,
             size,
             k,
             m,
             epochs,
-            max_price: u128::from(args.max_price.unwrap_or(config.max_price_per_gib_epoch)),
-            json: args.json,
+            max_price: u128::from(opts.max_price.unwrap_or(config.max_price_per_gib_epoch)),
+            key,
         })
     }
 
     fn params(&self) -> Result<Params> {
         let k = self.k as u64;
         Params::new(self.k, self.m, SEGMENT - SEGMENT % k).map_err(|e| anyhow!("erasure parameters: {e}"))
+    }
+
+    /// What the encoder reads in pass 2: the file, or its ciphertext.
+    fn source(&self) -> Result<Box<dyn std::io::Read + Send>> {
+        let file =
+            std::fs::File::open(&self.file).with_context(|| format!("cannot open {}", self.file.display()))?;
+        Ok(match &self.key {
+            None => Box::new(file),
+            Some(key) => Box::new(crate::crypt::EncryptReader::new(file, key.clone(), self.plain_size)),
+        })
     }
 }
 
@@ -133,32 +164,31 @@ pub struct PutDeal {
     pub index: u64,
 }
 
-/// What `crowd put --json` prints.
+/// What a put stored (and `crowd put --json` prints).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PutOutput {
+    /// The file's root CID (what `crowd cid FILE` prints).
     pub root: String,
     pub manifest: String,
+    /// The file's size.
     pub size: u64,
+    /// Stored unencrypted.
+    pub public: bool,
     pub deals: Vec<PutDeal>,
 }
 
-pub fn put(home: &Path, args: PutArgs) -> Result<()> {
+/// Stores `file` from `home`.
+pub fn put(home: &Path, file: &Path, opts: &PutOptions, progress: Option<&Callback>) -> Result<PutOutput> {
     let config = ClientConfig::load(home)?;
-    let job = Job::new(args, &config)?;
+    let job = Job::new(file, opts, &config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let out = runtime.block_on(run(home, &job))?;
-    if job.json {
-        println!("{}", serde_json::to_string(&out).context("encoding output")?);
-    } else {
-        println!("{}", out.root);
-    }
-    Ok(())
+    runtime.block_on(run(home, &job, progress))
 }
 
-async fn run(home: &Path, job: &Job) -> Result<PutOutput> {
+async fn run(home: &Path, job: &Job, progress: Option<&Callback>) -> Result<PutOutput> {
     let params = job.params()?;
     let encoder = Arc::new(Encoder::new(params).map_err(|e| anyhow!("erasure parameters: {e}"))?);
     let dag = DagParams::default();
@@ -175,50 +205,78 @@ async fn run(home: &Path, job: &Job) -> Result<PutOutput> {
         let collateral = u128::from(session.config.collateral_per_gib);
         let candidates = plan::candidates(&providers, &session.peer, piece_size, job.max_price, collateral);
         if candidates.len() < n {
-            bail!(
+            return Err(Error::NoProviders(format!(
                 "only {} providers available, {n} needed ({}+{} pieces of {}, at most {} per GiB per epoch)",
                 candidates.len(),
                 job.k,
                 job.m,
                 human(piece_size),
                 job.max_price
-            );
+            ))
+            .into());
         }
         let need = plan::total_cost(&candidates[..n], job.epochs);
         let account = session.account(session.peer).await?;
         if need > account.available {
-            bail!(
-                "funds too low: the deals need {need}, the balance is {}",
-                account.available
-            );
+            return Err(Error::InsufficientFunds {
+                need,
+                available: account.available,
+            }
+            .into());
         }
         lead = plan::start_lead(piece_size, n, &info);
         queue = candidates.into();
     }
 
-    // Pass 1: root CID and layout.
-    let bar = crate::progress::bytes(job.size, "hashing", job.json);
-    let (root, layout) = {
+    // Pass 1: root CID(s) and layout.
+    let bar = Progress::start(progress, Stage::Hashing, job.plain_size);
+    let (plain_root, root, layout) = {
         let (file, enc, bar) = (job.file.clone(), encoder.clone(), bar.clone());
-        tokio::task::spawn_blocking(move || stream::address_and_layout(&file, &dag, &enc, &bar))
-            .await
-            .map_err(|e| anyhow!("hashing stopped: {e}"))??
+        let (key, plain_size) = (job.key.clone(), job.plain_size);
+        tokio::task::spawn_blocking(move || match key {
+            None => stream::address_and_layout(&file, &dag, &enc, &bar).map(|(r, l)| (r, r, l)),
+            Some(key) => stream::address_and_layout_private(&file, &dag, &enc, &key, plain_size, &bar),
+        })
+        .await
+        .map_err(|e| anyhow!("hashing stopped: {e}"))??
     };
     bar.finish_and_clear();
-    if root.size != job.size || layout.file_len() != job.size {
+    if plain_root.size != job.plain_size || root.size != job.size || layout.file_len() != job.size {
         bail!("{} changed while it was being read", job.file.display());
     }
 
     let placed = if job.size == 0 {
         Vec::new()
     } else {
-        let bar = crate::progress::bytes(piece_size * n as u64, "uploading", job.json);
+        let bar = Progress::start(progress, Stage::Uploading, piece_size * n as u64);
         let placed = place_all(&session, job, &encoder, &layout, queue, lead, &bar).await?;
         bar.finish_and_clear();
         placed
     };
 
-    let (manifest, bytes) = manifest(&root, &dag, &layout, &placed)?;
+    let stored_at = crate::records::now_secs();
+    let encryption = match &job.key {
+        None => None,
+        Some(key) => {
+            let contents = EnvelopeContents {
+                root: plain_root.cid.to_string(),
+                size: job.plain_size,
+                key: hex::encode(key.key),
+                nonce: hex::encode(key.nonce),
+                name: job.name.clone(),
+                stored_at,
+            };
+            let envelope = keys::seal_envelope(&keys::envelope_key(&session.key)?, &root.cid, &contents)?;
+            Some(Encryption {
+                scheme: crowd_protocol::ENCRYPTION_SCHEME.into(),
+                segment_size: crowd_protocol::ENCRYPTION_SEGMENT,
+                nonce: key.nonce.to_vec(),
+                key_check: key.check_value().to_vec(),
+                envelope,
+            })
+        }
+    };
+    let (manifest, bytes) = manifest(&root, &dag, &layout, &placed, encryption)?;
     let manifest_cid = crowd_protocol::manifest_cid(&bytes);
     let deals: Vec<PutDeal> = placed
         .iter()
@@ -231,17 +289,15 @@ async fn run(home: &Path, job: &Job) -> Result<PutOutput> {
         })
         .collect();
     let record = Record {
-        root: root.cid.to_string(),
+        root: plain_root.cid.to_string(),
         manifest: manifest_cid.to_string(),
-        size: job.size,
-        name: job
-            .file
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        stored_at: crate::records::now_secs(),
+        size: job.plain_size,
+        name: job.name.clone(),
+        stored_at,
         data_shards: job.k as u64,
         parity_shards: job.m as u64,
+        public: job.key.is_none(),
+        network_root: root.cid.to_string(),
         deals: deals
             .iter()
             .map(|d| RecordDeal {
@@ -254,11 +310,12 @@ async fn run(home: &Path, job: &Job) -> Result<PutOutput> {
             .collect(),
     };
     crate::records::save(home, &record, &bytes)?;
-    distribute_manifest(&session, &manifest, &bytes, &placed).await?;
+    distribute_manifest(&session, &manifest, &bytes, &placed, progress).await?;
     Ok(PutOutput {
         root: record.root,
         manifest: record.manifest,
-        size: job.size,
+        size: job.plain_size,
+        public: record.public,
         deals,
     })
 }
@@ -306,7 +363,7 @@ async fn place_all(
     layout: &Layout,
     mut queue: VecDeque<Candidate>,
     lead: u64,
-    bar: &ProgressBar,
+    bar: &Progress,
 ) -> Result<Vec<Placed>> {
     let n = layout.pieces().len();
     let piece_size = layout.piece_len();
@@ -315,15 +372,11 @@ async fn place_all(
     let mut placed: Vec<Placed> = Vec::with_capacity(n);
     let mut last_refusal: Option<Refusal> = None;
     let note = |r: Refusal, last: &mut Option<Refusal>| {
-        bar.suspend(|| {
-            if !job.json {
-                let reason: String = r.reason.chars().take(200).collect();
-                eprintln!(
-                    "crowd: piece {} with {}: {reason}; trying another provider",
-                    r.index, r.provider
-                );
-            }
-        });
+        let reason: String = crate::error::strip(&r.reason).chars().take(200).collect();
+        bar.notice(format!(
+            "piece {} with {}: {reason}; trying another provider",
+            r.index, r.provider
+        ));
         *last = Some(r);
     };
     while !pending.is_empty() {
@@ -434,7 +487,7 @@ async fn store_round(
     encoder: &Arc<Encoder>,
     layout: &Layout,
     offers: Vec<Offer>,
-    bar: &ProgressBar,
+    bar: &Progress,
 ) -> Result<(Vec<Placed>, Vec<Refusal>)> {
     let piece_size = layout.piece_len();
     let stall = Duration::from_secs(session.config.transfer_timeout_secs.max(1));
@@ -445,8 +498,7 @@ async fn store_round(
         lanes.push(lane);
         uploads.push(upload_and_publish(session, offer, reader, piece_size, stall));
     }
-    let file =
-        std::fs::File::open(&job.file).with_context(|| format!("cannot open {}", job.file.display()))?;
+    let file = job.source()?;
     let feeding = {
         let encoder = encoder.clone();
         tokio::task::spawn_blocking(move || stream::feed(&encoder, file, lanes))
@@ -525,6 +577,7 @@ fn manifest(
     dag: &DagParams,
     layout: &Layout,
     placed: &[Placed],
+    encryption: Option<Encryption>,
 ) -> Result<(Manifest, Vec<u8>)> {
     let manifest = Manifest {
         version: MANIFEST_VERSION,
@@ -554,6 +607,7 @@ fn manifest(
                 deal_id: p.deal_id,
             })
             .collect(),
+        encryption,
     };
     let bytes = manifest
         .encode()
@@ -570,6 +624,7 @@ async fn distribute_manifest(
     manifest: &Manifest,
     bytes: &[u8],
     placed: &[Placed],
+    progress: Option<&Callback>,
 ) -> Result<()> {
     let cid = crowd_protocol::manifest_cid(bytes).to_bytes();
     let with_providers = placed.iter().map(|p| {
@@ -624,7 +679,12 @@ async fn distribute_manifest(
         );
     }
     for f in failures {
-        eprintln!("crowd: warning: manifest not stored: {f}");
+        if let Some(cb) = progress {
+            cb(&crate::progress::Event::Notice(format!(
+                "warning: manifest not stored: {}",
+                crate::error::strip(&f)
+            )));
+        }
     }
     Ok(())
 }
@@ -655,6 +715,7 @@ mod tests {
             root: "bafyroot".into(),
             manifest: "bafymanifest".into(),
             size: 6,
+            public: true,
             deals: vec![PutDeal {
                 deal_id: 3,
                 provider: "12D3KooWx".into(),
@@ -667,7 +728,7 @@ mod tests {
         assert_eq!(
             v,
             serde_json::json!({
-                "root": "bafyroot", "manifest": "bafymanifest", "size": 6,
+                "root": "bafyroot", "manifest": "bafymanifest", "size": 6, "public": true,
                 "deals": [{"deal_id": 3, "provider": "12D3KooWx", "piece": "bafkpiece",
                            "piece_size": 2, "index": 0}]
             })
@@ -685,24 +746,27 @@ mod tests {
         .unwrap();
         let file = dir.path().join("f");
         std::fs::write(&file, b"hello").unwrap();
-        let args = |file: &Path, k: Option<usize>, epochs: Option<u64>| PutArgs {
-            file: file.to_path_buf(),
-            data_shards: k,
-            parity_shards: None,
-            epochs,
-            max_price: None,
-            json: false,
+        let args = |file: &Path, k: Option<usize>, epochs: Option<u64>| {
+            let opts = PutOptions {
+                data_shards: k,
+                epochs,
+                ..PutOptions::default()
+            };
+            (file.to_path_buf(), opts)
         };
-        let e = Job::new(args(&dir.path().join("missing"), None, None), &config).unwrap_err();
+        let e = Job::new(&args(&dir.path().join("missing"), None, None).0, &args(&dir.path().join("missing"), None, None).1, &config).unwrap_err();
         assert!(format!("{e:#}").contains("cannot open"), "{e:#}");
-        let e = Job::new(args(&file, Some(0), None), &config).unwrap_err();
+        let e = Job::new(&args(&file, Some(0), None).0, &args(&file, Some(0), None).1, &config).unwrap_err();
         assert!(e.to_string().contains("at least 1"), "{e}");
-        let e = Job::new(args(&file, None, Some(0)), &config).unwrap_err();
+        let e = Job::new(&args(&file, None, Some(0)).0, &args(&file, None, Some(0)).1, &config).unwrap_err();
         assert!(e.to_string().contains("epochs"), "{e}");
-        let e = Job::new(args(dir.path(), None, None), &config).unwrap_err();
+        let e = Job::new(&args(dir.path(), None, None).0, &args(dir.path(), None, None).1, &config).unwrap_err();
         assert!(e.to_string().contains("directory"), "{e}");
-        let job = Job::new(args(&file, Some(3), None), &config).unwrap();
-        assert_eq!((job.size, job.k, job.m, job.epochs), (5, 3, 2, config.epochs));
+        let job = Job::new(&args(&file, Some(3), None).0, &args(&file, Some(3), None).1, &config).unwrap();
+        // private by default: the stored bytes are the ciphertext's
+        assert_eq!((job.plain_size, job.k, job.m, job.epochs), (5, 3, 2, config.epochs));
+        assert_eq!(job.size, crate::crypt::cipher_len(5));
+        assert!(job.key.is_some());
         assert_eq!(job.params().unwrap().segment_size() % 3, 0);
         assert!(job.params().unwrap().segment_size() <= SEGMENT);
     }
@@ -724,7 +788,7 @@ mod tests {
                 deal_id: 40 + i as u64,
             })
             .collect();
-        let (m, bytes) = manifest(&root, &dag, &layout, &placed).unwrap();
+        let (m, bytes) = manifest(&root, &dag, &layout, &placed, None).unwrap();
         assert_eq!(Manifest::decode(&bytes).unwrap(), m);
         assert_eq!(m.pieces.len(), 3);
         assert_eq!(m.chunking.chunker, "fixed");
@@ -734,7 +798,7 @@ mod tests {
             .unwrap()
             .encode_bytes(&[])
             .unwrap();
-        let (m, _) = manifest(&empty_root, &dag, &empty_layout, &[]).unwrap();
+        let (m, _) = manifest(&empty_root, &dag, &empty_layout, &[], None).unwrap();
         assert!(m.pieces.is_empty());
         assert_eq!(human(1536), "1.5 KiB");
     }

@@ -3,8 +3,8 @@
 //! Each successful `crowd put` writes `<manifest cid>.json` (a [`Record`]:
 //! root, manifest CID, size, time, deals) and `<manifest cid>.manifest` (the
 //! manifest's dag-cbor bytes), each atomically. `crowd ls` lists them,
-//! `crowd status` starts from them, and `crowd get` may read a manifest from
-//! here before asking the network ([`manifest_for`]). A record is this
+//! `crowd status` starts from them, and `crowd get` reads a manifest from
+//! here before asking the network. A record is this
 //! client's memory, not proof of anything: the manifest is still decoded and
 //! checked like one from the network.
 
@@ -38,7 +38,29 @@ pub struct Record {
     pub stored_at: u64,
     pub data_shards: u64,
     pub parity_shards: u64,
+    /// Stored unencrypted (records written before encryption existed were).
+    #[serde(default = "public_default")]
+    pub public: bool,
+    /// The manifest's root: the ciphertext's for a private file (empty in
+    /// old records: the same as `root`).
+    #[serde(default)]
+    pub network_root: String,
     pub deals: Vec<RecordDeal>,
+}
+
+fn public_default() -> bool {
+    true
+}
+
+impl Record {
+    /// The root the network knows the file by.
+    pub fn network_root(&self) -> &str {
+        if self.network_root.is_empty() {
+            &self.root
+        } else {
+            &self.network_root
+        }
+    }
 }
 
 /// `<home>/files`.
@@ -115,17 +137,6 @@ pub fn manifest_bytes(home: &Path, record: &Record) -> Result<Option<Vec<u8>>> {
     }
 }
 
-/// For `crowd get`: the manifest bytes of the latest local record for this
-/// root (or manifest) CID, if any. Untrusted like any manifest: decode with
-/// `Manifest::decode` and check the root.
-#[allow(dead_code)] // offered to `crowd get`
-pub fn manifest_for(home: &Path, cid: &str) -> Result<Option<Vec<u8>>> {
-    match find(home, cid)? {
-        Some(r) => manifest_bytes(home, &r),
-        None => Ok(None),
-    }
-}
-
 /// Seconds since the Unix epoch, now.
 pub fn now_secs() -> u64 {
     std::time::SystemTime::now()
@@ -169,6 +180,8 @@ mod tests {
             stored_at: at,
             data_shards: 4,
             parity_shards: 2,
+            public: false,
+            network_root: "bafycipher".into(),
             deals: vec![RecordDeal {
                 index: 0,
                 deal_id: 7,
@@ -192,9 +205,14 @@ mod tests {
         assert_eq!(find(home.path(), "bafyold").unwrap(), Some(older));
         assert_eq!(find(home.path(), "bafyother").unwrap(), None);
         assert_eq!(
-            manifest_for(home.path(), "bafyroot").unwrap().as_deref(),
+            manifest_bytes(home.path(), &newer).unwrap().as_deref(),
             Some(&b"new manifest"[..])
         );
+        // records from before encryption read as public, under their own root
+        let old = r#"{"root":"bafyr","manifest":"bafym","size":1,"stored_at":1,"data_shards":1,"parity_shards":0,"deals":[]}"#;
+        let old: Record = serde_json::from_str(old).unwrap();
+        assert!(old.public);
+        assert_eq!(old.network_root(), "bafyr");
         // a corrupt record is skipped, not fatal
         std::fs::write(dir(home.path()).join("junk.json"), b"{").unwrap();
         assert_eq!(list(home.path()).unwrap().len(), 2);

@@ -99,7 +99,9 @@ pub mod wire;
 
 pub use error::ProtocolError;
 pub use libp2p;
-pub use manifest::{Chunking, Manifest, ManifestPiece, MANIFEST_VERSION};
+pub use manifest::{
+    Chunking, Encryption, Manifest, ManifestPiece, ENCRYPTION_SCHEME, ENCRYPTION_SEGMENT, MANIFEST_VERSION, MAX_ENVELOPE,
+};
 pub use network::{InboundRequest, Network, NetworkConfig};
 pub use signed::{Signable, Signed, MAX_SIGNED_BODY};
 pub use tracker::{

@@ -43,17 +43,54 @@ pub struct ManifestPiece {
     pub deal_id: u64,
 }
 
+/// How a private file was encrypted before it was stored (absent for a
+/// public file). Everything here is readable by anyone who holds the
+/// manifest; the secrets are inside [`Encryption::envelope`], which only the
+/// owner opens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Encryption {
+    /// The only scheme: [`ENCRYPTION_SCHEME`].
+    pub scheme: String,
+    /// Plaintext bytes per STREAM segment ([`ENCRYPTION_SEGMENT`]).
+    pub segment_size: u64,
+    /// The STREAM nonce prefix (19 bytes; not secret).
+    #[serde(with = "crate::wire::bytes")]
+    pub nonce: Vec<u8>,
+    /// A keyed hash committing to the file key (32 bytes): a capability's
+    /// key is checked against it before anything is fetched.
+    #[serde(with = "crate::wire::bytes")]
+    pub key_check: Vec<u8>,
+    /// The plaintext root CID, file key and name, encrypted to the owner
+    /// (at most [`MAX_ENVELOPE`] bytes; opaque to everyone else).
+    #[serde(with = "crate::wire::bytes")]
+    pub envelope: Vec<u8>,
+}
+
+/// The encryption scheme private manifests name.
+pub const ENCRYPTION_SCHEME: &str = "xchacha20poly1305-stream-be32";
+/// Plaintext bytes per encrypted segment.
+pub const ENCRYPTION_SEGMENT: u64 = 1 << 20;
+/// Largest envelope in a manifest.
+pub const MAX_ENVELOPE: usize = 4096;
+
 /// A stored file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     pub version: u64,
-    /// The file's UnixFS root CID.
+    /// The UnixFS root CID of the stored bytes: the file's own root for a
+    /// public file, the root of its ciphertext for a private one (the
+    /// plaintext root is only inside the envelope).
     pub root: Cid,
+    /// Bytes stored (the ciphertext's length for a private file).
     pub size: u64,
     pub chunking: Chunking,
     pub layout: crowd_erasure::Layout,
     /// One entry per piece; empty only for an empty file (nothing to store).
     pub pieces: Vec<ManifestPiece>,
+    /// Present for a private file; public manifests leave it out (and keep
+    /// the bytes, and so the CIDs, they always had).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
 }
 
 impl Manifest {
@@ -95,6 +132,26 @@ impl Manifest {
                 "{} pieces listed, the layout has {total}",
                 m.pieces.len()
             )));
+        }
+        if let Some(e) = &m.encryption {
+            if e.scheme != ENCRYPTION_SCHEME {
+                return Err(bad(format!("unknown encryption scheme '{}'", e.scheme)));
+            }
+            if e.segment_size != ENCRYPTION_SEGMENT {
+                return Err(bad(format!("encryption segment of {} bytes", e.segment_size)));
+            }
+            if e.nonce.len() != 19 || e.key_check.len() != 32 {
+                return Err(bad("encryption nonce or key check of the wrong length".into()));
+            }
+            if e.envelope.is_empty() || e.envelope.len() > MAX_ENVELOPE {
+                return Err(bad(format!("envelope of {} bytes", e.envelope.len())));
+            }
+            // every ciphertext has at least its last segment's tag
+            let seg = ENCRYPTION_SEGMENT + 16;
+            let rest = m.size % seg;
+            if m.size == 0 || (rest != 0 && rest < 16) {
+                return Err(bad(format!("{} bytes is not the length of a ciphertext", m.size)));
+            }
         }
         let mut seen = vec![false; total];
         for p in &m.pieces {
@@ -154,6 +211,46 @@ mod tests {
             },
             layout,
             pieces,
+            encryption: None,
+        }
+    }
+
+    fn private(len: usize) -> Manifest {
+        let mut m = sample(len);
+        m.encryption = Some(Encryption {
+            scheme: ENCRYPTION_SCHEME.into(),
+            segment_size: ENCRYPTION_SEGMENT,
+            nonce: vec![7; 19],
+            key_check: vec![8; 32],
+            envelope: vec![9; 100],
+        });
+        m
+    }
+
+    #[test]
+    fn private_manifests_roundtrip_and_public_ones_keep_their_bytes() {
+        let m = private(5000);
+        assert_eq!(Manifest::decode(&m.encode().unwrap()).unwrap(), m);
+        // no `encryption` key at all in a public manifest
+        let public = sample(5000).encode().unwrap();
+        assert!(!public.windows(10).any(|w| w == b"encryption"));
+        let mut bad = vec![];
+        for f in [
+            |e: &mut Encryption| e.scheme = "rot13".into(),
+            |e: &mut Encryption| e.segment_size = 4096,
+            |e: &mut Encryption| e.nonce.pop().map(drop).unwrap_or(()),
+            |e: &mut Encryption| e.key_check = vec![],
+            |e: &mut Encryption| e.envelope = vec![],
+            |e: &mut Encryption| e.envelope = vec![0; MAX_ENVELOPE + 1],
+        ] {
+            let mut m = private(5000);
+            f(m.encryption.as_mut().unwrap());
+            bad.push(m);
+        }
+        // 5 bytes cannot be a ciphertext (every one ends in a 16-byte tag)
+        bad.push(private(5));
+        for m in bad {
+            assert!(Manifest::decode(&m.encode().unwrap()).is_err(), "{m:?}");
         }
     }
 

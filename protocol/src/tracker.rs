@@ -8,13 +8,22 @@
 //! | [`TrackerRequest::Register`] | a provider (signed registration + its addresses) | `Registered` |
 //! | [`TrackerRequest::Providers`] | anyone | `Providers`: every registered provider with its track record |
 //! | [`TrackerRequest::Publish`] | the client (proposal signed by it, acceptance by the provider) | `Published { deal_id }` |
-//! | [`TrackerRequest::Account`] | anyone | `Account`: balances and next nonce |
+//! | [`TrackerRequest::Account`] | the account itself | `Account`: balances and next nonce |
 //! | [`TrackerRequest::Faucet`] | anyone, devnet trackers only | `Minted` |
 //! | [`TrackerRequest::RegisterManifest`] | a client with a published deal | `ManifestStored` |
-//! | [`TrackerRequest::Manifest`] | anyone | `Manifest(bytes)` by root CID |
-//! | [`TrackerRequest::Deals`] | anyone | `Deals`: state, payments and per-epoch proof history |
+//! | [`TrackerRequest::Manifest`] | anyone who names the root | `Manifest(bytes)` by root CID |
+//! | [`TrackerRequest::OwnManifests`] | a client | `OwnManifests`: the manifests it registered, paged |
+//! | [`TrackerRequest::Deals`] | a deal's client or provider | `Deals`: state, payments and per-epoch proof history |
 //!
 //! Lists are capped: at most [`MAX_LIST`] entries per answer.
+//!
+//! "The account itself" means the request came on a connection whose peer
+//! is that account: every libp2p connection is authenticated by the Noise
+//! handshake, in which the peer signs its session key with its ed25519
+//! identity, so a request is as good as signed by its sender. A private
+//! file's manifest holds only ciphertext facts (sizes, piece hashes,
+//! providers) and an envelope only its owner opens, so it is answered to
+//! whoever names its root (a capability holder names it).
 
 use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
@@ -26,6 +35,9 @@ use crate::types::{Amount, Blob, DealAcceptance, DealProposal, Epoch, ProposalId
 pub const MAX_LIST: usize = 1024;
 /// Most per-epoch records in one deal's history answer (the latest ones).
 pub const MAX_HISTORY: usize = 256;
+/// Manifests in one [`TrackerResponse::OwnManifests`] page (at most
+/// `16 * MAX_MANIFEST` = 1 MiB, well inside a response).
+pub const MAX_OWN_MANIFESTS: usize = 16;
 
 /// A provider's registration (signed by the provider). Re-registering with
 /// the next nonce updates it.
@@ -81,6 +93,11 @@ pub enum TrackerRequest {
         root: Vec<u8>,
     },
     Deals(DealQuery),
+    /// The manifests the sender registered, in root order, after root
+    /// `after` (bytes) if given.
+    OwnManifests {
+        after: Option<Blob>,
+    },
 }
 
 /// Which deals to describe.
@@ -109,6 +126,12 @@ pub enum TrackerResponse {
     ManifestStored(#[serde(with = "crate::wire::bytes")] Vec<u8>),
     Manifest(Option<Blob>),
     Deals(Vec<DealView>),
+    /// A page of the sender's manifests; `next` is the root to continue
+    /// after, `None` on the last page.
+    OwnManifests {
+        manifests: Vec<Blob>,
+        next: Option<Blob>,
+    },
 }
 
 /// The tracker's clock and rules.

@@ -67,6 +67,7 @@ fn sample_manifest(len: usize) -> (Vec<u8>, Vec<u8>) {
         },
         layout,
         pieces,
+        encryption: None,
     };
     (manifest.encode().unwrap(), root.to_bytes())
 }

@@ -214,7 +214,7 @@ fn put_then_get_is_identical_for_every_size_and_bad_input_is_one_line() {
     };
     let out_path = net.home().join("x");
     let out = out_path.to_str().unwrap();
-    assert_one_line_error(&net.crowd(&["get", &unknown, "-o", out]), "no manifest");
+    assert_one_line_error(&net.crowd(&["get", &unknown, "-o", out]), "unknown");
     assert_one_line_error(&net.crowd(&["get", "not-a-cid", "-o", out]), "not a CID");
     assert!(!out_path.exists());
     assert_one_line_error(&net.crowd(&["put", "/does/not/exist"]), "/does/not/exist");
@@ -408,4 +408,222 @@ impl Drop for Restarted {
         let _ = Command::new("kill").arg(self.0.id().to_string()).status();
         let _ = self.0.wait();
     }
+}
+
+/// Every file under `dir` (recursively) with its bytes.
+fn files_under(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        if meta.is_dir() {
+            files_under(&path, out);
+        } else if meta.is_file() {
+            // a file may vanish (RocksDB compaction) between listing and reading
+            if let Ok(bytes) = std::fs::read(&path) {
+                out.push((path, bytes));
+            }
+        }
+    }
+}
+
+/// The sum of `crowd_node_bytes_served_total` over every node's /metrics.
+fn bytes_served(net: &Devnet) -> u64 {
+    use std::io::{Read, Write};
+    let mut total = 0;
+    for p in net.processes() {
+        let Some(addr) = p["metrics"].as_str().filter(|a| !a.is_empty()) else { continue };
+        if p["role"] != "node" {
+            continue;
+        }
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        let line = body
+            .lines()
+            .find(|l| l.starts_with("crowd_node_bytes_served_total"))
+            .unwrap_or_else(|| panic!("no bytes_served in {body}"));
+        total += line.split_whitespace().last().unwrap().parse::<u64>().unwrap();
+    }
+    total
+}
+
+/// Private by default: nothing a provider or the tracker keeps holds the
+/// plaintext; the owner gets it back whole and by range (fetching only the
+/// segments the range touches); a capability lets another home read it and
+/// nothing else does; a key backup restores the owner in a fresh home.
+#[test]
+fn private_files_are_ciphertext_on_every_disk_shared_by_capability_and_restored_from_a_key_backup() {
+    let net = Devnet::up(6, "1");
+    // a distinctive 64-byte marker, repeated at odd offsets in random bytes
+    let marker: Vec<u8> = (0..64u8).map(|i| b"crowdstore-private-marker!"[i as usize % 26] ^ (i & 1)).collect();
+    // big enough that a 1 MiB segment lies inside one 4 MiB data shard
+    let len = 20 * (1 << 20) + 777_777;
+    let mut data = random_bytes(len, 4242);
+    let mut at = 13;
+    while at + 64 < len {
+        data[at..at + 64].copy_from_slice(&marker);
+        at += 99_991;
+    }
+    let put = net.put("secret.bin", &data, &[]);
+    let root = root_of(&put);
+    assert_eq!(put["public"], false, "{put}");
+    // the root printed is the plaintext's, as `crowd cid` computes it
+    let cid = net.ok(&["cid", net.home().join("secret.bin").to_str().unwrap()]);
+    assert_eq!(cid.trim(), root);
+    // once every piece is sealed, providers hold their replicas, outboards and unsealed copies
+    net.wait_status(&root, "every piece sealed", Duration::from_secs(120), |s| {
+        s.len() == 6 && s.iter().all(|p| p["seal"] == "sealed" && p["state"] == "active")
+    });
+
+    // no file under any node's or the tracker's home holds the marker or a sampled window
+    let samples: Vec<usize> = (0..1_000).map(|i| (i * 7_919 + 31) % (len - 64)).collect();
+    let mut windows: std::collections::HashSet<&[u8]> = samples.iter().map(|&s| &data[s..s + 64]).collect();
+    windows.insert(&marker);
+    let prefixes: std::collections::HashSet<[u8; 8]> =
+        windows.iter().map(|w| <[u8; 8]>::try_from(&w[..8]).unwrap()).collect();
+    let mut files = Vec::new();
+    for p in net.processes() {
+        files_under(Path::new(p["home"].as_str().unwrap()), &mut files);
+    }
+    let scanned: usize = files.iter().map(|(_, b)| b.len()).sum();
+    assert!(scanned > 6 * len / 4, "the providers hold the pieces: {scanned} bytes scanned");
+    for (path, bytes) in &files {
+        for w in bytes.windows(64) {
+            let head: [u8; 8] = w[..8].try_into().unwrap();
+            if prefixes.contains(&head) && windows.contains(w) {
+                panic!("{} holds 64 bytes of the plaintext", path.display());
+            }
+        }
+    }
+
+    // the owner gets it back
+    assert!(net.get(&root, "back.bin") == data, "the private file came back different");
+    // a range: exactly those bytes, and only the segments it touches are fetched
+    let (a, b) = (5 * (1 << 20) + 5, 5 * (1 << 20) + 70_000);
+    let out = net.home().join("range.bin");
+    let before = bytes_served(&net);
+    let got = net.json(&["get", &root, "-o", out.to_str().unwrap(), "--range", &format!("{a}-{b}"), "--json"]);
+    let served = bytes_served(&net) - before;
+    assert!(std::fs::read(&out).unwrap() == data[a..b], "the range came back different");
+    let fetched = got["fetched"].as_array().unwrap();
+    let (fa, fb) = (fetched[0].as_u64().unwrap(), fetched[1].as_u64().unwrap());
+    assert_eq!((fa, fb), (5 * ((1 << 20) + 16), 6 * ((1 << 20) + 16)), "one encrypted segment: {got}");
+    // that segment's columns from k = 4 pieces (5 with the spare a get
+    // starts), with the verification framing: far less than the 20 MiB file
+    let bound = 5 * ((1 << 20) + 16) * 5 / 4;
+    assert!(served > 0 && served < bound, "{served} bytes served for a {}-byte range (bound {bound})", b - a);
+
+    // share: another home with its own key and no records reads it by capability
+    let cap = net.ok(&["share", &root]);
+    assert_eq!(cap.lines().count(), 1);
+    let cap = cap.trim().to_string();
+    assert!(cap.starts_with("crowd:") && !cap.contains(' '), "{cap}");
+    let other = tempfile::tempdir().unwrap();
+    std::fs::copy(net.home().join("config.toml"), other.path().join("config.toml")).unwrap();
+    let shared = other.path().join("shared.bin");
+    let ok = crowd_at(other.path(), &["get", &cap, "-o", shared.to_str().unwrap()]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(std::fs::read(&shared).unwrap() == data, "the capability read another file");
+    // without it: one line, no output
+    let refused = other.path().join("refused.bin");
+    let r = refused.to_str().unwrap();
+    assert_one_line_error(&crowd_at(other.path(), &["get", &root, "-o", r]), "capability");
+    // by its ciphertext's root the network has the manifest, but its envelope is not this client's
+    let network_root = std::fs::read_dir(net.home().join("files"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| serde_json::from_slice::<Value>(&std::fs::read(p).unwrap()).unwrap())
+        .find(|r| r["root"] == root.as_str())
+        .map(|r| r["network_root"].as_str().unwrap().to_string())
+        .unwrap();
+    assert_ne!(network_root, root);
+    assert_one_line_error(&crowd_at(other.path(), &["get", &network_root, "-o", r]), "capability");
+    // bad capabilities
+    assert_one_line_error(&crowd_at(other.path(), &["get", &cap[..cap.len() - 9], "-o", r]), "capability");
+    assert_one_line_error(&crowd_at(other.path(), &["get", "crowd:0000", "-o", r]), "capability");
+    let second = net.put("second.bin", &random_bytes(70_000, 5), &[]);
+    let cap2: crowd_client::Capability = net.ok(&["share", &root_of(&second)]).trim().parse().unwrap();
+    let cap1: crowd_client::Capability = cap.parse().unwrap();
+    let wrong_key = crowd_client::Capability { key: cap2.key.clone(), ..cap1.clone() };
+    assert_one_line_error(&crowd_at(other.path(), &["get", &wrong_key.to_string(), "-o", r]), "does not open");
+    let wrong_manifest = crowd_client::Capability { manifest: cap2.manifest, ..cap1.clone() };
+    assert_one_line_error(&crowd_at(other.path(), &["get", &wrong_manifest.to_string(), "-o", r]), "manifest");
+    assert!(!refused.exists(), "a refused get wrote its output");
+
+    // public: the plain DAG, the same root as `crowd cid`, the same CAR as `crowd car`
+    let plain = random_bytes(3 * (1 << 20) + 5, 6);
+    let public = net.put("public.bin", &plain, &["--public"]);
+    assert_eq!(public["public"], true);
+    let public_root = root_of(&public);
+    let p = net.home().join("public.bin");
+    assert_eq!(net.ok(&["cid", p.to_str().unwrap()]).trim(), public_root);
+    let (car_local, car_net) = (net.home().join("local.car"), net.home().join("net.car"));
+    net.ok(&["car", p.to_str().unwrap(), "-o", car_local.to_str().unwrap()]);
+    net.ok(&["export", &public_root, "-o", car_net.to_str().unwrap()]);
+    assert!(std::fs::read(&car_local).unwrap() == std::fs::read(&car_net).unwrap());
+    // and anyone reads it by its root
+    let anyone = other.path().join("public.bin");
+    let ok = crowd_at(other.path(), &["get", &public_root, "-o", anyone.to_str().unwrap()]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(std::fs::read(&anyone).unwrap() == plain);
+    let listed = net.ok(&["ls", "--local"]);
+    assert!(listed.lines().any(|l| l.contains(&public_root) && l.contains("public")), "{listed}");
+    assert!(listed.lines().any(|l| l.contains(&root) && l.contains("private")), "{listed}");
+
+    // key backup: export, lose the home, import into a fresh one
+    let backup = net.home().join("key.backup");
+    let export = Command::new(bin("crowd"))
+        .args(["--home", net.home().to_str().unwrap(), "key", "export", "-o", backup.to_str().unwrap()])
+        .env("CROWD_PASSPHRASE", "correct horse battery")
+        .output()
+        .unwrap();
+    assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stderr));
+    let text = std::fs::read_to_string(&backup).unwrap();
+    assert!(!text.contains(&root), "the backup is sealed");
+    for lost in ["files", "identity.key", "config.toml"] {
+        let path = net.home().join(lost);
+        if path.is_dir() {
+            std::fs::remove_dir_all(path).unwrap();
+        } else {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let fresh = tempfile::tempdir().unwrap();
+    let import = |pass: &str| {
+        Command::new(bin("crowd"))
+            .args(["--home", fresh.path().to_str().unwrap(), "key", "import", backup.to_str().unwrap()])
+            .env("CROWD_PASSPHRASE", pass)
+            .output()
+            .unwrap()
+    };
+    assert_one_line_error(&import("wrong horse"), "passphrase");
+    let ok = import("correct horse battery");
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let restored = crowd_at(fresh.path(), &["ls", "--json"]);
+    assert!(restored.status.success(), "{}", String::from_utf8_lossy(&restored.stderr));
+    let restored: Value = serde_json::from_slice(&restored.stdout).unwrap();
+    let roots: Vec<&str> = restored.as_array().unwrap().iter().map(|e| e["root"].as_str().unwrap()).collect();
+    for r in [root.as_str(), root_of(&second).as_str(), public_root.as_str()] {
+        assert!(roots.contains(&r), "{r} not restored: {restored}");
+    }
+    let again = fresh.path().join("again.bin");
+    let ok = crowd_at(fresh.path(), &["get", &root, "-o", again.to_str().unwrap()]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(std::fs::read(&again).unwrap() == data, "the restored home got another file");
+}
+
+/// `client/examples/roundtrip.rs` (built by `cargo test`) against a devnet.
+#[test]
+fn the_library_example_stores_and_retrieves_a_file() {
+    let net = Devnet::up(6, "1");
+    let example = bin("crowd").parent().unwrap().join("examples").join("roundtrip");
+    assert!(example.is_file(), "{} is not built", example.display());
+    let out = Command::new(&example).arg(net.home()).arg("2MiB").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("got it back whole"), "{stdout}");
+    // the library recorded it in the home like `crowd put` does
+    assert!(net.ok(&["ls", "--local"]).contains("private"));
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use crowd_protocol::libp2p::{Multiaddr, PeerId};
 use crowd_protocol::{Manifest, Network, PieceId};
-use indicatif::ProgressBar;
+use crate::progress::Progress;
 use tokio::task::JoinSet;
 
 use super::plan::{piece_order, PieceRanges};
@@ -37,7 +37,7 @@ pub struct FetchJob<'a> {
     /// Whether the plan is whole pieces: resumed bytes are then re-checked
     /// against the piece hash once complete.
     pub whole: bool,
-    pub progress: &'a ProgressBar,
+    pub progress: &'a Progress,
     /// Where to publish each piece's written length, for a decoder that
     /// runs while the fetch goes on.
     pub landed: Option<Landed>,

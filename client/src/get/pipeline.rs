@@ -31,7 +31,7 @@ const POLL: Duration = Duration::from_millis(10);
 
 /// Fetches `job` on `rt` and writes file bytes `range` to `out`, decoding
 /// whole-file gets while the pieces arrive.
-pub fn retrieve<W: Write + Send>(
+pub fn retrieve<W: Write + Send + ?Sized>(
     rt: &Handle,
     net: &Network,
     mut job: FetchJob<'_>,
@@ -73,7 +73,7 @@ pub fn retrieve<W: Write + Send>(
 
 /// Copies segments to `out` as their data shards land, until the fetch is
 /// over or a read fails; returns the file offset decoded up to.
-pub(super) fn follow<W: Write>(job: &FetchJob<'_>, landed: &Landed, out: &mut W) -> Result<u64> {
+pub(super) fn follow<W: Write + ?Sized>(job: &FetchJob<'_>, landed: &Landed, out: &mut W) -> Result<u64> {
     let mut out = Counting {
         inner: out,
         written: 0,
@@ -131,12 +131,12 @@ pub(super) fn follow<W: Write>(job: &FetchJob<'_>, landed: &Landed, out: &mut W)
 }
 
 /// Counts the bytes written through it.
-struct Counting<'w, W> {
+struct Counting<'w, W: ?Sized> {
     inner: &'w mut W,
     written: u64,
 }
 
-impl<W: Write> Write for Counting<'_, W> {
+impl<W: Write + ?Sized> Write for Counting<'_, W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.written += n as u64;

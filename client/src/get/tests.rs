@@ -16,7 +16,7 @@ use crowd_protocol::{
     Chunking, DealProposal, Manifest, ManifestPiece, Network, NetworkConfig, PieceId, Request, Response,
     Signed, UploadResult, MANIFEST_VERSION,
 };
-use indicatif::ProgressBar;
+use crate::progress::Progress;
 
 use super::*;
 
@@ -128,6 +128,11 @@ struct Net {
 
 impl Net {
     async fn start(len: usize) -> Self {
+        Self::start_with(random_bytes(len, len as u64)).await
+    }
+
+    /// Six nodes holding the pieces of `data`.
+    async fn start_with(data: Vec<u8>) -> Self {
         let tracker = Keypair::generate_ed25519().public().to_peer_id();
         let nodes: Vec<Node> = (0..K + M).map(|_| Node::start(&tracker)).collect();
         let key = Keypair::generate_ed25519();
@@ -136,7 +141,6 @@ impl Net {
             ..NetworkConfig::default()
         };
         let (net, _inbound) = Network::start(key.clone(), config).await.unwrap();
-        let data = random_bytes(len, len as u64);
         let (layout, pieces) = Encoder::new(Params::new(K, M, 256 << 10).unwrap())
             .unwrap()
             .encode_bytes(&data)
@@ -190,6 +194,26 @@ impl Net {
         }
     }
 
+    fn job<'a>(
+        &'a self,
+        plan: &'a PieceRanges,
+        dir: &'a ResumeDir,
+        addrs: &'a HashMap<PeerId, Vec<Multiaddr>>,
+        bar: &'a Progress,
+        whole: bool,
+    ) -> FetchJob<'a> {
+        FetchJob {
+            manifest: &self.manifest,
+            plan,
+            dir,
+            addrs,
+            stall: Duration::from_secs(10),
+            whole,
+            progress: bar,
+            landed: None,
+        }
+    }
+
     fn addrs(&self) -> HashMap<PeerId, Vec<Multiaddr>> {
         self.nodes.iter().map(|n| (n.peer, n.addrs.clone())).collect()
     }
@@ -201,17 +225,8 @@ impl Net {
         let dir = ResumeDir::open(out, &format!("test {}-{}\n", range.start, range.end))?;
         let plan = PieceRanges::for_range(&self.manifest.layout.geometry(), &range);
         let addrs = self.addrs();
-        let bar = ProgressBar::hidden();
-        let job = FetchJob {
-            manifest: &self.manifest,
-            plan: &plan,
-            dir: &dir,
-            addrs: &addrs,
-            stall: Duration::from_secs(10),
-            whole,
-            progress: &bar,
-            landed: None,
-        };
+        let bar = Progress::hidden();
+        let job = self.job(&plan, &dir, &addrs, &bar, whole);
         // as `get` does: decoding follows the fetch, the root is checked alongside
         let mut bytes = Vec::new();
         let fetched = tokio::task::block_in_place(|| {
@@ -347,8 +362,10 @@ fn export_writes_the_same_car_as_the_chunker() {
 
 #[test]
 fn cids_and_outputs_are_checked_before_the_network() {
-    let e = parse_cid("xyz").unwrap_err().to_string();
-    assert!(e.starts_with("'xyz' is not a CID: "), "{e}");
+    let e = "xyz".parse::<Target>().unwrap_err().to_string();
+    assert!(e.starts_with("'xyz' is not a CID"), "{e}");
+    let e = "crowd:xyz".parse::<Target>().unwrap_err().to_string();
+    assert!(e.contains("capability"), "{e}");
     let tmp = tempfile::tempdir().unwrap();
     assert!(check_output(tmp.path()).is_err());
     assert_eq!(
@@ -389,6 +406,7 @@ fn manifest_of(data: &[u8], layout: crowd_erasure::Layout, providers: &[PeerId])
             })
             .collect(),
         layout,
+        encryption: None,
     };
     (manifest, params)
 }
@@ -409,7 +427,7 @@ fn decoding_follows_the_data_pieces_as_they_land() {
     let dir = ResumeDir::open(&out, "test\n").unwrap();
     let plan = PieceRanges::for_range(&g, &(0..len as u64));
     let addrs = HashMap::new();
-    let bar = ProgressBar::hidden();
+    let bar = Progress::hidden();
     let job = FetchJob {
         manifest: &manifest,
         plan: &plan,
@@ -495,11 +513,51 @@ async fn the_manifest_is_found_on_the_dht() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let found = loop {
         let mut problems = Vec::new();
-        if let Some(m) = super::manifest_from_dht(&t.net, &t.addrs(), &root, wait, &mut problems).await {
+        if let Some((m, cid)) = super::manifest_from_dht(&t.net, &t.addrs(), &root, wait, &mut problems).await {
+            assert_eq!(cid, crowd_protocol::manifest_cid(&bytes));
             break m;
         }
         assert!(Instant::now() < deadline, "not found on the DHT: {problems:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(found, t.manifest);
+}
+
+/// A ciphertext segment tampered before it was erasure-coded (so parity
+/// encodes the tampered bytes and piece hashes match them, as a lying
+/// uploader would make them): the fetch verifies, the segment's tag does
+/// not, and no output is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_ciphertext_segment_fails_its_tag_and_leaves_no_output() {
+    use crate::crypt::{encrypt_bytes, CryptError, FileKey, CIPHER_SEGMENT, SEGMENT};
+    let key = FileKey::generate(&mut rand::thread_rng());
+    let plain = random_bytes(3 * SEGMENT + 999, 77);
+    let mut cipher = encrypt_bytes(&key, &plain).unwrap();
+    cipher[CIPHER_SEGMENT + 100] ^= 0x40;
+    let net = Net::start_with(cipher).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = fresh_out(&tmp, "out.bin");
+    let range = 0..net.manifest.size;
+    let dir = ResumeDir::open(&out, "tampered\n").unwrap();
+    let plan = PieceRanges::for_range(&net.manifest.layout.geometry(), &range);
+    let addrs = net.addrs();
+    let bar = Progress::hidden();
+    let job = net.job(&plan, &dir, &addrs, &bar, true);
+    let result = tokio::task::block_in_place(|| {
+        let rt = tokio::runtime::Handle::current();
+        crate::input::write_atomically(&out, |f| {
+            let mut w = std::io::BufWriter::new(&mut *f);
+            let mut d = decrypt_to(&mut w, &key, plain.len() as u64, &(0..plain.len() as u64));
+            let fetched = super::pipeline::retrieve(&rt, &net.net, job, &range, &mut d)?;
+            d.finish()?;
+            Ok(fetched)
+        })
+    });
+    let e = result.unwrap_err();
+    assert!(matches!(crate::error::from_anyhow(e), crate::Error::Crypt(CryptError::Tampered { segment: 1 })));
+    assert!(!out.exists(), "a tampered file was written as the output");
+    assert!(
+        std::fs::read_dir(tmp.path()).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".partial")),
+        "the temporary output was left behind"
+    );
 }

@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 use anyhow::{anyhow, Result};
 use crowd_erasure::{Encoder, Layout};
 use futures::{AsyncBufRead, AsyncRead};
-use indicatif::ProgressBar;
+use crate::progress::Progress;
 use tokio::sync::mpsc;
 
 /// Bytes per message on a lane.
@@ -38,7 +38,7 @@ pub struct Lane {
 
 /// A lane for piece `index` and the reader its upload consumes (advancing
 /// `bar` as bytes are taken).
-pub fn lane(index: usize, bar: ProgressBar) -> (Lane, LaneReader) {
+pub fn lane(index: usize, bar: Progress) -> (Lane, LaneReader) {
     let (tx, rx) = mpsc::channel::<Vec<u8>>(LANE_DEPTH);
     let (spare_tx, spare) = std::sync::mpsc::channel();
     let reader = LaneReader {
@@ -58,7 +58,7 @@ pub struct LaneReader {
     spare: std::sync::mpsc::Sender<Vec<u8>>,
     chunk: Vec<u8>,
     at: usize,
-    bar: ProgressBar,
+    bar: Progress,
 }
 
 /// An upload writes straight from the lane's chunks (`AsyncBufRead`).
@@ -155,7 +155,7 @@ pub fn address_and_layout(
     path: &Path,
     params: &crowd_chunker::DagParams,
     encoder: &Encoder,
-    bar: &ProgressBar,
+    bar: &Progress,
 ) -> Result<(crowd_chunker::DagRoot, Layout)> {
     let open = || std::fs::File::open(path).map_err(|e| anyhow!("cannot open {}: {e}", path.display()));
     let (for_dag, for_layout) = (open()?, open()?);
@@ -169,6 +169,74 @@ pub fn address_and_layout(
         let layout = layout.map_err(|e| anyhow!("erasure coding {}: {e}", path.display()))?;
         Ok((root, layout))
     })
+}
+
+/// Pass 1 for a private file: the plaintext's root CID, and the root CID
+/// and erasure layout of its ciphertext. The file is read and encrypted once
+/// for the ciphertext (teed to a thread that builds its DAG) and read once
+/// more, on another thread, for the plaintext root.
+pub fn address_and_layout_private(
+    path: &Path,
+    params: &crowd_chunker::DagParams,
+    encoder: &Encoder,
+    key: &crate::crypt::FileKey,
+    size: u64,
+    bar: &Progress,
+) -> Result<(crowd_chunker::DagRoot, crowd_chunker::DagRoot, Layout)> {
+    let open = || std::fs::File::open(path).map_err(|e| anyhow!("cannot open {}: {e}", path.display()));
+    let (for_plain, for_cipher) = (open()?, open()?);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+    std::thread::scope(|s| {
+        let plain = s.spawn(|| crowd_chunker::build_from_reader(for_plain, params, &mut crowd_chunker::Discard));
+        let cipher = s.spawn(move || {
+            crowd_chunker::build_from_reader(
+                crate::get::pipeline::ChannelReader::new(rx),
+                params,
+                &mut crowd_chunker::Discard,
+            )
+        });
+        let encrypted = crate::crypt::EncryptReader::new(
+            crate::progress::Reader::new(for_cipher, bar.clone()),
+            key.clone(),
+            size,
+        );
+        let layout = encoder.encode_with(Tee { inner: encrypted, tx: Some(tx) }, |_| Ok(()));
+        let plain_root = joined(plain, "plaintext", path)?;
+        let layout = layout.map_err(|e| anyhow!("encrypting and erasure coding {}: {e}", path.display()))?;
+        let cipher_root = joined(cipher, "ciphertext", path)?;
+        Ok((plain_root, cipher_root, layout))
+    })
+}
+
+/// A hashing thread's result.
+fn joined<T, E: std::fmt::Display>(
+    h: std::thread::ScopedJoinHandle<'_, Result<T, E>>,
+    what: &str,
+    path: &Path,
+) -> Result<T> {
+    h.join()
+        .map_err(|_| anyhow!("hashing the {what} of {} failed", path.display()))?
+        .map_err(|e| anyhow!("hashing the {what} of {}: {e}", path.display()))
+}
+
+/// Hands a copy of everything read through it to a channel.
+struct Tee<R> {
+    inner: R,
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+}
+
+impl<R: Read> Read for Tee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n > 0 {
+            if let Some(tx) = &self.tx {
+                if tx.send(buf[..n].to_vec()).is_err() {
+                    self.tx = None;
+                }
+            }
+        }
+        Ok(n)
+    }
 }
 
 #[cfg(test)]
@@ -185,8 +253,8 @@ mod tests {
     async fn lanes_carry_exactly_the_pieces() {
         let data: Vec<u8> = (0..20_000u32).map(|i| (i * 31 % 251) as u8).collect();
         let (expect_layout, pieces) = encoder().encode_bytes(&data).unwrap();
-        let (l0, mut r0) = lane(0, ProgressBar::hidden());
-        let (l2, mut r2) = lane(2, ProgressBar::hidden());
+        let (l0, mut r0) = lane(0, Progress::hidden());
+        let (l2, mut r2) = lane(2, Progress::hidden());
         let input = data.clone();
         let feeding = tokio::task::spawn_blocking(move || feed(&encoder(), &input[..], vec![l0, l2]));
         let (mut p0, mut p2) = (Vec::new(), Vec::new());
@@ -205,7 +273,7 @@ mod tests {
         use futures::AsyncBufReadExt;
         let data: Vec<u8> = (0..50_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let (_, pieces) = encoder().encode_bytes(&data).unwrap();
-        let (l1, mut r1) = lane(1, ProgressBar::hidden());
+        let (l1, mut r1) = lane(1, Progress::hidden());
         let input = data.clone();
         let feeding = tokio::task::spawn_blocking(move || feed(&encoder(), &input[..], vec![l1]));
         let mut got = Vec::new();
@@ -226,8 +294,8 @@ mod tests {
     async fn a_stopped_lane_does_not_stop_the_others_and_all_stopped_ends_early() {
         let data = vec![7u8; 200_000];
         let (_, pieces) = encoder().encode_bytes(&data).unwrap();
-        let (l0, r0) = lane(0, ProgressBar::hidden());
-        let (l1, mut r1) = lane(1, ProgressBar::hidden());
+        let (l0, r0) = lane(0, Progress::hidden());
+        let (l1, mut r1) = lane(1, Progress::hidden());
         drop(r0);
         let input = data.clone();
         let feeding = tokio::task::spawn_blocking(move || feed(&encoder(), &input[..], vec![l0, l1]));
@@ -236,7 +304,7 @@ mod tests {
         assert!(feeding.await.unwrap().unwrap().is_some());
         assert_eq!(p1, pieces[1]);
 
-        let (l0, r0) = lane(0, ProgressBar::hidden());
+        let (l0, r0) = lane(0, Progress::hidden());
         drop(r0);
         let input = data.clone();
         let stopped = tokio::task::spawn_blocking(move || feed(&encoder(), &input[..], vec![l0]));
@@ -250,9 +318,29 @@ mod tests {
         let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
         std::fs::write(&path, &data).unwrap();
         let params = crowd_chunker::DagParams::default();
-        let (root, layout) = address_and_layout(&path, &params, &encoder(), &ProgressBar::hidden()).unwrap();
+        let (root, layout) = address_and_layout(&path, &params, &encoder(), &Progress::hidden()).unwrap();
         let expect = crowd_chunker::build_from_slice(&data, &params, &mut crowd_chunker::Discard).unwrap();
         assert_eq!(root, expect);
         assert_eq!(layout, encoder().encode_bytes(&data).unwrap().0);
+    }
+
+    #[test]
+    fn private_pass_one_addresses_the_plaintext_and_lays_out_the_ciphertext() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..(2 << 20) + 333u32).map(|i| (i % 249) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let params = crowd_chunker::DagParams::default();
+        let key = crate::crypt::FileKey::generate(&mut rand::thread_rng());
+        let (plain, cipher, layout) =
+            address_and_layout_private(&path, &params, &encoder(), &key, data.len() as u64, &Progress::hidden())
+                .unwrap();
+        let c = crate::crypt::encrypt_bytes(&key, &data).unwrap();
+        let b = |d: &[u8]| crowd_chunker::build_from_slice(d, &params, &mut crowd_chunker::Discard).unwrap();
+        assert_eq!(plain, b(&data));
+        assert_eq!(cipher, b(&c));
+        assert_eq!(layout, encoder().encode_bytes(&c).unwrap().0);
+        // a size that is not the file's is an error, not a wrong layout
+        assert!(address_and_layout_private(&path, &params, &encoder(), &key, 5, &Progress::hidden()).is_err());
     }
 }

@@ -500,6 +500,11 @@ impl<S: Store> State<S> {
             TrackerRequest::Providers => Ok(TrackerResponse::Providers(self.providers())),
             TrackerRequest::Publish { proposal, acceptance } => self.publish(proposal, acceptance),
             TrackerRequest::Account(who) => {
+                if who != peer {
+                    return Err(ServiceError::Config(format!(
+                        "the account of {who} is answered only to {who} itself"
+                    )));
+                }
                 let a = self.ledger.account(&AccountId(who));
                 Ok(TrackerResponse::Account(AccountView {
                     available: a.available,
@@ -519,8 +524,42 @@ impl<S: Store> State<S> {
                 };
                 Ok(TrackerResponse::Manifest(record.map(|r| Blob(r.bytes))))
             }
-            TrackerRequest::Deals(query) => self.deals(query),
+            TrackerRequest::Deals(query) => self.deals(peer, query),
+            TrackerRequest::OwnManifests { after } => self.own_manifests(peer, after),
         }
+    }
+
+    /// The manifests `peer` registered, a page at a time, in root order.
+    fn own_manifests(&self, peer: PeerId, after: Option<Blob>) -> Result<TrackerResponse, ServiceError> {
+        let prefix = keys::owned_prefix(&peer);
+        let from = match &after {
+            // just past `after`
+            Some(Blob(root)) => {
+                let mut k = keys::owned(&peer, root);
+                k.push(0);
+                k
+            }
+            None => prefix.clone(),
+        };
+        let page = crowd_protocol::tracker::MAX_OWN_MANIFESTS;
+        let entries = self.store.scan(&prefix, &from, page + 1)?;
+        let more = entries.len() > page;
+        let mut manifests = Vec::with_capacity(page);
+        let mut last = None;
+        for (k, _) in entries.into_iter().take(page) {
+            let root = k[prefix.len()..].to_vec();
+            if let Some(b) = self.store.get(&keys::manifest(&root))? {
+                let record: ManifestRecord = decode("manifest record", &b)?;
+                if record.owner == peer {
+                    manifests.push(Blob(record.bytes));
+                }
+            }
+            last = Some(root);
+        }
+        Ok(TrackerResponse::OwnManifests {
+            manifests,
+            next: if more { last.map(Blob) } else { None },
+        })
     }
 
     fn info(&self) -> TrackerInfo {
@@ -680,12 +719,14 @@ impl<S: Store> State<S> {
             }),
         );
         batch.put(keys::manifest_count(&peer), new_count.to_le_bytes().to_vec());
+        batch.put(keys::owned(&peer, &root), Vec::new());
         self.store.write(batch)?;
         self.manifest_counts.insert(peer, new_count);
         Ok(TrackerResponse::ManifestStored(cid))
     }
 
-    fn deals(&self, query: DealQuery) -> Result<TrackerResponse, ServiceError> {
+    /// Deals are described only to their client and provider.
+    fn deals(&self, peer: PeerId, query: DealQuery) -> Result<TrackerResponse, ServiceError> {
         let deals: Vec<&Deal> = match query {
             DealQuery::Ids(ids) => {
                 if ids.len() > MAX_LIST {
@@ -694,9 +735,17 @@ impl<S: Store> State<S> {
                         ids.len()
                     )));
                 }
-                ids.iter().filter_map(|id| self.ledger.deal(*id)).collect()
+                ids.iter()
+                    .filter_map(|id| self.ledger.deal(*id))
+                    .filter(|d| d.proposal.client == peer || d.proposal.provider == peer)
+                    .collect()
             }
             DealQuery::Client(client) => {
+                if client != peer {
+                    return Err(ServiceError::Config(format!(
+                        "the deals of {client} are answered only to {client} itself"
+                    )));
+                }
                 let mut v: Vec<&Deal> = self
                     .ledger
                     .deals()
@@ -936,6 +985,7 @@ mod tests {
             },
             layout,
             pieces: vec![],
+            encryption: None,
         };
         (root.to_bytes(), m.encode().unwrap())
     }
@@ -1225,6 +1275,44 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("faucet is disabled"), "{err}");
         assert_eq!(state.ledger().log_len(), 0);
+    }
+
+    /// Accounts, deals and manifest lists are answered only to their owner
+    /// (the connection's authenticated peer); a manifest by root to anyone.
+    #[test]
+    fn accounts_deals_and_manifest_lists_are_answered_only_to_their_owner() {
+        let (_, mut state) = new_state(MemStore::default(), true);
+        let (client, provider) = populate(&mut state);
+        let stranger = peer(&key(7));
+        let (c, p) = (peer(&client), peer(&provider));
+        for (from, who, ok) in [(c, c, true), (p, p, true), (stranger, c, false), (c, p, false)] {
+            let r = state.handle(from, TrackerRequest::Account(who));
+            assert_eq!(r.is_ok(), ok, "{from} asking for {who}: {r:?}");
+        }
+        assert!(state.handle(stranger, TrackerRequest::Deals(DealQuery::Client(c))).is_err());
+        let mut deals = |from| match state.handle(from, TrackerRequest::Deals(DealQuery::Ids(vec![0]))) {
+            Ok(TrackerResponse::Deals(d)) => d.len(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!((deals(c), deals(p), deals(stranger)), (1, 1, 0));
+        // the client's manifest: listed to it, not to the stranger; by root to anyone
+        let (root, manifest) = sample_manifest();
+        state
+            .handle(c, TrackerRequest::RegisterManifest { root: root.clone(), manifest: manifest.clone() })
+            .unwrap();
+        let mut own = |from| match state.handle(from, TrackerRequest::OwnManifests { after: None }) {
+            Ok(TrackerResponse::OwnManifests { manifests, next }) => {
+                assert_eq!(next, None);
+                manifests
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(own(c), vec![Blob(manifest.clone())]);
+        assert!(own(stranger).is_empty() && own(p).is_empty());
+        assert_eq!(
+            state.handle(stranger, TrackerRequest::Manifest { root }).unwrap(),
+            TrackerResponse::Manifest(Some(Blob(manifest)))
+        );
     }
 
     #[test]

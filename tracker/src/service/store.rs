@@ -37,6 +37,7 @@ pub mod keys {
     pub const ADDRS: &[u8] = b"addrs/";
     pub const MANIFEST: &[u8] = b"manifest/";
     pub const MANIFEST_COUNT: &[u8] = b"mcount/";
+    pub const OWNED: &[u8] = b"mowner/";
     pub const HISTORY: &[u8] = b"history/";
     pub const DEAL_STATS: &[u8] = b"dstats/";
 
@@ -56,6 +57,14 @@ pub mod keys {
     }
     pub fn manifest(root: &[u8]) -> Vec<u8> {
         join(MANIFEST, &[root])
+    }
+    /// Every root a client registered: `mowner/<peer len><peer><root>`.
+    pub fn owned_prefix(peer: &PeerId) -> Vec<u8> {
+        let peer = peer.to_bytes();
+        join(OWNED, &[&[peer.len() as u8], &peer])
+    }
+    pub fn owned(peer: &PeerId, root: &[u8]) -> Vec<u8> {
+        join(&owned_prefix(peer), &[root])
     }
     pub fn manifest_count(peer: &PeerId) -> Vec<u8> {
         join(MANIFEST_COUNT, &[&peer.to_bytes()])

@@ -23,7 +23,7 @@ impl TrackerConn {
     /// Starts a swarm with `key` on loopback and dials the tracker at `addr`
     /// (a multiaddress ending in /p2p/<peer id>).
     pub fn connect(key: Keypair, addr: &str) -> Result<Self> {
-        let (tracker, maddr) = crate::session::peer_addr(addr)?;
+        let (tracker, maddr) = crowd_client::peer_addr(addr)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()

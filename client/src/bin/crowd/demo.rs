@@ -29,7 +29,7 @@ use crate::devnet::{self, tracker::TrackerConn};
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Size of the sample file (suffixes K, KiB, M, MiB accepted).
-    #[arg(long, default_value = "6MiB", value_name = "BYTES", value_parser = crate::parse_size)]
+    #[arg(long, default_value = "6MiB", value_name = "BYTES", value_parser = crowd_client::parse_size)]
     pub size: usize,
     /// Seed of the sample file's random bytes.
     #[arg(long, default_value_t = 1, value_name = "N")]
@@ -164,10 +164,8 @@ fn story(home: &Path, args: &DemoArgs) -> Result<()> {
     );
 
     // 4. sealed and proven
-    let conn = TrackerConn::connect(
-        crowd_protocol::libp2p::identity::Keypair::generate_ed25519(),
-        &net.tracker_addr,
-    )?;
+    // as the client: the tracker describes deals and accounts only to their owners
+    let conn = TrackerConn::connect(crowd_client::identity(home)?, &net.tracker_addr)?;
     let epoch = Duration::from_secs_f64(args.epoch_secs);
     println!("[4/7] waiting until every deal is sealed and has proven {PROVEN_BEFORE_KILL} epochs");
     let deals = wait_deals(&conn, &ids, bound(epoch, 30), "sealed and proven", |d| {

@@ -349,7 +349,7 @@ fn start(
     save(home, file)?;
 
     // the client: identity, connection, registrations, config, funds
-    let key = crate::session::load_or_create_key(home)?;
+    let key = crowd_client::identity(home)?;
     let client = key.public().to_peer_id();
     let conn = TrackerConn::connect(key, &tracker_addr)?;
     note("waiting until the tracker lists every node");

@@ -1,0 +1,496 @@
+//! Client-side encryption: what a private file becomes before it is
+//! chunked, erasure-coded and handed to providers.
+//!
+//! **Construction.** A fresh random 256-bit file key and 19-byte nonce
+//! prefix per file; XChaCha20-Poly1305 (RustCrypto `chacha20poly1305`) in
+//! the STREAM construction of Hoang, Reyhanitabar, Rogaway and Vizár
+//! (`aead::stream::StreamBE32`: the 24-byte nonce is the prefix, a 32-bit
+//! big-endian segment counter and a last-segment flag byte). The plaintext is
+//! cut into [`SEGMENT`]-byte segments (the chunker's 1 MiB chunk size); each
+//! becomes `SEGMENT + TAG` bytes of ciphertext, the last one shorter. Segment
+//! position and the last flag are in every nonce, so a reordered, dropped,
+//! repeated, truncated or spliced segment fails its tag. An empty file is one
+//! empty last segment (16 bytes), so truncation to nothing is detected too.
+//!
+//! **Random access.** Segment `i` starts at ciphertext offset
+//! `i * (SEGMENT + TAG)` and is opened on its own
+//! ([`StreamPrimitive::decrypt_in_place`] is stateless), so a range get
+//! fetches and decrypts only the segments the range touches
+//! ([`cipher_range`], [`DecryptWriter`]).
+//!
+//! Pure: no I/O beyond the `Read`/`Write` adapters, randomness from the
+//! caller (`FileKey::generate` takes an RNG).
+
+use std::io::{self, Read, Write};
+use std::ops::Range;
+
+use chacha20poly1305::aead::stream::{NewStream, StreamBE32, StreamPrimitive};
+use chacha20poly1305::aead::KeyInit;
+use chacha20poly1305::XChaCha20Poly1305;
+
+/// Plaintext bytes per segment (the chunker's default chunk size).
+pub const SEGMENT: usize = 1 << 20;
+/// Poly1305 tag per segment.
+pub const TAG: usize = 16;
+/// Ciphertext bytes of a full segment.
+pub const CIPHER_SEGMENT: usize = SEGMENT + TAG;
+/// The scheme's name, as manifests record it.
+pub const SCHEME: &str = "xchacha20poly1305-stream-be32";
+/// Bytes of the STREAM nonce prefix (24 - 4 counter - 1 flag).
+pub const NONCE_PREFIX: usize = 19;
+/// Segments a reader encrypts at once (in parallel).
+const BATCH: usize = 4;
+
+/// Why ciphertext did not open.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CryptError {
+    /// A segment's tag did not verify: tampered, reordered, truncated, or the
+    /// wrong key.
+    #[error("ciphertext segment {segment} does not decrypt: tampered, truncated or the wrong key")]
+    Tampered { segment: u64 },
+    /// The ciphertext ended before its last segment.
+    #[error("the ciphertext ends in the middle of segment {segment}")]
+    Truncated { segment: u64 },
+    /// A length that no plaintext encrypts to.
+    #[error("{len} bytes is not the length of any ciphertext")]
+    BadLength { len: u64 },
+    /// The input changed length while it was encrypted.
+    #[error("the input was {got} bytes, {want} expected (it changed while it was read)")]
+    InputChanged { got: u64, want: u64 },
+    #[error("encryption failed")]
+    Seal,
+}
+
+/// A file's key: the secret and its nonce prefix.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FileKey {
+    pub key: [u8; 32],
+    pub nonce: [u8; NONCE_PREFIX],
+}
+
+impl std::fmt::Debug for FileKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FileKey(..)")
+    }
+}
+
+impl FileKey {
+    /// A fresh key and nonce prefix.
+    pub fn generate(rng: &mut impl rand::RngCore) -> Self {
+        let mut key = [0u8; 32];
+        let mut nonce = [0u8; NONCE_PREFIX];
+        rng.fill_bytes(&mut key);
+        rng.fill_bytes(&mut nonce);
+        Self { key, nonce }
+    }
+
+    fn stream(&self) -> StreamBE32<XChaCha20Poly1305> {
+        let aead = XChaCha20Poly1305::new(&self.key.into());
+        StreamBE32::from_aead(aead, (&self.nonce).into())
+    }
+
+    /// A public commitment to the key (a keyed hash of a fixed string):
+    /// lets a capability holder check its key before fetching anything, and
+    /// says nothing about the key.
+    pub fn check_value(&self) -> [u8; 32] {
+        *blake3::keyed_hash(&self.key, b"crowd file key check v1").as_bytes()
+    }
+}
+
+/// Segments of a plaintext of `len` bytes (at least one).
+pub fn segments(plain_len: u64) -> u64 {
+    plain_len.div_ceil(SEGMENT as u64).max(1)
+}
+
+/// Ciphertext length of a `plain_len`-byte plaintext.
+pub fn cipher_len(plain_len: u64) -> u64 {
+    plain_len + segments(plain_len) * TAG as u64
+}
+
+/// Plaintext length of a `cipher_len`-byte ciphertext.
+pub fn plain_len(stored: u64) -> Result<u64, CryptError> {
+    let full = stored / CIPHER_SEGMENT as u64;
+    let rest = stored % CIPHER_SEGMENT as u64;
+    let plain = match rest {
+        0 if full > 0 => full * SEGMENT as u64,
+        r if r >= TAG as u64 => full * SEGMENT as u64 + r - TAG as u64,
+        _ => return Err(CryptError::BadLength { len: stored }),
+    };
+    if cipher_len(plain) == stored {
+        Ok(plain)
+    } else {
+        Err(CryptError::BadLength { len: stored })
+    }
+}
+
+/// The segments `plain` touches, as a range of segment indices (an empty
+/// range of a non-empty file touches none).
+pub fn segment_span(plain: &Range<u64>, plain_len: u64) -> Range<u64> {
+    if plain.start >= plain.end {
+        return 0..0;
+    }
+    let first = plain.start / SEGMENT as u64;
+    let last = (plain.end - 1) / SEGMENT as u64;
+    first..(last + 1).min(segments(plain_len))
+}
+
+/// The ciphertext bytes that hold plaintext `plain` (whole segments).
+pub fn cipher_range(plain: &Range<u64>, plain_len: u64) -> Range<u64> {
+    let span = segment_span(plain, plain_len);
+    if span.is_empty() {
+        return 0..0;
+    }
+    let start = span.start * CIPHER_SEGMENT as u64;
+    let end = (span.end * CIPHER_SEGMENT as u64).min(cipher_len(plain_len));
+    start..end
+}
+
+fn position(segment: u64) -> Result<u32, CryptError> {
+    u32::try_from(segment).map_err(|_| CryptError::Seal)
+}
+
+/// Encrypts segment `index` in place (`buf` holds its plaintext; the tag is
+/// appended).
+pub fn seal_segment(key: &FileKey, index: u64, last: bool, buf: &mut Vec<u8>) -> Result<(), CryptError> {
+    key.stream()
+        .encrypt_in_place(position(index)?, last, b"", buf)
+        .map_err(|_| CryptError::Seal)
+}
+
+/// Decrypts segment `index` in place (`buf` holds its ciphertext; the tag
+/// is removed).
+pub fn open_segment(key: &FileKey, index: u64, last: bool, buf: &mut Vec<u8>) -> Result<(), CryptError> {
+    key.stream()
+        .decrypt_in_place(position(index)?, last, b"", buf)
+        .map_err(|_| CryptError::Tampered { segment: index })
+}
+
+/// Encrypts a whole plaintext in memory (tests and small inputs).
+pub fn encrypt_bytes(key: &FileKey, plain: &[u8]) -> Result<Vec<u8>, CryptError> {
+    let mut out = Vec::with_capacity(cipher_len(plain.len() as u64) as usize);
+    let mut r = EncryptReader::new(plain, key.clone(), plain.len() as u64);
+    r.read_to_end(&mut out).map_err(|e| from_io(&e))?;
+    Ok(out)
+}
+
+/// Decrypts a whole ciphertext in memory.
+pub fn decrypt_bytes(key: &FileKey, cipher: &[u8]) -> Result<Vec<u8>, CryptError> {
+    let plain_len = plain_len(cipher.len() as u64)?;
+    let mut out = Vec::new();
+    let mut w = DecryptWriter::new(&mut out, key.clone(), plain_len, 0..plain_len);
+    w.write_all(cipher).map_err(|e| from_io(&e))?;
+    w.finish().map_err(|e| from_io(&e))?;
+    Ok(out)
+}
+
+/// The [`CryptError`] inside an I/O error from these adapters, if any.
+pub fn crypt_error(e: &io::Error) -> Option<&CryptError> {
+    e.get_ref().and_then(|inner| inner.downcast_ref::<CryptError>())
+}
+
+fn from_io(e: &io::Error) -> CryptError {
+    crypt_error(e).cloned().unwrap_or(CryptError::Seal)
+}
+
+fn io_err(e: CryptError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+/// Reads plaintext from `inner` (exactly `plain_len` bytes) and yields its
+/// ciphertext. [`BATCH`] segments are read, then encrypted in parallel.
+#[derive(Debug)]
+pub struct EncryptReader<R> {
+    inner: R,
+    key: FileKey,
+    plain_len: u64,
+    /// Plaintext read so far.
+    read: u64,
+    /// Next segment to encrypt.
+    next: u64,
+    out: Vec<u8>,
+    at: usize,
+    done: bool,
+}
+
+impl<R: Read> EncryptReader<R> {
+    pub fn new(inner: R, key: FileKey, plain_len: u64) -> Self {
+        Self {
+            inner,
+            key,
+            plain_len,
+            read: 0,
+            next: 0,
+            out: Vec::new(),
+            at: 0,
+            done: false,
+        }
+    }
+
+    fn refill(&mut self) -> io::Result<()> {
+        use rayon::prelude::*;
+        let total = segments(self.plain_len);
+        let count = (total - self.next).min(BATCH as u64) as usize;
+        let mut bufs: Vec<(u64, Vec<u8>)> = Vec::with_capacity(count);
+        for i in 0..count as u64 {
+            let index = self.next + i;
+            let start = index * SEGMENT as u64;
+            let len = (self.plain_len - start.min(self.plain_len)).min(SEGMENT as u64) as usize;
+            let mut buf = Vec::with_capacity(len + TAG);
+            (&mut self.inner).take(len as u64).read_to_end(&mut buf)?;
+            if buf.len() != len {
+                return Err(io_err(CryptError::InputChanged {
+                    got: self.read + buf.len() as u64,
+                    want: self.plain_len,
+                }));
+            }
+            self.read += len as u64;
+            bufs.push((index, buf));
+        }
+        let key = &self.key;
+        bufs.par_iter_mut()
+            .try_for_each(|(index, buf)| seal_segment(key, *index, *index + 1 == total, buf))
+            .map_err(io_err)?;
+        self.next += count as u64;
+        self.out.clear();
+        for (_, b) in bufs {
+            self.out.extend_from_slice(&b);
+        }
+        self.at = 0;
+        if self.next == total {
+            // the input must end where it was said to
+            let mut probe = [0u8; 1];
+            if self.inner.read(&mut probe)? != 0 {
+                return Err(io_err(CryptError::InputChanged {
+                    got: self.read + 1,
+                    want: self.plain_len,
+                }));
+            }
+            self.done = true;
+        }
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for EncryptReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.out.len() {
+            if self.done {
+                return Ok(0);
+            }
+            self.refill()?;
+        }
+        let n = buf.len().min(self.out.len() - self.at);
+        buf[..n].copy_from_slice(&self.out[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Takes ciphertext starting at a segment boundary and writes the part of
+/// the plaintext inside `want` to `inner`; a segment is written only once
+/// its tag verified. [`DecryptWriter::finish`] fails unless every segment
+/// `want` touches was complete.
+#[derive(Debug)]
+pub struct DecryptWriter<W> {
+    inner: W,
+    key: FileKey,
+    plain_len: u64,
+    want: Range<u64>,
+    /// The segment being collected and its bytes so far.
+    segment: u64,
+    end_segment: u64,
+    buf: Vec<u8>,
+}
+
+impl<W: Write> DecryptWriter<W> {
+    /// `want` is the plaintext range; the ciphertext written must start at
+    /// [`cipher_range`]`(want).start`.
+    pub fn new(inner: W, key: FileKey, plain_len: u64, want: Range<u64>) -> Self {
+        let span = segment_span(&want, plain_len);
+        let span = if plain_len == 0 { 0..1 } else { span };
+        Self {
+            inner,
+            key,
+            plain_len,
+            want,
+            segment: span.start,
+            end_segment: span.end,
+            buf: Vec::with_capacity(CIPHER_SEGMENT),
+        }
+    }
+
+    fn segment_cipher_len(&self, index: u64) -> usize {
+        let start = index * SEGMENT as u64;
+        let plain = (self.plain_len - start.min(self.plain_len)).min(SEGMENT as u64) as usize;
+        plain + TAG
+    }
+
+    fn flush_segment(&mut self) -> io::Result<()> {
+        let index = self.segment;
+        let last = index + 1 == segments(self.plain_len);
+        open_segment(&self.key, index, last, &mut self.buf).map_err(io_err)?;
+        let start = index * SEGMENT as u64;
+        let lo = self.want.start.max(start) - start;
+        let hi = self.want.end.min(start + self.buf.len() as u64).saturating_sub(start);
+        if lo < hi {
+            self.inner.write_all(&self.buf[lo as usize..hi as usize])?;
+        }
+        self.buf.clear();
+        self.segment += 1;
+        Ok(())
+    }
+
+    /// Checks that every segment arrived and flushes `inner`.
+    pub fn finish(mut self) -> io::Result<W> {
+        if self.segment < self.end_segment {
+            return Err(io_err(CryptError::Truncated { segment: self.segment }));
+        }
+        self.inner.flush()?;
+        Ok(self.inner)
+    }
+}
+
+impl<W: Write> Write for DecryptWriter<W> {
+    fn write(&mut self, mut data: &[u8]) -> io::Result<usize> {
+        let given = data.len();
+        while !data.is_empty() {
+            if self.segment >= self.end_segment {
+                return Err(io_err(CryptError::BadLength {
+                    len: self.segment * CIPHER_SEGMENT as u64 + data.len() as u64,
+                }));
+            }
+            let need = self.segment_cipher_len(self.segment) - self.buf.len();
+            let take = need.min(data.len());
+            self.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if take == need {
+                self.flush_segment()?;
+            }
+        }
+        Ok(given)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use proptest::prelude::*;
+    use rand::SeedableRng;
+
+    fn key(seed: u64) -> FileKey {
+        FileKey::generate(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed))
+    }
+
+    fn data(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 131 % 251) as u8).collect()
+    }
+
+    #[test]
+    fn lengths_roundtrip_and_impossible_lengths_are_refused() {
+        for plain in [0u64, 1, 15, 16, SEGMENT as u64 - 1, SEGMENT as u64, SEGMENT as u64 + 1, 5 << 20] {
+            assert_eq!(plain_len(cipher_len(plain)).unwrap(), plain, "{plain}");
+        }
+        assert_eq!(cipher_len(0), 16);
+        for bad in [0u64, 1, 15, CIPHER_SEGMENT as u64 + 3] {
+            assert!(plain_len(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn segments_are_bound_to_their_position_and_the_last_flag() {
+        let k = key(1);
+        let plain = data(3 * SEGMENT + 100);
+        let c = encrypt_bytes(&k, &plain).unwrap();
+        assert_eq!(c.len() as u64, cipher_len(plain.len() as u64));
+        assert_eq!(decrypt_bytes(&k, &c).unwrap(), plain);
+        // swap segments 0 and 1
+        let mut swapped = c.clone();
+        let (a, b) = swapped.split_at_mut(CIPHER_SEGMENT);
+        a.swap_with_slice(&mut b[..CIPHER_SEGMENT]);
+        assert_eq!(decrypt_bytes(&k, &swapped), Err(CryptError::Tampered { segment: 0 }));
+        // truncate to whole segments: segment 2 was not the last
+        let cut = &c[..3 * CIPHER_SEGMENT];
+        assert_eq!(decrypt_bytes(&k, cut), Err(CryptError::Tampered { segment: 2 }));
+        // one flipped bit
+        let mut flipped = c.clone();
+        flipped[CIPHER_SEGMENT + 7] ^= 1;
+        assert_eq!(decrypt_bytes(&k, &flipped), Err(CryptError::Tampered { segment: 1 }));
+        // another key
+        assert_eq!(decrypt_bytes(&key(2), &c), Err(CryptError::Tampered { segment: 0 }));
+        // splicing another file's segment (same key, other nonce prefix)
+        let mut other = key(1);
+        other.nonce[0] ^= 1;
+        let c2 = encrypt_bytes(&other, &plain).unwrap();
+        let mut spliced = c.clone();
+        spliced[..CIPHER_SEGMENT].copy_from_slice(&c2[..CIPHER_SEGMENT]);
+        assert_eq!(decrypt_bytes(&k, &spliced), Err(CryptError::Tampered { segment: 0 }));
+        // an empty file is one authenticated segment
+        let empty = encrypt_bytes(&k, &[]).unwrap();
+        assert_eq!(empty.len(), TAG);
+        assert_eq!(decrypt_bytes(&k, &empty).unwrap(), Vec::<u8>::new());
+        assert!(decrypt_bytes(&k, &[]).is_err());
+    }
+
+    #[test]
+    fn nothing_unverified_is_written_and_a_short_stream_fails_finish() {
+        let k = key(3);
+        let plain = data(2 * SEGMENT + 5);
+        let mut c = encrypt_bytes(&k, &plain).unwrap();
+        c[2 * CIPHER_SEGMENT + 1] ^= 0x80;
+        let mut out = Vec::new();
+        let mut w = DecryptWriter::new(&mut out, k.clone(), plain.len() as u64, 0..plain.len() as u64);
+        let e = w.write_all(&c).unwrap_err();
+        assert_eq!(crypt_error(&e), Some(&CryptError::Tampered { segment: 2 }));
+        drop(w);
+        assert_eq!(out, plain[..2 * SEGMENT]);
+        let c = encrypt_bytes(&k, &plain).unwrap();
+        let mut out = Vec::new();
+        let mut w = DecryptWriter::new(&mut out, k, plain.len() as u64, 0..plain.len() as u64);
+        w.write_all(&c[..CIPHER_SEGMENT + 10]).unwrap();
+        let e = w.finish().unwrap_err();
+        assert_eq!(crypt_error(&e), Some(&CryptError::Truncated { segment: 1 }));
+    }
+
+    #[test]
+    fn an_input_that_changes_length_is_refused() {
+        let k = key(4);
+        let plain = data(1000);
+        let mut out = Vec::new();
+        let e = EncryptReader::new(&plain[..], k.clone(), 999).read_to_end(&mut out).unwrap_err();
+        assert!(matches!(crypt_error(&e), Some(CryptError::InputChanged { .. })), "{e}");
+        let e = EncryptReader::new(&plain[..], k, 1001).read_to_end(&mut out).unwrap_err();
+        assert!(matches!(crypt_error(&e), Some(CryptError::InputChanged { .. })), "{e}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// Any range decrypts from just the segments `cipher_range` names.
+        #[test]
+        fn range_decrypt_proptest(len in 0usize..(3 * SEGMENT + 77), a in 0usize..4_000_000, b in 0usize..4_000_000, seed: u64) {
+            let k = key(seed);
+            let plain = data(len);
+            let c = encrypt_bytes(&k, &plain).unwrap();
+            let (lo, hi) = (a.min(b).min(len), a.max(b).min(len));
+            let want = lo as u64..hi as u64;
+            let cr = cipher_range(&want, len as u64);
+            let mut out = Vec::new();
+            let mut w = DecryptWriter::new(&mut out, k.clone(), len as u64, want.clone());
+            w.write_all(&c[cr.start as usize..cr.end as usize]).unwrap();
+            w.finish().unwrap();
+            prop_assert_eq!(&out[..], &plain[lo..hi]);
+        }
+
+        #[test]
+        fn roundtrip_proptest(plain in proptest::collection::vec(any::<u8>(), 0..5000), seed: u64) {
+            let k = key(seed);
+            let c = encrypt_bytes(&k, &plain).unwrap();
+            prop_assert_eq!(c.len() as u64, cipher_len(plain.len() as u64));
+            prop_assert_eq!(decrypt_bytes(&k, &c).unwrap(), plain);
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! The library's one error type.
+
+use crate::crypt::CryptError;
+
+/// Everything `crowd_client` can fail with. Every variant prints as one
+/// line; strings that came from peers are stripped of control characters.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The client home's config or identity is missing or invalid.
+    #[error("{0}")]
+    Config(String),
+    /// An argument or input file the caller gave is unusable.
+    #[error("{0}")]
+    Input(String),
+    /// No such file on the network or in this home.
+    #[error("{0}")]
+    NotFound(String),
+    /// A private file asked for by CID from a home that does not own it.
+    #[error("{0}")]
+    NeedsCapability(String),
+    /// The account cannot pay for the deals.
+    #[error("funds too low: the deals need {need}, the balance is {available}")]
+    InsufficientFunds { need: u128, available: u128 },
+    /// Too few providers would take the pieces.
+    #[error("{0}")]
+    NoProviders(String),
+    /// A malformed, truncated or mismatched read capability.
+    #[error("{0}")]
+    Capability(String),
+    /// A manifest envelope that does not open with this client's key.
+    #[error("the manifest's envelope: {0}")]
+    Envelope(String),
+    /// Ciphertext that does not decrypt (tampered, truncated, wrong key).
+    #[error(transparent)]
+    Crypt(#[from] CryptError),
+    /// Retrieved bytes that do not match what the manifest promises.
+    #[error("{0}")]
+    Verification(String),
+    /// Key material: backup files, identities.
+    #[error("{0}")]
+    Key(String),
+    /// A key backup that the passphrase does not open.
+    #[error("wrong passphrase (or the key backup was altered)")]
+    Passphrase,
+    /// The tracker or providers failed or refused.
+    #[error("{0}")]
+    Network(String),
+    /// Local I/O.
+    #[error("{0}")]
+    Io(String),
+    /// Anything else, as one line.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The typed error inside an internal `anyhow` chain, else its one-line
+/// message as [`Error::Io`] or [`Error::Other`].
+pub(crate) fn from_anyhow(e: anyhow::Error) -> Error {
+    let line = strip(&format!("{e:#}"));
+    for cause in e.chain() {
+        if let Some(c) = cause.downcast_ref::<CryptError>() {
+            return Error::Crypt(c.clone());
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            if let Some(c) = crate::crypt::crypt_error(io) {
+                return Error::Crypt(c.clone());
+            }
+        }
+    }
+    match e.downcast::<Error>() {
+        Ok(typed) => typed,
+        Err(e) if e.chain().any(|c| c.is::<std::io::Error>()) => Error::Io(line),
+        Err(_) => Error::Other(line),
+    }
+}
+
+/// Control characters out (a remote error string must not drive the terminal).
+pub fn strip(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() && c != '\n' { '?' } else { c })
+        .collect::<String>()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn typed_errors_survive_anyhow_and_strings_are_one_clean_line() {
+        let e = anyhow::Error::from(Error::Passphrase).context("key import");
+        assert!(matches!(from_anyhow(e), Error::Passphrase));
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, CryptError::Tampered { segment: 3 });
+        let e = anyhow::Error::from(io).context("writing");
+        assert!(matches!(from_anyhow(e), Error::Crypt(CryptError::Tampered { segment: 3 })));
+        let e = from_anyhow(anyhow::anyhow!("peer said \x1b[31mred\x1b[0m\nsecond"));
+        let s = e.to_string();
+        assert!(!s.contains('\x1b') && !s.contains('\n'), "{s:?}");
+    }
+}
