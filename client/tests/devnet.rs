@@ -66,8 +66,10 @@ fn pid_running(pid: u64) -> bool {
         .unwrap_or(false)
 }
 
-/// The client's available balance, asked of the tracker over the wire.
-fn available(tracker_addr: &str, account: crowd_protocol::libp2p::PeerId) -> u128 {
+/// The client's available balance, asked of the tracker over the wire as
+/// `key`'s owner (the tracker answers an account only to itself).
+fn available(tracker_addr: &str, key: &Keypair) -> u128 {
+    let account = key.public().to_peer_id();
     let addr: Multiaddr = tracker_addr.parse().unwrap();
     let Some(Protocol::P2p(tracker)) = addr.iter().last() else {
         panic!("{tracker_addr} has no /p2p/")
@@ -78,7 +80,7 @@ fn available(tracker_addr: &str, account: crowd_protocol::libp2p::PeerId) -> u12
             listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
             ..NetworkConfig::default()
         };
-        let (net, _inbound) = Network::start(Keypair::generate_ed25519(), config).await.unwrap();
+        let (net, _inbound) = Network::start(key.clone(), config).await.unwrap();
         net.dial(tracker, vec![addr]).await.unwrap();
         match net
             .request(tracker, Request::Tracker(TrackerRequest::Account(account)))
@@ -149,11 +151,8 @@ fn up_status_down_and_up_again() {
         std::fs::metadata(&key_path).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    let client = Keypair::from_protobuf_encoding(&std::fs::read(&key_path).unwrap())
-        .unwrap()
-        .public()
-        .to_peer_id();
-    assert!(available(tracker_addr, client) >= 1_000_000_000_000_000);
+    let client = Keypair::from_protobuf_encoding(&std::fs::read(&key_path).unwrap()).unwrap();
+    assert!(available(tracker_addr, &client) >= 1_000_000_000_000_000);
 
     // a second `up` is refused in one line and leaves the devnet alone
     let again = crowd(home, &["devnet", "up", "--nodes", "3"]);

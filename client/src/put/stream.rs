@@ -188,12 +188,23 @@ pub fn address_and_layout_private(
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
     std::thread::scope(|s| {
         let plain = s.spawn(|| crowd_chunker::build_from_reader(for_plain, params, &mut crowd_chunker::Discard));
+        // The tee below blocks inside the encoder's rayon workers until this
+        // thread takes its bytes; were this DAG build on the same pool, its
+        // parallel hashing could wait for those very workers (a deadlock seen
+        // once the channel filled). So it hashes on a pool of its own.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .thread_name(|_| "crowd-cipher-dag".into())
+            .build()
+            .map_err(|e| anyhow!("cannot start a hashing thread: {e}"))?;
         let cipher = s.spawn(move || {
-            crowd_chunker::build_from_reader(
-                crate::get::pipeline::ChannelReader::new(rx),
-                params,
-                &mut crowd_chunker::Discard,
-            )
+            pool.install(|| {
+                crowd_chunker::build_from_reader(
+                    crate::get::pipeline::ChannelReader::new(rx),
+                    params,
+                    &mut crowd_chunker::Discard,
+                )
+            })
         });
         let encrypted = crate::crypt::EncryptReader::new(
             crate::progress::Reader::new(for_cipher, bar.clone()),
