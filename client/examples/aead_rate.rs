@@ -13,7 +13,10 @@ use std::time::Instant;
 use crowd_client::crypt::{DecryptWriter, EncryptReader, FileKey};
 
 fn main() {
-    let mib: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(256);
+    let mib: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(256);
     let len = mib << 20;
     let mut plain = vec![0u8; len];
     rand::Rng::fill(&mut rand::thread_rng(), &mut plain[..]);

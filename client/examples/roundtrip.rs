@@ -26,7 +26,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(&file, &data)?;
 
     let put = client.put_path(&file, &PutOptions::default())?;
-    println!("put {} ({} bytes, {} deals, public: {})", put.root, put.size, put.deals.len(), put.public);
+    println!(
+        "put {} ({} bytes, {} deals, public: {})",
+        put.root,
+        put.size,
+        put.deals.len(),
+        put.public
+    );
 
     let target: Target = put.root.parse()?;
     let back = dir.path().join("back.bin");
@@ -36,12 +42,23 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     let range = (size / 3) as u64..(size / 2) as u64;
     let mut part = Vec::new();
-    client.get_to_writer(&target, &GetOptions { range: Some(range.clone()) }, &mut part)?;
+    client.get_to_writer(
+        &target,
+        &GetOptions {
+            range: Some(range.clone()),
+        },
+        &mut part,
+    )?;
     if part != data[range.start as usize..range.end as usize] {
         return Err("the range came back different".into());
     }
     let capability = client.share(&put.root)?;
-    println!("got it back whole and bytes {}-{}; capability {}…", range.start, range.end, &capability.to_string()[..24]);
+    println!(
+        "got it back whole and bytes {}-{}; capability {}…",
+        range.start,
+        range.end,
+        &capability.to_string()[..24]
+    );
     Ok(())
 }
 

@@ -331,7 +331,11 @@ impl<W: Write> DecryptWriter<W> {
         open_segment(&self.key, index, last, &mut self.buf).map_err(io_err)?;
         let start = index * SEGMENT as u64;
         let lo = self.want.start.max(start) - start;
-        let hi = self.want.end.min(start + self.buf.len() as u64).saturating_sub(start);
+        let hi = self
+            .want
+            .end
+            .min(start + self.buf.len() as u64)
+            .saturating_sub(start);
         if lo < hi {
             self.inner.write_all(&self.buf[lo as usize..hi as usize])?;
         }
@@ -343,7 +347,9 @@ impl<W: Write> DecryptWriter<W> {
     /// Checks that every segment arrived and flushes `inner`.
     pub fn finish(mut self) -> io::Result<W> {
         if self.segment < self.end_segment {
-            return Err(io_err(CryptError::Truncated { segment: self.segment }));
+            return Err(io_err(CryptError::Truncated {
+                segment: self.segment,
+            }));
         }
         self.inner.flush()?;
         Ok(self.inner)
@@ -392,7 +398,16 @@ mod tests {
 
     #[test]
     fn lengths_roundtrip_and_impossible_lengths_are_refused() {
-        for plain in [0u64, 1, 15, 16, SEGMENT as u64 - 1, SEGMENT as u64, SEGMENT as u64 + 1, 5 << 20] {
+        for plain in [
+            0u64,
+            1,
+            15,
+            16,
+            SEGMENT as u64 - 1,
+            SEGMENT as u64,
+            SEGMENT as u64 + 1,
+            5 << 20,
+        ] {
             assert_eq!(plain_len(cipher_len(plain)).unwrap(), plain, "{plain}");
         }
         assert_eq!(cipher_len(0), 16);
@@ -412,23 +427,35 @@ mod tests {
         let mut swapped = c.clone();
         let (a, b) = swapped.split_at_mut(CIPHER_SEGMENT);
         a.swap_with_slice(&mut b[..CIPHER_SEGMENT]);
-        assert_eq!(decrypt_bytes(&k, &swapped), Err(CryptError::Tampered { segment: 0 }));
+        assert_eq!(
+            decrypt_bytes(&k, &swapped),
+            Err(CryptError::Tampered { segment: 0 })
+        );
         // truncate to whole segments: segment 2 was not the last
         let cut = &c[..3 * CIPHER_SEGMENT];
         assert_eq!(decrypt_bytes(&k, cut), Err(CryptError::Tampered { segment: 2 }));
         // one flipped bit
         let mut flipped = c.clone();
         flipped[CIPHER_SEGMENT + 7] ^= 1;
-        assert_eq!(decrypt_bytes(&k, &flipped), Err(CryptError::Tampered { segment: 1 }));
+        assert_eq!(
+            decrypt_bytes(&k, &flipped),
+            Err(CryptError::Tampered { segment: 1 })
+        );
         // another key
-        assert_eq!(decrypt_bytes(&key(2), &c), Err(CryptError::Tampered { segment: 0 }));
+        assert_eq!(
+            decrypt_bytes(&key(2), &c),
+            Err(CryptError::Tampered { segment: 0 })
+        );
         // splicing another file's segment (same key, other nonce prefix)
         let mut other = key(1);
         other.nonce[0] ^= 1;
         let c2 = encrypt_bytes(&other, &plain).unwrap();
         let mut spliced = c.clone();
         spliced[..CIPHER_SEGMENT].copy_from_slice(&c2[..CIPHER_SEGMENT]);
-        assert_eq!(decrypt_bytes(&k, &spliced), Err(CryptError::Tampered { segment: 0 }));
+        assert_eq!(
+            decrypt_bytes(&k, &spliced),
+            Err(CryptError::Tampered { segment: 0 })
+        );
         // an empty file is one authenticated segment
         let empty = encrypt_bytes(&k, &[]).unwrap();
         assert_eq!(empty.len(), TAG);
@@ -461,10 +488,20 @@ mod tests {
         let k = key(4);
         let plain = data(1000);
         let mut out = Vec::new();
-        let e = EncryptReader::new(&plain[..], k.clone(), 999).read_to_end(&mut out).unwrap_err();
-        assert!(matches!(crypt_error(&e), Some(CryptError::InputChanged { .. })), "{e}");
-        let e = EncryptReader::new(&plain[..], k, 1001).read_to_end(&mut out).unwrap_err();
-        assert!(matches!(crypt_error(&e), Some(CryptError::InputChanged { .. })), "{e}");
+        let e = EncryptReader::new(&plain[..], k.clone(), 999)
+            .read_to_end(&mut out)
+            .unwrap_err();
+        assert!(
+            matches!(crypt_error(&e), Some(CryptError::InputChanged { .. })),
+            "{e}"
+        );
+        let e = EncryptReader::new(&plain[..], k, 1001)
+            .read_to_end(&mut out)
+            .unwrap_err();
+        assert!(
+            matches!(crypt_error(&e), Some(CryptError::InputChanged { .. })),
+            "{e}"
+        );
     }
 
     proptest! {

@@ -60,22 +60,27 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// The typed error inside an internal `anyhow` chain, else its one-line
 /// message as [`Error::Io`] or [`Error::Other`].
 pub(crate) fn from_anyhow(e: anyhow::Error) -> Error {
-    let line = strip(&format!("{e:#}"));
-    for cause in e.chain() {
-        if let Some(c) = cause.downcast_ref::<CryptError>() {
-            return Error::Crypt(c.clone());
-        }
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            if let Some(c) = crate::crypt::crypt_error(io) {
-                return Error::Crypt(c.clone());
-            }
-        }
+    if let Some(c) = crypt_error_in(&e) {
+        return Error::Crypt(c.clone());
     }
+    let line = strip(&format!("{e:#}"));
     match e.downcast::<Error>() {
         Ok(typed) => typed,
         Err(e) if e.chain().any(|c| c.is::<std::io::Error>()) => Error::Io(line),
         Err(_) => Error::Other(line),
     }
+}
+
+/// The [`CryptError`] anywhere in an `anyhow` chain (also inside an I/O
+/// error from the crypt adapters).
+pub(crate) fn crypt_error_in(e: &anyhow::Error) -> Option<&CryptError> {
+    e.chain().find_map(|cause| {
+        cause.downcast_ref::<CryptError>().or_else(|| {
+            cause
+                .downcast_ref::<std::io::Error>()
+                .and_then(crate::crypt::crypt_error)
+        })
+    })
 }
 
 /// Control characters out (a remote error string must not drive the terminal).
@@ -97,9 +102,15 @@ mod tests {
     fn typed_errors_survive_anyhow_and_strings_are_one_clean_line() {
         let e = anyhow::Error::from(Error::Passphrase).context("key import");
         assert!(matches!(from_anyhow(e), Error::Passphrase));
-        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, CryptError::Tampered { segment: 3 });
+        let io = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            CryptError::Tampered { segment: 3 },
+        );
         let e = anyhow::Error::from(io).context("writing");
-        assert!(matches!(from_anyhow(e), Error::Crypt(CryptError::Tampered { segment: 3 })));
+        assert!(matches!(
+            from_anyhow(e),
+            Error::Crypt(CryptError::Tampered { segment: 3 })
+        ));
         let e = from_anyhow(anyhow::anyhow!("peer said \x1b[31mred\x1b[0m\nsecond"));
         let s = e.to_string();
         assert!(!s.contains('\x1b') && !s.contains('\n'), "{s:?}");

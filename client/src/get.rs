@@ -72,10 +72,12 @@ impl std::str::FromStr for Target {
         if keys::is_capability(s) {
             return Ok(Target::Capability(Box::new(s.parse()?)));
         }
-        s.trim()
-            .parse::<Cid>()
-            .map(Target::Cid)
-            .map_err(|e| Error::Input(format!("'{}' is not a CID (nor a crowd: capability): {e}", s.trim())))
+        s.trim().parse::<Cid>().map(Target::Cid).map_err(|e| {
+            Error::Input(format!(
+                "'{}' is not a CID (nor a crowd: capability): {e}",
+                s.trim()
+            ))
+        })
     }
 }
 
@@ -179,11 +181,22 @@ pub fn get(
         let written = crate::input::write_atomically(output, |f| {
             let mut w = BufWriter::with_capacity(1 << 20, pipeline::Writeback::new(f));
             let job = fetch_job(&found, &dir, &plan, stored_whole, &bar);
-            let retrieve = |out: &mut dyn WriteSend| pipeline::retrieve(rt.handle(), &found.session.net, job, &stored, out);
+            let retrieve = |out: &mut dyn WriteSend| {
+                pipeline::retrieve(rt.handle(), &found.session.net, job, &stored, out)
+            };
             let fetched = match (&found.access, whole) {
-                (Access::Public, true) => pipeline::with_root_check(&mut w, &params, &m.root, |out| retrieve(out)),
+                (Access::Public, true) => {
+                    pipeline::with_root_check(&mut w, &params, &m.root, |out| retrieve(out))
+                }
                 (Access::Public, false) => retrieve(&mut w),
-                (Access::Private { key, plain_len, plain_root }, _) => {
+                (
+                    Access::Private {
+                        key,
+                        plain_len,
+                        plain_root,
+                    },
+                    _,
+                ) => {
                     match (plain_root, whole) {
                         // the owner checks the decrypted file against its root
                         (Some(root), true) => pipeline::with_root_check(&mut w, &params, root, |out| {
@@ -195,7 +208,8 @@ pub fn get(
                         // a capability holder checks the ciphertext's root as it streams
                         (None, true) => {
                             let mut d = decrypt_to(&mut w, key, *plain_len, &range);
-                            let fetched = pipeline::with_root_check(&mut d, &params, &m.root, |out| retrieve(out))?;
+                            let fetched =
+                                pipeline::with_root_check(&mut d, &params, &m.root, |out| retrieve(out))?;
                             d.finish()?;
                             Ok(fetched)
                         }
@@ -209,7 +223,10 @@ pub fn get(
                 }
             };
             let fetched = match fetched {
-                Err(e) if e.downcast_ref::<WrongRoot>().is_some() || is_tampered(&e) => {
+                Err(e)
+                    if e.downcast_ref::<WrongRoot>().is_some()
+                        || crate::error::crypt_error_in(&e).is_some() =>
+                {
                     // verified pieces that do not make the file: start afresh next time
                     let _ = std::fs::remove_dir_all(dir.path());
                     return Err(e);
@@ -254,15 +271,6 @@ fn decrypt_to<'w>(
 /// A writer the retrieval can hand to its decoder thread.
 pub(crate) trait WriteSend: Write + Send {}
 impl<W: Write + Send> WriteSend for W {}
-
-fn is_tampered(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .and_then(crate::crypt::crypt_error)
-            .is_some()
-            || c.is::<crate::crypt::CryptError>()
-    })
-}
 
 /// `crowd export`: a public file's DAG as a CAR v1.
 pub fn export(home: &Path, cid: &Cid, output: &Path, progress: Option<&Callback>) -> Result<GetOutput> {
@@ -380,7 +388,14 @@ struct Report {
 }
 
 impl Report {
-    fn output(&self, found: &Found, size: u64, out: &Path, range: Option<&Range<u64>>, stored: &Range<u64>) -> GetOutput {
+    fn output(
+        &self,
+        found: &Found,
+        size: u64,
+        out: &Path,
+        range: Option<&Range<u64>>,
+        stored: &Range<u64>,
+    ) -> GetOutput {
         let mut failed: Vec<String> = self.failures.iter().map(|f| f.provider.to_string()).collect();
         failed.sort();
         failed.dedup();
@@ -446,7 +461,12 @@ async fn find(home: &Path, target: &Target) -> Result<Found> {
         Target::Capability(cap) => {
             let (m, cid) = find_manifest(&session, &addrs, &cap.network_root)
                 .await?
-                .ok_or_else(|| Error::NotFound(format!("no manifest found for the capability's file {}", cap.network_root)))?;
+                .ok_or_else(|| {
+                    Error::NotFound(format!(
+                        "no manifest found for the capability's file {}",
+                        cap.network_root
+                    ))
+                })?;
             if cid != cap.manifest {
                 return Err(Error::Capability(format!(
                     "the capability is for manifest {}, but its root's manifest is {cid}",
@@ -478,7 +498,10 @@ fn holder_access(m: &Manifest, key: &FileKey) -> Result<Access> {
         return Err(Error::Capability("the capability names a public file's manifest".into()).into());
     };
     if e.key_check != key.check_value() || e.nonce != key.nonce {
-        return Err(Error::Capability("the capability's key does not open this file (another file's capability?)".into()).into());
+        return Err(Error::Capability(
+            "the capability's key does not open this file (another file's capability?)".into(),
+        )
+        .into());
     }
     Ok(Access::Private {
         key: key.clone(),
@@ -488,7 +511,10 @@ fn holder_access(m: &Manifest, key: &FileKey) -> Result<Access> {
 }
 
 /// The file key of the owner's private `m`.
-pub(crate) fn owner_key(identity: &crowd_protocol::libp2p::identity::Keypair, m: &Manifest) -> Result<Option<FileKey>> {
+pub(crate) fn owner_key(
+    identity: &crowd_protocol::libp2p::identity::Keypair,
+    m: &Manifest,
+) -> Result<Option<FileKey>> {
     Ok(match owner_access(identity, m)?.0 {
         Access::Public => None,
         Access::Private { key, .. } => Some(key),
@@ -532,13 +558,16 @@ async fn find_by_cid(
             .network_root()
             .parse()
             .map_err(|_| anyhow!("the record of {cid} names a bad root"))?;
-        let local = records::manifest_bytes(home, &record)?.and_then(|b| check_manifest(&b, &network_root).ok());
+        let local =
+            records::manifest_bytes(home, &record)?.and_then(|b| check_manifest(&b, &network_root).ok());
         let m = match local {
             Some(m) => m,
             None => find_manifest(session, addrs, &network_root)
                 .await?
                 .map(|(m, _)| m)
-                .ok_or_else(|| Error::NotFound(format!("no manifest found for {cid} (recorded in this home)")))?,
+                .ok_or_else(|| {
+                    Error::NotFound(format!("no manifest found for {cid} (recorded in this home)"))
+                })?,
         };
         let (access, root) = owner_access(&session.key, &m)?;
         if root != *cid && m.root != *cid {
@@ -599,7 +628,10 @@ async fn find_manifest(
         Some(found) => Ok(Some(found)),
         None => match problems.first() {
             None => Ok(None),
-            Some(p) => bail!("no manifest found for {root}: {}", engine::one_line(&crate::error::strip(p))),
+            Some(p) => bail!(
+                "no manifest found for {root}: {}",
+                engine::one_line(&crate::error::strip(p))
+            ),
         },
     }
 }

@@ -98,7 +98,8 @@ pub fn ls_table(entries: &[LsEntry]) -> String {
 /// (a private file's from its envelope, opened with this client's key).
 /// Returns the records it wrote.
 pub(crate) async fn recover(home: &Path, session: &Session) -> Result<Vec<Record>> {
-    let known: std::collections::HashSet<String> = records::list(home)?.into_iter().map(|r| r.manifest).collect();
+    let known: std::collections::HashSet<String> =
+        records::list(home)?.into_iter().map(|r| r.manifest).collect();
     let mut restored = Vec::new();
     let mut after = None;
     // bounded: MAX_MANIFESTS_PER_CLIENT / page size pages at most, plus slack
@@ -112,8 +113,12 @@ pub(crate) async fn recover(home: &Path, session: &Session) -> Result<Vec<Record
             if known.contains(&cid) {
                 continue;
             }
-            let Ok(m) = Manifest::decode(&blob.0) else { continue };
-            let Some(record) = record_of(&session.key, &m, &cid) else { continue };
+            let Ok(m) = Manifest::decode(&blob.0) else {
+                continue;
+            };
+            let Some(record) = record_of(&session.key, &m, &cid) else {
+                continue;
+            };
             records::save(home, &record, &blob.0)?;
             restored.push(record);
         }
@@ -127,11 +132,17 @@ pub(crate) async fn recover(home: &Path, session: &Session) -> Result<Vec<Record
 
 /// The record a manifest of this client's stands for (`None` if its
 /// envelope does not open: then it is not ours to read).
-fn record_of(identity: &crowd_protocol::libp2p::identity::Keypair, m: &Manifest, cid: &str) -> Option<Record> {
+fn record_of(
+    identity: &crowd_protocol::libp2p::identity::Keypair,
+    m: &Manifest,
+    cid: &str,
+) -> Option<Record> {
     let (root, size, name, stored_at, public) = match &m.encryption {
         None => (m.root.to_string(), m.size, String::new(), 0, true),
         Some(e) => {
-            let c = crate::keys::open_envelope(&crate::keys::envelope_key(identity).ok()?, &m.root, &e.envelope).ok()?;
+            let c =
+                crate::keys::open_envelope(&crate::keys::envelope_key(identity).ok()?, &m.root, &e.envelope)
+                    .ok()?;
             (c.root, c.size, c.name, c.stored_at, false)
         }
     };
@@ -308,7 +319,11 @@ async fn status_async(home: &Path, cid: &Cid, given: &str) -> Result<StatusOutpu
         None => match session
             .tracker(TrackerRequest::Manifest {
                 root: match &local {
-                    Some(r) => r.network_root().parse::<Cid>().map_err(|_| anyhow!("{given}: bad record"))?.to_bytes(),
+                    Some(r) => r
+                        .network_root()
+                        .parse::<Cid>()
+                        .map_err(|_| anyhow!("{given}: bad record"))?
+                        .to_bytes(),
                     None => cid.to_bytes(),
                 },
             })
@@ -381,8 +396,12 @@ pub fn share(home: &Path, given: &str) -> Result<crate::keys::Capability> {
         ))
         .into());
     }
-    let bytes = records::manifest_bytes(home, &record)?
-        .ok_or_else(|| anyhow!("{given}: the record's manifest is missing from {}", home.display()))?;
+    let bytes = records::manifest_bytes(home, &record)?.ok_or_else(|| {
+        anyhow!(
+            "{given}: the record's manifest is missing from {}",
+            home.display()
+        )
+    })?;
     let m = Manifest::decode(&bytes).map_err(|e| anyhow!("{given}: {e}"))?;
     let identity = crate::session::load_or_create_key(home)?;
     let key = crate::get::owner_key(&identity, &m)?
@@ -559,9 +578,16 @@ mod tests {
         assert_eq!(e.date, "1970-01-01 00:01");
         let table = ls_table(&[e]);
         let line = table.lines().nth(1).unwrap();
-        assert!(line.starts_with("bafyroot") && line.contains("private"), "{table}");
+        assert!(
+            line.starts_with("bafyroot") && line.contains("private"),
+            "{table}"
+        );
         // a record restored from a public manifest has no time
-        let restored = Record { stored_at: 0, public: true, ..r };
+        let restored = Record {
+            stored_at: 0,
+            public: true,
+            ..r
+        };
         let e = LsEntry::from(&restored);
         assert_eq!(e.date, "-");
         assert!(ls_table(&[e]).contains("public"));

@@ -62,3 +62,17 @@ pub fn write_atomically<T>(dest: &Path, write: impl FnOnce(&mut File) -> Result<
         .with_context(|| format!("cannot write {}", dest.display()))?;
     Ok(value)
 }
+
+/// Writes `bytes` to `dest` atomically; `private` makes it mode 0600 before
+/// a byte is written (keys, key backups).
+pub fn write_bytes(dest: &Path, bytes: &[u8], private: bool) -> Result<()> {
+    write_atomically(dest, |f| {
+        use std::io::Write;
+        if private {
+            use std::os::unix::fs::PermissionsExt;
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        }
+        f.write_all(bytes)?;
+        Ok(())
+    })
+}

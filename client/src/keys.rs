@@ -81,12 +81,22 @@ fn aad(network_root: &Cid) -> Vec<u8> {
 }
 
 /// Seals `contents` to the owner (24-byte random nonce, then ciphertext).
-pub fn seal_envelope(key: &[u8; 32], network_root: &Cid, contents: &EnvelopeContents) -> Result<Vec<u8>, Error> {
+pub fn seal_envelope(
+    key: &[u8; 32],
+    network_root: &Cid,
+    contents: &EnvelopeContents,
+) -> Result<Vec<u8>, Error> {
     let plain = serde_json::to_vec(contents).map_err(|e| Error::Envelope(e.to_string()))?;
     let nonce: [u8; 24] = rand::random();
     let aad = aad(network_root);
     let sealed = XChaCha20Poly1305::new(key.into())
-        .encrypt(XNonce::from_slice(&nonce), Payload { msg: &plain, aad: &aad })
+        .encrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: &plain,
+                aad: &aad,
+            },
+        )
         .map_err(|_| Error::Envelope("sealing failed".into()))?;
     let mut out = nonce.to_vec();
     out.extend_from_slice(&sealed);
@@ -101,8 +111,16 @@ pub fn open_envelope(key: &[u8; 32], network_root: &Cid, envelope: &[u8]) -> Res
     let (nonce, sealed) = envelope.split_at(24);
     let aad = aad(network_root);
     let plain = XChaCha20Poly1305::new(key.into())
-        .decrypt(XNonce::from_slice(nonce), Payload { msg: sealed, aad: &aad })
-        .map_err(|_| Error::Envelope("it does not decrypt with this client's key (not this client's file?)".into()))?;
+        .decrypt(
+            XNonce::from_slice(nonce),
+            Payload {
+                msg: sealed,
+                aad: &aad,
+            },
+        )
+        .map_err(|_| {
+            Error::Envelope("it does not decrypt with this client's key (not this client's file?)".into())
+        })?;
     serde_json::from_slice(&plain).map_err(|e| Error::Envelope(format!("its contents are malformed: {e}")))
 }
 
@@ -132,7 +150,11 @@ impl std::fmt::Display for Capability {
             bytes.push(b.len() as u8);
             bytes.extend_from_slice(&b);
         }
-        write!(f, "{CAPABILITY_PREFIX}{}", data_encoding::BASE32_NOPAD.encode(&bytes).to_ascii_lowercase())
+        write!(
+            f,
+            "{CAPABILITY_PREFIX}{}",
+            data_encoding::BASE32_NOPAD.encode(&bytes).to_ascii_lowercase()
+        )
     }
 }
 
@@ -141,7 +163,10 @@ impl std::str::FromStr for Capability {
 
     fn from_str(s: &str) -> Result<Self, Error> {
         let bad = |why: &str| Error::Capability(format!("not a valid crowd capability: {why}"));
-        let body = s.trim().strip_prefix(CAPABILITY_PREFIX).ok_or_else(|| bad("it does not start with 'crowd:'"))?;
+        let body = s
+            .trim()
+            .strip_prefix(CAPABILITY_PREFIX)
+            .ok_or_else(|| bad("it does not start with 'crowd:'"))?;
         let bytes = data_encoding::BASE32_NOPAD
             .decode(body.to_ascii_uppercase().as_bytes())
             .map_err(|_| bad("it is not base32 (truncated or mistyped?)"))?;
@@ -220,7 +245,8 @@ pub struct Backup {
 }
 
 fn kdf(passphrase: &str, salt: &[u8], log_n: u8, r: u32, p: u32) -> Result<[u8; 32], Error> {
-    let params = scrypt::Params::new(log_n, r, p, 32).map_err(|e| Error::Key(format!("scrypt parameters: {e}")))?;
+    let params =
+        scrypt::Params::new(log_n, r, p, 32).map_err(|e| Error::Key(format!("scrypt parameters: {e}")))?;
     let mut out = [0u8; 32];
     scrypt::scrypt(passphrase.as_bytes(), salt, &params, &mut out)
         .map_err(|e| Error::Key(format!("scrypt: {e}")))?;
@@ -237,7 +263,13 @@ pub fn seal_backup(backup: &Backup, passphrase: &str) -> Result<Vec<u8>, Error> 
     let key = kdf(passphrase, &salt, LOG_N, R, P)?;
     let plain = serde_json::to_vec(backup).map_err(|e| Error::Key(e.to_string()))?;
     let sealed = XChaCha20Poly1305::new(&key.into())
-        .encrypt(XNonce::from_slice(&nonce), Payload { msg: &plain, aad: BACKUP_FORMAT.as_bytes() })
+        .encrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: &plain,
+                aad: BACKUP_FORMAT.as_bytes(),
+            },
+        )
         .map_err(|_| Error::Key("sealing the backup failed".into()))?;
     let file = BackupFile {
         format: BACKUP_FORMAT.into(),
@@ -273,7 +305,13 @@ pub fn open_backup(bytes: &[u8], passphrase: &str) -> Result<Backup, Error> {
     }
     let key = kdf(passphrase, &salt, file.log_n, file.r, file.p)?;
     let plain = XChaCha20Poly1305::new(&key.into())
-        .decrypt(XNonce::from_slice(&nonce), Payload { msg: &sealed, aad: BACKUP_FORMAT.as_bytes() })
+        .decrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: &sealed,
+                aad: BACKUP_FORMAT.as_bytes(),
+            },
+        )
         .map_err(|_| Error::Passphrase)?;
     serde_json::from_slice(&plain).map_err(|e| bad(format!("its contents are malformed: {e}")))
 }
@@ -320,7 +358,10 @@ mod tests {
     #[test]
     fn capabilities_roundtrip_and_bad_ones_are_one_line_errors() {
         let cap = Capability {
-            key: FileKey { key: [3; 32], nonce: [4; NONCE_PREFIX] },
+            key: FileKey {
+                key: [3; 32],
+                nonce: [4; NONCE_PREFIX],
+            },
             manifest: root(1),
             network_root: root(2),
         };
@@ -343,12 +384,18 @@ mod tests {
 
     #[test]
     fn a_backup_opens_with_its_passphrase_only() {
-        let backup = Backup { identity: "abcd".into(), config: Some("x = 1\n".into()) };
+        let backup = Backup {
+            identity: "abcd".into(),
+            config: Some("x = 1\n".into()),
+        };
         let sealed = seal_backup(&backup, "correct horse").unwrap();
         let opened = open_backup(&sealed, "correct horse").unwrap();
         assert_eq!(opened.identity, "abcd");
         assert_eq!(opened.config.as_deref(), Some("x = 1\n"));
-        assert!(matches!(open_backup(&sealed, "wrong horse"), Err(Error::Passphrase)));
+        assert!(matches!(
+            open_backup(&sealed, "wrong horse"),
+            Err(Error::Passphrase)
+        ));
         assert!(open_backup(b"{}", "x").is_err());
         assert!(open_backup(&sealed[..sealed.len() / 2], "correct horse").is_err());
         assert!(seal_backup(&backup, "").is_err());

@@ -77,7 +77,9 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("home", &self.home).finish_non_exhaustive()
+        f.debug_struct("Client")
+            .field("home", &self.home)
+            .finish_non_exhaustive()
     }
 }
 
@@ -87,7 +89,10 @@ impl Client {
     pub fn open(home: impl Into<PathBuf>) -> Result<Self> {
         let home = home.into();
         if home.is_file() {
-            return Err(Error::Config(format!("{} is a file, not a client home", home.display())));
+            return Err(Error::Config(format!(
+                "{} is a file, not a client home",
+                home.display()
+            )));
         }
         Ok(Self { home, progress: None })
     }
@@ -121,10 +126,12 @@ impl Client {
     /// `tmp/` first (a put reads its input twice), removed afterwards.
     pub fn put_reader(&self, mut reader: impl Read, opts: &PutOptions) -> Result<PutOutput> {
         let dir = self.home.join("tmp");
-        std::fs::create_dir_all(&dir).map_err(|e| Error::Io(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::Io(format!("cannot create {}: {e}", dir.display())))?;
         let mut spool = tempfile::NamedTempFile::new_in(&dir)
             .map_err(|e| Error::Io(format!("cannot create a file in {}: {e}", dir.display())))?;
-        std::io::copy(&mut reader, spool.as_file_mut()).map_err(|e| Error::Io(format!("reading the input: {e}")))?;
+        std::io::copy(&mut reader, spool.as_file_mut())
+            .map_err(|e| Error::Io(format!("reading the input: {e}")))?;
         let mut opts = opts.clone();
         opts.name.get_or_insert_with(String::new);
         self.put_path(spool.path(), &opts)
@@ -139,20 +146,31 @@ impl Client {
 
     /// [`Client::get`] into a writer: retrieved and verified into the home's
     /// `tmp/` first, then copied, so nothing unverified reaches `writer`.
-    pub fn get_to_writer(&self, target: &Target, opts: &GetOptions, writer: &mut impl Write) -> Result<GetOutput> {
+    pub fn get_to_writer(
+        &self,
+        target: &Target,
+        opts: &GetOptions,
+        writer: &mut impl Write,
+    ) -> Result<GetOutput> {
         let dir = self.home.join("tmp");
-        std::fs::create_dir_all(&dir).map_err(|e| Error::Io(format!("cannot create {}: {e}", dir.display())))?;
-        let scratch = tempfile::tempdir_in(&dir).map_err(|e| Error::Io(format!("cannot create a directory in {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::Io(format!("cannot create {}: {e}", dir.display())))?;
+        let scratch = tempfile::tempdir_in(&dir)
+            .map_err(|e| Error::Io(format!("cannot create a directory in {}: {e}", dir.display())))?;
         let path = scratch.path().join("out");
         let got = self.get(target, opts, &path)?;
-        let mut file = std::fs::File::open(&path).map_err(|e| Error::Io(format!("cannot open {}: {e}", path.display())))?;
+        let mut file = std::fs::File::open(&path)
+            .map_err(|e| Error::Io(format!("cannot open {}: {e}", path.display())))?;
         std::io::copy(&mut file, writer).map_err(|e| Error::Io(format!("writing the output: {e}")))?;
         Ok(got)
     }
 
     /// A public file's DAG as a CAR v1 at `out`.
     pub fn export(&self, cid: &str, out: &Path) -> Result<GetOutput> {
-        let cid = cid.trim().parse().map_err(|e| Error::Input(format!("'{}' is not a CID: {e}", cid.trim())))?;
+        let cid = cid
+            .trim()
+            .parse()
+            .map_err(|e| Error::Input(format!("'{}' is not a CID: {e}", cid.trim())))?;
         get::export(&self.home, &cid, out, self.progress.as_ref()).map_err(from_anyhow)
     }
 
@@ -181,7 +199,8 @@ impl Client {
     /// `passphrase`: the bytes of the backup file.
     pub fn export_key(&self, passphrase: &str) -> Result<Vec<u8>> {
         let path = self.home.join("identity.key");
-        let identity = std::fs::read(&path).map_err(|e| Error::Key(format!("cannot read {}: {e}", path.display())))?;
+        let identity =
+            std::fs::read(&path).map_err(|e| Error::Key(format!("cannot read {}: {e}", path.display())))?;
         Keypair::from_protobuf_encoding(&identity)
             .map_err(|e| Error::Key(format!("{}: not a valid identity key: {e}", path.display())))?;
         let config = std::fs::read_to_string(self.home.join("config.toml")).ok();
@@ -199,7 +218,8 @@ impl Client {
     /// the home has one.
     pub fn import_key(&self, backup: &[u8], passphrase: &str) -> Result<PeerId> {
         let opened = keys::open_backup(backup, passphrase)?;
-        let bytes = hex::decode(&opened.identity).map_err(|_| Error::Key("the backup's identity is not hex".into()))?;
+        let bytes = hex::decode(&opened.identity)
+            .map_err(|_| Error::Key("the backup's identity is not hex".into()))?;
         let key = Keypair::from_protobuf_encoding(&bytes)
             .map_err(|e| Error::Key(format!("the backup's identity is not a key: {e}")))?;
         let peer = key.public().to_peer_id();
@@ -214,18 +234,10 @@ impl Client {
                 )));
             }
         }
-        std::fs::create_dir_all(&self.home).map_err(|e| Error::Io(format!("cannot create {}: {e}", self.home.display())))?;
-        let write = |p: &Path, data: &[u8], private: bool| {
-            input::write_atomically(p, |f| {
-                if private {
-                    use std::os::unix::fs::PermissionsExt;
-                    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-                }
-                f.write_all(data)?;
-                Ok(())
-            })
-            .map_err(from_anyhow)
-        };
+        std::fs::create_dir_all(&self.home)
+            .map_err(|e| Error::Io(format!("cannot create {}: {e}", self.home.display())))?;
+        let write =
+            |p: &Path, data: &[u8], private: bool| input::write_bytes(p, data, private).map_err(from_anyhow);
         write(&path, &bytes, true)?;
         let config = self.home.join("config.toml");
         if let (Some(text), false) = (opened.config, config.exists()) {
@@ -238,6 +250,11 @@ impl Client {
 /// `<home>/identity.key` (libp2p protobuf ed25519, mode 0600), created if missing.
 pub fn identity(home: &Path) -> Result<Keypair> {
     session::load_or_create_key(home).map_err(|e| Error::Config(format!("{e:#}")))
+}
+
+/// Writes `bytes` to `path` atomically with mode 0600 (e.g. a key backup).
+pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    input::write_bytes(path, bytes, true).map_err(from_anyhow)
 }
 
 /// A multiaddress ending in `/p2p/<peer id>`, split.
@@ -275,11 +292,20 @@ mod tests {
         assert!(!String::from_utf8_lossy(&backup).contains("x = 1"));
         let b = tempfile::tempdir().unwrap();
         let fresh = Client::open(b.path().join("home")).unwrap();
-        assert!(matches!(fresh.import_key(&backup, "wrong"), Err(Error::Passphrase)));
-        assert!(!b.path().join("home").exists(), "nothing written on a wrong passphrase");
+        assert!(matches!(
+            fresh.import_key(&backup, "wrong"),
+            Err(Error::Passphrase)
+        ));
+        assert!(
+            !b.path().join("home").exists(),
+            "nothing written on a wrong passphrase"
+        );
         assert_eq!(fresh.import_key(&backup, "pass phrase").unwrap(), peer);
         assert_eq!(fresh.peer_id().unwrap(), peer);
-        assert_eq!(std::fs::read_to_string(b.path().join("home/config.toml")).unwrap(), "x = 1\n");
+        assert_eq!(
+            std::fs::read_to_string(b.path().join("home/config.toml")).unwrap(),
+            "x = 1\n"
+        );
         // again into the same home: fine; into a home with another identity: refused
         fresh.import_key(&backup, "pass phrase").unwrap();
         let c = tempfile::tempdir().unwrap();

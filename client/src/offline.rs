@@ -5,7 +5,9 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use crowd_chunker::{build_from_reader, build_from_slice, extract_file, write_car, DagParams, DagRoot, Discard};
+use crowd_chunker::{
+    build_from_reader, build_from_slice, extract_file, write_car, DagParams, DagRoot, Discard,
+};
 
 use crate::error::{from_anyhow, Result};
 use crate::input;
@@ -32,7 +34,10 @@ pub fn car(file: &Path, output: &Path, params: &DagParams) -> Result<DagRoot> {
         let root = match input::open(file)? {
             input::Input::Mapped(map) => write_car(&map, params, &mut out)?,
             input::Input::Empty => write_car(&[], params, &mut out)?,
-            input::Input::Stream(_) => bail!("{}: a CAR needs a regular file (it is read twice)", file.display()),
+            input::Input::Stream(_) => bail!(
+                "{}: a CAR needs a regular file (it is read twice)",
+                file.display()
+            ),
         };
         out.flush().context("writing CAR")?;
         Ok(root)

@@ -61,7 +61,13 @@ impl std::fmt::Debug for Progress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.shared {
             None => f.write_str("Progress(hidden)"),
-            Some(s) => write!(f, "Progress({:?}, {}/{})", s.stage, self.position(), s.total.load(Ordering::Relaxed)),
+            Some(s) => write!(
+                f,
+                "Progress({:?}, {}/{})",
+                s.stage,
+                self.position(),
+                s.total.load(Ordering::Relaxed)
+            ),
         }
     }
 }
@@ -184,9 +190,24 @@ mod tests {
         assert_eq!(p.position(), 10);
         p.finish_and_clear();
         let seen = seen.lock().unwrap();
-        assert_eq!(seen[0], Event::Started { stage: Stage::Hashing, total: 10 });
-        assert!(seen.contains(&Event::Advanced { stage: Stage::Hashing, done: 10, total: 10 }));
-        assert_eq!(seen.last(), Some(&Event::Finished { stage: Stage::Hashing }));
+        assert_eq!(
+            seen[0],
+            Event::Started {
+                stage: Stage::Hashing,
+                total: 10
+            }
+        );
+        assert!(seen.contains(&Event::Advanced {
+            stage: Stage::Hashing,
+            done: 10,
+            total: 10
+        }));
+        assert_eq!(
+            seen.last(),
+            Some(&Event::Finished {
+                stage: Stage::Hashing
+            })
+        );
         let hidden = Progress::start(None, Stage::Fetching, 5);
         hidden.inc(3);
         assert_eq!(hidden.position(), 0);

@@ -31,8 +31,8 @@ use crowd_chunker::{ChunkerKind, DagParams, DagRoot, HashAlg};
 use crowd_erasure::{Encoder, Layout, Params};
 use crowd_protocol::libp2p::PeerId;
 use crowd_protocol::{
-    Chunking, DealAcceptance, DealProposal, Encryption, Manifest, ManifestPiece, PieceId, Request, Response, Signed,
-    TrackerRequest, TrackerResponse, UploadResult, MANIFEST_VERSION,
+    Chunking, DealAcceptance, DealProposal, Encryption, Manifest, ManifestPiece, PieceId, Request, Response,
+    Signed, TrackerRequest, TrackerResponse, UploadResult, MANIFEST_VERSION,
 };
 use futures::future::join_all;
 use serde::Serialize;
@@ -145,11 +145,15 @@ impl Job {
 
     /// What the encoder reads in pass 2: the file, or its ciphertext.
     fn source(&self) -> Result<Box<dyn std::io::Read + Send>> {
-        let file =
-            std::fs::File::open(&self.file).with_context(|| format!("cannot open {}", self.file.display()))?;
+        let file = std::fs::File::open(&self.file)
+            .with_context(|| format!("cannot open {}", self.file.display()))?;
         Ok(match &self.key {
             None => Box::new(file),
-            Some(key) => Box::new(crate::crypt::EncryptReader::new(file, key.clone(), self.plain_size)),
+            Some(key) => Box::new(crate::crypt::EncryptReader::new(
+                file,
+                key.clone(),
+                self.plain_size,
+            )),
         })
     }
 }
@@ -754,17 +758,45 @@ mod tests {
             };
             (file.to_path_buf(), opts)
         };
-        let e = Job::new(&args(&dir.path().join("missing"), None, None).0, &args(&dir.path().join("missing"), None, None).1, &config).unwrap_err();
+        let e = Job::new(
+            &args(&dir.path().join("missing"), None, None).0,
+            &args(&dir.path().join("missing"), None, None).1,
+            &config,
+        )
+        .unwrap_err();
         assert!(format!("{e:#}").contains("cannot open"), "{e:#}");
-        let e = Job::new(&args(&file, Some(0), None).0, &args(&file, Some(0), None).1, &config).unwrap_err();
+        let e = Job::new(
+            &args(&file, Some(0), None).0,
+            &args(&file, Some(0), None).1,
+            &config,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("at least 1"), "{e}");
-        let e = Job::new(&args(&file, None, Some(0)).0, &args(&file, None, Some(0)).1, &config).unwrap_err();
+        let e = Job::new(
+            &args(&file, None, Some(0)).0,
+            &args(&file, None, Some(0)).1,
+            &config,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("epochs"), "{e}");
-        let e = Job::new(&args(dir.path(), None, None).0, &args(dir.path(), None, None).1, &config).unwrap_err();
+        let e = Job::new(
+            &args(dir.path(), None, None).0,
+            &args(dir.path(), None, None).1,
+            &config,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("directory"), "{e}");
-        let job = Job::new(&args(&file, Some(3), None).0, &args(&file, Some(3), None).1, &config).unwrap();
+        let job = Job::new(
+            &args(&file, Some(3), None).0,
+            &args(&file, Some(3), None).1,
+            &config,
+        )
+        .unwrap();
         // private by default: the stored bytes are the ciphertext's
-        assert_eq!((job.plain_size, job.k, job.m, job.epochs), (5, 3, 2, config.epochs));
+        assert_eq!(
+            (job.plain_size, job.k, job.m, job.epochs),
+            (5, 3, 2, config.epochs)
+        );
         assert_eq!(job.size, crate::crypt::cipher_len(5));
         assert!(job.key.is_some());
         assert_eq!(job.params().unwrap().segment_size() % 3, 0);

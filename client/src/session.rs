@@ -38,13 +38,7 @@ pub fn load_or_create_key(home: &Path) -> Result<Keypair> {
     let bytes = key
         .to_protobuf_encoding()
         .map_err(|e| anyhow!("encoding key: {e}"))?;
-    crate::input::write_atomically(&path, |f| {
-        use std::io::Write;
-        use std::os::unix::fs::PermissionsExt;
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        f.write_all(&bytes)?;
-        Ok(())
-    })?;
+    crate::input::write_bytes(&path, &bytes, true)?;
     Ok(key)
 }
 

@@ -100,7 +100,8 @@ pub mod wire;
 pub use error::ProtocolError;
 pub use libp2p;
 pub use manifest::{
-    Chunking, Encryption, Manifest, ManifestPiece, ENCRYPTION_SCHEME, ENCRYPTION_SEGMENT, MANIFEST_VERSION, MAX_ENVELOPE,
+    Chunking, Encryption, Manifest, ManifestPiece, ENCRYPTION_SCHEME, ENCRYPTION_SEGMENT, MANIFEST_VERSION,
+    MAX_ENVELOPE,
 };
 pub use network::{InboundRequest, Network, NetworkConfig};
 pub use signed::{Signable, Signed, MAX_SIGNED_BODY};

@@ -416,7 +416,10 @@ impl Client {
     /// request-response spreads over it meanwhile time out (seen as the
     /// "Timeout while waiting for a response" flake after a tracker restart).
     pub async fn connect(&self, d: &Daemon) {
-        self.net.dial(d.peer, vec![strip_p2p(d.tcp_addr())]).await.unwrap();
+        self.net
+            .dial(d.peer, vec![strip_p2p(d.tcp_addr())])
+            .await
+            .unwrap();
     }
 
     /// One tracker request; an error answer is `Err(message)`.

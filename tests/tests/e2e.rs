@@ -431,7 +431,9 @@ fn bytes_served(net: &Devnet) -> u64 {
     use std::io::{Read, Write};
     let mut total = 0;
     for p in net.processes() {
-        let Some(addr) = p["metrics"].as_str().filter(|a| !a.is_empty()) else { continue };
+        let Some(addr) = p["metrics"].as_str().filter(|a| !a.is_empty()) else {
+            continue;
+        };
         if p["role"] != "node" {
             continue;
         }
@@ -456,7 +458,9 @@ fn bytes_served(net: &Devnet) -> u64 {
 fn private_files_are_ciphertext_on_every_disk_shared_by_capability_and_restored_from_a_key_backup() {
     let net = Devnet::up(6, "1");
     // a distinctive 64-byte marker, repeated at odd offsets in random bytes
-    let marker: Vec<u8> = (0..64u8).map(|i| b"crowdstore-private-marker!"[i as usize % 26] ^ (i & 1)).collect();
+    let marker: Vec<u8> = (0..64u8)
+        .map(|i| b"crowdstore-private-marker!"[i as usize % 26] ^ (i & 1))
+        .collect();
     // big enough that a 1 MiB segment lies inside one 4 MiB data shard
     let len = 20 * (1 << 20) + 777_777;
     let mut data = random_bytes(len, 4242);
@@ -480,14 +484,19 @@ fn private_files_are_ciphertext_on_every_disk_shared_by_capability_and_restored_
     let samples: Vec<usize> = (0..1_000).map(|i| (i * 7_919 + 31) % (len - 64)).collect();
     let mut windows: std::collections::HashSet<&[u8]> = samples.iter().map(|&s| &data[s..s + 64]).collect();
     windows.insert(&marker);
-    let prefixes: std::collections::HashSet<[u8; 8]> =
-        windows.iter().map(|w| <[u8; 8]>::try_from(&w[..8]).unwrap()).collect();
+    let prefixes: std::collections::HashSet<[u8; 8]> = windows
+        .iter()
+        .map(|w| <[u8; 8]>::try_from(&w[..8]).unwrap())
+        .collect();
     let mut files = Vec::new();
     for p in net.processes() {
         files_under(Path::new(p["home"].as_str().unwrap()), &mut files);
     }
     let scanned: usize = files.iter().map(|(_, b)| b.len()).sum();
-    assert!(scanned > 6 * len / 4, "the providers hold the pieces: {scanned} bytes scanned");
+    assert!(
+        scanned > 6 * len / 4,
+        "the providers hold the pieces: {scanned} bytes scanned"
+    );
     for (path, bytes) in &files {
         for w in bytes.windows(64) {
             let head: [u8; 8] = w[..8].try_into().unwrap();
@@ -498,21 +507,43 @@ fn private_files_are_ciphertext_on_every_disk_shared_by_capability_and_restored_
     }
 
     // the owner gets it back
-    assert!(net.get(&root, "back.bin") == data, "the private file came back different");
+    assert!(
+        net.get(&root, "back.bin") == data,
+        "the private file came back different"
+    );
     // a range: exactly those bytes, and only the segments it touches are fetched
     let (a, b) = (5 * (1 << 20) + 5, 5 * (1 << 20) + 70_000);
     let out = net.home().join("range.bin");
     let before = bytes_served(&net);
-    let got = net.json(&["get", &root, "-o", out.to_str().unwrap(), "--range", &format!("{a}-{b}"), "--json"]);
+    let got = net.json(&[
+        "get",
+        &root,
+        "-o",
+        out.to_str().unwrap(),
+        "--range",
+        &format!("{a}-{b}"),
+        "--json",
+    ]);
     let served = bytes_served(&net) - before;
-    assert!(std::fs::read(&out).unwrap() == data[a..b], "the range came back different");
+    assert!(
+        std::fs::read(&out).unwrap() == data[a..b],
+        "the range came back different"
+    );
     let fetched = got["fetched"].as_array().unwrap();
     let (fa, fb) = (fetched[0].as_u64().unwrap(), fetched[1].as_u64().unwrap());
-    assert_eq!((fa, fb), (5 * ((1 << 20) + 16), 6 * ((1 << 20) + 16)), "one encrypted segment: {got}");
+    assert_eq!(
+        (fa, fb),
+        (5 * ((1 << 20) + 16), 6 * ((1 << 20) + 16)),
+        "one encrypted segment: {got}"
+    );
     // that segment's columns from k = 4 pieces (5 with the spare a get
     // starts), with the verification framing: far less than the 20 MiB file
     let bound = 5 * ((1 << 20) + 16) * 5 / 4;
-    assert!(served > 0 && served < bound, "{served} bytes served for a {}-byte range (bound {bound})", b - a);
+    assert!(
+        served > 0 && served < bound,
+        "{served} bytes served for a {}-byte range (bound {bound})",
+        b - a
+    );
 
     // share: another home with its own key and no records reads it by capability
     let cap = net.ok(&["share", &root]);
@@ -524,7 +555,10 @@ fn private_files_are_ciphertext_on_every_disk_shared_by_capability_and_restored_
     let shared = other.path().join("shared.bin");
     let ok = crowd_at(other.path(), &["get", &cap, "-o", shared.to_str().unwrap()]);
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
-    assert!(std::fs::read(&shared).unwrap() == data, "the capability read another file");
+    assert!(
+        std::fs::read(&shared).unwrap() == data,
+        "the capability read another file"
+    );
     // without it: one line, no output
     let refused = other.path().join("refused.bin");
     let r = refused.to_str().unwrap();
@@ -539,17 +573,38 @@ fn private_files_are_ciphertext_on_every_disk_shared_by_capability_and_restored_
         .map(|r| r["network_root"].as_str().unwrap().to_string())
         .unwrap();
     assert_ne!(network_root, root);
-    assert_one_line_error(&crowd_at(other.path(), &["get", &network_root, "-o", r]), "capability");
+    assert_one_line_error(
+        &crowd_at(other.path(), &["get", &network_root, "-o", r]),
+        "capability",
+    );
     // bad capabilities
-    assert_one_line_error(&crowd_at(other.path(), &["get", &cap[..cap.len() - 9], "-o", r]), "capability");
-    assert_one_line_error(&crowd_at(other.path(), &["get", "crowd:0000", "-o", r]), "capability");
+    assert_one_line_error(
+        &crowd_at(other.path(), &["get", &cap[..cap.len() - 9], "-o", r]),
+        "capability",
+    );
+    assert_one_line_error(
+        &crowd_at(other.path(), &["get", "crowd:0000", "-o", r]),
+        "capability",
+    );
     let second = net.put("second.bin", &random_bytes(70_000, 5), &[]);
     let cap2: crowd_client::Capability = net.ok(&["share", &root_of(&second)]).trim().parse().unwrap();
     let cap1: crowd_client::Capability = cap.parse().unwrap();
-    let wrong_key = crowd_client::Capability { key: cap2.key.clone(), ..cap1.clone() };
-    assert_one_line_error(&crowd_at(other.path(), &["get", &wrong_key.to_string(), "-o", r]), "does not open");
-    let wrong_manifest = crowd_client::Capability { manifest: cap2.manifest, ..cap1.clone() };
-    assert_one_line_error(&crowd_at(other.path(), &["get", &wrong_manifest.to_string(), "-o", r]), "manifest");
+    let wrong_key = crowd_client::Capability {
+        key: cap2.key.clone(),
+        ..cap1.clone()
+    };
+    assert_one_line_error(
+        &crowd_at(other.path(), &["get", &wrong_key.to_string(), "-o", r]),
+        "does not open",
+    );
+    let wrong_manifest = crowd_client::Capability {
+        manifest: cap2.manifest,
+        ..cap1.clone()
+    };
+    assert_one_line_error(
+        &crowd_at(other.path(), &["get", &wrong_manifest.to_string(), "-o", r]),
+        "manifest",
+    );
     assert!(!refused.exists(), "a refused get wrote its output");
 
     // public: the plain DAG, the same root as `crowd cid`, the same CAR as `crowd car`
@@ -565,21 +620,43 @@ fn private_files_are_ciphertext_on_every_disk_shared_by_capability_and_restored_
     assert!(std::fs::read(&car_local).unwrap() == std::fs::read(&car_net).unwrap());
     // and anyone reads it by its root
     let anyone = other.path().join("public.bin");
-    let ok = crowd_at(other.path(), &["get", &public_root, "-o", anyone.to_str().unwrap()]);
+    let ok = crowd_at(
+        other.path(),
+        &["get", &public_root, "-o", anyone.to_str().unwrap()],
+    );
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     assert!(std::fs::read(&anyone).unwrap() == plain);
     let listed = net.ok(&["ls", "--local"]);
-    assert!(listed.lines().any(|l| l.contains(&public_root) && l.contains("public")), "{listed}");
-    assert!(listed.lines().any(|l| l.contains(&root) && l.contains("private")), "{listed}");
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.contains(&public_root) && l.contains("public")),
+        "{listed}"
+    );
+    assert!(
+        listed.lines().any(|l| l.contains(&root) && l.contains("private")),
+        "{listed}"
+    );
 
     // key backup: export, lose the home, import into a fresh one
     let backup = net.home().join("key.backup");
     let export = Command::new(bin("crowd"))
-        .args(["--home", net.home().to_str().unwrap(), "key", "export", "-o", backup.to_str().unwrap()])
+        .args([
+            "--home",
+            net.home().to_str().unwrap(),
+            "key",
+            "export",
+            "-o",
+            backup.to_str().unwrap(),
+        ])
         .env("CROWD_PASSPHRASE", "correct horse battery")
         .output()
         .unwrap();
-    assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stderr));
+    assert!(
+        export.status.success(),
+        "{}",
+        String::from_utf8_lossy(&export.stderr)
+    );
     let text = std::fs::read_to_string(&backup).unwrap();
     assert!(!text.contains(&root), "the backup is sealed");
     for lost in ["files", "identity.key", "config.toml"] {
@@ -593,7 +670,13 @@ fn private_files_are_ciphertext_on_every_disk_shared_by_capability_and_restored_
     let fresh = tempfile::tempdir().unwrap();
     let import = |pass: &str| {
         Command::new(bin("crowd"))
-            .args(["--home", fresh.path().to_str().unwrap(), "key", "import", backup.to_str().unwrap()])
+            .args([
+                "--home",
+                fresh.path().to_str().unwrap(),
+                "key",
+                "import",
+                backup.to_str().unwrap(),
+            ])
             .env("CROWD_PASSPHRASE", pass)
             .output()
             .unwrap()
@@ -602,16 +685,28 @@ fn private_files_are_ciphertext_on_every_disk_shared_by_capability_and_restored_
     let ok = import("correct horse battery");
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     let restored = crowd_at(fresh.path(), &["ls", "--json"]);
-    assert!(restored.status.success(), "{}", String::from_utf8_lossy(&restored.stderr));
+    assert!(
+        restored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restored.stderr)
+    );
     let restored: Value = serde_json::from_slice(&restored.stdout).unwrap();
-    let roots: Vec<&str> = restored.as_array().unwrap().iter().map(|e| e["root"].as_str().unwrap()).collect();
+    let roots: Vec<&str> = restored
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["root"].as_str().unwrap())
+        .collect();
     for r in [root.as_str(), root_of(&second).as_str(), public_root.as_str()] {
         assert!(roots.contains(&r), "{r} not restored: {restored}");
     }
     let again = fresh.path().join("again.bin");
     let ok = crowd_at(fresh.path(), &["get", &root, "-o", again.to_str().unwrap()]);
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
-    assert!(std::fs::read(&again).unwrap() == data, "the restored home got another file");
+    assert!(
+        std::fs::read(&again).unwrap() == data,
+        "the restored home got another file"
+    );
 }
 
 /// `client/examples/roundtrip.rs` (built by `cargo test`) against a devnet.
@@ -620,9 +715,17 @@ fn the_library_example_stores_and_retrieves_a_file() {
     let net = Devnet::up(6, "1");
     let example = bin("crowd").parent().unwrap().join("examples").join("roundtrip");
     assert!(example.is_file(), "{} is not built", example.display());
-    let out = Command::new(&example).arg(net.home()).arg("2MiB").output().unwrap();
+    let out = Command::new(&example)
+        .arg(net.home())
+        .arg("2MiB")
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("got it back whole"), "{stdout}");
     // the library recorded it in the home like `crowd put` does
     assert!(net.ok(&["ls", "--local"]).contains("private"));

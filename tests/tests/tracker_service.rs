@@ -39,8 +39,14 @@ async fn account_as(t: &Daemon, d: &Daemon) -> AccountView {
     let bytes = std::fs::read(d.home.path().join("identity.key")).unwrap();
     let key = crowd_protocol::libp2p::identity::Keypair::from_protobuf_encoding(&bytes).unwrap();
     let stranger = Client::start(t, seeded_key(250)).await;
-    let refused = stranger.ask(crowd_protocol::TrackerRequest::Account(d.peer)).await;
-    assert!(refused.is_err(), "a stranger read {}'s account: {refused:?}", d.peer);
+    let refused = stranger
+        .ask(crowd_protocol::TrackerRequest::Account(d.peer))
+        .await;
+    assert!(
+        refused.is_err(),
+        "a stranger read {}'s account: {refused:?}",
+        d.peer
+    );
     Client::start(t, key).await.account(d.peer).await
 }
 

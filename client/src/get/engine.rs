@@ -13,10 +13,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::progress::Progress;
 use anyhow::{anyhow, bail, Context, Result};
 use crowd_protocol::libp2p::{Multiaddr, PeerId};
 use crowd_protocol::{Manifest, Network, PieceId};
-use crate::progress::Progress;
 use tokio::task::JoinSet;
 
 use super::plan::{piece_order, PieceRanges};

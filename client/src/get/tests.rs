@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::progress::Progress;
 use crowd_chunker::{build_from_slice, write_car, ChunkParams, ChunkerKind, DagParams, Discard, HashAlg};
 use crowd_erasure::{Encoder, Params};
 use crowd_protocol::libp2p::identity::Keypair;
@@ -16,7 +17,6 @@ use crowd_protocol::{
     Chunking, DealProposal, Manifest, ManifestPiece, Network, NetworkConfig, PieceId, Request, Response,
     Signed, UploadResult, MANIFEST_VERSION,
 };
-use crate::progress::Progress;
 
 use super::*;
 
@@ -513,7 +513,8 @@ async fn the_manifest_is_found_on_the_dht() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let found = loop {
         let mut problems = Vec::new();
-        if let Some((m, cid)) = super::manifest_from_dht(&t.net, &t.addrs(), &root, wait, &mut problems).await {
+        if let Some((m, cid)) = super::manifest_from_dht(&t.net, &t.addrs(), &root, wait, &mut problems).await
+        {
             assert_eq!(cid, crowd_protocol::manifest_cid(&bytes));
             break m;
         }
@@ -554,10 +555,17 @@ async fn a_tampered_ciphertext_segment_fails_its_tag_and_leaves_no_output() {
         })
     });
     let e = result.unwrap_err();
-    assert!(matches!(crate::error::from_anyhow(e), crate::Error::Crypt(CryptError::Tampered { segment: 1 })));
+    assert!(matches!(
+        crate::error::from_anyhow(e),
+        crate::Error::Crypt(CryptError::Tampered { segment: 1 })
+    ));
     assert!(!out.exists(), "a tampered file was written as the output");
     assert!(
-        std::fs::read_dir(tmp.path()).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".partial")),
+        std::fs::read_dir(tmp.path()).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".partial")),
         "the temporary output was left behind"
     );
 }

@@ -14,10 +14,10 @@ use std::path::Path;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use crate::progress::Progress;
 use anyhow::{anyhow, Result};
 use crowd_erasure::{Encoder, Layout};
 use futures::{AsyncBufRead, AsyncRead};
-use crate::progress::Progress;
 use tokio::sync::mpsc;
 
 /// Bytes per message on a lane.
@@ -187,7 +187,8 @@ pub fn address_and_layout_private(
     let (for_plain, for_cipher) = (open()?, open()?);
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
     std::thread::scope(|s| {
-        let plain = s.spawn(|| crowd_chunker::build_from_reader(for_plain, params, &mut crowd_chunker::Discard));
+        let plain =
+            s.spawn(|| crowd_chunker::build_from_reader(for_plain, params, &mut crowd_chunker::Discard));
         // The tee below blocks inside the encoder's rayon workers until this
         // thread takes its bytes; were this DAG build on the same pool, its
         // parallel hashing could wait for those very workers (a deadlock seen
@@ -211,7 +212,13 @@ pub fn address_and_layout_private(
             key.clone(),
             size,
         );
-        let layout = encoder.encode_with(Tee { inner: encrypted, tx: Some(tx) }, |_| Ok(()));
+        let layout = encoder.encode_with(
+            Tee {
+                inner: encrypted,
+                tx: Some(tx),
+            },
+            |_| Ok(()),
+        );
         let plain_root = joined(plain, "plaintext", path)?;
         let layout = layout.map_err(|e| anyhow!("encrypting and erasure coding {}: {e}", path.display()))?;
         let cipher_root = joined(cipher, "ciphertext", path)?;
@@ -343,15 +350,23 @@ mod tests {
         std::fs::write(&path, &data).unwrap();
         let params = crowd_chunker::DagParams::default();
         let key = crate::crypt::FileKey::generate(&mut rand::thread_rng());
-        let (plain, cipher, layout) =
-            address_and_layout_private(&path, &params, &encoder(), &key, data.len() as u64, &Progress::hidden())
-                .unwrap();
+        let (plain, cipher, layout) = address_and_layout_private(
+            &path,
+            &params,
+            &encoder(),
+            &key,
+            data.len() as u64,
+            &Progress::hidden(),
+        )
+        .unwrap();
         let c = crate::crypt::encrypt_bytes(&key, &data).unwrap();
         let b = |d: &[u8]| crowd_chunker::build_from_slice(d, &params, &mut crowd_chunker::Discard).unwrap();
         assert_eq!(plain, b(&data));
         assert_eq!(cipher, b(&c));
         assert_eq!(layout, encoder().encode_bytes(&c).unwrap().0);
         // a size that is not the file's is an error, not a wrong layout
-        assert!(address_and_layout_private(&path, &params, &encoder(), &key, 5, &Progress::hidden()).is_err());
+        assert!(
+            address_and_layout_private(&path, &params, &encoder(), &key, 5, &Progress::hidden()).is_err()
+        );
     }
 }

@@ -1289,7 +1289,9 @@ mod tests {
             let r = state.handle(from, TrackerRequest::Account(who));
             assert_eq!(r.is_ok(), ok, "{from} asking for {who}: {r:?}");
         }
-        assert!(state.handle(stranger, TrackerRequest::Deals(DealQuery::Client(c))).is_err());
+        assert!(state
+            .handle(stranger, TrackerRequest::Deals(DealQuery::Client(c)))
+            .is_err());
         let mut deals = |from| match state.handle(from, TrackerRequest::Deals(DealQuery::Ids(vec![0]))) {
             Ok(TrackerResponse::Deals(d)) => d.len(),
             other => panic!("{other:?}"),
@@ -1298,7 +1300,13 @@ mod tests {
         // the client's manifest: listed to it, not to the stranger; by root to anyone
         let (root, manifest) = sample_manifest();
         state
-            .handle(c, TrackerRequest::RegisterManifest { root: root.clone(), manifest: manifest.clone() })
+            .handle(
+                c,
+                TrackerRequest::RegisterManifest {
+                    root: root.clone(),
+                    manifest: manifest.clone(),
+                },
+            )
             .unwrap();
         let mut own = |from| match state.handle(from, TrackerRequest::OwnManifests { after: None }) {
             Ok(TrackerResponse::OwnManifests { manifests, next }) => {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use crowd_chunker::{ChunkParams, ChunkerKind, DagParams, HashAlg};
 use crowd_client::{Callback, Client, Event, GetOptions, PutOptions, Target};
@@ -287,9 +287,14 @@ fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Cid { file, dag } => println!("{}", crowd_client::offline::cid(&file, &dag.params()?)?.cid),
         Cmd::Car { file, output, dag } => {
-            println!("{}", crowd_client::offline::car(&file, &output, &dag.params()?)?.cid)
+            println!(
+                "{}",
+                crowd_client::offline::car(&file, &output, &dag.params()?)?.cid
+            )
         }
-        Cmd::CarExtract { car, output } => println!("{}", crowd_client::offline::car_extract(&car, &output)?.cid),
+        Cmd::CarExtract { car, output } => {
+            println!("{}", crowd_client::offline::car_extract(&car, &output)?.cid)
+        }
         Cmd::Put(a) => {
             let opts = PutOptions {
                 data_shards: a.data_shards,
@@ -357,7 +362,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Key(KeyCmd::Export { output }) => {
             let c = client(home, true)?;
             let bytes = c.export_key(&passphrase(true)?)?;
-            write_private(&output, &bytes)?;
+            crowd_client::write_private_file(&output, &bytes)?;
             eprintln!("crowd: key of {} written to {}", c.peer_id()?, output.display());
         }
         Cmd::Key(KeyCmd::Import { file }) => {
@@ -366,27 +371,14 @@ fn run(cli: Cli) -> Result<()> {
             let peer = c.import_key(&bytes, &passphrase(false)?)?;
             eprintln!("crowd: identity {peer} restored into {}", c.home().display());
         }
-        Cmd::Devnet(cmd) => return devnet::run(&crowd_client::Client::open_default(home)?.home().to_path_buf(), cmd),
+        Cmd::Devnet(cmd) => {
+            return devnet::run(
+                &crowd_client::Client::open_default(home)?.home().to_path_buf(),
+                cmd,
+            )
+        }
         Cmd::Demo(args) => return demo::run(home, args),
     }
-    Ok(())
-}
-
-/// Writes `bytes` to `path` (mode 0600, atomically).
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::PermissionsExt;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("cannot create a file in {}", dir.display()))?;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o600))
-        .context("setting permissions")?;
-    tmp.write_all(bytes).context("writing the key backup")?;
-    tmp.as_file().sync_all().context("writing the key backup")?;
-    tmp.persist(path).map_err(|e| anyhow!("cannot write {}: {}", path.display(), e.error))?;
     Ok(())
 }
 
