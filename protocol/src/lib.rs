@@ -106,8 +106,9 @@ pub use manifest::{
 pub use network::{InboundRequest, Network, NetworkConfig};
 pub use signed::{Signable, Signed, MAX_SIGNED_BODY};
 pub use tracker::{
-    AccountView, DealQuery, DealView, EpochRecord, ProviderEntry, ProviderRegistration, SealReport,
-    TrackerInfo, TrackerRequest, TrackerResponse,
+    AccountView, DealQuery, DealView, EpochRecord, FileQuery, FileRegistration, FileView, ProviderEntry,
+    ProviderRegistration, RemoveRequest, RenewRequest, RepairStats, SealReport, SlotView, TrackerInfo,
+    TrackerRequest, TrackerResponse,
 };
 pub use types::*;
 

@@ -14,6 +14,9 @@
 //! | [`TrackerRequest::Manifest`] | anyone who names the root | `Manifest(bytes)` by root CID |
 //! | [`TrackerRequest::OwnManifests`] | a client | `OwnManifests`: the manifests it registered, paged |
 //! | [`TrackerRequest::Deals`] | a deal's client or provider | `Deals`: state, payments and per-epoch proof history |
+//! | [`TrackerRequest::RemoveFile`] | the file's owner (signed) | `FileRemoved`: deals ended, refund |
+//! | [`TrackerRequest::RenewFile`] | the file's owner (signed) | `FileRenewed`: the new end epoch |
+//! | [`TrackerRequest::Files`] | anyone who names the root; the owner for its list | `Files`: placement per piece index, repairs |
 //!
 //! Lists are capped: at most [`MAX_LIST`] entries per answer.
 //!
@@ -80,12 +83,15 @@ pub enum TrackerRequest {
         amount: Amount,
     },
     /// Root CID (bytes) → manifest (dag-cbor bytes, at most
-    /// [`crate::MAX_MANIFEST`]).
+    /// [`crate::MAX_MANIFEST`]); `file` (absent only for an empty file,
+    /// which has no deals) registers the file's deals with the ledger, so
+    /// the tracker repairs, renews and removes them as one file.
     RegisterManifest {
         #[serde(with = "crate::wire::bytes")]
         root: Vec<u8>,
         #[serde(with = "crate::wire::bytes")]
         manifest: Vec<u8>,
+        file: Option<Signed<FileRegistration>>,
     },
     /// The manifest registered for a root CID (bytes).
     Manifest {
@@ -98,6 +104,65 @@ pub enum TrackerRequest {
     OwnManifests {
         after: Option<Blob>,
     },
+    /// End every deal of a file now (`crowd rm`).
+    RemoveFile(Signed<RemoveRequest>),
+    /// Extend every live deal of a file (`crowd renew`).
+    RenewFile(Signed<RenewRequest>),
+    /// Files and where their pieces are now.
+    Files(FileQuery),
+}
+
+/// A client's registration of a stored file with the ledger: the deals
+/// that hold its pieces, by piece index. Signed by the client, who must
+/// be every deal's client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRegistration {
+    /// The stored bytes' root CID (the manifest's `root`, bytes).
+    #[serde(with = "crate::wire::bytes")]
+    pub root: Vec<u8>,
+    /// The manifest's CID digest (BLAKE3 of its dag-cbor bytes).
+    #[serde(with = "crate::wire::hash32")]
+    pub manifest: [u8; 32],
+    /// `k`: pieces any rebuild needs.
+    pub data_pieces: u32,
+    /// The deal of piece index `i` at `deals[i]`.
+    pub deals: Vec<u64>,
+}
+impl Signable for FileRegistration {
+    const DOMAIN: &'static str = "tracker-file";
+}
+
+/// The owner ends a file's deals early (signed; nonce = the account's next).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoveRequest {
+    pub file_id: u64,
+    pub nonce: u64,
+}
+impl Signable for RemoveRequest {
+    const DOMAIN: &'static str = "tracker-remove";
+}
+
+/// The owner extends a file's deals by `epochs` (signed; nonce = the
+/// account's next).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenewRequest {
+    pub file_id: u64,
+    pub epochs: u64,
+    pub nonce: u64,
+}
+impl Signable for RenewRequest {
+    const DOMAIN: &'static str = "tracker-renew";
+}
+
+/// Which files to describe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileQuery {
+    /// Every file stored under this root CID (bytes), anyone may ask (as
+    /// for its manifest).
+    Root(#[serde(with = "crate::wire::bytes")] Vec<u8>),
+    /// The sender's own files with ids above `after`, in id order (at most
+    /// [`MAX_LIST`]).
+    Own { after: Option<u64> },
 }
 
 /// Which deals to describe.
@@ -132,6 +197,70 @@ pub enum TrackerResponse {
         manifests: Vec<Blob>,
         next: Option<Blob>,
     },
+    /// The file's deals ended; `refund` went back to the owner's balance.
+    FileRemoved {
+        refund: Amount,
+    },
+    /// The file's deals now end at `end_epoch`; `locked` more escrow.
+    FileRenewed {
+        end_epoch: Epoch,
+        locked: Amount,
+    },
+    Files(Vec<FileView>),
+}
+
+/// A stored file as the tracker sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileView {
+    pub id: u64,
+    #[serde(with = "crate::wire::peer")]
+    pub client: PeerId,
+    #[serde(with = "crate::wire::bytes")]
+    pub root: Vec<u8>,
+    #[serde(with = "crate::wire::hash32")]
+    pub manifest: [u8; 32],
+    pub data_pieces: u32,
+    /// The first epoch after the file's deals.
+    pub end_epoch: Epoch,
+    /// "live", "removed" or "expired".
+    pub state: String,
+    /// One per piece index, in index order.
+    pub slots: Vec<SlotView>,
+    pub repairs: RepairStats,
+}
+
+/// Where one piece index of a file is now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotView {
+    pub index: u64,
+    pub piece: crate::PieceId,
+    pub piece_size: u64,
+    /// The index's current deal (the last one, if it is lost).
+    pub deal_id: u64,
+    #[serde(with = "crate::wire::peer")]
+    pub provider: PeerId,
+    pub addrs: Vec<String>,
+    /// The current deal's state ("active", "published", ...), or "lost"
+    /// while no live deal holds the index, "repairing" while a repair job
+    /// for it runs.
+    pub state: String,
+    /// Consecutive missed windows of the current deal ("suspect" above 0).
+    pub consecutive_faults: u32,
+}
+
+/// A file's repairs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairStats {
+    /// Lost indexes waiting for a provider.
+    pub queued: u64,
+    /// Jobs sent and not yet published or failed.
+    pub running: u64,
+    /// Repair deals published.
+    pub done: u64,
+    /// Jobs that failed (retried with other providers).
+    pub failed: u64,
+    /// Escrow locked for repair deals so far.
+    pub cost: Amount,
 }
 
 /// The tracker's clock and rules.
@@ -202,7 +331,11 @@ pub struct DealView {
     pub proposal_id: ProposalId,
     pub proposal: DealProposal,
     pub published_epoch: Epoch,
-    /// "published", "pre-committed", "active", "completed", "terminated", "cancelled".
+    /// The first epoch after the deal (its start plus its duration and any
+    /// renewals).
+    pub end_epoch: Epoch,
+    /// "published", "pre-committed", "active", "completed", "terminated",
+    /// "cancelled", "removed".
     pub state: String,
     #[serde(with = "crate::wire::opt_hash32")]
     pub comm_r: Option<[u8; 32]>,

@@ -180,6 +180,66 @@ impl Signable for WindowProofMsg {
     const MAX_BODY: usize = 4 * 1024 * 1024;
 }
 
+/// One live piece a repair may rebuild from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairSource {
+    /// Its index in the file's layout.
+    pub index: u64,
+    pub piece: PieceId,
+    #[serde(with = "crate::wire::peer")]
+    pub provider: PeerId,
+    /// The provider's multiaddresses (text form), as registered.
+    pub addrs: Vec<String>,
+}
+
+/// tracker → provider: rebuild piece `index` of a file from other providers'
+/// pieces, store it, and accept `proposal` as the new deal for that index.
+///
+/// Signed by the tracker; its [`Signed::id`] is the new deal's proposal id
+/// (the provider's [`DealAcceptance`] names it, the seal ticket names it).
+/// `proposal.client` is the file's owner, who does not sign: the ledger
+/// accepts a repair deal only from the tracker, only for an index whose
+/// deal has ended early, and pays it by the documented repair rule.
+/// `proposal.expiry_epoch` is the job's expiry: past it the provider
+/// refuses the job and the ledger refuses its publication.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairJob {
+    /// The ledger's file number.
+    pub file_id: u64,
+    /// The piece index to rebuild (`0..k` data, `k..k+m` parity).
+    pub index: u64,
+    /// The manifest's CID digest (BLAKE3 of its bytes): the layout the
+    /// piece is rebuilt with. Sent alongside, checked against this.
+    #[serde(with = "crate::wire::hash32")]
+    pub manifest: [u8; 32],
+    /// The new deal (piece and size are the lost piece's).
+    pub proposal: DealProposal,
+    /// The file's live pieces, at least `k` of them, best first.
+    pub sources: Vec<RepairSource>,
+}
+impl Signable for RepairJob {
+    const DOMAIN: &'static str = "repair-job";
+}
+
+/// A provider's progress on a repair job ([`Request::RepairStatus`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum RepairReport {
+    /// No such job here.
+    Unknown,
+    /// Fetching and rebuilding.
+    Running,
+    /// The piece is rebuilt, checked against its CID and stored: the
+    /// acceptance of the job's proposal (proposal id = the job's id).
+    Ready(Signed<DealAcceptance>),
+    /// Gave up: `reason` in one line, and the sources that served bytes
+    /// which failed verification.
+    Failed {
+        reason: String,
+        #[serde(with = "crate::wire::peers")]
+        bad_sources: Vec<PeerId>,
+    },
+}
+
 /// Requests on `/crowd/control/1`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Request {
@@ -203,6 +263,11 @@ pub enum Request {
     SealStatus(u64),
     /// anyone → tracker (a node answers with an error).
     Tracker(crate::tracker::TrackerRequest),
+    /// tracker → provider: run this repair job; `manifest` is the file's
+    /// manifest (dag-cbor, its digest is `job.manifest`).
+    Repair { job: Signed<RepairJob>, manifest: Blob },
+    /// tracker → provider: how far is the repair job with this id?
+    RepairStatus(#[serde(with = "crate::wire::hash32")] ProposalId),
 }
 
 /// Opaque bytes, CBOR-encoded as a byte string.
@@ -249,6 +314,9 @@ pub enum Response {
     Manifest(Option<Blob>),
     SealStatus(crate::tracker::SealReport),
     Tracker(crate::tracker::TrackerResponse),
+    /// The repair job is accepted and running (poll [`Request::RepairStatus`]).
+    RepairQueued,
+    RepairStatus(RepairReport),
     /// The request was malformed, unauthorised or failed; one line.
     Error {
         message: String,

@@ -78,6 +78,16 @@ pub enum LedgerError {
     /// No deal has this id.
     #[error("unknown deal {0}")]
     UnknownDeal(u64),
+    #[error("unknown file {0}")]
+    UnknownFile(u64),
+    #[error("file {file_id} is not the signer's")]
+    NotOwner { file_id: u64 },
+    #[error("file {file_id} is {state}")]
+    FileNotLive { file_id: u64, state: &'static str },
+    #[error("invalid file: {0}")]
+    InvalidFile(&'static str),
+    #[error("invalid repair: {0}")]
+    InvalidRepair(&'static str),
     /// The deal is not in the state the message needs.
     #[error("deal {deal_id} is {state}, expected {expected}")]
     WrongState {

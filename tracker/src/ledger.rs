@@ -11,7 +11,10 @@ use std::collections::BTreeMap;
 use crowd_porep::graph::MAX_NODES;
 use crowd_porep::proof::{verify_seal, verify_window};
 use crowd_porep::{SealProof, SealPublic, WindowProof, WindowPublic};
-use crowd_protocol::{Amount, DealAcceptance, DealProposal, Epoch, Signable, Signed};
+use crowd_protocol::{
+    Amount, DealAcceptance, DealProposal, Epoch, FileRegistration, ProposalId, RemoveRequest, RenewRequest,
+    RepairJob, Signable, Signed,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::error::LedgerError;
@@ -45,6 +48,14 @@ pub struct Ledger {
     providers: BTreeMap<AccountId, ProviderInfo>,
     deals: BTreeMap<DealId, Deal>,
     proposals: BTreeMap<ProposalKey, DealId>,
+    #[serde(default)]
+    next_file_id: FileId,
+    #[serde(default)]
+    files: BTreeMap<FileId, File>,
+    /// Every deal registered in a file (originals and repairs): its file
+    /// and piece index.
+    #[serde(default)]
+    deal_files: BTreeMap<DealId, (FileId, u32)>,
 }
 
 /// `amount × bps / 10 000`, rounded down, without overflow for any `u128`.
@@ -99,6 +110,31 @@ fn sub_locked(a: Amount, b: Amount, what: &str) -> Result<Amount, LedgerError> {
         .ok_or_else(|| LedgerError::InvariantViolated(format!("{what}: {a} < {b}")))
 }
 
+/// Moves a file's repair fund from the client's locked escrow back to its
+/// free balance.
+fn release_fund(tx: &mut Tx<'_>, file: &mut File) -> Result<Amount, LedgerError> {
+    let fund = file.repair_fund;
+    tx.update_account(file.client, |a| {
+        a.locked_escrow = sub_locked(a.locked_escrow, fund, "locked escrow")?;
+        a.available = add(a.available, fund, "account balance")?;
+        Ok(())
+    })?;
+    file.repair_fund = 0;
+    Ok(fund)
+}
+
+/// Moves `amount` of the file's client's free balance into the file's
+/// repair fund (locked escrow).
+fn fund_repair(tx: &mut Tx<'_>, file: &mut File, amount: Amount) -> Result<(), LedgerError> {
+    tx.update_account(file.client, |a| {
+        a.available = sub_locked(a.available, amount, "account balance")?;
+        a.locked_escrow = add(a.locked_escrow, amount, "locked escrow")?;
+        Ok(())
+    })?;
+    file.repair_fund = add(file.repair_fund, amount, "repair fund")?;
+    Ok(())
+}
+
 /// An input's changes, not yet committed: reads fall through to `base`.
 struct Tx<'a> {
     base: &'a Ledger,
@@ -111,6 +147,9 @@ struct Changes {
     providers: BTreeMap<AccountId, ProviderInfo>,
     deals: BTreeMap<DealId, Deal>,
     proposals: Vec<(ProposalKey, DealId)>,
+    files: BTreeMap<FileId, File>,
+    deal_files: Vec<(DealId, (FileId, u32))>,
+    next_file_id: FileId,
     supply: Supply,
     epoch: Epoch,
     randomness: Hash32,
@@ -145,6 +184,9 @@ impl<'a> Tx<'a> {
                 providers: BTreeMap::new(),
                 deals: BTreeMap::new(),
                 proposals: Vec::new(),
+                files: BTreeMap::new(),
+                deal_files: Vec::new(),
+                next_file_id: base.next_file_id,
                 supply: base.supply,
                 epoch: base.epoch,
                 randomness: base.randomness,
@@ -234,6 +276,24 @@ impl<'a> Tx<'a> {
         Ok(())
     }
 
+    fn file(&self, id: FileId) -> Result<File, LedgerError> {
+        self.files
+            .get(&id)
+            .or_else(|| self.base.files.get(&id))
+            .cloned()
+            .ok_or(LedgerError::UnknownFile(id))
+    }
+
+    /// The file and index a deal holds, if it is registered in a file
+    /// (including a registration earlier in this input).
+    fn deal_file(&self, id: DealId) -> Option<(FileId, u32)> {
+        self.deal_files
+            .iter()
+            .find(|(d, _)| *d == id)
+            .map(|(_, at)| *at)
+            .or_else(|| self.base.deal_files.get(&id).copied())
+    }
+
     fn deal(&self, id: DealId) -> Result<Deal, LedgerError> {
         self.deals
             .get(&id)
@@ -292,6 +352,9 @@ impl Ledger {
             providers: BTreeMap::new(),
             deals: BTreeMap::new(),
             proposals: BTreeMap::new(),
+            next_file_id: 0,
+            files: BTreeMap::new(),
+            deal_files: BTreeMap::new(),
         })
     }
 
@@ -352,6 +415,53 @@ impl Ledger {
     /// Every deal ever published, live or finished, by id.
     pub fn deals(&self) -> impl Iterator<Item = &Deal> {
         self.deals.values()
+    }
+
+    pub fn file(&self, id: FileId) -> Option<&File> {
+        self.files.get(&id)
+    }
+
+    /// Every registered file, by id.
+    pub fn files(&self) -> impl Iterator<Item = &File> {
+        self.files.values()
+    }
+
+    /// The file and piece index a deal holds, if any.
+    pub fn deal_file(&self, deal: DealId) -> Option<(FileId, u32)> {
+        self.deal_files.get(&deal).copied()
+    }
+
+    /// Whether piece `index` of a live file has no live deal (it needs a
+    /// repair). False for unknown files and indexes.
+    pub fn is_lost(&self, file: FileId, index: u32) -> bool {
+        self.files.get(&file).is_some_and(|f| {
+            f.state == FileState::Live
+                && f.slots
+                    .get(index as usize)
+                    .is_some_and(|slot| !self.deals.get(&slot.deal).is_some_and(|d| d.state.is_live()))
+        })
+    }
+
+    /// Lost piece indexes of live files whose term has at least one epoch
+    /// after the earliest start a repair deal can have, fewest healthy
+    /// pieces first: `(file, index, healthy)`.
+    pub fn lost_slots(&self) -> Vec<(FileId, u32, usize)> {
+        let earliest = self.epoch.saturating_add(MIN_START_LEAD);
+        let mut lost = Vec::new();
+        for f in self.files.values() {
+            if f.state != FileState::Live || f.end_epoch <= earliest {
+                continue;
+            }
+            let live = |slot: &Slot| self.deals.get(&slot.deal).is_some_and(|d| d.state.is_live());
+            let healthy = f.slots.iter().filter(|s| live(s)).count();
+            for (i, slot) in f.slots.iter().enumerate() {
+                if !live(slot) {
+                    lost.push((f.id, i as u32, healthy));
+                }
+            }
+        }
+        lost.sort_by_key(|&(f, i, healthy)| (healthy, f, i));
+        lost
     }
 
     /// The deal a signed proposal became, if published.
@@ -460,6 +570,9 @@ impl Ledger {
             providers,
             deals,
             proposals,
+            files,
+            deal_files,
+            next_file_id,
             supply,
             epoch,
             randomness,
@@ -471,6 +584,9 @@ impl Ledger {
         self.providers.extend(providers);
         self.deals.extend(deals);
         self.proposals.extend(proposals);
+        self.files.extend(files);
+        self.deal_files.extend(deal_files);
+        self.next_file_id = next_file_id;
         self.supply = supply;
         self.epoch = epoch;
         self.randomness = randomness;
@@ -501,6 +617,10 @@ impl Ledger {
             Input::PreCommit(signed) => self.pre_commit(&mut tx, signed)?,
             Input::SealProof(signed) => self.seal_proof(&mut tx, signed)?,
             Input::WindowProof(signed) => self.window_proof(&mut tx, signed)?,
+            Input::RegisterFile(signed) => self.register_file(&mut tx, signed)?,
+            Input::RemoveFile(signed) => self.remove_file(&mut tx, signed)?,
+            Input::RenewFile(signed) => self.renew_file(&mut tx, signed)?,
+            Input::PublishRepair { job, acceptance } => self.publish_repair(&mut tx, job, acceptance)?,
             Input::EndEpoch {
                 epoch,
                 tracker_signature,
@@ -597,6 +717,22 @@ impl Ledger {
         if self.proposals.contains_key(&ProposalKey(proposal_id)) {
             return Err(LedgerError::Duplicate { what: "deal" });
         }
+        self.open_deal(tx, proposal_id, p, None).map(|_| ())
+    }
+
+    /// Validates a proposal both parties agreed to and opens its deal:
+    /// capacity, escrow (from the client's free balance, or for a repair
+    /// from `repair`'s fund first) and collateral locked, id and ticket
+    /// drawn. Returns the deal id and the escrow it locked.
+    fn open_deal(
+        &self,
+        tx: &mut Tx<'_>,
+        proposal_id: ProposalId,
+        p: DealProposal,
+        repair: Option<&mut File>,
+    ) -> Result<(DealId, Amount, Amount), LedgerError> {
+        let client = AccountId(p.client);
+        let provider = AccountId(p.provider);
         if self.epoch > p.expiry_epoch {
             return Err(LedgerError::Expired {
                 expiry: p.expiry_epoch,
@@ -648,9 +784,17 @@ impl Ledger {
         info.used += p.piece_size; // <= capacity, cannot overflow
         tx.providers.insert(provider, info);
 
-        tx.debit(client, escrow)?;
+        // a repair's escrow comes from the file's fund (already locked)
+        // first, the rest from the client's free balance
+        let from_fund = repair.map_or(0, |file| {
+            let take = file.repair_fund.min(escrow);
+            file.repair_fund -= take; // take <= fund
+            take
+        });
+        let from_balance = escrow - from_fund; // from_fund <= escrow
+        tx.debit(client, from_balance)?;
         tx.update_account(client, |a| {
-            a.locked_escrow = add(a.locked_escrow, escrow, "locked escrow")?;
+            a.locked_escrow = add(a.locked_escrow, from_balance, "locked escrow")?;
             Ok(())
         })?;
         tx.debit(provider, p.provider_collateral)?;
@@ -679,6 +823,7 @@ impl Ledger {
                 last_paid_epoch: None,
                 consecutive_faults: 0,
                 total_faults: 0,
+                extension_epochs: 0,
                 proposal: p,
             },
         );
@@ -687,6 +832,241 @@ impl Ledger {
             proposal: proposal_id,
             ticket,
         });
+        Ok((deal_id, from_fund, from_balance))
+    }
+
+    fn register_file(&self, tx: &mut Tx<'_>, signed: &Signed<FileRegistration>) -> Result<(), LedgerError> {
+        let (client, r) = open(signed)?;
+        let invalid = LedgerError::InvalidFile;
+        if r.deals.is_empty() || r.deals.len() > MAX_FILE_PIECES {
+            return Err(invalid("a file has 1 to 256 pieces"));
+        }
+        if r.data_pieces == 0 || r.data_pieces as usize > r.deals.len() {
+            return Err(invalid("data pieces must be between 1 and the number of pieces"));
+        }
+        if r.root.is_empty() || r.root.len() > 128 {
+            return Err(invalid("root CID of 1 to 128 bytes"));
+        }
+        let mut slots = Vec::with_capacity(r.deals.len());
+        let mut end_epoch = 0;
+        for (i, &id) in r.deals.iter().enumerate() {
+            let deal = tx.deal(id)?;
+            if deal.client() != client {
+                return Err(invalid("a deal of the file is not the signer's"));
+            }
+            if !deal.state.is_live() {
+                return Err(LedgerError::WrongState {
+                    deal_id: id,
+                    state: deal.state.name(),
+                    expected: "live",
+                });
+            }
+            if r.deals[..i].contains(&id) {
+                return Err(invalid("a deal is listed twice"));
+            }
+            if tx.deal_file(id).is_some() {
+                return Err(LedgerError::Duplicate {
+                    what: "file registration",
+                });
+            }
+            end_epoch = end_epoch.max(deal.end_epoch());
+            slots.push(Slot {
+                piece: deal.proposal.piece,
+                piece_size: deal.proposal.piece_size,
+                deal: id,
+            });
+        }
+        let file_id = tx.next_file_id;
+        tx.next_file_id = file_id
+            .checked_add(1)
+            .ok_or(LedgerError::Overflow { what: "file id" })?;
+        for (i, &id) in r.deals.iter().enumerate() {
+            tx.deal_files.push((id, (file_id, i as u32))); // i < 256
+        }
+        tx.files.insert(
+            file_id,
+            File {
+                id: file_id,
+                client,
+                root: r.root,
+                manifest: r.manifest,
+                data_pieces: r.data_pieces,
+                slots,
+                end_epoch,
+                state: FileState::Live,
+                repair_fund: 0,
+                repairs: 0,
+                repair_cost: 0,
+            },
+        );
+        tx.events.push(Event::FileRegistered { file_id, client });
+        Ok(())
+    }
+
+    /// A live file of `signer`'s.
+    fn own_live_file(&self, tx: &Tx<'_>, signer: AccountId, id: FileId) -> Result<File, LedgerError> {
+        let file = tx.file(id)?;
+        if file.client != signer {
+            return Err(LedgerError::NotOwner { file_id: id });
+        }
+        if file.state != FileState::Live {
+            return Err(LedgerError::FileNotLive {
+                file_id: id,
+                state: file.state.name(),
+            });
+        }
+        Ok(file)
+    }
+
+    fn remove_file(&self, tx: &mut Tx<'_>, signed: &Signed<RemoveRequest>) -> Result<(), LedgerError> {
+        let (signer, r) = open(signed)?;
+        let mut file = self.own_live_file(tx, signer, r.file_id)?;
+        tx.take_nonce(signer, r.nonce, "removal")?;
+        let mut refund: Amount = 0;
+        for slot in &file.slots {
+            let mut deal = tx.deal(slot.deal)?;
+            if !deal.state.is_live() {
+                continue;
+            }
+            let (escrow, collateral) = tx.release_all(&mut deal)?;
+            deal.state = DealState::Removed;
+            refund = add(refund, escrow, "refund")?;
+            tx.events.push(Event::Removed {
+                deal_id: deal.id,
+                refund: escrow,
+                collateral_returned: collateral,
+            });
+            tx.deals.insert(deal.id, deal);
+        }
+        refund = add(refund, file.repair_fund, "refund")?;
+        release_fund(tx, &mut file)?;
+        file.state = FileState::Removed;
+        tx.events.push(Event::FileRemoved {
+            file_id: file.id,
+            refund,
+        });
+        tx.files.insert(file.id, file);
+        Ok(())
+    }
+
+    fn renew_file(&self, tx: &mut Tx<'_>, signed: &Signed<RenewRequest>) -> Result<(), LedgerError> {
+        let (signer, r) = open(signed)?;
+        let mut file = self.own_live_file(tx, signer, r.file_id)?;
+        tx.take_nonce(signer, r.nonce, "renewal")?;
+        if r.epochs == 0 || r.epochs > MAX_RENEW_EPOCHS {
+            return Err(LedgerError::InvalidFile("renew by 1 to 1000000 epochs"));
+        }
+        let end_epoch = file
+            .end_epoch
+            .checked_add(r.epochs)
+            .ok_or(LedgerError::Overflow {
+                what: "file end epoch",
+            })?;
+        let mut locked: Amount = 0;
+        for slot in &file.slots {
+            let mut deal = tx.deal(slot.deal)?;
+            if !deal.state.is_live() {
+                continue; // a lost index: its repair deal runs to the new end
+            }
+            // every live deal of the file runs to the file's end
+            let more = end_epoch.saturating_sub(deal.end_epoch());
+            let extra = deal
+                .proposal
+                .price_per_epoch
+                .checked_mul(Amount::from(more))
+                .ok_or(LedgerError::Overflow {
+                    what: "renewal escrow",
+                })?;
+            tx.debit(signer, extra)?;
+            tx.update_account(signer, |a| {
+                a.locked_escrow = add(a.locked_escrow, extra, "locked escrow")?;
+                Ok(())
+            })?;
+            deal.escrow = add(deal.escrow, extra, "deal escrow")?;
+            deal.extension_epochs = deal.extension_epochs.saturating_add(more);
+            locked = add(locked, extra, "renewal escrow")?;
+            tx.deals.insert(deal.id, deal);
+        }
+        file.end_epoch = end_epoch;
+        tx.events.push(Event::FileRenewed {
+            file_id: file.id,
+            end_epoch,
+            locked,
+        });
+        tx.files.insert(file.id, file);
+        Ok(())
+    }
+
+    fn publish_repair(
+        &self,
+        tx: &mut Tx<'_>,
+        job: &Signed<RepairJob>,
+        acceptance: &Signed<DealAcceptance>,
+    ) -> Result<(), LedgerError> {
+        let tracker = AccountId(self.config.tracker_public_key()?.to_peer_id());
+        let (signer, j) = open(job)?;
+        expect_signer(RepairJob::DOMAIN, signer, tracker)?;
+        let (provider_signer, a) = open(acceptance)?;
+        expect_signer(
+            DealAcceptance::DOMAIN,
+            provider_signer,
+            AccountId(j.proposal.provider),
+        )?;
+        let job_id = job.id();
+        if a.proposal != job_id {
+            return Err(LedgerError::AcceptanceMismatch);
+        }
+        if self.proposals.contains_key(&ProposalKey(job_id)) {
+            return Err(LedgerError::Duplicate { what: "repair" });
+        }
+        let mut file = tx.file(j.file_id)?;
+        if file.state != FileState::Live {
+            return Err(LedgerError::FileNotLive {
+                file_id: file.id,
+                state: file.state.name(),
+            });
+        }
+        let bad = LedgerError::InvalidRepair;
+        let index = u32::try_from(j.index).map_err(|_| bad("piece index out of range"))?;
+        let slot = file
+            .slots
+            .get(index as usize)
+            .cloned()
+            .ok_or(bad("piece index out of range"))?;
+        if tx.deal(slot.deal)?.state.is_live() {
+            return Err(bad("the piece is not lost"));
+        }
+        let p = &j.proposal;
+        if AccountId(p.client) != file.client {
+            return Err(bad("the deal's client is not the file's owner"));
+        }
+        if p.piece != slot.piece || p.piece_size != slot.piece_size {
+            return Err(bad("the deal is for another piece"));
+        }
+        for other in &file.slots {
+            let d = tx.deal(other.deal)?;
+            if d.state.is_live() && d.provider() == AccountId(p.provider) {
+                return Err(bad("the provider already holds a piece of the file"));
+            }
+        }
+        if p.start_epoch.checked_add(p.duration_epochs) != Some(file.end_epoch) {
+            return Err(bad("a repair deal runs to the file's end epoch"));
+        }
+        let (deal_id, from_fund, from_balance) = self.open_deal(tx, job_id, j.proposal, Some(&mut file))?;
+        let slot = &mut file.slots[index as usize]; // checked above
+        slot.deal = deal_id;
+        file.repairs = file.repairs.saturating_add(1);
+        file.repair_cost = add(file.repair_cost, from_fund, "repair cost")?;
+        file.repair_cost = add(file.repair_cost, from_balance, "repair cost")?;
+        tx.deal_files.push((deal_id, (file.id, index)));
+        tx.events.push(Event::RepairPublished {
+            file_id: file.id,
+            index,
+            deal_id,
+            from_fund,
+            from_balance,
+        });
+        tx.files.insert(file.id, file);
         Ok(())
     }
 
@@ -890,6 +1270,19 @@ impl Ledger {
             self.settle(tx, &mut deal, epoch, &next_randomness)?;
             tx.deals.insert(deal.id, deal);
         }
+        // files whose term is over: the unused repair fund goes back
+        for file in self.files.values().filter(|f| f.state == FileState::Live) {
+            if epoch.saturating_add(1) >= file.end_epoch {
+                let mut file = tx.file(file.id)?; // settlement may have grown its fund
+                let refund = release_fund(tx, &mut file)?;
+                file.state = FileState::Expired;
+                tx.events.push(Event::FileExpired {
+                    file_id: file.id,
+                    refund,
+                });
+                tx.files.insert(file.id, file);
+            }
+        }
         tx.epoch = next_epoch;
         tx.randomness = next_randomness;
         tx.events.push(Event::EpochEnded {
@@ -911,8 +1304,13 @@ impl Ledger {
         let start = deal.proposal.start_epoch;
         match deal.state.clone() {
             DealState::Published | DealState::PreCommitted { .. } if start <= epoch.saturating_add(1) => {
-                // Not proven before its start: cancel, return everything.
+                // Not proven before its start: cancel, return everything
+                // (a live file's escrow to its repair fund: the index is lost).
                 let (escrow, collateral) = tx.release_all(deal)?;
+                if let Some(mut file) = self.live_file_of(tx, deal.id)? {
+                    fund_repair(tx, &mut file, escrow)?;
+                    tx.files.insert(file.id, file);
+                }
                 deal.state = DealState::Cancelled;
                 tx.events.push(Event::Cancelled {
                     deal_id,
@@ -998,7 +1396,13 @@ impl Ledger {
             fee,
             consecutive: deal.consecutive_faults,
         });
-        if deal.consecutive_faults < self.config.fault_threshold {
+        let file = self.live_file_of(tx, deal.id)?;
+        let threshold = if file.is_some() {
+            self.config.repair_threshold()
+        } else {
+            self.config.fault_threshold
+        };
+        if deal.consecutive_faults < threshold {
             return Ok(false);
         }
         // Slash what is left: a share to the client, the rest burned; refund
@@ -1019,6 +1423,17 @@ impl Ledger {
         })?;
         tx.burn(burned)?;
         tx.release_capacity(deal.provider(), deal.proposal.piece_size)?;
+        // a live file keeps both for its repair: they pay the new deal first
+        let at = match file {
+            Some(mut file) => {
+                let at = tx.deal_file(deal.id);
+                fund_repair(tx, &mut file, refund)?;
+                fund_repair(tx, &mut file, compensation)?;
+                tx.files.insert(file.id, file);
+                at
+            }
+            None => None,
+        };
         deal.collateral = 0;
         deal.escrow = 0;
         deal.state = DealState::Terminated;
@@ -1033,8 +1448,20 @@ impl Ledger {
             piece: deal.proposal.piece,
             piece_size: deal.proposal.piece_size,
             client: deal.client(),
+            file: at,
         });
         Ok(true)
+    }
+
+    /// The live file a deal holds a piece of, as this input sees it.
+    fn live_file_of(&self, tx: &Tx<'_>, deal: DealId) -> Result<Option<File>, LedgerError> {
+        match tx.deal_file(deal) {
+            Some((id, _)) => {
+                let file = tx.file(id)?;
+                Ok((file.state == FileState::Live).then_some(file))
+            }
+            None => Ok(None),
+        }
     }
 
     /// Checks every bookkeeping invariant; the first that fails is named.
@@ -1080,9 +1507,11 @@ impl Ledger {
                 let full = d
                     .proposal
                     .price_per_epoch
-                    .checked_mul(Amount::from(d.proposal.duration_epochs));
+                    .checked_mul(Amount::from(d.term_epochs()));
                 if d.escrow.checked_add(d.paid) != full {
-                    return bad(format!("deal {id}: escrow + paid != price × duration"));
+                    return bad(format!(
+                        "deal {id}: escrow + paid != price × (duration + renewals)"
+                    ));
                 }
                 let e = escrow.entry(d.client()).or_default();
                 let c = collateral.entry(d.provider()).or_default();
@@ -1105,6 +1534,7 @@ impl Ledger {
         if self.proposals.len() != self.deals.len() || self.next_deal_id != self.deals.len() as u64 {
             return bad("proposal index or next deal id out of step".to_string());
         }
+        self.check_files(&mut escrow)?;
         for (id, a) in &self.accounts {
             if a.locked_escrow != escrow.get(id).copied().unwrap_or(0) {
                 return bad(format!("account {id}: locked escrow != its live deals' escrow"));
@@ -1129,6 +1559,61 @@ impl Ledger {
         }
         if used.keys().any(|id| !self.providers.contains_key(id)) {
             return bad("a live deal's provider is not registered".to_string());
+        }
+        Ok(())
+    }
+
+    /// The file invariants; adds each live file's repair fund to its
+    /// client's expected locked escrow.
+    ///
+    /// * file ids are dense; only a live file holds a repair fund;
+    /// * every slot's deal is registered at that slot, and a registered
+    ///   deal's client is the file's owner;
+    /// * a live registered deal is its slot's current deal (so no piece
+    ///   index ever has two live deals) and belongs to a live file.
+    fn check_files(&self, escrow: &mut BTreeMap<AccountId, Amount>) -> Result<(), LedgerError> {
+        let bad = |s: String| Err(LedgerError::InvariantViolated(s));
+        for (i, (id, f)) in self.files.iter().enumerate() {
+            if *id != i as u64 || f.id != *id {
+                return bad(format!("file ids not dense at {id}"));
+            }
+            if f.state == FileState::Live {
+                let e = escrow.entry(f.client).or_default();
+                match e.checked_add(f.repair_fund) {
+                    Some(sum) => *e = sum,
+                    None => return bad(format!("file {id}'s fund overflows its owner's escrow")),
+                }
+            } else if f.repair_fund != 0 {
+                return bad(format!("finished file {id} still holds a repair fund"));
+            }
+            for (index, slot) in f.slots.iter().enumerate() {
+                if self.deal_files.get(&slot.deal) != Some(&(*id, index as u32)) {
+                    return bad(format!(
+                        "file {id} index {index}: its deal is not registered there"
+                    ));
+                }
+            }
+        }
+        if self.next_file_id != self.files.len() as u64 {
+            return bad("next file id out of step".to_string());
+        }
+        for (deal_id, (file_id, index)) in &self.deal_files {
+            let (Some(d), Some(f)) = (self.deals.get(deal_id), self.files.get(file_id)) else {
+                return bad(format!("deal {deal_id} registered to a missing deal or file"));
+            };
+            if d.client() != f.client {
+                return bad(format!("deal {deal_id} is not its file's owner's"));
+            }
+            if d.state.is_live() {
+                if f.slots.get(*index as usize).map(|s| s.deal) != Some(*deal_id) {
+                    return bad(format!(
+                        "file {file_id} index {index} has two live deals ({deal_id} is not its current one)"
+                    ));
+                }
+                if f.state != FileState::Live {
+                    return bad(format!("deal {deal_id} is live in finished file {file_id}"));
+                }
+            }
         }
         Ok(())
     }
@@ -1168,6 +1653,11 @@ impl Ledger {
         for id in self.deals.keys().chain(stored.deals.keys()) {
             if self.deals.get(id) != stored.deals.get(id) {
                 return differ(format!("deal {id}"));
+            }
+        }
+        for id in self.files.keys().chain(stored.files.keys()) {
+            if self.files.get(id) != stored.files.get(id) {
+                return differ(format!("file {id}"));
             }
         }
         if self != stored {

@@ -20,6 +20,9 @@
 //! * **Providers** ([`ProviderInfo`]): registered capacity, asking price, and
 //!   bytes under live deals.
 //! * **Deals** ([`Deal`]), numbered from 0 in publication order, never removed.
+//! * **Files** ([`File`]), numbered from 0 in registration order: the deals
+//!   holding a stored file's pieces by piece index ([`Slot`]), `k`, the end
+//!   of the file's term and its repair fund.
 //! * **Epoch** `e` (the open, unsettled epoch), its randomness `R(e)`, the log
 //!   head and length.
 //!
@@ -34,6 +37,10 @@
 //! | `PreCommit(Signed<SealCommitment>)` | the deal's provider | records comm_r |
 //! | `SealProof(Signed<SealProofMsg>)` | the deal's provider | verifies the seal proof; the deal is active |
 //! | `WindowProof(Signed<WindowProofMsg>)` | the deal's provider | verifies the window proof for the open epoch |
+//! | `RegisterFile(Signed<FileRegistration>)` | the client of every deal in it | records a file: its live deals by piece index |
+//! | `RemoveFile(Signed<RemoveRequest>)` | the file's owner | ends its live deals now (`Removed`), refunds escrow and fund |
+//! | `RenewFile(Signed<RenewRequest>)` | the file's owner | moves the file's end by N epochs, locking price × the added epochs per live deal |
+//! | `PublishRepair { job, acceptance }` | the tracker (job), the new provider (acceptance) | a new deal for a lost piece index |
 //! | `EndEpoch { epoch, tracker_signature }` | the tracker (key in [`LedgerConfig`]) | settles the epoch, draws the next randomness |
 //!
 //! Register and withdraw carry the account's next nonce ([`Account::nonce`]);
@@ -51,7 +58,45 @@
 //!      valid window proof ─► Paid (price: client escrow → provider)
 //!      none / late / invalid ─► Faulted (fee burned) ─ F in a row ─► Terminated + RepairNeeded
 //!      after the last epoch ─► Completed (collateral back, unearned escrow back)
+//!  RemoveFile ─► Removed (every live deal of the file: escrow and collateral back)
 //! ```
+//!
+//! ## Files: repair, renewal, removal
+//!
+//! * **Register**: after publishing, the client signs its file's deals by
+//!   piece index, with the root and manifest CIDs and `k`. Every deal must
+//!   be the signer's, live and in no other file.
+//! * **Lost**: a deal holding a live file's piece is terminated after
+//!   `repair_after_missed` consecutive faults (config; 2 on the devnet, at
+//!   most F), or cancelled if it was never proven by its start; its index
+//!   is then *lost* ([`Ledger::lost_slots`], fewest healthy pieces first).
+//!   The terminated deal's unearned escrow and the client's share of its
+//!   slashed collateral (a cancelled deal's escrow) go into the file's
+//!   **repair fund**, still locked as the client's escrow.
+//! * **Repair** (`PublishRepair`): a [`crowd_protocol::RepairJob`] signed
+//!   by the tracker, accepted over the job's id by the new provider once it
+//!   rebuilt and stored the piece. The index must be lost, the deal must
+//!   be the file owner's, for the slot's piece and size, with a provider
+//!   that holds no live piece of the file, running exactly to the file's
+//!   end; the usual publication rules hold (start lead, expiry, capacity,
+//!   collateral). **Payment rule**: the deal's escrow (price × remaining
+//!   epochs) comes from the file's repair fund first, then from the
+//!   client's free balance — the client need not be online; a repair the
+//!   two cannot pay is refused. The new deal is sealed, proven and paid
+//!   like any other.
+//! * **Remove**: every live deal of the file ends now (`Removed`): epochs
+//!   already settled stay paid, the open epoch is not paid, the rest of
+//!   the escrow and the repair fund go back to the client, collateral back
+//!   to the provider; nothing is challenged any more.
+//! * **Renew** by N epochs (1 to [`MAX_RENEW_EPOCHS`]): the file's end
+//!   moves by N and every live deal is extended to it
+//!   ([`Deal::extension_epochs`]) at its own price, locked from the
+//!   client's free balance (all or nothing). Providers agreed to a price
+//!   per epoch, not to a term: a provider that does not want the longer
+//!   term can only stop proving (and lose collateral); consent to
+//!   renewals is not modelled yet.
+//! * **Expiry**: when the epoch before the file's end is settled, the file
+//!   is `Expired` and its unused repair fund goes back to the client.
 //!
 //! * **Publish** (in epoch `e`): the proposal must be signed by the client it
 //!   names and the acceptance by the provider it names, over this proposal's
@@ -119,9 +164,10 @@
 //!
 //! [`Ledger::check_invariants`] checks that supply is conserved (the sum of
 //! free and locked balances, burned and withdrawn equals minted), that locks
-//! equal the sums over live deals, that provider usage equals live deal sizes,
-//! that a live deal's escrow plus what it paid is price × duration, and that
-//! a finished deal locks nothing. No balance can go negative (`u128`, every
+//! equal the sums over live deals (and live files' repair funds), that
+//! provider usage equals live deal sizes, that a live deal's escrow plus
+//! what it paid is price × (duration + renewals), that a finished deal
+//! locks nothing, and that no piece index of a file ever has two live deals. No balance can go negative (`u128`, every
 //! subtraction checked). A deal is paid at most once per epoch: settlement
 //! runs once per epoch and [`Deal::last_paid_epoch`] only increases.
 //!

@@ -5,8 +5,8 @@ use crowd_protocol::libp2p::identity::{Keypair, PublicKey};
 use crowd_protocol::libp2p::PeerId;
 pub use crowd_protocol::ProviderRegistration;
 use crowd_protocol::{
-    Amount, DealAcceptance, DealProposal, Epoch, PieceId, ProposalId, SealCommitment, SealProofMsg, Signable,
-    Signed, WindowProofMsg,
+    Amount, DealAcceptance, DealProposal, Epoch, FileRegistration, PieceId, ProposalId, RemoveRequest,
+    RenewRequest, RepairJob, SealCommitment, SealProofMsg, Signable, Signed, WindowProofMsg,
 };
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +16,14 @@ use crate::error::LedgerError;
 pub type Hash32 = [u8; 32];
 /// A deal's number, assigned by the ledger in publication order from 0.
 pub type DealId = u64;
+/// A file's number, assigned by the ledger in registration order from 0.
+pub type FileId = u64;
+
+/// Most pieces (deals) one file registers: Reed-Solomon over GF(2^8).
+pub const MAX_FILE_PIECES: usize = 256;
+
+/// Most epochs one renewal adds.
+pub const MAX_RENEW_EPOCHS: u64 = 1_000_000;
 
 /// Basis points: 10 000 = 100 %.
 pub const BPS: u32 = 10_000;
@@ -106,6 +114,11 @@ pub struct LedgerConfig {
     /// Share of the collateral slashed at termination paid to the client, in
     /// basis points; the rest is burned.
     pub client_share_bps: u32,
+    /// A deal that holds a registered file's piece is terminated (and the
+    /// piece repaired) after this many consecutive missed windows; 0 means
+    /// `fault_threshold`. At most `fault_threshold`.
+    #[serde(default)]
+    pub repair_after_missed: u32,
 }
 
 impl LedgerConfig {
@@ -119,6 +132,15 @@ impl LedgerConfig {
             fault_threshold: 3,
             fault_fee_bps: 1_000,
             client_share_bps: 5_000,
+            repair_after_missed: 2,
+        }
+    }
+
+    /// Consecutive faults that terminate a deal holding a file's piece.
+    pub fn repair_threshold(&self) -> u32 {
+        match self.repair_after_missed {
+            0 => self.fault_threshold,
+            n => n.min(self.fault_threshold),
         }
     }
 
@@ -133,6 +155,11 @@ impl LedgerConfig {
         }
         if self.fault_fee_bps > BPS || self.client_share_bps > BPS {
             return Err(LedgerError::InvalidConfig("basis points above 10000"));
+        }
+        if self.repair_after_missed > self.fault_threshold {
+            return Err(LedgerError::InvalidConfig(
+                "repair_after_missed must not exceed fault_threshold",
+            ));
         }
         Ok(())
     }
@@ -184,6 +211,19 @@ pub enum Input {
     SealProof(Signed<SealProofMsg>),
     /// The provider's window proof for an active deal in the current epoch.
     WindowProof(Signed<WindowProofMsg>),
+    /// The client registers a stored file: its deals by piece index.
+    RegisterFile(Signed<FileRegistration>),
+    /// The owner ends a file's deals now.
+    RemoveFile(Signed<RemoveRequest>),
+    /// The owner extends a file's deals.
+    RenewFile(Signed<RenewRequest>),
+    /// A new deal for a lost piece of a file: the job signed by the tracker,
+    /// accepted (over the job's id) by the new provider after it rebuilt
+    /// and stored the piece.
+    PublishRepair {
+        job: Signed<RepairJob>,
+        acceptance: Signed<DealAcceptance>,
+    },
     /// The tracker ends (settles) `epoch`; see [`sign_epoch`].
     EndEpoch {
         epoch: Epoch,
@@ -260,12 +300,50 @@ pub enum Event {
         burned: Amount,
         refund: Amount,
     },
-    /// The piece of a terminated deal needs a new replica elsewhere.
+    /// The piece of a terminated deal needs a new replica elsewhere; `file`
+    /// names the registered file and piece index it held, if any.
     RepairNeeded {
         deal_id: DealId,
         piece: PieceId,
         piece_size: u64,
         client: AccountId,
+        file: Option<(FileId, u32)>,
+    },
+    FileRegistered {
+        file_id: FileId,
+        client: AccountId,
+    },
+    /// A repair deal holds `index` of `file_id` now; its escrow came
+    /// `from_fund` (the file's repair fund) and `from_balance` (the
+    /// client's free balance).
+    RepairPublished {
+        file_id: FileId,
+        index: u32,
+        deal_id: DealId,
+        from_fund: Amount,
+        from_balance: Amount,
+    },
+    /// The owner ended a deal early: `refund` escrow to the client,
+    /// `collateral_returned` to the provider.
+    Removed {
+        deal_id: DealId,
+        refund: Amount,
+        collateral_returned: Amount,
+    },
+    /// The owner removed a file; `refund` in all (deals and repair fund).
+    FileRemoved {
+        file_id: FileId,
+        refund: Amount,
+    },
+    FileRenewed {
+        file_id: FileId,
+        end_epoch: Epoch,
+        locked: Amount,
+    },
+    /// A file's term is over; its unused repair fund (`refund`) is back.
+    FileExpired {
+        file_id: FileId,
+        refund: Amount,
     },
     /// The deal ran its course: collateral back, unearned escrow back.
     Completed {
@@ -345,6 +423,8 @@ pub enum DealState {
     Completed,
     Terminated,
     Cancelled,
+    /// Ended early by the file's owner (`RemoveFile`).
+    Removed,
 }
 
 impl DealState {
@@ -357,6 +437,7 @@ impl DealState {
             Self::Completed => "completed",
             Self::Terminated => "terminated",
             Self::Cancelled => "cancelled",
+            Self::Removed => "removed",
         }
     }
 
@@ -390,6 +471,9 @@ pub struct Deal {
     pub last_paid_epoch: Option<Epoch>,
     pub consecutive_faults: u32,
     pub total_faults: u64,
+    /// Epochs added by renewals after `start + duration`.
+    #[serde(default)]
+    pub extension_epochs: u64,
 }
 
 impl Deal {
@@ -402,12 +486,82 @@ impl Deal {
     }
 
     /// The first epoch after the deal: it is challenged in `[start, end)`.
-    /// Checked at publication not to overflow.
+    /// Checked at publication and renewal not to overflow.
     pub fn end_epoch(&self) -> Epoch {
         self.proposal
             .start_epoch
             .saturating_add(self.proposal.duration_epochs)
+            .saturating_add(self.extension_epochs)
     }
+
+    /// Epochs the deal is paid for: its duration plus its renewals.
+    pub fn term_epochs(&self) -> u64 {
+        self.proposal
+            .duration_epochs
+            .saturating_add(self.extension_epochs)
+    }
+}
+
+/// Where a registered file is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileState {
+    /// Stored: challenged, repaired, renewable.
+    Live,
+    /// Ended early by its owner.
+    Removed,
+    /// Its term is over.
+    Expired,
+}
+
+impl FileState {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Live => "live",
+            Self::Removed => "removed",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+/// One piece index of a file and the deal that holds it now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slot {
+    pub piece: PieceId,
+    pub piece_size: u64,
+    /// The index's current deal: the original one, or its latest repair.
+    /// The index is *lost* while this deal is not live.
+    pub deal: DealId,
+}
+
+/// A registered file: what repair, renewal and removal act on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct File {
+    pub id: FileId,
+    pub client: AccountId,
+    /// The stored bytes' root CID (bytes).
+    #[serde(with = "crowd_protocol::wire::bytes")]
+    pub root: Vec<u8>,
+    /// The manifest's CID digest.
+    #[serde(with = "crowd_protocol::wire::hash32")]
+    pub manifest: Hash32,
+    /// `k`: pieces a rebuild needs.
+    pub data_pieces: u32,
+    /// By piece index.
+    pub slots: Vec<Slot>,
+    /// The first epoch after the file's term (repairs run to it, renewals
+    /// move it).
+    pub end_epoch: Epoch,
+    pub state: FileState,
+    /// Escrow locked for this file's repairs (part of the client's locked
+    /// escrow): the unearned escrow of its deals that ended early plus the
+    /// client's share of their slashed collateral. Repairs draw on it
+    /// first, then on the client's free balance; what is left goes back to
+    /// the client when the file ends.
+    pub repair_fund: Amount,
+    /// Repair deals published for it.
+    pub repairs: u64,
+    /// Escrow those repair deals locked.
+    pub repair_cost: Amount,
 }
 
 /// Supply counters. Conservation: the sum over accounts of

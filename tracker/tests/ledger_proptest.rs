@@ -56,6 +56,31 @@ enum Op {
     EndEpoch {
         forge: bool,
     },
+    /// The client registers its latest `n` unregistered live deals as a file.
+    RegisterFile {
+        client: usize,
+        n: usize,
+        k: u32,
+    },
+    /// Remove a file, by its owner or (`stranger`) someone else.
+    Remove {
+        file: usize,
+        stranger: bool,
+    },
+    Renew {
+        file: usize,
+        epochs: u64,
+        stranger: bool,
+    },
+    /// A repair deal for a file's piece: 0 honest, 1 job not signed by the
+    /// tracker, 2 acceptance by someone else than the provider.
+    Repair {
+        file: usize,
+        index: u32,
+        provider: usize,
+        price: Amount,
+        forge: u8,
+    },
     /// Apply an earlier accepted input again.
     Replay {
         back: usize,
@@ -84,6 +109,12 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(client, provider, terms, forge)| Op::Publish { client, provider, terms, forge }),
         8 => (any::<usize>(), fault()).prop_map(|(deal, fault)| Op::Step { deal, fault }),
         4 => (0..8u8).prop_map(|f| Op::EndEpoch { forge: f == 0 }),
+        2 => (0..4usize, 1..4usize, 1..3u32).prop_map(|(client, n, k)| Op::RegisterFile { client, n, k }),
+        1 => (any::<usize>(), 0..6u8).prop_map(|(file, s)| Op::Remove { file, stranger: s == 0 }),
+        1 => (any::<usize>(), 1..4u64, 0..6u8)
+            .prop_map(|(file, epochs, s)| Op::Renew { file, epochs, stranger: s == 0 }),
+        3 => (any::<usize>(), 0..3u32, 0..4usize, 0..30u128, 0..8u8)
+            .prop_map(|(file, index, provider, price, forge)| Op::Repair { file, index, provider, price, forge }),
         1 => any::<usize>().prop_map(|back| Op::Replay { back }),
         1 => any::<usize>().prop_map(|back| Op::Tamper { back }),
     ]
@@ -111,6 +142,10 @@ fn flip_signature(input: &Input) -> Option<Input> {
         Input::EndEpoch {
             tracker_signature, ..
         } => flip(tracker_signature),
+        Input::RegisterFile(s) => flip(s.parts_mut().2),
+        Input::RemoveFile(s) => flip(s.parts_mut().2),
+        Input::RenewFile(s) => flip(s.parts_mut().2),
+        Input::PublishRepair { job, .. } => flip(job.parts_mut().2),
     }
     Some(input)
 }
@@ -172,6 +207,7 @@ fn run(ops: Vec<Op>) -> Result<Vec<Event>, TestCaseError> {
     }
     let mut accepted: Vec<Input> = Vec::new();
     let mut paid = BTreeSet::new();
+    let mut proven = BTreeSet::new();
     let mut minted: Amount = w.ledger.supply().minted;
     let mut all = Vec::new();
     for op in ops {
@@ -218,6 +254,64 @@ fn run(ops: Vec<Op>) -> Result<Vec<Event>, TestCaseError> {
                     w.end_epoch_input()
                 }
             }
+            Op::RegisterFile { client, n, k } => {
+                let c = actor(client);
+                let mut deals: Vec<u64> = w
+                    .ledger
+                    .deals()
+                    .filter(|d| d.client() == common::id(&c) && d.state.is_live())
+                    .filter(|d| w.ledger.deal_file(d.id).is_none())
+                    .map(|d| d.id)
+                    .collect();
+                deals = deals.split_off(deals.len().saturating_sub(n));
+                if deals.is_empty() {
+                    continue;
+                }
+                World::register_file_input(&c, &deals, k)
+            }
+            Op::Remove { file, stranger: s }
+            | Op::Renew {
+                file, stranger: s, ..
+            } => {
+                let files = w.ledger.files().count();
+                if files == 0 {
+                    continue;
+                }
+                let f = w.ledger.files().nth(file % files).unwrap().clone();
+                let signer = if s {
+                    stranger()
+                } else {
+                    (0..4).map(actor).find(|k| common::id(k) == f.client).unwrap()
+                };
+                match op {
+                    Op::Renew { epochs, .. } => w.renew_input(&signer, f.id, epochs),
+                    _ => w.remove_input(&signer, f.id),
+                }
+            }
+            Op::Repair {
+                file,
+                index,
+                provider,
+                price,
+                forge,
+            } => {
+                let files = w.ledger.files().count();
+                if files == 0 {
+                    continue;
+                }
+                let id = w.ledger.files().nth(file % files).unwrap().id;
+                let p = actor(provider);
+                let tracker = w.tracker.clone();
+                let (job_signer, acceptor) = match forge {
+                    1 => (stranger(), p.clone()),
+                    2 => (tracker, stranger()),
+                    _ => (tracker, p.clone()),
+                };
+                match w.repair_input(id, index, &p, price, &job_signer, &acceptor) {
+                    Some(input) => input,
+                    None => continue,
+                }
+            }
             Op::Replay { back } | Op::Tamper { back } if accepted.is_empty() => {
                 let _ = back;
                 continue;
@@ -249,8 +343,15 @@ fn run(ops: Vec<Op>) -> Result<Vec<Event>, TestCaseError> {
                 }
                 for e in &events {
                     match e {
+                        Event::WindowProven { deal_id, epoch } => {
+                            proven.insert((*deal_id, *epoch));
+                        }
                         Event::Paid { deal_id, epoch, .. } => {
                             prop_assert!(paid.insert((*deal_id, *epoch)), "paid twice: {e:?}");
+                            prop_assert!(
+                                proven.contains(&(*deal_id, *epoch)),
+                                "paid without a proof: {e:?}"
+                            );
                         }
                         Event::Minted { amount, .. } => minted += amount,
                         _ => {}
@@ -358,4 +459,45 @@ fn the_driver_reaches_every_lifecycle_outcome() {
         count(&events, |e| matches!(e, Event::Cancelled { deal_id: 2, .. })),
         1
     );
+}
+
+/// The random walk above does reach files, repairs, renewals and removals
+/// (counted over a fixed-seed sample of sequences, so this cannot pass by
+/// luck one day and fail the next).
+#[test]
+fn the_random_walk_reaches_repairs_renewals_and_removals() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+    let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]);
+    let mut runner = TestRunner::new_with_rng(Config::default(), rng);
+    let strategy = proptest::collection::vec(op(), 60..200);
+    let mut all = Vec::new();
+    for _ in 0..64 {
+        let ops = strategy.new_tree(&mut runner).unwrap().current();
+        all.extend(run(ops).unwrap());
+    }
+    for (what, n) in [
+        (
+            "FileRegistered",
+            count(&all, |e| matches!(e, Event::FileRegistered { .. })),
+        ),
+        (
+            "RepairPublished",
+            count(&all, |e| matches!(e, Event::RepairPublished { .. })),
+        ),
+        (
+            "FileRenewed",
+            count(&all, |e| matches!(e, Event::FileRenewed { .. })),
+        ),
+        (
+            "FileRemoved",
+            count(&all, |e| matches!(e, Event::FileRemoved { .. })),
+        ),
+        (
+            "FileExpired",
+            count(&all, |e| matches!(e, Event::FileExpired { .. })),
+        ),
+    ] {
+        assert!(n > 0, "the random walk never reached {what}");
+    }
 }

@@ -137,7 +137,8 @@ fn consecutive_faults_terminate_slash_compensate_and_ask_for_repair() {
         deal_id: deal,
         piece: d.proposal.piece,
         piece_size: 4096,
-        client: id(&client)
+        client: id(&client),
+        file: None,
     }));
     assert_eq!(d.state, DealState::Terminated);
     let c = w.ledger.account(&id(&client));

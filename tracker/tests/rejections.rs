@@ -42,6 +42,10 @@ fn flip_signature(input: &mut Input) {
         Input::EndEpoch {
             tracker_signature, ..
         } => flip(tracker_signature),
+        Input::RegisterFile(s) => flip(s.parts_mut().2),
+        Input::RemoveFile(s) => flip(s.parts_mut().2),
+        Input::RenewFile(s) => flip(s.parts_mut().2),
+        Input::PublishRepair { acceptance, .. } => flip(acceptance.parts_mut().2),
         Input::Mint { .. } => {}
     }
 }

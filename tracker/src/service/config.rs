@@ -1,7 +1,8 @@
 //! `config.toml`: one documented struct, loaded in `main` and passed down.
 //!
-//! Five fields are the ledger's **genesis** (`faucet`, `sealing_preset`,
-//! `fault_threshold`, `fault_fee_bps`, `client_share_bps`): `crowd-tracker
+//! Six fields are the ledger's **genesis** (`faucet`, `sealing_preset`,
+//! `fault_threshold`, `fault_fee_bps`, `client_share_bps`,
+//! `repair_after_missed`): `crowd-tracker
 //! init` fixes them in the store with the tracker's key, and `run` refuses a
 //! config that disagrees with the stored genesis instead of silently running
 //! another ledger.
@@ -51,6 +52,11 @@ pub struct TrackerConfig {
     /// Genesis: share of a slashed collateral paid to the client, basis points.
     #[serde(default = "default_client_share")]
     pub client_share_bps: u32,
+    /// Genesis: consecutive missed windows after which a stored file's
+    /// piece is lost (its deal terminated) and repaired; at most
+    /// `fault_threshold`, 0 = `fault_threshold`.
+    #[serde(default = "default_repair_after_missed")]
+    pub repair_after_missed: u32,
     /// Genesis: sealing parameters proofs are verified with, "devnet" or "production".
     #[serde(default = "default_preset")]
     pub sealing_preset: String,
@@ -77,6 +83,9 @@ fn default_faucet_max() -> u64 {
 }
 fn default_fault_threshold() -> u32 {
     3
+}
+fn default_repair_after_missed() -> u32 {
+    2
 }
 fn default_fault_fee() -> u32 {
     1_000
@@ -189,6 +198,7 @@ impl TrackerConfig {
             fault_threshold: self.fault_threshold,
             fault_fee_bps: self.fault_fee_bps,
             client_share_bps: self.client_share_bps,
+            repair_after_missed: self.repair_after_missed,
         }
     }
 
@@ -199,6 +209,7 @@ impl TrackerConfig {
         self.fault_threshold = genesis.fault_threshold;
         self.fault_fee_bps = genesis.fault_fee_bps;
         self.client_share_bps = genesis.client_share_bps;
+        self.repair_after_missed = genesis.repair_after_missed;
         self.sealing_preset = preset_name(&genesis.params).to_string();
         self
     }
@@ -232,6 +243,10 @@ impl TrackerConfig {
         if self.client_share_bps != stored.client_share_bps {
             let (a, b) = (self.client_share_bps, stored.client_share_bps);
             return mismatch("client_share_bps", a.to_string(), b.to_string());
+        }
+        if self.repair_after_missed != stored.repair_after_missed {
+            let (a, b) = (self.repair_after_missed, stored.repair_after_missed);
+            return mismatch("repair_after_missed", a.to_string(), b.to_string());
         }
         Ok(())
     }
@@ -284,6 +299,11 @@ fault_fee_bps = {fee}
 
 # Share of a slashed collateral paid to the client, basis points (the rest is burned).
 client_share_bps = {share}
+
+# A stored file's piece is lost after this many consecutive missed windows:
+# its deal is terminated (slashed as at F) and the tracker repairs the piece
+# on another provider. At most fault_threshold; 0 means fault_threshold.
+repair_after_missed = {repair}
 "#,
             listen = list(&self.listen),
             epoch = self.epoch_secs,
@@ -296,6 +316,7 @@ client_share_bps = {share}
             threshold = self.fault_threshold,
             fee = self.fault_fee_bps,
             share = self.client_share_bps,
+            repair = self.repair_after_missed,
         )
     }
 }

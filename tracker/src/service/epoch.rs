@@ -10,12 +10,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crowd_protocol::libp2p::identity::Keypair;
-use crowd_protocol::{Epoch, Network, Request, Response, SealReport, Signed};
+use crowd_protocol::{Blob, Epoch, Network, RepairReport, Request, Response, SealReport, Signed};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 
 use super::metrics::Metrics;
-use super::state::{Clock, Job, Owner, Task};
+use super::repair::SlotKey;
+use super::state::{Clock, Job, Owner, RepairTask, RepairUpdate, Task};
 use super::ServiceError;
 use crate::{DealId, Event, Input};
 
@@ -48,6 +49,8 @@ struct Progress {
     in_flight: HashSet<DealId>,
     /// (deal, epoch) challenges sent.
     challenged: HashSet<(DealId, Epoch)>,
+    /// One request per repair job at a time.
+    repairs_in_flight: HashSet<SlotKey>,
 }
 
 type Shared = Arc<Mutex<Progress>>;
@@ -98,6 +101,29 @@ impl EpochLoop {
         deadline: Instant,
     ) -> Result<(), ServiceError> {
         let work = self.owner.work().await?;
+        for repair in work.repairs {
+            if !lock(progress).repairs_in_flight.insert(repair.slot) {
+                continue;
+            }
+            let Ok(permit) = limit.clone().try_acquire_owned() else {
+                lock(progress).repairs_in_flight.remove(&repair.slot);
+                break;
+            };
+            let this = self.clone();
+            let progress = progress.clone();
+            let results = results.clone();
+            tokio::spawn(async move {
+                let slot = repair.slot;
+                let timeout = this.provider_timeout;
+                let outcome = tokio::time::timeout(timeout, this.ask_repair(repair, &results)).await;
+                if outcome.is_err() {
+                    this.metrics.provider_requests_failed.inc();
+                    tracing::info!(?slot, "repair request: no answer within {timeout:?}");
+                }
+                lock(&progress).repairs_in_flight.remove(&slot);
+                drop(permit);
+            });
+        }
         for task in work.tasks {
             let queued = {
                 let mut p = lock(progress);
@@ -196,6 +222,58 @@ impl EpochLoop {
         })
     }
 
+    /// Sends a repair job, or polls it; a ready job's acceptance goes to the
+    /// ledger as `PublishRepair`, a failure back to the owner (who plans
+    /// the index again with another provider).
+    async fn ask_repair(&self, task: RepairTask, results: &mpsc::Sender<Input>) {
+        let (slot, job_id) = (task.slot, task.job.id());
+        if !task.addrs.is_empty() {
+            if let Err(e) = self.net.dial(task.provider, task.addrs.clone()).await {
+                tracing::debug!(provider = %task.provider, "dial: {e}");
+            }
+        }
+        let request = if task.sent {
+            Request::RepairStatus(job_id)
+        } else {
+            Request::Repair {
+                job: task.job.clone(),
+                manifest: Blob(task.manifest),
+            }
+        };
+        let update = match self.net.request(task.provider, request).await {
+            Ok(Response::RepairQueued) => Some(RepairUpdate::Sent),
+            Ok(Response::RepairStatus(RepairReport::Running)) => None,
+            Ok(Response::RepairStatus(RepairReport::Ready(acceptance))) => {
+                let _ = results
+                    .send(Input::PublishRepair {
+                        job: task.job,
+                        acceptance,
+                    })
+                    .await;
+                None
+            }
+            Ok(Response::RepairStatus(RepairReport::Unknown)) => {
+                Some(RepairUpdate::Failed("the provider does not know the job".into()))
+            }
+            Ok(Response::RepairStatus(RepairReport::Failed { reason, bad_sources })) => {
+                for bad in &bad_sources {
+                    tracing::warn!(source = %bad, "a repair source served bytes that failed verification");
+                }
+                Some(RepairUpdate::Failed(reason))
+            }
+            Ok(Response::Error { message }) => Some(RepairUpdate::Failed(message)),
+            Ok(other) => Some(RepairUpdate::Failed(format!("unexpected answer {other:?}"))),
+            Err(e) => {
+                // unreachable now: the job stays, polled again (it expires)
+                this_failed(&self.metrics, slot, &e.to_string());
+                None
+            }
+        };
+        if let Some(update) = update {
+            self.owner.repair_update(slot, job_id, update).await;
+        }
+    }
+
     /// Applies `first` and whatever else is already waiting, as one batch.
     async fn apply(&self, first: Input, rx: &mut mpsc::Receiver<Input>) -> Result<(), ServiceError> {
         let mut inputs = vec![first];
@@ -214,6 +292,11 @@ impl EpochLoop {
         }
         Ok(())
     }
+}
+
+fn this_failed(metrics: &Metrics, slot: SlotKey, e: &str) {
+    metrics.provider_requests_failed.inc();
+    tracing::info!(?slot, "repair request: {e}");
 }
 
 /// What a provider's answer means for the loop.
@@ -240,6 +323,12 @@ fn summarise(epoch: Epoch, events: &[Event]) {
             Event::Terminated { deal_id, .. } => tracing::warn!(epoch, deal_id, "deal terminated"),
             Event::Cancelled { deal_id, .. } => tracing::info!(epoch, deal_id, "deal cancelled"),
             Event::Completed { deal_id, .. } => tracing::info!(epoch, deal_id, "deal completed"),
+            Event::RepairNeeded {
+                deal_id,
+                file: Some((file_id, index)),
+                ..
+            } => tracing::warn!(epoch, deal_id, file_id, index, "piece lost: repair queued"),
+            Event::FileExpired { file_id, .. } => tracing::info!(epoch, file_id, "file expired"),
             _ => {}
         }
     }

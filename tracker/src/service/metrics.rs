@@ -37,6 +37,12 @@ pub struct Metrics {
     pub requests_served: Counter,
     pub requests_refused: Counter,
     pub provider_requests_failed: Counter,
+    pub repairs_running: Gauge,
+    pub repairs_done: Counter,
+    pub repairs_failed: Counter,
+    pub repair_cost: Counter<u64, AtomicU64>,
+    pub files_removed: Counter,
+    pub files_renewed: Counter,
 }
 
 fn saturate(a: u128) -> u64 {
@@ -95,6 +101,32 @@ impl Metrics {
             self.requests_refused.clone(),
         );
         r.register(
+            "repairs_running",
+            "Repair jobs planned, sent or polled and not yet published",
+            self.repairs_running.clone(),
+        );
+        r.register(
+            "repairs_done",
+            "Repair deals published (a lost piece rebuilt on a new provider)",
+            self.repairs_done.clone(),
+        );
+        r.register(
+            "repairs_failed",
+            "Repair jobs that failed, expired or were refused (retried elsewhere)",
+            self.repairs_failed.clone(),
+        );
+        r.register(
+            "repair_cost",
+            "Base units of escrow locked for repair deals",
+            self.repair_cost.clone(),
+        );
+        r.register(
+            "files_removed",
+            "Files removed by their owner",
+            self.files_removed.clone(),
+        );
+        r.register("files_renewed", "File renewals", self.files_renewed.clone());
+        r.register(
             "provider_requests_failed",
             "Requests to providers that failed or timed out",
             self.provider_requests_failed.clone(),
@@ -132,6 +164,21 @@ impl Metrics {
                 Event::Minted { amount, .. } => {
                     self.minted.inc_by(saturate(*amount));
                 }
+                Event::RepairPublished {
+                    from_fund,
+                    from_balance,
+                    ..
+                } => {
+                    self.repairs_done.inc();
+                    self.repair_cost
+                        .inc_by(saturate(from_fund.saturating_add(*from_balance)));
+                }
+                Event::FileRemoved { .. } => {
+                    self.files_removed.inc();
+                }
+                Event::FileRenewed { .. } => {
+                    self.files_renewed.inc();
+                }
                 _ => {}
             }
         }
@@ -156,6 +203,7 @@ impl Metrics {
             "completed",
             "terminated",
             "cancelled",
+            "removed",
         ]
         .into_iter()
         .map(|s| (s, 0))

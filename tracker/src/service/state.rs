@@ -19,19 +19,20 @@ use crowd_protocol::tracker::{MAX_HISTORY, MAX_LIST};
 use crowd_protocol::wire::{from_cbor, to_cbor};
 use crowd_protocol::{
     AccountView, Amount, Blob, DealAcceptance, DealProposal, DealQuery, DealView, Epoch, EpochRecord,
-    ProviderEntry, ProviderRegistration, SealSeed, SealTicket, Signed, TrackerInfo, TrackerRequest,
-    TrackerResponse, WindowChallenge,
+    FileQuery, FileRegistration, FileView, ProviderEntry, ProviderRegistration, RepairJob, RepairStats,
+    SealSeed, SealTicket, Signed, SlotView, TrackerInfo, TrackerRequest, TrackerResponse, WindowChallenge,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use super::config::preset_name;
 use super::metrics::Metrics;
+use super::repair::{self, SlotKey};
 use super::store::{keys, Batch, Store};
 use super::ServiceError;
 use crate::{
-    sign_epoch, AccountId, Deal, DealId, DealState, Event, Input, Ledger, LedgerConfig, LedgerError,
-    LogEntry, MAX_START_LEAD, MIN_START_LEAD,
+    sign_epoch, AccountId, Deal, DealId, DealState, Event, File, FileId, FileState, Input, Ledger,
+    LedgerConfig, LedgerError, LogEntry, MAX_START_LEAD, MIN_START_LEAD,
 };
 
 /// Most addresses a provider may register, and longest address text.
@@ -119,11 +120,43 @@ pub struct Task {
     pub job: Job,
 }
 
+/// A repair job to send to its provider (`sent == false`) or to poll.
+#[derive(Debug, Clone)]
+pub struct RepairTask {
+    pub slot: SlotKey,
+    pub job: Signed<RepairJob>,
+    /// The file's manifest (dag-cbor), sent with the job.
+    pub manifest: Vec<u8>,
+    pub provider: PeerId,
+    pub addrs: Vec<Multiaddr>,
+    pub sent: bool,
+}
+
+/// What the epoch loop reports of a repair job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepairUpdate {
+    /// The provider took the job.
+    Sent,
+    /// The provider refused, failed, lost the job or did not answer.
+    Failed(String),
+}
+
+/// A repair job the owner planned (memory only: after a restart lost
+/// pieces are simply planned again).
+#[derive(Debug, Clone)]
+struct RepairRun {
+    job: Signed<RepairJob>,
+    provider: PeerId,
+    expiry: Epoch,
+    sent: bool,
+}
+
 /// Everything the epoch loop has to do with providers right now.
 #[derive(Debug, Clone)]
 pub struct Work {
     pub epoch: Epoch,
     pub tasks: Vec<Task>,
+    pub repairs: Vec<RepairTask>,
 }
 
 /// What the store holds beyond the genesis, loaded at start.
@@ -142,6 +175,15 @@ pub struct State<S: Store> {
     addrs: BTreeMap<PeerId, Vec<String>>,
     stats: BTreeMap<DealId, DealStats>,
     manifest_counts: BTreeMap<PeerId, u64>,
+    /// Root CID bytes → the files stored under it (from the ledger).
+    files_by_root: BTreeMap<Vec<u8>, Vec<FileId>>,
+    repairs: BTreeMap<SlotKey, RepairRun>,
+    /// Providers that failed an index's repair (not asked again for it).
+    repair_excluded: BTreeMap<SlotKey, Vec<PeerId>>,
+    /// Failed repair jobs per file since the tracker started.
+    repair_failed: BTreeMap<FileId, u64>,
+    /// Makes every planned job unique.
+    repair_nonce: u64,
     faucet_max: Amount,
     clock: Arc<Clock>,
     metrics: Arc<Metrics>,
@@ -287,6 +329,15 @@ fn load(store: &dyn Store, genesis: LedgerConfig) -> Result<Loaded, ServiceError
     })
 }
 
+/// Root CID bytes → file ids, from the ledger's files.
+fn index_roots(ledger: &Ledger) -> BTreeMap<Vec<u8>, Vec<FileId>> {
+    let mut index: BTreeMap<Vec<u8>, Vec<FileId>> = BTreeMap::new();
+    for f in ledger.files() {
+        index.entry(f.root.clone()).or_default().push(f.id);
+    }
+    index
+}
+
 /// Parses registered address text for dialling (addresses that do not parse
 /// were refused at registration; a trailing `/p2p/<id>` is dropped).
 fn dial_addrs(addrs: &[String]) -> Vec<Multiaddr> {
@@ -320,6 +371,7 @@ impl<S: Store> State<S> {
             ));
         }
         let loaded = load(&store, genesis)?;
+        let files_by_root = index_roots(&loaded.ledger);
         let state = Self {
             key,
             store,
@@ -327,6 +379,11 @@ impl<S: Store> State<S> {
             addrs: loaded.addrs,
             stats: loaded.stats,
             manifest_counts: loaded.manifest_counts,
+            files_by_root,
+            repairs: BTreeMap::new(),
+            repair_excluded: BTreeMap::new(),
+            repair_failed: BTreeMap::new(),
+            repair_nonce: 0,
             faucet_max,
             clock,
             metrics,
@@ -350,6 +407,7 @@ impl<S: Store> State<S> {
         self.addrs = loaded.addrs;
         self.stats = loaded.stats;
         self.manifest_counts = loaded.manifest_counts;
+        self.files_by_root = index_roots(&self.ledger);
         Ok(())
     }
 
@@ -402,6 +460,13 @@ impl<S: Store> State<S> {
         self.stats.extend(stats);
         for (_, events) in accepted {
             self.metrics.events(events);
+            for e in events.iter() {
+                if let Event::FileRegistered { file_id, .. } = e {
+                    if let Some(f) = self.ledger.file(*file_id) {
+                        self.files_by_root.entry(f.root.clone()).or_default().push(f.id);
+                    }
+                }
+            }
         }
         self.metrics.gauges_cheap(&self.ledger);
         if settled {
@@ -449,7 +514,8 @@ impl<S: Store> State<S> {
     /// What to ask providers now: tickets for published deals, seal proofs
     /// for seeded ones, window proofs for active deals challenged in the open
     /// epoch and not proven for it yet.
-    pub fn work(&self) -> Work {
+    pub fn work(&mut self) -> Work {
+        let repairs = self.repair_work();
         let epoch = self.ledger.epoch();
         let randomness = self.ledger.randomness();
         let mut tasks = Vec::new();
@@ -489,7 +555,130 @@ impl<S: Store> State<S> {
                 job,
             });
         }
-        Work { epoch, tasks }
+        Work {
+            epoch,
+            tasks,
+            repairs,
+        }
+    }
+
+    /// Repairs to send or poll: finishes runs whose index is no longer
+    /// lost (published, or the file ended) or whose job expired (a
+    /// failure), then plans a job for each lost index without one, fewest
+    /// healthy pieces first, at most [`repair::MAX_RUNNING`] at once.
+    fn repair_work(&mut self) -> Vec<RepairTask> {
+        let epoch = self.ledger.epoch();
+        let runs = std::mem::take(&mut self.repairs);
+        for (slot, run) in runs {
+            if !self.ledger.is_lost(slot.0, slot.1) {
+                self.repair_excluded.remove(&slot);
+                continue;
+            }
+            if epoch > run.expiry {
+                self.repair_failure(slot, run.provider, "the job expired unpublished");
+                continue;
+            }
+            self.repairs.insert(slot, run);
+        }
+        let lost = self.ledger.lost_slots();
+        let mut providers: Option<Vec<ProviderEntry>> = None;
+        for (file_id, index, _healthy) in lost {
+            if self.repairs.len() >= repair::MAX_RUNNING {
+                break;
+            }
+            let slot = (file_id, index);
+            if self.repairs.contains_key(&slot) {
+                continue;
+            }
+            let Some(file) = self.ledger.file(file_id) else {
+                continue;
+            };
+            let providers = providers.get_or_insert_with(|| self.providers());
+            let excluded = self.repair_excluded.get(&slot).cloned().unwrap_or_default();
+            self.repair_nonce = self.repair_nonce.wrapping_add(1);
+            let nonce = (epoch << 20) ^ self.repair_nonce;
+            let job = match repair::plan(&self.ledger, file, index, providers, &excluded, nonce) {
+                Ok(job) => job,
+                Err(repair::Blocked::NoProvider) if !excluded.is_empty() => {
+                    // every candidate failed once: let them try again
+                    self.repair_excluded.remove(&slot);
+                    continue;
+                }
+                Err(why) => {
+                    tracing::debug!(file_id, index, ?why, "repair blocked");
+                    continue;
+                }
+            };
+            let provider = job.proposal.provider;
+            let expiry = job.proposal.expiry_epoch;
+            match Signed::sign(&self.key, &job) {
+                Ok(job) => {
+                    tracing::info!(file_id, index, %provider, "repair planned");
+                    self.repairs.insert(
+                        slot,
+                        RepairRun {
+                            job,
+                            provider,
+                            expiry,
+                            sent: false,
+                        },
+                    );
+                }
+                Err(e) => tracing::warn!("signing a repair job: {e}"),
+            }
+        }
+        self.metrics.repairs_running.set(self.repairs.len() as i64);
+        let mut tasks = Vec::with_capacity(self.repairs.len());
+        for (slot, run) in &self.repairs {
+            let Some(file) = self.ledger.file(slot.0) else {
+                continue;
+            };
+            let manifest = match self.store.get(&keys::file_manifest(&file.manifest)) {
+                Ok(Some(m)) => m,
+                _ => {
+                    tracing::warn!(file_id = slot.0, "no stored manifest: cannot repair");
+                    continue;
+                }
+            };
+            tasks.push(RepairTask {
+                slot: *slot,
+                job: run.job.clone(),
+                manifest,
+                provider: run.provider,
+                addrs: self
+                    .addrs
+                    .get(&run.provider)
+                    .map(|a| dial_addrs(a))
+                    .unwrap_or_default(),
+                sent: run.sent,
+            });
+        }
+        tasks
+    }
+
+    /// A repair job failed: its provider is not asked for this index again
+    /// (until every candidate failed), and the index is planned anew.
+    fn repair_failure(&mut self, slot: SlotKey, provider: PeerId, why: &str) {
+        tracing::warn!(file_id = slot.0, index = slot.1, %provider, "repair failed: {why}");
+        self.metrics.repairs_failed.inc();
+        *self.repair_failed.entry(slot.0).or_default() += 1;
+        self.repair_excluded.entry(slot).or_default().push(provider);
+        self.repairs.remove(&slot);
+    }
+
+    /// What the epoch loop learnt of a repair job (`job` is its id; an
+    /// update for a job that is no longer the index's run is ignored).
+    pub fn repair_update(&mut self, slot: SlotKey, job: [u8; 32], update: RepairUpdate) {
+        let Some(run) = self.repairs.get_mut(&slot).filter(|r| r.job.id() == job) else {
+            return;
+        };
+        match update {
+            RepairUpdate::Sent => run.sent = true,
+            RepairUpdate::Failed(why) => {
+                let provider = run.provider;
+                self.repair_failure(slot, provider, &why);
+            }
+        }
     }
 
     /// Answers one tracker request; refusals are one-line errors.
@@ -514,9 +703,38 @@ impl<S: Store> State<S> {
                 }))
             }
             TrackerRequest::Faucet { account, amount } => self.faucet(account, amount),
-            TrackerRequest::RegisterManifest { root, manifest } => {
-                self.register_manifest(peer, root, manifest)
+            TrackerRequest::RegisterManifest { root, manifest, file } => {
+                self.register_manifest(peer, root, manifest, file)
             }
+            TrackerRequest::RemoveFile(signed) => {
+                self.expect_sender(peer, signed.claimed_signer(), "removal")?;
+                let events = self.apply(Input::RemoveFile(signed), Batch::default())?;
+                let refund = events
+                    .iter()
+                    .find_map(|e| match e {
+                        Event::FileRemoved { refund, .. } => Some(*refund),
+                        _ => None,
+                    })
+                    .ok_or_else(|| corrupt("a removal emitted no FileRemoved event"))?;
+                Ok(TrackerResponse::FileRemoved { refund })
+            }
+            TrackerRequest::RenewFile(signed) => {
+                self.expect_sender(peer, signed.claimed_signer(), "renewal")?;
+                let events = self.apply(Input::RenewFile(signed), Batch::default())?;
+                events
+                    .iter()
+                    .find_map(|e| match e {
+                        Event::FileRenewed {
+                            end_epoch, locked, ..
+                        } => Some(TrackerResponse::FileRenewed {
+                            end_epoch: *end_epoch,
+                            locked: *locked,
+                        }),
+                        _ => None,
+                    })
+                    .ok_or_else(|| corrupt("a renewal emitted no FileRenewed event"))
+            }
+            TrackerRequest::Files(query) => self.files(peer, query),
             TrackerRequest::Manifest { root } => {
                 let record = match self.store.get(&keys::manifest(&root))? {
                     Some(b) => Some(decode::<ManifestRecord>("manifest record", &b)?),
@@ -526,6 +744,96 @@ impl<S: Store> State<S> {
             }
             TrackerRequest::Deals(query) => self.deals(peer, query),
             TrackerRequest::OwnManifests { after } => self.own_manifests(peer, after),
+        }
+    }
+
+    /// A signed request must come from its signer.
+    fn expect_sender(&self, peer: PeerId, signer: Option<PeerId>, what: &str) -> Result<(), ServiceError> {
+        match signer {
+            Some(s) if s == peer => Ok(()),
+            Some(s) => Err(ServiceError::Config(format!(
+                "a {what} signed by {s} must be sent by it, not {peer}"
+            ))),
+            None => Err(ServiceError::Config(format!(
+                "the {what}'s signer key does not decode"
+            ))),
+        }
+    }
+
+    /// Files by root (anyone who names it) or the sender's own, paged.
+    fn files(&self, peer: PeerId, query: FileQuery) -> Result<TrackerResponse, ServiceError> {
+        let files: Vec<&File> = match query {
+            FileQuery::Root(root) => self
+                .files_by_root
+                .get(&root)
+                .into_iter()
+                .flatten()
+                .filter_map(|id| self.ledger.file(*id))
+                .take(MAX_LIST)
+                .collect(),
+            FileQuery::Own { after } => self
+                .ledger
+                .files()
+                .filter(|f| f.client.0 == peer && after.is_none_or(|a| f.id > a))
+                .take(MAX_LIST)
+                .collect(),
+        };
+        Ok(TrackerResponse::Files(
+            files.into_iter().map(|f| self.file_view(f)).collect(),
+        ))
+    }
+
+    fn file_view(&self, f: &File) -> FileView {
+        let mut repairs = RepairStats {
+            done: f.repairs,
+            cost: f.repair_cost,
+            failed: self.repair_failed.get(&f.id).copied().unwrap_or(0),
+            ..RepairStats::default()
+        };
+        let slots = f
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let deal = self.ledger.deal(s.deal);
+                let running = self.repairs.contains_key(&(f.id, i as u32));
+                let live = deal.is_some_and(|d| d.state.is_live());
+                let state = match deal {
+                    _ if f.state == FileState::Live && !live && running => "repairing",
+                    _ if f.state == FileState::Live && !live => "lost",
+                    Some(d) => d.state.name(),
+                    None => "unknown",
+                };
+                if f.state == FileState::Live && !live {
+                    if running {
+                        repairs.running += 1;
+                    } else {
+                        repairs.queued += 1;
+                    }
+                }
+                let provider = deal.map_or(f.client.0, |d| d.proposal.provider);
+                SlotView {
+                    index: i as u64,
+                    piece: s.piece,
+                    piece_size: s.piece_size,
+                    deal_id: s.deal,
+                    provider,
+                    addrs: self.addrs.get(&provider).cloned().unwrap_or_default(),
+                    state: state.to_string(),
+                    consecutive_faults: deal.map_or(0, |d| d.consecutive_faults),
+                }
+            })
+            .collect();
+        FileView {
+            id: f.id,
+            client: f.client.0,
+            root: f.root.clone(),
+            manifest: f.manifest,
+            data_pieces: f.data_pieces,
+            end_epoch: f.end_epoch,
+            state: f.state.name().to_string(),
+            slots,
+            repairs,
         }
     }
 
@@ -669,6 +977,7 @@ impl<S: Store> State<S> {
         peer: PeerId,
         root: Vec<u8>,
         manifest: Vec<u8>,
+        file: Option<Signed<FileRegistration>>,
     ) -> Result<TrackerResponse, ServiceError> {
         let refuse = |s: String| Err(ServiceError::Config(s));
         if manifest.len() > crowd_protocol::MAX_MANIFEST {
@@ -710,7 +1019,22 @@ impl<S: Store> State<S> {
             }
             None => count + 1,
         };
-        let cid = crowd_protocol::manifest_cid(&manifest).to_bytes();
+        let cid = crowd_protocol::manifest_cid(&manifest);
+        let digest: [u8; 32] = cid
+            .hash()
+            .digest()
+            .try_into()
+            .map_err(|_| corrupt("a manifest CID digest is not 32 bytes"))?;
+        let register = match file {
+            Some(signed) => self.check_file_registration(peer, &signed, &root, &digest, &parsed)?,
+            None if !parsed.pieces.is_empty() => {
+                return refuse("a file with pieces must be registered with its deals".into())
+            }
+            None => None,
+        };
+        if register.is_some() {
+            batch.put(keys::file_manifest(&digest), manifest.clone());
+        }
         batch.put(
             key,
             to_cbor(&ManifestRecord {
@@ -720,9 +1044,53 @@ impl<S: Store> State<S> {
         );
         batch.put(keys::manifest_count(&peer), new_count.to_le_bytes().to_vec());
         batch.put(keys::owned(&peer, &root), Vec::new());
-        self.store.write(batch)?;
+        match register {
+            // the ledger entry and the manifest land in one batch
+            Some(signed) => {
+                self.apply(Input::RegisterFile(signed), batch)?;
+            }
+            None => self.store.write(batch)?,
+        }
         self.manifest_counts.insert(peer, new_count);
-        Ok(TrackerResponse::ManifestStored(cid))
+        Ok(TrackerResponse::ManifestStored(cid.to_bytes()))
+    }
+
+    /// Checks a file registration against the manifest it comes with:
+    /// `Some` to apply, `None` when these deals are already registered as
+    /// this file (a retry).
+    fn check_file_registration(
+        &self,
+        peer: PeerId,
+        signed: &Signed<FileRegistration>,
+        root: &[u8],
+        digest: &[u8; 32],
+        manifest: &crowd_protocol::Manifest,
+    ) -> Result<Option<Signed<FileRegistration>>, ServiceError> {
+        let refuse = |s: &str| Err(ServiceError::Config(format!("file registration: {s}")));
+        self.expect_sender(peer, signed.claimed_signer(), "file registration")?;
+        let (_, reg) = signed
+            .open(Some(&peer))
+            .map_err(|e| ServiceError::Config(e.to_string()))?;
+        if reg.root != root || reg.manifest != *digest {
+            return refuse("it names another root or manifest");
+        }
+        let deals: Vec<u64> = manifest.pieces.iter().map(|p| p.deal_id).collect();
+        let ordered = manifest
+            .pieces
+            .iter()
+            .enumerate()
+            .all(|(i, p)| p.index == i as u64);
+        if reg.deals != deals || !ordered {
+            return refuse("its deals are not the manifest's, by piece index");
+        }
+        if reg.data_pieces as usize != manifest.layout.params().data_shards() {
+            return refuse("its data pieces are not the layout's");
+        }
+        let registered = reg.deals.first().and_then(|d| self.ledger.deal_file(*d));
+        match registered.and_then(|(id, _)| self.ledger.file(id)) {
+            Some(f) if f.manifest == *digest && f.slots.len() == reg.deals.len() => Ok(None),
+            _ => Ok(Some(signed.clone())),
+        }
     }
 
     /// Deals are described only to their client and provider.
@@ -784,6 +1152,7 @@ impl<S: Store> State<S> {
             proposal_id: d.proposal_id,
             proposal: d.proposal.clone(),
             published_epoch: d.published_epoch,
+            end_epoch: d.end_epoch(),
             state: d.state.name().to_string(),
             comm_r,
             escrow: d.escrow,
@@ -856,6 +1225,12 @@ pub enum Command {
     },
     /// What to ask providers now.
     Work { reply: oneshot::Sender<Work> },
+    /// What became of a repair job (`job` is its id).
+    Repair {
+        slot: SlotKey,
+        job: [u8; 32],
+        update: RepairUpdate,
+    },
     /// Stop after the commands before this one.
     Stop,
 }
@@ -915,6 +1290,10 @@ impl Owner {
         self.call(|reply| Command::Work { reply }).await
     }
 
+    pub async fn repair_update(&self, slot: SlotKey, job: [u8; 32], update: RepairUpdate) {
+        let _ = self.tx.send(Command::Repair { slot, job, update }).await;
+    }
+
     pub async fn stop(&self) {
         let _ = self.tx.send(Command::Stop).await;
     }
@@ -946,6 +1325,7 @@ impl<S: Store> State<S> {
             Command::Work { reply } => {
                 let _ = reply.send(self.work());
             }
+            Command::Repair { slot, job, update } => self.repair_update(slot, job, update),
             Command::Stop => return Ok(false),
         }
         Ok(true)
@@ -1104,6 +1484,7 @@ mod tests {
                 TrackerRequest::RegisterManifest {
                     root: root.clone(),
                     manifest: manifest.clone(),
+                    file: None,
                 },
             )
             .unwrap();
@@ -1246,6 +1627,7 @@ mod tests {
                 TrackerRequest::RegisterManifest {
                     root: sample_manifest().0,
                     manifest: sample_manifest().1,
+                    file: None,
                 },
                 "published deal",
             ),
@@ -1305,6 +1687,7 @@ mod tests {
                 TrackerRequest::RegisterManifest {
                     root: root.clone(),
                     manifest: manifest.clone(),
+                    file: None,
                 },
             )
             .unwrap();

@@ -40,6 +40,8 @@ pub mod keys {
     pub const OWNED: &[u8] = b"mowner/";
     pub const HISTORY: &[u8] = b"history/";
     pub const DEAL_STATS: &[u8] = b"dstats/";
+    /// A registered file's manifest by its CID digest (repairs send it).
+    pub const FILE_MANIFEST: &[u8] = b"fmanifest/";
 
     fn join(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
         let mut k = prefix.to_vec();
@@ -77,6 +79,9 @@ pub mod keys {
     }
     pub fn deal_stats(deal: DealId) -> Vec<u8> {
         join(DEAL_STATS, &[&deal.to_be_bytes()])
+    }
+    pub fn file_manifest(digest: &[u8; 32]) -> Vec<u8> {
+        join(FILE_MANIFEST, &[digest])
     }
 }
 

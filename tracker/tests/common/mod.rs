@@ -12,12 +12,12 @@ use crowd_porep::seal::{replica_id, seal};
 use crowd_porep::{Parents, SealParams, Sealed};
 use crowd_protocol::libp2p::identity::Keypair;
 use crowd_protocol::{
-    Amount, DealAcceptance, DealProposal, Epoch, PieceId, SealCommitment, SealProofMsg, Signed,
-    WindowProofMsg,
+    Amount, DealAcceptance, DealProposal, Epoch, FileRegistration, PieceId, RemoveRequest, RenewRequest,
+    RepairJob, SealCommitment, SealProofMsg, Signed, WindowProofMsg,
 };
 use crowd_tracker::{
-    provider_hash, replay, sign_epoch, AccountId, DealId, DealState, Event, Input, Ledger, LedgerConfig,
-    LedgerError, LogEntry, ProviderRegistration, WithdrawRequest,
+    provider_hash, replay, sign_epoch, AccountId, DealId, DealState, Event, FileId, Input, Ledger,
+    LedgerConfig, LedgerError, LogEntry, ProviderRegistration, WithdrawRequest,
 };
 
 /// A deterministic ed25519 key.
@@ -280,6 +280,91 @@ impl World {
             .any(|e| matches!(e, Event::SealSeed { deal_id: d, .. } if *d == deal_id)));
         let input = self.seal_proof_input(deal_id, provider, None);
         assert_eq!(self.apply(input).unwrap(), vec![Event::Proven { deal_id }]);
+    }
+
+    /// `client` registers `deals` (by piece index) as one file needing `k`.
+    pub fn register_file_input(client: &Keypair, deals: &[DealId], k: u32) -> Input {
+        let mut root = b"root".to_vec();
+        for d in deals {
+            root.extend_from_slice(&d.to_le_bytes());
+        }
+        let reg = FileRegistration {
+            root,
+            manifest: *blake3::hash(format!("{deals:?}").as_bytes()).as_bytes(),
+            data_pieces: k,
+            deals: deals.to_vec(),
+        };
+        Input::RegisterFile(Signed::sign(client, &reg).unwrap())
+    }
+
+    /// Registers a file; returns its id.
+    pub fn register_file(&mut self, client: &Keypair, deals: &[DealId], k: u32) -> FileId {
+        let events = self.apply(Self::register_file_input(client, deals, k)).unwrap();
+        match events.as_slice() {
+            [Event::FileRegistered { file_id, .. }] => *file_id,
+            other => panic!("unexpected events {other:?}"),
+        }
+    }
+
+    pub fn remove_input(&mut self, signer: &Keypair, file_id: FileId) -> Input {
+        let nonce = self.next_nonce(signer);
+        Input::RemoveFile(Signed::sign(signer, &RemoveRequest { file_id, nonce }).unwrap())
+    }
+
+    pub fn renew_input(&mut self, signer: &Keypair, file_id: FileId, epochs: u64) -> Input {
+        let nonce = self.next_nonce(signer);
+        Input::RenewFile(
+            Signed::sign(
+                signer,
+                &RenewRequest {
+                    file_id,
+                    epochs,
+                    nonce,
+                },
+            )
+            .unwrap(),
+        )
+    }
+
+    /// A repair deal for `index` of `file_id` with `provider` at `price`,
+    /// starting [`crowd_tracker::MIN_START_LEAD`] from now and running to
+    /// the file's end; the job signed by `job_signer` (the tracker, for an
+    /// honest one), the acceptance by `acceptor`.
+    pub fn repair_input(
+        &mut self,
+        file_id: FileId,
+        index: u32,
+        provider: &Keypair,
+        price: Amount,
+        job_signer: &Keypair,
+        acceptor: &Keypair,
+    ) -> Option<Input> {
+        let f = self.ledger.file(file_id)?.clone();
+        let slot = f.slots.get(index as usize)?.clone();
+        let epoch = self.ledger.epoch();
+        let start = epoch + crowd_tracker::MIN_START_LEAD;
+        self.proposal_nonce += 1;
+        let job = RepairJob {
+            file_id,
+            index: u64::from(index),
+            manifest: f.manifest,
+            proposal: DealProposal {
+                piece: slot.piece,
+                piece_size: slot.piece_size,
+                client: f.client.0,
+                provider: provider.public().to_peer_id(),
+                price_per_epoch: price,
+                start_epoch: start,
+                duration_epochs: f.end_epoch.saturating_sub(start).max(1),
+                provider_collateral: 100,
+                expiry_epoch: epoch + 1,
+                nonce: self.proposal_nonce,
+            },
+            sources: vec![],
+        };
+        let job = Signed::sign(job_signer, &job).unwrap();
+        let acceptance = Signed::sign(acceptor, &DealAcceptance { proposal: job.id() }).unwrap();
+        Some(Input::PublishRepair { job, acceptance })
     }
 
     /// Ends epochs until `epoch` is the open one.
