@@ -13,9 +13,14 @@ pub enum Error {
     /// An argument or input file the caller gave is unusable.
     #[error("{0}")]
     Input(String),
-    /// No such file on the network or in this home.
+    /// No such file on the network or in this home (or, for `rm` and
+    /// `renew`, no live one: removed or expired).
     #[error("{0}")]
     NotFound(String),
+    /// A file (of `crowd rm`, `crowd renew`) that another client stored:
+    /// only its owner may end or extend it.
+    #[error("{0}")]
+    NotOwner(String),
     /// A private file asked for by CID from a home that does not own it.
     #[error("{0}")]
     NeedsCapability(String),
@@ -43,7 +48,8 @@ pub enum Error {
     /// A key backup that the passphrase does not open.
     #[error("wrong passphrase (or the key backup was altered)")]
     Passphrase,
-    /// The tracker or providers failed or refused.
+    /// The tracker or providers failed or refused (a refusal carries the
+    /// tracker's reason, e.g. how much a renewal needs).
     #[error("{0}")]
     Network(String),
     /// Local I/O.

@@ -2,6 +2,13 @@
 //!
 //! 1. Find the manifest: the tracker first, else the DHT (providers announce
 //!    the root CID); whichever answers, its root must be the CID asked for.
+//!    Then follow placement: the tracker's file record of that manifest
+//!    (`Files(Root)`, matched by manifest digest: the owner's own for a
+//!    private file, anyone's — this client's first — otherwise) names the
+//!    current provider of every piece index; each slot in a live state whose
+//!    piece is the layout's replaces the manifest's provider (a repaired
+//!    piece is fetched from its new provider). No answer or no record: the
+//!    manifest's providers, as stored.
 //! 2. Fetch pieces in parallel ([`engine`]): `k + 1` at first, data pieces
 //!    before parity (then decoding is a copy); a piece whose provider is
 //!    gone, stalls, lies or falls far behind is replaced by another, and once
@@ -48,6 +55,7 @@ use crowd_protocol::{Manifest, Request, Response, TrackerRequest, TrackerRespons
 
 use crate::crypt::{DecryptWriter, FileKey};
 use crate::error::Error;
+use crate::files::Owner;
 use crate::keys::{self, Capability};
 use crate::progress::{Callback, Progress, Stage};
 use crate::records;
@@ -451,13 +459,13 @@ struct Found {
 
 async fn find(home: &Path, target: &Target) -> Result<Found> {
     let session = Session::connect(home).await?;
-    let addrs: HashMap<PeerId, Vec<Multiaddr>> = session
+    let mut addrs: HashMap<PeerId, Vec<Multiaddr>> = session
         .providers()
         .await?
         .into_iter()
         .map(|p| (p.peer, p.addrs.iter().filter_map(|a| a.parse().ok()).collect()))
         .collect();
-    let (manifest, access, shown_root) = match target {
+    let (mut manifest, access, shown_root, manifest_cid) = match target {
         Target::Capability(cap) => {
             let (m, cid) = find_manifest(&session, &addrs, &cap.network_root)
                 .await?
@@ -475,13 +483,21 @@ async fn find(home: &Path, target: &Target) -> Result<Found> {
                 .into());
             }
             let access = holder_access(&m, &cap.key)?;
-            (m, access, cap.network_root)
+            (m, access, cap.network_root, cid)
         }
         Target::Cid(cid) => {
-            let (m, access) = find_by_cid(home, &session, &addrs, cid).await?;
-            (m, access, *cid)
+            let (m, access, manifest_cid) = find_by_cid(home, &session, &addrs, cid).await?;
+            (m, access, *cid, manifest_cid)
         }
     };
+    let owner = match &access {
+        // the owner's private file: only its own record
+        Access::Private {
+            plain_root: Some(_), ..
+        } => Owner::Only(session.peer),
+        _ => Owner::Prefer(Some(session.peer)),
+    };
+    follow(&session, &mut manifest, &manifest_cid, &mut addrs, owner).await;
     Ok(Found {
         session,
         manifest,
@@ -489,6 +505,31 @@ async fn find(home: &Path, target: &Target) -> Result<Found> {
         access,
         shown_root,
     })
+}
+
+/// Points `m`'s pieces at their current providers, from the tracker's file
+/// record of manifest `manifest_cid` ([`crate::files::follow_placement`]).
+/// Best effort: a tracker that does not answer, or has no record, leaves
+/// the manifest's placement.
+async fn follow(
+    session: &Session,
+    m: &mut Manifest,
+    manifest_cid: &Cid,
+    addrs: &mut HashMap<PeerId, Vec<Multiaddr>>,
+    owner: Owner,
+) {
+    let Some(digest) = crate::files::manifest_digest(manifest_cid) else {
+        return;
+    };
+    if m.pieces.is_empty() {
+        return;
+    }
+    let Ok(files) = crate::files::by_root(session, &m.root).await else {
+        return;
+    };
+    if let Some(file) = crate::files::choose_file(&files, &digest, owner) {
+        crate::files::follow_placement(m, addrs, file);
+    }
 }
 
 /// How a capability's key reads `m`: checked against the manifest's key
@@ -552,19 +593,21 @@ async fn find_by_cid(
     session: &Session,
     addrs: &HashMap<PeerId, Vec<Multiaddr>>,
     cid: &Cid,
-) -> Result<(Manifest, Access)> {
+) -> Result<(Manifest, Access, Cid)> {
     if let Some(record) = records::find(home, &cid.to_string())? {
         let network_root: Cid = record
             .network_root()
             .parse()
             .map_err(|_| anyhow!("the record of {cid} names a bad root"))?;
-        let local =
-            records::manifest_bytes(home, &record)?.and_then(|b| check_manifest(&b, &network_root).ok());
-        let m = match local {
-            Some(m) => m,
+        let local = records::manifest_bytes(home, &record)?.and_then(|b| {
+            check_manifest(&b, &network_root)
+                .ok()
+                .map(|m| (m, crowd_protocol::manifest_cid(&b)))
+        });
+        let (m, manifest_cid) = match local {
+            Some(found) => found,
             None => find_manifest(session, addrs, &network_root)
                 .await?
-                .map(|(m, _)| m)
                 .ok_or_else(|| {
                     Error::NotFound(format!("no manifest found for {cid} (recorded in this home)"))
                 })?,
@@ -573,14 +616,14 @@ async fn find_by_cid(
         if root != *cid && m.root != *cid {
             return Err(Error::Envelope(format!("it names {root}, not {cid}")).into());
         }
-        return Ok((m, access));
+        return Ok((m, access, manifest_cid));
     }
-    if let Some((m, _)) = find_manifest(session, addrs, cid).await? {
+    if let Some((m, manifest_cid)) = find_manifest(session, addrs, cid).await? {
         if m.encryption.is_none() {
-            return Ok((m, Access::Public));
+            return Ok((m, Access::Public, manifest_cid));
         }
         return match owner_access(&session.key, &m) {
-            Ok((access, _)) => Ok((m, access)),
+            Ok((access, _)) => Ok((m, access, manifest_cid)),
             Err(_) => Err(Error::NeedsCapability(format!(
                 "{cid} is a private file of another client: it is read with its capability (crowd share)"
             ))

@@ -1,18 +1,22 @@
-//! `crowd ls` (local records), `crowd status CID` (per piece: deal, seal and
-//! proving state from the tracker and the provider) and `crowd balance`.
+//! `crowd ls` (local records, brought up to date with the tracker's file
+//! records), `crowd status CID` (per piece index: current provider, deal,
+//! seal and proving state from the tracker and the provider; repairs) and
+//! `crowd balance`.
 
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use crowd_chunker::Cid;
+use crowd_protocol::libp2p::Multiaddr;
 use crowd_protocol::libp2p::PeerId;
 use crowd_protocol::{
-    Amount, DealQuery, DealView, Manifest, ProviderEntry, Request, Response, SealReport, TrackerRequest,
+    Amount, DealQuery, DealView, Epoch, FileView, Manifest, Request, Response, SealReport, TrackerRequest,
     TrackerResponse,
 };
 use serde::Serialize;
 
+use crate::files::{choose_file, manifest_digest, Owner, EXPIRING_EPOCHS};
 use crate::records::{self, Record};
 use crate::session::Session;
 
@@ -51,6 +55,69 @@ pub struct LsEntry {
     pub deals: usize,
     /// Stored unencrypted.
     pub public: bool,
+    /// The first epoch after the file's deals (`None`: unknown, or an
+    /// empty file, which has no deals).
+    pub end_epoch: Option<Epoch>,
+    /// "live"; "expiring" (ending within [`EXPIRING_EPOCHS`] of the
+    /// current epoch); "expired"; or, when the current epoch is not known
+    /// (`ls --local`), the state last synced, else "unknown".
+    pub state: String,
+}
+
+impl LsEntry {
+    /// The entry for `r`, judged against the current epoch if known.
+    pub fn new(r: &Record, epoch: Option<Epoch>) -> Self {
+        let mut e = Self::from(r);
+        e.state = ls_state(r, epoch);
+        e
+    }
+}
+
+/// A record's state in `ls` (see [`LsEntry::state`]).
+fn ls_state(r: &Record, epoch: Option<Epoch>) -> String {
+    if r.deals.is_empty() {
+        // an empty file stores nothing that could expire
+        return "live".into();
+    }
+    match (r.state.as_deref(), r.end_epoch, epoch) {
+        (Some("expired"), _, _) => "expired".into(),
+        (Some("removed"), _, _) => "removed".into(),
+        (_, Some(end), Some(now)) if end <= now => "expired".into(),
+        (_, Some(end), Some(now)) if end <= now.saturating_add(EXPIRING_EPOCHS) => "expiring".into(),
+        (_, Some(_), Some(_)) => "live".into(),
+        (state, _, _) => state.unwrap_or("unknown").into(),
+    }
+}
+
+/// `ls`'s entries: every record but the removed ones.
+pub(crate) fn ls_entries(records: &[Record], epoch: Option<Epoch>) -> Vec<LsEntry> {
+    records
+        .iter()
+        .filter(|r| r.state.as_deref() != Some("removed"))
+        .map(|r| LsEntry::new(r, epoch))
+        .collect()
+}
+
+/// `record` brought up to date with the tracker's file records (`None`
+/// if nothing changed, or the tracker has no file of its manifest: an
+/// empty file, or one stored before files were registered).
+fn synced(record: &Record, files: &[FileView]) -> Option<Record> {
+    let digest = record
+        .manifest
+        .parse::<Cid>()
+        .ok()
+        .and_then(|c| manifest_digest(&c))?;
+    // a live registration wins, else the latest
+    let f = files
+        .iter()
+        .filter(|f| f.manifest == digest)
+        .max_by_key(|f| (f.state == "live", f.id))?;
+    let (end, state) = (Some(f.end_epoch), Some(f.state.clone()));
+    (record.end_epoch != end || record.state != state).then(|| Record {
+        end_epoch: end,
+        state,
+        ..record.clone()
+    })
 }
 
 impl From<&Record> for LsEntry {
@@ -68,6 +135,8 @@ impl From<&Record> for LsEntry {
             },
             deals: r.deals.len(),
             public: r.public,
+            end_epoch: if r.deals.is_empty() { None } else { r.end_epoch },
+            state: ls_state(r, None),
         }
     }
 }
@@ -76,17 +145,19 @@ impl From<&Record> for LsEntry {
 pub fn ls_table(entries: &[LsEntry]) -> String {
     let width = entries.iter().map(|e| e.root.len()).max().unwrap_or(4).max(4);
     let mut out = format!(
-        "{:<width$}  {:>10}  {:<16}  {:>5}  {:<7}  NAME\n",
-        "ROOT", "SIZE", "STORED (UTC)", "DEALS", "ACCESS"
+        "{:<width$}  {:>10}  {:<16}  {:>5}  {:<7}  {:>8}  {:<8}  NAME\n",
+        "ROOT", "SIZE", "STORED (UTC)", "DEALS", "ACCESS", "ENDS", "STATE"
     );
     for e in entries {
         out.push_str(&format!(
-            "{:<width$}  {:>10}  {:<16}  {:>5}  {:<7}  {}\n",
+            "{:<width$}  {:>10}  {:<16}  {:>5}  {:<7}  {:>8}  {:<8}  {}\n",
             e.root,
             e.size,
             e.date,
             e.deals,
             if e.public { "public" } else { "private" },
+            e.end_epoch.map_or_else(|| "-".to_string(), |n| n.to_string()),
+            e.state,
             crate::error::strip(&e.name)
         ));
     }
@@ -168,37 +239,73 @@ fn record_of(
                 piece_size,
             })
             .collect(),
+        end_epoch: None,
+        state: None,
     })
 }
 
-/// This home's files; with `sync`, first restored from the network
-/// ([`recover`]: e.g. after `crowd key import` into a fresh home).
+/// This home's files but the removed ones; with `sync`, first restored
+/// from the network ([`recover`]: e.g. after `crowd key import` into a
+/// fresh home) and updated from the tracker's records of this client's
+/// files (`Files(Own)`: end epoch, removed, expired), judged against the
+/// current epoch.
 pub fn ls(home: &Path, sync: bool) -> Result<Vec<LsEntry>> {
-    if sync {
-        runtime()?.block_on(async {
+    let epoch = if sync {
+        Some(runtime()?.block_on(async {
             let session = Session::connect(home).await?;
-            recover(home, &session).await
-        })?;
-    }
-    Ok(records::list(home)?.iter().map(LsEntry::from).collect())
+            recover(home, &session).await?;
+            let files = crate::files::own(&session).await?;
+            for r in records::list(home)? {
+                if let Some(updated) = synced(&r, &files) {
+                    records::update(home, &updated)?;
+                }
+            }
+            Ok::<_, anyhow::Error>(session.info().await?.epoch)
+        })?)
+    } else {
+        None
+    };
+    Ok(ls_entries(&records::list(home)?, epoch))
 }
 
 // ---------------------------------------------------------------- status
 
-/// One piece in `crowd status`.
+/// One piece index in `crowd status`: where it is now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PieceStatus {
     pub index: u64,
     pub piece: String,
+    /// The current provider: the tracker's slot (after a repair, the new
+    /// provider), else the manifest's.
     pub provider: String,
+    /// The current deal.
     pub deal_id: u64,
-    /// The tracker's deal state, or "unknown" if it has no such deal.
+    /// The tracker's slot state ("active", "published", "pre-committed",
+    /// "lost", "repairing", ...), else its deal state, or "unknown" if it
+    /// has no such deal.
     pub state: String,
     /// "sealed", "queued", "unknown", "failed: …" or "unreachable".
     pub seal: String,
     pub proven_epochs: u64,
     pub faulted_epochs: u64,
+    /// Consecutive missed windows of the current deal.
+    pub consecutive_faults: u32,
     pub paid: Amount,
+}
+
+/// A file's repairs, as the tracker counts them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Repairs {
+    /// Lost pieces waiting for a provider.
+    pub queued: u64,
+    /// Repair jobs running.
+    pub running: u64,
+    /// Repair deals published.
+    pub done: u64,
+    /// Jobs that failed (retried elsewhere).
+    pub failed: u64,
+    /// Escrow locked for repair deals so far.
+    pub cost: Amount,
 }
 
 /// What `crowd status --json` prints.
@@ -209,6 +316,15 @@ pub struct StatusOutput {
     pub size: u64,
     pub data_shards: u64,
     pub parity_shards: u64,
+    /// The tracker's file number (`None`: no file record; the placement
+    /// shown is the manifest's).
+    pub file_id: Option<u64>,
+    /// "live", "removed" or "expired" (`None`: no file record).
+    pub file_state: Option<String>,
+    /// The first epoch after the file's deals (`None`: no file record).
+    pub end_epoch: Option<Epoch>,
+    /// `None`: no file record.
+    pub repairs: Option<Repairs>,
     pub pieces: Vec<PieceStatus>,
 }
 
@@ -221,23 +337,84 @@ fn seal_word(report: &SealReport) -> String {
     }
 }
 
-/// Joins a manifest with the tracker's deals and the providers' seal words.
-fn status_of(manifest: &Manifest, manifest_cid: &str, deals: &[DealView], seals: &[String]) -> StatusOutput {
-    let pieces = manifest
+/// Where one piece index is: the manifest's entry, or the tracker's slot
+/// for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Place {
+    index: u64,
+    piece: String,
+    provider: String,
+    deal_id: u64,
+    /// The slot's state and consecutive faults, when the tracker has one.
+    slot: Option<(String, u32)>,
+    addrs: Vec<String>,
+}
+
+/// Per piece of `manifest`, in its order: the slot of `file` with its
+/// index if there is one (whatever its state: status shows lost pieces
+/// too), else the manifest's entry.
+fn placement(manifest: &Manifest, file: Option<&FileView>) -> Vec<Place> {
+    manifest
         .pieces
+        .iter()
+        .map(
+            |p| match file.and_then(|f| f.slots.iter().find(|s| s.index == p.index)) {
+                Some(s) => Place {
+                    index: p.index,
+                    piece: p.piece.to_string(),
+                    provider: s.provider.to_string(),
+                    deal_id: s.deal_id,
+                    slot: Some((s.state.clone(), s.consecutive_faults)),
+                    addrs: s.addrs.clone(),
+                },
+                None => Place {
+                    index: p.index,
+                    piece: p.piece.to_string(),
+                    provider: p.provider.clone(),
+                    deal_id: p.deal_id,
+                    slot: None,
+                    addrs: Vec::new(),
+                },
+            },
+        )
+        .collect()
+}
+
+/// Joins the placement with the tracker's deals and the providers' seal
+/// words (`seals[i]` for `places[i]`).
+fn status_of(
+    manifest: &Manifest,
+    manifest_cid: &str,
+    file: Option<&FileView>,
+    places: &[Place],
+    deals: &[DealView],
+    seals: &[String],
+) -> StatusOutput {
+    let pieces = places
         .iter()
         .zip(seals)
         .map(|(p, seal)| {
             let deal = deals.iter().find(|d| d.id == p.deal_id);
+            let state = match (&p.slot, deal) {
+                (Some((state, _)), _) => state.clone(),
+                (None, Some(d)) => d.state.clone(),
+                (None, None) => "unknown".to_string(),
+            };
             PieceStatus {
                 index: p.index,
-                piece: p.piece.to_string(),
+                piece: p.piece.clone(),
                 provider: p.provider.clone(),
                 deal_id: p.deal_id,
-                state: deal.map_or_else(|| "unknown".to_string(), |d| d.state.clone()),
+                state,
                 seal: seal.clone(),
                 proven_epochs: deal.map_or(0, |d| d.proven_epochs),
                 faulted_epochs: deal.map_or(0, |d| d.faulted_epochs),
+                consecutive_faults: p
+                    .slot
+                    .as_ref()
+                    .map(|s| s.1)
+                    .or(deal.map(|d| d.consecutive_faults))
+                    .unwrap_or(0),
                 paid: deal.map_or(0, |d| d.paid),
             }
         })
@@ -248,6 +425,16 @@ fn status_of(manifest: &Manifest, manifest_cid: &str, deals: &[DealView], seals:
         size: manifest.size,
         data_shards: manifest.layout.params().data_shards() as u64,
         parity_shards: manifest.layout.params().parity_shards() as u64,
+        file_id: file.map(|f| f.id),
+        file_state: file.map(|f| f.state.clone()),
+        end_epoch: file.map(|f| f.end_epoch),
+        repairs: file.map(|f| Repairs {
+            queued: f.repairs.queued,
+            running: f.repairs.running,
+            done: f.repairs.done,
+            failed: f.repairs.failed,
+            cost: f.repairs.cost,
+        }),
         pieces,
     }
 }
@@ -262,6 +449,13 @@ pub fn status_table(s: &StatusOutput) -> String {
         out.push_str("no pieces: an empty file needs no deals\n");
         return out;
     }
+    match (s.file_id, &s.file_state, s.end_epoch) {
+        (Some(id), Some(state), Some(end)) => out.push_str(&format!(
+            "file      {id}, {}, ends at epoch {end}\n",
+            crate::error::strip(state)
+        )),
+        _ => out.push_str("file      no tracker record: placement as in the manifest\n"),
+    }
     out.push_str(&format!(
         "{:>5}  {:<21}  {:>6}  {:<13}  {:<12}  {:>6}  {:>7}  {:>10}\n",
         "PIECE", "PROVIDER", "DEAL", "STATE", "SEAL", "PROVEN", "FAULTED", "PAID"
@@ -272,11 +466,17 @@ pub fn status_table(s: &StatusOutput) -> String {
             p.index,
             short(&p.provider),
             p.deal_id,
-            p.state,
-            p.seal,
+            crate::error::strip(&p.state),
+            crate::error::strip(&p.seal),
             p.proven_epochs,
             p.faulted_epochs,
             p.paid
+        ));
+    }
+    if let Some(r) = &s.repairs {
+        out.push_str(&format!(
+            "repairs   queued {}, running {}, done {}, failed {}, cost {}\n",
+            r.queued, r.running, r.done, r.failed, r.cost
         ));
     }
     out
@@ -284,10 +484,10 @@ pub fn status_table(s: &StatusOutput) -> String {
 
 /// A provider's seal report for a deal, as a word; "unreachable" when it
 /// does not answer in time.
-async fn seal_state(session: &Session, entry: Option<&ProviderEntry>, peer: PeerId, deal_id: u64) -> String {
+async fn seal_state(session: &Session, addrs: Vec<Multiaddr>, peer: PeerId, deal_id: u64) -> String {
     let ask = async {
-        if let Some(entry) = entry {
-            session.dial_provider(entry).await.ok()?;
+        if !addrs.is_empty() {
+            session.net.dial(peer, addrs).await.ok()?;
         }
         match session
             .net
@@ -343,28 +543,52 @@ async fn status_async(home: &Path, cid: &Cid, given: &str) -> Result<StatusOutpu
             manifest.root
         );
     }
-    let manifest_cid = crowd_protocol::manifest_cid(&bytes).to_string();
-    let ids: Vec<u64> = manifest.pieces.iter().map(|p| p.deal_id).collect();
+    let manifest_cid = crowd_protocol::manifest_cid(&bytes);
+    // the tracker's file record, if it has one (else the manifest's placement)
+    let files = if manifest.pieces.is_empty() {
+        Vec::new()
+    } else {
+        crate::files::by_root(&session, &manifest.root)
+            .await
+            .unwrap_or_default()
+    };
+    let file = manifest_digest(&manifest_cid)
+        .and_then(|d| choose_file(&files, &d, Owner::Prefer(Some(session.peer))));
+    let places = placement(&manifest, file);
+    let ids: Vec<u64> = places.iter().map(|p| p.deal_id).collect();
     let (deals, providers) = if ids.is_empty() {
         (Vec::new(), Vec::new())
     } else {
         tokio::try_join!(session.deals(DealQuery::Ids(ids)), session.providers())?
     };
-    let seals = futures::future::join_all(manifest.pieces.iter().map(|p| {
+    let seals = futures::future::join_all(places.iter().map(|p| {
         let providers = &providers;
         let session = &session;
         async move {
             match p.provider.parse::<PeerId>() {
                 Ok(peer) => {
-                    let entry = providers.iter().find(|e| e.peer == peer);
-                    seal_state(session, entry, peer, p.deal_id).await
+                    let listed = providers.iter().find(|e| e.peer == peer).map(|e| &e.addrs);
+                    let addrs: Vec<Multiaddr> = p
+                        .addrs
+                        .iter()
+                        .chain(listed.into_iter().flatten())
+                        .filter_map(|a| a.parse().ok())
+                        .collect();
+                    seal_state(session, addrs, peer, p.deal_id).await
                 }
                 Err(_) => "unreachable".to_string(),
             }
         }
     }))
     .await;
-    let mut out = status_of(&manifest, &manifest_cid, &deals, &seals);
+    let mut out = status_of(
+        &manifest,
+        &manifest_cid.to_string(),
+        file,
+        &places,
+        &deals,
+        &seals,
+    );
     if let Some(r) = &local {
         // the file's own root (a private file's manifest names its ciphertext's)
         out.root = r.root.clone();
@@ -373,7 +597,8 @@ async fn status_async(home: &Path, cid: &Cid, given: &str) -> Result<StatusOutpu
     Ok(out)
 }
 
-/// Per piece: deal, seal and proving state of a stored file.
+/// Per piece index: current provider, deal, seal and proving state of a
+/// stored file, and its repairs.
 pub fn status(home: &Path, given: &str) -> Result<StatusOutput> {
     let given = given.trim();
     let cid: Cid = given
@@ -495,6 +720,7 @@ mod tests {
                 nonce: 0,
             },
             published_epoch: 0,
+            end_epoch: 2,
             state: state.into(),
             comm_r: None,
             escrow: 0,
@@ -512,7 +738,9 @@ mod tests {
         let m = manifest();
         let deals = [deal(11, "active", 5, 50), deal(10, "published", 0, 0)];
         let seals = ["queued".to_string(), "sealed".into(), "unreachable".into()];
-        let s = status_of(&m, "bafymanifest", &deals, &seals);
+        let places = placement(&m, None);
+        let s = status_of(&m, "bafymanifest", None, &places, &deals, &seals);
+        assert_eq!((s.file_id, s.end_epoch, s.repairs.clone()), (None, None, None));
         assert_eq!((s.data_shards, s.parity_shards, s.size), (2, 1, 5000));
         let states: Vec<(&str, &str, u64, Amount)> = s
             .pieces
@@ -544,8 +772,94 @@ mod tests {
             assert!(v["pieces"][0].get(key).is_some(), "{key}");
         }
         let table = status_table(&s);
-        assert_eq!(table.lines().count(), 3 + 1 + 3, "{table}");
+        assert_eq!(table.lines().count(), 4 + 1 + 3, "{table}");
         assert!(table.contains("unreachable"));
+        assert!(table.contains("no tracker record"), "{table}");
+        assert!(!table.contains("repairs"), "{table}");
+    }
+
+    #[test]
+    fn status_shows_the_current_provider_of_each_index_and_the_repairs() {
+        let m = manifest();
+        let repaired = PeerId::random();
+        let mut file = FileView {
+            id: 7,
+            client: PeerId::random(),
+            root: m.root.to_bytes(),
+            manifest: [0; 32],
+            data_pieces: 2,
+            end_epoch: 120,
+            state: "live".into(),
+            slots: m
+                .pieces
+                .iter()
+                .map(|p| crowd_protocol::SlotView {
+                    index: p.index,
+                    piece: PieceId(*m.layout.pieces()[p.index as usize].hash.as_bytes()),
+                    piece_size: m.layout.piece_len(),
+                    deal_id: p.deal_id,
+                    provider: p.provider.parse().unwrap(),
+                    addrs: vec![],
+                    state: "active".into(),
+                    consecutive_faults: 0,
+                })
+                // index 2 has no slot: the manifest's entry stands
+                .filter(|s| s.index != 2)
+                .collect(),
+            repairs: crowd_protocol::RepairStats {
+                queued: 0,
+                running: 1,
+                done: 2,
+                failed: 3,
+                cost: 40,
+            },
+        };
+        // index 0 was repaired to a new provider and deal; index 1 is lost
+        file.slots[0].provider = repaired;
+        file.slots[0].deal_id = 99;
+        file.slots[0].state = "pre-committed".into();
+        file.slots[1].state = "lost".into();
+        file.slots[1].consecutive_faults = 4;
+        let places = placement(&m, Some(&file));
+        assert_eq!(places[0].provider, repaired.to_string());
+        assert_eq!(places[2].provider, m.pieces[2].provider);
+        let deals = [deal(99, "pre-committed", 0, 0), deal(11, "terminated", 5, 50)];
+        let seals = ["queued".to_string(), "unreachable".into(), "sealed".into()];
+        let s = status_of(&m, "bafym", Some(&file), &places, &deals, &seals);
+        let rows: Vec<(u64, &str, u64, &str, u32)> = s
+            .pieces
+            .iter()
+            .map(|p| {
+                (
+                    p.index,
+                    p.provider.as_str(),
+                    p.deal_id,
+                    p.state.as_str(),
+                    p.consecutive_faults,
+                )
+            })
+            .collect();
+        let (p1, p2) = (m.pieces[1].provider.as_str(), m.pieces[2].provider.as_str());
+        let r = repaired.to_string();
+        assert_eq!(
+            rows,
+            vec![
+                (0, r.as_str(), 99, "pre-committed", 0),
+                (1, p1, 11, "lost", 4),
+                (2, p2, 12, "unknown", 0)
+            ]
+        );
+        assert_eq!((s.file_id, s.end_epoch), (Some(7), Some(120)));
+        let table = status_table(&s);
+        assert!(table.contains("file      7, live, ends at epoch 120"), "{table}");
+        assert!(
+            table.ends_with("repairs   queued 0, running 1, done 2, failed 3, cost 40\n"),
+            "{table}"
+        );
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["repairs"]["done"], 2);
+        assert_eq!(v["end_epoch"], 120);
+        assert_eq!(v["pieces"][1]["state"], "lost");
     }
 
     #[test]
@@ -573,6 +887,8 @@ mod tests {
             public: false,
             network_root: "bafycipher".into(),
             deals: vec![],
+            end_epoch: None,
+            state: None,
         };
         let e = LsEntry::from(&r);
         assert_eq!(e.date, "1970-01-01 00:01");
@@ -593,5 +909,99 @@ mod tests {
         assert!(ls_table(&[e]).contains("public"));
         assert_eq!(short("12D3KooWAbcdefghijklmnopqrstuvwxyz"), "12D3KooW…uvwxyz");
         assert_eq!(short("short"), "short");
+    }
+
+    fn stored(manifest: &str, end: Option<u64>, state: Option<&str>) -> Record {
+        Record {
+            root: "bafyroot".into(),
+            manifest: manifest.into(),
+            size: 42,
+            name: "x.bin".into(),
+            stored_at: 60,
+            data_shards: 2,
+            parity_shards: 1,
+            public: false,
+            network_root: "bafycipher".into(),
+            deals: vec![records::RecordDeal {
+                index: 0,
+                deal_id: 1,
+                provider: "p".into(),
+                piece: "bafk".into(),
+                piece_size: 1,
+            }],
+            end_epoch: end,
+            state: state.map(String::from),
+        }
+    }
+
+    #[test]
+    fn ls_marks_files_ending_soon_as_expiring_and_hides_removed_ones() {
+        let now = 100;
+        let states = |epoch: Option<u64>| -> Vec<String> {
+            let records = [
+                stored("m1", Some(now + EXPIRING_EPOCHS + 1), None),
+                stored("m2", Some(now + EXPIRING_EPOCHS), Some("live")),
+                stored("m3", Some(now), Some("live")),
+                stored("m4", Some(500), Some("expired")),
+                stored("m5", Some(500), Some("removed")),
+                stored("m6", None, None),
+            ];
+            ls_entries(&records, epoch).into_iter().map(|e| e.state).collect()
+        };
+        assert_eq!(
+            states(Some(now)),
+            vec!["live", "expiring", "expired", "expired", "unknown"]
+        );
+        // without the current epoch (ls --local): what was last synced
+        assert_eq!(
+            states(None),
+            vec!["unknown", "live", "live", "expired", "unknown"]
+        );
+        let e = LsEntry::new(&stored("m2", Some(now + 3), Some("live")), Some(now));
+        let table = ls_table(std::slice::from_ref(&e));
+        let line = table.lines().nth(1).unwrap();
+        assert!(line.contains("     103  expiring"), "{table}");
+        assert!(table.lines().next().unwrap().contains("ENDS  STATE"), "{table}");
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(
+            (v["end_epoch"].as_u64(), v["state"].as_str()),
+            (Some(103), Some("expiring"))
+        );
+        // an empty file has no deals, so nothing ends
+        let mut empty = stored("m7", None, None);
+        empty.deals.clear();
+        assert_eq!(LsEntry::new(&empty, Some(now)).state, "live");
+    }
+
+    #[test]
+    fn ls_sync_takes_the_trackers_end_epoch_and_state() {
+        let bytes = b"manifest bytes";
+        let cid = crowd_protocol::manifest_cid(bytes);
+        let digest = manifest_digest(&cid).unwrap();
+        let record = stored(&cid.to_string(), Some(40), None);
+        let file = |id: u64, end: u64, state: &str| FileView {
+            id,
+            client: PeerId::random(),
+            root: vec![],
+            manifest: digest,
+            data_pieces: 2,
+            end_epoch: end,
+            state: state.into(),
+            slots: vec![],
+            repairs: Default::default(),
+        };
+        let mut other = file(1, 999, "live");
+        other.manifest = [1; 32];
+        assert_eq!(synced(&record, &[other.clone()]), None);
+        let got = synced(&record, &[other, file(2, 80, "live"), file(3, 90, "removed")]).unwrap();
+        assert_eq!((got.end_epoch, got.state.as_deref()), (Some(80), Some("live")));
+        assert_eq!(
+            synced(&got, &[file(2, 80, "live")]),
+            None,
+            "unchanged: no rewrite"
+        );
+        let gone = synced(&got, &[file(3, 90, "removed")]).unwrap();
+        assert_eq!(gone.state.as_deref(), Some("removed"));
+        assert!(ls_entries(&[gone], Some(10)).is_empty());
     }
 }

@@ -25,7 +25,9 @@
 //! stored files), putting (chunk → encrypt → erasure-code → deals → upload
 //! → manifest), getting (manifest → parallel verified fetch → decode →
 //! decrypt → root check), status, ls, balance, read capabilities and key
-//! backup. **What it does not:** the wire protocol ([`crowd_protocol`]),
+//! backup, and the owner's end of durability: registering a file's deals
+//! with the tracker (which repairs lost pieces), following repaired pieces
+//! to their new providers, `rm` and `renew`. **What it does not:** the wire protocol ([`crowd_protocol`]),
 //! DAG building ([`crowd_chunker`]), erasure coding ([`crowd_erasure`]),
 //! running a devnet (the `crowd` binary's `devnet` and `demo` commands).
 //!
@@ -49,6 +51,7 @@ pub mod keys;
 pub mod offline;
 pub mod progress;
 
+mod files;
 mod get;
 mod home;
 mod info;
@@ -58,8 +61,11 @@ mod records;
 mod session;
 
 pub use error::{Error, Result};
+pub use files::{
+    remove_lines, renew_lines, RemoveOutcome, RemovedFile, RenewOutcome, RenewedFile, EXPIRING_EPOCHS,
+};
 pub use get::{parse_range, GetOptions, GetOutput, Target};
-pub use info::{ls_table, status_table, BalanceOutput, LsEntry, PieceStatus, StatusOutput};
+pub use info::{ls_table, status_table, BalanceOutput, LsEntry, PieceStatus, Repairs, StatusOutput};
 pub use keys::Capability;
 pub use progress::{Callback, Event, Stage};
 pub use put::{PutDeal, PutOptions, PutOutput};
@@ -174,13 +180,43 @@ impl Client {
         get::export(&self.home, &cid, out, self.progress.as_ref()).map_err(from_anyhow)
     }
 
-    /// Per piece of a stored file: provider, deal state, seal, proofs, pay.
+    /// Per piece index of a stored file: its current provider (after a
+    /// repair, not the manifest's), deal state, seal, proofs, pay; and the
+    /// file's end epoch and repairs, when the tracker has a file record of
+    /// it (else the manifest's placement alone).
     pub fn status(&self, cid: &str) -> Result<StatusOutput> {
         info::status(&self.home, cid).map_err(from_anyhow)
     }
 
-    /// The files stored from this home; with `sync`, first restored from
-    /// the network (the manifests this client registered).
+    /// Ends this client's file `cid` now (`crowd rm`): every deal of it,
+    /// with the unearned escrow refunded. `cid` is the root `put` printed
+    /// (every live file of this client's under it: a file put twice is
+    /// removed twice), a network root or a manifest CID (that put only).
+    /// The home's records of it are marked removed (`ls` no longer lists
+    /// them).
+    ///
+    /// Errors: [`Error::Input`] for a `cid` that is not a CID,
+    /// [`Error::NotFound`] when the tracker has no live file under it,
+    /// [`Error::NotOwner`] when only other clients' files are,
+    /// [`Error::Network`] with the tracker's reason when it refuses.
+    pub fn remove(&self, cid: &str) -> Result<RemoveOutcome> {
+        files::remove(&self.home, cid).map_err(from_anyhow)
+    }
+
+    /// Extends this client's file `cid` by `epochs` (at least 1;
+    /// `crowd renew`): resolved as [`Client::remove`] does. Returns each
+    /// file's new end epoch and the escrow locked. A balance too low is
+    /// [`Error::Network`] with the tracker's reason (which says how much
+    /// the renewal needs).
+    pub fn renew(&self, cid: &str, epochs: u64) -> Result<RenewOutcome> {
+        files::renew(&self.home, cid, epochs).map_err(from_anyhow)
+    }
+
+    /// The files stored from this home, without those `rm` removed; with
+    /// `sync`, first restored from the network (the manifests this client
+    /// registered) and brought up to date with the tracker's file records
+    /// (end epoch; removed and expired files), which also gives the current
+    /// epoch: files ending within [`EXPIRING_EPOCHS`] of it are "expiring".
     pub fn ls(&self, sync: bool) -> Result<Vec<LsEntry>> {
         info::ls(&self.home, sync).map_err(from_anyhow)
     }

@@ -312,6 +312,9 @@ async fn run(home: &Path, job: &Job, progress: Option<&Callback>) -> Result<PutO
                 piece_size: d.piece_size,
             })
             .collect(),
+        // the deals of later rounds start (and end) later
+        end_epoch: placed.iter().map(|p| p.end_epoch).max(),
+        state: None,
     };
     crate::records::save(home, &record, &bytes)?;
     distribute_manifest(&session, &manifest, &bytes, &placed, progress).await?;
@@ -331,6 +334,8 @@ struct Placed {
     provider: PeerId,
     piece: PieceId,
     deal_id: u64,
+    /// The first epoch after the deal.
+    end_epoch: u64,
 }
 
 /// A proposal a provider accepted.
@@ -341,6 +346,7 @@ struct Offer {
     proposal: Signed<DealProposal>,
     acceptance: Signed<DealAcceptance>,
     piece: PieceId,
+    end_epoch: u64,
 }
 
 /// Why a candidate did not take a piece.
@@ -470,6 +476,7 @@ async fn propose(
                 proposal: signed,
                 acceptance,
                 piece,
+                end_epoch: proposal.start_epoch.saturating_add(proposal.duration_epochs),
             })
         }
         Response::DealRejected { reason } => Err(refuse(format!("refused: {reason}"))),
@@ -541,6 +548,7 @@ async fn upload_and_publish(
         reason,
     };
     let id = offer.proposal.id();
+    let end_epoch = offer.end_epoch;
     let mut streams = session.net.streams();
     let result = crowd_protocol::transfer::upload(&mut streams, provider, id, reader, piece_size, stall)
         .await
@@ -568,6 +576,7 @@ async fn upload_and_publish(
             provider,
             piece: offer.piece,
             deal_id,
+            end_epoch,
         }),
         other => Err(refuse(format!(
             "publishing the deal: unexpected answer {other:?}"
@@ -622,7 +631,11 @@ fn manifest(
 }
 
 /// Stores the manifest with every provider and registers it with the
-/// tracker. Fails only if nobody kept it; other failures are warnings.
+/// tracker, together with the file's deals by piece index (signed
+/// [`FileRegistration`](crowd_protocol::FileRegistration); none for an
+/// empty file), which is what lets the tracker repair, renew and remove the
+/// file. Fails only if nobody kept the manifest; other failures are
+/// warnings.
 async fn distribute_manifest(
     session: &Session,
     manifest: &Manifest,
@@ -631,6 +644,10 @@ async fn distribute_manifest(
     progress: Option<&Callback>,
 ) -> Result<()> {
     let cid = crowd_protocol::manifest_cid(bytes).to_bytes();
+    let file = crate::files::registration(manifest, bytes)?
+        .map(|r| Signed::sign(&session.key, &r))
+        .transpose()
+        .map_err(|e| anyhow!("signing the file registration: {e}"))?;
     let with_providers = placed.iter().map(|p| {
         let cid = cid.clone();
         async move {
@@ -658,12 +675,17 @@ async fn distribute_manifest(
             .tracker(TrackerRequest::RegisterManifest {
                 root: manifest.root.to_bytes(),
                 manifest: bytes.to_vec(),
+                file,
             })
             .await
         {
             Ok(TrackerResponse::ManifestStored(c)) if c == cid => Ok(()),
             Ok(other) => Err(format!("tracker: unexpected answer {other:?}")),
-            Err(e) => Err(format!("{e:#}")),
+            // without the registration the tracker neither repairs the file
+            // nor renews or removes it: say so
+            Err(e) => Err(format!(
+                "{e:#} (the file is stored, but not registered: no repair, renew or rm)"
+            )),
         }
     };
     let (providers, tracker) = tokio::join!(join_all(with_providers), with_tracker);
@@ -818,20 +840,26 @@ mod tests {
                 provider: PeerId::random(),
                 piece: piece_id(&layout, i).unwrap(),
                 deal_id: 40 + i as u64,
+                end_epoch: 90,
             })
             .collect();
         let (m, bytes) = manifest(&root, &dag, &layout, &placed, None).unwrap();
         assert_eq!(Manifest::decode(&bytes).unwrap(), m);
         assert_eq!(m.pieces.len(), 3);
         assert_eq!(m.chunking.chunker, "fixed");
+        // what put registers with the tracker: the deals by piece index
+        let r = crate::files::registration(&m, &bytes).unwrap().unwrap();
+        assert_eq!(r.deals, vec![40, 41, 42]);
+        assert_eq!(r.data_pieces, 2);
         // an empty file: no pieces, still a valid manifest
         let empty_root = crowd_chunker::build_from_slice(&[], &dag, &mut crowd_chunker::Discard).unwrap();
         let (empty_layout, _) = Encoder::new(Params::new(2, 1, 4096).unwrap())
             .unwrap()
             .encode_bytes(&[])
             .unwrap();
-        let (m, _) = manifest(&empty_root, &dag, &empty_layout, &[], None).unwrap();
+        let (m, bytes) = manifest(&empty_root, &dag, &empty_layout, &[], None).unwrap();
         assert!(m.pieces.is_empty());
+        assert_eq!(crate::files::registration(&m, &bytes).unwrap(), None);
         assert_eq!(human(1536), "1.5 KiB");
     }
 }

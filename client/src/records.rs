@@ -2,7 +2,11 @@
 //!
 //! Each successful `crowd put` writes `<manifest cid>.json` (a [`Record`]:
 //! root, manifest CID, size, time, deals) and `<manifest cid>.manifest` (the
-//! manifest's dag-cbor bytes), each atomically. `crowd ls` lists them,
+//! manifest's dag-cbor bytes), each atomically. A record also keeps the
+//! file's end epoch and the tracker's state of it as last known
+//! (`crowd ls` syncs them; `crowd rm` marks it removed, and `ls` then hides
+//! it; it is kept, not deleted, so that restoring from the network does not
+//! bring it back). `crowd ls` lists them,
 //! `crowd status` starts from them, and `crowd get` reads a manifest from
 //! here before asking the network. A record is this
 //! client's memory, not proof of anything: the manifest is still decoded and
@@ -46,6 +50,14 @@ pub struct Record {
     #[serde(default)]
     pub network_root: String,
     pub deals: Vec<RecordDeal>,
+    /// The first epoch after the file's deals, as last known: from the put's
+    /// proposals, then from the tracker (`crowd ls`, `crowd renew`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_epoch: Option<u64>,
+    /// The tracker's state of the file when last asked: "live", "removed"
+    /// (by `crowd rm`; `ls` no longer lists it) or "expired".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
 }
 
 fn public_default() -> bool {
@@ -86,6 +98,15 @@ pub fn save(home: &Path, record: &Record, manifest: &[u8]) -> Result<()> {
     })?;
     let json = serde_json::to_vec_pretty(record).context("encoding record")?;
     crate::input::write_atomically(&dir.join(format!("{stem}.json")), |f| {
+        std::io::Write::write_all(f, &json).context("writing record")
+    })
+}
+
+/// Rewrites an existing record (its manifest bytes stay as they are).
+pub fn update(home: &Path, record: &Record) -> Result<()> {
+    let stem = file_stem(&record.manifest)?;
+    let json = serde_json::to_vec_pretty(record).context("encoding record")?;
+    crate::input::write_atomically(&dir(home).join(format!("{stem}.json")), |f| {
         std::io::Write::write_all(f, &json).context("writing record")
     })
 }
@@ -189,6 +210,8 @@ mod tests {
                 piece: "bafk".into(),
                 piece_size: 3,
             }],
+            end_epoch: None,
+            state: None,
         }
     }
 
@@ -218,6 +241,23 @@ mod tests {
         assert_eq!(list(home.path()).unwrap().len(), 2);
         // names that are not CIDs never become paths
         assert!(save(home.path(), &record("../x", "r", 1), b"").is_err());
+        assert!(update(home.path(), &record("../x", "r", 1)).is_err());
+        // an update keeps the manifest bytes and is what list reads back
+        let removed = Record {
+            state: Some("removed".into()),
+            end_epoch: Some(9),
+            ..newer.clone()
+        };
+        update(home.path(), &removed).unwrap();
+        assert_eq!(find(home.path(), "bafynew").unwrap(), Some(removed.clone()));
+        assert_eq!(
+            manifest_bytes(home.path(), &removed).unwrap().as_deref(),
+            Some(&b"new manifest"[..])
+        );
+        // records from before these fields read without them and write none
+        assert!(!String::from_utf8(serde_json::to_vec(&newer).unwrap())
+            .unwrap()
+            .contains("end_epoch"));
     }
 
     #[test]

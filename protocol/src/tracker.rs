@@ -305,6 +305,36 @@ pub struct ProviderEntry {
     pub terminated_deals: u64,
 }
 
+impl ProviderEntry {
+    /// Faulted share of the provider's settled epochs, in whole per cent.
+    pub fn fault_percent(&self) -> u64 {
+        match self.proven_epochs.saturating_add(self.faulted_epochs) {
+            0 => 0,
+            n => (u128::from(self.faulted_epochs) * 100 / u128::from(n)) as u64,
+        }
+    }
+
+    /// The order providers are chosen in, best first — by `crowd put` and
+    /// by the tracker's repairs alike: fewer terminated deals, a lower fault
+    /// rate, a lower price, more free space; the peer id breaks ties so the
+    /// choice is deterministic.
+    pub fn rank_key(&self) -> (u64, u64, Amount, std::cmp::Reverse<u64>, Vec<u8>) {
+        (
+            self.terminated_deals,
+            self.fault_percent(),
+            self.price_per_gib_epoch,
+            std::cmp::Reverse(self.capacity.saturating_sub(self.used)),
+            self.peer.to_bytes(),
+        )
+    }
+}
+
+/// `ceil(per_gib × size / GiB)`: what a provider charges (or locks) for
+/// `size` bytes, rounded up as providers round.
+pub fn pro_rata(per_gib: Amount, size: u64) -> Amount {
+    per_gib.saturating_mul(u128::from(size)).div_ceil(1 << 30)
+}
+
 /// An account's money.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountView {

@@ -13,8 +13,10 @@ pub struct NodeConfig {
     /// libp2p listen addresses (TCP and QUIC). Port 0 picks a free port.
     #[serde(default = "default_listen")]
     pub listen: Vec<String>,
-    /// Bytes of piece data this node will hold (unsealed copies and replicas
-    /// count separately, see `keep_unsealed`).
+    /// Bytes this node will keep for its deals: every unsealed piece, every
+    /// sealed replica and their outboards count (see `keep_unsealed`). A
+    /// proposal or repair job is accepted only if its piece and outboard fit
+    /// next to what is kept and reserved.
     #[serde(default = "default_capacity")]
     pub capacity_bytes: u64,
     /// Smallest price accepted, in base units per GiB per epoch (pro rata for
@@ -57,6 +59,16 @@ pub struct NodeConfig {
     /// Seconds a transfer may stall before it is dropped.
     #[serde(default = "default_stall")]
     pub transfer_timeout_secs: u64,
+    /// Repair jobs (rebuilding a lost piece from other providers) run at
+    /// once; further accepted jobs wait for a slot. Each holds at most about
+    /// `2k + 1` shards of one segment in memory.
+    #[serde(default = "default_repairs")]
+    pub max_concurrent_repairs: usize,
+    /// Seconds between garbage-collection rounds: the tracker is asked about
+    /// every deal kept here, and the bytes and records of ended deals
+    /// (completed, terminated, cancelled, removed) are deleted. 0 disables.
+    #[serde(default = "default_gc_interval")]
+    pub gc_interval_secs: u64,
 }
 
 fn default_listen() -> Vec<String> {
@@ -91,6 +103,12 @@ fn default_streams() -> usize {
 }
 fn default_stall() -> u64 {
     60
+}
+fn default_repairs() -> usize {
+    2
+}
+fn default_gc_interval() -> u64 {
+    10
 }
 
 impl Default for NodeConfig {
@@ -136,6 +154,9 @@ impl NodeConfig {
         if self.max_concurrent_transfers == 0 || self.seal_queue == 0 {
             anyhow::bail!("max_concurrent_transfers and seal_queue must be at least 1");
         }
+        if self.max_concurrent_repairs == 0 {
+            anyhow::bail!("max_concurrent_repairs must be at least 1");
+        }
         Ok(())
     }
 
@@ -154,7 +175,7 @@ impl NodeConfig {
 # libp2p listen addresses (TCP and QUIC). Port 0 picks a free port.
 listen = {listen}
 
-# Bytes of piece data this node will hold.
+# Bytes kept for deals: unsealed pieces, replicas and their outboards all count.
 capacity_bytes = {capacity}
 
 # Smallest price accepted, base units per GiB per epoch (pro rata, rounded up).
@@ -189,6 +210,12 @@ metrics_address = {metrics:?}
 # Piece uploads and fetches served at once, and seconds one may stall.
 max_concurrent_transfers = {streams}
 transfer_timeout_secs = {stall}
+
+# Repair jobs (rebuilding a lost piece for the tracker) run at once.
+max_concurrent_repairs = {repairs}
+
+# Seconds between garbage collection of ended deals' bytes and records; 0 disables.
+gc_interval_secs = {gc}
 "#,
             listen = list(&self.listen),
             capacity = self.capacity_bytes,
@@ -204,6 +231,8 @@ transfer_timeout_secs = {stall}
             metrics = self.metrics_address,
             streams = self.max_concurrent_transfers,
             stall = self.transfer_timeout_secs,
+            repairs = self.max_concurrent_repairs,
+            gc = self.gc_interval_secs,
         )
     }
 }
@@ -218,6 +247,8 @@ mod tests {
         c.bootstrap =
             vec!["/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN".into()];
         c.capacity_bytes = 12345;
+        c.max_concurrent_repairs = 3;
+        c.gc_interval_secs = 0;
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("config.toml");
         std::fs::write(&p, c.render()).unwrap();
@@ -233,6 +264,7 @@ mod tests {
             ("listen = [\"not an addr\"]", "listen"),
             ("metrics_address = \"nope\"", "metrics_address"),
             ("capacity = 5", "capacity"),
+            ("max_concurrent_repairs = 0", "max_concurrent_repairs"),
         ] {
             std::fs::write(&p, text).unwrap();
             let err = NodeConfig::load(&p).unwrap_err().to_string();

@@ -5,8 +5,10 @@
 //! crash-consistently on disk with a RocksDB index, sealing them into
 //! replicas (crowd-porep) on a background worker, serving pieces and ranges
 //! with BLAKE3-verified streaming, and answering the tracker's seal and window
-//! challenges. It does not own money (the tracker) or the wire format
-//! (crowd-protocol).
+//! challenges; rebuilding lost pieces of a file from other providers when
+//! the tracker sends a repair job ([`repair`]), and deleting the bytes and
+//! records of deals that have ended ([`gc`]). It does not own money (the
+//! tracker) or the wire format (crowd-protocol).
 //!
 //! Storage layout under the node's home:
 //!
@@ -14,7 +16,7 @@
 //! | --- | --- |
 //! | `identity.key` | the libp2p ed25519 key (protobuf encoding), mode 0600 |
 //! | `config.toml` | [`config::NodeConfig`], documented |
-//! | `db/` | RocksDB: proposals, pieces, deals, challenge history, space accounting |
+//! | `db/` | RocksDB: proposals, repair jobs, pieces, deals, challenge history, space accounting |
 //! | `pieces/<comm_d>` + `.outboard` | unsealed piece bytes and their BLAKE3 outboard |
 //! | `replicas/<deal>.replica` + `.outboard` | sealed replicas and their outboard |
 //! | `tmp/` | uploads and writes in flight; emptied at every start |
@@ -29,7 +31,9 @@
 
 pub mod config;
 pub mod files;
+pub mod gc;
 pub mod metrics;
 pub mod node;
 pub mod records;
+pub mod repair;
 pub mod store;

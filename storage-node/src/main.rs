@@ -135,6 +135,7 @@ async fn run(home: &Path) -> Result<()> {
     }
     tokio::spawn(node.clone().serve_uploads());
     tokio::spawn(node.clone().serve_fetches());
+    tokio::spawn(node.clone().gc_loop());
     {
         let node = node.clone();
         tokio::spawn(async move {

@@ -23,6 +23,11 @@ pub struct Metrics {
     pub bytes_stored: Gauge,
     pub pieces: Gauge,
     pub space_reserved: Gauge,
+    pub space_used: Gauge,
+    pub repairs_running: Gauge,
+    pub repairs_done: Counter,
+    pub repairs_failed: Counter,
+    pub gc_deals_removed: Counter,
     pub deals: Family<StateLabel, Gauge>,
     pub seals_queued: Gauge,
     pub seals_running: Gauge,
@@ -46,6 +51,31 @@ impl Metrics {
             "space_reserved_bytes",
             "Bytes reserved by accepted deals",
             self.space_reserved.clone(),
+        );
+        r.register(
+            "space_used_bytes",
+            "Bytes kept for deals: unsealed pieces, replicas and their outboards",
+            self.space_used.clone(),
+        );
+        r.register(
+            "repairs_running",
+            "Repair jobs in progress",
+            self.repairs_running.clone(),
+        );
+        r.register(
+            "repairs_done",
+            "Repair jobs whose piece was stored",
+            self.repairs_done.clone(),
+        );
+        r.register(
+            "repairs_failed",
+            "Repair jobs that gave up",
+            self.repairs_failed.clone(),
+        );
+        r.register(
+            "gc_deals_removed",
+            "Ended deals whose bytes and records were deleted",
+            self.gc_deals_removed.clone(),
         );
         r.register("deals", "Deals by seal state", self.deals.clone());
         r.register(

@@ -42,14 +42,22 @@ pub struct Node {
     pub net: Network,
     pub metrics: Arc<Metrics>,
     pub params: SealParams,
-    tracker: Option<PeerId>,
+    pub(crate) tracker: Option<PeerId>,
     transfers: Arc<Semaphore>,
     seal_tx: mpsc::Sender<u64>,
     /// Serialises read-modify-write updates of records and space accounting.
-    write_lock: tokio::sync::Mutex<()>,
-    /// Space promised to accepted proposals whose bytes have not arrived:
-    /// in memory only, per client bounded, expiring after [`RESERVATION_TTL`].
+    pub(crate) write_lock: tokio::sync::Mutex<()>,
+    /// Space promised to accepted proposals whose bytes have not arrived
+    /// (and to repair jobs while they run): in memory only, per client
+    /// bounded, expiring after [`RESERVATION_TTL`].
     pending: std::sync::Mutex<HashMap<[u8; 32], Reservation>>,
+    /// Repair jobs by id (running, ready, failed): see [`crate::repair`].
+    pub(crate) repairs: crate::repair::RepairJobs,
+    /// Repair jobs running at once (config `max_concurrent_repairs`).
+    pub(crate) repair_slots: Arc<Semaphore>,
+    /// The latest tracker epoch this node has seen (from `Info` answers and
+    /// tracker-signed window challenges); 0 before any.
+    pub(crate) last_epoch: std::sync::atomic::AtomicU64,
     /// Unseal-on-demand jobs at once (each holds a piece in memory).
     unseals: Arc<Semaphore>,
     /// The parent graph for the last node count used, shared by sealing,
@@ -110,6 +118,7 @@ impl Node {
             peer_id: key.public().to_peer_id(),
             key,
             transfers: Arc::new(Semaphore::new(config.max_concurrent_transfers)),
+            repair_slots: Arc::new(Semaphore::new(config.max_concurrent_repairs)),
             config,
             store,
             dirs,
@@ -120,6 +129,8 @@ impl Node {
             seal_tx,
             write_lock: tokio::sync::Mutex::new(()),
             pending: std::sync::Mutex::new(HashMap::new()),
+            repairs: crate::repair::RepairJobs::default(),
+            last_epoch: std::sync::atomic::AtomicU64::new(0),
             unseals: Arc::new(Semaphore::new(1)),
             parents: std::sync::Mutex::new(None),
         });
@@ -154,6 +165,31 @@ impl Node {
                 removed += 1;
             }
         }
+        // a half-done garbage collection or an interrupted seal: replica
+        // files of deals that are gone or not sealed (a queued deal is
+        // sealed again from the start)
+        let deals = self.store.scan_prefix(b"deal/")?;
+        let sealed: std::collections::HashSet<String> = deals
+            .iter()
+            .filter(|(_, v)| {
+                crowd_protocol::wire::from_cbor::<DealRecord>("deal record", v)
+                    .map(|d| matches!(d.seal, SealState::Sealed { .. }))
+                    .unwrap_or(true)
+            })
+            .map(|(k, _)| String::from_utf8_lossy(&k[5..]).into_owned())
+            .collect();
+        for e in std::fs::read_dir(&self.dirs.replicas)? {
+            let path = e?.path();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let stem = name.split('.').next().unwrap_or_default();
+            if !sealed.contains(stem) {
+                std::fs::remove_file(&path)?;
+                removed += 1;
+            }
+        }
         let (mut bytes, mut count) = (0u64, 0u64);
         for (_, v) in &pieces {
             if let Ok(p) = crowd_protocol::wire::from_cbor::<PieceRecord>("piece record", v) {
@@ -163,14 +199,56 @@ impl Node {
         }
         self.metrics.bytes_stored.set(bytes as i64);
         self.metrics.pieces.set(count as i64);
-        self.metrics
-            .space_reserved
-            .set(records::space_used(&*self.store)? as i64);
-        for (_, v) in self.store.scan_prefix(b"deal/")? {
-            let deal: DealRecord = crowd_protocol::wire::from_cbor("deal record", &v)?;
+        for (_, v) in &deals {
+            let deal: DealRecord = crowd_protocol::wire::from_cbor("deal record", v)?;
             self.metrics.deal_state(&deal.seal, 1);
         }
+        // used space from what is indexed and on disk, so it is right after
+        // any stop (and after a version that counted only pieces)
+        let used = self.space_on_disk()?;
+        if used != records::space_used(&*self.store)? {
+            let mut batch = Batch::default();
+            batch.put(records::SPACE_USED, used.to_le_bytes().to_vec());
+            self.store.write(batch)?;
+        }
+        self.metrics.space_used.set(used as i64);
+        self.metrics.space_reserved.set(used as i64);
         Ok(removed)
+    }
+
+    /// Bytes on disk for indexed deals: each piece record's unsealed file
+    /// and outboard, each sealed deal's replica and outboard.
+    pub fn space_on_disk(&self) -> anyhow::Result<u64> {
+        let mut used = 0u64;
+        for (k, v) in self.store.scan_prefix(b"piece/")? {
+            let p: PieceRecord = crowd_protocol::wire::from_cbor("piece record", &v)?;
+            if p.unsealed {
+                let name = String::from_utf8_lossy(&k[6..]).into_owned();
+                used += records::file_len(&self.dirs.pieces.join(&name));
+                used += records::file_len(&self.dirs.pieces.join(format!("{name}.outboard")));
+            }
+        }
+        for (k, v) in self.store.scan_prefix(b"deal/")? {
+            let deal: DealRecord = crowd_protocol::wire::from_cbor("deal record", &v)?;
+            let id = std::str::from_utf8(&k[5..])
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok());
+            if let (Some(id), SealState::Sealed { .. }) = (id, &deal.seal) {
+                used += records::file_len(&self.dirs.replica(id));
+                used += records::file_len(&self.dirs.replica_outboard(id));
+            }
+        }
+        Ok(used)
+    }
+
+    /// Puts `space/used + add - sub` into `batch` (saturating) and returns
+    /// it. Call under the write lock, and write the batch before releasing it.
+    pub(crate) fn space_delta(&self, batch: &mut Batch, add: u64, sub: u64) -> anyhow::Result<u64> {
+        let used = records::space_used(&*self.store)?
+            .saturating_add(add)
+            .saturating_sub(sub);
+        batch.put(records::SPACE_USED, used.to_le_bytes().to_vec());
+        Ok(used)
     }
 
     /// Deal ids whose seal was queued when the node stopped.
@@ -210,6 +288,14 @@ impl Node {
             Ok(Request::StoreManifest(bytes)) => self.store_manifest(peer, bytes).await,
             Ok(Request::GetManifest(cid)) => self.get_manifest(&cid),
             Ok(Request::SealStatus(deal_id)) => self.seal_status(deal_id),
+            Ok(Request::Repair { job, manifest }) => match self.check_sender(peer) {
+                Ok(()) => self.repair(job, manifest).await,
+                Err(e) => Err(e),
+            },
+            Ok(Request::RepairStatus(id)) => match self.check_sender(peer) {
+                Ok(()) => self.repair_status(&id),
+                Err(e) => Err(e),
+            },
             Ok(Request::Tracker(_)) => Err(anyhow!("this is a storage node, not a tracker")),
         };
         result.unwrap_or_else(|e| {
@@ -281,7 +367,8 @@ impl Node {
             // in memory only, bounded per client and expires, so proposals
             // that never upload cannot fill the node
             let used = records::space_used(&*self.store)?;
-            let reserved = self.reserve(id, p.client, p.piece_size, used)?;
+            let footprint = p.piece_size.saturating_add(records::outboard_len(p.piece_size));
+            let reserved = self.reserve(id, p.client, footprint, used)?;
             let record = ProposalRecord {
                 proposal: signed.clone(),
                 state: ProposalState::Accepted,
@@ -303,7 +390,7 @@ impl Node {
 
     /// Reserves `size` bytes for proposal `id` of `client`, given `used`
     /// bytes stored; returns the total now reserved.
-    fn reserve(&self, id: [u8; 32], client: PeerId, size: u64, used: u64) -> anyhow::Result<u64> {
+    pub(crate) fn reserve(&self, id: [u8; 32], client: PeerId, size: u64, used: u64) -> anyhow::Result<u64> {
         let mut pending = self
             .pending
             .lock()
@@ -330,7 +417,7 @@ impl Node {
         Ok(reserved + size)
     }
 
-    fn release(&self, id: &[u8; 32]) {
+    pub(crate) fn release(&self, id: &[u8; 32]) {
         if let Ok(mut pending) = self.pending.lock() {
             pending.remove(id);
         }
@@ -406,6 +493,12 @@ impl Node {
                 return Ok(true);
             }
         }
+        for (_, v) in self.store.scan_prefix(b"repair/")? {
+            let record: records::RepairRecord = crowd_protocol::wire::from_cbor("repair record", &v)?;
+            if record.job.open(None).map(|(_, j)| j.proposal.client == *client)? {
+                return Ok(true);
+            }
+        }
         Ok(false)
     }
 
@@ -432,7 +525,7 @@ impl Node {
         Ok(Response::SealStatus(report))
     }
 
-    fn check_sender(&self, peer: PeerId) -> anyhow::Result<()> {
+    pub(crate) fn check_sender(&self, peer: PeerId) -> anyhow::Result<()> {
         match self.tracker {
             Some(t) if t == peer => Ok(()),
             Some(t) => bail!("only the tracker {t} may send this, not {peer}"),
@@ -440,7 +533,7 @@ impl Node {
         }
     }
 
-    fn check_tracker<T: crowd_protocol::Signable>(&self, signed: &Signed<T>) -> anyhow::Result<T> {
+    pub(crate) fn check_tracker<T: crowd_protocol::Signable>(&self, signed: &Signed<T>) -> anyhow::Result<T> {
         let tracker = self
             .tracker
             .ok_or_else(|| anyhow!("this node has no tracker configured"))?;
@@ -450,15 +543,7 @@ impl Node {
     async fn start_seal(&self, signed: Signed<SealTicket>) -> anyhow::Result<Response> {
         let t = self.check_tracker(&signed)?;
         let _guard = self.write_lock.lock().await;
-        let record: ProposalRecord = records::get(&*self.store, &records::proposal_key(&t.proposal))?
-            .ok_or_else(|| anyhow!("unknown proposal {}", records::hex(&t.proposal)))?;
-        let ProposalState::Stored(_) = record.state else {
-            bail!(
-                "piece of proposal {} has not been uploaded",
-                records::hex(&t.proposal)
-            );
-        };
-        let (_, p) = record.proposal.open(None)?;
+        let p = self.stored_proposal(&t.proposal)?;
         let existing = records::get::<DealRecord>(&*self.store, &records::deal_key(t.deal_id))?;
         if let Some(existing) = &existing {
             if existing.proposal != t.proposal || existing.ticket != t.ticket {
@@ -489,6 +574,21 @@ impl Node {
         self.metrics.seals_queued.inc();
         permit.send(t.deal_id);
         Ok(Response::SealQueued)
+    }
+
+    /// The proposal of a deal whose piece is stored here: an uploaded
+    /// client proposal, or the proposal inside a finished repair job.
+    pub(crate) fn stored_proposal(&self, id: &[u8; 32]) -> anyhow::Result<DealProposal> {
+        if let Some(record) = records::get::<ProposalRecord>(&*self.store, &records::proposal_key(id))? {
+            let ProposalState::Stored(_) = record.state else {
+                bail!("piece of proposal {} has not been uploaded", records::hex(id));
+            };
+            return Ok(record.proposal.open(None)?.1);
+        }
+        if let Some(record) = records::get::<records::RepairRecord>(&*self.store, &records::repair_key(id))? {
+            return Ok(record.job.open(None)?.1.proposal);
+        }
+        bail!("unknown proposal {}", records::hex(id))
     }
 
     fn sealed_deal(&self, deal_id: u64) -> anyhow::Result<(DealRecord, [u8; 32], [u8; 32], [u8; 32])> {
@@ -548,6 +648,10 @@ impl Node {
 
     async fn challenge(self: &Arc<Self>, signed: Signed<WindowChallenge>) -> anyhow::Result<Response> {
         let c = self.check_tracker(&signed)?;
+        // a tracker-signed epoch: what repair jobs' expiry is checked against
+        // when the tracker cannot be asked
+        self.last_epoch
+            .fetch_max(c.epoch, std::sync::atomic::Ordering::Relaxed);
         let (_, comm_c, _, _) = self.sealed_deal(c.deal_id)?;
         let node = self.clone();
         let result = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<u8>> {
@@ -672,7 +776,7 @@ impl Node {
         let _ = stream.close().await;
     }
 
-    fn stall(&self) -> Duration {
+    pub(crate) fn stall(&self) -> Duration {
         Duration::from_secs(self.config.transfer_timeout_secs)
     }
 
@@ -722,7 +826,12 @@ impl Node {
         // drop of the unsealed copy cannot interleave
         let guard = self.write_lock.lock().await;
         let known = records::get::<PieceRecord>(&*self.store, &records::piece_key(&p.piece))?;
-        let new_bytes = if known.is_none() { p.piece_size } else { 0 };
+        let outboard_bytes = outboard.encode();
+        // a piece already held (unsealed) is replaced by the same bytes
+        let new_bytes = match &known {
+            Some(k) if k.unsealed => 0,
+            _ => p.piece_size + outboard_bytes.len() as u64,
+        };
         let used = records::space_used(&*self.store)?;
         if used.saturating_add(new_bytes) > self.config.capacity_bytes {
             let _ = std::fs::remove_file(&tmp_path);
@@ -738,7 +847,7 @@ impl Node {
         let dirs = self.dirs.clone();
         let tmp_for_ob = tmp_path.clone();
         let commit = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            files::write_atomic(&dirs, &outboard_path, &outboard.encode())?;
+            files::write_atomic(&dirs, &outboard_path, &outboard_bytes)?;
             files::commit(&tmp, &tmp_for_ob, &piece_path)?;
             Ok(())
         })
@@ -765,6 +874,7 @@ impl Node {
             )
             .put(records::SPACE_USED, (used + new_bytes).to_le_bytes().to_vec());
         self.store.write(batch)?;
+        self.metrics.space_used.set((used + new_bytes) as i64);
         drop(guard);
         self.release(&header.proposal);
         if known.is_none() {
@@ -933,22 +1043,48 @@ pub fn seal_worker(node: Arc<Node>, mut jobs: mpsc::Receiver<u64>) {
             }
         };
         let key = records::deal_key(deal_id);
+        // under the write lock: space accounting is read-modify-write, and
+        // garbage collection deletes deals under it too
+        let guard = node.write_lock.blocking_lock();
         match records::get::<DealRecord>(&*node.store, &key) {
             Ok(Some(mut deal)) => {
+                let was_sealed = matches!(deal.seal, SealState::Sealed { .. });
                 node.metrics.deal_state(&deal.seal, -1);
                 deal.seal = state;
                 node.metrics.deal_state(&deal.seal, 1);
                 let mut batch = Batch::default();
                 batch.put(key, records::encode(&deal));
-                if let Err(e) = node.store.write(batch) {
-                    tracing::error!(deal_id, "recording seal: {e}");
-                } else if matches!(deal.seal, SealState::Sealed { .. }) && !node.config.keep_unsealed {
-                    if let Err(e) = node.drop_unsealed(&deal.piece) {
-                        tracing::warn!(deal_id, "dropping the unsealed copy: {e:#}");
+                let sealed = matches!(deal.seal, SealState::Sealed { .. });
+                let replica_bytes = if sealed && !was_sealed {
+                    records::file_len(&node.dirs.replica(deal_id))
+                        + records::file_len(&node.dirs.replica_outboard(deal_id))
+                } else {
+                    0
+                };
+                let written = node.space_delta(&mut batch, replica_bytes, 0).and_then(|used| {
+                    node.store.write(batch)?;
+                    Ok(used)
+                });
+                drop(guard);
+                match written {
+                    Err(e) => tracing::error!(deal_id, "recording seal: {e:#}"),
+                    Ok(used) => {
+                        node.metrics.space_used.set(used as i64);
+                        if sealed && !node.config.keep_unsealed {
+                            if let Err(e) = node.drop_unsealed(&deal.piece) {
+                                tracing::warn!(deal_id, "dropping the unsealed copy: {e:#}");
+                            }
+                        }
                     }
                 }
             }
-            other => tracing::error!(deal_id, "deal vanished while sealing: {other:?}"),
+            other => {
+                // ended and collected while it was sealing: its replica goes too
+                let _ = std::fs::remove_file(node.dirs.replica(deal_id));
+                let _ = std::fs::remove_file(node.dirs.replica_outboard(deal_id));
+                drop(guard);
+                tracing::warn!(deal_id, "deal vanished while sealing: {other:?}");
+            }
         }
     }
 }
@@ -1075,7 +1211,11 @@ impl Node {
                 record.unsealed = false;
                 let mut batch = Batch::default();
                 batch.put(key, records::encode(&record));
+                let freed = records::file_len(&self.dirs.piece(piece))
+                    + records::file_len(&self.dirs.piece_outboard(piece));
+                let used = self.space_delta(&mut batch, 0, freed)?;
                 self.store.write(batch)?;
+                self.metrics.space_used.set(used as i64);
             }
         }
         // index first, files after: a crash in between leaves files that

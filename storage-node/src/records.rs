@@ -9,9 +9,10 @@
 //! | `manifest/<cid hex>` | a client's manifest (dag-cbor, ≤ 64 KiB), announced on the DHT |
 //! | `manifest-root/<root cid hex>` | the manifest CID (bytes) of the latest manifest naming that root |
 //! | `manifest-count/<peer id>` | manifests kept for that client (at most 256; only clients with a stored piece) |
-//! | `space/used` | bytes reserved by accepted proposals (kept up to date incrementally) |
+//! | `repair/<job id hex>` | [`RepairRecord`]: a repair job whose rebuilt piece is stored (its id is the new deal's proposal id) |
+//! | `space/used` | bytes on disk for deals: unsealed pieces, replicas and their outboards (updated in the same batch that indexes or drops them; recomputed from records and file sizes at every start) |
 
-use crowd_protocol::{DealProposal, PieceId, PieceReceipt, ProposalId, SealCommitment, Signed};
+use crowd_protocol::{DealProposal, PieceId, PieceReceipt, ProposalId, RepairJob, SealCommitment, Signed};
 use serde::{Deserialize, Serialize};
 
 use crate::store::{MetaStore, StoreError};
@@ -42,6 +43,34 @@ pub fn manifest_count_key(client: &crowd_protocol::libp2p::PeerId) -> Vec<u8> {
 }
 pub fn challenge_key(deal: u64, epoch: u64) -> Vec<u8> {
     format!("challenge/{deal:020}/{epoch:020}").into_bytes()
+}
+/// The prefix of every challenge record of `deal`.
+pub fn challenge_prefix(deal: u64) -> Vec<u8> {
+    format!("challenge/{deal:020}/").into_bytes()
+}
+pub fn repair_key(job: &ProposalId) -> Vec<u8> {
+    format!("repair/{}", hex(job)).into_bytes()
+}
+
+/// A repair job whose rebuilt piece is stored here: the tracker's signed
+/// job (its [`Signed::id`] is the repair deal's proposal id) and the
+/// provider's receipt for the piece.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RepairRecord {
+    pub job: Signed<RepairJob>,
+    pub receipt: Signed<PieceReceipt>,
+}
+
+/// Bytes of the encoded outboard of a `len`-byte piece, rounded up: 64 per
+/// interior node of the tree over 16 KiB groups plus at most 64 of header.
+/// Used to reserve space before the outboard exists.
+pub fn outboard_len(len: u64) -> u64 {
+    64 + 64 * crowd_porep::tree::group_count(len).saturating_sub(1)
+}
+
+/// Length of the file at `path`, 0 if there is none.
+pub fn file_len(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -112,4 +141,76 @@ pub fn space_used(store: &dyn MetaStore) -> Result<u64, StoreError> {
         .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
         .map(u64::from_le_bytes)
         .unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crowd_protocol::libp2p::identity::Keypair;
+    use crowd_protocol::{RepairSource, Signable};
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        /// A repair record decodes to what was encoded, and the job inside
+        /// still opens with the tracker's signature and keeps its id.
+        #[test]
+        fn repair_record_roundtrip_proptest(
+            file_id in any::<u64>(), index in any::<u64>(), manifest in any::<[u8; 32]>(),
+            piece in any::<[u8; 32]>(), size in any::<u64>(), expiry in any::<u64>(), nonce in any::<u64>(),
+            sources in proptest::collection::vec((any::<u64>(), any::<[u8; 32]>(), 0usize..3), 0..6),
+        ) {
+            let tracker = Keypair::generate_ed25519();
+            let node = Keypair::generate_ed25519();
+            let proposal = DealProposal {
+                piece: PieceId(piece),
+                piece_size: size,
+                client: crowd_protocol::libp2p::PeerId::random(),
+                provider: node.public().to_peer_id(),
+                price_per_epoch: u128::from(nonce) << 64,
+                start_epoch: 1,
+                duration_epochs: 10,
+                provider_collateral: 0,
+                expiry_epoch: expiry,
+                nonce,
+            };
+            let sources = sources
+                .into_iter()
+                .map(|(i, p, n)| RepairSource {
+                    index: i,
+                    piece: PieceId(p),
+                    provider: crowd_protocol::libp2p::PeerId::random(),
+                    addrs: (0..n).map(|j| format!("/ip4/127.0.0.1/tcp/{j}")).collect(),
+                })
+                .collect();
+            let body = RepairJob { file_id, index, manifest, proposal, sources };
+            let job = Signed::sign(&tracker, &body).unwrap();
+            let receipt = Signed::sign(&node, &PieceReceipt { proposal: job.id(), piece: PieceId(piece), piece_size: size }).unwrap();
+            let record = RepairRecord { job: job.clone(), receipt };
+            let back: RepairRecord = crowd_protocol::wire::from_cbor("repair record", &encode(&record)).unwrap();
+            prop_assert_eq!(&back, &record);
+            prop_assert_eq!(back.job.id(), job.id());
+            let (_, opened) = back.job.open(Some(&tracker.public().to_peer_id())).unwrap();
+            prop_assert_eq!(opened, body);
+            prop_assert_eq!(RepairJob::DOMAIN, "repair-job");
+        }
+
+        /// The reservation estimate is never below an outboard's real size.
+        #[test]
+        fn outboard_len_bounds_proptest(len in 1usize..600_000) {
+            let ob = crowd_porep::OutboardBuilder::new();
+            let mut ob = ob;
+            ob.update(&vec![7u8; len]);
+            let real = ob.finalize().encode().len() as u64;
+            prop_assert!(outboard_len(len as u64) >= real, "{} < {real}", outboard_len(len as u64));
+            prop_assert!(outboard_len(len as u64) <= real + 64);
+        }
+    }
+
+    #[test]
+    fn key_prefixes_do_not_overlap() {
+        assert!(challenge_key(7, 3).starts_with(&challenge_prefix(7)));
+        assert!(!challenge_key(70, 3).starts_with(&challenge_prefix(7)));
+        assert!(repair_key(&[1; 32]).starts_with(b"repair/"));
+    }
 }

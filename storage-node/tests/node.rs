@@ -581,6 +581,9 @@ fn init_then_run_serves_metrics_and_sigterm_stops_cleanly() {
         "crowd_node_pieces",
         "crowd_node_seals_queued",
         "crowd_node_bytes_served_total",
+        "crowd_node_space_used_bytes",
+        "crowd_node_repairs_running",
+        "crowd_node_gc_deals_removed_total",
     ] {
         assert!(metrics.contains(name), "{name} missing");
     }
@@ -600,6 +603,8 @@ fn init_then_run_serves_metrics_and_sigterm_stops_cleanly() {
         "tracker_peer_id",
         "sealing_preset",
         "metrics_address",
+        "max_concurrent_repairs",
+        "gc_interval_secs",
     ] {
         assert!(
             text.contains(&format!("\n{field} = ")),

@@ -426,28 +426,235 @@ fn files_under(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
     }
 }
 
+/// The body of `GET /metrics` at a devnet process's metrics address.
+fn scrape(p: &Value) -> String {
+    use std::io::{Read, Write};
+    let addr = p["metrics"]
+        .as_str()
+        .filter(|a| !a.is_empty())
+        .expect("a metrics address");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
+}
+
+/// One metric of a devnet process (its first sample starting with `name`).
+fn metric(p: &Value, name: &str) -> f64 {
+    let body = scrape(p);
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {body}"))
+}
+
+fn nodes(net: &Devnet) -> Vec<Value> {
+    net.processes()
+        .into_iter()
+        .filter(|p| p["role"] == "node")
+        .collect()
+}
+
 /// The sum of `crowd_node_bytes_served_total` over every node's /metrics.
 fn bytes_served(net: &Devnet) -> u64 {
-    use std::io::{Read, Write};
-    let mut total = 0;
-    for p in net.processes() {
-        let Some(addr) = p["metrics"].as_str().filter(|a| !a.is_empty()) else {
-            continue;
-        };
-        if p["role"] != "node" {
-            continue;
-        }
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-        let mut body = String::new();
-        s.read_to_string(&mut body).unwrap();
-        let line = body
-            .lines()
-            .find(|l| l.starts_with("crowd_node_bytes_served_total"))
-            .unwrap_or_else(|| panic!("no bytes_served in {body}"));
-        total += line.split_whitespace().last().unwrap().parse::<u64>().unwrap();
+    nodes(net)
+        .iter()
+        .map(|p| metric(p, "crowd_node_bytes_served_total") as u64)
+        .sum()
+}
+
+fn tracker_epoch(net: &Devnet) -> u64 {
+    let tracker = net
+        .processes()
+        .into_iter()
+        .find(|p| p["role"] == "tracker")
+        .unwrap();
+    metric(&tracker, "crowd_tracker_epoch") as u64
+}
+
+/// Bytes a node keeps for deals on disk: everything under `pieces/` and
+/// `replicas/` (pieces, replicas, outboards), and what it reports.
+fn node_space(p: &Value) -> (u64, u64) {
+    let home = PathBuf::from(p["home"].as_str().unwrap());
+    let mut files = Vec::new();
+    for dir in ["pieces", "replicas"] {
+        files_under(&home.join(dir), &mut files);
     }
-    total
+    let on_disk = files.iter().map(|(_, b)| b.len() as u64).sum();
+    (on_disk, metric(p, "crowd_node_space_used_bytes") as u64)
+}
+
+/// `crowd-tracker ledger verify` on the devnet's tracker home passes.
+fn assert_ledger_verifies(net: &Devnet) {
+    let tracker = net
+        .processes()
+        .into_iter()
+        .find(|p| p["role"] == "tracker")
+        .unwrap();
+    let verify = Command::new(bin("crowd-tracker"))
+        .args(["ledger", "verify", "--home", tracker["home"].as_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+}
+
+fn providers_of(status: &[Value]) -> Vec<String> {
+    status
+        .iter()
+        .map(|p| p["provider"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// With no client command, the tracker repairs the pieces of two providers
+/// that were SIGKILLed and lost their disks onto two other providers, within
+/// 10 epochs; the file then survives the loss of two more of the original
+/// providers (without the repair it would be lost: 4 of 6 pieces gone).
+#[test]
+fn lost_pieces_are_repaired_with_no_client_online_and_the_file_survives_two_more_losses() {
+    let net = Devnet::up(8, "1");
+    let data = random_bytes(3_000_000, 21);
+    let put = net.put("file", &data, &["--epochs", "400"]);
+    let root = root_of(&put);
+    let all_active = |s: &[Value]| {
+        s.len() == 6
+            && s.iter()
+                .all(|p| p["state"] == "active" && u64_of(p, "proven_epochs") >= 1)
+    };
+    let first = net.wait_status(
+        &root,
+        "every deal active and proven",
+        Duration::from_secs(120),
+        all_active,
+    );
+    let original = providers_of(&first);
+    for peer in &original[..2] {
+        let home = PathBuf::from(net.process(peer)["home"].as_str().unwrap());
+        net.sigkill(peer);
+        std::fs::remove_dir_all(&home).unwrap();
+    }
+    let killed_at = tracker_epoch(&net);
+    // "active": the seal proof verified (the new deals are challenged from
+    // their start epoch on)
+    let healed = net.wait_status(
+        &root,
+        "6 active pieces on 6 distinct live providers",
+        Duration::from_secs(180),
+        |s| {
+            let mut providers = providers_of(s);
+            providers.sort();
+            providers.dedup();
+            s.len() == 6
+                && s.iter().all(|p| p["state"] == "active")
+                && providers.len() == 6
+                && !providers.iter().any(|p| original[..2].contains(p))
+        },
+    );
+    let healed_at = tracker_epoch(&net);
+    assert!(
+        healed_at <= killed_at + 10,
+        "healed at epoch {healed_at}, killed at {killed_at}: more than 10 epochs"
+    );
+    let status = net.json(&["status", &root, "--json"]);
+    assert!(u64_of(&status["repairs"], "done") >= 2, "{status}");
+    // the new providers are the two that held nothing of the file
+    let now = providers_of(&healed);
+    let new: Vec<&String> = now.iter().filter(|p| !original.contains(p)).collect();
+    assert_eq!(new.len(), 2, "{now:?} vs {original:?}");
+    // two more of the original providers go: only the repairs make k = 4
+    for peer in &original[2..4] {
+        net.sigkill(peer);
+    }
+    assert!(net.get(&root, "after-repair") == data, "the file did not survive");
+    assert_ledger_verifies(&net);
+}
+
+/// `crowd rm` ends the deals at once, refunds the unearned escrow, and every
+/// node gives back every byte (on disk and in what it reports); renewal
+/// moves the end and proofs go on past the old one; an unrenewed file
+/// expires and is collected the same way.
+#[test]
+fn rm_gives_back_every_byte_renew_extends_and_an_expired_file_is_collected() {
+    let net = Devnet::up(6, "1");
+    let before: Vec<(u64, u64)> = nodes(&net).iter().map(node_space).collect();
+    let balance = |net: &Devnet| net.json(&["balance", "--json"]);
+    let a = net.put("a", &random_bytes(1_500_000, 31), &["--epochs", "400"]);
+    let b = net.put("b", &random_bytes(1_000_000, 32), &["--epochs", "12"]);
+    let (ra, rb) = (root_of(&a), root_of(&b));
+    let active = |s: &[Value]| {
+        s.iter()
+            .all(|p| p["state"] == "active" && u64_of(p, "proven_epochs") >= 1)
+    };
+    net.wait_status(&ra, "file a active", Duration::from_secs(120), active);
+    let sb = net.wait_status(&rb, "file b active", Duration::from_secs(120), active);
+    assert!(nodes(&net).iter().map(node_space).any(|(disk, _)| disk > 0));
+
+    // renew b past its end: its deals' end moves and proofs continue there
+    let old_end = u64_of(&net.json(&["status", &rb, "--json"]), "end_epoch");
+    let renewed = net.json(&["renew", &rb, "--epochs", "4", "--json"]);
+    assert_eq!(
+        u64_of(&renewed["files"][0], "end_epoch"),
+        old_end + 4,
+        "{renewed}"
+    );
+    assert_eq!(
+        u64_of(&net.json(&["status", &rb, "--json"]), "end_epoch"),
+        old_end + 4
+    );
+    assert!(sb.iter().all(|p| u64_of(p, "proven_epochs") <= 12));
+
+    // rm a: refunded now, deals removed
+    let funds_before = balance(&net);
+    let removed = net.json(&["rm", &ra, "--json"]);
+    let refund = u128_of(&removed, "refund");
+    assert!(refund > 0, "{removed}");
+    let funds_after = balance(&net);
+    assert!(
+        u128_of(&funds_after, "available") >= u128_of(&funds_before, "available") + refund,
+        "refund {refund}: before {funds_before} after {funds_after}"
+    );
+    let sa = net.json(&["status", &ra, "--json"]);
+    assert!(
+        sa["pieces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["state"] == "removed"),
+        "{sa}"
+    );
+    // rm again, or of a root that is not ours: one line
+    assert_one_line_error(&net.crowd(&["rm", &ra]), "");
+    assert_one_line_error(&net.crowd(&["rm", "not-a-cid"]), "");
+
+    // b is proven after its old end, then expires; then every node is back
+    // to its bytes before the puts
+    // a deal is challenged only within its term: more proven epochs than
+    // its original 12 means it was proven after the old end
+    net.wait_status(&rb, "proofs past the old end", Duration::from_secs(120), |s| {
+        s.iter().all(|p| u64_of(p, "proven_epochs") > 12)
+    });
+    net.wait_status(&rb, "file b expired", Duration::from_secs(120), |s| {
+        s.iter().all(|p| p["state"] == "completed")
+    });
+    let start = Instant::now();
+    loop {
+        let now: Vec<(u64, u64)> = nodes(&net).iter().map(node_space).collect();
+        if now == before {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "space not given back: before {before:?} now {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_ledger_verifies(&net);
 }
 
 /// Private by default: nothing a provider or the tracker keeps holds the

@@ -1,12 +1,8 @@
 //! The pure part of `put`: which providers, at what price, starting when.
 //! No I/O: tracker answers in, choices out.
 
-use std::cmp::Reverse;
-
 use crowd_protocol::libp2p::PeerId;
 use crowd_protocol::{Amount, DealProposal, Epoch, PieceId, ProviderEntry, TrackerInfo};
-
-const GIB: u128 = 1 << 30;
 
 /// Assumed aggregate upload rate of the client to all its providers.
 const UPLOAD_BYTES_PER_SEC: u64 = 16_000_000;
@@ -18,11 +14,7 @@ const SEAL_BYTES_PER_SEC: u64 = 3_000_000;
 /// and the seal proof, whatever the size.
 const BASE_MILLIS: u64 = 10_000;
 
-/// `ceil(per_gib × size / GiB)`: what a provider charges (or locks) for
-/// `size` bytes, rounded up as the provider rounds.
-pub fn pro_rata(per_gib: Amount, size: u64) -> Amount {
-    per_gib.saturating_mul(u128::from(size)).div_ceil(GIB)
-}
+pub use crowd_protocol::tracker::pro_rata;
 
 /// A provider this put may use, with the terms it is offered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,15 +22,6 @@ pub struct Candidate {
     pub entry: ProviderEntry,
     pub price_per_epoch: Amount,
     pub collateral: Amount,
-}
-
-/// Faulted share of a provider's settled epochs, in per cent (rounded down).
-fn fault_percent(e: &ProviderEntry) -> u64 {
-    let settled = e.proven_epochs.saturating_add(e.faulted_epochs);
-    match settled {
-        0 => 0,
-        n => (u128::from(e.faulted_epochs) * 100 / u128::from(n)) as u64,
-    }
 }
 
 /// Providers eligible for pieces of `piece_size` bytes, best first.
@@ -62,15 +45,7 @@ pub fn candidates(
         .filter(|p| p.price_per_gib_epoch <= max_price)
         .filter(|p| p.capacity.saturating_sub(p.used) >= piece_size)
         .collect();
-    eligible.sort_by_key(|p| {
-        (
-            p.terminated_deals,
-            fault_percent(p),
-            p.price_per_gib_epoch,
-            Reverse(p.capacity.saturating_sub(p.used)),
-            p.peer.to_bytes(),
-        )
-    });
+    eligible.sort_by_key(|p| p.rank_key());
     eligible.dedup_by_key(|p| p.peer);
     eligible
         .into_iter()
@@ -188,7 +163,7 @@ mod tests {
         assert_eq!(pro_rata(10, 1 << 30), 10);
         assert_eq!(pro_rata(10, (1 << 30) + 1), 11);
         assert_eq!(pro_rata(1_000, 1 << 29), 500);
-        assert_eq!(pro_rata(u128::MAX, u64::MAX), u128::MAX.div_ceil(GIB));
+        assert_eq!(pro_rata(u128::MAX, u64::MAX), u128::MAX.div_ceil(1 << 30));
     }
 
     #[test]

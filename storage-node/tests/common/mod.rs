@@ -252,3 +252,150 @@ pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// An in-process stand-in for the tracker: a swarm with the tracker's key
+/// that answers `Info` (with `epoch`), `Deals` by id (from `deals`),
+/// `Account` and `Register`, and can send tracker requests to nodes.
+pub struct FakeTracker {
+    pub key: Keypair,
+    pub net: Network,
+    /// `/ip4/127.0.0.1/tcp/<port>/p2p/<peer id>`.
+    pub addr: String,
+    pub state: std::sync::Arc<std::sync::Mutex<TrackerState>>,
+}
+
+#[derive(Debug, Default)]
+pub struct TrackerState {
+    pub epoch: u64,
+    pub deals: std::collections::HashMap<u64, crowd_protocol::tracker::DealView>,
+    /// `Deals` queries answered so far.
+    pub deal_queries: u64,
+}
+
+impl FakeTracker {
+    pub async fn start() -> Self {
+        use crowd_protocol::tracker::{AccountView, DealQuery, TrackerInfo};
+        use crowd_protocol::{TrackerRequest, TrackerResponse};
+        let key = Keypair::generate_ed25519();
+        let config = NetworkConfig {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            request_timeout: Duration::from_secs(30),
+            ..NetworkConfig::default()
+        };
+        let (net, mut inbound) = Network::start(key.clone(), config).await.unwrap();
+        let state = std::sync::Arc::new(std::sync::Mutex::new(TrackerState {
+            epoch: 1,
+            ..TrackerState::default()
+        }));
+        let shared = state.clone();
+        tokio::spawn(async move {
+            while let Some(req) = inbound.recv().await {
+                let response = {
+                    let mut s = shared.lock().unwrap();
+                    match &req.request {
+                        Ok(Request::Tracker(TrackerRequest::Info)) => {
+                            Response::Tracker(TrackerResponse::Info(TrackerInfo {
+                                epoch: s.epoch,
+                                epoch_millis: 1000,
+                                epoch_ends_in_millis: 1000,
+                                randomness: [0; 32],
+                                head: [0; 32],
+                                log_len: 0,
+                                faucet: false,
+                                fault_threshold: 3,
+                                min_start_lead: 1,
+                                max_start_lead: 100,
+                                sealing: "devnet".into(),
+                            }))
+                        }
+                        Ok(Request::Tracker(TrackerRequest::Deals(DealQuery::Ids(ids)))) => {
+                            s.deal_queries += 1;
+                            let views = ids.iter().filter_map(|i| s.deals.get(i).cloned()).collect();
+                            Response::Tracker(TrackerResponse::Deals(views))
+                        }
+                        Ok(Request::Tracker(TrackerRequest::Account(_))) => {
+                            Response::Tracker(TrackerResponse::Account(AccountView::default()))
+                        }
+                        Ok(Request::Tracker(TrackerRequest::Register { .. })) => {
+                            Response::Tracker(TrackerResponse::Registered)
+                        }
+                        other => Response::Error {
+                            message: format!("fake tracker does not answer {other:?}"),
+                        },
+                    }
+                };
+                req.respond(response);
+            }
+        });
+        let listen = net.listen_addrs().await.unwrap();
+        let tcp = listen
+            .iter()
+            .find(|a| a.to_string().contains("/tcp/"))
+            .expect("a TCP listener")
+            .clone();
+        let addr = format!("{tcp}/p2p/{}", key.public().to_peer_id());
+        Self {
+            key,
+            net,
+            addr,
+            state,
+        }
+    }
+
+    pub fn peer(&self) -> PeerId {
+        self.key.public().to_peer_id()
+    }
+
+    /// Config lines for a node that uses this tracker (add to `extra`).
+    pub fn config(&self) -> String {
+        format!("tracker_address = \"{}\"\n", self.addr)
+    }
+
+    /// Starts a node configured for this tracker and connects to it.
+    pub async fn node(&self, extra: &str) -> TestNode {
+        let node = TestNode::start(&self.peer(), &format!("{}{extra}", self.config()));
+        self.net.dial(node.peer, node.addrs.clone()).await.unwrap();
+        node
+    }
+
+    pub fn set_epoch(&self, epoch: u64) {
+        self.state.lock().unwrap().epoch = epoch;
+    }
+
+    /// Records (or replaces) the tracker's view of a deal.
+    pub fn set_deal(&self, id: u64, proposal_id: [u8; 32], proposal: DealProposal, state: &str) {
+        let view = crowd_protocol::tracker::DealView {
+            id,
+            proposal_id,
+            proposal,
+            published_epoch: 1,
+            end_epoch: 1000,
+            state: state.into(),
+            comm_r: None,
+            escrow: 0,
+            collateral: 0,
+            paid: 0,
+            proven_epochs: 0,
+            faulted_epochs: 0,
+            consecutive_faults: 0,
+            history: vec![],
+        };
+        self.state.lock().unwrap().deals.insert(id, view);
+    }
+
+    pub fn deal_queries(&self) -> u64 {
+        self.state.lock().unwrap().deal_queries
+    }
+
+    pub async fn ask(&self, node: &TestNode, request: Request) -> Response {
+        self.net.request(node.peer, request).await.unwrap()
+    }
+}
+
+/// The value of a metric line `name value` (0 when absent).
+pub fn metric(text: &str, name: &str) -> i64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}

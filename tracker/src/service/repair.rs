@@ -22,7 +22,7 @@
 //! * **Sources**: every live piece of the file, active (proven) ones first.
 
 use crowd_protocol::libp2p::PeerId;
-use crowd_protocol::{Amount, DealProposal, Epoch, ProviderEntry, RepairJob, RepairSource};
+use crowd_protocol::{DealProposal, Epoch, ProviderEntry, RepairJob, RepairSource};
 
 use crate::{DealState, File, FileId, Ledger, MIN_START_LEAD};
 
@@ -38,36 +38,12 @@ pub const MAX_PRICE_FACTOR: u128 = 2;
 /// Most repair jobs running at once (network-wide).
 pub const MAX_RUNNING: usize = 16;
 
-/// One GiB.
-const GIB: u64 = 1 << 30;
+pub use crowd_protocol::tracker::pro_rata;
 
-/// `ceil(per_gib × size / GiB)`: what a provider charges (or locks) for
-/// `size` bytes, rounded up as providers round.
-pub fn pro_rata(per_gib: Amount, size: u64) -> Amount {
-    per_gib.saturating_mul(u128::from(size)).div_ceil(u128::from(GIB))
-}
-
-/// Faulted share of a provider's settled epochs, in whole per cent.
-fn fault_percent(e: &ProviderEntry) -> u64 {
-    match e.proven_epochs.saturating_add(e.faulted_epochs) {
-        0 => 0,
-        n => (u128::from(e.faulted_epochs) * 100 / u128::from(n)) as u64,
-    }
-}
-
-/// Orders providers best first, as `crowd put` does: fewer terminated
-/// deals, a lower fault rate, a lower price, more free space; the peer id
-/// breaks ties.
+/// Orders providers best first, by [`ProviderEntry::rank_key`] (as
+/// `crowd put` does).
 pub fn rank(providers: &mut [&ProviderEntry]) {
-    providers.sort_by_key(|p| {
-        (
-            p.terminated_deals,
-            fault_percent(p),
-            p.price_per_gib_epoch,
-            std::cmp::Reverse(p.capacity.saturating_sub(p.used)),
-            p.peer.to_bytes(),
-        )
-    });
+    providers.sort_by_key(|p| p.rank_key());
 }
 
 /// Why a lost index cannot be repaired now.

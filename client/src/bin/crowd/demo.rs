@@ -10,6 +10,9 @@
 //! 6. `crowd get` the file back and compare BLAKE3 hashes with the original;
 //! 7. let the tracker settle more epochs, then show what each provider earned
 //!    and the faults of the killed ones;
+//! 8. with spare nodes (8 by default), wait for the network to heal: the
+//!    tracker repairs the killed providers' pieces onto two other providers
+//!    (no client command), and show where every piece is now;
 //!
 //! and the devnet is stopped at the end, also on failure. The network
 //! commands run as subprocesses of this executable, exactly as a user would
@@ -34,8 +37,9 @@ pub struct DemoArgs {
     /// Seed of the sample file's random bytes.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub seed: u64,
-    /// Storage nodes in the devnet (at least 6: 4 data + 2 parity pieces).
-    #[arg(long, default_value_t = 6, value_name = "N")]
+    /// Storage nodes in the devnet (at least 6: 4 data + 2 parity pieces;
+    /// with 8 or more the demo also shows the lost pieces repaired).
+    #[arg(long, default_value_t = 8, value_name = "N")]
     pub nodes: usize,
     /// Length of an epoch in seconds.
     #[arg(long, default_value_t = 2.0, value_name = "S")]
@@ -102,7 +106,7 @@ fn story(home: &Path, args: &DemoArgs) -> Result<()> {
 
     // 1. devnet
     println!(
-        "[1/7] starting a devnet: a tracker and {} storage nodes on loopback, {}-second epochs (home {})",
+        "[1/8] starting a devnet: a tracker and {} storage nodes on loopback, {}-second epochs (home {})",
         args.nodes,
         args.epoch_secs,
         home.display()
@@ -132,14 +136,14 @@ fn story(home: &Path, args: &DemoArgs) -> Result<()> {
     std::fs::write(&sample, &bytes).with_context(|| format!("cannot write {}", sample.display()))?;
     drop(bytes);
     println!(
-        "[2/7] sample file: {} of random bytes (seed {}), BLAKE3 {}",
+        "[2/8] sample file: {} of random bytes (seed {}), BLAKE3 {}",
         human(args.size as u64),
         args.seed,
         &original.to_hex()[..16]
     );
 
     // 3. put
-    println!("[3/7] crowd put --data-shards {DATA} --parity-shards {PARITY}");
+    println!("[3/8] crowd put --data-shards {DATA} --parity-shards {PARITY}");
     let put = crowd(
         home,
         &[
@@ -167,7 +171,7 @@ fn story(home: &Path, args: &DemoArgs) -> Result<()> {
     // as the client: the tracker describes deals and accounts only to their owners
     let conn = TrackerConn::connect(crowd_client::identity(home)?, &net.tracker_addr)?;
     let epoch = Duration::from_secs_f64(args.epoch_secs);
-    println!("[4/7] waiting until every deal is sealed and has proven {PROVEN_BEFORE_KILL} epochs");
+    println!("[4/8] waiting until every deal is sealed and has proven {PROVEN_BEFORE_KILL} epochs");
     let deals = wait_deals(&conn, &ids, bound(epoch, 30), "sealed and proven", |d| {
         d.state == "active" && d.proven_epochs >= PROVEN_BEFORE_KILL
     })?;
@@ -205,7 +209,7 @@ fn story(home: &Path, args: &DemoArgs) -> Result<()> {
         killed.push((peer, proc.name.clone()));
     }
     println!(
-        "[5/7] SIGKILL {PARITY} providers holding pieces: {}",
+        "[5/8] SIGKILL {PARITY} providers holding pieces: {}",
         killed
             .iter()
             .map(|(p, n)| format!("{} ({n})", short(&p.to_string())))
@@ -215,7 +219,7 @@ fn story(home: &Path, args: &DemoArgs) -> Result<()> {
 
     // 6. get
     let back = home.join("sample.back");
-    println!("[6/7] crowd get {} -o {}", put.root, back.display());
+    println!("[6/8] crowd get {} -o {}", put.root, back.display());
     crowd(
         home,
         &["get".as_ref(), put.root.as_ref(), "-o".as_ref(), back.as_os_str()],
@@ -235,7 +239,7 @@ fn story(home: &Path, args: &DemoArgs) -> Result<()> {
     );
 
     // 7. earnings and faults
-    println!("[7/7] waiting for the tracker to record the killed providers' faults");
+    println!("[7/8] waiting for the tracker to record the killed providers' faults");
     let dead: Vec<PeerId> = killed.iter().map(|(p, _)| *p).collect();
     let deals = wait_deals(&conn, &ids, bound(epoch, 20), "faulted or proven again", |d| {
         if dead.contains(&d.proposal.provider) {
@@ -278,7 +282,70 @@ fn story(home: &Path, args: &DemoArgs) -> Result<()> {
         "      client: {} available, {} in escrow (`crowd status {}` and `crowd balance` show the same)",
         account.available, account.locked_escrow, put.root
     );
-    println!("the file survived the loss of {PARITY} providers.");
+    if args.nodes < DATA + 2 * PARITY {
+        println!("the file survived the loss of {PARITY} providers (too few spare nodes to show a repair).");
+        return Ok(());
+    }
+
+    // 8. the network heals itself
+    println!("[8/8] waiting for the network to heal: the tracker repairs the lost pieces on other providers");
+    let dead_text: Vec<String> = dead.iter().map(PeerId::to_string).collect();
+    let limit = bound(epoch, 40);
+    let start = Instant::now();
+    let status = loop {
+        let text = crowd(home, &["status".as_ref(), put.root.as_ref(), "--json".as_ref()])?;
+        let status: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| anyhow!("`crowd status --json` printed {e}"))?;
+        let pieces = status["pieces"].as_array().cloned().unwrap_or_default();
+        let mut providers: Vec<&str> = pieces.iter().filter_map(|p| p["provider"].as_str()).collect();
+        let healed = pieces.len() == total
+            && pieces.iter().all(|p| p["state"] == "active")
+            && !providers.iter().any(|p| dead_text.iter().any(|d| d == p));
+        providers.sort_unstable();
+        providers.dedup();
+        if healed && providers.len() == total {
+            break status;
+        }
+        if start.elapsed() > limit {
+            bail!("the network did not repair the lost pieces within {limit:?}: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let info = conn.info()?;
+    println!("      epoch {}: every piece active again", info.epoch);
+    println!(
+        "      {:<6} {:<8} {:<14} {:<8}",
+        "piece", "node", "provider", "state"
+    );
+    for p in status["pieces"].as_array().into_iter().flatten() {
+        let peer = p["provider"].as_str().unwrap_or("?");
+        let name = net
+            .file
+            .processes
+            .iter()
+            .find(|q| q.peer_id == peer)
+            .map(|q| q.name.as_str())
+            .unwrap_or("?");
+        let index = p["index"].as_u64().unwrap_or(0);
+        let original = put.deals.iter().find(|d| d.index == index);
+        let mark = if original.is_some_and(|d| d.provider != peer) {
+            "  (repaired: a new provider)"
+        } else {
+            ""
+        };
+        println!(
+            "      {:<6} {name:<8} {:<14} {:<8}{mark}",
+            index,
+            short(peer),
+            p["state"].as_str().unwrap_or("?")
+        );
+    }
+    let repairs = &status["repairs"];
+    println!(
+        "      repairs done {}, cost {} (paid from the killed providers' slashed collateral and unearned escrow first)",
+        repairs["done"], repairs["cost"]
+    );
+    println!("the file survived the loss of {PARITY} providers, and the network repaired it with no client command.");
     Ok(())
 }
 
@@ -293,6 +360,7 @@ struct PutOutput {
 struct PutDeal {
     deal_id: u64,
     provider: String,
+    index: u64,
 }
 
 /// Runs `crowd --home HOME args…` (this executable); returns its stdout, or

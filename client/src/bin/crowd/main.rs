@@ -2,8 +2,8 @@
 //! `crowd_client` library.
 //!
 //! Offline: content addresses (`cid`) and CAR archives (`car`, `car-extract`).
-//! On the network: `put`, `get`, `export`, `ls`, `status`, `balance`,
-//! `share`, `key export|import` (client home in `--home` / `CROWD_HOME`,
+//! On the network: `put`, `get`, `export`, `ls`, `status`, `rm`, `renew`,
+//! `balance`, `share`, `key export|import` (client home in `--home` / `CROWD_HOME`,
 //! default `~/.crowd`). Only in this binary: a local network of real
 //! processes with `devnet` and `demo` (`devnet.rs`, `demo.rs`).
 
@@ -69,10 +69,30 @@ enum Cmd {
     Get(GetArgs),
     /// Retrieve a public file's DAG as a CAR v1 archive.
     Export(ExportArgs),
-    /// List the files this client has stored (restored from the network if this home lost them).
+    /// List the files this client has stored, with the epoch their deals end
+    /// (restored from the network if this home lost them).
+    ///
+    /// Columns: ROOT, SIZE, STORED (UTC), DEALS, ACCESS, ENDS (the first
+    /// epoch after the file's deals, "-" if unknown) and STATE: "live";
+    /// "expiring" when it ends within 10 epochs of the current one (renew
+    /// it with `crowd renew`); "expired"; with --local (no network, so no
+    /// current epoch) the state last synced, or "unknown". Files removed
+    /// with `crowd rm` are not listed.
     Ls(LsArgs),
-    /// Per-provider deal, seal and proving state of a stored file.
+    /// Per piece index: current provider (after a repair, the new one), deal, seal and proving state; repairs.
     Status(StatusArgs),
+    /// End a stored file now: its deals end and the unearned escrow is refunded.
+    ///
+    /// Every live file of this client's under CID is removed (a file put
+    /// twice, twice); a manifest CID removes that put only. Prints one line
+    /// per file: `removed CID (file ID, manifest MCID): refund AMOUNT`.
+    Rm(RmArgs),
+    /// Extend a stored file's deals by N epochs, locking their price from the balance.
+    ///
+    /// Prints one line per file: `renewed CID (file ID, manifest MCID):
+    /// ends at epoch E, locked AMOUNT`. A balance too low fails with the
+    /// tracker's reason (what the renewal needs).
+    Renew(RenewArgs),
     /// This client's balance with the tracker.
     Balance(JsonArg),
     /// Print a read capability (`crowd:…`) for one of this client's private files.
@@ -160,6 +180,27 @@ struct StatusArgs {
     /// The file's root CID (or its manifest CID).
     cid: String,
     /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct RmArgs {
+    /// The file's root CID (as `crowd put` printed it), or its manifest CID.
+    cid: String,
+    /// Print {"root", "files": [{"file_id", "manifest", "refund"}], "refund"} as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct RenewArgs {
+    /// The file's root CID (as `crowd put` printed it), or its manifest CID.
+    cid: String,
+    /// Epochs to add (at least 1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    epochs: u64,
+    /// Print {"root", "files": [{"file_id", "manifest", "end_epoch", "locked"}], "locked"} as JSON.
     #[arg(long)]
     json: bool,
 }
@@ -347,6 +388,22 @@ fn run(cli: Cli) -> Result<()> {
                 print!("{}", crowd_client::status_table(&out));
             }
         }
+        Cmd::Rm(a) => {
+            let out = client(home, a.json)?.remove(&a.cid)?;
+            if a.json {
+                print_json(&out)?;
+            } else {
+                print!("{}", crowd_client::remove_lines(&out));
+            }
+        }
+        Cmd::Renew(a) => {
+            let out = client(home, a.json)?.renew(&a.cid, a.epochs)?;
+            if a.json {
+                print_json(&out)?;
+            } else {
+                print!("{}", crowd_client::renew_lines(&out));
+            }
+        }
         Cmd::Balance(a) => {
             let out = client(home, a.json)?.balance()?;
             if a.json {
@@ -371,12 +428,7 @@ fn run(cli: Cli) -> Result<()> {
             let peer = c.import_key(&bytes, &passphrase(false)?)?;
             eprintln!("crowd: identity {peer} restored into {}", c.home().display());
         }
-        Cmd::Devnet(cmd) => {
-            return devnet::run(
-                &crowd_client::Client::open_default(home)?.home().to_path_buf(),
-                cmd,
-            )
-        }
+        Cmd::Devnet(cmd) => return devnet::run(crowd_client::Client::open_default(home)?.home(), cmd),
         Cmd::Demo(args) => return demo::run(home, args),
     }
     Ok(())
@@ -403,5 +455,29 @@ fn main() -> ExitCode {
             eprintln!("crowd: {}", crowd_client::error::strip(&format!("{e:#}")));
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn renew_needs_at_least_one_epoch_and_rm_a_cid() {
+        let parse = |args: &[&str]| Cli::try_parse_from(std::iter::once("crowd").chain(args.iter().copied()));
+        let e = parse(&["renew", "bafyx", "--epochs", "0"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{e}");
+        assert!(parse(&["renew", "bafyx"]).is_err(), "--epochs is required");
+        assert!(parse(&["renew", "bafyx", "--epochs", "-3"]).is_err());
+        match parse(&["renew", "bafyx", "--epochs", "5", "--json"]).unwrap().cmd {
+            Cmd::Renew(a) => assert_eq!((a.cid.as_str(), a.epochs, a.json), ("bafyx", 5, true)),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["rm", "bafyx"]).unwrap().cmd {
+            Cmd::Rm(a) => assert_eq!((a.cid.as_str(), a.json), ("bafyx", false)),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["rm"]).is_err());
     }
 }
