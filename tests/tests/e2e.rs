@@ -578,6 +578,68 @@ fn lost_pieces_are_repaired_with_no_client_online_and_the_file_survives_two_more
     assert_ledger_verifies(&net);
 }
 
+/// A provider whose unsealed piece copy is corrupt on disk serves bad bytes
+/// as a repair source: the repair of another lost piece skips it (every
+/// fetched byte is verified; the repairing node logs it as a bad source),
+/// the rebuilt piece still matches its CID (its seal proof verifies
+/// against it: "active"), and the file comes back whole. (The bad source is
+/// not penalised for it: its replica is intact and it keeps proving.)
+#[test]
+fn a_repair_source_serving_corrupt_bytes_is_skipped_and_the_repair_still_matches_its_cid() {
+    let net = Devnet::up(8, "1");
+    let data = random_bytes(2_000_000, 41);
+    let put = net.put("file", &data, &["--epochs", "400"]);
+    let root = root_of(&put);
+    let first = net.wait_status(
+        &root,
+        "every deal active and proven",
+        Duration::from_secs(120),
+        |s| {
+            s.len() == 6
+                && s.iter()
+                    .all(|p| p["state"] == "active" && u64_of(p, "proven_epochs") >= 1)
+        },
+    );
+    let providers = providers_of(&first);
+    // index 0's provider serves fetches from its unsealed copy: corrupt it
+    let bad_home = PathBuf::from(net.process(&providers[0])["home"].as_str().unwrap());
+    let mut files = Vec::new();
+    files_under(&bad_home.join("pieces"), &mut files);
+    let mut corrupted = 0;
+    for (path, mut bytes) in files {
+        if path.extension().is_some_and(|e| e == "outboard") {
+            continue;
+        }
+        for b in bytes.iter_mut().step_by(7) {
+            *b ^= 0x5a;
+        }
+        std::fs::write(&path, bytes).unwrap();
+        corrupted += 1;
+    }
+    assert_eq!(corrupted, 1, "the provider keeps one unsealed piece");
+    // index 1's provider goes, with its disk: index 1 is rebuilt from the
+    // live pieces, the corrupt one listed first (active sources by index)
+    let lost_home = PathBuf::from(net.process(&providers[1])["home"].as_str().unwrap());
+    net.sigkill(&providers[1]);
+    std::fs::remove_dir_all(&lost_home).unwrap();
+    let healed = net.wait_status(&root, "index 1 repaired", Duration::from_secs(180), |s| {
+        s[1]["state"] == "active" && s[1]["provider"] != providers[1].as_str()
+    });
+    let repairer = net.process(healed[1]["provider"].as_str().unwrap());
+    let log = std::fs::read_to_string(repairer["log"].as_str().unwrap()).unwrap();
+    assert!(
+        log.lines().any(|l| l.contains("repair source dropped")
+            && l.contains(providers[0].as_str())
+            && l.contains("BadBytes")),
+        "the repairing node did not skip the corrupt source:\n{log}"
+    );
+    assert!(
+        net.get(&root, "after-bad-source") == data,
+        "the file did not come back whole"
+    );
+    assert_ledger_verifies(&net);
+}
+
 /// `crowd rm` ends the deals at once, refunds the unearned escrow, and every
 /// node gives back every byte (on disk and in what it reports); renewal
 /// moves the end and proofs go on past the old one; an unrenewed file
