@@ -288,10 +288,7 @@ fn corrupted_replica_faults_stops_payment_and_get_still_works_and_tracker_restar
         &root,
         "every deal active and proven",
         Duration::from_secs(90),
-        |s| {
-            s.iter()
-                .all(|p| p["state"] == "active" && u64_of(p, "proven_epochs") >= 1)
-        },
+        |s| all_proven(s),
     );
 
     // corrupt one provider's replica on disk
@@ -508,6 +505,13 @@ fn assert_ledger_verifies(net: &Devnet) {
     );
 }
 
+/// Every piece's deal is active and proven at least once.
+fn all_proven(status: &[Value]) -> bool {
+    status
+        .iter()
+        .all(|p| p["state"] == "active" && u64_of(p, "proven_epochs") >= 1)
+}
+
 fn providers_of(status: &[Value]) -> Vec<String> {
     status
         .iter()
@@ -525,11 +529,7 @@ fn lost_pieces_are_repaired_with_no_client_online_and_the_file_survives_two_more
     let data = random_bytes(3_000_000, 21);
     let put = net.put("file", &data, &["--epochs", "400"]);
     let root = root_of(&put);
-    let all_active = |s: &[Value]| {
-        s.len() == 6
-            && s.iter()
-                .all(|p| p["state"] == "active" && u64_of(p, "proven_epochs") >= 1)
-    };
+    let all_active = |s: &[Value]| s.len() == 6 && all_proven(s);
     let first = net.wait_status(
         &root,
         "every deal active and proven",
@@ -594,11 +594,7 @@ fn a_repair_source_serving_corrupt_bytes_is_skipped_and_the_repair_still_matches
         &root,
         "every deal active and proven",
         Duration::from_secs(120),
-        |s| {
-            s.len() == 6
-                && s.iter()
-                    .all(|p| p["state"] == "active" && u64_of(p, "proven_epochs") >= 1)
-        },
+        |s| s.len() == 6 && all_proven(s),
     );
     let providers = providers_of(&first);
     // index 0's provider serves fetches from its unsealed copy: corrupt it
@@ -652,12 +648,8 @@ fn rm_gives_back_every_byte_renew_extends_and_an_expired_file_is_collected() {
     let a = net.put("a", &random_bytes(1_500_000, 31), &["--epochs", "400"]);
     let b = net.put("b", &random_bytes(1_000_000, 32), &["--epochs", "12"]);
     let (ra, rb) = (root_of(&a), root_of(&b));
-    let active = |s: &[Value]| {
-        s.iter()
-            .all(|p| p["state"] == "active" && u64_of(p, "proven_epochs") >= 1)
-    };
-    net.wait_status(&ra, "file a active", Duration::from_secs(120), active);
-    let sb = net.wait_status(&rb, "file b active", Duration::from_secs(120), active);
+    net.wait_status(&ra, "file a active", Duration::from_secs(120), all_proven);
+    let sb = net.wait_status(&rb, "file b active", Duration::from_secs(120), all_proven);
     assert!(nodes(&net).iter().map(node_space).any(|(disk, _)| disk > 0));
 
     // renew b past its end: its deals' end moves and proofs continue there

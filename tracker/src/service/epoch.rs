@@ -265,7 +265,8 @@ impl EpochLoop {
             Ok(other) => Some(RepairUpdate::Failed(format!("unexpected answer {other:?}"))),
             Err(e) => {
                 // unreachable now: the job stays, polled again (it expires)
-                this_failed(&self.metrics, slot, &e.to_string());
+                self.metrics.provider_requests_failed.inc();
+                tracing::info!(?slot, "repair request: {e}");
                 None
             }
         };
@@ -292,11 +293,6 @@ impl EpochLoop {
         }
         Ok(())
     }
-}
-
-fn this_failed(metrics: &Metrics, slot: SlotKey, e: &str) {
-    metrics.provider_requests_failed.inc();
-    tracing::info!(?slot, "repair request: {e}");
 }
 
 /// What a provider's answer means for the loop.

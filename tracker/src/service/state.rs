@@ -125,7 +125,7 @@ pub struct Task {
 pub struct RepairTask {
     pub slot: SlotKey,
     pub job: Signed<RepairJob>,
-    /// The file's manifest (dag-cbor), sent with the job.
+    /// The file's manifest (dag-cbor), sent with the job (empty once sent).
     pub manifest: Vec<u8>,
     pub provider: PeerId,
     pub addrs: Vec<Multiaddr>,
@@ -633,11 +633,16 @@ impl<S: Store> State<S> {
             let Some(file) = self.ledger.file(slot.0) else {
                 continue;
             };
-            let manifest = match self.store.get(&keys::file_manifest(&file.manifest)) {
-                Ok(Some(m)) => m,
-                _ => {
-                    tracing::warn!(file_id = slot.0, "no stored manifest: cannot repair");
-                    continue;
+            // only a job still to be sent carries the manifest (a poll does not)
+            let manifest = if run.sent {
+                Vec::new()
+            } else {
+                match self.store.get(&keys::file_manifest(&file.manifest)) {
+                    Ok(Some(m)) => m,
+                    _ => {
+                        tracing::warn!(file_id = slot.0, "no stored manifest: cannot repair");
+                        continue;
+                    }
                 }
             };
             tasks.push(RepairTask {
