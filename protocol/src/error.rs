@@ -33,3 +33,19 @@ pub enum ProtocolError {
     #[error("network task stopped")]
     Stopped,
 }
+
+impl ProtocolError {
+    /// Whether a verified range transfer ([`crate::transfer::fetch`]) failed
+    /// because what arrived is not the piece's bytes (a group that does not
+    /// verify against the piece CID, or out of order): the sender served
+    /// wrong bytes, as opposed to not answering, refusing or stalling.
+    pub fn is_unverified_bytes(&self) -> bool {
+        matches!(
+            self,
+            Self::Malformed {
+                what: "verified group",
+                ..
+            }
+        )
+    }
+}

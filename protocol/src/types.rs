@@ -221,6 +221,18 @@ impl Signable for RepairJob {
     const DOMAIN: &'static str = "repair-job";
 }
 
+/// A repair source whose bytes failed verification against its piece CID:
+/// the piece index it was asked for, its provider, and the piece offset of
+/// the 16 KiB group that failed (a multiple of the group size). The tracker
+/// fetches that group from the provider itself before it faults anyone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BadSource {
+    pub index: u64,
+    #[serde(with = "crate::wire::peer")]
+    pub provider: PeerId,
+    pub offset: u64,
+}
+
 /// A provider's progress on a repair job ([`Request::RepairStatus`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum RepairReport {
@@ -229,14 +241,18 @@ pub enum RepairReport {
     /// Fetching and rebuilding.
     Running,
     /// The piece is rebuilt, checked against its CID and stored: the
-    /// acceptance of the job's proposal (proposal id = the job's id).
-    Ready(Signed<DealAcceptance>),
+    /// acceptance of the job's proposal (proposal id = the job's id), and
+    /// the sources skipped because their bytes failed verification (kept
+    /// in memory: empty after the node restarts).
+    Ready {
+        acceptance: Signed<DealAcceptance>,
+        bad_sources: Vec<BadSource>,
+    },
     /// Gave up: `reason` in one line, and the sources that served bytes
     /// which failed verification.
     Failed {
         reason: String,
-        #[serde(with = "crate::wire::peers")]
-        bad_sources: Vec<PeerId>,
+        bad_sources: Vec<BadSource>,
     },
 }
 

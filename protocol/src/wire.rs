@@ -143,23 +143,6 @@ pub mod peer {
     }
 }
 
-/// A list of peer ids, each as its bytes.
-pub mod peers {
-    use libp2p::PeerId;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    #[derive(Serialize, Deserialize)]
-    struct One(#[serde(with = "super::peer")] PeerId);
-
-    pub fn serialize<S: Serializer>(v: &[PeerId], s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(v.iter().map(|p| One(*p)))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PeerId>, D::Error> {
-        Ok(Vec::<One>::deserialize(d)?.into_iter().map(|o| o.0).collect())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

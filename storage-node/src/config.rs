@@ -59,6 +59,23 @@ pub struct NodeConfig {
     /// Seconds a transfer may stall before it is dropped.
     #[serde(default = "default_stall")]
     pub transfer_timeout_secs: u64,
+    /// Transfer streams whose header (upload header, fetch request) has not
+    /// arrived yet; beyond this a new stream is answered "busy". A transfer
+    /// slot (`max_concurrent_transfers`) is taken only once the header is in.
+    #[serde(default = "default_pending_streams")]
+    pub max_pending_streams: usize,
+    /// Of those, at most this many from one peer.
+    #[serde(default = "default_pending_per_peer")]
+    pub max_pending_streams_per_peer: usize,
+    /// Established libp2p connections with one peer, and inbound ones in
+    /// total; beyond them a new connection is denied.
+    #[serde(default = "default_connections_per_peer")]
+    pub max_connections_per_peer: u32,
+    #[serde(default = "default_incoming_connections")]
+    pub max_incoming_connections: u32,
+    /// Seconds a new transfer stream may take to send its header.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_secs: u64,
     /// Repair jobs (rebuilding a lost piece from other providers) run at
     /// once; further accepted jobs wait for a slot. Each holds at most about
     /// `2k + 1` shards of one segment in memory.
@@ -103,6 +120,21 @@ fn default_streams() -> usize {
 }
 fn default_stall() -> u64 {
     60
+}
+fn default_pending_streams() -> usize {
+    256
+}
+fn default_connections_per_peer() -> u32 {
+    4
+}
+fn default_incoming_connections() -> u32 {
+    512
+}
+fn default_pending_per_peer() -> usize {
+    8
+}
+fn default_header_timeout() -> u64 {
+    10
 }
 fn default_repairs() -> usize {
     2
@@ -151,8 +183,20 @@ impl NodeConfig {
                 .parse::<SocketAddr>()
                 .map_err(|e| anyhow::anyhow!("metrics_address: '{}': {e}", self.metrics_address))?;
         }
-        if self.max_concurrent_transfers == 0 || self.seal_queue == 0 {
-            anyhow::bail!("max_concurrent_transfers and seal_queue must be at least 1");
+        if self.max_concurrent_transfers == 0
+            || self.seal_queue == 0
+            || self.max_pending_streams == 0
+            || self.max_pending_streams_per_peer == 0
+        {
+            anyhow::bail!(
+                "max_concurrent_transfers, max_pending_streams(_per_peer) and seal_queue must be at least 1"
+            );
+        }
+        if self.max_connections_per_peer == 0 || self.max_incoming_connections == 0 {
+            anyhow::bail!("max_connections_per_peer and max_incoming_connections must be at least 1");
+        }
+        if self.header_timeout_secs == 0 {
+            anyhow::bail!("header_timeout_secs must be at least 1");
         }
         if self.max_concurrent_repairs == 0 {
             anyhow::bail!("max_concurrent_repairs must be at least 1");
@@ -211,6 +255,16 @@ metrics_address = {metrics:?}
 max_concurrent_transfers = {streams}
 transfer_timeout_secs = {stall}
 
+# New transfer streams still waiting for their header, and seconds each may
+# wait; a transfer slot above is taken only once its header has arrived.
+max_pending_streams = {pending}
+max_pending_streams_per_peer = {pending_peer}
+header_timeout_secs = {header}
+
+# libp2p connections with one peer, and inbound connections in total.
+max_connections_per_peer = {conn_peer}
+max_incoming_connections = {conn_in}
+
 # Repair jobs (rebuilding a lost piece for the tracker) run at once.
 max_concurrent_repairs = {repairs}
 
@@ -231,6 +285,11 @@ gc_interval_secs = {gc}
             metrics = self.metrics_address,
             streams = self.max_concurrent_transfers,
             stall = self.transfer_timeout_secs,
+            pending = self.max_pending_streams,
+            pending_peer = self.max_pending_streams_per_peer,
+            conn_peer = self.max_connections_per_peer,
+            conn_in = self.max_incoming_connections,
+            header = self.header_timeout_secs,
             repairs = self.max_concurrent_repairs,
             gc = self.gc_interval_secs,
         )

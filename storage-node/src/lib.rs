@@ -34,6 +34,7 @@ pub mod files;
 pub mod gc;
 pub mod metrics;
 pub mod node;
+pub mod pending;
 pub mod records;
 pub mod repair;
 pub mod store;

@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, Semaphore};
 use crate::config::NodeConfig;
 use crate::files::{self, Dirs, FileAt};
 use crate::metrics::Metrics;
+use crate::pending::PendingStreams;
 use crate::records::{self, DealRecord, PieceRecord, ProposalRecord, ProposalState, SealState};
 use crate::store::{Batch, MetaStore};
 
@@ -44,6 +45,8 @@ pub struct Node {
     pub params: SealParams,
     pub(crate) tracker: Option<PeerId>,
     transfers: Arc<Semaphore>,
+    /// Transfer streams whose header has not arrived yet.
+    pending_streams: Arc<PendingStreams>,
     seal_tx: mpsc::Sender<u64>,
     /// Serialises read-modify-write updates of records and space accounting.
     pub(crate) write_lock: tokio::sync::Mutex<()>,
@@ -118,6 +121,10 @@ impl Node {
             peer_id: key.public().to_peer_id(),
             key,
             transfers: Arc::new(Semaphore::new(config.max_concurrent_transfers)),
+            pending_streams: Arc::new(PendingStreams::new(
+                config.max_pending_streams,
+                config.max_pending_streams_per_peer,
+            )),
             repair_slots: Arc::new(Semaphore::new(config.max_concurrent_repairs)),
             config,
             store,
@@ -734,35 +741,59 @@ impl Node {
         }
     }
 
+    /// Reads a new transfer stream's header: at most `max_pending_streams`
+    /// wait at once, each for `header_timeout_secs`. Then a transfer slot
+    /// is taken, so streams that never send a header hold no slot.
+    async fn admit<H: serde::de::DeserializeOwned>(
+        &self,
+        peer: PeerId,
+        stream: &mut Stream,
+        what: &'static str,
+    ) -> Result<(H, tokio::sync::OwnedSemaphorePermit), String> {
+        let waiting = PendingStreams::enter(&self.pending_streams, peer)
+            .ok_or_else(|| "busy: too many streams waiting for their header".to_string())?;
+        let limit = Duration::from_secs(self.config.header_timeout_secs);
+        let header = tokio::time::timeout(limit, read_frame(stream, what, MAX_STREAM_HEADER))
+            .await
+            .map_err(|_| format!("no {what} within {limit:?}"))?
+            .map_err(|e| e.to_string())?;
+        drop(waiting);
+        let slot = self
+            .transfers
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| "busy: too many transfers".to_string())?;
+        Ok((header, slot))
+    }
+
     /// Accepts upload streams until the network stops.
     pub async fn serve_uploads(self: Arc<Self>) -> anyhow::Result<()> {
         let mut incoming = self.net.streams().accept(PIECE_PROTOCOL)?;
-        while let Some((peer, stream)) = incoming.next().await {
+        while let Some((peer, mut stream)) = incoming.next().await {
             let node = self.clone();
-            match self.transfers.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    tokio::spawn(async move {
-                        node.upload(peer, stream).await;
-                        drop(permit);
-                    });
-                }
-                Err(_) => {
-                    tokio::spawn(async move {
-                        let mut stream = stream;
-                        let busy = UploadResult::Rejected {
-                            reason: "busy: too many transfers".into(),
-                        };
-                        let _ = write_frame(&mut stream, &busy).await;
+            tokio::spawn(async move {
+                match node
+                    .admit::<UploadHeader>(peer, &mut stream, "upload header")
+                    .await
+                {
+                    Ok((header, slot)) => {
+                        node.upload(peer, header, stream).await;
+                        drop(slot);
+                    }
+                    Err(reason) => {
+                        node.metrics.uploads_rejected.inc();
+                        tracing::debug!(%peer, "upload refused: {reason}");
+                        let _ = write_frame(&mut stream, &UploadResult::Rejected { reason }).await;
                         let _ = stream.close().await;
-                    });
+                    }
                 }
-            }
+            });
         }
         Ok(())
     }
 
-    async fn upload(&self, peer: PeerId, mut stream: Stream) {
-        let result = match self.receive(peer, &mut stream).await {
+    async fn upload(&self, peer: PeerId, header: UploadHeader, mut stream: Stream) {
+        let result = match self.receive(peer, header, &mut stream).await {
             Ok(receipt) => UploadResult::Stored(receipt),
             Err(e) => {
                 self.metrics.uploads_rejected.inc();
@@ -780,13 +811,12 @@ impl Node {
         Duration::from_secs(self.config.transfer_timeout_secs)
     }
 
-    async fn receive(&self, peer: PeerId, stream: &mut Stream) -> anyhow::Result<Signed<PieceReceipt>> {
-        let header: UploadHeader = tokio::time::timeout(
-            self.stall(),
-            read_frame(stream, "upload header", MAX_STREAM_HEADER),
-        )
-        .await
-        .map_err(|_| anyhow!("no upload header within {:?}", self.stall()))??;
+    async fn receive(
+        &self,
+        peer: PeerId,
+        header: UploadHeader,
+        stream: &mut Stream,
+    ) -> anyhow::Result<Signed<PieceReceipt>> {
         let record: ProposalRecord = records::get(&*self.store, &records::proposal_key(&header.proposal))?
             .ok_or_else(|| anyhow!("unknown proposal {}", records::hex(&header.proposal)))?;
         let (_, p) = record.proposal.open(None)?;
@@ -923,55 +953,31 @@ impl Node {
     /// Serves fetch streams until the network stops.
     pub async fn serve_fetches(self: Arc<Self>) -> anyhow::Result<()> {
         let mut incoming = self.net.streams().accept(FETCH_PROTOCOL)?;
-        while let Some((peer, stream)) = incoming.next().await {
+        while let Some((peer, mut stream)) = incoming.next().await {
             let node = self.clone();
-            match self.transfers.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    tokio::spawn(async move {
-                        if let Err(e) = node.fetch(stream).await {
+            tokio::spawn(async move {
+                match node
+                    .admit::<FetchRequest>(peer, &mut stream, "fetch request")
+                    .await
+                {
+                    Ok((req, slot)) => {
+                        if let Err(e) = node.fetch(req, stream).await {
                             tracing::debug!(%peer, "fetch ended: {e:#}");
                         }
-                        drop(permit);
-                    });
-                }
-                Err(_) => {
-                    tokio::spawn(async move {
-                        let mut stream = stream;
-                        let _ = write_frame(
-                            &mut stream,
-                            &FetchHeader::Refused {
-                                reason: "busy".into(),
-                            },
-                        )
-                        .await;
+                        drop(slot);
+                    }
+                    Err(reason) => {
+                        tracing::debug!(%peer, "fetch refused: {reason}");
+                        let _ = write_frame(&mut stream, &FetchHeader::Refused { reason }).await;
                         let _ = stream.close().await;
-                    });
+                    }
                 }
-            }
+            });
         }
         Ok(())
     }
 
-    async fn fetch(self: &Arc<Self>, mut stream: Stream) -> anyhow::Result<()> {
-        let req: FetchRequest = match tokio::time::timeout(
-            self.stall(),
-            read_frame(&mut stream, "fetch request", MAX_STREAM_HEADER),
-        )
-        .await
-        {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                write_frame(
-                    &mut stream,
-                    &FetchHeader::Refused {
-                        reason: e.to_string(),
-                    },
-                )
-                .await?;
-                return Ok(stream.close().await?);
-            }
-            Err(_) => bail!("no fetch request"),
-        };
+    async fn fetch(self: &Arc<Self>, req: FetchRequest, mut stream: Stream) -> anyhow::Result<()> {
         let record = records::get::<PieceRecord>(&*self.store, &records::piece_key(&req.piece))?;
         let Some(record) = record else {
             write_frame(&mut stream, &FetchHeader::NotFound).await?;

@@ -27,10 +27,11 @@
 //! ([`crowd_protocol::transfer::fetch`], every 16 KiB group verified against
 //! the source piece's CID before its bytes are used), regenerates only the
 //! missing piece's shard and appends it to a file in `tmp/` while building
-//! its outboard. A source that does not answer or whose bytes fail
-//! verification is dropped and the next source of that index (or another
-//! index) is used; sources whose bytes failed are reported in
-//! `bad_sources`. Peak memory: the decoder's shard buffers, at most `2k`
+//! its outboard. A source that does not answer twice in a row, or whose
+//! bytes fail verification once, is dropped and the next source of that index (or another
+//! index) is used; sources whose bytes failed are reported in the job's
+//! `bad_sources` with the offset of the 16 KiB group that failed, for the
+//! tracker to check for itself (`RepairReport::Ready` and `Failed`). Peak memory: the decoder's shard buffers, at most `2k`
 //! shards of one segment (`k` data and up to `k` chosen parity, the shard
 //! being `segment_size / k`), plus one shard of scratch and 32 bytes per
 //! 16 KiB of the piece for its outboard — about `(2k + 1) / k` segments,
@@ -54,8 +55,8 @@ use anyhow::{anyhow, bail, Context};
 use crowd_erasure::{Decoder, Layout, PieceSource, Verification};
 use crowd_protocol::libp2p::{Multiaddr, PeerId};
 use crowd_protocol::{
-    Blob, DealAcceptance, Manifest, Network, PieceId, PieceReceipt, ProtocolError, RepairJob, RepairReport,
-    Response, Signed, TrackerRequest, TrackerResponse,
+    BadSource, Blob, DealAcceptance, Manifest, Network, PieceId, PieceReceipt, ProtocolError, RepairJob,
+    RepairReport, Response, Signed, TrackerRequest, TrackerResponse,
 };
 
 use crate::files;
@@ -71,10 +72,12 @@ pub const MAX_REPAIR_JOBS: usize = 1024;
 #[derive(Debug, Clone)]
 enum JobState {
     Running,
-    Ready,
+    Ready {
+        bad_sources: Vec<BadSource>,
+    },
     Failed {
         reason: String,
-        bad_sources: Vec<PeerId>,
+        bad_sources: Vec<BadSource>,
     },
 }
 
@@ -97,7 +100,7 @@ impl RepairJobs {
     /// whether it was marked (so the caller starts it).
     fn start(&self, id: [u8; 32]) -> anyhow::Result<bool> {
         let mut jobs = self.lock()?;
-        if matches!(jobs.get(&id), Some(JobState::Running | JobState::Ready)) {
+        if matches!(jobs.get(&id), Some(JobState::Running | JobState::Ready { .. })) {
             return Ok(false);
         }
         if jobs.len() >= MAX_REPAIR_JOBS {
@@ -229,10 +232,10 @@ impl Node {
 
     /// Whether job `id` is running or done here.
     fn repair_known(&self, id: &[u8; 32]) -> anyhow::Result<bool> {
-        Ok(
-            matches!(self.repairs.get(id)?, Some(JobState::Running | JobState::Ready))
-                || self.store.get(&records::repair_key(id))?.is_some(),
-        )
+        Ok(matches!(
+            self.repairs.get(id)?,
+            Some(JobState::Running | JobState::Ready { .. })
+        ) || self.store.get(&records::repair_key(id))?.is_some())
     }
 
     /// `Request::RepairStatus` (the sender is already checked to be the tracker).
@@ -242,9 +245,16 @@ impl Node {
             Some(JobState::Running) => RepairReport::Running,
             Some(JobState::Failed { reason, bad_sources }) => RepairReport::Failed { reason, bad_sources },
             // ready, or done before a restart: the record is the truth
-            Some(JobState::Ready) | None => {
+            Some(JobState::Ready { .. }) | None => {
                 if self.store.get(&records::repair_key(id))?.is_some() {
-                    RepairReport::Ready(Signed::sign(&self.key, &DealAcceptance { proposal: *id })?)
+                    let bad_sources = match state {
+                        Some(JobState::Ready { bad_sources }) => bad_sources,
+                        _ => Vec::new(),
+                    };
+                    RepairReport::Ready {
+                        acceptance: Signed::sign(&self.key, &DealAcceptance { proposal: *id })?,
+                        bad_sources,
+                    }
                 } else {
                     RepairReport::Unknown
                 }
@@ -334,8 +344,8 @@ impl Node {
         match result {
             Ok(()) => {
                 self.metrics.repairs_done.inc();
-                tracing::info!(job = %records::hex(&id), "repair done");
-                self.repairs.finish(id, JobState::Ready);
+                tracing::info!(job = %records::hex(&id), ?bad_sources, "repair done");
+                self.repairs.finish(id, JobState::Ready { bad_sources });
             }
             Err(e) => {
                 self.metrics.repairs_failed.inc();
@@ -353,6 +363,7 @@ impl Node {
         let mut sources: Vec<Option<NetSource>> = (0..total).map(|_| None).collect();
         for c in &job.candidates {
             sources[c.index] = Some(NetSource {
+                index: c.index as u64,
                 piece: c.piece,
                 len: job.layout.piece_len(),
                 providers: c.providers.clone(),
@@ -512,13 +523,15 @@ struct FetchCtx {
     net: Network,
     rt: tokio::runtime::Handle,
     stall: Duration,
-    bad: Mutex<Vec<PeerId>>,
+    /// Sources whose bytes failed verification, once per (index, provider).
+    bad: Mutex<Vec<BadSource>>,
 }
 
 /// One piece of the file, read by range from the providers that hold it
 /// (the first that answers with verified bytes). Reads block on the
 /// runtime: they run on the repair's own rayon pool inside a blocking task.
 struct NetSource {
+    index: u64,
     piece: PieceId,
     len: u64,
     providers: Vec<(PeerId, Vec<Multiaddr>)>,
@@ -526,6 +539,9 @@ struct NetSource {
     next: AtomicUsize,
     ctx: Arc<FetchCtx>,
 }
+
+/// Pause before a source that did not answer is tried once more.
+const RETRY_PAUSE: Duration = Duration::from_millis(250);
 
 /// How a range fetch failed.
 #[derive(Debug, PartialEq, Eq)]
@@ -537,12 +553,10 @@ enum FetchFailure {
 }
 
 fn classify(e: &ProtocolError) -> FetchFailure {
-    match e {
-        ProtocolError::Malformed {
-            what: "verified group",
-            ..
-        } => FetchFailure::BadBytes,
-        _ => FetchFailure::NoAnswer,
+    if e.is_unverified_bytes() {
+        FetchFailure::BadBytes
+    } else {
+        FetchFailure::NoAnswer
     }
 }
 
@@ -553,13 +567,14 @@ impl NetSource {
         addrs: &[Multiaddr],
         offset: u64,
         buf: &mut [u8],
+        at: &mut usize,
     ) -> Result<(), ProtocolError> {
         if !addrs.is_empty() {
             // best effort: an existing connection or the DHT may still do
             let _ = tokio::time::timeout(self.ctx.stall, self.ctx.net.dial(peer, addrs.to_vec())).await;
         }
         let mut streams = self.ctx.net.streams();
-        let mut at = 0usize;
+        *at = 0;
         let end = offset + buf.len() as u64;
         crowd_protocol::transfer::fetch(
             &mut streams,
@@ -569,17 +584,17 @@ impl NetSource {
             offset..end,
             self.ctx.stall,
             |b| {
-                let to = at + b.len();
+                let to = *at + b.len();
                 let slot = buf
-                    .get_mut(at..to)
+                    .get_mut(*at..to)
                     .ok_or_else(|| std::io::Error::other("more bytes than asked for"))?;
                 slot.copy_from_slice(b);
-                at = to;
+                *at = to;
                 Ok(())
             },
         )
         .await?;
-        if at != buf.len() {
+        if *at != buf.len() {
             return Err(ProtocolError::Remote(format!(
                 "{} of {} bytes arrived",
                 at,
@@ -596,6 +611,10 @@ impl PieceSource for NetSource {
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        // a provider that did not answer gets one more try (a stream that
+        // failed to open on a fresh connection is common and transient);
+        // one whose bytes failed verification gets none
+        let mut retried = usize::MAX;
         loop {
             let i = self.next.load(Ordering::Acquire);
             let Some((peer, addrs)) = self.providers.get(i) else {
@@ -604,15 +623,37 @@ impl PieceSource for NetSource {
                     self.piece
                 )));
             };
-            match self.ctx.rt.block_on(self.fetch_into(*peer, addrs, offset, buf)) {
+            let mut at = 0;
+            match self
+                .ctx
+                .rt
+                .block_on(self.fetch_into(*peer, addrs, offset, buf, &mut at))
+            {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     let failure = classify(&e);
+                    if failure == FetchFailure::NoAnswer && retried != i {
+                        retried = i;
+                        tracing::debug!(%peer, piece = %self.piece, "repair source did not answer, once more: {e}");
+                        std::thread::sleep(RETRY_PAUSE);
+                        continue;
+                    }
                     tracing::info!(%peer, piece = %self.piece, ?failure, "repair source dropped: {e}");
                     if failure == FetchFailure::BadBytes {
+                        // groups arrive in order: the first byte not delivered
+                        // lies in the group that failed
+                        let group = crowd_porep::tree::GROUP_LEN as u64;
+                        let failed = BadSource {
+                            index: self.index,
+                            provider: *peer,
+                            offset: (offset + at as u64) / group * group,
+                        };
                         if let Ok(mut bad) = self.ctx.bad.lock() {
-                            if !bad.contains(peer) {
-                                bad.push(*peer);
+                            if !bad
+                                .iter()
+                                .any(|b| (b.index, b.provider) == (failed.index, failed.provider))
+                            {
+                                bad.push(failed);
                             }
                         }
                     }
@@ -668,7 +709,7 @@ mod tests {
         let id = [1u8; 32];
         assert!(jobs.start(id).unwrap());
         assert!(!jobs.start(id).unwrap());
-        jobs.finish(id, JobState::Ready);
+        jobs.finish(id, JobState::Ready { bad_sources: vec![] });
         assert!(!jobs.start(id).unwrap());
         jobs.finish(
             id,

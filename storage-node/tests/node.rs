@@ -702,3 +702,57 @@ async fn proposals_that_never_upload_cannot_fill_the_node() {
     let too_big = Signed::sign(&honest.key, &honest.proposal(&node, &random_bytes(500_000, 3), 2)).unwrap();
     expect_rejected(&honest, &node, too_big, "not enough space").await;
 }
+
+/// Streams that never send their header do not hold transfer slots: with
+/// more idle upload and fetch streams open than there are slots, an honest
+/// upload and fetch still go through at once; one peer past
+/// `max_pending_streams_per_peer` is told "busy"; the idle streams are
+/// answered and closed after `header_timeout_secs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_streams_without_a_header_hold_no_transfer_slot() {
+    use crowd_protocol::network::FETCH_PROTOCOL;
+    let t = tracker().public().to_peer_id();
+    let node = TestNode::start(
+        &t,
+        "max_concurrent_transfers = 2\nmax_pending_streams_per_peer = 3\nheader_timeout_secs = 3",
+    );
+    let squatter = TestClient::start().await;
+    squatter.connect(&node).await;
+    let mut control = squatter.net.streams();
+    let mut idle = Vec::new();
+    for protocol in [PIECE_PROTOCOL, PIECE_PROTOCOL, FETCH_PROTOCOL] {
+        let mut s = control.open_stream(node.peer, protocol).await.unwrap();
+        // the protocol negotiation goes out (the node accepts the stream), no header
+        s.flush().await.unwrap();
+        idle.push(s);
+    }
+    // the node has them all (each waits for its header) before the honest client comes
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // one more from the same peer is over its pending bound: refused at once
+    let mut over = control.open_stream(node.peer, PIECE_PROTOCOL).await.unwrap();
+    let answer: UploadResult = read_frame(&mut over, "upload result", 4096).await.unwrap();
+    assert!(
+        matches!(&answer, UploadResult::Rejected { reason } if reason.contains("waiting for their header")),
+        "{answer:?}"
+    );
+    // the honest client's transfers are not stuck behind the idle streams
+    // (before the fix they were refused "busy": the idle ones held the slots)
+    let honest = TestClient::start().await;
+    honest.connect(&node).await;
+    let piece = random_bytes(50_000, 7);
+    let p = honest.deal(&node, &piece, 1).await;
+    assert_stored(honest.upload(&node, p, &piece).await, &node, &piece);
+    assert_eq!(
+        honest.fetch(&node, &piece, 100, 20_000).await.unwrap(),
+        piece[100..20_000]
+    );
+    // the idle streams are answered and closed after the header timeout
+    for mut s in idle {
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut rest)).await;
+        assert!(
+            read.is_ok(),
+            "an idle stream was kept open past the header timeout"
+        );
+    }
+}

@@ -13,8 +13,8 @@ use crowd_protocol::libp2p::identity::Keypair;
 use crowd_protocol::libp2p::PeerId;
 use crowd_protocol::tracker::SealReport;
 use crowd_protocol::{
-    Blob, DealProposal, PieceId, RepairJob, RepairReport, RepairSource, Request, Response, SealTicket,
-    Signed, UploadResult, WindowChallenge,
+    BadSource, Blob, DealProposal, PieceId, RepairJob, RepairReport, RepairSource, Request, Response,
+    SealTicket, Signed, UploadResult, WindowChallenge,
 };
 
 const SPACE: &str = "crowd_node_space_used_bytes";
@@ -321,11 +321,16 @@ async fn repair_from_k_sources_stores_the_piece_and_it_seals() {
         send_repair(&tracker.net, &target, &j, &file.manifest).await,
         Response::RepairQueued
     );
-    let RepairReport::Ready(acceptance) = finished(&tracker, &target, id).await else {
+    let RepairReport::Ready {
+        acceptance,
+        bad_sources,
+    } = finished(&tracker, &target, id).await
+    else {
         panic!("repair did not succeed")
     };
     let (_, acc) = acceptance.open(Some(&target.peer)).unwrap();
     assert_eq!(acc.proposal, id);
+    assert!(bad_sources.is_empty(), "{bad_sources:?}");
     assert_eq!(
         send_repair(&tracker.net, &target, &j, &file.manifest).await,
         Response::RepairQueued
@@ -441,8 +446,16 @@ async fn repair_skips_a_source_with_corrupt_bytes_and_names_it() {
         send_repair(&tracker.net, &target, &j, &file.manifest).await,
         Response::RepairQueued
     );
-    let report = finished(&tracker, &target, j.id()).await;
-    assert!(matches!(report, RepairReport::Ready(_)), "{report:?}");
+    // the one 16 KiB group holding byte 100 is named, for the tracker to check
+    let named = vec![BadSource {
+        index: 1,
+        provider: a.peer,
+        offset: 0,
+    }];
+    match finished(&tracker, &target, j.id()).await {
+        RepairReport::Ready { bad_sources, .. } => assert_eq!(bad_sources, named),
+        other => panic!("{other:?}"),
+    }
     assert_eq!(piece_file(&target, &file.pieces[0]).unwrap(), file.pieces[0]);
 
     // with only a and b there are not k good sources: the job fails, names a,
@@ -455,7 +468,7 @@ async fn repair_skips_a_source_with_corrupt_bytes_and_names_it() {
     );
     match finished(&tracker, &target, j3.id()).await {
         RepairReport::Failed { reason, bad_sources } => {
-            assert_eq!(bad_sources, vec![a.peer]);
+            assert_eq!(bad_sources, named);
             assert_eq!(reason.lines().count(), 1, "{reason}");
         }
         other => panic!("{other:?}"),

@@ -582,10 +582,12 @@ fn lost_pieces_are_repaired_with_no_client_online_and_the_file_survives_two_more
 /// as a repair source: the repair of another lost piece skips it (every
 /// fetched byte is verified; the repairing node logs it as a bad source),
 /// the rebuilt piece still matches its CID (its seal proof verifies
-/// against it: "active"), and the file comes back whole. (The bad source is
-/// not penalised for it: its replica is intact and it keeps proving.)
+/// against it: "active"), and the file comes back whole. The bad source
+/// faults: the tracker fetches the group the repairer named from it, sees
+/// it fail verification itself, and records a retrieval fault on its deal
+/// (its replica is intact, so it keeps proving its windows).
 #[test]
-fn a_repair_source_serving_corrupt_bytes_is_skipped_and_the_repair_still_matches_its_cid() {
+fn a_repair_source_serving_corrupt_bytes_is_skipped_the_repair_still_matches_its_cid_and_the_source_faults() {
     let net = Devnet::up(8, "1");
     let data = random_bytes(2_000_000, 41);
     let put = net.put("file", &data, &["--epochs", "400"]);
@@ -629,6 +631,33 @@ fn a_repair_source_serving_corrupt_bytes_is_skipped_and_the_repair_still_matches
             && l.contains("BadBytes")),
         "the repairing node did not skip the corrupt source:\n{log}"
     );
+    // the bad source faults for it, on the tracker's own audit
+    let tracker = net
+        .processes()
+        .into_iter()
+        .find(|p| p["role"] == "tracker")
+        .unwrap();
+    assert!(metric(&tracker, "crowd_tracker_retrieval_faults_total") >= 1.0);
+    let faulted = net.wait_status(&root, "the bad source faulted", Duration::from_secs(60), |s| {
+        u64_of(&s[0], "faulted_epochs") >= 1
+    });
+    assert_eq!(faulted[0]["provider"], providers[0].as_str());
+    let tracker_log = std::fs::read_to_string(tracker["log"].as_str().unwrap()).unwrap();
+    assert!(
+        tracker_log.lines().any(|l| l.contains("retrieval audit")
+            && l.contains(providers[0].as_str())
+            && l.contains("not its piece's")),
+        "the tracker did not audit the named source:\n{tracker_log}"
+    );
+    // nobody else was found serving bad bytes
+    for other in &providers[1..] {
+        assert!(
+            !tracker_log
+                .lines()
+                .any(|l| l.contains("not its piece's") && l.contains(other.as_str())),
+            "{other} was faulted for bytes it did not serve:\n{tracker_log}"
+        );
+    }
     assert!(
         net.get(&root, "after-bad-source") == data,
         "the file did not come back whole"

@@ -88,6 +88,8 @@ pub enum LedgerError {
     InvalidFile(&'static str),
     #[error("invalid repair: {0}")]
     InvalidRepair(&'static str),
+    #[error("invalid retrieval fault: {0}")]
+    InvalidFault(&'static str),
     /// The deal is not in the state the message needs.
     #[error("deal {deal_id} is {state}, expected {expected}")]
     WrongState {

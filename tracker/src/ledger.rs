@@ -56,6 +56,11 @@ pub struct Ledger {
     /// and piece index.
     #[serde(default)]
     deal_files: BTreeMap<DealId, (FileId, u32)>,
+    /// Deals and files moved out of this state (see "Archive").
+    #[serde(default)]
+    archived_deals: u64,
+    #[serde(default)]
+    archived_files: u64,
 }
 
 /// `amount × bps / 10 000`, rounded down, without overflow for any `u128`.
@@ -149,6 +154,9 @@ struct Changes {
     proposals: Vec<(ProposalKey, DealId)>,
     files: BTreeMap<FileId, File>,
     deal_files: Vec<(DealId, (FileId, u32))>,
+    /// Deals and files leaving the state (end of epoch only).
+    archived: Vec<DealId>,
+    archived_files: Vec<FileId>,
     next_file_id: FileId,
     supply: Supply,
     epoch: Epoch,
@@ -186,6 +194,8 @@ impl<'a> Tx<'a> {
                 proposals: Vec::new(),
                 files: BTreeMap::new(),
                 deal_files: Vec::new(),
+                archived: Vec::new(),
+                archived_files: Vec::new(),
                 next_file_id: base.next_file_id,
                 supply: base.supply,
                 epoch: base.epoch,
@@ -353,6 +363,8 @@ impl Ledger {
             deals: BTreeMap::new(),
             proposals: BTreeMap::new(),
             next_file_id: 0,
+            archived_deals: 0,
+            archived_files: 0,
             files: BTreeMap::new(),
             deal_files: BTreeMap::new(),
         })
@@ -427,6 +439,11 @@ impl Ledger {
     }
 
     /// The file and piece index a deal holds, if any.
+    /// Deals and files moved out of the state so far (see "Archive").
+    pub fn archived(&self) -> (u64, u64) {
+        (self.archived_deals, self.archived_files)
+    }
+
     pub fn deal_file(&self, deal: DealId) -> Option<(FileId, u32)> {
         self.deal_files.get(&deal).copied()
     }
@@ -572,6 +589,8 @@ impl Ledger {
             proposals,
             files,
             deal_files,
+            archived,
+            archived_files,
             next_file_id,
             supply,
             epoch,
@@ -586,6 +605,18 @@ impl Ledger {
         self.proposals.extend(proposals);
         self.files.extend(files);
         self.deal_files.extend(deal_files);
+        for id in &archived {
+            if let Some(d) = self.deals.remove(id) {
+                self.proposals.remove(&ProposalKey(d.proposal_id));
+            }
+            self.deal_files.remove(id);
+        }
+        for id in &archived_files {
+            self.files.remove(id);
+        }
+        // counts: at most one per deal / file ever created
+        self.archived_deals += archived.len() as u64;
+        self.archived_files += archived_files.len() as u64;
         self.next_file_id = next_file_id;
         self.supply = supply;
         self.epoch = epoch;
@@ -621,6 +652,7 @@ impl Ledger {
             Input::RemoveFile(signed) => self.remove_file(&mut tx, signed)?,
             Input::RenewFile(signed) => self.renew_file(&mut tx, signed)?,
             Input::PublishRepair { job, acceptance } => self.publish_repair(&mut tx, job, acceptance)?,
+            Input::RetrievalFault(signed) => self.retrieval_fault(&mut tx, signed)?,
             Input::EndEpoch {
                 epoch,
                 tracker_signature,
@@ -824,6 +856,7 @@ impl Ledger {
                 consecutive_faults: 0,
                 total_faults: 0,
                 extension_epochs: 0,
+                retrieval_fault_epoch: None,
                 proposal: p,
             },
         );
@@ -1191,20 +1224,7 @@ impl Ledger {
             });
         };
         let what = "window proof";
-        if msg.epoch < self.epoch {
-            return Err(LedgerError::Stale {
-                what,
-                epoch: msg.epoch,
-                current: self.epoch,
-            });
-        }
-        if msg.epoch > self.epoch {
-            return Err(LedgerError::FutureEpoch {
-                what,
-                epoch: msg.epoch,
-                current: self.epoch,
-            });
-        }
+        self.in_open_epoch(what, msg.epoch)?;
         if msg.epoch < deal.proposal.start_epoch || msg.epoch >= deal.end_epoch() {
             return Err(LedgerError::NotChallenged {
                 deal_id: deal.id,
@@ -1241,21 +1261,7 @@ impl Ledger {
     }
 
     fn end_epoch(&self, tx: &mut Tx<'_>, epoch: Epoch, signature: &[u8]) -> Result<(), LedgerError> {
-        let what = "end of epoch";
-        if epoch < self.epoch {
-            return Err(LedgerError::Stale {
-                what,
-                epoch,
-                current: self.epoch,
-            });
-        }
-        if epoch > self.epoch {
-            return Err(LedgerError::FutureEpoch {
-                what,
-                epoch,
-                current: self.epoch,
-            });
-        }
+        self.in_open_epoch("end of epoch", epoch)?;
         let key = self.config.tracker_public_key()?;
         if !key.verify(&epoch_signing_input(epoch, &self.head), signature) {
             return Err(LedgerError::BadEpochSignature { epoch });
@@ -1282,6 +1288,9 @@ impl Ledger {
                 });
                 tx.files.insert(file.id, file);
             }
+        }
+        if self.config.archive_ended {
+            self.archive(tx, next_epoch)?;
         }
         tx.epoch = next_epoch;
         tx.randomness = next_randomness;
@@ -1334,7 +1343,9 @@ impl Ledger {
                 tx.events.push(Event::SealSeed { deal_id, seed });
             }
             DealState::Active { proven_epoch, .. } if epoch >= start => {
-                if proven_epoch == Some(epoch) {
+                if deal.retrieval_fault_epoch == Some(epoch) {
+                    // faulted already in this epoch (bad bytes served): not paid
+                } else if proven_epoch == Some(epoch) {
                     self.pay(tx, deal, epoch)?;
                 } else if self.fault(tx, deal, epoch)? {
                     return Ok(());
@@ -1453,6 +1464,135 @@ impl Ledger {
         Ok(true)
     }
 
+    /// Refuses a message for a settled epoch (`Stale`) or a later one.
+    fn in_open_epoch(&self, what: &'static str, epoch: Epoch) -> Result<(), LedgerError> {
+        if epoch < self.epoch {
+            return Err(LedgerError::Stale {
+                what,
+                epoch,
+                current: self.epoch,
+            });
+        }
+        if epoch > self.epoch {
+            return Err(LedgerError::FutureEpoch {
+                what,
+                epoch,
+                current: self.epoch,
+            });
+        }
+        Ok(())
+    }
+
+    /// `RetrievalFault`: the tracker's own audit found the provider of a
+    /// file's piece serving bytes that are not the piece's.
+    fn retrieval_fault(&self, tx: &mut Tx<'_>, signed: &Signed<RetrievalAudit>) -> Result<(), LedgerError> {
+        let tracker = AccountId(self.config.tracker_public_key()?.to_peer_id());
+        let (signer, a) = open(signed)?;
+        expect_signer(RetrievalAudit::DOMAIN, signer, tracker)?;
+        let what = "retrieval fault";
+        self.in_open_epoch(what, a.epoch)?;
+        let file = tx.file(a.file_id)?;
+        if file.state != FileState::Live {
+            return Err(LedgerError::FileNotLive {
+                file_id: file.id,
+                state: file.state.name(),
+            });
+        }
+        let bad = LedgerError::InvalidFault;
+        let slot = file
+            .slots
+            .get(a.index as usize)
+            .ok_or(bad("piece index out of range"))?;
+        let mut deal = tx.deal(slot.deal)?;
+        if deal.provider() != a.provider {
+            return Err(bad("the provider does not hold that piece"));
+        }
+        if !matches!(deal.state, DealState::Active { .. }) || self.epoch < deal.proposal.start_epoch {
+            return Err(LedgerError::WrongState {
+                deal_id: deal.id,
+                state: deal.state.name(),
+                expected: "active",
+            });
+        }
+        if deal.retrieval_fault_epoch == Some(self.epoch) {
+            return Err(LedgerError::Duplicate { what });
+        }
+        deal.retrieval_fault_epoch = Some(self.epoch);
+        tx.events.push(Event::RetrievalFaulted {
+            deal_id: deal.id,
+            epoch: self.epoch,
+            offset: a.offset,
+            accuser: a.accuser,
+        });
+        self.fault(tx, &mut deal, self.epoch)?;
+        tx.deals.insert(deal.id, deal);
+        Ok(())
+    }
+
+    /// Moves ended deals and finished files out of the state at the end of
+    /// an epoch (`next` is the epoch about to open). A deal goes when it is
+    /// final (not live), no live file's slot names it (a lost index keeps
+    /// its deal until the repair replaces it), and its proposal can never
+    /// be published again (`next` is past its expiry, or too late for its
+    /// start), so forgetting its proposal id opens no replay. A finished
+    /// file goes with all of its deals at once, when every one can go.
+    fn archive(&self, tx: &mut Tx<'_>, next: Epoch) -> Result<(), LedgerError> {
+        let can_go = |d: &Deal| {
+            !d.state.is_live()
+                && (next > d.proposal.expiry_epoch
+                    || next.saturating_add(MIN_START_LEAD) > d.proposal.start_epoch)
+        };
+        let mut of_file: BTreeMap<FileId, Vec<DealId>> = BTreeMap::new();
+        for (deal, (file, _)) in &self.deal_files {
+            of_file.entry(*file).or_default().push(*deal);
+        }
+        let mut deals = Vec::new();
+        let mut files = Vec::new();
+        for id in self.deals.keys() {
+            let d = tx.deal(*id)?;
+            if !can_go(&d) {
+                continue;
+            }
+            match tx.deal_file(*id) {
+                None => deals.push(d),
+                Some((file_id, index)) => {
+                    let f = tx.file(file_id)?;
+                    if f.state == FileState::Live && f.slots.get(index as usize).map(|s| s.deal) != Some(*id)
+                    {
+                        deals.push(d); // replaced by a repair
+                    }
+                }
+            }
+        }
+        for id in self.files.keys() {
+            let f = tx.file(*id)?;
+            if f.state == FileState::Live {
+                continue;
+            }
+            let mut all = Vec::new();
+            for deal in of_file.get(id).into_iter().flatten() {
+                all.push(tx.deal(*deal)?);
+            }
+            if all.iter().all(can_go) {
+                deals.extend(all);
+                files.push(f);
+            }
+        }
+        if deals.is_empty() && files.is_empty() {
+            return Ok(());
+        }
+        for d in &deals {
+            tx.deals.remove(&d.id);
+        }
+        for f in &files {
+            tx.files.remove(&f.id);
+        }
+        tx.archived = deals.iter().map(|d| d.id).collect();
+        tx.archived_files = files.iter().map(|f| f.id).collect();
+        tx.events.push(Event::Archived { deals, files });
+        Ok(())
+    }
+
     /// The live file a deal holds a piece of, as this input sees it.
     fn live_file_of(&self, tx: &Tx<'_>, deal: DealId) -> Result<Option<File>, LedgerError> {
         match tx.deal_file(deal) {
@@ -1493,9 +1633,9 @@ impl Ledger {
         let mut escrow: BTreeMap<AccountId, Amount> = BTreeMap::new();
         let mut collateral: BTreeMap<AccountId, Amount> = BTreeMap::new();
         let mut used: BTreeMap<AccountId, u64> = BTreeMap::new();
-        for (i, (id, d)) in self.deals.iter().enumerate() {
-            if *id != i as u64 || d.id != *id {
-                return bad(format!("deal ids not dense at {id}"));
+        for (id, d) in &self.deals {
+            if d.id != *id || *id >= self.next_deal_id {
+                return bad(format!("deal {id} is not numbered in step"));
             }
             if self.proposals.get(&ProposalKey(d.proposal_id)) != Some(id) {
                 return bad(format!("deal {id} missing from the proposal index"));
@@ -1531,7 +1671,9 @@ impl Ledger {
                 return bad(format!("deal {id} paid for an unsettled epoch"));
             }
         }
-        if self.proposals.len() != self.deals.len() || self.next_deal_id != self.deals.len() as u64 {
+        if self.proposals.len() != self.deals.len()
+            || self.deals.len() as u64 + self.archived_deals != self.next_deal_id
+        {
             return bad("proposal index or next deal id out of step".to_string());
         }
         self.check_files(&mut escrow)?;
@@ -1566,16 +1708,17 @@ impl Ledger {
     /// The file invariants; adds each live file's repair fund to its
     /// client's expected locked escrow.
     ///
-    /// * file ids are dense; only a live file holds a repair fund;
+    /// * file ids are below the next one, and with the archived files
+    ///   account for every id; only a live file holds a repair fund;
     /// * every slot's deal is registered at that slot, and a registered
     ///   deal's client is the file's owner;
     /// * a live registered deal is its slot's current deal (so no piece
     ///   index ever has two live deals) and belongs to a live file.
     fn check_files(&self, escrow: &mut BTreeMap<AccountId, Amount>) -> Result<(), LedgerError> {
         let bad = |s: String| Err(LedgerError::InvariantViolated(s));
-        for (i, (id, f)) in self.files.iter().enumerate() {
-            if *id != i as u64 || f.id != *id {
-                return bad(format!("file ids not dense at {id}"));
+        for (id, f) in &self.files {
+            if f.id != *id || *id >= self.next_file_id {
+                return bad(format!("file {id} is not numbered in step"));
             }
             if f.state == FileState::Live {
                 let e = escrow.entry(f.client).or_default();
@@ -1594,7 +1737,7 @@ impl Ledger {
                 }
             }
         }
-        if self.next_file_id != self.files.len() as u64 {
+        if self.next_file_id != self.files.len() as u64 + self.archived_files {
             return bad("next file id out of step".to_string());
         }
         for (deal_id, (file_id, index)) in &self.deal_files {

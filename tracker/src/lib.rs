@@ -19,7 +19,8 @@
 //! * **Supply** ([`Supply`]): `minted`, `burned`, `withdrawn`.
 //! * **Providers** ([`ProviderInfo`]): registered capacity, asking price, and
 //!   bytes under live deals.
-//! * **Deals** ([`Deal`]), numbered from 0 in publication order, never removed.
+//! * **Deals** ([`Deal`]), numbered from 0 in publication order; ended ones
+//!   leave the state (see [Archive](#archive)).
 //! * **Files** ([`File`]), numbered from 0 in registration order: the deals
 //!   holding a stored file's pieces by piece index ([`Slot`]), `k`, the end
 //!   of the file's term and its repair fund.
@@ -41,6 +42,7 @@
 //! | `RemoveFile(Signed<RemoveRequest>)` | the file's owner | ends its live deals now (`Removed`), refunds escrow and fund |
 //! | `RenewFile(Signed<RenewRequest>)` | the file's owner | moves the file's end by N epochs, locking price × the added epochs per live deal |
 //! | `PublishRepair { job, acceptance }` | the tracker (job), the new provider (acceptance) | a new deal for a lost piece index |
+//! | `RetrievalFault(Signed<RetrievalAudit>)` | the tracker | the provider of a file's piece served bytes that are not the piece's: a fault in the open epoch, which is not paid |
 //! | `EndEpoch { epoch, tracker_signature }` | the tracker (key in [`LedgerConfig`]) | settles the epoch, draws the next randomness |
 //!
 //! Register and withdraw carry the account's next nonce ([`Account::nonce`]);
@@ -97,6 +99,39 @@
 //!   renewals is not modelled yet.
 //! * **Expiry**: when the epoch before the file's end is settled, the file
 //!   is `Expired` and its unused repair fund goes back to the client.
+//! * **Bad repair sources** (`RetrievalFault`): a repairing provider names
+//!   the sources whose bytes failed verification, with the 16 KiB group
+//!   that failed. An accusation alone does nothing: the tracker service
+//!   fetches that group from the accused itself, verified against the
+//!   piece CID, and only if it fails for the tracker too does it sign a
+//!   [`RetrievalAudit`] (file, index, provider, open epoch, offset,
+//!   accuser). The ledger takes it only from the tracker's key, for the
+//!   current provider of a live file's index whose deal is active, at most
+//!   once per deal and epoch: the deal is **faulted** as for a missed window
+//!   (fee burned, streak +1, terminated and repaired at the repair
+//!   threshold) and that epoch is **not paid** even if its window proof
+//!   verifies ([`Deal::retrieval_fault_epoch`]). The log records the
+//!   tracker's word, not the bytes: replaying it trusts the tracker's audit
+//!   as it trusts its epoch signatures. A provider that serves the tracker
+//!   right and others wrong is not caught this way (every get and repair
+//!   still verifies every byte and skips it).
+//!
+//! ## Archive
+//!
+//! With `config.archive_ended` (every new genesis), the settlement of each
+//! epoch moves out of the state every deal that is final (completed,
+//! terminated, cancelled or removed) and whose proposal can never be
+//! published again (the next epoch is past its expiry or too late for its
+//! start, so forgetting its proposal id opens no replay), unless a live
+//! file's slot still names it (a lost index keeps its deal until a repair
+//! replaces it); and every removed or expired file together with all its
+//! deals, once each of them can go. They leave in one [`Event::Archived`]
+//! carrying their last state; the service writes them to its cold archive
+//! in the same batch, and answers queries by id from it. Deal and file ids
+//! stay unique (`next id = in state + archived`); the hash-chained log
+//! keeps the whole history, and a replay archives the same records. Hot
+//! state, snapshots and the per-epoch settlement scan grow with live deals
+//! and files, not with every deal ever made.
 //!
 //! * **Publish** (in epoch `e`): the proposal must be signed by the client it
 //!   names and the acceptance by the provider it names, over this proposal's

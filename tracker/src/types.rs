@@ -119,6 +119,12 @@ pub struct LedgerConfig {
     /// `fault_threshold`. At most `fault_threshold`.
     #[serde(default)]
     pub repair_after_missed: u32,
+    /// Ended deals and finished files leave the ledger's state at the end
+    /// of the epoch they become archivable (see the crate documentation,
+    /// "Archive"); the log keeps their history. Every new genesis sets it;
+    /// ledgers begun before the rule existed replay without it.
+    #[serde(default)]
+    pub archive_ended: bool,
 }
 
 impl LedgerConfig {
@@ -133,6 +139,7 @@ impl LedgerConfig {
             fault_fee_bps: 1_000,
             client_share_bps: 5_000,
             repair_after_missed: 2,
+            archive_ended: true,
         }
     }
 
@@ -186,6 +193,24 @@ impl Signable for WithdrawRequest {
     const DOMAIN: &'static str = "tracker-withdraw";
 }
 
+/// The tracker's own finding that the provider holding piece `index` of a
+/// file served bytes that fail verification against the piece's CID: a
+/// repair named it (`accuser`, the repairing provider), and the tracker then
+/// fetched the 16 KiB group at `offset` from it and that group failed too.
+/// Signed by the tracker; applied in `epoch` only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetrievalAudit {
+    pub file_id: FileId,
+    pub index: u32,
+    pub provider: AccountId,
+    pub epoch: Epoch,
+    pub offset: u64,
+    pub accuser: AccountId,
+}
+impl Signable for RetrievalAudit {
+    const DOMAIN: &'static str = "retrieval-audit";
+}
+
 /// Everything that changes the ledger. Each accepted input is logged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Input {
@@ -224,6 +249,9 @@ pub enum Input {
         job: Signed<RepairJob>,
         acceptance: Signed<DealAcceptance>,
     },
+    /// The tracker saw a provider serve a piece's bytes that fail
+    /// verification: the deal faults for the epoch (and is not paid for it).
+    RetrievalFault(Signed<RetrievalAudit>),
     /// The tracker ends (settles) `epoch`; see [`sign_epoch`].
     EndEpoch {
         epoch: Epoch,
@@ -291,6 +319,14 @@ pub enum Event {
         fee: Amount,
         consecutive: u32,
     },
+    /// The tracker verified for itself that the deal's provider served bytes
+    /// of its piece that are not the piece's (a `Faulted` follows).
+    RetrievalFaulted {
+        deal_id: DealId,
+        epoch: Epoch,
+        offset: u64,
+        accuser: AccountId,
+    },
     /// `F` consecutive faults: the remaining collateral is slashed
     /// (`client_compensation` to the client, `burned` burned) and the
     /// unearned escrow (`refund`) goes back to the client.
@@ -356,6 +392,12 @@ pub enum Event {
         deal_id: DealId,
         escrow_returned: Amount,
         collateral_returned: Amount,
+    },
+    /// Ended deals and finished files that left the ledger's state, as
+    /// they were last (the service keeps them in its archive).
+    Archived {
+        deals: Vec<Deal>,
+        files: Vec<File>,
     },
     /// `epoch` is settled; `randomness` is epoch `epoch + 1`'s.
     EpochEnded {
@@ -474,6 +516,10 @@ pub struct Deal {
     /// Epochs added by renewals after `start + duration`.
     #[serde(default)]
     pub extension_epochs: u64,
+    /// The epoch a retrieval fault was recorded in, if any (at most one per
+    /// epoch; that epoch is not paid).
+    #[serde(default)]
+    pub retrieval_fault_epoch: Option<Epoch>,
 }
 
 impl Deal {

@@ -210,15 +210,22 @@ fn removal_refunds_the_unearned_escrow_and_stops_the_challenges() {
     // no more challenges: a proof for a removed deal is refused, nothing paid
     let proof = w.window_proof_input(d0, &key(11), w.ledger.epoch(), None);
     assert!(matches!(w.refuse(proof), LedgerError::WrongState { .. }));
-    let events = w.end_epoch();
-    assert!(!events
-        .iter()
-        .any(|e| matches!(e, Event::Paid { .. } | Event::Faulted { .. })));
     // removed once: removing or renewing again is refused
     let again = w.remove_input(&key(10), file);
     assert!(matches!(w.refuse(again), LedgerError::FileNotLive { .. }));
     let renew = w.renew_input(&key(10), file, 2);
     assert!(matches!(w.refuse(renew), LedgerError::FileNotLive { .. }));
+    let events = w.end_epoch();
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, Event::Paid { .. } | Event::Faulted { .. })));
+    // settled: the file and its deals leave the state, as they were
+    assert!(events.iter().any(|e| matches!(e, Event::Archived { deals, files }
+        if files.len() == 1 && files[0].state == FileState::Removed
+            && deals.len() == 2 && deals.iter().all(|d| d.state == DealState::Removed))));
+    assert!(w.ledger.file(file).is_none());
+    let again = w.remove_input(&key(10), file);
+    assert!(matches!(w.refuse(again), LedgerError::UnknownFile(_)));
     w.ledger.check_invariants().unwrap();
     w.assert_replays();
 }
@@ -251,21 +258,22 @@ fn renewal_extends_the_deals_and_proofs_continue_past_the_old_end() {
     let start = w.ledger.deal(d0).unwrap().proposal.start_epoch;
     w.run_to(start);
     let mut paid = 0;
+    let mut last = Vec::new();
     while w.ledger.epoch() < old_end + 2 {
         let epoch = w.ledger.epoch();
         w.prove_window(d0, &key(11));
         w.prove_window(d1, &key(12));
-        paid += w
-            .end_epoch()
+        last = w.end_epoch();
+        paid += last
             .iter()
             .filter(|e| matches!(e, Event::Paid { epoch: at, .. } if *at == epoch && epoch >= old_end))
             .count();
     }
     assert_eq!(paid, 4, "both deals paid in both added epochs");
-    for d in [d0, d1] {
-        assert_eq!(w.ledger.deal(d).unwrap().state, DealState::Completed);
-    }
-    assert_eq!(w.ledger.file(file).unwrap().state, FileState::Expired);
+    // completed and expired at the new end, then archived as such
+    assert!(last.iter().any(|e| matches!(e, Event::Archived { deals, files }
+        if files.len() == 1 && files[0].state == FileState::Expired
+            && deals.len() == 2 && deals.iter().all(|d| d.state == DealState::Completed))));
     w.ledger.check_invariants().unwrap();
     w.assert_replays();
 }
@@ -292,10 +300,146 @@ fn an_unrenewed_file_expires_and_returns_its_repair_fund() {
         })
         .expect("the file expired");
     assert!(refund > 0);
-    assert_eq!(w.ledger.file(file).unwrap().repair_fund, 0);
-    assert_eq!(w.ledger.file(file).unwrap().state, FileState::Expired);
+    let archived = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Archived { files, .. } => files.iter().find(|f| f.id == file),
+            _ => None,
+        })
+        .expect("the expired file was archived");
+    assert_eq!(archived.repair_fund, 0);
+    assert_eq!(archived.state, FileState::Expired);
     assert_eq!(w.ledger.account(&id(&key(10))).locked_escrow, 0);
     assert!(w.ledger.lost_slots().is_empty());
     w.ledger.check_invariants().unwrap();
+    w.assert_replays();
+}
+
+/// A retrieval fault (the tracker saw the provider of an index serve bytes
+/// that are not its piece's) faults the deal in the open epoch, once, and
+/// that epoch is not paid even though its window proof verifies; forged,
+/// stale or misdirected ones are refused.
+#[test]
+fn a_retrieval_fault_is_the_trackers_word_faults_once_and_that_epoch_is_not_paid() {
+    let (mut w, file, [d0, d1]) = world_with_file(8);
+    let start = w.ledger.deal(d0).unwrap().proposal.start_epoch;
+    w.run_to(start);
+    let tracker = w.tracker.clone();
+    // signed by someone else than the tracker
+    let forged = w.retrieval_fault_input(file, 0, &key(11)).unwrap();
+    assert!(matches!(w.refuse(forged), LedgerError::WrongSigner { .. }));
+    // an index out of range
+    let Some(crowd_tracker::Input::RetrievalFault(mut s)) = w.retrieval_fault_input(file, 0, &tracker) else {
+        unreachable!()
+    };
+    let (_, mut audit) = s.open(None).unwrap();
+    audit.index = 5;
+    s = crowd_protocol::Signed::sign(&tracker, &audit).unwrap();
+    assert!(matches!(
+        w.refuse(crowd_tracker::Input::RetrievalFault(s)),
+        LedgerError::InvalidFault(_)
+    ));
+    // naming another provider than the index's
+    audit.index = 0;
+    audit.provider = id(&key(12));
+    let wrong = crowd_protocol::Signed::sign(&tracker, &audit).unwrap();
+    assert!(matches!(
+        w.refuse(crowd_tracker::Input::RetrievalFault(wrong)),
+        LedgerError::InvalidFault(_)
+    ));
+
+    let collateral = w.ledger.deal(d0).unwrap().collateral;
+    let fault = w.retrieval_fault_input(file, 0, &tracker).unwrap();
+    let events = w.apply(fault.clone()).unwrap();
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::RetrievalFaulted { deal_id, .. } if *deal_id == d0)));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::Faulted { deal_id, consecutive: 1, .. } if *deal_id == d0)));
+    assert!(w.ledger.deal(d0).unwrap().collateral < collateral, "no fee taken");
+    // once per deal and epoch
+    assert!(matches!(
+        w.refuse(w.retrieval_fault_input(file, 0, &tracker).unwrap()),
+        LedgerError::Duplicate { .. }
+    ));
+    // both prove the window; only the honest one is paid for it
+    let epoch = w.ledger.epoch();
+    w.prove_window(d0, &key(11));
+    w.prove_window(d1, &key(12));
+    let settled = w.end_epoch();
+    let paid = |d: u64| {
+        settled
+            .iter()
+            .any(|e| matches!(e, Event::Paid { deal_id, epoch: e2, .. } if *deal_id == d && *e2 == epoch))
+    };
+    assert!(!paid(d0), "paid for an epoch it served wrong bytes in");
+    assert!(paid(d1));
+    // no second fault for that epoch at settlement; the next epoch is paid again
+    assert!(!settled
+        .iter()
+        .any(|e| matches!(e, Event::Faulted { deal_id, .. } if *deal_id == d0)));
+    // stale now: its epoch is settled
+    assert!(matches!(w.refuse(fault), LedgerError::Stale { .. }));
+    w.prove_window(d0, &key(11));
+    let next = w.end_epoch();
+    assert!(next
+        .iter()
+        .any(|e| matches!(e, Event::Paid { deal_id, .. } if *deal_id == d0)));
+    assert_eq!(w.ledger.deal(d0).unwrap().consecutive_faults, 0);
+    w.ledger.check_invariants().unwrap();
+    w.assert_replays();
+}
+
+/// Ended deals and finished files leave the ledger's state: a removed file
+/// and its deals go at once; a lost index keeps its terminated deal until a
+/// repair replaces it, then that deal goes; ids never repeat; the log
+/// replays to the same (smaller) state.
+#[test]
+fn ended_deals_and_finished_files_are_archived_and_a_lost_index_keeps_its_deal_until_repaired() {
+    let (mut w, file, [d0, d1]) = world_with_file(20);
+    let start = w.ledger.deal(d0).unwrap().proposal.start_epoch;
+    w.run_to(start);
+    // index 1 is lost (provider 12 stops proving)
+    for _ in 0..w.ledger.config().repair_threshold() {
+        w.prove_window(d0, &key(11));
+        w.end_epoch();
+    }
+    assert_eq!(w.ledger.deal(d1).unwrap().state, DealState::Terminated);
+    // a few epochs later it is still there: its slot names it
+    for _ in 0..3 {
+        w.prove_window(d0, &key(11));
+        w.end_epoch();
+    }
+    assert!(w.ledger.deal(d1).is_some(), "a lost index's deal was archived");
+    let tracker = w.tracker.clone();
+    let repair = w.repair_input(file, 1, &key(13), 10, &tracker, &key(13)).unwrap();
+    w.apply(repair).unwrap();
+    let events = w.end_epoch();
+    assert!(events.iter().any(
+        |e| matches!(e, Event::Archived { deals, files } if files.is_empty() && deals.iter().any(|d| d.id == d1))
+    ));
+    assert!(w.ledger.deal(d1).is_none());
+    assert_eq!(w.ledger.archived(), (1, 0));
+    // removal: the file and its deals go once every one of them can
+    let remove = w.remove_input(&key(10), file);
+    w.apply(remove).unwrap();
+    let mut archived_file = false;
+    for _ in 0..4 {
+        let events = w.end_epoch();
+        archived_file |= events
+            .iter()
+            .any(|e| matches!(e, Event::Archived { files, .. } if files.iter().any(|f| f.id == file)));
+        w.ledger.check_invariants().unwrap();
+    }
+    assert!(archived_file, "the removed file was never archived");
+    assert!(w.ledger.file(file).is_none() && w.ledger.deal(d0).is_none());
+    assert_eq!(w.ledger.files().count(), 0);
+    assert_eq!(w.ledger.deals().count(), 0);
+    let (deals, files) = w.ledger.archived();
+    assert_eq!((deals, files), (3, 1));
+    // a new deal still gets a fresh id
+    let d3 = w.publish(&key(10), &key(13), Terms::default());
+    assert_eq!(d3, 3);
     w.assert_replays();
 }

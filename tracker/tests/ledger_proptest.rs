@@ -81,6 +81,13 @@ enum Op {
         price: Amount,
         forge: u8,
     },
+    /// The tracker's retrieval fault on a file's piece (`forge`: signed by
+    /// a stranger).
+    RetrievalFault {
+        file: usize,
+        index: u32,
+        forge: bool,
+    },
     /// Apply an earlier accepted input again.
     Replay {
         back: usize,
@@ -115,6 +122,8 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(file, epochs, s)| Op::Renew { file, epochs, stranger: s == 0 }),
         3 => (any::<usize>(), 0..3u32, 0..4usize, 0..30u128, 0..8u8)
             .prop_map(|(file, index, provider, price, forge)| Op::Repair { file, index, provider, price, forge }),
+        1 => (any::<usize>(), 0..3u32, 0..4u8)
+            .prop_map(|(file, index, f)| Op::RetrievalFault { file, index, forge: f == 0 }),
         1 => any::<usize>().prop_map(|back| Op::Replay { back }),
         1 => any::<usize>().prop_map(|back| Op::Tamper { back }),
     ]
@@ -146,6 +155,7 @@ fn flip_signature(input: &Input) -> Option<Input> {
         Input::RemoveFile(s) => flip(s.parts_mut().2),
         Input::RenewFile(s) => flip(s.parts_mut().2),
         Input::PublishRepair { job, .. } => flip(job.parts_mut().2),
+        Input::RetrievalFault(s) => flip(s.parts_mut().2),
     }
     Some(input)
 }
@@ -208,6 +218,7 @@ fn run(ops: Vec<Op>) -> Result<Vec<Event>, TestCaseError> {
     let mut accepted: Vec<Input> = Vec::new();
     let mut paid = BTreeSet::new();
     let mut proven = BTreeSet::new();
+    let mut served_wrong = BTreeSet::new();
     let mut minted: Amount = w.ledger.supply().minted;
     let mut all = Vec::new();
     for op in ops {
@@ -241,11 +252,16 @@ fn run(ops: Vec<Op>) -> Result<Vec<Event>, TestCaseError> {
                 }
             }
             Op::Step { deal, fault } => {
-                let deals = w.ledger.deals().count();
-                if deals == 0 {
+                // a deal by id (archived ones are gone: nothing to step)
+                let ever = w.ledger.deals().count() as u64 + w.ledger.archived().0;
+                if ever == 0 {
                     continue;
                 }
-                step(&mut w, (deal % deals) as u64, fault)
+                let id = deal as u64 % ever;
+                if w.ledger.deal(id).is_none() {
+                    continue;
+                }
+                step(&mut w, id, fault)
             }
             Op::EndEpoch { forge } => {
                 if forge {
@@ -312,6 +328,18 @@ fn run(ops: Vec<Op>) -> Result<Vec<Event>, TestCaseError> {
                     None => continue,
                 }
             }
+            Op::RetrievalFault { file, index, forge } => {
+                let files = w.ledger.files().count();
+                if files == 0 {
+                    continue;
+                }
+                let id = w.ledger.files().nth(file % files).unwrap().id;
+                let signer = if forge { stranger() } else { w.tracker.clone() };
+                match w.retrieval_fault_input(id, index, &signer) {
+                    Some(input) => input,
+                    None => continue,
+                }
+            }
             Op::Replay { back } | Op::Tamper { back } if accepted.is_empty() => {
                 let _ = back;
                 continue;
@@ -352,6 +380,27 @@ fn run(ops: Vec<Op>) -> Result<Vec<Event>, TestCaseError> {
                                 proven.contains(&(*deal_id, *epoch)),
                                 "paid without a proof: {e:?}"
                             );
+                            prop_assert!(
+                                !served_wrong.contains(&(*deal_id, *epoch)),
+                                "paid for an epoch it served wrong bytes in: {e:?}"
+                            );
+                        }
+                        Event::RetrievalFaulted { deal_id, epoch, .. } => {
+                            prop_assert!(
+                                !paid.contains(&(*deal_id, *epoch)),
+                                "a settled epoch faulted: {e:?}"
+                            );
+                            served_wrong.insert((*deal_id, *epoch));
+                        }
+                        Event::Archived { deals, files } => {
+                            // gone from the state, and nothing live among them
+                            for d in deals {
+                                prop_assert!(!d.state.is_live(), "a live deal archived: {d:?}");
+                                prop_assert!(w.ledger.deal(d.id).is_none());
+                            }
+                            for f in files {
+                                prop_assert!(w.ledger.file(f.id).is_none());
+                            }
                         }
                         Event::Minted { amount, .. } => minted += amount,
                         _ => {}
@@ -461,7 +510,8 @@ fn the_driver_reaches_every_lifecycle_outcome() {
     );
 }
 
-/// The random walk above does reach files, repairs, renewals and removals
+/// The random walk above does reach files, repairs, renewals, removals,
+/// retrieval faults and archiving
 /// (counted over a fixed-seed sample of sequences, so this cannot pass by
 /// luck one day and fail the next).
 #[test]
@@ -496,6 +546,24 @@ fn the_random_walk_reaches_repairs_renewals_and_removals() {
         (
             "FileExpired",
             count(&all, |e| matches!(e, Event::FileExpired { .. })),
+        ),
+        (
+            "RetrievalFaulted",
+            count(&all, |e| matches!(e, Event::RetrievalFaulted { .. })),
+        ),
+        (
+            "Archived (a file)",
+            count(
+                &all,
+                |e| matches!(e, Event::Archived { files, .. } if !files.is_empty()),
+            ),
+        ),
+        (
+            "Archived (a terminated deal)",
+            count(
+                &all,
+                |e| matches!(e, Event::Archived { deals, .. } if deals.iter().any(|d| d.state == DealState::Terminated)),
+            ),
         ),
     ] {
         assert!(n > 0, "the random walk never reached {what}");

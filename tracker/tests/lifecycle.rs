@@ -50,7 +50,8 @@ fn honest_provider_is_paid_every_epoch_and_gets_collateral_back() {
         );
         w.ledger.check_invariants().unwrap();
     }
-    let d = w.ledger.deal(deal).unwrap();
+    let d = w.deal(deal);
+    assert!(w.ledger.deal(deal).is_none(), "a completed deal was not archived");
     assert_eq!(d.state, DealState::Completed);
     assert_eq!(d.paid, 40);
     let c = w.ledger.account(&id(&client));
@@ -132,7 +133,7 @@ fn consecutive_faults_terminate_slash_compensate_and_ask_for_repair() {
         burned: 350,
         refund: 90
     }));
-    let d = w.ledger.deal(deal).unwrap().clone();
+    let d = w.deal(deal);
     assert!(events.contains(&Event::RepairNeeded {
         deal_id: deal,
         piece: d.proposal.piece,
@@ -147,9 +148,11 @@ fn consecutive_faults_terminate_slash_compensate_and_ask_for_repair() {
     assert_eq!((p.available, p.locked_collateral), (10_000 - 1_000 + 10, 0));
     assert_eq!(w.ledger.supply().burned, 300 + 350);
     assert_eq!(w.ledger.provider(&id(&provider)).unwrap().used, 0);
-    // a terminated deal is no longer challenged or paid
+    // a terminated deal is no longer challenged or paid (it left the
+    // ledger's state at the settlement: unknown now)
+    assert!(w.ledger.deal(deal).is_none());
     let input = w.window_proof_input(deal, &provider, w.ledger.epoch(), None);
-    assert!(matches!(w.refuse(input), LedgerError::WrongState { .. }));
+    assert!(matches!(w.refuse(input), LedgerError::UnknownDeal(_)));
     assert!(!w
         .end_epoch()
         .iter()
@@ -177,7 +180,7 @@ fn a_valid_proof_resets_the_fault_streak() {
         let _ = epoch;
         w.end_epoch();
     }
-    let d = w.ledger.deal(deal).unwrap();
+    let d = w.deal(deal);
     assert_eq!(d.state, DealState::Completed);
     assert_eq!((d.total_faults, d.paid), (4, 20));
     assert_eq!(w.ledger.supply().burned, 400);
@@ -211,14 +214,14 @@ fn unproven_deal_is_cancelled_at_its_start_and_everything_is_returned() {
             escrow_returned: 40,
             collateral_returned: 1_000
         }));
-        assert_eq!(w.ledger.deal(deal).unwrap().state, DealState::Cancelled);
+        assert_eq!(w.deal(deal).state, DealState::Cancelled);
     }
     assert_eq!(w.ledger.account(&id(&client)), before_c);
     assert_eq!(w.ledger.account(&id(&provider)), before_p);
     assert_eq!(w.ledger.provider(&id(&provider)).unwrap().used, 0);
-    // too late to prove now
+    // too late to prove now (cancelled and archived: unknown)
     let input = w.seal_proof_input(unproven, &provider, None);
-    assert!(matches!(w.refuse(input), LedgerError::WrongState { .. }));
+    assert!(matches!(w.refuse(input), LedgerError::UnknownDeal(_)));
     w.assert_replays();
 }
 

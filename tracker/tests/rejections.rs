@@ -46,6 +46,7 @@ fn flip_signature(input: &mut Input) {
         Input::RemoveFile(s) => flip(s.parts_mut().2),
         Input::RenewFile(s) => flip(s.parts_mut().2),
         Input::PublishRepair { acceptance, .. } => flip(acceptance.parts_mut().2),
+        Input::RetrievalFault(s) => flip(s.parts_mut().2),
         Input::Mint { .. } => {}
     }
 }

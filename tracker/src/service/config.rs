@@ -199,6 +199,7 @@ impl TrackerConfig {
             fault_fee_bps: self.fault_fee_bps,
             client_share_bps: self.client_share_bps,
             repair_after_missed: self.repair_after_missed,
+            archive_ended: true,
         }
     }
 

@@ -10,18 +10,24 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crowd_protocol::libp2p::identity::Keypair;
-use crowd_protocol::{Blob, Epoch, Network, RepairReport, Request, Response, SealReport, Signed};
+use crowd_protocol::libp2p::PeerId;
+use crowd_protocol::{
+    BadSource, Blob, Epoch, Network, RepairJob, RepairReport, Request, Response, SealReport, Signed,
+};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 
 use super::metrics::Metrics;
 use super::repair::SlotKey;
-use super::state::{Clock, Job, Owner, RepairTask, RepairUpdate, Task};
+use super::state::{dial_addrs, Clock, Job, Owner, RepairTask, RepairUpdate, Task};
 use super::ServiceError;
-use crate::{DealId, Event, Input};
+use crate::{AccountId, DealId, Event, Input, RetrievalAudit};
 
 /// Provider results waiting to be applied.
 const RESULTS_QUEUE: usize = 1024;
+/// Retrieval audits (one 16 KiB verified fetch each) running at once;
+/// accusations beyond it are dropped (logged), not queued.
+const MAX_AUDITS: usize = 4;
 
 /// The epoch loop's settings and handles.
 #[derive(Debug, Clone)]
@@ -51,6 +57,11 @@ struct Progress {
     challenged: HashSet<(DealId, Epoch)>,
     /// One request per repair job at a time.
     repairs_in_flight: HashSet<SlotKey>,
+    /// (file, index, epoch) audited: one audit per piece index per epoch.
+    audited: HashSet<(u64, u64, Epoch)>,
+    audits_running: usize,
+    /// The open epoch, as the loop last set it.
+    epoch: Epoch,
 }
 
 type Shared = Arc<Mutex<Progress>>;
@@ -71,6 +82,7 @@ impl EpochLoop {
             let deadline = Instant::now() + self.epoch;
             self.clock.set_remaining(self.epoch);
             let epoch = self.owner.work().await?.epoch;
+            lock(&progress).epoch = epoch;
             let mut ticker = tokio::time::interval(tick);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -88,7 +100,11 @@ impl EpochLoop {
                 Ok(events) => summarise(epoch, &events),
                 Err(e) => tracing::warn!(epoch, "could not settle the epoch: {e}"),
             }
-            lock(&progress).challenged.retain(|(_, e)| *e > epoch);
+            {
+                let mut p = lock(&progress);
+                p.challenged.retain(|(_, e)| *e > epoch);
+                p.audited.retain(|(_, _, e)| *e > epoch);
+            }
         }
     }
 
@@ -115,7 +131,8 @@ impl EpochLoop {
             tokio::spawn(async move {
                 let slot = repair.slot;
                 let timeout = this.provider_timeout;
-                let outcome = tokio::time::timeout(timeout, this.ask_repair(repair, &results)).await;
+                let asked = this.ask_repair(repair, &results, &progress);
+                let outcome = tokio::time::timeout(timeout, asked).await;
                 if outcome.is_err() {
                     this.metrics.provider_requests_failed.inc();
                     tracing::info!(?slot, "repair request: no answer within {timeout:?}");
@@ -225,7 +242,7 @@ impl EpochLoop {
     /// Sends a repair job, or polls it; a ready job's acceptance goes to the
     /// ledger as `PublishRepair`, a failure back to the owner (who plans
     /// the index again with another provider).
-    async fn ask_repair(&self, task: RepairTask, results: &mpsc::Sender<Input>) {
+    async fn ask_repair(&self, mut task: RepairTask, results: &mpsc::Sender<Input>, progress: &Shared) {
         let (slot, job_id) = (task.slot, task.job.id());
         if !task.addrs.is_empty() {
             if let Err(e) = self.net.dial(task.provider, task.addrs.clone()).await {
@@ -237,13 +254,17 @@ impl EpochLoop {
         } else {
             Request::Repair {
                 job: task.job.clone(),
-                manifest: Blob(task.manifest),
+                manifest: Blob(std::mem::take(&mut task.manifest)),
             }
         };
         let update = match self.net.request(task.provider, request).await {
             Ok(Response::RepairQueued) => Some(RepairUpdate::Sent),
             Ok(Response::RepairStatus(RepairReport::Running)) => None,
-            Ok(Response::RepairStatus(RepairReport::Ready(acceptance))) => {
+            Ok(Response::RepairStatus(RepairReport::Ready {
+                acceptance,
+                bad_sources,
+            })) => {
+                self.audit(&task, bad_sources, progress, results);
                 let _ = results
                     .send(Input::PublishRepair {
                         job: task.job,
@@ -256,9 +277,7 @@ impl EpochLoop {
                 Some(RepairUpdate::Failed("the provider does not know the job".into()))
             }
             Ok(Response::RepairStatus(RepairReport::Failed { reason, bad_sources })) => {
-                for bad in &bad_sources {
-                    tracing::warn!(source = %bad, "a repair source served bytes that failed verification");
-                }
+                self.audit(&task, bad_sources, progress, results);
                 Some(RepairUpdate::Failed(reason))
             }
             Ok(Response::Error { message }) => Some(RepairUpdate::Failed(message)),
@@ -272,6 +291,126 @@ impl EpochLoop {
         };
         if let Some(update) = update {
             self.owner.repair_update(slot, job_id, update).await;
+        }
+    }
+
+    /// Checks the repairing provider's accusations for itself: for each
+    /// named source of the job (at most one audit per piece index per epoch,
+    /// [`MAX_AUDITS`] at once) it fetches the one 16 KiB group named, verified
+    /// against the source's piece CID; only if that fails too is a
+    /// `RetrievalFault` signed and applied. An accusation alone costs the
+    /// accused nothing, and a source that does not answer is left to its
+    /// window challenges.
+    fn audit(
+        &self,
+        task: &RepairTask,
+        bad_sources: Vec<BadSource>,
+        progress: &Shared,
+        results: &mpsc::Sender<Input>,
+    ) {
+        if bad_sources.is_empty() {
+            return;
+        }
+        let Ok((_, job)) = task.job.open(None) else {
+            return; // we signed it
+        };
+        for bad in bad_sources.into_iter().take(job.sources.len()) {
+            let Some(source) = job
+                .sources
+                .iter()
+                .find(|s| s.index == bad.index && s.provider == bad.provider)
+                .cloned()
+            else {
+                tracing::info!(?bad, "a repair names a source its job did not list");
+                continue;
+            };
+            {
+                let mut p = lock(progress);
+                let epoch = p.epoch;
+                if p.audits_running >= MAX_AUDITS || !p.audited.insert((job.file_id, bad.index, epoch)) {
+                    tracing::info!(
+                        ?bad,
+                        "retrieval audit skipped (one per index per epoch, {MAX_AUDITS} at once)"
+                    );
+                    continue;
+                }
+                p.audits_running += 1;
+            }
+            let (this, progress, results, job) =
+                (self.clone(), progress.clone(), results.clone(), job.clone());
+            let accuser = task.provider;
+            tokio::spawn(async move {
+                let input = this
+                    .audit_one(&job, &source, bad.offset, accuser, &progress)
+                    .await;
+                lock(&progress).audits_running -= 1;
+                if let Some(input) = input {
+                    let _ = results.send(input).await;
+                }
+            });
+        }
+    }
+
+    /// One audit (see [`EpochLoop::audit`]): the fault to apply, if the
+    /// group fails verification.
+    async fn audit_one(
+        &self,
+        job: &RepairJob,
+        source: &crowd_protocol::RepairSource,
+        offset: u64,
+        accuser: PeerId,
+        progress: &Shared,
+    ) -> Option<Input> {
+        let size = job.proposal.piece_size; // every piece of a layout has one size
+        let group = crowd_porep::tree::GROUP_LEN as u64;
+        if offset % group != 0 || offset >= size {
+            tracing::info!(offset, size, "a repair names a group outside the piece");
+            return None;
+        }
+        let addrs = dial_addrs(&source.addrs);
+        if !addrs.is_empty() {
+            let _ = tokio::time::timeout(self.provider_timeout, self.net.dial(source.provider, addrs)).await;
+        }
+        let end = (offset + group).min(size);
+        let fetched = crowd_protocol::transfer::fetch(
+            &mut self.net.streams(),
+            source.provider,
+            source.piece,
+            size,
+            offset..end,
+            self.provider_timeout,
+            |_| Ok(()),
+        )
+        .await;
+        let who = source.provider;
+        match fetched {
+            Ok(_) => {
+                tracing::info!(provider = %who, offset, "retrieval audit: the group verifies; accusation by {accuser} not confirmed");
+                None
+            }
+            Err(e) if e.is_unverified_bytes() => {
+                tracing::warn!(provider = %who, index = source.index, offset, "retrieval audit: the provider serves bytes that are not its piece's: {e}");
+                // the epoch open now: the loop applies it before settling
+                let audit = RetrievalAudit {
+                    file_id: job.file_id,
+                    index: u32::try_from(source.index).ok()?,
+                    provider: AccountId(who),
+                    epoch: lock(progress).epoch,
+                    offset,
+                    accuser: AccountId(accuser),
+                };
+                match Signed::sign(&self.key, &audit) {
+                    Ok(signed) => Some(Input::RetrievalFault(signed)),
+                    Err(e) => {
+                        tracing::warn!("signing a retrieval fault: {e}");
+                        None
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::info!(provider = %who, offset, "retrieval audit: no verified answer ({e}); left to its challenges");
+                None
+            }
         }
     }
 
@@ -325,6 +464,9 @@ fn summarise(epoch: Epoch, events: &[Event]) {
                 ..
             } => tracing::warn!(epoch, deal_id, file_id, index, "piece lost: repair queued"),
             Event::FileExpired { file_id, .. } => tracing::info!(epoch, file_id, "file expired"),
+            Event::Archived { deals, files } => {
+                tracing::debug!(epoch, deals = deals.len(), files = files.len(), "archived")
+            }
             _ => {}
         }
     }

@@ -43,6 +43,9 @@ pub struct Metrics {
     pub repair_cost: Counter<u64, AtomicU64>,
     pub files_removed: Counter,
     pub files_renewed: Counter,
+    pub retrieval_faults: Counter,
+    pub archived_deals: Gauge,
+    pub archived_files: Gauge,
 }
 
 fn saturate(a: u128) -> u64 {
@@ -54,7 +57,11 @@ impl Metrics {
         let mut r = Registry::with_prefix("crowd_tracker");
         r.register("epoch", "The open (unsettled) epoch", self.epoch.clone());
         r.register("log_entries", "Entries in the ledger log", self.log_len.clone());
-        r.register("deals", "Deals by state", self.deals.clone());
+        r.register(
+            "deals",
+            "Deals in the ledger's state, by state (archived ones are counted by archived_deals)",
+            self.deals.clone(),
+        );
         r.register("providers", "Registered providers", self.providers.clone());
         r.register(
             "window_proofs_verified",
@@ -127,6 +134,21 @@ impl Metrics {
         );
         r.register("files_renewed", "File renewals", self.files_renewed.clone());
         r.register(
+            "retrieval_faults",
+            "Faults for serving bytes that are not the piece's (seen by the tracker's own audit)",
+            self.retrieval_faults.clone(),
+        );
+        r.register(
+            "archived_deals",
+            "Ended deals moved out of the ledger's state into the archive",
+            self.archived_deals.clone(),
+        );
+        r.register(
+            "archived_files",
+            "Finished files moved out of the ledger's state into the archive",
+            self.archived_files.clone(),
+        );
+        r.register(
             "provider_requests_failed",
             "Requests to providers that failed or timed out",
             self.provider_requests_failed.clone(),
@@ -136,8 +158,13 @@ impl Metrics {
 
     /// Counts what the ledger emitted.
     pub fn events(&self, events: &[Event]) {
+        let mut retrieval = Vec::new();
         for e in events {
             match e {
+                Event::RetrievalFaulted { deal_id, .. } => {
+                    self.retrieval_faults.inc();
+                    retrieval.push(*deal_id);
+                }
                 Event::WindowProven { .. } => {
                     self.proofs_verified.inc();
                 }
@@ -148,9 +175,12 @@ impl Metrics {
                     self.payments.inc();
                     self.paid.inc_by(saturate(*amount));
                 }
-                Event::Faulted { .. } => {
+                Event::Faulted { deal_id, .. } => {
                     self.faults.inc();
-                    self.proofs_missing.inc();
+                    // a retrieval fault is a fault, not a missing proof
+                    if !retrieval.contains(deal_id) {
+                        self.proofs_missing.inc();
+                    }
                 }
                 Event::Terminated {
                     client_compensation,
@@ -188,6 +218,9 @@ impl Metrics {
     pub fn gauges_cheap(&self, ledger: &Ledger) {
         self.epoch.set(ledger.epoch() as i64);
         self.log_len.set(ledger.log_len() as i64);
+        let (deals, files) = ledger.archived();
+        self.archived_deals.set(deals as i64);
+        self.archived_files.set(files as i64);
     }
 
     /// Sets every gauge from the ledger, visiting every deal (at start and

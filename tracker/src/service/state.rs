@@ -8,6 +8,7 @@
 //! *before* it is acknowledged. If a write fails, the in-memory state is
 //! rebuilt from the store, so it never runs ahead of what is durable.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -90,6 +91,23 @@ pub struct DealStats {
     pub faulted: u64,
 }
 
+/// An archived deal as stored (`adeal/`): the ledger's last version of it
+/// and its counters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ArchivedDeal {
+    deal: Deal,
+    stats: DealStats,
+}
+
+/// What a provider's archived deals add to its track record (`precord/`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderRecord {
+    pub deals: u64,
+    pub terminated: u64,
+    pub proven: u64,
+    pub faulted: u64,
+}
+
 /// A manifest and the client that registered it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct ManifestRecord {
@@ -165,6 +183,7 @@ struct Loaded {
     addrs: BTreeMap<PeerId, Vec<String>>,
     stats: BTreeMap<DealId, DealStats>,
     manifest_counts: BTreeMap<PeerId, u64>,
+    provider_records: BTreeMap<PeerId, ProviderRecord>,
 }
 
 /// The ledger, its store and the side tables.
@@ -175,6 +194,8 @@ pub struct State<S: Store> {
     addrs: BTreeMap<PeerId, Vec<String>>,
     stats: BTreeMap<DealId, DealStats>,
     manifest_counts: BTreeMap<PeerId, u64>,
+    /// Archived deals' part of each provider's track record.
+    provider_records: BTreeMap<PeerId, ProviderRecord>,
     /// Root CID bytes → the files stored under it (from the ledger).
     files_by_root: BTreeMap<Vec<u8>, Vec<FileId>>,
     repairs: BTreeMap<SlotKey, RepairRun>,
@@ -321,11 +342,19 @@ fn load(store: &dyn Store, genesis: LedgerConfig) -> Result<Loaded, ServiceError
         let n = <[u8; 8]>::try_from(v.as_slice()).map_err(|_| corrupt("manifest count"))?;
         manifest_counts.insert(peer_from_key(keys::MANIFEST_COUNT, &k)?, u64::from_le_bytes(n));
     }
+    let mut provider_records = BTreeMap::new();
+    for (k, v) in store.scan(keys::PROVIDER_RECORD, keys::PROVIDER_RECORD, usize::MAX)? {
+        provider_records.insert(
+            peer_from_key(keys::PROVIDER_RECORD, &k)?,
+            decode("provider record", &v)?,
+        );
+    }
     Ok(Loaded {
         ledger,
         addrs,
         stats,
         manifest_counts,
+        provider_records,
     })
 }
 
@@ -340,7 +369,7 @@ fn index_roots(ledger: &Ledger) -> BTreeMap<Vec<u8>, Vec<FileId>> {
 
 /// Parses registered address text for dialling (addresses that do not parse
 /// were refused at registration; a trailing `/p2p/<id>` is dropped).
-fn dial_addrs(addrs: &[String]) -> Vec<Multiaddr> {
+pub(super) fn dial_addrs(addrs: &[String]) -> Vec<Multiaddr> {
     addrs
         .iter()
         .filter_map(|a| a.parse::<Multiaddr>().ok())
@@ -379,6 +408,7 @@ impl<S: Store> State<S> {
             addrs: loaded.addrs,
             stats: loaded.stats,
             manifest_counts: loaded.manifest_counts,
+            provider_records: loaded.provider_records,
             files_by_root,
             repairs: BTreeMap::new(),
             repair_excluded: BTreeMap::new(),
@@ -407,6 +437,7 @@ impl<S: Store> State<S> {
         self.addrs = loaded.addrs;
         self.stats = loaded.stats;
         self.manifest_counts = loaded.manifest_counts;
+        self.provider_records = loaded.provider_records;
         self.files_by_root = index_roots(&self.ledger);
         Ok(())
     }
@@ -422,10 +453,15 @@ impl<S: Store> State<S> {
         let mut stats: BTreeMap<DealId, DealStats> = BTreeMap::new();
         let mut settled = false;
         let mut snapshot = false;
+        let mut archived: Vec<(&[Deal], &[File])> = Vec::new();
         for (entry, events) in accepted {
             batch.put(keys::log(entry.index), to_cbor(entry));
             for event in events {
                 let (deal_id, epoch, proven) = match event {
+                    Event::Archived { deals, files } => {
+                        archived.push((deals.as_slice(), files.as_slice()));
+                        continue;
+                    }
                     Event::Paid { deal_id, epoch, .. } => (*deal_id, *epoch, true),
                     Event::Faulted { deal_id, epoch, .. } => (*deal_id, *epoch, false),
                     Event::EpochEnded { epoch, .. } => {
@@ -446,6 +482,40 @@ impl<S: Store> State<S> {
                 }
             }
         }
+        // archived deals and files move to their cold records
+        let mut records: BTreeMap<PeerId, ProviderRecord> = BTreeMap::new();
+        for (deals, files) in &archived {
+            for d in deals.iter() {
+                let s = stats
+                    .remove(&d.id)
+                    .or_else(|| self.stats.get(&d.id).copied())
+                    .unwrap_or_default();
+                let provider = d.proposal.provider;
+                let r = records
+                    .entry(provider)
+                    .or_insert_with(|| self.provider_records.get(&provider).copied().unwrap_or_default());
+                r.deals = r.deals.saturating_add(1);
+                r.terminated = r
+                    .terminated
+                    .saturating_add(u64::from(d.state == DealState::Terminated));
+                r.proven = r.proven.saturating_add(s.proven);
+                r.faulted = r.faulted.saturating_add(s.faulted);
+                let record = ArchivedDeal {
+                    deal: d.clone(),
+                    stats: s,
+                };
+                batch.put(keys::archived_deal(d.id), to_cbor(&record));
+                batch.delete(keys::deal_stats(d.id));
+            }
+            for f in files.iter() {
+                batch.put(keys::archived_file(f.id), to_cbor(f));
+                batch.put(keys::archived_root(&f.root, f.id), Vec::new());
+                batch.put(keys::archived_own(&f.client.0, f.id), Vec::new());
+            }
+        }
+        for (peer, r) in &records {
+            batch.put(keys::provider_record(peer), to_cbor(r));
+        }
         for (deal_id, s) in &stats {
             batch.put(keys::deal_stats(*deal_id), to_cbor(s));
         }
@@ -458,6 +528,20 @@ impl<S: Store> State<S> {
             return Err(e);
         }
         self.stats.extend(stats);
+        self.provider_records.extend(records);
+        for (deals, files) in &archived {
+            for d in deals.iter() {
+                self.stats.remove(&d.id);
+            }
+            for f in files.iter() {
+                if let Some(ids) = self.files_by_root.get_mut(&f.root) {
+                    ids.retain(|id| *id != f.id);
+                    if ids.is_empty() {
+                        self.files_by_root.remove(&f.root);
+                    }
+                }
+            }
+        }
         for (_, events) in accepted {
             self.metrics.events(events);
             for e in events.iter() {
@@ -692,7 +776,7 @@ impl<S: Store> State<S> {
             TrackerRequest::Info => Ok(TrackerResponse::Info(self.info())),
             TrackerRequest::Register { registration, addrs } => self.register(peer, registration, addrs),
             TrackerRequest::Providers => Ok(TrackerResponse::Providers(self.providers())),
-            TrackerRequest::Publish { proposal, acceptance } => self.publish(proposal, acceptance),
+            TrackerRequest::Publish { proposal, acceptance } => self.publish(peer, proposal, acceptance),
             TrackerRequest::Account(who) => {
                 if who != peer {
                     return Err(ServiceError::Config(format!(
@@ -765,30 +849,74 @@ impl<S: Store> State<S> {
         }
     }
 
-    /// Files by root (anyone who names it) or the sender's own, paged.
+    /// Files by root (anyone who names it) or the sender's own, paged; in
+    /// file id order, those in the ledger's state and the archived ones.
     fn files(&self, peer: PeerId, query: FileQuery) -> Result<TrackerResponse, ServiceError> {
-        let files: Vec<&File> = match query {
-            FileQuery::Root(root) => self
-                .files_by_root
-                .get(&root)
-                .into_iter()
-                .flatten()
-                .filter_map(|id| self.ledger.file(*id))
-                .take(MAX_LIST)
-                .collect(),
-            FileQuery::Own { after } => self
-                .ledger
-                .files()
-                .filter(|f| f.client.0 == peer && after.is_none_or(|a| f.id > a))
-                .take(MAX_LIST)
-                .collect(),
+        let (hot, prefix, from): (Vec<Cow<'_, File>>, Vec<u8>, Vec<u8>) = match query {
+            FileQuery::Root(root) => {
+                let hot = self
+                    .files_by_root
+                    .get(&root)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|id| self.ledger.file(*id))
+                    .take(MAX_LIST)
+                    .map(Cow::Borrowed)
+                    .collect();
+                let prefix = keys::archived_root_prefix(&root);
+                (hot, prefix.clone(), prefix)
+            }
+            FileQuery::Own { after } => {
+                let hot = self
+                    .ledger
+                    .files()
+                    .filter(|f| f.client.0 == peer && after.is_none_or(|a| f.id > a))
+                    .take(MAX_LIST)
+                    .map(Cow::Borrowed)
+                    .collect();
+                let prefix = keys::archived_own_prefix(&peer);
+                let from = match after.and_then(|a| a.checked_add(1)) {
+                    Some(next) => keys::archived_own(&peer, next),
+                    None if after.is_some() => return Ok(TrackerResponse::Files(Vec::new())),
+                    None => prefix.clone(),
+                };
+                (hot, prefix, from)
+            }
         };
-        Ok(TrackerResponse::Files(
-            files.into_iter().map(|f| self.file_view(f)).collect(),
-        ))
+        let mut files = hot;
+        for (k, _) in self.store.scan(&prefix, &from, MAX_LIST)? {
+            let id = u64_suffix(&k)?;
+            let bytes = self
+                .store
+                .get(&keys::archived_file(id))?
+                .ok_or_else(|| corrupt(format!("archived file {id} is indexed but missing")))?;
+            files.push(Cow::Owned(decode("archived file", &bytes)?));
+        }
+        files.sort_by_key(|f| f.id);
+        files.truncate(MAX_LIST);
+        let views = files
+            .iter()
+            .map(|f| self.file_view(f))
+            .collect::<Result<_, _>>()?;
+        Ok(TrackerResponse::Files(views))
     }
 
-    fn file_view(&self, f: &File) -> FileView {
+    /// A deal in the ledger's state or the archive, with its counters.
+    fn any_deal(&self, id: DealId) -> Result<Option<(Cow<'_, Deal>, DealStats)>, ServiceError> {
+        if let Some(d) = self.ledger.deal(id) {
+            let stats = self.stats.get(&id).copied().unwrap_or_default();
+            return Ok(Some((Cow::Borrowed(d), stats)));
+        }
+        match self.store.get(&keys::archived_deal(id))? {
+            Some(bytes) => {
+                let a: ArchivedDeal = decode("archived deal", &bytes)?;
+                Ok(Some((Cow::Owned(a.deal), a.stats)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn file_view(&self, f: &File) -> Result<FileView, ServiceError> {
         let mut repairs = RepairStats {
             done: f.repairs,
             cost: f.repair_cost,
@@ -800,7 +928,8 @@ impl<S: Store> State<S> {
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                let deal = self.ledger.deal(s.deal);
+                let deal = self.any_deal(s.deal)?.map(|(d, _)| d);
+                let deal = deal.as_deref();
                 let running = self.repairs.contains_key(&(f.id, i as u32));
                 let live = deal.is_some_and(|d| d.state.is_live());
                 let state = match deal {
@@ -817,7 +946,7 @@ impl<S: Store> State<S> {
                     }
                 }
                 let provider = deal.map_or(f.client.0, |d| d.proposal.provider);
-                SlotView {
+                Ok(SlotView {
                     index: i as u64,
                     piece: s.piece,
                     piece_size: s.piece_size,
@@ -826,10 +955,10 @@ impl<S: Store> State<S> {
                     addrs: self.addrs.get(&provider).cloned().unwrap_or_default(),
                     state: state.to_string(),
                     consecutive_faults: deal.map_or(0, |d| d.consecutive_faults),
-                }
+                })
             })
-            .collect();
-        FileView {
+            .collect::<Result<_, ServiceError>>()?;
+        Ok(FileView {
             id: f.id,
             client: f.client.0,
             root: f.root.clone(),
@@ -839,7 +968,7 @@ impl<S: Store> State<S> {
             state: f.state.name().to_string(),
             slots,
             repairs,
-        }
+        })
     }
 
     /// The manifests `peer` registered, a page at a time, in root order.
@@ -933,11 +1062,21 @@ impl<S: Store> State<S> {
         Ok(TrackerResponse::Registered)
     }
 
+    /// Publishes a deal, sent by its client or its provider only: a
+    /// stranger holding an abandoned proposal and its acceptance cannot
+    /// lock the client's escrow for it.
     fn publish(
         &mut self,
+        peer: PeerId,
         proposal: Signed<DealProposal>,
         acceptance: Signed<DealAcceptance>,
     ) -> Result<TrackerResponse, ServiceError> {
+        let (_, p) = proposal.open(None).map_err(LedgerError::from)?;
+        if peer != p.client && peer != p.provider {
+            return Err(ServiceError::Config(format!(
+                "a deal is published by its client or provider, not {peer}"
+            )));
+        }
         // a client retrying after a lost answer gets the same deal
         if let Some(d) = self.ledger.deal_by_proposal(&proposal.id()) {
             return Ok(TrackerResponse::Published { deal_id: d.id });
@@ -1100,7 +1239,7 @@ impl<S: Store> State<S> {
 
     /// Deals are described only to their client and provider.
     fn deals(&self, peer: PeerId, query: DealQuery) -> Result<TrackerResponse, ServiceError> {
-        let deals: Vec<&Deal> = match query {
+        let deals: Vec<(Cow<'_, Deal>, DealStats)> = match query {
             DealQuery::Ids(ids) => {
                 if ids.len() > MAX_LIST {
                     return Err(ServiceError::Config(format!(
@@ -1108,10 +1247,15 @@ impl<S: Store> State<S> {
                         ids.len()
                     )));
                 }
-                ids.iter()
-                    .filter_map(|id| self.ledger.deal(*id))
-                    .filter(|d| d.proposal.client == peer || d.proposal.provider == peer)
-                    .collect()
+                let mut found = Vec::with_capacity(ids.len());
+                for id in ids {
+                    if let Some((d, s)) = self.any_deal(id)? {
+                        if d.proposal.client == peer || d.proposal.provider == peer {
+                            found.push((d, s));
+                        }
+                    }
+                }
+                found
             }
             DealQuery::Client(client) => {
                 if client != peer {
@@ -1119,10 +1263,17 @@ impl<S: Store> State<S> {
                         "the deals of {client} are answered only to {client} itself"
                     )));
                 }
-                let mut v: Vec<&Deal> = self
+                // the ledger's state only (archived deals are asked by id)
+                let mut v: Vec<(Cow<'_, Deal>, DealStats)> = self
                     .ledger
                     .deals()
                     .filter(|d| d.proposal.client == client)
+                    .map(|d| {
+                        (
+                            Cow::Borrowed(d),
+                            self.stats.get(&d.id).copied().unwrap_or_default(),
+                        )
+                    })
                     .collect();
                 // the latest MAX_LIST, oldest first
                 v.split_off(v.len().saturating_sub(MAX_LIST))
@@ -1130,13 +1281,12 @@ impl<S: Store> State<S> {
         };
         let views = deals
             .into_iter()
-            .map(|d| self.deal_view(d))
+            .map(|(d, stats)| self.deal_view(&d, stats))
             .collect::<Result<_, _>>()?;
         Ok(TrackerResponse::Deals(views))
     }
 
-    fn deal_view(&self, d: &Deal) -> Result<DealView, ServiceError> {
-        let stats = self.stats.get(&d.id).copied().unwrap_or_default();
+    fn deal_view(&self, d: &Deal, stats: DealStats) -> Result<DealView, ServiceError> {
         let history = self
             .store
             .scan_last(&keys::history_of(d.id), MAX_HISTORY)?
@@ -1182,6 +1332,7 @@ impl<S: Store> State<S> {
         for d in self.ledger.deals() {
             let r = records.entry(d.proposal.provider).or_default();
             let s = self.stats.get(&d.id).copied().unwrap_or_default();
+            // (archived deals are added below)
             r.live += u64::from(d.state.is_live());
             r.terminated += u64::from(d.state == DealState::Terminated);
             r.proven = r.proven.saturating_add(s.proven);
@@ -1192,6 +1343,7 @@ impl<S: Store> State<S> {
             .take(MAX_LIST)
             .map(|(id, p)| {
                 let r = records.remove(&id.0).unwrap_or_default();
+                let a = self.provider_records.get(&id.0).copied().unwrap_or_default();
                 ProviderEntry {
                     peer: id.0,
                     addrs: self.addrs.get(&id.0).cloned().unwrap_or_default(),
@@ -1200,9 +1352,9 @@ impl<S: Store> State<S> {
                     price_per_gib_epoch: p.price_per_gib_epoch,
                     collateral_per_gib: p.collateral_per_gib,
                     live_deals: r.live,
-                    proven_epochs: r.proven,
-                    faulted_epochs: r.faulted,
-                    terminated_deals: r.terminated,
+                    proven_epochs: r.proven.saturating_add(a.proven),
+                    faulted_epochs: r.faulted.saturating_add(a.faulted),
+                    terminated_deals: r.terminated.saturating_add(a.terminated),
                 }
             })
             .collect()
@@ -1465,6 +1617,17 @@ mod tests {
         )
         .unwrap();
         let publish = TrackerRequest::Publish { proposal, acceptance };
+        // not by a stranger who holds both halves
+        let len = state.ledger().log_len();
+        let refused = state
+            .handle(peer(&key(9)), publish.clone())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("published by its client or provider"),
+            "{refused}"
+        );
+        assert_eq!(state.ledger().log_len(), len);
         let r = state.handle(peer(&client), publish.clone()).unwrap();
         assert_eq!(r, TrackerResponse::Published { deal_id: 0 });
         // a retry gets the same deal, and changes nothing
@@ -1505,6 +1668,57 @@ mod tests {
         assert_eq!(a.addrs, b.addrs);
         assert_eq!(a.stats, b.stats);
         assert_eq!(a.manifest_counts, b.manifest_counts);
+        assert_eq!(a.provider_records, b.provider_records);
+    }
+
+    #[test]
+    fn an_ended_deal_leaves_the_hot_state_and_is_still_answered_by_id_after_a_restart() {
+        let store = MemStore::default();
+        let (tracker, mut state) = new_state(store.clone(), true);
+        let (client, provider) = populate(&mut state);
+        let ask = |state: &mut State<MemStore>, who: &Keypair| match state
+            .handle(peer(who), TrackerRequest::Deals(DealQuery::Ids(vec![0])))
+            .unwrap()
+        {
+            TrackerResponse::Deals(d) => d,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(ask(&mut state, &client)[0].state, "published");
+        // never sealed: cancelled when epoch 4 settles (its start is 5), and
+        // archived in the same settlement
+        for epoch in 1..4 {
+            state.end_epoch(epoch).unwrap();
+        }
+        assert!(state.ledger().deal(0).is_some());
+        let events = state.end_epoch(4).unwrap();
+        assert!(events
+            .iter()
+            .any(|e| matches!(e, Event::Cancelled { deal_id: 0, .. })));
+        assert!(events
+            .iter()
+            .any(|e| matches!(e, Event::Archived { deals, .. } if deals.len() == 1 && deals[0].id == 0)));
+        assert!(state.ledger().deal(0).is_none(), "still in the hot state");
+        assert_eq!(state.ledger().archived(), (1, 0));
+        assert!(!state.stats.contains_key(&0));
+        state.ledger().check_invariants().unwrap();
+        // by id, to its parties only, from the archive
+        let view = ask(&mut state, &client);
+        assert_eq!(
+            (view.len(), view[0].state.as_str(), view[0].id),
+            (1, "cancelled", 0)
+        );
+        assert_eq!(ask(&mut state, &provider).len(), 1);
+        assert!(ask(&mut state, &key(9)).is_empty());
+        assert_eq!(state.provider_records[&peer(&provider)].deals, 1);
+        // a restart keeps all of it
+        let mut again = open(store.clone(), &tracker);
+        assert_same(&state, &again);
+        assert_eq!(ask(&mut again, &client)[0].state, "cancelled");
+        let log = stored_log(again.store()).unwrap();
+        crate::replay(state.ledger().config().clone(), &log)
+            .unwrap()
+            .verify_against(state.ledger())
+            .unwrap();
     }
 
     #[test]

@@ -13,7 +13,17 @@
 //! | `manifest/` ‖ root CID | CBOR (owner peer id, manifest bytes) |
 //! | `mcount/` ‖ peer id | u64 LE: manifests registered by a client |
 //! | `history/` ‖ deal u64 BE ‖ epoch u64 BE | `1` proven and paid, `0` faulted |
-//! | `dstats/` ‖ deal u64 BE | CBOR (proven epochs, faulted epochs) |
+//! | `dstats/` ‖ deal u64 BE | CBOR (proven epochs, faulted epochs) of a deal in the ledger's state |
+//! | `fmanifest/` ‖ manifest CID digest | a registered file's manifest bytes (repairs send it) |
+//! | `adeal/` ‖ deal u64 BE | CBOR (last [`Deal`](crate::Deal), its proven and faulted epochs): an archived deal |
+//! | `afile/` ‖ file u64 BE | CBOR last [`File`](crate::File): an archived file |
+//! | `aroot/` ‖ len u8 ‖ root CID ‖ file u64 BE | empty: archived files by root |
+//! | `aown/` ‖ len u8 ‖ peer id ‖ file u64 BE | empty: archived files by owner |
+//! | `precord/` ‖ peer id | CBOR (deals, terminated, proven, faulted) of a provider's archived deals |
+//!
+//! Archived records are written by the batch whose ledger entry archived
+//! them (an `Event::Archived`), which also deletes their `dstats/`; they are
+//! read on demand, never loaded at start.
 //!
 //! Each accepted input is one [`Batch`]: its log entry and the side records
 //! it changes; the batch settling every 32nd epoch also holds the new snapshot.
@@ -42,6 +52,11 @@ pub mod keys {
     pub const DEAL_STATS: &[u8] = b"dstats/";
     /// A registered file's manifest by its CID digest (repairs send it).
     pub const FILE_MANIFEST: &[u8] = b"fmanifest/";
+    pub const ARCHIVED_DEAL: &[u8] = b"adeal/";
+    pub const ARCHIVED_FILE: &[u8] = b"afile/";
+    pub const ARCHIVED_ROOT: &[u8] = b"aroot/";
+    pub const ARCHIVED_OWN: &[u8] = b"aown/";
+    pub const PROVIDER_RECORD: &[u8] = b"precord/";
 
     fn join(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
         let mut k = prefix.to_vec();
@@ -82,6 +97,30 @@ pub mod keys {
     }
     pub fn file_manifest(digest: &[u8; 32]) -> Vec<u8> {
         join(FILE_MANIFEST, &[digest])
+    }
+    pub fn archived_deal(deal: DealId) -> Vec<u8> {
+        join(ARCHIVED_DEAL, &[&deal.to_be_bytes()])
+    }
+    pub fn archived_file(file: u64) -> Vec<u8> {
+        join(ARCHIVED_FILE, &[&file.to_be_bytes()])
+    }
+    /// Archived files under a root: `aroot/<root len><root>`, then the id.
+    pub fn archived_root_prefix(root: &[u8]) -> Vec<u8> {
+        join(ARCHIVED_ROOT, &[&[root.len().min(255) as u8], root])
+    }
+    pub fn archived_root(root: &[u8], file: u64) -> Vec<u8> {
+        join(&archived_root_prefix(root), &[&file.to_be_bytes()])
+    }
+    /// Archived files of an owner: `aown/<peer len><peer>`, then the id.
+    pub fn archived_own_prefix(peer: &PeerId) -> Vec<u8> {
+        let peer = peer.to_bytes();
+        join(ARCHIVED_OWN, &[&[peer.len() as u8], &peer])
+    }
+    pub fn archived_own(peer: &PeerId, file: u64) -> Vec<u8> {
+        join(&archived_own_prefix(peer), &[&file.to_be_bytes()])
+    }
+    pub fn provider_record(peer: &PeerId) -> Vec<u8> {
+        join(PROVIDER_RECORD, &[&peer.to_bytes()])
     }
 }
 

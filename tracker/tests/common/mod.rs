@@ -16,8 +16,8 @@ use crowd_protocol::{
     RepairJob, SealCommitment, SealProofMsg, Signed, WindowProofMsg,
 };
 use crowd_tracker::{
-    provider_hash, replay, sign_epoch, AccountId, DealId, DealState, Event, FileId, Input, Ledger,
-    LedgerConfig, LedgerError, LogEntry, ProviderRegistration, WithdrawRequest,
+    provider_hash, replay, sign_epoch, AccountId, Deal, DealId, DealState, Event, FileId, Input, Ledger,
+    LedgerConfig, LedgerError, LogEntry, ProviderRegistration, RetrievalAudit, WithdrawRequest,
 };
 
 /// A deterministic ed25519 key.
@@ -41,6 +41,8 @@ pub struct World {
     sealed: BTreeMap<DealId, Sealed>,
     nonces: BTreeMap<AccountId, u64>,
     proposal_nonce: u64,
+    /// Deals as the ledger archived them (`Event::Archived`).
+    archived: BTreeMap<DealId, Deal>,
 }
 
 impl World {
@@ -77,6 +79,7 @@ impl World {
             sealed: BTreeMap::new(),
             nonces: BTreeMap::new(),
             proposal_nonce: 0,
+            archived: BTreeMap::new(),
         }
     }
 
@@ -88,7 +91,24 @@ impl World {
     pub fn apply(&mut self, input: Input) -> Result<Vec<Event>, LedgerError> {
         let (entry, events) = self.ledger.apply_logged(input)?;
         self.log.push(entry);
+        for e in &events {
+            if let Event::Archived { deals, .. } = e {
+                self.archived.extend(deals.iter().map(|d| (d.id, d.clone())));
+            }
+        }
         Ok(events)
+    }
+
+    /// A deal in the ledger's state, or as it was archived.
+    pub fn deal(&self, id: DealId) -> Deal {
+        match self.ledger.deal(id) {
+            Some(d) => d.clone(),
+            None => self
+                .archived
+                .get(&id)
+                .cloned()
+                .expect("no such deal, live or archived"),
+        }
     }
 
     /// Applies an input that must be refused, and checks it changed nothing.
@@ -177,7 +197,7 @@ impl World {
     }
 
     fn piece_of(&self, deal_id: DealId) -> usize {
-        let d = self.ledger.deal(deal_id).unwrap();
+        let d = self.deal(deal_id);
         self.pieces
             .iter()
             .position(|p| blake3::hash(p).as_bytes() == &d.proposal.piece.0)
@@ -187,7 +207,7 @@ impl World {
     /// Seals the deal's piece as the ledger expects and returns the signed
     /// commitment, signed by `signer`.
     pub fn pre_commit_input(&mut self, deal_id: DealId, signer: &Keypair) -> Input {
-        let d = self.ledger.deal(deal_id).unwrap().clone();
+        let d = self.deal(deal_id);
         let i = self.piece_of(deal_id);
         let rid = replica_id(
             &provider_hash(&d.proposal.provider),
@@ -213,7 +233,7 @@ impl World {
 
     /// A seal proof with `seed` (the ledger's seed when `None`).
     pub fn seal_proof_input(&mut self, deal_id: DealId, signer: &Keypair, seed: Option<[u8; 32]>) -> Input {
-        let d = self.ledger.deal(deal_id).unwrap();
+        let d = self.deal(deal_id);
         let seed = seed.unwrap_or(match d.state {
             DealState::PreCommitted { seed: Some(s), .. } => s,
             _ => [0; 32],
@@ -365,6 +385,23 @@ impl World {
         let job = Signed::sign(job_signer, &job).unwrap();
         let acceptance = Signed::sign(acceptor, &DealAcceptance { proposal: job.id() }).unwrap();
         Some(Input::PublishRepair { job, acceptance })
+    }
+
+    /// The tracker's (or, forged, `signer`'s) finding that piece `index`
+    /// of `file_id` was served wrong by its current provider, in the open
+    /// epoch.
+    pub fn retrieval_fault_input(&self, file_id: FileId, index: u32, signer: &Keypair) -> Option<Input> {
+        let f = self.ledger.file(file_id)?;
+        let deal = self.ledger.deal(f.slots.get(index as usize)?.deal)?;
+        let audit = RetrievalAudit {
+            file_id,
+            index,
+            provider: deal.provider(),
+            epoch: self.ledger.epoch(),
+            offset: 0,
+            accuser: id(&key(98)),
+        };
+        Some(Input::RetrievalFault(Signed::sign(signer, &audit).unwrap()))
     }
 
     /// Ends epochs until `epoch` is the open one.

@@ -1,0 +1,93 @@
+//! Transfer streams waiting for their header: bounded in total and per
+//! peer, so neither one peer nor many idle streams can keep honest
+//! transfers out (a transfer slot is taken only once the header is in).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crowd_protocol::libp2p::PeerId;
+
+/// The counts behind [`Waiting`] guards.
+#[derive(Debug)]
+pub struct PendingStreams {
+    total: usize,
+    per_peer: usize,
+    by_peer: Mutex<HashMap<PeerId, usize>>,
+}
+
+/// One stream's place among the pending; freed when dropped.
+#[derive(Debug)]
+pub struct Waiting {
+    set: Arc<PendingStreams>,
+    peer: PeerId,
+}
+
+impl PendingStreams {
+    pub fn new(total: usize, per_peer: usize) -> Self {
+        Self {
+            total,
+            per_peer,
+            by_peer: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A place for one more stream from `peer`, if both bounds allow it.
+    pub fn enter(set: &Arc<Self>, peer: PeerId) -> Option<Waiting> {
+        let mut by_peer = set.by_peer.lock().unwrap_or_else(|e| e.into_inner());
+        let total: usize = by_peer.values().sum();
+        let mine = by_peer.get(&peer).copied().unwrap_or(0);
+        if total >= set.total || mine >= set.per_peer {
+            return None;
+        }
+        by_peer.insert(peer, mine + 1);
+        Some(Waiting {
+            set: set.clone(),
+            peer,
+        })
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        let mut by_peer = self.set.by_peer.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = by_peer.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                by_peer.remove(&self.peer);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any sequence of enters and drops keeps both bounds and frees
+        /// every place it took.
+        #[test]
+        fn bounds_hold_and_places_come_back_proptest(
+            ops in proptest::collection::vec((0..4usize, any::<bool>()), 0..200),
+            total in 1..10usize,
+            per_peer in 1..5usize,
+        ) {
+            let peers: Vec<PeerId> = (0..4).map(|_| PeerId::random()).collect();
+            let set = Arc::new(PendingStreams::new(total, per_peer));
+            let mut held: Vec<Waiting> = Vec::new();
+            for (p, enter) in ops {
+                if enter {
+                    let mine = held.iter().filter(|w| w.peer == peers[p]).count();
+                    let got = PendingStreams::enter(&set, peers[p]);
+                    prop_assert_eq!(got.is_some(), held.len() < total && mine < per_peer);
+                    held.extend(got);
+                } else if !held.is_empty() {
+                    held.remove(p % held.len());
+                }
+            }
+            drop(held);
+            prop_assert!(set.by_peer.lock().unwrap().is_empty());
+        }
+    }
+}
