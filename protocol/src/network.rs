@@ -120,7 +120,6 @@ async fn write_raw<T: AsyncWrite + Unpin>(io: &mut T, body: &[u8]) -> std::io::R
 #[allow(missing_debug_implementations)] // the derive generates the event type
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
-    limits: libp2p::connection_limits::Behaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     kad: kad::Behaviour<MemoryStore>,
@@ -144,14 +143,6 @@ pub struct NetworkConfig {
     pub inbound_queue: usize,
     /// Close connections idle for this long.
     pub idle_timeout: Duration,
-    /// Established connections with one peer, either direction (a peer may
-    /// hold a TCP and a QUIC one, and a simultaneous dial briefly makes two).
-    pub max_connections_per_peer: u32,
-    /// Established inbound connections in total; beyond it a new one is
-    /// denied (closed at once).
-    pub max_incoming_connections: u32,
-    /// Inbound connections still in their handshake.
-    pub max_pending_incoming: u32,
 }
 
 impl Default for NetworkConfig {
@@ -163,9 +154,6 @@ impl Default for NetworkConfig {
             max_concurrent_streams: 64,
             inbound_queue: 256,
             idle_timeout: Duration::from_secs(120),
-            max_connections_per_peer: 4,
-            max_incoming_connections: 512,
-            max_pending_incoming: 64,
         }
     }
 }
@@ -220,10 +208,6 @@ impl Network {
             .with_request_timeout(config.request_timeout)
             .with_max_concurrent_streams(config.max_concurrent_streams);
         let idle = config.idle_timeout;
-        let limits = libp2p::connection_limits::ConnectionLimits::default()
-            .with_max_established_per_peer(Some(config.max_connections_per_peer))
-            .with_max_established_incoming(Some(config.max_incoming_connections))
-            .with_max_pending_incoming(Some(config.max_pending_incoming));
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
             .with_tokio()
             .with_tcp(
@@ -234,7 +218,6 @@ impl Network {
             .map_err(|e| ProtocolError::Io(std::io::Error::other(e.to_string())))?
             .with_quic()
             .with_behaviour(|key| Behaviour {
-                limits: libp2p::connection_limits::Behaviour::new(limits),
                 identify: identify::Behaviour::new(identify::Config::new(
                     IDENTIFY_VERSION.into(),
                     key.public(),
@@ -606,55 +589,5 @@ mod tests {
         let nowhere: Vec<Multiaddr> = vec!["/ip4/127.0.0.1/tcp/1".parse().unwrap()];
         let dials = futures::future::join_all((0..3).map(|_| a.dial(gone, nowhere.clone()))).await;
         assert!(dials.iter().all(Result::is_err), "{dials:?}");
-    }
-
-    /// Past `max_incoming_connections` a new peer's connection is denied
-    /// (it cannot get a request answered), while the peers already
-    /// connected are served as before.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn inbound_connections_beyond_the_limit_are_denied_and_the_others_still_served() {
-        let config = |incoming| NetworkConfig {
-            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-            request_timeout: Duration::from_secs(5),
-            max_incoming_connections: incoming,
-            ..NetworkConfig::default()
-        };
-        let server_key = Keypair::generate_ed25519();
-        let server = server_key.public().to_peer_id();
-        let (s, mut inbound) = Network::start(server_key, config(2)).await.unwrap();
-        let addrs = s.listen_addrs().await.unwrap();
-        tokio::spawn(async move {
-            while let Some(r) = inbound.recv().await {
-                r.respond(Response::Error {
-                    message: "pong".into(),
-                });
-            }
-        });
-        let ping = || Request::PieceStatus(crate::PieceId([0; 32]));
-        let mut clients = Vec::new();
-        for _ in 0..2 {
-            let (c, _c_in) = Network::start(Keypair::generate_ed25519(), config(8))
-                .await
-                .unwrap();
-            c.dial(server, addrs.clone()).await.unwrap();
-            assert!(c.request(server, ping()).await.is_ok());
-            clients.push((c, _c_in));
-        }
-        // the third inbound connection is over the limit
-        let (late, _late_in) = Network::start(Keypair::generate_ed25519(), config(8))
-            .await
-            .unwrap();
-        let _ = late.dial(server, addrs.clone()).await;
-        let answer = late.request(server, ping()).await;
-        assert!(
-            answer.is_err(),
-            "a connection past the limit was served: {answer:?}"
-        );
-        for (c, _) in &clients {
-            assert!(
-                c.request(server, ping()).await.is_ok(),
-                "a connected peer lost service"
-            );
-        }
     }
 }

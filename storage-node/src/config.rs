@@ -67,12 +67,6 @@ pub struct NodeConfig {
     /// Of those, at most this many from one peer.
     #[serde(default = "default_pending_per_peer")]
     pub max_pending_streams_per_peer: usize,
-    /// Established libp2p connections with one peer, and inbound ones in
-    /// total; beyond them a new connection is denied.
-    #[serde(default = "default_connections_per_peer")]
-    pub max_connections_per_peer: u32,
-    #[serde(default = "default_incoming_connections")]
-    pub max_incoming_connections: u32,
     /// Seconds a new transfer stream may take to send its header.
     #[serde(default = "default_header_timeout")]
     pub header_timeout_secs: u64,
@@ -123,12 +117,6 @@ fn default_stall() -> u64 {
 }
 fn default_pending_streams() -> usize {
     256
-}
-fn default_connections_per_peer() -> u32 {
-    4
-}
-fn default_incoming_connections() -> u32 {
-    512
 }
 fn default_pending_per_peer() -> usize {
     8
@@ -191,9 +179,6 @@ impl NodeConfig {
             anyhow::bail!(
                 "max_concurrent_transfers, max_pending_streams(_per_peer) and seal_queue must be at least 1"
             );
-        }
-        if self.max_connections_per_peer == 0 || self.max_incoming_connections == 0 {
-            anyhow::bail!("max_connections_per_peer and max_incoming_connections must be at least 1");
         }
         if self.header_timeout_secs == 0 {
             anyhow::bail!("header_timeout_secs must be at least 1");
@@ -261,10 +246,6 @@ max_pending_streams = {pending}
 max_pending_streams_per_peer = {pending_peer}
 header_timeout_secs = {header}
 
-# libp2p connections with one peer, and inbound connections in total.
-max_connections_per_peer = {conn_peer}
-max_incoming_connections = {conn_in}
-
 # Repair jobs (rebuilding a lost piece for the tracker) run at once.
 max_concurrent_repairs = {repairs}
 
@@ -287,8 +268,6 @@ gc_interval_secs = {gc}
             stall = self.transfer_timeout_secs,
             pending = self.max_pending_streams,
             pending_peer = self.max_pending_streams_per_peer,
-            conn_peer = self.max_connections_per_peer,
-            conn_in = self.max_incoming_connections,
             header = self.header_timeout_secs,
             repairs = self.max_concurrent_repairs,
             gc = self.gc_interval_secs,

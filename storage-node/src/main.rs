@@ -111,8 +111,6 @@ async fn run(home: &Path) -> Result<()> {
             .collect::<Result<_, _>>()?,
         bootstrap,
         request_timeout: Duration::from_secs(config.transfer_timeout_secs.max(10)),
-        max_connections_per_peer: config.max_connections_per_peer,
-        max_incoming_connections: config.max_incoming_connections,
         ..NetworkConfig::default()
     };
     let (net, mut inbound) = Network::start(key.clone(), net_config).await?;

@@ -23,6 +23,7 @@ pub struct Metrics {
     pub bytes_stored: Gauge,
     pub pieces: Gauge,
     pub space_reserved: Gauge,
+    pub streams_pending: Gauge,
     pub space_used: Gauge,
     pub repairs_running: Gauge,
     pub repairs_done: Counter,
@@ -47,6 +48,11 @@ impl Metrics {
             self.bytes_stored.clone(),
         );
         r.register("pieces", "Verified pieces held", self.pieces.clone());
+        r.register(
+            "transfer_streams_pending",
+            "Transfer streams waiting for their header (they hold no transfer slot)",
+            self.streams_pending.clone(),
+        );
         r.register(
             "space_reserved_bytes",
             "Bytes reserved by accepted deals",

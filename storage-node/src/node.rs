@@ -753,11 +753,13 @@ impl Node {
         let waiting = PendingStreams::enter(&self.pending_streams, peer)
             .ok_or_else(|| "busy: too many streams waiting for their header".to_string())?;
         let limit = Duration::from_secs(self.config.header_timeout_secs);
-        let header = tokio::time::timeout(limit, read_frame(stream, what, MAX_STREAM_HEADER))
-            .await
+        self.metrics.streams_pending.inc();
+        let header = tokio::time::timeout(limit, read_frame(stream, what, MAX_STREAM_HEADER)).await;
+        self.metrics.streams_pending.dec();
+        drop(waiting);
+        let header = header
             .map_err(|_| format!("no {what} within {limit:?}"))?
             .map_err(|e| e.to_string())?;
-        drop(waiting);
         let slot = self
             .transfers
             .clone()

@@ -726,8 +726,11 @@ async fn idle_streams_without_a_header_hold_no_transfer_slot() {
         s.flush().await.unwrap();
         idle.push(s);
     }
-    // the node has them all (each waits for its header) before the honest client comes
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // the node holds them all, each waiting for its header
+    eventually(20, || async {
+        (common::metric(&node.scrape(), "crowd_node_transfer_streams_pending") == 3).then_some(())
+    })
+    .await;
     // one more from the same peer is over its pending bound: refused at once
     let mut over = control.open_stream(node.peer, PIECE_PROTOCOL).await.unwrap();
     let answer: UploadResult = read_frame(&mut over, "upload result", 4096).await.unwrap();
