@@ -12,7 +12,14 @@ use crowd_protocol::libp2p::PeerId;
 pub struct PendingStreams {
     total: usize,
     per_peer: usize,
-    by_peer: Mutex<HashMap<PeerId, usize>>,
+    counts: Mutex<Counts>,
+}
+
+/// Streams waiting now: in all, and by peer (peers with none are absent).
+#[derive(Debug, Default)]
+struct Counts {
+    all: usize,
+    by_peer: HashMap<PeerId, usize>,
 }
 
 /// One stream's place among the pending; freed when dropped.
@@ -27,19 +34,19 @@ impl PendingStreams {
         Self {
             total,
             per_peer,
-            by_peer: Mutex::new(HashMap::new()),
+            counts: Mutex::new(Counts::default()),
         }
     }
 
     /// A place for one more stream from `peer`, if both bounds allow it.
     pub fn enter(set: &Arc<Self>, peer: PeerId) -> Option<Waiting> {
-        let mut by_peer = set.by_peer.lock().unwrap_or_else(|e| e.into_inner());
-        let total: usize = by_peer.values().sum();
-        let mine = by_peer.get(&peer).copied().unwrap_or(0);
-        if total >= set.total || mine >= set.per_peer {
+        let mut c = set.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = c.by_peer.get(&peer).copied().unwrap_or(0);
+        if c.all >= set.total || mine >= set.per_peer {
             return None;
         }
-        by_peer.insert(peer, mine + 1);
+        c.all += 1;
+        c.by_peer.insert(peer, mine + 1);
         Some(Waiting {
             set: set.clone(),
             peer,
@@ -49,12 +56,13 @@ impl PendingStreams {
 
 impl Drop for Waiting {
     fn drop(&mut self) {
-        let mut by_peer = self.set.by_peer.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = by_peer.get_mut(&self.peer) {
+        let mut c = self.set.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = c.by_peer.get_mut(&self.peer) {
             *n -= 1;
             if *n == 0 {
-                by_peer.remove(&self.peer);
+                c.by_peer.remove(&self.peer);
             }
+            c.all -= 1; // this guard's place was counted in both
         }
     }
 }
@@ -87,7 +95,8 @@ mod tests {
                 }
             }
             drop(held);
-            prop_assert!(set.by_peer.lock().unwrap().is_empty());
+            let c = set.counts.lock().unwrap();
+            prop_assert!(c.by_peer.is_empty() && c.all == 0);
         }
     }
 }

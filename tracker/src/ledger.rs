@@ -155,8 +155,8 @@ struct Changes {
     files: BTreeMap<FileId, File>,
     deal_files: Vec<(DealId, (FileId, u32))>,
     /// Deals and files leaving the state (end of epoch only).
-    archived: Vec<DealId>,
-    archived_files: Vec<FileId>,
+    leaving_deals: Vec<DealId>,
+    leaving_files: Vec<FileId>,
     next_file_id: FileId,
     supply: Supply,
     epoch: Epoch,
@@ -194,8 +194,8 @@ impl<'a> Tx<'a> {
                 proposals: Vec::new(),
                 files: BTreeMap::new(),
                 deal_files: Vec::new(),
-                archived: Vec::new(),
-                archived_files: Vec::new(),
+                leaving_deals: Vec::new(),
+                leaving_files: Vec::new(),
                 next_file_id: base.next_file_id,
                 supply: base.supply,
                 epoch: base.epoch,
@@ -589,8 +589,8 @@ impl Ledger {
             proposals,
             files,
             deal_files,
-            archived,
-            archived_files,
+            leaving_deals,
+            leaving_files,
             next_file_id,
             supply,
             epoch,
@@ -605,18 +605,18 @@ impl Ledger {
         self.proposals.extend(proposals);
         self.files.extend(files);
         self.deal_files.extend(deal_files);
-        for id in &archived {
+        for id in &leaving_deals {
             if let Some(d) = self.deals.remove(id) {
                 self.proposals.remove(&ProposalKey(d.proposal_id));
             }
             self.deal_files.remove(id);
         }
-        for id in &archived_files {
+        for id in &leaving_files {
             self.files.remove(id);
         }
         // counts: at most one per deal / file ever created
-        self.archived_deals += archived.len() as u64;
-        self.archived_files += archived_files.len() as u64;
+        self.archived_deals += leaving_deals.len() as u64;
+        self.archived_files += leaving_files.len() as u64;
         self.next_file_id = next_file_id;
         self.supply = supply;
         self.epoch = epoch;
@@ -1581,14 +1581,9 @@ impl Ledger {
         if deals.is_empty() && files.is_empty() {
             return Ok(());
         }
-        for d in &deals {
-            tx.deals.remove(&d.id);
-        }
-        for f in &files {
-            tx.files.remove(&f.id);
-        }
-        tx.archived = deals.iter().map(|d| d.id).collect();
-        tx.archived_files = files.iter().map(|f| f.id).collect();
+        // (commit removes them from the state after applying the rest)
+        tx.leaving_deals = deals.iter().map(|d| d.id).collect();
+        tx.leaving_files = files.iter().map(|f| f.id).collect();
         tx.events.push(Event::Archived { deals, files });
         Ok(())
     }

@@ -472,9 +472,7 @@ impl<S: Store> State<S> {
                     _ => continue,
                 };
                 batch.put(keys::history(deal_id, epoch), vec![u8::from(proven)]);
-                let s = stats
-                    .entry(deal_id)
-                    .or_insert_with(|| self.stats.get(&deal_id).copied().unwrap_or_default());
+                let s = stats.entry(deal_id).or_insert_with(|| self.stats_of(deal_id));
                 if proven {
                     s.proven = s.proven.saturating_add(1);
                 } else {
@@ -901,11 +899,15 @@ impl<S: Store> State<S> {
         Ok(TrackerResponse::Files(views))
     }
 
+    /// The counters of a deal in the ledger's state.
+    fn stats_of(&self, id: DealId) -> DealStats {
+        self.stats.get(&id).copied().unwrap_or_default()
+    }
+
     /// A deal in the ledger's state or the archive, with its counters.
     fn any_deal(&self, id: DealId) -> Result<Option<(Cow<'_, Deal>, DealStats)>, ServiceError> {
         if let Some(d) = self.ledger.deal(id) {
-            let stats = self.stats.get(&id).copied().unwrap_or_default();
-            return Ok(Some((Cow::Borrowed(d), stats)));
+            return Ok(Some((Cow::Borrowed(d), self.stats_of(id))));
         }
         match self.store.get(&keys::archived_deal(id))? {
             Some(bytes) => {
@@ -1268,12 +1270,7 @@ impl<S: Store> State<S> {
                     .ledger
                     .deals()
                     .filter(|d| d.proposal.client == client)
-                    .map(|d| {
-                        (
-                            Cow::Borrowed(d),
-                            self.stats.get(&d.id).copied().unwrap_or_default(),
-                        )
-                    })
+                    .map(|d| (Cow::Borrowed(d), self.stats_of(d.id)))
                     .collect();
                 // the latest MAX_LIST, oldest first
                 v.split_off(v.len().saturating_sub(MAX_LIST))
@@ -1331,7 +1328,7 @@ impl<S: Store> State<S> {
         let mut records: BTreeMap<PeerId, Record> = BTreeMap::new();
         for d in self.ledger.deals() {
             let r = records.entry(d.proposal.provider).or_default();
-            let s = self.stats.get(&d.id).copied().unwrap_or_default();
+            let s = self.stats_of(d.id);
             // (archived deals are added below)
             r.live += u64::from(d.state.is_live());
             r.terminated += u64::from(d.state == DealState::Terminated);
