@@ -457,9 +457,30 @@ async fn propose(
         Ok(Ok(())) => {}
         Ok(Err(_)) | Err(_) => return Err(refuse("not reachable at its listed addresses".into())),
     }
+    // paid admission: the tracker locks this deal's escrow first, and the
+    // provider accepts only a proposal the tracker admitted
+    let admission = match session
+        .tracker(TrackerRequest::Admit(signed.clone()))
+        .await
+        .map_err(|e| refuse(format!("admission: {e:#}")))?
+    {
+        TrackerResponse::Admitted(a) => a,
+        other => {
+            return Err(refuse(format!(
+                "admission: unexpected answer {}",
+                tracker_variant(&other)
+            )))
+        }
+    };
     let answer = session
         .net
-        .request(provider, Request::ProposeDeal(signed.clone()))
+        .request(
+            provider,
+            Request::ProposeDeal {
+                proposal: signed.clone(),
+                admission,
+            },
+        )
         .await
         .map_err(|e| refuse(e.to_string()))?;
     match answer {
@@ -486,7 +507,14 @@ async fn propose(
 }
 
 fn variant(r: &Response) -> String {
-    let s = format!("{r:?}");
+    first_word(format!("{r:?}"))
+}
+
+fn tracker_variant(r: &TrackerResponse) -> String {
+    first_word(format!("{r:?}"))
+}
+
+fn first_word(s: String) -> String {
     s.split(['(', ' ', '{']).next().unwrap_or("").to_string()
 }
 

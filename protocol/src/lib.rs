@@ -38,31 +38,36 @@
 //! | [`DealAcceptance`] | the provider named in the proposal | client, tracker |
 //! | [`PieceReceipt`] | the provider | client, tracker |
 //! | [`SealTicket`], [`SealSeed`], [`WindowChallenge`] | the tracker (its peer id is in the node's config; it must also be the sender) | provider |
+//! | [`Admission`] | the tracker (brought by the client) | provider |
 //! | [`SealCommitment`], [`SealProofMsg`], [`WindowProofMsg`] | the provider | tracker |
 //!
 //! ## Message flow
 //!
 //! 1. The client asks the tracker for providers ([`tracker`] lists every
 //!    request to the tracker).
-//! 2. client → provider `ProposeDeal(Signed<DealProposal>)`; the provider
-//!    checks the client's signature, that it is the provider named, and its
-//!    capacity, price and collateral policy; it answers `DealAccepted` (its
-//!    signature over the proposal id) or `DealRejected { reason }`.
-//! 3. client → provider on `/crowd/piece/1`: [`UploadHeader`] naming the
+//! 2. client → tracker `Admit(Signed<DealProposal>)`: the tracker locks the
+//!    deal's escrow from the client's balance until the proposal can no
+//!    longer be published, and answers a tracker-signed [`Admission`].
+//! 3. client → provider `ProposeDeal { proposal, admission }`; the provider
+//!    checks the client's signature, the tracker's admission for this very
+//!    proposal, that it is the provider named, and its capacity, price and
+//!    collateral policy; it answers `DealAccepted` (its signature over the
+//!    proposal id) or `DealRejected { reason }`.
+//! 4. client → provider on `/crowd/piece/1`: [`UploadHeader`] naming the
 //!    accepted proposal, then exactly `piece_size` bytes. The provider hashes
 //!    as bytes arrive, writes them to a temporary file, and only if the BLAKE3
 //!    hash equals the proposal's comm_d fsyncs, renames and indexes the piece,
 //!    then answers [`UploadResult::Stored`] with a signed [`PieceReceipt`].
 //!    Anything else is `Rejected` and nothing of the upload is kept.
-//! 4. The client publishes the doubly signed deal to the tracker, which
+//! 5. The client publishes the doubly signed deal to the tracker, which
 //!    numbers it and sends the provider `StartSeal(Signed<SealTicket>)`.
-//! 5. The provider seals (crowd-porep) in a background worker; the tracker
+//! 6. The provider seals (crowd-porep) in a background worker; the tracker
 //!    polls `SealStatus(deal_id)` and records the signed [`SealCommitment`]
 //!    (comm_r) it returns; after the pre-commit epoch ends it sends
 //!    `ProveSeal(Signed<SealSeed>)` and gets a signed seal proof.
-//! 6. Every epoch the tracker sends `Challenge(Signed<WindowChallenge>)`; the
+//! 7. Every epoch the tracker sends `Challenge(Signed<WindowChallenge>)`; the
 //!    provider answers with a signed window proof from its outboard.
-//! 7. Retrieval: `/crowd/fetch/1` with a [`FetchRequest`] for `[start, end)`
+//! 8. Retrieval: `/crowd/fetch/1` with a [`FetchRequest`] for `[start, end)`
 //!    of a piece; the provider answers [`FetchHeader`] then the range as
 //!    16 KiB chunk groups, each with the BLAKE3 sibling path that proves it
 //!    against comm_d, so the receiver verifies every byte before using it.

@@ -183,9 +183,15 @@ mod tests {
             let p = proposal(&key, n);
             let signed = Signed::sign(&key, &p).unwrap();
             // through the wire as part of a request
-            let wire = crate::wire::to_cbor(&Request::ProposeDeal(signed.clone()));
+            let admission = Signed::sign(&key, &crate::Admission {
+                proposal: signed.id(),
+                client: key.public().to_peer_id(),
+                escrow: u128::from(n),
+                until_epoch: n,
+            }).unwrap();
+            let wire = crate::wire::to_cbor(&Request::ProposeDeal { proposal: signed.clone(), admission });
             let back: Request = crate::wire::from_cbor("request", &wire).unwrap();
-            let Request::ProposeDeal(back) = back else { panic!() };
+            let Request::ProposeDeal { proposal: back, .. } = back else { panic!() };
             prop_assert_eq!(back.open(Some(&key.public().to_peer_id())).unwrap().1, p);
         }
 

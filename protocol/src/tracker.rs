@@ -8,6 +8,7 @@
 //! | [`TrackerRequest::Register`] | a provider (signed registration + its addresses) | `Registered` |
 //! | [`TrackerRequest::Providers`] | anyone | `Providers`: every registered provider with its track record |
 //! | [`TrackerRequest::Publish`] | the client (proposal signed by it, acceptance by the provider) | `Published { deal_id }` |
+//! | [`TrackerRequest::Admit`] | the proposal's client | `Admitted`: a tracker-signed [`crate::Admission`]; the escrow is locked |
 //! | [`TrackerRequest::Account`] | the account itself | `Account`: balances and next nonce |
 //! | [`TrackerRequest::Faucet`] | anyone, devnet trackers only | `Minted` |
 //! | [`TrackerRequest::RegisterManifest`] | a client with a published deal | `ManifestStored` |
@@ -75,6 +76,10 @@ pub enum TrackerRequest {
         proposal: Signed<DealProposal>,
         acceptance: Signed<DealAcceptance>,
     },
+    /// The proposal's client (the sender) locks its escrow before offering
+    /// it to the provider; answered with the tracker-signed admission the
+    /// provider asks for (again, for a proposal already admitted).
+    Admit(Signed<DealProposal>),
     Account(#[serde(with = "crate::wire::peer")] PeerId),
     /// Devnet only: mint `amount` into `account`.
     Faucet {
@@ -183,6 +188,7 @@ pub enum TrackerResponse {
     Published {
         deal_id: u64,
     },
+    Admitted(Signed<crate::Admission>),
     Account(AccountView),
     Minted {
         amount: Amount,

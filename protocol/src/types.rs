@@ -92,6 +92,25 @@ impl Signable for DealAcceptance {
     const DOMAIN: &'static str = "deal-acceptance";
 }
 
+/// The tracker's word that a proposal's client escrow is locked (signed by
+/// the tracker): a provider accepts a proposal, and later its bytes, only
+/// with an admission for it (paid admission; see docs/SECURITY.md). The
+/// lock lapses, and the escrow goes back to the client, after `until_epoch`,
+/// the last epoch the proposal can still be published in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Admission {
+    #[serde(with = "crate::wire::hash32")]
+    pub proposal: ProposalId,
+    #[serde(with = "crate::wire::peer")]
+    pub client: PeerId,
+    /// What is locked: the deal's price × duration.
+    pub escrow: Amount,
+    pub until_epoch: Epoch,
+}
+impl Signable for Admission {
+    const DOMAIN: &'static str = "deal-admission";
+}
+
 /// A provider's statement that it holds the complete, verified piece of a
 /// proposal (signed by the provider).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -259,8 +278,12 @@ pub enum RepairReport {
 /// Requests on `/crowd/control/1`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Request {
-    /// client → provider: accept this deal?
-    ProposeDeal(Signed<DealProposal>),
+    /// client → provider: accept this deal? `admission` is the tracker's
+    /// word that the proposal's escrow is locked.
+    ProposeDeal {
+        proposal: Signed<DealProposal>,
+        admission: Signed<Admission>,
+    },
     /// tracker → provider: seal this deal with this ticket.
     StartSeal(Signed<SealTicket>),
     /// tracker → provider: prove the seal with this seed.

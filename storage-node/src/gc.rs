@@ -11,8 +11,12 @@
 //! piece file is shared by reference) — the piece record, piece file and
 //! piece outboard. A deal the tracker does not mention is kept. A piece
 //! stored for a proposal (or repair job) that never got a seal ticket is
-//! deleted once that deal would have ended anyway (`start_epoch +
-//! duration_epochs` at or before the tracker's epoch).
+//! deleted once the tracker's epoch reaches the proposal's start: a deal
+//! not proven by its start is cancelled, so nothing can ask for those
+//! bytes again. With paid admission this bounds upload-and-never-publish:
+//! the bytes stay at most until the start the tracker admitted (at most
+//! `MAX_START_LEAD` epochs after the admission), while the client's escrow
+//! is locked for them.
 //!
 //! **Crash consistency.** Records go first, in one synced RocksDB batch
 //! (which also lowers `space/used` by the bytes about to be freed), and the
@@ -97,10 +101,10 @@ impl Node {
     }
 
     /// Stored pieces of proposals (and repair jobs) that never became a
-    /// deal here — no seal ticket ever came — and whose deal would have
-    /// ended by `epoch` (`start_epoch + duration_epochs <= epoch`) even if it
-    /// had been published: nothing can ever ask for them again. Returns how
-    /// many were deleted.
+    /// deal here — no seal ticket ever came — once `epoch` reached their
+    /// start (`start_epoch <= epoch`): a deal published but not proven by
+    /// its start is cancelled, so nothing can ever ask for them again.
+    /// Returns how many were deleted.
     async fn remove_orphans(&self, epoch: u64) -> anyhow::Result<usize> {
         let _guard = self.write_lock.lock().await;
         let mut with_deal = std::collections::HashSet::new();
@@ -123,7 +127,7 @@ impl Node {
         }
         let mut removed = 0;
         for (key, id, p) in orphans {
-            if p.start_epoch.saturating_add(p.duration_epochs) > epoch {
+            if p.start_epoch > epoch {
                 continue;
             }
             let mut batch = Batch::default();

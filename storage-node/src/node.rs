@@ -14,10 +14,10 @@ use crowd_protocol::libp2p::{PeerId, Stream};
 use crowd_protocol::network::{FETCH_PROTOCOL, PIECE_PROTOCOL};
 use crowd_protocol::wire::{read_frame, write_frame};
 use crowd_protocol::{
-    DealAcceptance, DealProposal, FetchHeader, FetchRequest, Network, PieceId, PieceInfo, PieceReceipt,
-    ProviderRegistration, Request, Response, SealCommitment, SealProofMsg, SealReport, SealSeed, SealTicket,
-    Signed, TrackerRequest, TrackerResponse, UploadHeader, UploadResult, WindowChallenge, WindowProofMsg,
-    MAX_STREAM_HEADER,
+    Admission, DealAcceptance, DealProposal, FetchHeader, FetchRequest, Network, PieceId, PieceInfo,
+    PieceReceipt, ProviderRegistration, Request, Response, SealCommitment, SealProofMsg, SealReport,
+    SealSeed, SealTicket, Signed, TrackerRequest, TrackerResponse, UploadHeader, UploadResult,
+    WindowChallenge, WindowProofMsg, MAX_STREAM_HEADER,
 };
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use tokio::sync::{mpsc, Semaphore};
@@ -276,7 +276,9 @@ impl Node {
     pub async fn handle(self: &Arc<Self>, peer: PeerId, request: Result<Request, String>) -> Response {
         let result = match request {
             Err(reason) => Err(anyhow!("malformed request: {reason}")),
-            Ok(Request::ProposeDeal(p)) => return self.propose(peer, p).await,
+            Ok(Request::ProposeDeal { proposal, admission }) => {
+                return self.propose(peer, proposal, admission).await
+            }
             // tracker requests: signed by the tracker *and* sent by it, so a
             // copy of a signed request replayed by someone else does nothing
             Ok(Request::StartSeal(t)) => match self.check_sender(peer) {
@@ -313,8 +315,13 @@ impl Node {
         })
     }
 
-    async fn propose(&self, peer: PeerId, signed: Signed<DealProposal>) -> Response {
-        match self.try_propose(peer, &signed).await {
+    async fn propose(
+        &self,
+        peer: PeerId,
+        signed: Signed<DealProposal>,
+        admission: Signed<Admission>,
+    ) -> Response {
+        match self.try_propose(peer, &signed, &admission).await {
             Ok(r) => r,
             Err(e) => {
                 self.metrics.requests_refused.inc();
@@ -325,7 +332,12 @@ impl Node {
         }
     }
 
-    async fn try_propose(&self, peer: PeerId, signed: &Signed<DealProposal>) -> anyhow::Result<Response> {
+    async fn try_propose(
+        &self,
+        peer: PeerId,
+        signed: &Signed<DealProposal>,
+        admission: &Signed<Admission>,
+    ) -> anyhow::Result<Response> {
         let claimed = signed
             .claimed_signer()
             .ok_or_else(|| anyhow!("proposal signer key is not valid"))?;
@@ -368,6 +380,7 @@ impl Node {
             );
         }
         let id = signed.id();
+        self.check_admission(&id, admission)?;
         let _guard = self.write_lock.lock().await;
         if records::get::<ProposalRecord>(&*self.store, &records::proposal_key(&id))?.is_none() {
             // space: what is stored plus live reservations; a reservation is
@@ -393,6 +406,33 @@ impl Node {
             &self.key,
             &DealAcceptance { proposal: id },
         )?))
+    }
+
+    /// Paid admission: the tracker's signed word that proposal `id`'s escrow
+    /// is locked, and not lapsed as far as this node has seen epochs. A key
+    /// with nothing locked gets no space here, however many keys it makes.
+    fn check_admission(
+        &self,
+        id: &crowd_protocol::ProposalId,
+        admission: &Signed<Admission>,
+    ) -> anyhow::Result<()> {
+        let tracker = self
+            .tracker
+            .ok_or_else(|| anyhow!("this node has no tracker to admit deals (tracker_peer_id is empty)"))?;
+        let (_, a) = admission
+            .open(Some(&tracker))
+            .map_err(|e| anyhow!("admission: {e}"))?;
+        if a.proposal != *id {
+            bail!("the admission is for another proposal");
+        }
+        let epoch = self.last_epoch.load(std::sync::atomic::Ordering::Relaxed);
+        if a.until_epoch < epoch {
+            bail!(
+                "the admission lapsed after epoch {} (the tracker is at {epoch})",
+                a.until_epoch
+            );
+        }
+        Ok(())
     }
 
     /// Reserves `size` bytes for proposal `id` of `client`, given `used`

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, random_bytes, TestClient, TestNode};
+use common::{admission, eventually, propose, random_bytes, tracker_key, TestClient, TestNode};
 use crowd_protocol::libp2p::identity::Keypair;
 use crowd_protocol::libp2p::PeerId;
 use crowd_protocol::network::{CONTROL_PROTOCOL, PIECE_PROTOCOL};
@@ -18,7 +18,7 @@ use crowd_protocol::{
 use futures::{AsyncReadExt, AsyncWriteExt};
 
 fn tracker() -> Keypair {
-    Keypair::generate_ed25519()
+    tracker_key()
 }
 
 fn piece_id(bytes: &[u8]) -> PieceId {
@@ -465,12 +465,7 @@ async fn sealed_replica_answers_window_challenges_that_porep_verifies() {
 
 /// Proposes and expects a rejection whose reason contains `needle`.
 async fn expect_rejected(client: &TestClient, node: &TestNode, proposal: Signed<DealProposal>, needle: &str) {
-    match client
-        .net
-        .request(node.peer, Request::ProposeDeal(proposal))
-        .await
-        .unwrap()
-    {
+    match client.net.request(node.peer, propose(proposal)).await.unwrap() {
         Response::DealRejected { reason } => assert!(reason.contains(needle), "{reason} lacks {needle}"),
         other => panic!("expected a rejection, got {other:?}"),
     }
@@ -528,10 +523,7 @@ async fn bad_input_gets_an_error_and_the_node_keeps_serving() {
     p.provider = mallory.public().to_peer_id();
     let r = client
         .net
-        .request(
-            node.peer,
-            Request::ProposeDeal(Signed::sign(&client.key, &p).unwrap()),
-        )
+        .request(node.peer, propose(Signed::sign(&client.key, &p).unwrap()))
         .await
         .unwrap();
     assert!(matches!(r, Response::DealRejected { .. }), "{r:?}");
@@ -539,13 +531,35 @@ async fn bad_input_gets_an_error_and_the_node_keeps_serving() {
     p.price_per_epoch = 0;
     let r = client
         .net
-        .request(
-            node.peer,
-            Request::ProposeDeal(Signed::sign(&client.key, &p).unwrap()),
-        )
+        .request(node.peer, propose(Signed::sign(&client.key, &p).unwrap()))
         .await
         .unwrap();
     assert!(matches!(r, Response::DealRejected { reason } if reason.contains("price")));
+
+    // paid admission: a proposal the tracker did not admit gets no space —
+    // an admission signed by anyone else (a fresh key costs nothing), one
+    // for another proposal (a lapsed one: repair_gc.rs)
+    let good = Signed::sign(&client.key, &client.proposal(&node, &piece, 6)).unwrap();
+    let other = Signed::sign(&client.key, &client.proposal(&node, &piece, 7)).unwrap();
+    for (proposal, admission, needle) in [
+        (good.clone(), admission(&mallory, &good), "admission"),
+        (good.clone(), admission(&client.key, &good), "admission"),
+        (
+            good.clone(),
+            admission(&tracker_key(), &other),
+            "another proposal",
+        ),
+    ] {
+        let r = client
+            .net
+            .request(node.peer, Request::ProposeDeal { proposal, admission })
+            .await
+            .unwrap();
+        assert!(
+            matches!(&r, Response::DealRejected { reason } if reason.contains(needle)),
+            "{needle}: {r:?}"
+        );
+    }
 
     // garbage on the upload stream
     let mut streams = client.net.streams();

@@ -88,7 +88,9 @@ fn repair_proposal(file: &CodedFile, index: usize, provider: PeerId, expiry: u64
         client: PeerId::random(),
         provider,
         price_per_epoch: 1_000_000,
-        start_epoch: 1,
+        // after the fake tracker's epochs here: a stored repair whose deal
+        // never comes is deleted at its start
+        start_epoch: 2000,
         duration_epochs: 100,
         provider_collateral: 0,
         expiry_epoch: expiry,
@@ -584,8 +586,8 @@ async fn gc_deletes_ended_deals_and_space_returns_also_across_restart() {
     assert!(!node.files_in("pieces").contains(&"00ff".to_string()));
     assert_eq!(metric(&node.scrape(), SPACE), half);
 
-    // a piece whose deal never came (no seal ticket) is kept until that deal
-    // would have ended anyway
+    // a piece whose deal never came (no seal ticket) is kept until the
+    // proposal's start (epoch 20): a deal not proven by then is cancelled
     let orphan = random_bytes(50_000, 10);
     let p = client.deal(&node, &orphan, 7).await;
     assert!(matches!(
@@ -598,11 +600,30 @@ async fn gc_deletes_ended_deals_and_space_returns_also_across_restart() {
     })
     .await;
     assert!(piece_file(&node, &orphan).is_some());
-    tracker.set_epoch(101);
+    tracker.set_epoch(19);
+    let asked = tracker.deal_queries();
+    eventually(30, || async {
+        (tracker.deal_queries() >= asked + 2).then_some(())
+    })
+    .await;
+    assert!(piece_file(&node, &orphan).is_some(), "kept before its start");
+    tracker.set_epoch(20);
     eventually(30, || async {
         piece_file(&node, &orphan).is_none().then_some(())
     })
     .await;
+    // and now that the node saw epoch 20, an admission that lapsed at 18
+    // (the proposal can no longer be published) is refused
+    let late = Signed::sign(&client.key, &client.proposal(&node, &orphan, 8)).unwrap();
+    match client
+        .net
+        .request(node.peer, common::propose(late))
+        .await
+        .unwrap()
+    {
+        Response::DealRejected { reason } => assert!(reason.contains("lapsed"), "{reason}"),
+        other => panic!("a lapsed admission was not refused: {other:?}"),
+    }
     assert_eq!(metric(&node.scrape(), SPACE), half);
     assert!(
         piece_file(&node, &piece).is_some(),

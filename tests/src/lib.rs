@@ -490,9 +490,19 @@ impl Client {
         proposal: &DealProposal,
     ) -> (Signed<DealProposal>, Signed<DealAcceptance>) {
         let signed = Signed::sign(&self.key, proposal).unwrap();
+        let admission = match self.ask(TrackerRequest::Admit(signed.clone())).await {
+            Ok(TrackerResponse::Admitted(a)) => a,
+            other => panic!("proposal not admitted: {other:?}"),
+        };
         match self
             .net
-            .request(node.peer, Request::ProposeDeal(signed.clone()))
+            .request(
+                node.peer,
+                Request::ProposeDeal {
+                    proposal: signed.clone(),
+                    admission,
+                },
+            )
             .await
             .unwrap()
         {

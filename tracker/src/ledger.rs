@@ -61,6 +61,9 @@ pub struct Ledger {
     archived_deals: u64,
     #[serde(default)]
     archived_files: u64,
+    /// Proposals whose escrow is locked before publication (paid admission).
+    #[serde(default)]
+    admissions: BTreeMap<ProposalKey, AdmissionLock>,
 }
 
 /// `amount × bps / 10 000`, rounded down, without overflow for any `u128`.
@@ -154,6 +157,9 @@ struct Changes {
     proposals: Vec<(ProposalKey, DealId)>,
     files: BTreeMap<FileId, File>,
     deal_files: Vec<(DealId, (FileId, u32))>,
+    admitted: Vec<(ProposalKey, AdmissionLock)>,
+    /// Admissions used by a publication or lapsed.
+    unadmitted: Vec<ProposalKey>,
     /// Deals and files leaving the state (end of epoch only).
     leaving_deals: Vec<DealId>,
     leaving_files: Vec<FileId>,
@@ -194,6 +200,8 @@ impl<'a> Tx<'a> {
                 proposals: Vec::new(),
                 files: BTreeMap::new(),
                 deal_files: Vec::new(),
+                admitted: Vec::new(),
+                unadmitted: Vec::new(),
                 leaving_deals: Vec::new(),
                 leaving_files: Vec::new(),
                 next_file_id: base.next_file_id,
@@ -265,6 +273,28 @@ impl<'a> Tx<'a> {
                 .ok_or(LedgerError::Overflow { what: "nonce" })?;
             Ok(())
         })
+    }
+
+    fn admission(&self, key: &ProposalKey) -> Option<AdmissionLock> {
+        if self.unadmitted.contains(key) {
+            return None;
+        }
+        self.admitted
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, lock)| lock.clone())
+            .or_else(|| self.base.admissions.get(key).cloned())
+    }
+
+    /// Gives an admission's escrow back to its client's free balance.
+    fn unadmit(&mut self, key: ProposalKey, lock: &AdmissionLock) -> Result<(), LedgerError> {
+        self.update_account(lock.client, |a| {
+            a.locked_escrow = sub_locked(a.locked_escrow, lock.escrow, "locked escrow")?;
+            a.available = add(a.available, lock.escrow, "account balance")?;
+            Ok(())
+        })?;
+        self.unadmitted.push(key);
+        Ok(())
     }
 
     fn provider(&self, id: AccountId) -> Option<ProviderInfo> {
@@ -365,6 +395,7 @@ impl Ledger {
             next_file_id: 0,
             archived_deals: 0,
             archived_files: 0,
+            admissions: BTreeMap::new(),
             files: BTreeMap::new(),
             deal_files: BTreeMap::new(),
         })
@@ -482,6 +513,16 @@ impl Ledger {
     }
 
     /// The deal a signed proposal became, if published.
+    /// The escrow locked for an admitted, not yet published proposal.
+    pub fn admission(&self, proposal: &ProposalId) -> Option<&AdmissionLock> {
+        self.admissions.get(&ProposalKey(*proposal))
+    }
+
+    /// How many admitted proposals are waiting for publication.
+    pub fn admissions(&self) -> usize {
+        self.admissions.len()
+    }
+
     pub fn deal_by_proposal(&self, proposal: &Hash32) -> Option<&Deal> {
         self.proposals
             .get(&ProposalKey(*proposal))
@@ -589,6 +630,8 @@ impl Ledger {
             proposals,
             files,
             deal_files,
+            admitted,
+            unadmitted,
             leaving_deals,
             leaving_files,
             next_file_id,
@@ -605,6 +648,10 @@ impl Ledger {
         self.proposals.extend(proposals);
         self.files.extend(files);
         self.deal_files.extend(deal_files);
+        self.admissions.extend(admitted);
+        for key in &unadmitted {
+            self.admissions.remove(key);
+        }
         for id in &leaving_deals {
             if let Some(d) = self.deals.remove(id) {
                 self.proposals.remove(&ProposalKey(d.proposal_id));
@@ -644,6 +691,7 @@ impl Ledger {
             } => self.mint(&mut tx, *account, *amount, *nonce)?,
             Input::Withdraw(signed) => self.withdraw(&mut tx, signed)?,
             Input::RegisterProvider(signed) => self.register(&mut tx, signed)?,
+            Input::AdmitProposal(signed) => self.admit(&mut tx, signed)?,
             Input::PublishDeal { proposal, acceptance } => self.publish(&mut tx, proposal, acceptance)?,
             Input::PreCommit(signed) => self.pre_commit(&mut tx, signed)?,
             Input::SealProof(signed) => self.seal_proof(&mut tx, signed)?,
@@ -749,22 +797,62 @@ impl Ledger {
         if self.proposals.contains_key(&ProposalKey(proposal_id)) {
             return Err(LedgerError::Duplicate { what: "deal" });
         }
+        // an admitted proposal's escrow is locked already: hand it back, and
+        // open_deal locks it again for the deal (the same amount)
+        if let Some(lock) = tx.admission(&ProposalKey(proposal_id)) {
+            tx.unadmit(ProposalKey(proposal_id), &lock)?;
+        }
         self.open_deal(tx, proposal_id, p, None).map(|_| ())
     }
 
-    /// Validates a proposal both parties agreed to and opens its deal:
-    /// capacity, escrow (from the client's free balance, or for a repair
-    /// from `repair`'s fund first) and collateral locked, id and ticket
-    /// drawn. Returns the deal id and the escrow it locked.
-    fn open_deal(
-        &self,
-        tx: &mut Tx<'_>,
-        proposal_id: ProposalId,
-        p: DealProposal,
-        repair: Option<&mut File>,
-    ) -> Result<(DealId, Amount, Amount), LedgerError> {
+    /// Locks a proposal's escrow until its last publishable epoch (paid
+    /// admission). The proposal must be publishable now on its terms and
+    /// cost something; the provider must be registered (its capacity and
+    /// collateral are taken at publication).
+    fn admit(&self, tx: &mut Tx<'_>, signed: &Signed<DealProposal>) -> Result<(), LedgerError> {
+        let (signer, p) = open(signed)?;
         let client = AccountId(p.client);
+        expect_signer(DealProposal::DOMAIN, signer, client)?;
+        let key = ProposalKey(signed.id());
+        if self.proposals.contains_key(&key) || self.admissions.contains_key(&key) {
+            return Err(LedgerError::Duplicate { what: "admission" });
+        }
+        let escrow = self.check_terms(&p)?;
+        if escrow == 0 {
+            return Err(LedgerError::ZeroAmount {
+                what: "admission escrow",
+            });
+        }
         let provider = AccountId(p.provider);
+        if tx.provider(provider).is_none() {
+            return Err(LedgerError::NotRegistered(provider.to_string()));
+        }
+        tx.debit(client, escrow)?;
+        tx.update_account(client, |a| {
+            a.locked_escrow = add(a.locked_escrow, escrow, "locked escrow")?;
+            Ok(())
+        })?;
+        let until_epoch = publish_deadline(&p);
+        tx.admitted.push((
+            key,
+            AdmissionLock {
+                client,
+                escrow,
+                until_epoch,
+            },
+        ));
+        tx.events.push(Event::Admitted {
+            proposal: key.0,
+            client,
+            escrow,
+            until_epoch,
+        });
+        Ok(())
+    }
+
+    /// The publication rules a proposal's own terms must meet in the open
+    /// epoch; returns its escrow (price × duration).
+    fn check_terms(&self, p: &DealProposal) -> Result<Amount, LedgerError> {
         if self.epoch > p.expiry_epoch {
             return Err(LedgerError::Expired {
                 expiry: p.expiry_epoch,
@@ -797,10 +885,25 @@ impl Ledger {
             .ok_or(LedgerError::Overflow {
                 what: "deal end epoch",
             })?;
-        let escrow = p
-            .price_per_epoch
+        p.price_per_epoch
             .checked_mul(Amount::from(p.duration_epochs))
-            .ok_or(LedgerError::Overflow { what: "deal escrow" })?;
+            .ok_or(LedgerError::Overflow { what: "deal escrow" })
+    }
+
+    /// Validates a proposal both parties agreed to and opens its deal:
+    /// capacity, escrow (from the client's free balance, or for a repair
+    /// from `repair`'s fund first) and collateral locked, id and ticket
+    /// drawn. Returns the deal id and the escrow it locked.
+    fn open_deal(
+        &self,
+        tx: &mut Tx<'_>,
+        proposal_id: ProposalId,
+        p: DealProposal,
+        repair: Option<&mut File>,
+    ) -> Result<(DealId, Amount, Amount), LedgerError> {
+        let client = AccountId(p.client);
+        let provider = AccountId(p.provider);
+        let escrow = self.check_terms(&p)?;
 
         let mut info = tx
             .provider(provider)
@@ -1276,6 +1379,15 @@ impl Ledger {
             self.settle(tx, &mut deal, epoch, &next_randomness)?;
             tx.deals.insert(deal.id, deal);
         }
+        // admissions that can no longer be published: the escrow goes back
+        for (key, lock) in self.admissions.iter().filter(|(_, l)| l.until_epoch <= epoch) {
+            tx.unadmit(*key, lock)?;
+            tx.events.push(Event::AdmissionLapsed {
+                proposal: key.0,
+                client: lock.client,
+                refund: lock.escrow,
+            });
+        }
         // files whose term is over: the unused repair fund goes back
         for file in self.files.values().filter(|f| f.state == FileState::Live) {
             if epoch.saturating_add(1) >= file.end_epoch {
@@ -1665,6 +1777,18 @@ impl Ledger {
             if d.last_paid_epoch.is_some_and(|e| e >= self.epoch) {
                 return bad(format!("deal {id} paid for an unsettled epoch"));
             }
+        }
+        for (key, lock) in &self.admissions {
+            if self.proposals.contains_key(key) {
+                return bad(format!("admission {} of a published deal", hex32(&key.0)));
+            }
+            if lock.until_epoch < self.epoch {
+                return bad(format!("admission {} outlived its last epoch", hex32(&key.0)));
+            }
+            let e = escrow.entry(lock.client).or_default();
+            *e = e
+                .checked_add(lock.escrow)
+                .ok_or_else(|| LedgerError::InvariantViolated("admissions overflow escrow".into()))?;
         }
         if self.proposals.len() != self.deals.len()
             || self.deals.len() as u64 + self.archived_deals != self.next_deal_id

@@ -34,7 +34,8 @@
 //! | `Mint { account, amount, nonce }` | — (devnet faucet; only if `config.faucet`) | credits `amount`; `nonce` must equal the number of mints so far |
 //! | `Withdraw(Signed<WithdrawRequest>)` | the account | moves free balance out (`withdrawn`) |
 //! | `RegisterProvider(Signed<ProviderRegistration>)` | the provider | records capacity and price |
-//! | `PublishDeal { proposal, acceptance }` | client, provider | locks escrow and collateral, numbers the deal, draws its ticket |
+//! | `AdmitProposal(Signed<DealProposal>)` | the client | locks the proposal's escrow until its last publishable epoch (paid admission) |
+//! | `PublishDeal { proposal, acceptance }` | client, provider | locks escrow (an admitted proposal's lock is used) and collateral, numbers the deal, draws its ticket |
 //! | `PreCommit(Signed<SealCommitment>)` | the deal's provider | records comm_r |
 //! | `SealProof(Signed<SealProofMsg>)` | the deal's provider | verifies the seal proof; the deal is active |
 //! | `WindowProof(Signed<WindowProofMsg>)` | the deal's provider | verifies the window proof for the open epoch |
@@ -133,6 +134,21 @@
 //! state, snapshots and the per-epoch settlement scan grow with live deals
 //! and files, not with every deal ever made.
 //!
+//! * **Admit** (paid admission, in epoch `e`): before a client offers a
+//!   proposal to a provider it locks the deal's escrow (`price × duration`,
+//!   which must be more than 0) from its free balance; the proposal must be
+//!   signed by its client, meet the publication rules below on its own terms
+//!   (expiry, size, duration, start lead) and name a registered provider.
+//!   The lock ([`AdmissionLock`]) lasts until [`publish_deadline`] — the last
+//!   epoch the proposal can be published in, `min(expiry, start − 2)` —
+//!   and when that epoch is settled it lapses: the escrow goes back
+//!   ([`Event::AdmissionLapsed`]). Publishing an admitted proposal uses its
+//!   lock instead of locking again. The service answers each admission with
+//!   a tracker-signed [`crowd_protocol::Admission`], which providers require
+//!   before they accept a proposal or its bytes: what a client can have
+//!   pending on providers is bounded by what it has locked, not by how many
+//!   keys it makes. Publication without an admission stays valid for the
+//!   ledger (providers decide what they store).
 //! * **Publish** (in epoch `e`): the proposal must be signed by the client it
 //!   names and the acceptance by the provider it names, over this proposal's
 //!   [`Signed::id`](crowd_protocol::Signed::id); a proposal is published at

@@ -37,6 +37,24 @@ pub const MIN_START_LEAD: u64 = 2;
 /// a far-future start would lock collateral and escrow with no work due.
 pub const MAX_START_LEAD: u64 = 1_000;
 
+/// Escrow a client locked for a proposal before offering it (paid
+/// admission); see [`Input::AdmitProposal`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdmissionLock {
+    pub client: AccountId,
+    /// The deal's price × duration, held in the client's locked escrow.
+    pub escrow: Amount,
+    /// The last epoch the proposal can be published in
+    /// ([`publish_deadline`]); when it is settled, the lock lapses.
+    pub until_epoch: Epoch,
+}
+
+/// The last epoch a proposal can be published in: not after its expiry,
+/// and at least [`MIN_START_LEAD`] before its start.
+pub fn publish_deadline(p: &DealProposal) -> Epoch {
+    p.expiry_epoch.min(p.start_epoch.saturating_sub(MIN_START_LEAD))
+}
+
 /// An account: a libp2p peer id (clients and providers alike).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct AccountId(#[serde(with = "crowd_protocol::wire::peer")] pub PeerId);
@@ -225,6 +243,10 @@ pub enum Input {
     Withdraw(Signed<WithdrawRequest>),
     /// Register or update a provider.
     RegisterProvider(Signed<ProviderRegistration>),
+    /// The client locks a proposal's escrow before offering it to the
+    /// provider (paid admission): until the proposal can no longer be
+    /// published; publishing it uses the lock.
+    AdmitProposal(Signed<DealProposal>),
     /// Publish a deal both parties signed.
     PublishDeal {
         proposal: Signed<DealProposal>,
@@ -279,6 +301,23 @@ pub enum Event {
         collateral_per_gib: Amount,
     },
     /// Escrow and collateral are locked; the provider seals with `ticket`.
+    /// A proposal's escrow is locked until `until_epoch` (its last
+    /// publishable epoch).
+    Admitted {
+        #[serde(with = "crowd_protocol::wire::hash32")]
+        proposal: ProposalId,
+        client: AccountId,
+        escrow: Amount,
+        until_epoch: Epoch,
+    },
+    /// An admitted proposal was not published by its last epoch: its escrow
+    /// went back to the client.
+    AdmissionLapsed {
+        #[serde(with = "crowd_protocol::wire::hash32")]
+        proposal: ProposalId,
+        client: AccountId,
+        refund: Amount,
+    },
     DealPublished {
         deal_id: DealId,
         #[serde(with = "crowd_protocol::wire::hash32")]

@@ -48,6 +48,18 @@ enum Op {
         /// 0: honest, 1: proposal by a stranger, 2: acceptance by a stranger.
         forge: u8,
     },
+    /// The client locks a proposal's escrow (paid admission); `forge`:
+    /// signed by a stranger.
+    Admit {
+        client: usize,
+        provider: usize,
+        terms: (usize, Amount, u64, u64, Amount),
+        forge: bool,
+    },
+    /// Publish an earlier admitted proposal (with the provider's acceptance).
+    PublishAdmitted {
+        back: usize,
+    },
     /// The next lifecycle step of a deal (pre-commit, seal proof, window proof).
     Step {
         deal: usize,
@@ -114,6 +126,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..4usize, 0..20_000u64).prop_map(|(who, capacity)| Op::Register { who, capacity }),
         4 => (0..4usize, 0..4usize, (0..2usize, 0..50u128, 1..6u64, 1..6u64, 0..400u128), 0..6u8)
             .prop_map(|(client, provider, terms, forge)| Op::Publish { client, provider, terms, forge }),
+        2 => (0..4usize, 0..4usize, (0..2usize, 0..50u128, 1..6u64, 1..6u64, 0..400u128), 0..6u8)
+            .prop_map(|(client, provider, terms, f)| Op::Admit { client, provider, terms, forge: f == 0 }),
+        2 => any::<usize>().prop_map(|back| Op::PublishAdmitted { back }),
         8 => (any::<usize>(), fault()).prop_map(|(deal, fault)| Op::Step { deal, fault }),
         4 => (0..8u8).prop_map(|f| Op::EndEpoch { forge: f == 0 }),
         2 => (0..4usize, 1..4usize, 1..3u32).prop_map(|(client, n, k)| Op::RegisterFile { client, n, k }),
@@ -127,6 +142,16 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(|back| Op::Replay { back }),
         1 => any::<usize>().prop_map(|back| Op::Tamper { back }),
     ]
+}
+
+fn terms_of((piece, price, lead, duration, collateral): (usize, Amount, u64, u64, Amount)) -> Terms {
+    Terms {
+        piece,
+        price,
+        lead,
+        duration,
+        collateral,
+    }
 }
 
 fn actor(i: usize) -> Keypair {
@@ -145,6 +170,7 @@ fn flip_signature(input: &Input) -> Option<Input> {
         Input::Withdraw(s) => flip(s.parts_mut().2),
         Input::RegisterProvider(s) => flip(s.parts_mut().2),
         Input::PublishDeal { acceptance, .. } => flip(acceptance.parts_mut().2),
+        Input::AdmitProposal(s) => flip(s.parts_mut().2),
         Input::PreCommit(s) => flip(s.parts_mut().2),
         Input::SealProof(s) => flip(s.parts_mut().2),
         Input::WindowProof(s) => flip(s.parts_mut().2),
@@ -221,8 +247,30 @@ fn run(ops: Vec<Op>) -> Result<Vec<Event>, TestCaseError> {
     let mut served_wrong = BTreeSet::new();
     let mut minted: Amount = w.ledger.supply().minted;
     let mut all = Vec::new();
+    // admitted proposals (with their parties), and what became of them
+    let mut admitted: Vec<(crowd_protocol::DealProposal, usize, usize)> = Vec::new();
+    let (mut admitted_ids, mut lapsed, mut published) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
     for op in ops {
+        let mut admitting = None;
         let input = match op {
+            Op::Admit {
+                client,
+                provider,
+                terms,
+                forge,
+            } => {
+                let p = w.proposal(&actor(client), &actor(provider), terms_of(terms));
+                let signer = if forge { stranger() } else { actor(client) };
+                admitting = Some((p.clone(), client, provider));
+                Input::AdmitProposal(Signed::sign(&signer, &p).unwrap())
+            }
+            Op::PublishAdmitted { back } => {
+                if admitted.is_empty() {
+                    continue;
+                }
+                let (p, c, pr) = &admitted[back % admitted.len()];
+                World::publish_input(p, &actor(*c), &actor(*pr))
+            }
             Op::Mint { who, amount } => Input::Mint {
                 account: common::id(&actor(who)),
                 amount,
@@ -233,18 +281,11 @@ fn run(ops: Vec<Op>) -> Result<Vec<Event>, TestCaseError> {
             Op::Publish {
                 client,
                 provider,
-                terms: (piece, price, lead, duration, collateral),
+                terms,
                 forge,
             } => {
                 let (c, p) = (actor(client), actor(provider));
-                let terms = Terms {
-                    piece,
-                    price,
-                    lead,
-                    duration,
-                    collateral,
-                };
-                let proposal = w.proposal(&c, &p, terms);
+                let proposal = w.proposal(&c, &p, terms_of(terms));
                 match forge {
                     1 => World::publish_input(&proposal, &stranger(), &p),
                     2 => World::publish_input(&proposal, &c, &stranger()),
@@ -369,8 +410,24 @@ fn run(ops: Vec<Op>) -> Result<Vec<Event>, TestCaseError> {
                 if let Err(e) = w.ledger.check_invariants() {
                     return Err(TestCaseError::fail(format!("{e} after {input:?}")));
                 }
+                admitted.extend(admitting.take());
                 for e in &events {
                     match e {
+                        Event::Admitted { proposal, .. } => {
+                            prop_assert!(admitted_ids.insert(*proposal), "admitted twice: {e:?}");
+                        }
+                        Event::AdmissionLapsed { proposal, .. } => {
+                            prop_assert!(admitted_ids.contains(proposal), "lapsed unadmitted: {e:?}");
+                            prop_assert!(
+                                !published.contains(proposal),
+                                "a published admission lapsed: {e:?}"
+                            );
+                            prop_assert!(lapsed.insert(*proposal), "lapsed twice: {e:?}");
+                        }
+                        Event::DealPublished { proposal, .. } => {
+                            prop_assert!(!lapsed.contains(proposal), "a lapsed admission published: {e:?}");
+                            published.insert(*proposal);
+                        }
                         Event::WindowProven { deal_id, epoch } => {
                             proven.insert((*deal_id, *epoch));
                         }
@@ -546,6 +603,11 @@ fn the_random_walk_reaches_repairs_renewals_and_removals() {
         (
             "FileExpired",
             count(&all, |e| matches!(e, Event::FileExpired { .. })),
+        ),
+        ("Admitted", count(&all, |e| matches!(e, Event::Admitted { .. }))),
+        (
+            "AdmissionLapsed",
+            count(&all, |e| matches!(e, Event::AdmissionLapsed { .. })),
         ),
         (
             "RetrievalFaulted",

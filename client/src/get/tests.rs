@@ -133,7 +133,8 @@ impl Net {
 
     /// Six nodes holding the pieces of `data`.
     async fn start_with(data: Vec<u8>) -> Self {
-        let tracker = Keypair::generate_ed25519().public().to_peer_id();
+        let tracker_key = Keypair::generate_ed25519();
+        let tracker = tracker_key.public().to_peer_id();
         let nodes: Vec<Node> = (0..K + M).map(|_| Node::start(&tracker)).collect();
         let key = Keypair::generate_ed25519();
         let config = NetworkConfig {
@@ -160,8 +161,24 @@ impl Net {
                 nonce: i as u64,
             };
             let signed = Signed::sign(&key, &proposal).unwrap();
+            let admission = Signed::sign(
+                &tracker_key,
+                &crowd_protocol::Admission {
+                    proposal: signed.id(),
+                    client: proposal.client,
+                    escrow: 100_000_000,
+                    until_epoch: proposal.expiry_epoch,
+                },
+            )
+            .unwrap();
             match net
-                .request(node.peer, Request::ProposeDeal(signed.clone()))
+                .request(
+                    node.peer,
+                    Request::ProposeDeal {
+                        proposal: signed.clone(),
+                        admission,
+                    },
+                )
                 .await
                 .unwrap()
             {

@@ -8,7 +8,46 @@ use std::time::{Duration, Instant};
 
 use crowd_protocol::libp2p::identity::Keypair;
 use crowd_protocol::libp2p::{Multiaddr, PeerId};
-use crowd_protocol::{DealProposal, Network, NetworkConfig, PieceId, Request, Response, Signed};
+use crowd_protocol::{Admission, DealProposal, Network, NetworkConfig, PieceId, Request, Response, Signed};
+
+/// The tracker identity of every test here (the fake tracker's, and the one
+/// nodes started with [`TestNode::start`] are usually given): fixed, so
+/// test clients can sign the admissions nodes ask for.
+pub fn tracker_key() -> Keypair {
+    Keypair::ed25519_from_bytes([7u8; 32]).unwrap()
+}
+
+/// The tracker's admission of `proposal` (paid admission), signed by
+/// `tracker`, valid until the proposal's expiry (for a proposal that does
+/// not open — the bad-input tests send forged ones — until forever).
+pub fn admission(tracker: &Keypair, proposal: &Signed<DealProposal>) -> Signed<Admission> {
+    let (client, escrow, until_epoch) = match proposal.open(None) {
+        Ok((_, p)) => (
+            p.client,
+            p.price_per_epoch * u128::from(p.duration_epochs),
+            p.expiry_epoch,
+        ),
+        Err(_) => (tracker.public().to_peer_id(), 0, u64::MAX),
+    };
+    Signed::sign(
+        tracker,
+        &Admission {
+            proposal: proposal.id(),
+            client,
+            escrow,
+            until_epoch,
+        },
+    )
+    .unwrap()
+}
+
+/// `ProposeDeal` with the tracker's admission.
+pub fn propose(proposal: Signed<DealProposal>) -> Request {
+    Request::ProposeDeal {
+        admission: admission(&tracker_key(), &proposal),
+        proposal,
+    }
+}
 
 pub struct TestNode {
     pub home: tempfile::TempDir,
@@ -158,10 +197,12 @@ impl TestClient {
             client: self.peer(),
             provider: node.peer,
             price_per_epoch: 1_000_000,
-            start_epoch: 1,
+            // the fake tracker starts at epoch 1; a stored piece whose deal
+            // never comes is deleted at its start
+            start_epoch: 20,
             duration_epochs: 100,
             provider_collateral: 0,
-            expiry_epoch: 50,
+            expiry_epoch: 18,
             nonce,
         }
     }
@@ -169,7 +210,7 @@ impl TestClient {
     /// Proposes and expects acceptance; returns the proposal id.
     pub async fn deal(&self, node: &TestNode, piece: &[u8], nonce: u64) -> [u8; 32] {
         let signed = Signed::sign(&self.key, &self.proposal(node, piece, nonce)).unwrap();
-        let ask = || self.net.request(node.peer, Request::ProposeDeal(signed.clone()));
+        let ask = || self.net.request(node.peer, propose(signed.clone()));
         // a proposal is idempotent: sent again after a connection lost while
         // the two swarms settle on one connection (seen under load on 2 cores)
         let answer = match ask().await {
@@ -281,7 +322,7 @@ impl FakeTracker {
     pub async fn start() -> Self {
         use crowd_protocol::tracker::{AccountView, DealQuery, TrackerInfo};
         use crowd_protocol::{TrackerRequest, TrackerResponse};
-        let key = Keypair::generate_ed25519();
+        let key = tracker_key();
         let config = NetworkConfig {
             listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
             request_timeout: Duration::from_secs(30),

@@ -46,6 +46,8 @@ pub struct Metrics {
     pub retrieval_faults: Counter,
     pub archived_deals: Gauge,
     pub archived_files: Gauge,
+    pub admissions: Counter,
+    pub admissions_lapsed: Counter,
 }
 
 fn saturate(a: u128) -> u64 {
@@ -149,6 +151,16 @@ impl Metrics {
             self.archived_files.clone(),
         );
         r.register(
+            "admissions",
+            "Proposals admitted (their escrow locked before they were offered)",
+            self.admissions.clone(),
+        );
+        r.register(
+            "admissions_lapsed",
+            "Admitted proposals never published: the lock lapsed and the escrow went back",
+            self.admissions_lapsed.clone(),
+        );
+        r.register(
             "provider_requests_failed",
             "Requests to providers that failed or timed out",
             self.provider_requests_failed.clone(),
@@ -202,6 +214,12 @@ impl Metrics {
                     self.repairs_done.inc();
                     self.repair_cost
                         .inc_by(saturate(from_fund.saturating_add(*from_balance)));
+                }
+                Event::Admitted { .. } => {
+                    self.admissions.inc();
+                }
+                Event::AdmissionLapsed { .. } => {
+                    self.admissions_lapsed.inc();
                 }
                 Event::FileRemoved { .. } => {
                     self.files_removed.inc();

@@ -775,6 +775,7 @@ impl<S: Store> State<S> {
             TrackerRequest::Register { registration, addrs } => self.register(peer, registration, addrs),
             TrackerRequest::Providers => Ok(TrackerResponse::Providers(self.providers())),
             TrackerRequest::Publish { proposal, acceptance } => self.publish(peer, proposal, acceptance),
+            TrackerRequest::Admit(proposal) => self.admit(peer, proposal),
             TrackerRequest::Account(who) => {
                 if who != peer {
                     return Err(ServiceError::Config(format!(
@@ -1094,6 +1095,37 @@ impl<S: Store> State<S> {
             }
             None => Err(corrupt("a published deal emitted no DealPublished event")),
         }
+    }
+
+    /// Locks a proposal's escrow (paid admission) for its client, the
+    /// sender, and answers the tracker-signed admission a provider asks
+    /// for; a proposal admitted already gets its admission again.
+    fn admit(
+        &mut self,
+        peer: PeerId,
+        proposal: Signed<DealProposal>,
+    ) -> Result<TrackerResponse, ServiceError> {
+        let (_, p) = proposal.open(None).map_err(LedgerError::from)?;
+        if peer != p.client {
+            return Err(ServiceError::Config(format!(
+                "a proposal is admitted for its client, not for {peer}"
+            )));
+        }
+        let id = proposal.id();
+        if self.ledger.admission(&id).is_none() {
+            self.apply(Input::AdmitProposal(proposal), Batch::default())?;
+        }
+        let lock = self
+            .ledger
+            .admission(&id)
+            .ok_or_else(|| corrupt("an admitted proposal has no lock"))?;
+        let admission = crowd_protocol::Admission {
+            proposal: id,
+            client: lock.client.0,
+            escrow: lock.escrow,
+            until_epoch: lock.until_epoch,
+        };
+        Ok(TrackerResponse::Admitted(Signed::sign(&self.key, &admission)?))
     }
 
     fn faucet(&mut self, account: PeerId, amount: Amount) -> Result<TrackerResponse, ServiceError> {
