@@ -663,6 +663,56 @@ pub fn balance(home: &Path) -> Result<BalanceOutput> {
     })
 }
 
+// ---------------------------------------------------------------- money
+
+/// What `crowd transfer --json` and `crowd withdraw --json` print.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MoveOutput {
+    /// The account money left.
+    pub account: String,
+    pub amount: Amount,
+    /// Its free balance afterwards.
+    pub available: Amount,
+}
+
+/// Pays `amount` of this client's free balance to `to`.
+pub fn transfer(home: &Path, to: PeerId, amount: Amount) -> Result<MoveOutput> {
+    runtime()?.block_on(async {
+        let session = Session::connect(home).await?;
+        let nonce = session.account(session.peer).await?.nonce;
+        let req = crowd_protocol::TransferRequest { to, amount, nonce };
+        let signed = crowd_protocol::Signed::sign(&session.key, &req)?;
+        moved(&session, amount, TrackerRequest::Transfer(signed)).await
+    })
+}
+
+/// Takes `amount` of free balance out of the ledger, from this client's
+/// account or from the account of `identity` (a key file, e.g. a storage
+/// node's `identity.key`: a provider's earnings).
+pub fn withdraw(home: &Path, amount: Amount, identity: Option<&Path>) -> Result<MoveOutput> {
+    runtime()?.block_on(async {
+        let session = match identity {
+            Some(path) => Session::connect_as(home, crate::session::load_key_file(path)?).await?,
+            None => Session::connect(home).await?,
+        };
+        let nonce = session.account(session.peer).await?.nonce;
+        let req = crowd_protocol::WithdrawRequest { amount, nonce };
+        let signed = crowd_protocol::Signed::sign(&session.key, &req)?;
+        moved(&session, amount, TrackerRequest::Withdraw(signed)).await
+    })
+}
+
+async fn moved(session: &Session, amount: Amount, request: TrackerRequest) -> Result<MoveOutput> {
+    match session.tracker(request).await? {
+        TrackerResponse::Moved { available } => Ok(MoveOutput {
+            account: session.peer.to_string(),
+            amount,
+            available,
+        }),
+        other => bail!("tracker: unexpected answer {other:?}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -65,7 +65,9 @@ pub use files::{
     remove_lines, renew_lines, RemoveOutcome, RemovedFile, RenewOutcome, RenewedFile, EXPIRING_EPOCHS,
 };
 pub use get::{parse_range, GetOptions, GetOutput, Target};
-pub use info::{ls_table, status_table, BalanceOutput, LsEntry, PieceStatus, Repairs, StatusOutput};
+pub use info::{
+    ls_table, status_table, BalanceOutput, LsEntry, MoveOutput, PieceStatus, Repairs, StatusOutput,
+};
 pub use keys::Capability;
 pub use progress::{Callback, Event, Stage};
 pub use put::{PutDeal, PutOptions, PutOutput};
@@ -224,6 +226,18 @@ impl Client {
     /// This client's account with the tracker.
     pub fn balance(&self) -> Result<BalanceOutput> {
         info::balance(&self.home).map_err(from_anyhow)
+    }
+
+    /// Pays `amount` (base units) of this client's free balance to `to`.
+    pub fn transfer(&self, to: PeerId, amount: crowd_protocol::Amount) -> Result<MoveOutput> {
+        info::transfer(&self.home, to, amount).map_err(from_anyhow)
+    }
+
+    /// Takes `amount` of free balance out of the ledger: this client's, or
+    /// with `identity` (a key file such as a storage node's
+    /// `identity.key`) that account's — how a provider withdraws earnings.
+    pub fn withdraw(&self, amount: crowd_protocol::Amount, identity: Option<&Path>) -> Result<MoveOutput> {
+        info::withdraw(&self.home, amount, identity).map_err(from_anyhow)
     }
 
     /// A read capability for one of this client's private files.

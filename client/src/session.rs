@@ -25,6 +25,14 @@ pub fn peer_addr(s: &str) -> Result<(PeerId, Multiaddr)> {
     }
 }
 
+/// An existing identity key file (libp2p protobuf encoding), e.g. a storage
+/// node's `identity.key` for withdrawing its earnings; never created.
+pub fn load_key_file(path: &Path) -> Result<Keypair> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Keypair::from_protobuf_encoding(&bytes)
+        .map_err(|e| anyhow!("{}: not a valid identity key: {e}", path.display()))
+}
+
 /// `<home>/identity.key` (libp2p protobuf ed25519, mode 0600), created if missing.
 pub fn load_or_create_key(home: &Path) -> Result<Keypair> {
     let path = home.join("identity.key");
@@ -56,8 +64,13 @@ impl Session {
     /// Loads the config and key from `home`, starts a swarm (no listener:
     /// clients only dial) and connects to the tracker.
     pub async fn connect(home: &Path) -> Result<Self> {
+        Self::connect_as(home, load_or_create_key(home)?).await
+    }
+
+    /// [`Session::connect`] with another identity than the home's (the
+    /// home's config names the tracker).
+    pub async fn connect_as(home: &Path, key: Keypair) -> Result<Self> {
         let config = ClientConfig::load(home)?;
-        let key = load_or_create_key(home)?;
         let (tracker, tracker_addr) = peer_addr(&config.tracker_address)?;
         let net_config = NetworkConfig {
             // no bootstrap dial: the dial below connects and adds the tracker

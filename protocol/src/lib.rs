@@ -113,7 +113,7 @@ pub use signed::{Signable, Signed, MAX_SIGNED_BODY};
 pub use tracker::{
     AccountView, DealQuery, DealView, EpochRecord, FileQuery, FileRegistration, FileView, ProviderEntry,
     ProviderRegistration, RemoveRequest, RenewRequest, RepairStats, SealReport, SlotView, TrackerInfo,
-    TrackerRequest, TrackerResponse,
+    TrackerRequest, TrackerResponse, TransferRequest, WithdrawRequest,
 };
 pub use types::*;
 

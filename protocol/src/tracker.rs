@@ -10,6 +10,7 @@
 //! | [`TrackerRequest::Publish`] | the client (proposal signed by it, acceptance by the provider) | `Published { deal_id }` |
 //! | [`TrackerRequest::Admit`] | the proposal's client | `Admitted`: a tracker-signed [`crate::Admission`]; the escrow is locked |
 //! | [`TrackerRequest::Account`] | the account itself | `Account`: balances and next nonce |
+//! | [`TrackerRequest::Transfer`], [`TrackerRequest::Withdraw`] | the account itself (signed, with its next nonce) | `Moved`: the free balance left |
 //! | [`TrackerRequest::Faucet`] | anyone, devnet trackers only | `Minted` |
 //! | [`TrackerRequest::RegisterManifest`] | a client with a published deal | `ManifestStored` |
 //! | [`TrackerRequest::Manifest`] | anyone who names the root | `Manifest(bytes)` by root CID |
@@ -61,6 +62,31 @@ impl Signable for ProviderRegistration {
     const DOMAIN: &'static str = "tracker-register";
 }
 
+/// A request to take free balance out of the ledger (signed by the owner):
+/// a provider's earnings, a client's unused balance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WithdrawRequest {
+    pub amount: Amount,
+    /// The account's next nonce.
+    pub nonce: u64,
+}
+impl Signable for WithdrawRequest {
+    const DOMAIN: &'static str = "tracker-withdraw";
+}
+
+/// A payment of free balance to another account (signed by the sender).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferRequest {
+    #[serde(with = "crate::wire::peer")]
+    pub to: PeerId,
+    pub amount: Amount,
+    /// The sender's next nonce.
+    pub nonce: u64,
+}
+impl Signable for TransferRequest {
+    const DOMAIN: &'static str = "tracker-transfer";
+}
+
 /// Requests to the tracker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum TrackerRequest {
@@ -81,6 +107,10 @@ pub enum TrackerRequest {
     /// provider asks for (again, for a proposal already admitted).
     Admit(Signed<DealProposal>),
     Account(#[serde(with = "crate::wire::peer")] PeerId),
+    /// Pay free balance to another account (the sender must be the signer).
+    Transfer(Signed<TransferRequest>),
+    /// Take free balance out of the ledger (the sender must be the signer).
+    Withdraw(Signed<WithdrawRequest>),
     /// Devnet only: mint `amount` into `account`.
     Faucet {
         #[serde(with = "crate::wire::peer")]
@@ -192,6 +222,10 @@ pub enum TrackerResponse {
     Account(AccountView),
     Minted {
         amount: Amount,
+    },
+    /// A transfer or withdrawal went through; the sender's free balance now.
+    Moved {
+        available: Amount,
     },
     /// The manifest was stored under this CID (bytes).
     ManifestStored(#[serde(with = "crate::wire::bytes")] Vec<u8>),

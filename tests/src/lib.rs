@@ -313,8 +313,10 @@ pub struct TrackerOptions {
     pub epoch_secs: f64,
     /// A devnet ledger (faucet on).
     pub devnet: bool,
-    /// More config.toml lines (not listen, metrics_address or faucet).
+    /// More config.toml lines (not listen, metrics_address, faucet or allocations).
     pub config: String,
+    /// Genesis allocations, `PEER_ID=AMOUNT` (`init --allocate`).
+    pub allocate: Vec<String>,
 }
 
 impl Default for TrackerOptions {
@@ -324,6 +326,7 @@ impl Default for TrackerOptions {
             epoch_secs: 1.0,
             devnet: true,
             config: String::new(),
+            allocate: Vec::new(),
         }
     }
 }
@@ -336,11 +339,14 @@ pub fn tracker(options: TrackerOptions) -> Daemon {
         options.epoch_secs.to_string(),
     ];
     let mut d = Daemon::new("crowd-tracker", "tracker.json", run, options.key_seed);
-    let devnet: &[&str] = if options.devnet { &["--devnet"] } else { &[] };
-    d.init(devnet);
+    let mut init: Vec<&str> = if options.devnet { vec!["--devnet"] } else { vec![] };
+    for a in &options.allocate {
+        init.extend(["--allocate", a]);
+    }
+    d.init(&init);
     d.write_config(&format!(
-        "listen = [\"/ip4/127.0.0.1/tcp/0\", \"/ip4/127.0.0.1/udp/0/quic-v1\"]\nmetrics_address = \"127.0.0.1:0\"\nfaucet = {}\n{}\n",
-        options.devnet, options.config
+        "listen = [\"/ip4/127.0.0.1/tcp/0\", \"/ip4/127.0.0.1/udp/0/quic-v1\"]\nmetrics_address = \"127.0.0.1:0\"\nfaucet = {}\nallocations = {:?}\n{}\n",
+        options.devnet, options.allocate, options.config
     ));
     d.start();
     d

@@ -370,3 +370,104 @@ async fn bad_command_lines_and_homes_are_one_line_errors() {
     assert!(!out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stderr).trim().lines().count(), 1);
 }
+
+/// `crowd ARGS` on a client home; (success, stdout, stderr).
+fn crowd(home: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(crowd_tests::bin("crowd"))
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .env_remove("CROWD_HOME")
+        .output()
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn money_enters_at_genesis_moves_by_transfer_and_leaves_by_withdrawal() {
+    // a network without a faucet: the genesis allocation is all the money
+    let alice = seeded_key(70);
+    let provider = seeded_key(71);
+    let (alice_id, provider_id) = (alice.public().to_peer_id(), provider.public().to_peer_id());
+    let mut t = tracker(TrackerOptions {
+        devnet: false,
+        allocate: vec![format!("{alice_id}=1000000")],
+        ..TrackerOptions::default()
+    });
+    // alice's client home, and a provider's key file (as in a node's home)
+    let home = tempfile::tempdir().unwrap();
+    crowd_tests::write_key(&home.path().join("identity.key"), &alice);
+    std::fs::write(
+        home.path().join("config.toml"),
+        format!(
+            "tracker_address = \"{}\"\ntracker_peer_id = \"{}\"\n",
+            t.tcp_addr(),
+            t.peer
+        ),
+    )
+    .unwrap();
+    let node_home = tempfile::tempdir().unwrap();
+    let node_key = node_home.path().join("identity.key");
+    crowd_tests::write_key(&node_key, &provider);
+
+    let (ok, out, err) = crowd(home.path(), &["balance", "--json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["available"], 1_000_000);
+
+    // alice pays the provider; the same command twice pays twice (a fresh nonce each)
+    for left in [700_000, 400_000] {
+        let (ok, out, err) = crowd(
+            home.path(),
+            &["transfer", &provider_id.to_string(), "300000", "--json"],
+        );
+        assert!(ok, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["available"], left, "{out}");
+    }
+    // the provider takes its earnings out with its node's key
+    let (ok, out, err) = crowd(
+        home.path(),
+        &["withdraw", "250000", "--identity", node_key.to_str().unwrap()],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.trim(),
+        format!("withdrew 250000 from {provider_id}; available 350000")
+    );
+    let client = Client::start(&t, provider.clone()).await;
+    assert_eq!(client.account(provider_id).await.available, 350_000);
+
+    // bad input: one line each, nothing moves
+    let missing = node_home.path().join("nope.key");
+    for (args, needle) in [
+        (vec!["transfer", "not-a-peer", "5"], "not a peer id"),
+        (vec!["transfer", &provider_id.to_string(), "400001"], "available"),
+        (vec!["transfer", &alice_id.to_string(), "5"], "oneself"),
+        (vec!["withdraw", "0"], "zero"),
+        (
+            vec!["withdraw", "1", "--identity", missing.to_str().unwrap()],
+            "cannot read",
+        ),
+    ] {
+        let (ok, _, err) = crowd(home.path(), &args);
+        assert!(!ok, "{args:?} succeeded");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    let (_, out, _) = crowd(home.path(), &["balance", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["available"], 400_000);
+
+    // every move is a signed ledger input: the log replays to the state,
+    // with the genesis allocation, after a restart too
+    let out = t.exec(&["ledger", "verify"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    t.stop().unwrap();
+    t.start();
+    let out = t.exec(&["ledger", "verify"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let client = Client::start(&t, provider).await;
+    assert_eq!(client.account(provider_id).await.available, 350_000);
+}

@@ -50,6 +50,9 @@ pub enum LedgerError {
     /// A zero amount where it would be a no-op.
     #[error("zero {what}")]
     ZeroAmount { what: &'static str },
+    /// A transfer to the sender itself.
+    #[error("a transfer to oneself")]
+    SelfTransfer,
     /// An account's free balance cannot cover a debit.
     #[error("account {account} has {have} available, needs {need}")]
     InsufficientFunds {

@@ -379,6 +379,20 @@ impl Ledger {
             .update(&head)
             .finalize()
             .as_bytes();
+        // money in: the genesis allocations (validated: positive, each
+        // account once, no overflow)
+        let mut supply = Supply::default();
+        let mut accounts = BTreeMap::new();
+        for (account, amount) in &config.allocations {
+            supply.minted = add(supply.minted, *amount, "minted supply")?;
+            accounts.insert(
+                *account,
+                Account {
+                    available: *amount,
+                    ..Account::default()
+                },
+            );
+        }
         Ok(Self {
             config,
             epoch: 0,
@@ -387,8 +401,8 @@ impl Ledger {
             log_len: 0,
             next_deal_id: 0,
             mints: 0,
-            supply: Supply::default(),
-            accounts: BTreeMap::new(),
+            supply,
+            accounts,
             providers: BTreeMap::new(),
             deals: BTreeMap::new(),
             proposals: BTreeMap::new(),
@@ -690,6 +704,7 @@ impl Ledger {
                 nonce,
             } => self.mint(&mut tx, *account, *amount, *nonce)?,
             Input::Withdraw(signed) => self.withdraw(&mut tx, signed)?,
+            Input::Transfer(signed) => self.transfer(&mut tx, signed)?,
             Input::RegisterProvider(signed) => self.register(&mut tx, signed)?,
             Input::AdmitProposal(signed) => self.admit(&mut tx, signed)?,
             Input::PublishDeal { proposal, acceptance } => self.publish(&mut tx, proposal, acceptance)?,
@@ -751,6 +766,27 @@ impl Ledger {
         tx.supply.withdrawn = add(tx.supply.withdrawn, req.amount, "withdrawn supply")?;
         tx.events.push(Event::Withdrawn {
             account,
+            amount: req.amount,
+        });
+        Ok(())
+    }
+
+    /// Moves free balance from the signer to another account.
+    fn transfer(&self, tx: &mut Tx<'_>, signed: &Signed<TransferRequest>) -> Result<(), LedgerError> {
+        let (from, req) = open(signed)?;
+        tx.take_nonce(from, req.nonce, "transfer")?;
+        if req.amount == 0 {
+            return Err(LedgerError::ZeroAmount { what: "transfer" });
+        }
+        let to = AccountId(req.to);
+        if to == from {
+            return Err(LedgerError::SelfTransfer);
+        }
+        tx.debit(from, req.amount)?;
+        tx.credit(to, req.amount)?;
+        tx.events.push(Event::Transferred {
+            from,
+            to,
             amount: req.amount,
         });
         Ok(())

@@ -33,6 +33,7 @@
 //! | --- | --- | --- |
 //! | `Mint { account, amount, nonce }` | — (devnet faucet; only if `config.faucet`) | credits `amount`; `nonce` must equal the number of mints so far |
 //! | `Withdraw(Signed<WithdrawRequest>)` | the account | moves free balance out (`withdrawn`) |
+//! | `Transfer(Signed<TransferRequest>)` | the sender | moves free balance to another account |
 //! | `RegisterProvider(Signed<ProviderRegistration>)` | the provider | records capacity and price |
 //! | `AdmitProposal(Signed<DealProposal>)` | the client | locks the proposal's escrow until its last publishable epoch (paid admission) |
 //! | `PublishDeal { proposal, acceptance }` | client, provider | locks escrow (an admitted proposal's lock is used) and collateral, numbers the deal, draws its ticket |
@@ -46,10 +47,21 @@
 //! | `RetrievalFault(Signed<RetrievalAudit>)` | the tracker | the provider of a file's piece served bytes that are not the piece's: a fault in the open epoch, which is not paid |
 //! | `EndEpoch { epoch, tracker_signature }` | the tracker (key in [`LedgerConfig`]) | settles the epoch, draws the next randomness |
 //!
-//! Register and withdraw carry the account's next nonce ([`Account::nonce`]);
-//! a lower nonce is a replay ([`LedgerError::Duplicate`]), a higher one a gap.
-//! The tracker's own registration, deposits from outside the ledger and
-//! provider deregistration are not here yet.
+//! Register, withdraw and transfer carry the account's next nonce
+//! ([`Account::nonce`]); a lower nonce is a replay
+//! ([`LedgerError::Duplicate`]), a higher one a gap.
+//!
+//! **Money in and out.** Money enters a ledger only at genesis
+//! ([`LedgerConfig::allocations`]: balances the operator lists with
+//! `crowd-tracker init --allocate PEER=AMOUNT`, part of the genesis head,
+//! so every replay starts from them) or, on development networks only,
+//! through the faucet (`Mint`, `config.faucet`). It moves between accounts
+//! by `Transfer` (`crowd transfer`), and leaves by `Withdraw` (`crowd
+//! withdraw`: a provider's earnings and returned collateral, a client's
+//! unused balance; counted in `supply.withdrawn`, paid out by the operator
+//! outside the ledger). `minted = balances + burned + withdrawn` always
+//! ([`Ledger::check_invariants`]). Deposits after genesis (a bridge, an
+//! operator's mint key) and provider deregistration are not here yet.
 //!
 //! ## Deal lifecycle
 //!

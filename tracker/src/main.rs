@@ -30,6 +30,10 @@ enum Cmd {
         /// Rewrite an existing config.toml (the identity and the ledger are never replaced).
         #[arg(long)]
         force: bool,
+        /// Genesis money: start PEER_ID's account with AMOUNT base units
+        /// (repeatable; for a new ledger only).
+        #[arg(long, value_name = "PEER_ID=AMOUNT")]
+        allocate: Vec<String>,
     },
     /// Run the tracker until SIGINT or SIGTERM.
     Run {
@@ -93,7 +97,12 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result: anyhow::Result<()> = match cli.cmd {
-        Cmd::Init { home, devnet, force } => service::init(&home, devnet, force)
+        Cmd::Init {
+            home,
+            devnet,
+            force,
+            allocate,
+        } => service::init(&home, devnet, force, &allocate)
             .map(|r| {
                 if r.config_written {
                     println!("wrote {}", r.config_path.display());

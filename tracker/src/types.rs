@@ -3,11 +3,11 @@
 use crowd_porep::SealParams;
 use crowd_protocol::libp2p::identity::{Keypair, PublicKey};
 use crowd_protocol::libp2p::PeerId;
-pub use crowd_protocol::ProviderRegistration;
 use crowd_protocol::{
     Amount, DealAcceptance, DealProposal, Epoch, FileRegistration, PieceId, ProposalId, RemoveRequest,
     RenewRequest, RepairJob, SealCommitment, SealProofMsg, Signable, Signed, WindowProofMsg,
 };
+pub use crowd_protocol::{ProviderRegistration, TransferRequest, WithdrawRequest};
 use serde::{Deserialize, Serialize};
 
 use crate::error::LedgerError;
@@ -143,6 +143,11 @@ pub struct LedgerConfig {
     /// ledgers begun before the rule existed replay without it.
     #[serde(default)]
     pub archive_ended: bool,
+    /// Money in: balances the ledger starts with (minted at genesis), in
+    /// account order, each account once. Not serialised when empty, so
+    /// ledgers begun without allocations keep their genesis head.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allocations: Vec<(AccountId, Amount)>,
 }
 
 impl LedgerConfig {
@@ -158,6 +163,7 @@ impl LedgerConfig {
             client_share_bps: 5_000,
             repair_after_missed: 2,
             archive_ended: true,
+            allocations: Vec::new(),
         }
     }
 
@@ -186,6 +192,18 @@ impl LedgerConfig {
                 "repair_after_missed must not exceed fault_threshold",
             ));
         }
+        if self.allocations.iter().any(|(_, amount)| *amount == 0) {
+            return Err(LedgerError::InvalidConfig("an allocation of 0"));
+        }
+        if self.allocations.windows(2).any(|w| w[0].0 >= w[1].0) {
+            return Err(LedgerError::InvalidConfig(
+                "allocations must name each account once, in account order",
+            ));
+        }
+        self.allocations
+            .iter()
+            .try_fold(0 as Amount, |sum, (_, a)| sum.checked_add(*a))
+            .ok_or(LedgerError::InvalidConfig("allocations overflow the supply"))?;
         Ok(())
     }
 
@@ -198,17 +216,6 @@ impl LedgerConfig {
         }
         Ok(key)
     }
-}
-
-/// A request to take free balance out of the ledger (signed by the owner).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WithdrawRequest {
-    pub amount: Amount,
-    /// The account's next nonce (see [`Account::nonce`]).
-    pub nonce: u64,
-}
-impl Signable for WithdrawRequest {
-    const DOMAIN: &'static str = "tracker-withdraw";
 }
 
 /// The tracker's own finding that the provider holding piece `index` of a
@@ -241,6 +248,8 @@ pub enum Input {
     },
     /// Take free balance out of the ledger.
     Withdraw(Signed<WithdrawRequest>),
+    /// Pay free balance to another account.
+    Transfer(Signed<TransferRequest>),
     /// Register or update a provider.
     RegisterProvider(Signed<ProviderRegistration>),
     /// The client locks a proposal's escrow before offering it to the
@@ -292,6 +301,11 @@ pub enum Event {
     },
     Withdrawn {
         account: AccountId,
+        amount: Amount,
+    },
+    Transferred {
+        from: AccountId,
+        to: AccountId,
         amount: Amount,
     },
     ProviderRegistered {

@@ -37,6 +37,11 @@ enum Op {
         who: usize,
         amount: Amount,
     },
+    Transfer {
+        from: usize,
+        to: usize,
+        amount: Amount,
+    },
     Register {
         who: usize,
         capacity: u64,
@@ -123,6 +128,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         2 => (0..4usize, 0..5_000u128).prop_map(|(who, amount)| Op::Mint { who, amount }),
         1 => (0..4usize, 0..3_000u128).prop_map(|(who, amount)| Op::Withdraw { who, amount }),
+        1 => (0..4usize, 0..5usize, 0..3_000u128).prop_map(|(from, to, amount)| Op::Transfer { from, to, amount }),
         1 => (0..4usize, 0..20_000u64).prop_map(|(who, capacity)| Op::Register { who, capacity }),
         4 => (0..4usize, 0..4usize, (0..2usize, 0..50u128, 1..6u64, 1..6u64, 0..400u128), 0..6u8)
             .prop_map(|(client, provider, terms, forge)| Op::Publish { client, provider, terms, forge }),
@@ -171,6 +177,7 @@ fn flip_signature(input: &Input) -> Option<Input> {
         Input::RegisterProvider(s) => flip(s.parts_mut().2),
         Input::PublishDeal { acceptance, .. } => flip(acceptance.parts_mut().2),
         Input::AdmitProposal(s) => flip(s.parts_mut().2),
+        Input::Transfer(s) => flip(s.parts_mut().2),
         Input::PreCommit(s) => flip(s.parts_mut().2),
         Input::SealProof(s) => flip(s.parts_mut().2),
         Input::WindowProof(s) => flip(s.parts_mut().2),
@@ -277,6 +284,8 @@ fn run(ops: Vec<Op>) -> Result<Vec<Event>, TestCaseError> {
                 nonce: w.ledger.mints(),
             },
             Op::Withdraw { who, amount } => w.withdraw_input(&actor(who), amount),
+            // `to` 4 is an account nobody holds a key of yet
+            Op::Transfer { from, to, amount } => w.transfer_input(&actor(from), &actor(to), amount),
             Op::Register { who, capacity } => w.register_input(&actor(who), capacity),
             Op::Publish {
                 client,
@@ -605,6 +614,10 @@ fn the_random_walk_reaches_repairs_renewals_and_removals() {
             count(&all, |e| matches!(e, Event::FileExpired { .. })),
         ),
         ("Admitted", count(&all, |e| matches!(e, Event::Admitted { .. }))),
+        (
+            "Transferred",
+            count(&all, |e| matches!(e, Event::Transferred { .. })),
+        ),
         (
             "AdmissionLapsed",
             count(&all, |e| matches!(e, Event::AdmissionLapsed { .. })),

@@ -37,6 +37,7 @@ fn flip_signature(input: &mut Input) {
         Input::RegisterProvider(s) => flip(s.parts_mut().2),
         Input::PublishDeal { proposal, .. } => flip(proposal.parts_mut().2),
         Input::AdmitProposal(s) => flip(s.parts_mut().2),
+        Input::Transfer(s) => flip(s.parts_mut().2),
         Input::PreCommit(s) => flip(s.parts_mut().2),
         Input::SealProof(s) => flip(s.parts_mut().2),
         Input::WindowProof(s) => flip(s.parts_mut().2),

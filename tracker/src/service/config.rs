@@ -1,8 +1,8 @@
 //! `config.toml`: one documented struct, loaded in `main` and passed down.
 //!
-//! Six fields are the ledger's **genesis** (`faucet`, `sealing_preset`,
+//! Seven fields are the ledger's **genesis** (`faucet`, `sealing_preset`,
 //! `fault_threshold`, `fault_fee_bps`, `client_share_bps`,
-//! `repair_after_missed`): `crowd-tracker
+//! `repair_after_missed`, `allocations`): `crowd-tracker
 //! init` fixes them in the store with the tracker's key, and `run` refuses a
 //! config that disagrees with the stored genesis instead of silently running
 //! another ledger.
@@ -16,7 +16,14 @@ use crowd_protocol::libp2p::identity::PublicKey;
 use serde::{Deserialize, Serialize};
 
 use super::ServiceError;
-use crate::LedgerConfig;
+use crate::{AccountId, LedgerConfig};
+use crowd_protocol::libp2p::PeerId;
+use crowd_protocol::Amount;
+
+/// The `"PEER_ID=AMOUNT"` form of genesis allocations.
+pub fn render_allocations(list: &[(AccountId, Amount)]) -> Vec<String> {
+    list.iter().map(|(a, n)| format!("{a}={n}")).collect()
+}
 
 /// Shortest epoch accepted (tests run fast epochs; proofs need some time).
 pub const MIN_EPOCH_SECS: f64 = 0.05;
@@ -60,6 +67,10 @@ pub struct TrackerConfig {
     /// Genesis: sealing parameters proofs are verified with, "devnet" or "production".
     #[serde(default = "default_preset")]
     pub sealing_preset: String,
+    /// Genesis: the balances the ledger starts with, `"PEER_ID=AMOUNT"`
+    /// (base units) — how money enters a network without the faucet.
+    #[serde(default)]
+    pub allocations: Vec<String>,
     /// Seconds a request to a provider (seal ticket, status, seal proof,
     /// window challenge) may take.
     #[serde(default = "default_request_timeout")]
@@ -130,6 +141,30 @@ pub fn preset_name(params: &SealParams) -> &'static str {
     }
 }
 
+/// Parses `"PEER_ID=AMOUNT"` allocations into the ledger's sorted form;
+/// errors are one line naming the bad entry.
+pub fn parse_allocations(list: &[String]) -> Result<Vec<(AccountId, Amount)>, ServiceError> {
+    let mut out = std::collections::BTreeMap::new();
+    for entry in list {
+        let bad = |why: &str| ServiceError::Config(format!("allocations: '{entry}': {why}"));
+        let (peer, amount) = entry
+            .split_once('=')
+            .ok_or_else(|| bad("expected PEER_ID=AMOUNT"))?;
+        let peer: PeerId = peer.trim().parse().map_err(|_| bad("not a peer id"))?;
+        let amount: Amount = amount
+            .trim()
+            .parse()
+            .map_err(|_| bad("not an amount in base units"))?;
+        if amount == 0 {
+            return Err(bad("an allocation of 0"));
+        }
+        if out.insert(AccountId(peer), amount).is_some() {
+            return Err(bad("this account is allocated twice"));
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
 /// Checks an epoch length in seconds.
 pub fn epoch_duration(secs: f64) -> Result<Duration, ServiceError> {
     if !(MIN_EPOCH_SECS..=MAX_EPOCH_SECS).contains(&secs) {
@@ -176,6 +211,7 @@ impl TrackerConfig {
                 self.sealing_preset
             ));
         }
+        parse_allocations(&self.allocations)?;
         if self.provider_timeout_secs == 0 || self.max_provider_requests == 0 {
             return bad("provider_timeout_secs and max_provider_requests must be at least 1".into());
         }
@@ -200,6 +236,8 @@ impl TrackerConfig {
             client_share_bps: self.client_share_bps,
             repair_after_missed: self.repair_after_missed,
             archive_ended: true,
+            // checked by `check`; an unchecked bad list allocates nothing
+            allocations: parse_allocations(&self.allocations).unwrap_or_default(),
         }
     }
 
@@ -212,6 +250,7 @@ impl TrackerConfig {
         self.client_share_bps = genesis.client_share_bps;
         self.repair_after_missed = genesis.repair_after_missed;
         self.sealing_preset = preset_name(&genesis.params).to_string();
+        self.allocations = render_allocations(&genesis.allocations);
         self
     }
 
@@ -248,6 +287,10 @@ impl TrackerConfig {
         if self.repair_after_missed != stored.repair_after_missed {
             let (a, b) = (self.repair_after_missed, stored.repair_after_missed);
             return mismatch("repair_after_missed", a.to_string(), b.to_string());
+        }
+        if parse_allocations(&self.allocations)? != stored.allocations {
+            let (a, b) = (&self.allocations, render_allocations(&stored.allocations));
+            return mismatch("allocations", format!("{a:?}"), format!("{b:?}"));
         }
         Ok(())
     }
@@ -305,6 +348,11 @@ client_share_bps = {share}
 # its deal is terminated (slashed as at F) and the tracker repairs the piece
 # on another provider. At most fault_threshold; 0 means fault_threshold.
 repair_after_missed = {repair}
+
+# Money in: the balances the ledger starts with, "PEER_ID=AMOUNT" in base
+# units (`init --allocate PEER_ID=AMOUNT`). Without the faucet this is the
+# only way money enters; `crowd transfer` moves it, `crowd withdraw` takes it out.
+allocations = {allocations}
 "#,
             listen = list(&self.listen),
             epoch = self.epoch_secs,
@@ -318,6 +366,7 @@ repair_after_missed = {repair}
             fee = self.fault_fee_bps,
             share = self.client_share_bps,
             repair = self.repair_after_missed,
+            allocations = list(&self.allocations),
         )
     }
 }

@@ -74,7 +74,7 @@ pub struct InitReport {
 /// `crowd-tracker init`: the identity key (kept if present), a documented
 /// config.toml (kept unless `force`) and the ledger store with its genesis
 /// fixed (never replaced). `devnet` turns the faucet on for a new ledger.
-pub fn init(home: &Path, devnet: bool, force: bool) -> Result<InitReport, ServiceError> {
+pub fn init(home: &Path, devnet: bool, force: bool, allocate: &[String]) -> Result<InitReport, ServiceError> {
     let home = Home::new(home);
     std::fs::create_dir_all(&home.dir)
         .map_err(|e| ServiceError::Config(format!("cannot create {}: {e}", home.dir.display())))?;
@@ -89,6 +89,19 @@ pub fn init(home: &Path, devnet: bool, force: bool) -> Result<InitReport, Servic
         }
     }
     let path = home.config();
+    if !allocate.is_empty() {
+        if stored.is_some() {
+            return Err(ServiceError::Config(
+                "--allocate: this ledger exists already, and its genesis cannot change".into(),
+            ));
+        }
+        if path.exists() && !force {
+            return Err(ServiceError::Config(format!(
+                "--allocate: {} exists (use --force to rewrite it, or list the allocations in it)",
+                path.display()
+            )));
+        }
+    }
     let (config, written) = if path.exists() && !force {
         let config = TrackerConfig::load(&path)?;
         if devnet && !config.faucet {
@@ -101,8 +114,10 @@ pub fn init(home: &Path, devnet: bool, force: bool) -> Result<InitReport, Servic
     } else {
         let mut config = TrackerConfig {
             faucet: devnet,
+            allocations: allocate.to_vec(),
             ..TrackerConfig::default()
         };
+        config.check()?;
         if let Some(g) = &stored {
             config = config.with_genesis(g);
         }
@@ -157,7 +172,7 @@ pub struct RunOptions {
 pub async fn run(home: &Path, options: RunOptions) -> Result<(), ServiceError> {
     let home = Home::new(home);
     if options.devnet && !home.is_initialised() {
-        let report = init(&home.dir, true, false)?;
+        let report = init(&home.dir, true, false, &[])?;
         tracing::info!(peer_id = %report.peer_id, "initialised a devnet tracker home");
     }
     if !home.is_initialised() {

@@ -791,6 +791,17 @@ impl<S: Store> State<S> {
                 }))
             }
             TrackerRequest::Faucet { account, amount } => self.faucet(account, amount),
+            TrackerRequest::Transfer(signed) => {
+                self.expect_sender(peer, signed.claimed_signer(), "transfer")?;
+                self.apply(Input::Transfer(signed), Batch::default())?;
+                Ok(self.moved(peer))
+            }
+            TrackerRequest::Withdraw(signed) => {
+                self.expect_sender(peer, signed.claimed_signer(), "withdrawal")?;
+                self.apply(Input::Withdraw(signed), Batch::default())?;
+                tracing::info!(account = %peer, "withdrawal");
+                Ok(self.moved(peer))
+            }
             TrackerRequest::RegisterManifest { root, manifest, file } => {
                 self.register_manifest(peer, root, manifest, file)
             }
@@ -1126,6 +1137,13 @@ impl<S: Store> State<S> {
             until_epoch: lock.until_epoch,
         };
         Ok(TrackerResponse::Admitted(Signed::sign(&self.key, &admission)?))
+    }
+
+    /// The answer to a transfer or withdrawal: the sender's free balance.
+    fn moved(&self, peer: PeerId) -> TrackerResponse {
+        TrackerResponse::Moved {
+            available: self.ledger.account(&AccountId(peer)).available,
+        }
     }
 
     fn faucet(&mut self, account: PeerId, amount: Amount) -> Result<TrackerResponse, ServiceError> {

@@ -17,7 +17,8 @@ use crowd_protocol::{
 };
 use crowd_tracker::{
     provider_hash, replay, sign_epoch, AccountId, Deal, DealId, DealState, Event, FileId, Input, Ledger,
-    LedgerConfig, LedgerError, LogEntry, ProviderRegistration, RetrievalAudit, WithdrawRequest,
+    LedgerConfig, LedgerError, LogEntry, ProviderRegistration, RetrievalAudit, TransferRequest,
+    WithdrawRequest,
 };
 
 /// A deterministic ed25519 key.
@@ -152,6 +153,16 @@ impl World {
     pub fn withdraw_input(&mut self, who: &Keypair, amount: Amount) -> Input {
         let nonce = self.next_nonce(who);
         Input::Withdraw(Signed::sign(who, &WithdrawRequest { amount, nonce }).unwrap())
+    }
+
+    pub fn transfer_input(&mut self, from: &Keypair, to: &Keypair, amount: Amount) -> Input {
+        let nonce = self.next_nonce(from);
+        let req = TransferRequest {
+            to: to.public().to_peer_id(),
+            amount,
+            nonce,
+        };
+        Input::Transfer(Signed::sign(from, &req).unwrap())
     }
 
     /// A proposal of piece `piece` from `client` to `provider`, starting

@@ -95,6 +95,28 @@ enum Cmd {
     Renew(RenewArgs),
     /// This client's balance with the tracker.
     Balance(JsonArg),
+    /// Pay AMOUNT (base units) of this client's free balance to another account.
+    ///
+    /// Prints `sent AMOUNT to PEER_ID; available BALANCE`.
+    Transfer {
+        /// The receiving account's peer id.
+        to: String,
+        amount: u128,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Take AMOUNT (base units) of free balance out of the ledger.
+    ///
+    /// A provider withdraws its earnings with `--identity NODE_HOME/identity.key`.
+    /// Prints `withdrew AMOUNT from PEER_ID; available BALANCE`.
+    Withdraw {
+        amount: u128,
+        /// Withdraw from the account of this identity key file instead of this client's.
+        #[arg(long, value_name = "KEY_FILE")]
+        identity: Option<PathBuf>,
+        #[command(flatten)]
+        json: JsonArg,
+    },
     /// Print a read capability (`crowd:…`) for one of this client's private files.
     Share {
         /// The file's root CID (as `crowd put` printed it).
@@ -413,6 +435,32 @@ fn run(cli: Cli) -> Result<()> {
                 println!("available          {}", out.available);
                 println!("locked escrow      {}", out.locked_escrow);
                 println!("locked collateral  {}", out.locked_collateral);
+            }
+        }
+        Cmd::Transfer { to, amount, json } => {
+            let to: crowd_protocol::libp2p::PeerId = to
+                .parse()
+                .map_err(|_| anyhow::anyhow!("'{to}' is not a peer id"))?;
+            let out = client(home, true)?.transfer(to, amount)?;
+            if json.json {
+                print_json(&out)?;
+            } else {
+                println!("sent {} to {to}; available {}", out.amount, out.available);
+            }
+        }
+        Cmd::Withdraw {
+            amount,
+            identity,
+            json,
+        } => {
+            let out = client(home, true)?.withdraw(amount, identity.as_deref())?;
+            if json.json {
+                print_json(&out)?;
+            } else {
+                println!(
+                    "withdrew {} from {}; available {}",
+                    out.amount, out.account, out.available
+                );
             }
         }
         Cmd::Share { cid } => println!("{}", client(home, true)?.share(&cid)?),
