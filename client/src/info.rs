@@ -647,6 +647,8 @@ pub struct BalanceOutput {
     pub available: Amount,
     pub locked_escrow: Amount,
     pub locked_collateral: Amount,
+    /// A provider's stake (a client's is 0).
+    pub staked: Amount,
 }
 
 /// This client's account.
@@ -659,6 +661,7 @@ pub fn balance(home: &Path) -> Result<BalanceOutput> {
             available: a.available,
             locked_escrow: a.locked_escrow,
             locked_collateral: a.locked_collateral,
+            staked: a.staked,
         })
     })
 }
@@ -919,6 +922,7 @@ mod tests {
             available: u128::from(u64::MAX) + 1,
             locked_escrow: 0,
             locked_collateral: 0,
+            staked: 0,
         };
         let text = serde_json::to_string(&b).unwrap();
         assert!(text.contains("\"available\":18446744073709551616"), "{text}");

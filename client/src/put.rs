@@ -206,8 +206,16 @@ async fn run(home: &Path, job: &Job, progress: Option<&Callback>) -> Result<PutO
     if job.size > 0 {
         let info = session.info().await?;
         let providers = session.providers().await?;
-        let collateral = u128::from(session.config.collateral_per_gib);
-        let candidates = plan::candidates(&providers, &session.peer, piece_size, job.max_price, collateral);
+        // the client's collateral preference, raised to the network's minimum
+        let collateral = u128::from(session.config.collateral_per_gib).max(info.min_collateral_per_gib);
+        let candidates = plan::candidates(
+            &providers,
+            &session.peer,
+            piece_size,
+            job.max_price,
+            collateral,
+            info.provider_stake,
+        );
         if candidates.len() < n {
             return Err(Error::NoProviders(format!(
                 "only {} providers available, {n} needed ({}+{} pieces of {}, at most {} per GiB per epoch)",

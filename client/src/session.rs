@@ -14,6 +14,9 @@ use crowd_protocol::{
 
 use crate::config::ClientConfig;
 
+/// Most pages of providers a client reads (of `MAX_LIST` each).
+pub const MAX_PROVIDER_PAGES: usize = 16;
+
 /// A multiaddress ending in /p2p/<peer id>, split.
 pub fn peer_addr(s: &str) -> Result<(PeerId, Multiaddr)> {
     let addr: Multiaddr = s
@@ -113,11 +116,30 @@ impl Session {
         }
     }
 
+    /// Every provider the tracker lists, page by page (at most
+    /// [`MAX_PROVIDER_PAGES`] pages).
     pub async fn providers(&self) -> Result<Vec<ProviderEntry>> {
-        match self.tracker(TrackerRequest::Providers).await? {
-            TrackerResponse::Providers(p) => Ok(p),
-            other => bail!("tracker: unexpected answer {other:?}"),
+        let mut all: Vec<ProviderEntry> = Vec::new();
+        let mut request = TrackerRequest::Providers;
+        for _ in 0..MAX_PROVIDER_PAGES {
+            let page = match self.tracker(request).await? {
+                TrackerResponse::Providers(p) => p,
+                other => bail!("tracker: unexpected answer {other:?}"),
+            };
+            let full = page.len() >= crowd_protocol::tracker::MAX_LIST;
+            let last = page.last().map(|p| p.peer);
+            // pages are in peer id order: a page that does not move on ends it
+            let moved = match (all.last(), last) {
+                (Some(prev), Some(l)) => l > prev.peer,
+                _ => true,
+            };
+            all.extend(page);
+            match (full && moved, last) {
+                (true, Some(l)) => request = TrackerRequest::ProvidersAfter(l),
+                _ => break,
+            }
         }
+        Ok(all)
     }
 
     pub async fn account(&self, peer: PeerId) -> Result<AccountView> {

@@ -97,7 +97,11 @@ pub enum TrackerRequest {
         /// Multiaddresses the provider listens on (text form).
         addrs: Vec<String>,
     },
+    /// The first page of registered, staked providers (in peer id order,
+    /// at most [`MAX_LIST`]); a full page means there may be more.
     Providers,
+    /// The next page: providers after this peer id.
+    ProvidersAfter(#[serde(with = "crate::wire::peer")] PeerId),
     Publish {
         proposal: Signed<DealProposal>,
         acceptance: Signed<DealAcceptance>,
@@ -325,6 +329,12 @@ pub struct TrackerInfo {
     pub max_start_lead: u64,
     /// The sealing preset proofs are verified with ("devnet", "production").
     pub sealing: String,
+    /// What registering as a provider locks (its stake).
+    #[serde(default)]
+    pub provider_stake: Amount,
+    /// Least provider collateral per GiB a deal must lock.
+    #[serde(default)]
+    pub min_collateral_per_gib: Amount,
 }
 
 /// A registered provider, as clients choose among them.
@@ -343,6 +353,10 @@ pub struct ProviderEntry {
     pub proven_epochs: u64,
     pub faulted_epochs: u64,
     pub terminated_deals: u64,
+    /// Its stake: below [`TrackerInfo::provider_stake`] (after a slash) it
+    /// takes no new deal until it re-registers.
+    #[serde(default)]
+    pub staked: Amount,
 }
 
 impl ProviderEntry {
@@ -354,20 +368,49 @@ impl ProviderEntry {
         }
     }
 
+    /// The provider's standing: proven epochs, less [`FAULT_WEIGHT`] per
+    /// faulted epoch and [`TERMINATION_WEIGHT`] per terminated deal. A
+    /// newcomer stands at 0: below any provider with a clean record, above
+    /// one that faults more than one epoch in [`FAULT_WEIGHT`] + 1.
+    pub fn score(&self) -> i128 {
+        i128::from(self.proven_epochs)
+            - FAULT_WEIGHT * i128::from(self.faulted_epochs)
+            - TERMINATION_WEIGHT * i128::from(self.terminated_deals)
+    }
+
     /// The order providers are chosen in, best first — by `crowd put` and
-    /// by the tracker's repairs alike: fewer terminated deals, a lower fault
-    /// rate, a lower price, more free space; the peer id breaks ties so the
-    /// choice is deterministic.
-    pub fn rank_key(&self) -> (u64, u64, Amount, std::cmp::Reverse<u64>, Vec<u8>) {
+    /// by the tracker's repairs alike: fewer terminated deals, then a higher
+    /// [`score`](Self::score) up to [`ESTABLISHED_SCORE`] (beyond it
+    /// providers compete on terms alone), then a lower price, more free
+    /// space; the peer id breaks ties so the choice is deterministic. So an
+    /// unproven newcomer (a Sybil's fresh key) never ranks above a provider
+    /// with a clean record, however cheap it asks.
+    pub fn rank_key(
+        &self,
+    ) -> (
+        u64,
+        std::cmp::Reverse<i128>,
+        Amount,
+        std::cmp::Reverse<u64>,
+        Vec<u8>,
+    ) {
         (
             self.terminated_deals,
-            self.fault_percent(),
+            std::cmp::Reverse(self.score().min(ESTABLISHED_SCORE)),
             self.price_per_gib_epoch,
             std::cmp::Reverse(self.capacity.saturating_sub(self.used)),
             self.peer.to_bytes(),
         )
     }
 }
+
+/// Score lost per faulted epoch ([`ProviderEntry::score`]).
+pub const FAULT_WEIGHT: i128 = 10;
+/// Score lost per terminated deal.
+pub const TERMINATION_WEIGHT: i128 = 100;
+/// Score at which a provider counts as established: above it, ranking is by
+/// price and space only.
+pub const ESTABLISHED_SCORE: i128 = 100;
 
 /// `ceil(per_gib × size / GiB)`: what a provider charges (or locks) for
 /// `size` bytes, rounded up as providers round.
@@ -383,6 +426,9 @@ pub struct AccountView {
     pub locked_collateral: Amount,
     /// The next nonce for the account's own messages (registration).
     pub nonce: u64,
+    /// A provider's stake (locked by its registration).
+    #[serde(default)]
+    pub staked: Amount,
 }
 
 /// One settled epoch of a deal.

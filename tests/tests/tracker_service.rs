@@ -21,6 +21,10 @@ use crowd_tracker::bps_of;
 const FUNDS: u128 = 1_000_000_000;
 const PRICE: u128 = 1_000;
 const COLLATERAL: u128 = 1_000_000;
+/// The stake a provider's registration locks, and the share of it each
+/// termination burns (the service's genesis defaults).
+const STAKE: u128 = 100_000_000;
+const STAKE_SLASH_BPS: u32 = 1_000;
 /// Devnet genesis: F, fault fee and the client's share of a slash.
 const F: u64 = 3;
 const FAULT_FEE_BPS: u32 = 1_000;
@@ -136,8 +140,8 @@ async fn an_honest_provider_is_paid_every_epoch() {
     let earned = PRICE * u128::from(duration);
     let provider = account_as(&t, &n).await;
     assert_eq!(
-        (provider.available, provider.locked_collateral),
-        (FUNDS + earned, 0)
+        (provider.available, provider.locked_collateral, provider.staked),
+        (FUNDS - STAKE + earned, 0, STAKE)
     );
     let me = client.account(client.peer()).await;
     assert_eq!((me.available, me.locked_escrow), (FUNDS - earned, 0));
@@ -214,9 +218,14 @@ async fn an_offline_provider_faults_and_is_terminated_slashed_and_the_client_ref
         (FUNDS - earned + compensation, 0)
     );
     let provider = account_as(&t, &n).await;
+    // the termination also burned a share of the stake
     assert_eq!(
-        (provider.available, provider.locked_collateral),
-        (FUNDS - COLLATERAL + earned, 0)
+        (provider.available, provider.locked_collateral, provider.staked),
+        (
+            FUNDS - STAKE - COLLATERAL + earned,
+            0,
+            STAKE - bps_of(STAKE, STAKE_SLASH_BPS)
+        )
     );
     let entry = client
         .providers()

@@ -50,6 +50,13 @@ pub enum LedgerError {
     /// A zero amount where it would be a no-op.
     #[error("zero {what}")]
     ZeroAmount { what: &'static str },
+    /// A provider whose stake is not (or no longer) the network's.
+    #[error("provider {provider} has {staked} staked, the network requires {required}")]
+    NotStaked {
+        provider: String,
+        staked: Amount,
+        required: Amount,
+    },
     /// A transfer to the sender itself.
     #[error("a transfer to oneself")]
     SelfTransfer,

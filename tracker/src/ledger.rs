@@ -796,6 +796,33 @@ impl Ledger {
         let (provider, reg) = open(signed)?;
         tx.take_nonce(provider, reg.nonce, "registration")?;
         let used = tx.provider(provider).map_or(0, |p| p.used);
+        let staked = tx.account(provider).staked;
+        if reg.capacity > 0 {
+            // offering space locks the stake (topped up after a slash)
+            let need = self.config.provider_stake.saturating_sub(staked);
+            if need > 0 {
+                tx.debit(provider, need)?;
+                tx.update_account(provider, |a| {
+                    a.staked = add(a.staked, need, "stake")?;
+                    Ok(())
+                })?;
+                tx.events.push(Event::Staked {
+                    provider,
+                    amount: need,
+                });
+            }
+        } else if used == 0 && staked > 0 {
+            // leaving with no live deal: the stake comes back
+            tx.update_account(provider, |a| {
+                a.available = add(a.available, staked, "account balance")?;
+                a.staked = 0;
+                Ok(())
+            })?;
+            tx.events.push(Event::StakeReturned {
+                provider,
+                amount: staked,
+            });
+        }
         tx.providers.insert(
             provider,
             ProviderInfo {
@@ -921,6 +948,12 @@ impl Ledger {
             .ok_or(LedgerError::Overflow {
                 what: "deal end epoch",
             })?;
+        let floor = crowd_protocol::tracker::pro_rata(self.config.min_collateral_per_gib, p.piece_size);
+        if p.provider_collateral < floor {
+            return Err(LedgerError::InvalidProposal(
+                "provider collateral below the network's minimum",
+            ));
+        }
         p.price_per_epoch
             .checked_mul(Amount::from(p.duration_epochs))
             .ok_or(LedgerError::Overflow { what: "deal escrow" })
@@ -944,6 +977,14 @@ impl Ledger {
         let mut info = tx
             .provider(provider)
             .ok_or_else(|| LedgerError::NotRegistered(provider.to_string()))?;
+        let staked = tx.account(provider).staked;
+        if staked < self.config.provider_stake {
+            return Err(LedgerError::NotStaked {
+                provider: provider.to_string(),
+                staked,
+                required: self.config.provider_stake,
+            });
+        }
         let free = info.capacity.saturating_sub(info.used);
         if p.piece_size > free {
             return Err(LedgerError::CapacityExceeded {
@@ -1582,6 +1623,21 @@ impl Ledger {
         })?;
         tx.burn(burned)?;
         tx.release_capacity(deal.provider(), deal.proposal.piece_size)?;
+        // the provider's stake pays for the termination too (burned)
+        let stake_cut = bps_of(self.config.provider_stake, self.config.stake_slash_bps)
+            .min(tx.account(deal.provider()).staked);
+        if stake_cut > 0 {
+            tx.update_account(deal.provider(), |a| {
+                a.staked -= stake_cut; // stake_cut <= staked
+                Ok(())
+            })?;
+            tx.burn(stake_cut)?;
+            tx.events.push(Event::StakeSlashed {
+                provider: deal.provider(),
+                deal_id: deal.id,
+                amount: stake_cut,
+            });
+        }
         // a live file keeps both for its repair: they pay the new deal first
         let at = match file {
             Some(mut file) => {
@@ -1833,6 +1889,9 @@ impl Ledger {
         }
         self.check_files(&mut escrow)?;
         for (id, a) in &self.accounts {
+            if a.staked > self.config.provider_stake {
+                return bad(format!("account {id} stakes more than the network's stake"));
+            }
             if a.locked_escrow != escrow.get(id).copied().unwrap_or(0) {
                 return bad(format!("account {id}: locked escrow != its live deals' escrow"));
             }

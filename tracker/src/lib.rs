@@ -34,7 +34,7 @@
 //! | `Mint { account, amount, nonce }` | — (devnet faucet; only if `config.faucet`) | credits `amount`; `nonce` must equal the number of mints so far |
 //! | `Withdraw(Signed<WithdrawRequest>)` | the account | moves free balance out (`withdrawn`) |
 //! | `Transfer(Signed<TransferRequest>)` | the sender | moves free balance to another account |
-//! | `RegisterProvider(Signed<ProviderRegistration>)` | the provider | records capacity and price |
+//! | `RegisterProvider(Signed<ProviderRegistration>)` | the provider | records capacity and price; locks (tops up) its stake, or returns it when it leaves |
 //! | `AdmitProposal(Signed<DealProposal>)` | the client | locks the proposal's escrow until its last publishable epoch (paid admission) |
 //! | `PublishDeal { proposal, acceptance }` | client, provider | locks escrow (an admitted proposal's lock is used) and collateral, numbers the deal, draws its ticket |
 //! | `PreCommit(Signed<SealCommitment>)` | the deal's provider | records comm_r |
@@ -146,6 +146,19 @@
 //! state, snapshots and the per-epoch settlement scan grow with live deals
 //! and files, not with every deal ever made.
 //!
+//! * **Stake** (Sybil resistance): registering with capacity above 0 locks
+//!   [`LedgerConfig::provider_stake`] from the provider's free balance
+//!   ([`Account::staked`]; a re-registration only tops it up); registering
+//!   with capacity 0 while no live deal is the provider's returns it
+//!   ([`Event::StakeReturned`]). Each termination of one of its deals burns
+//!   `stake_slash_bps` of the stake ([`Event::StakeSlashed`]); a deal is
+//!   published only with a provider staked in full ([`LedgerError::NotStaked`]),
+//!   so a slashed provider re-registers (tops up) before new deals. Every
+//!   deal locks at least `min_collateral_per_gib` of provider collateral
+//!   (pro rata, rounded up), so no deal is free to abandon. A fresh key is
+//!   no provider: it must put the stake at risk first. Clients rank
+//!   providers by their record ([`crowd_protocol::ProviderEntry::rank_key`]),
+//!   where an unproven newcomer never beats a clean record.
 //! * **Admit** (paid admission, in epoch `e`): before a client offers a
 //!   proposal to a provider it locks the deal's escrow (`price × duration`,
 //!   which must be more than 0) from its free balance; the proposal must be

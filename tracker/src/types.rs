@@ -148,6 +148,27 @@ pub struct LedgerConfig {
     /// ledgers begun without allocations keep their genesis head.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allocations: Vec<(AccountId, Amount)>,
+    /// Sybil resistance: what registering as a provider locks from its
+    /// free balance (its stake), returned when it leaves with no live deal.
+    /// 0 (ledgers begun before stakes): free registration.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub provider_stake: Amount,
+    /// Share of `provider_stake` burned from a provider's stake at each
+    /// termination of one of its deals, in basis points.
+    #[serde(default, skip_serializing_if = "is_zero_bps")]
+    pub stake_slash_bps: u32,
+    /// Least provider collateral per GiB a deal must lock (pro rata,
+    /// rounded up), so no deal is free to abandon.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub min_collateral_per_gib: Amount,
+}
+
+fn is_zero(a: &Amount) -> bool {
+    *a == 0
+}
+
+fn is_zero_bps(a: &u32) -> bool {
+    *a == 0
 }
 
 impl LedgerConfig {
@@ -164,6 +185,9 @@ impl LedgerConfig {
             repair_after_missed: 2,
             archive_ended: true,
             allocations: Vec::new(),
+            provider_stake: 0,
+            stake_slash_bps: 0,
+            min_collateral_per_gib: 0,
         }
     }
 
@@ -184,7 +208,7 @@ impl LedgerConfig {
         if self.fault_threshold == 0 {
             return Err(LedgerError::InvalidConfig("fault_threshold must be at least 1"));
         }
-        if self.fault_fee_bps > BPS || self.client_share_bps > BPS {
+        if self.fault_fee_bps > BPS || self.client_share_bps > BPS || self.stake_slash_bps > BPS {
             return Err(LedgerError::InvalidConfig("basis points above 10000"));
         }
         if self.repair_after_missed > self.fault_threshold {
@@ -306,6 +330,23 @@ pub enum Event {
     Transferred {
         from: AccountId,
         to: AccountId,
+        amount: Amount,
+    },
+    /// A registration locked `amount` more of the provider's stake.
+    Staked {
+        provider: AccountId,
+        amount: Amount,
+    },
+    /// A provider that left (registered with no capacity and no live deal)
+    /// got its stake back.
+    StakeReturned {
+        provider: AccountId,
+        amount: Amount,
+    },
+    /// A termination burned `amount` of the provider's stake.
+    StakeSlashed {
+        provider: AccountId,
+        deal_id: DealId,
         amount: Amount,
     },
     ProviderRegistered {
@@ -472,6 +513,10 @@ pub struct Account {
     pub locked_collateral: Amount,
     /// Next nonce for this account's own messages (register, withdraw).
     pub nonce: u64,
+    /// A provider's stake, locked by its registration (see
+    /// [`LedgerConfig::provider_stake`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub staked: Amount,
 }
 
 impl Account {
@@ -479,7 +524,8 @@ impl Account {
     pub fn total(&self) -> Option<Amount> {
         self.available
             .checked_add(self.locked_escrow)?
-            .checked_add(self.locked_collateral)
+            .checked_add(self.locked_collateral)?
+            .checked_add(self.staked)
     }
 }
 

@@ -129,7 +129,9 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..4usize, 0..5_000u128).prop_map(|(who, amount)| Op::Mint { who, amount }),
         1 => (0..4usize, 0..3_000u128).prop_map(|(who, amount)| Op::Withdraw { who, amount }),
         1 => (0..4usize, 0..5usize, 0..3_000u128).prop_map(|(from, to, amount)| Op::Transfer { from, to, amount }),
-        1 => (0..4usize, 0..20_000u64).prop_map(|(who, capacity)| Op::Register { who, capacity }),
+        // capacity 0 is a provider leaving (its stake back if it has no live deal)
+        1 => (0..4usize, prop_oneof![1 => Just(0u64), 3 => 1..20_000u64])
+            .prop_map(|(who, capacity)| Op::Register { who, capacity }),
         4 => (0..4usize, 0..4usize, (0..2usize, 0..50u128, 1..6u64, 1..6u64, 0..400u128), 0..6u8)
             .prop_map(|(client, provider, terms, forge)| Op::Publish { client, provider, terms, forge }),
         2 => (0..4usize, 0..4usize, (0..2usize, 0..50u128, 1..6u64, 1..6u64, 0..400u128), 0..6u8)
@@ -239,7 +241,13 @@ fn step(w: &mut World, deal: u64, fault: Fault) -> Input {
 
 /// Runs `ops`, checking every step; returns every event emitted.
 fn run(ops: Vec<Op>) -> Result<Vec<Event>, TestCaseError> {
-    let mut w = World::new();
+    // a genesis with stakes and a collateral floor, so registrations,
+    // terminations and leaving move stake too
+    let mut w = World::with_config(|c| {
+        c.provider_stake = 500;
+        c.stake_slash_bps = 2_000;
+        c.min_collateral_per_gib = 1_000;
+    });
     // Genesis setup shared by every case: everyone funded, two providers
     // registered, so random sequences reach deals; random ops add to it.
     for who in 0..4 {
@@ -617,6 +625,14 @@ fn the_random_walk_reaches_repairs_renewals_and_removals() {
         (
             "Transferred",
             count(&all, |e| matches!(e, Event::Transferred { .. })),
+        ),
+        (
+            "StakeSlashed",
+            count(&all, |e| matches!(e, Event::StakeSlashed { .. })),
+        ),
+        (
+            "StakeReturned",
+            count(&all, |e| matches!(e, Event::StakeReturned { .. })),
         ),
         (
             "AdmissionLapsed",

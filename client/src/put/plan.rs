@@ -26,22 +26,26 @@ pub struct Candidate {
 
 /// Providers eligible for pieces of `piece_size` bytes, best first.
 ///
-/// Eligible: not the client itself, reachable (lists an address), asking at
-/// most `max_price` per GiB per epoch, with `capacity − used ≥ piece_size`.
-/// Order: track record first (fewer terminated deals, then a lower fault
-/// rate in whole per cent), then price, then more free capacity; the peer id
-/// breaks ties so the choice is deterministic.
+/// Eligible: not the client itself, reachable (lists an address), staked at
+/// least `stake` (the network's), asking at most `max_price` per GiB per
+/// epoch, with `capacity − used ≥ piece_size`.
+/// Order: [`ProviderEntry::rank_key`] — track record first (fewer
+/// terminated deals, then a higher score: a newcomer never ranks above a
+/// provider with a clean record), then price, then more free capacity; the
+/// peer id breaks ties so the choice is deterministic.
 pub fn candidates(
     providers: &[ProviderEntry],
     client: &PeerId,
     piece_size: u64,
     max_price: Amount,
     collateral_per_gib: Amount,
+    stake: Amount,
 ) -> Vec<Candidate> {
     let mut eligible: Vec<&ProviderEntry> = providers
         .iter()
         .filter(|p| p.peer != *client)
         .filter(|p| !p.addrs.is_empty())
+        .filter(|p| p.staked >= stake)
         .filter(|p| p.price_per_gib_epoch <= max_price)
         .filter(|p| p.capacity.saturating_sub(p.used) >= piece_size)
         .collect();
@@ -137,6 +141,7 @@ mod tests {
             proven_epochs: 0,
             faulted_epochs: 0,
             terminated_deals: 0,
+            staked: 10,
         }
     }
 
@@ -153,6 +158,8 @@ mod tests {
             min_start_lead: 2,
             max_start_lead: 1000,
             sealing: "devnet".into(),
+            provider_stake: 0,
+            min_collateral_per_gib: 0,
         }
     }
 
@@ -176,10 +183,19 @@ mod tests {
         let mut faulty = provider(1, 1000, 0);
         faulty.proven_epochs = 90;
         faulty.faulted_epochs = 10;
+        // a long clean record ranks above every newcomer, however dear it
+        // asks; one fault in 50 epochs still does
+        let mut veteran = provider(90, 1000, 0);
+        veteran.proven_epochs = 500;
+        let mut one_fault = provider(80, 1000, 0);
+        one_fault.proven_epochs = 50;
+        one_fault.faulted_epochs = 1;
         let mut terminated = provider(1, 1000, 0);
         terminated.terminated_deals = 1;
         let mut unreachable = provider(1, 1000, 0);
         unreachable.addrs.clear();
+        let mut slashed = provider(1, 1000, 0);
+        slashed.staked = 9;
         let mut myself = provider(1, 1000, 0);
         myself.peer = me;
         let roomy_cheap = provider(5, 5000, 0);
@@ -191,14 +207,19 @@ mod tests {
             faulty.clone(),
             terminated.clone(),
             unreachable,
+            slashed,
             myself,
             roomy_cheap.clone(),
+            one_fault.clone(),
+            veteran.clone(),
         ];
-        let chosen = candidates(&all, &me, 100, 100, 1_000);
+        let chosen = candidates(&all, &me, 100, 100, 1_000, 10);
         let peers: Vec<PeerId> = chosen.iter().map(|c| c.entry.peer).collect();
         assert_eq!(
             peers,
             vec![
+                veteran.peer,
+                one_fault.peer,
                 roomy_cheap.peer,
                 cheap.peer,
                 dear.peer,
@@ -207,9 +228,9 @@ mod tests {
             ]
         );
         // collateral is the smaller of ours and the provider's, pro rata
-        assert_eq!(chosen[0].collateral, pro_rata(50, 100));
-        assert_eq!(chosen[2].price_per_epoch, pro_rata(50, 100));
-        assert_eq!(total_cost(&chosen[..2], 10), 20);
+        assert_eq!(chosen[2].collateral, pro_rata(50, 100));
+        assert_eq!(chosen[4].price_per_epoch, pro_rata(50, 100));
+        assert_eq!(total_cost(&chosen[2..4], 10), 20);
     }
 
     #[test]
@@ -230,7 +251,7 @@ mod tests {
 
     #[test]
     fn proposal_carries_the_terms() {
-        let c = candidates(&[provider(7, 1 << 40, 0)], &PeerId::random(), 1 << 30, 10, 100)
+        let c = candidates(&[provider(7, 1 << 40, 0)], &PeerId::random(), 1 << 30, 10, 100, 0)
             .pop()
             .unwrap();
         let client = PeerId::random();

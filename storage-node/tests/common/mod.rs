@@ -352,6 +352,8 @@ impl FakeTracker {
                                 min_start_lead: 1,
                                 max_start_lead: 100,
                                 sealing: "devnet".into(),
+                                provider_stake: 0,
+                                min_collateral_per_gib: 0,
                             }))
                         }
                         Ok(Request::Tracker(TrackerRequest::Deals(DealQuery::Ids(ids)))) => {

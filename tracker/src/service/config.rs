@@ -1,8 +1,9 @@
 //! `config.toml`: one documented struct, loaded in `main` and passed down.
 //!
-//! Seven fields are the ledger's **genesis** (`faucet`, `sealing_preset`,
+//! Ten fields are the ledger's **genesis** (`faucet`, `sealing_preset`,
 //! `fault_threshold`, `fault_fee_bps`, `client_share_bps`,
-//! `repair_after_missed`, `allocations`): `crowd-tracker
+//! `repair_after_missed`, `allocations`, `provider_stake`,
+//! `stake_slash_bps`, `min_collateral_per_gib`): `crowd-tracker
 //! init` fixes them in the store with the tracker's key, and `run` refuses a
 //! config that disagrees with the stored genesis instead of silently running
 //! another ledger.
@@ -71,6 +72,15 @@ pub struct TrackerConfig {
     /// (base units) — how money enters a network without the faucet.
     #[serde(default)]
     pub allocations: Vec<String>,
+    /// Genesis: what registering as a provider locks (base units).
+    #[serde(default = "default_stake")]
+    pub provider_stake: u64,
+    /// Genesis: share of the stake burned per terminated deal, basis points.
+    #[serde(default = "default_stake_slash")]
+    pub stake_slash_bps: u32,
+    /// Genesis: least provider collateral a deal locks, per GiB (base units).
+    #[serde(default = "default_min_collateral")]
+    pub min_collateral_per_gib: u64,
     /// Seconds a request to a provider (seal ticket, status, seal proof,
     /// window challenge) may take.
     #[serde(default = "default_request_timeout")]
@@ -103,6 +113,15 @@ fn default_fault_fee() -> u32 {
 }
 fn default_client_share() -> u32 {
     5_000
+}
+fn default_stake() -> u64 {
+    100_000_000
+}
+fn default_stake_slash() -> u32 {
+    1_000
+}
+fn default_min_collateral() -> u64 {
+    10_000
 }
 fn default_preset() -> String {
     "devnet".into()
@@ -238,6 +257,9 @@ impl TrackerConfig {
             archive_ended: true,
             // checked by `check`; an unchecked bad list allocates nothing
             allocations: parse_allocations(&self.allocations).unwrap_or_default(),
+            provider_stake: Amount::from(self.provider_stake),
+            stake_slash_bps: self.stake_slash_bps,
+            min_collateral_per_gib: Amount::from(self.min_collateral_per_gib),
         }
     }
 
@@ -251,6 +273,10 @@ impl TrackerConfig {
         self.repair_after_missed = genesis.repair_after_missed;
         self.sealing_preset = preset_name(&genesis.params).to_string();
         self.allocations = render_allocations(&genesis.allocations);
+        // ledgers begun before stakes have none (and saturate at u64)
+        self.provider_stake = u64::try_from(genesis.provider_stake).unwrap_or(u64::MAX);
+        self.stake_slash_bps = genesis.stake_slash_bps;
+        self.min_collateral_per_gib = u64::try_from(genesis.min_collateral_per_gib).unwrap_or(u64::MAX);
         self
     }
 
@@ -287,6 +313,18 @@ impl TrackerConfig {
         if self.repair_after_missed != stored.repair_after_missed {
             let (a, b) = (self.repair_after_missed, stored.repair_after_missed);
             return mismatch("repair_after_missed", a.to_string(), b.to_string());
+        }
+        if Amount::from(self.provider_stake) != stored.provider_stake {
+            let (a, b) = (self.provider_stake, stored.provider_stake);
+            return mismatch("provider_stake", a.to_string(), b.to_string());
+        }
+        if self.stake_slash_bps != stored.stake_slash_bps {
+            let (a, b) = (self.stake_slash_bps, stored.stake_slash_bps);
+            return mismatch("stake_slash_bps", a.to_string(), b.to_string());
+        }
+        if Amount::from(self.min_collateral_per_gib) != stored.min_collateral_per_gib {
+            let (a, b) = (self.min_collateral_per_gib, stored.min_collateral_per_gib);
+            return mismatch("min_collateral_per_gib", a.to_string(), b.to_string());
         }
         if parse_allocations(&self.allocations)? != stored.allocations {
             let (a, b) = (&self.allocations, render_allocations(&stored.allocations));
@@ -349,6 +387,16 @@ client_share_bps = {share}
 # on another provider. At most fault_threshold; 0 means fault_threshold.
 repair_after_missed = {repair}
 
+# Sybil resistance: registering as a provider locks this stake (base units),
+# returned when it leaves (registers with capacity 0) with no live deal; each
+# terminated deal burns stake_slash_bps of it (basis points), and a provider
+# must top it up (re-register) before new deals.
+provider_stake = {stake}
+stake_slash_bps = {stake_slash}
+
+# Least provider collateral a deal must lock, per GiB (base units, pro rata).
+min_collateral_per_gib = {min_collateral}
+
 # Money in: the balances the ledger starts with, "PEER_ID=AMOUNT" in base
 # units (`init --allocate PEER_ID=AMOUNT`). Without the faucet this is the
 # only way money enters; `crowd transfer` moves it, `crowd withdraw` takes it out.
@@ -367,6 +415,9 @@ allocations = {allocations}
             share = self.client_share_bps,
             repair = self.repair_after_missed,
             allocations = list(&self.allocations),
+            stake = self.provider_stake,
+            stake_slash = self.stake_slash_bps,
+            min_collateral = self.min_collateral_per_gib,
         )
     }
 }

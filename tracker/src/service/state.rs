@@ -675,7 +675,13 @@ impl<S: Store> State<S> {
             let Some(file) = self.ledger.file(file_id) else {
                 continue;
             };
-            let providers = providers.get_or_insert_with(|| self.providers());
+            let providers = providers.get_or_insert_with(|| {
+                // only providers that can take a deal now
+                let stake = self.ledger.config().provider_stake;
+                let mut all = self.providers(None, usize::MAX);
+                all.retain(|p| p.staked >= stake);
+                all
+            });
             let excluded = self.repair_excluded.get(&slot).cloned().unwrap_or_default();
             self.repair_nonce = self.repair_nonce.wrapping_add(1);
             let nonce = (epoch << 20) ^ self.repair_nonce;
@@ -773,7 +779,10 @@ impl<S: Store> State<S> {
         match request {
             TrackerRequest::Info => Ok(TrackerResponse::Info(self.info())),
             TrackerRequest::Register { registration, addrs } => self.register(peer, registration, addrs),
-            TrackerRequest::Providers => Ok(TrackerResponse::Providers(self.providers())),
+            TrackerRequest::Providers => Ok(TrackerResponse::Providers(self.providers(None, MAX_LIST))),
+            TrackerRequest::ProvidersAfter(after) => {
+                Ok(TrackerResponse::Providers(self.providers(Some(after), MAX_LIST)))
+            }
             TrackerRequest::Publish { proposal, acceptance } => self.publish(peer, proposal, acceptance),
             TrackerRequest::Admit(proposal) => self.admit(peer, proposal),
             TrackerRequest::Account(who) => {
@@ -788,6 +797,7 @@ impl<S: Store> State<S> {
                     locked_escrow: a.locked_escrow,
                     locked_collateral: a.locked_collateral,
                     nonce: a.nonce,
+                    staked: a.staked,
                 }))
             }
             TrackerRequest::Faucet { account, amount } => self.faucet(account, amount),
@@ -1032,6 +1042,8 @@ impl<S: Store> State<S> {
             min_start_lead: MIN_START_LEAD,
             max_start_lead: MAX_START_LEAD,
             sealing: preset_name(&c.params).to_string(),
+            provider_stake: c.provider_stake,
+            min_collateral_per_gib: c.min_collateral_per_gib,
         }
     }
 
@@ -1367,7 +1379,13 @@ impl<S: Store> State<S> {
         })
     }
 
-    fn providers(&self) -> Vec<ProviderEntry> {
+    /// A page of providers offering space — capacity above 0 (which only a
+    /// staked registration has), willing to lock the network's minimum
+    /// collateral — in peer id order after `after`, at most `limit` (a
+    /// request's page: [`MAX_LIST`]). A provider slashed below the stake is
+    /// listed with its `staked`, so its record stays visible; it takes no
+    /// deal until it tops the stake up.
+    fn providers(&self, after: Option<PeerId>, limit: usize) -> Vec<ProviderEntry> {
         #[derive(Default)]
         struct Record {
             live: u64,
@@ -1385,9 +1403,12 @@ impl<S: Store> State<S> {
             r.proven = r.proven.saturating_add(s.proven);
             r.faulted = r.faulted.saturating_add(s.faulted);
         }
+        let c = self.ledger.config();
         self.ledger
             .providers()
-            .take(MAX_LIST)
+            .filter(|(id, _)| after.is_none_or(|a| id.0 > a))
+            .filter(|(_, p)| p.capacity > 0 && p.collateral_per_gib >= c.min_collateral_per_gib)
+            .take(limit)
             .map(|(id, p)| {
                 let r = records.remove(&id.0).unwrap_or_default();
                 let a = self.provider_records.get(&id.0).copied().unwrap_or_default();
@@ -1402,6 +1423,7 @@ impl<S: Store> State<S> {
                     proven_epochs: r.proven.saturating_add(a.proven),
                     faulted_epochs: r.faulted.saturating_add(a.faulted),
                     terminated_deals: r.terminated.saturating_add(a.terminated),
+                    staked: self.ledger.account(id).staked,
                 }
             })
             .collect()

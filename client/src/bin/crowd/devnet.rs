@@ -352,13 +352,12 @@ fn start(
     let key = crowd_client::identity(home)?;
     let client = key.public().to_peer_id();
     let conn = TrackerConn::connect(key, &tracker_addr)?;
-    note("waiting until the tracker lists every node");
-    wait_registered(&conn, file, opts.timeout)?;
     write_client_config(&home.join("config.toml"), &tracker.peer_id, &tracker_addr)?;
     let funded = conn
         .faucet(client, FUNDING)
         .context("funding the client from the devnet faucet")?;
-    // providers lock collateral for their deals: fund them too
+    // providers lock a stake to register and collateral for their deals:
+    // fund them before waiting for their registrations
     for p in file.processes.iter().filter(|p| p.role == "node") {
         let peer = p
             .peer_id
@@ -367,6 +366,8 @@ fn start(
         conn.faucet(peer, FUNDING)
             .with_context(|| format!("funding {} from the devnet faucet", p.name))?;
     }
+    note("waiting until the tracker lists every node");
+    wait_registered(&conn, file, opts.timeout)?;
     Ok(Devnet {
         home: home.to_path_buf(),
         file: file.clone(),

@@ -435,6 +435,7 @@ fn run(cli: Cli) -> Result<()> {
                 println!("available          {}", out.available);
                 println!("locked escrow      {}", out.locked_escrow);
                 println!("locked collateral  {}", out.locked_collateral);
+                println!("staked             {}", out.staked);
             }
         }
         Cmd::Transfer { to, amount, json } => {
