@@ -91,6 +91,7 @@
 //! assert!(signed.open(Some(&provider)).is_err());
 //! ```
 
+pub mod dht;
 mod error;
 pub mod fetch;
 pub mod manifest;

@@ -7,17 +7,19 @@
 //! [`Network::streams`], with yamux flow control as backpressure.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::FuturesUnordered;
 use futures::{AsyncRead, AsyncWrite, StreamExt};
 use libp2p::identity::Keypair;
-use libp2p::kad::{self, store::MemoryStore};
+use libp2p::kad;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{identify, noise, ping, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::dht::{BoundedStore, DhtBounds, DhtStats};
 use crate::types::{Request, Response};
 use crate::wire::{from_cbor, read_frame_bytes, to_cbor};
 use crate::ProtocolError;
@@ -122,7 +124,7 @@ async fn write_raw<T: AsyncWrite + Unpin>(io: &mut T, body: &[u8]) -> std::io::R
 pub struct Behaviour {
     identify: identify::Behaviour,
     ping: ping::Behaviour,
-    kad: kad::Behaviour<MemoryStore>,
+    kad: kad::Behaviour<BoundedStore>,
     control: request_response::Behaviour<ControlCodec>,
     stream: libp2p_stream::Behaviour,
 }
@@ -143,6 +145,11 @@ pub struct NetworkConfig {
     pub inbound_queue: usize,
     /// Close connections idle for this long.
     pub idle_timeout: Duration,
+    /// The DHT record store's bounds (see [`crate::dht`]).
+    pub dht: DhtBounds,
+    /// Our provider records are re-announced this often (and live four
+    /// times as long on other peers).
+    pub provider_republish: Duration,
 }
 
 impl Default for NetworkConfig {
@@ -154,6 +161,8 @@ impl Default for NetworkConfig {
             max_concurrent_streams: 64,
             inbound_queue: 256,
             idle_timeout: Duration::from_secs(120),
+            dht: DhtBounds::default(),
+            provider_republish: Duration::from_secs(3600),
         }
     }
 }
@@ -188,6 +197,7 @@ pub struct Network {
     commands: mpsc::Sender<Command>,
     streams: libp2p_stream::Control,
     request_timeout: Duration,
+    dht_stats: Arc<DhtStats>,
 }
 
 impl std::fmt::Debug for Network {
@@ -195,6 +205,9 @@ impl std::fmt::Debug for Network {
         f.debug_struct("Network").field("peer_id", &self.peer_id).finish()
     }
 }
+
+/// A QUIC connection silent this long is dropped (see [`Network::start`]).
+pub const QUIC_IDLE_TIMEOUT_MS: u32 = 60_000;
 
 impl Network {
     /// Builds the swarm, starts listening and spawns the task that owns it.
@@ -208,6 +221,11 @@ impl Network {
             .with_request_timeout(config.request_timeout)
             .with_max_concurrent_streams(config.max_concurrent_streams);
         let idle = config.idle_timeout;
+        let dht_stats = Arc::new(DhtStats::default());
+        let mut kad_config = kad::Config::new(KAD_PROTOCOL);
+        kad_config
+            .set_provider_publication_interval(Some(config.provider_republish))
+            .set_provider_record_ttl(Some(config.provider_republish * 4));
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
             .with_tokio()
             .with_tcp(
@@ -216,7 +234,14 @@ impl Network {
                 yamux::Config::default,
             )
             .map_err(|e| ProtocolError::Io(std::io::Error::other(e.to_string())))?
-            .with_quic()
+            // QUIC drops a connection that hears nothing for its idle
+            // timeout (10 s by default); a process whose runtime is starved
+            // for a while (two cores, sealing and proving next to it) lost
+            // connections mid-request that way. Keep-alives still go every 5 s.
+            .with_quic_config(|mut c| {
+                c.max_idle_timeout = QUIC_IDLE_TIMEOUT_MS;
+                c
+            })
             .with_behaviour(|key| Behaviour {
                 identify: identify::Behaviour::new(identify::Config::new(
                     IDENTIFY_VERSION.into(),
@@ -225,8 +250,8 @@ impl Network {
                 ping: ping::Behaviour::new(ping::Config::new()),
                 kad: kad::Behaviour::with_config(
                     key.public().to_peer_id(),
-                    MemoryStore::new(key.public().to_peer_id()),
-                    kad::Config::new(KAD_PROTOCOL),
+                    BoundedStore::new(key.public().to_peer_id(), config.dht, dht_stats.clone()),
+                    kad_config,
                 ),
                 control: request_response::Behaviour::new(
                     [(CONTROL_PROTOCOL, ProtocolSupport::Full)],
@@ -272,6 +297,7 @@ impl Network {
                 commands,
                 streams,
                 request_timeout: config.request_timeout,
+                dht_stats,
             },
             inbound_rx,
         ))
@@ -279,6 +305,11 @@ impl Network {
 
     pub fn peer_id(&self) -> PeerId {
         self.peer_id
+    }
+
+    /// The DHT store's counters (for metrics).
+    pub fn dht_stats(&self) -> Arc<DhtStats> {
+        self.dht_stats.clone()
     }
 
     /// Opens and accepts bulk streams (uploads, fetches).

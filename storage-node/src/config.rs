@@ -67,6 +67,23 @@ pub struct NodeConfig {
     /// Of those, at most this many from one peer.
     #[serde(default = "default_pending_per_peer")]
     pub max_pending_streams_per_peer: usize,
+    /// Control requests (proposals, status, manifests, …) handled at once;
+    /// beyond this a request is answered "busy" at once. The tracker's own
+    /// requests (seal tickets, challenges, repairs) are not counted, so
+    /// strangers cannot starve them.
+    #[serde(default = "default_inbound_requests")]
+    pub max_inbound_requests: usize,
+    /// Of those, at most this many from one peer.
+    #[serde(default = "default_inbound_per_peer")]
+    pub max_inbound_requests_per_peer: usize,
+    /// Keys with provider records announced to us by other peers (the DHT
+    /// store); beyond this new ones are refused. Our own records are kept
+    /// apart and never crowded out.
+    #[serde(default = "default_dht_remote_keys")]
+    pub dht_max_remote_keys: usize,
+    /// Seconds between re-announcements of what we hold (also done at start).
+    #[serde(default = "default_dht_republish")]
+    pub dht_republish_secs: u64,
     /// Seconds a new transfer stream may take to send its header.
     #[serde(default = "default_header_timeout")]
     pub header_timeout_secs: u64,
@@ -119,6 +136,18 @@ fn default_pending_streams() -> usize {
     256
 }
 fn default_pending_per_peer() -> usize {
+    8
+}
+fn default_inbound_requests() -> usize {
+    64
+}
+fn default_dht_remote_keys() -> usize {
+    16 * 1024
+}
+fn default_dht_republish() -> u64 {
+    3600
+}
+fn default_inbound_per_peer() -> usize {
     8
 }
 fn default_header_timeout() -> u64 {
@@ -175,9 +204,13 @@ impl NodeConfig {
             || self.seal_queue == 0
             || self.max_pending_streams == 0
             || self.max_pending_streams_per_peer == 0
+            || self.max_inbound_requests == 0
+            || self.max_inbound_requests_per_peer == 0
+            || self.dht_max_remote_keys == 0
+            || self.dht_republish_secs == 0
         {
             anyhow::bail!(
-                "max_concurrent_transfers, max_pending_streams(_per_peer) and seal_queue must be at least 1"
+                "max_concurrent_transfers, max_pending_streams(_per_peer), max_inbound_requests(_per_peer), dht_max_remote_keys, dht_republish_secs and seal_queue must be at least 1"
             );
         }
         if self.header_timeout_secs == 0 {
@@ -246,6 +279,17 @@ max_pending_streams = {pending}
 max_pending_streams_per_peer = {pending_peer}
 header_timeout_secs = {header}
 
+# Control requests handled at once, in all and from one peer; beyond them a
+# request is answered "busy" at once. The tracker's requests are not counted.
+max_inbound_requests = {inbound}
+max_inbound_requests_per_peer = {inbound_peer}
+
+# DHT: keys other peers may announce into our store (ours are kept apart,
+# never crowded out), and seconds between re-announcing what we hold (also
+# done at every start).
+dht_max_remote_keys = {dht_remote}
+dht_republish_secs = {dht_republish}
+
 # Repair jobs (rebuilding a lost piece for the tracker) run at once.
 max_concurrent_repairs = {repairs}
 
@@ -268,6 +312,10 @@ gc_interval_secs = {gc}
             stall = self.transfer_timeout_secs,
             pending = self.max_pending_streams,
             pending_peer = self.max_pending_streams_per_peer,
+            inbound = self.max_inbound_requests,
+            inbound_peer = self.max_inbound_requests_per_peer,
+            dht_remote = self.dht_max_remote_keys,
+            dht_republish = self.dht_republish_secs,
             header = self.header_timeout_secs,
             repairs = self.max_concurrent_repairs,
             gc = self.gc_interval_secs,

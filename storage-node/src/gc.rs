@@ -156,6 +156,7 @@ impl Node {
         let mut batch = Batch::default();
         batch
             .delete(key)
+            .delete(records::piece_deal_key(&deal.piece, deal_id))
             .delete(records::proposal_key(&deal.proposal))
             .delete(records::repair_key(&deal.proposal));
         for (k, _) in self.store.scan_prefix(&records::challenge_prefix(deal_id))? {

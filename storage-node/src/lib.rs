@@ -32,9 +32,9 @@
 pub mod config;
 pub mod files;
 pub mod gc;
+pub mod limits;
 pub mod metrics;
 pub mod node;
-pub mod pending;
 pub mod records;
 pub mod repair;
 pub mod store;

@@ -111,6 +111,11 @@ async fn run(home: &Path) -> Result<()> {
             .collect::<Result<_, _>>()?,
         bootstrap,
         request_timeout: Duration::from_secs(config.transfer_timeout_secs.max(10)),
+        dht: crowd_protocol::dht::DhtBounds {
+            max_remote_keys: config.dht_max_remote_keys,
+            ..Default::default()
+        },
+        provider_republish: Duration::from_secs(config.dht_republish_secs),
         ..NetworkConfig::default()
     };
     let (net, mut inbound) = Network::start(key.clone(), net_config).await?;
@@ -136,15 +141,24 @@ async fn run(home: &Path) -> Result<()> {
     tokio::spawn(node.clone().serve_uploads());
     tokio::spawn(node.clone().serve_fetches());
     tokio::spawn(node.clone().gc_loop());
+    // what we held before the restart goes back on the DHT (Kademlia
+    // re-announces it on its timer from then on)
+    tokio::spawn(node.clone().announce_held());
+    {
+        let (metrics, stats) = (metrics.clone(), net.dht_stats());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                metrics.sync_dht(&stats);
+            }
+        });
+    }
     {
         let node = node.clone();
         tokio::spawn(async move {
             while let Some(req) = inbound.recv().await {
-                let node = node.clone();
-                tokio::spawn(async move {
-                    let response = node.handle(req.peer, req.request.clone()).await;
-                    req.respond(response);
-                });
+                node.dispatch(req);
             }
         });
     }

@@ -36,10 +36,30 @@ pub struct Metrics {
     pub window_proof_failures: Counter,
     pub uploads_rejected: Counter,
     pub requests_refused: Counter,
+    pub requests_busy: Counter,
     pub bytes_served: Counter<u64, AtomicU64>,
+    pub dht_provide_failures: Counter,
+    pub dht_announced: Counter,
+    pub dht_remote_refused: Counter<u64, AtomicU64>,
+    pub dht_own_records: Gauge,
+    pub dht_remote_records: Gauge,
 }
 
 impl Metrics {
+    /// Copies the DHT store's counters into the exported metrics.
+    pub fn sync_dht(&self, stats: &crowd_protocol::dht::DhtStats) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let refused = stats.remote_refused.load(Relaxed);
+        let seen = self.dht_remote_refused.get();
+        if refused > seen {
+            self.dht_remote_refused.inc_by(refused - seen);
+        }
+        self.dht_own_records
+            .set(i64::try_from(stats.own_records.load(Relaxed)).unwrap_or(i64::MAX));
+        self.dht_remote_records
+            .set(i64::try_from(stats.remote_records.load(Relaxed)).unwrap_or(i64::MAX));
+    }
+
     pub fn registry(&self) -> Registry {
         let mut r = Registry::with_prefix("crowd_node");
         r.register(
@@ -109,6 +129,36 @@ impl Metrics {
             "requests_refused",
             "Control requests answered with an error",
             self.requests_refused.clone(),
+        );
+        r.register(
+            "dht_provide_failures",
+            "DHT announcements of what we hold that failed (store refused, or no peer took them)",
+            self.dht_provide_failures.clone(),
+        );
+        r.register(
+            "dht_announced",
+            "DHT announcements of what we hold (at start, after each store)",
+            self.dht_announced.clone(),
+        );
+        r.register(
+            "dht_remote_refused",
+            "Provider records other peers announced that our DHT store refused (full)",
+            self.dht_remote_refused.clone(),
+        );
+        r.register(
+            "dht_own_records",
+            "Our own provider records in the DHT store (what we announce)",
+            self.dht_own_records.clone(),
+        );
+        r.register(
+            "dht_remote_records",
+            "Other peers' provider records in our DHT store",
+            self.dht_remote_records.clone(),
+        );
+        r.register(
+            "requests_busy",
+            "Control requests answered busy (beyond max_inbound_requests, in all or per peer)",
+            self.requests_busy.clone(),
         );
         r.register(
             "bytes_served",

@@ -24,8 +24,8 @@ use tokio::sync::{mpsc, Semaphore};
 
 use crate::config::NodeConfig;
 use crate::files::{self, Dirs, FileAt};
+use crate::limits::PeerLimits;
 use crate::metrics::Metrics;
-use crate::pending::PendingStreams;
 use crate::records::{self, DealRecord, PieceRecord, ProposalRecord, ProposalState, SealState};
 use crate::store::{Batch, MetaStore};
 
@@ -46,7 +46,10 @@ pub struct Node {
     pub(crate) tracker: Option<PeerId>,
     transfers: Arc<Semaphore>,
     /// Transfer streams whose header has not arrived yet.
-    pending_streams: Arc<PendingStreams>,
+    pending_streams: Arc<PeerLimits>,
+    /// Control requests in flight, bounded in all and per peer (the
+    /// tracker's are not counted).
+    inbound_requests: Arc<PeerLimits>,
     seal_tx: mpsc::Sender<u64>,
     /// Serialises read-modify-write updates of records and space accounting.
     pub(crate) write_lock: tokio::sync::Mutex<()>,
@@ -121,9 +124,13 @@ impl Node {
             peer_id: key.public().to_peer_id(),
             key,
             transfers: Arc::new(Semaphore::new(config.max_concurrent_transfers)),
-            pending_streams: Arc::new(PendingStreams::new(
+            pending_streams: Arc::new(PeerLimits::new(
                 config.max_pending_streams,
                 config.max_pending_streams_per_peer,
+            )),
+            inbound_requests: Arc::new(PeerLimits::new(
+                config.max_inbound_requests,
+                config.max_inbound_requests_per_peer,
             )),
             repair_slots: Arc::new(Semaphore::new(config.max_concurrent_repairs)),
             config,
@@ -142,6 +149,37 @@ impl Node {
             parents: std::sync::Mutex::new(None),
         });
         Ok((node, seal_rx))
+    }
+
+    /// Makes the `piece-deal/` index name exactly the deal records there are
+    /// (stores written before it existed; it is kept in step after).
+    fn rebuild_piece_deal_index(&self, deals: &[(Vec<u8>, Vec<u8>)]) -> anyhow::Result<()> {
+        let mut want = std::collections::HashSet::new();
+        for (k, v) in deals {
+            let id = std::str::from_utf8(&k[5..])
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok());
+            let deal: DealRecord = crowd_protocol::wire::from_cbor("deal record", v)?;
+            if let Some(id) = id {
+                want.insert(records::piece_deal_key(&deal.piece, id));
+            }
+        }
+        let mut batch = Batch::default();
+        let mut changed = false;
+        for (k, _) in self.store.scan_prefix(b"piece-deal/")? {
+            if !want.remove(&k) {
+                batch.delete(k);
+                changed = true;
+            }
+        }
+        for k in want {
+            batch.put(k, Vec::new());
+            changed = true;
+        }
+        if changed {
+            self.store.write(batch)?;
+        }
+        Ok(())
     }
 
     /// Brings disk and index back to agreement after any stop, clean or not,
@@ -176,6 +214,7 @@ impl Node {
         // files of deals that are gone or not sealed (a queued deal is
         // sealed again from the start)
         let deals = self.store.scan_prefix(b"deal/")?;
+        self.rebuild_piece_deal_index(&deals)?;
         let sealed: std::collections::HashSet<String> = deals
             .iter()
             .filter(|(_, v)| {
@@ -270,6 +309,33 @@ impl Node {
             }
         }
         Ok(out)
+    }
+
+    /// Handles one inbound control request on its own task, within the
+    /// inbound bounds: beyond them it is answered "busy" at once, without
+    /// a task. The tracker's requests are not counted (its own
+    /// `max_provider_requests` bounds them), so strangers cannot starve
+    /// challenges and seal tickets.
+    pub fn dispatch(self: &Arc<Self>, req: crowd_protocol::InboundRequest) {
+        let place = match self.tracker == Some(req.peer) {
+            true => None,
+            false => match PeerLimits::enter(&self.inbound_requests, req.peer) {
+                Some(place) => Some(place),
+                None => {
+                    self.metrics.requests_busy.inc();
+                    req.respond(Response::Error {
+                        message: "busy: too many requests in flight".into(),
+                    });
+                    return;
+                }
+            },
+        };
+        let node = self.clone();
+        tokio::spawn(async move {
+            let _place = place;
+            let response = node.handle(req.peer, req.request.clone()).await;
+            req.respond(response);
+        });
     }
 
     /// Answers one control request. Never panics on bad input.
@@ -475,12 +541,9 @@ impl Node {
             return Ok(Response::Piece(None));
         };
         let mut sealed = None;
-        for (_, v) in self.store.scan_prefix(b"deal/")? {
-            let deal: DealRecord = crowd_protocol::wire::from_cbor("deal record", &v)?;
-            if deal.piece == *piece {
-                if let SealState::Sealed { commitment, .. } = deal.seal {
-                    sealed = Some(commitment);
-                }
+        for (_, deal) in records::deals_of(&*self.store, piece)? {
+            if let SealState::Sealed { commitment, .. } = deal.seal {
+                sealed = Some(commitment);
             }
         }
         Ok(Response::Piece(Some(PieceInfo {
@@ -522,13 +585,71 @@ impl Node {
         drop(_guard);
         // announced under both the manifest CID and the file's root CID, so
         // `crowd get ROOT` finds it on the DHT without the tracker
-        let net = self.net.clone();
-        let key = cid.clone();
-        tokio::spawn(async move {
-            let _ = net.provide(key).await;
-            let _ = net.provide(root).await;
-        });
+        self.announce_key(cid.clone());
+        self.announce_key(root);
         Ok(Response::ManifestStored(cid))
+    }
+
+    /// Announces on the DHT that we hold `key`, in the background (a query
+    /// can take seconds); a failure is counted, never silent.
+    pub(crate) fn announce_key(&self, key: Vec<u8>) {
+        let (net, metrics) = (self.net.clone(), self.metrics.clone());
+        tokio::spawn(async move {
+            metrics.dht_announced.inc();
+            if let Err(e) = net.provide(key).await {
+                metrics.dht_provide_failures.inc();
+                tracing::debug!("DHT announcement failed: {e}");
+            }
+        });
+    }
+
+    /// Announces every piece and manifest held (at start: the DHT store is
+    /// in memory), a few at a time.
+    pub async fn announce_held(self: Arc<Self>) {
+        let keys = match self.held_keys() {
+            Ok(keys) => keys,
+            Err(e) => {
+                tracing::warn!("cannot list what to announce: {e:#}");
+                return;
+            }
+        };
+        let count = keys.len();
+        futures::stream::iter(keys)
+            .for_each_concurrent(8, |key| {
+                let (net, metrics) = (self.net.clone(), self.metrics.clone());
+                async move {
+                    metrics.dht_announced.inc();
+                    if net.provide(key).await.is_err() {
+                        metrics.dht_provide_failures.inc();
+                    }
+                }
+            })
+            .await;
+        tracing::info!(count, "announced what we hold on the DHT");
+    }
+
+    /// DHT keys of everything held: piece CIDs, manifest CIDs and the root
+    /// CIDs manifests are found by.
+    fn held_keys(&self) -> anyhow::Result<Vec<Vec<u8>>> {
+        let mut keys = Vec::new();
+        let unhex = |k: &[u8], prefix: &str| -> Option<Vec<u8>> {
+            let s = std::str::from_utf8(k.get(prefix.len()..)?).ok()?;
+            (0..s.len())
+                .step_by(2)
+                .map(|i| s.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+                .collect()
+        };
+        for (k, _) in self.store.scan_prefix(b"piece/")? {
+            if let Some(bytes) = unhex(&k, "piece/").and_then(|b| <[u8; 32]>::try_from(b).ok()) {
+                keys.push(PieceId(bytes).cid().to_bytes());
+            }
+        }
+        for prefix in ["manifest/", "manifest-root/"] {
+            for (k, _) in self.store.scan_prefix(prefix.as_bytes())? {
+                keys.extend(unhex(&k, prefix));
+            }
+        }
+        Ok(keys)
     }
 
     fn has_stored_piece_of(&self, client: &PeerId) -> anyhow::Result<bool> {
@@ -615,7 +736,9 @@ impl Node {
             .try_reserve()
             .map_err(|_| anyhow!("seal queue is full"))?;
         let mut batch = Batch::default();
-        batch.put(records::deal_key(t.deal_id), records::encode(&deal));
+        batch
+            .put(records::deal_key(t.deal_id), records::encode(&deal))
+            .put(records::piece_deal_key(&deal.piece, t.deal_id), Vec::new());
         self.store.write(batch)?;
         self.metrics.deal_state(&deal.seal, 1);
         self.metrics.seals_queued.inc();
@@ -790,7 +913,7 @@ impl Node {
         stream: &mut Stream,
         what: &'static str,
     ) -> Result<(H, tokio::sync::OwnedSemaphorePermit), String> {
-        let waiting = PendingStreams::enter(&self.pending_streams, peer)
+        let waiting = PeerLimits::enter(&self.pending_streams, peer)
             .ok_or_else(|| "busy: too many streams waiting for their header".to_string())?;
         let limit = Duration::from_secs(self.config.header_timeout_secs);
         self.metrics.streams_pending.inc();
@@ -955,11 +1078,7 @@ impl Node {
         }
         tracing::info!(piece = %p.piece, size = p.piece_size, "piece stored");
         // announce outside the lock: a DHT query can take seconds
-        let net = self.net.clone();
-        let key = p.piece.cid().to_bytes();
-        tokio::spawn(async move {
-            let _ = net.provide(key).await;
-        });
+        self.announce_key(p.piece.cid().to_bytes());
         Ok(receipt)
     }
 
@@ -1218,14 +1337,10 @@ impl Node {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
             Err(_) => {}
         }
-        for (_, v) in self.store.scan_prefix(b"deal/")? {
-            let deal: DealRecord = crowd_protocol::wire::from_cbor("deal record", &v)?;
+        for (_, deal) in records::deals_of(&*self.store, piece)? {
             let SealState::Sealed { commitment, .. } = &deal.seal else {
                 continue;
             };
-            if deal.piece != *piece {
-                continue;
-            }
             let (_, c) = commitment.open(Some(&self.peer_id))?;
             let replica = std::fs::read(self.dirs.replica(c.deal_id))?;
             let parents = self.parents(crowd_porep::graph::node_count(deal.piece_size))?;
@@ -1247,9 +1362,8 @@ impl Node {
     /// sealer thread, under the write lock (uploads commit under it too).
     fn drop_unsealed(&self, piece: &PieceId) -> anyhow::Result<()> {
         let _guard = self.write_lock.blocking_lock();
-        for (_, v) in self.store.scan_prefix(b"deal/")? {
-            let deal: DealRecord = crowd_protocol::wire::from_cbor("deal record", &v)?;
-            if deal.piece == *piece && deal.seal == SealState::Queued {
+        for (_, deal) in records::deals_of(&*self.store, piece)? {
+            if deal.seal == SealState::Queued {
                 return Ok(());
             }
         }

@@ -5,6 +5,7 @@
 //! | `proposal/<id hex>` | [`ProposalRecord`]: the signed proposal, its state, the tracker's deal id |
 //! | `piece/<comm_d hex>` | [`PieceRecord`]: size, whether the unsealed copy is on disk |
 //! | `deal/<deal id, 20 digits>` | [`DealRecord`]: proposal, ticket, seal state and commitments |
+//! | `piece-deal/<comm_d hex>/<deal id, 20 digits>` | empty: index of a piece's deals, written and deleted in the batch that writes or deletes the deal record (rebuilt at start), so a request about one piece reads its own deals, not all |
 //! | `challenge/<deal id>/<epoch>` | proof bytes length, for history |
 //! | `manifest/<cid hex>` | a client's manifest (dag-cbor, ≤ 64 KiB), announced on the DHT |
 //! | `manifest-root/<root cid hex>` | the manifest CID (bytes) of the latest manifest naming that root |
@@ -32,6 +33,32 @@ pub fn piece_key(piece: &PieceId) -> Vec<u8> {
 pub fn deal_key(deal: u64) -> Vec<u8> {
     format!("deal/{deal:020}").into_bytes()
 }
+pub fn piece_deal_prefix(piece: &PieceId) -> Vec<u8> {
+    format!("piece-deal/{}/", hex(&piece.0)).into_bytes()
+}
+pub fn piece_deal_key(piece: &PieceId, deal: u64) -> Vec<u8> {
+    let mut k = piece_deal_prefix(piece);
+    k.extend_from_slice(format!("{deal:020}").as_bytes());
+    k
+}
+
+/// The deal records of `piece`, through the `piece-deal/` index.
+pub fn deals_of(store: &dyn MetaStore, piece: &PieceId) -> Result<Vec<(u64, DealRecord)>, StoreError> {
+    let prefix = piece_deal_prefix(piece);
+    let mut out = Vec::new();
+    for (k, _) in store.scan_prefix(&prefix)? {
+        let id = std::str::from_utf8(&k[prefix.len()..])
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok());
+        if let Some(id) = id {
+            if let Some(deal) = get::<DealRecord>(store, &deal_key(id))? {
+                out.push((id, deal));
+            }
+        }
+    }
+    Ok(out)
+}
+
 pub fn manifest_key(cid: &[u8]) -> Vec<u8> {
     format!("manifest/{}", hex(cid)).into_bytes()
 }

@@ -510,10 +510,7 @@ impl Node {
     }
 
     fn announce(&self, piece: PieceId) {
-        let net = self.net.clone();
-        tokio::spawn(async move {
-            let _ = net.provide(piece.cid().to_bytes()).await;
-        });
+        self.announce_key(piece.cid().to_bytes());
     }
 }
 

@@ -773,3 +773,147 @@ async fn idle_streams_without_a_header_hold_no_transfer_slot() {
         );
     }
 }
+
+/// Control requests are bounded per peer and in all: a flood of proposals
+/// from one peer (each accepted one a synced write) is answered "busy"
+/// beyond `max_inbound_requests_per_peer`, and every busy answer is
+/// counted; the tracker's requests sent alongside are never refused busy
+/// (they are not counted against the bounds); another peer is served after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_requests_from_one_peer_is_answered_busy_beyond_its_bound() {
+    let t = tracker();
+    let node = TestNode::start(
+        &t.public().to_peer_id(),
+        "max_inbound_requests = 2\nmax_inbound_requests_per_peer = 1",
+    );
+    let flooder = TestClient::start().await;
+    flooder.connect(&node).await;
+    let as_tracker = TestClient::with_key(t).await;
+    as_tracker.connect(&node).await;
+    let piece = random_bytes(10_000, 4);
+    let flood = futures::future::join_all((0..64u64).map(|nonce| {
+        let signed = Signed::sign(&flooder.key, &flooder.proposal(&node, &piece, nonce)).unwrap();
+        flooder.net.request(node.peer, propose(signed))
+    }));
+    let tracker_asks = futures::future::join_all(
+        (0..16u64).map(|i| as_tracker.net.request(node.peer, Request::SealStatus(i))),
+    );
+    let (flood, tracker_asks) = futures::join!(flood, tracker_asks);
+    let busy = flood
+        .iter()
+        .filter(|r| matches!(r, Ok(Response::Error { message }) if message.starts_with("busy")))
+        .count();
+    for r in &flood {
+        assert!(
+            matches!(
+                r,
+                Ok(Response::DealAccepted(_) | Response::DealRejected { .. } | Response::Error { .. })
+            ),
+            "{r:?}"
+        );
+    }
+    assert!(
+        busy > 0,
+        "64 concurrent proposals from one peer, bound 1: none was refused"
+    );
+    assert!(busy < 64, "every proposal was refused");
+    assert_eq!(
+        common::metric(&node.scrape(), "crowd_node_requests_busy_total"),
+        busy as i64
+    );
+    for r in &tracker_asks {
+        assert!(
+            !matches!(r, Ok(Response::Error { message }) if message.starts_with("busy")),
+            "a tracker request was refused busy: {r:?}"
+        );
+    }
+    // the flood is over: another peer is served
+    let honest = TestClient::start().await;
+    honest.connect(&node).await;
+    honest.deal(&node, &piece, 1).await;
+}
+
+/// A stranger floods the node's DHT store with more provider records than
+/// libp2p's `MemoryStore` holds in all (1 024 keys, ours included): the
+/// node's own records stay, a piece stored after the flood is still
+/// announced and found, the remote records stay inside their bound, and the
+/// refusals are counted. After a restart (the store is in memory) the node
+/// announces everything it holds again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dht_flood_never_crowds_out_the_nodes_own_records_and_a_restart_announces_them_again() {
+    use common::metric;
+    use futures::StreamExt;
+    let t = tracker();
+    let mut node = TestNode::start(&t.public().to_peer_id(), "dht_max_remote_keys = 64");
+    let client = TestClient::start().await;
+    client.connect(&node).await;
+    let first = random_bytes(20_000, 31);
+    let proposal = client.deal(&node, &first, 1).await;
+    assert_stored(client.upload(&node, proposal, &first).await, &node, &first);
+
+    let flooder = TestClient::start().await;
+    flooder.connect(&node).await;
+    let keys: Vec<Vec<u8>> = (0..1100u32)
+        .map(|i| blake3::hash(&i.to_be_bytes()).as_bytes().to_vec())
+        .collect();
+    futures::stream::iter(keys)
+        .for_each_concurrent(16, |k| {
+            let net = flooder.net.clone();
+            async move {
+                let _ = tokio::time::timeout(Duration::from_secs(20), net.provide(k)).await;
+            }
+        })
+        .await;
+
+    // stored after the flood: still announced, and both pieces are found
+    let second = random_bytes(20_000, 32);
+    let proposal = client.deal(&node, &second, 2).await;
+    assert_stored(client.upload(&node, proposal, &second).await, &node, &second);
+    let seeker = TestClient::start().await;
+    seeker.connect(&node).await;
+    for piece in [&first, &second] {
+        let key = piece_id(piece).cid().to_bytes();
+        eventually(20, || async {
+            let found = seeker.net.find_providers(key.clone()).await.ok()?;
+            found.contains(&node.peer).then_some(())
+        })
+        .await;
+    }
+    let refused = eventually(20, || async {
+        let v = metric(&node.scrape(), "crowd_node_dht_remote_refused_total");
+        (v > 0).then_some(v)
+    })
+    .await;
+    assert!(
+        refused >= 1100 - 64,
+        "refused only {refused} of 1100 remote keys at bound 64"
+    );
+    let held = metric(&node.scrape(), "crowd_node_dht_remote_records");
+    assert!((1..=64 * 20).contains(&held), "{held} remote records held");
+    // (the metrics are copied from the store every second)
+    eventually(20, || async {
+        (metric(&node.scrape(), "crowd_node_dht_own_records") == 2).then_some(())
+    })
+    .await;
+    assert_eq!(metric(&node.scrape(), "crowd_node_dht_provide_failures_total"), 0);
+
+    // restart: the store starts empty and the node announces both pieces again
+    drop((client, flooder, seeker));
+    node.kill();
+    node.run();
+    eventually(20, || async {
+        let text = node.scrape();
+        (metric(&text, "crowd_node_dht_own_records") == 2
+            && metric(&text, "crowd_node_dht_announced_total") >= 2)
+            .then_some(())
+    })
+    .await;
+    let seeker = TestClient::start().await;
+    seeker.connect(&node).await;
+    let key = piece_id(&first).cid().to_bytes();
+    eventually(20, || async {
+        let found = seeker.net.find_providers(key.clone()).await.ok()?;
+        found.contains(&node.peer).then_some(())
+    })
+    .await;
+}

@@ -232,6 +232,27 @@ impl Daemon {
         }
     }
 
+    /// SIGSTOP: the process stays, its sockets stay open, it answers
+    /// nothing (a silent peer) until [`Daemon::resume`].
+    pub fn pause(&mut self) {
+        let c = self.child.as_ref().expect("running");
+        let ok = Command::new("kill")
+            .args(["-STOP", &c.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "kill -STOP failed");
+    }
+
+    /// SIGCONT after [`Daemon::pause`].
+    pub fn resume(&mut self) {
+        let c = self.child.as_ref().expect("running");
+        let ok = Command::new("kill")
+            .args(["-CONT", &c.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "kill -CONT failed");
+    }
+
     /// SIGTERM, then waits (at most 30 s, then SIGKILL) for the exit.
     pub fn stop(&mut self) -> Option<ExitStatus> {
         let mut c = self.child.take()?;

@@ -480,3 +480,77 @@ async fn money_enters_at_genesis_moves_by_transfer_and_leaves_by_withdrawal() {
     let client = Client::start(&t, provider).await;
     assert_eq!(client.account(provider_id).await.available, 350_000);
 }
+
+/// A provider that goes silent (SIGSTOP: its connections stay open, nothing
+/// answers) with more deals than the tracker has request slots cannot starve
+/// an honest provider's challenges: at most `max_requests_per_provider` of
+/// the `max_provider_requests` slots wait on one provider. With the per-
+/// provider bound at the total, the silent deals (lower ids, dispatched
+/// first) take every slot until each epoch's deadline and the honest deal
+/// faults in the same epochs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_provider_with_many_deals_does_not_starve_an_honest_providers_challenges() {
+    let t = tracker(TrackerOptions {
+        config: "max_provider_requests = 2\nmax_requests_per_provider = 1".into(),
+        ..TrackerOptions::default()
+    });
+    let mut silent = node(&t, node_options(None));
+    let honest = node(&t, node_options(None));
+    let client = Client::start(&t, seeded_key(3)).await;
+    fund(&client, &[&silent, &honest]).await;
+    let start = client.info().await.epoch + LEAD + 2;
+    let mut silent_deals = Vec::new();
+    for seed in 10..14 {
+        let piece = random_bytes(PIECE, seed);
+        silent_deals.push(client.store(&silent, &piece, terms(start, 20, seed)).await);
+    }
+    let honest_deal = client
+        .store(&honest, &random_bytes(PIECE, 20), terms(start, 12, 20))
+        .await;
+    assert!(
+        silent_deals.iter().all(|d| *d < honest_deal),
+        "the silent deals must come first in dispatch order"
+    );
+    for id in silent_deals.iter().chain([&honest_deal]) {
+        wait_deal(&client, *id, "every deal proven once", |d| d.proven_epochs >= 1).await;
+    }
+    silent.pause();
+
+    // the silent deals fault until they are terminated ...
+    let mut silent_epochs = std::collections::BTreeSet::new();
+    for id in &silent_deals {
+        let d = wait_deal(&client, *id, "silent deal terminated", |d| {
+            d.state == "terminated"
+        })
+        .await;
+        assert_eq!(d.faulted_epochs, F, "{d:?}");
+        silent_epochs.extend(d.history.iter().filter(|r| !r.proven).map(|r| r.epoch));
+    }
+    let last = *silent_epochs.last().unwrap();
+    // ... and in those very epochs the honest deal was challenged and proven
+    // (or ended: a starved deal is terminated after F faults)
+    let h = wait_deal(
+        &client,
+        honest_deal,
+        "honest deal settled past the silent faults",
+        |d| d.history.last().is_some_and(|r| r.epoch >= last) || d.state != "active",
+    )
+    .await;
+    for e in &silent_epochs {
+        let r = h.history.iter().find(|r| r.epoch == *e);
+        assert!(
+            r.is_some_and(|r| r.proven),
+            "honest deal not proven in epoch {e}, while the silent provider held requests: {:?}",
+            h.history
+        );
+    }
+    assert_eq!(h.faulted_epochs, 0, "{h:?}");
+    // the bound was what let it through: requests to the silent provider were held back
+    assert!(
+        t.metric("crowd_tracker_provider_requests_deferred_total")
+            .unwrap()
+            > 0.0,
+        "no request was deferred"
+    );
+    silent.resume();
+}

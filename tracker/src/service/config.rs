@@ -88,6 +88,10 @@ pub struct TrackerConfig {
     /// Requests to providers in flight at once.
     #[serde(default = "default_in_flight")]
     pub max_provider_requests: usize,
+    /// Requests to one provider in flight at once: a provider that never
+    /// answers holds at most this many of `max_provider_requests`.
+    #[serde(default = "default_in_flight_per_provider")]
+    pub max_requests_per_provider: usize,
 }
 
 fn default_listen() -> Vec<String> {
@@ -131,6 +135,9 @@ fn default_request_timeout() -> u64 {
 }
 fn default_in_flight() -> usize {
     64
+}
+fn default_in_flight_per_provider() -> usize {
+    4
 }
 
 impl Default for TrackerConfig {
@@ -231,8 +238,14 @@ impl TrackerConfig {
             ));
         }
         parse_allocations(&self.allocations)?;
-        if self.provider_timeout_secs == 0 || self.max_provider_requests == 0 {
-            return bad("provider_timeout_secs and max_provider_requests must be at least 1".into());
+        if self.provider_timeout_secs == 0
+            || self.max_provider_requests == 0
+            || self.max_requests_per_provider == 0
+        {
+            return bad(
+                "provider_timeout_secs, max_provider_requests and max_requests_per_provider must be at least 1"
+                    .into(),
+            );
         }
         // the ledger's own checks (threshold, basis points)
         let key = crowd_protocol::libp2p::identity::Keypair::generate_ed25519();
@@ -358,9 +371,11 @@ metrics_address = {metrics:?}
 # Most one faucet request mints, in base units (devnet ledgers only).
 faucet_max = {faucet_max}
 
-# Seconds a request to a provider may take, and how many run at once.
+# Seconds a request to a provider may take, how many run at once, and how
+# many of those may wait on one provider (a silent provider holds no more).
 provider_timeout_secs = {timeout}
 max_provider_requests = {in_flight}
+max_requests_per_provider = {per_provider}
 
 # --- Genesis -------------------------------------------------------------
 # These are fixed in the ledger by `crowd-tracker init`; `run` refuses a
@@ -408,6 +423,7 @@ allocations = {allocations}
             faucet_max = self.faucet_max,
             timeout = self.provider_timeout_secs,
             in_flight = self.max_provider_requests,
+            per_provider = self.max_requests_per_provider,
             faucet = self.faucet,
             preset = self.sealing_preset,
             threshold = self.fault_threshold,

@@ -5,7 +5,7 @@
 //! deadline settles the epoch. It never holds the ledger and never blocks
 //! the swarm task.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,6 +41,9 @@ pub struct EpochLoop {
     pub provider_timeout: Duration,
     /// Requests to providers in flight at once.
     pub max_requests: usize,
+    /// Requests to one provider in flight at once: a provider that never
+    /// answers holds no more of `max_requests` than this.
+    pub max_per_provider: usize,
     pub clock: Arc<Clock>,
     pub metrics: Arc<Metrics>,
 }
@@ -60,8 +63,31 @@ struct Progress {
     /// (file, index, epoch) audited: one audit per piece index per epoch.
     audited: HashSet<(u64, u64, Epoch)>,
     audits_running: usize,
+    /// Requests in flight per provider (entries removed at zero).
+    per_provider: HashMap<PeerId, usize>,
     /// The open epoch, as the loop last set it.
     epoch: Epoch,
+}
+
+impl Progress {
+    /// Counts a request to `provider` if it has fewer than `bound` in flight.
+    fn take_provider(&mut self, provider: PeerId, bound: usize) -> bool {
+        let n = self.per_provider.entry(provider).or_insert(0);
+        if *n >= bound {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn release_provider(&mut self, provider: &PeerId) {
+        if let Some(n) = self.per_provider.get_mut(provider) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_provider.remove(provider);
+            }
+        }
+    }
 }
 
 type Shared = Arc<Mutex<Progress>>;
@@ -118,12 +144,21 @@ impl EpochLoop {
     ) -> Result<(), ServiceError> {
         let work = self.owner.work().await?;
         for repair in work.repairs {
-            if !lock(progress).repairs_in_flight.insert(repair.slot) {
-                continue;
-            }
-            let Ok(permit) = limit.clone().try_acquire_owned() else {
-                lock(progress).repairs_in_flight.remove(&repair.slot);
-                break;
+            let provider = repair.provider;
+            let permit = {
+                let mut p = lock(progress);
+                if p.repairs_in_flight.contains(&repair.slot) {
+                    continue;
+                }
+                let Ok(permit) = limit.clone().try_acquire_owned() else {
+                    break;
+                };
+                if !p.take_provider(provider, self.max_per_provider) {
+                    self.metrics.provider_requests_deferred.inc();
+                    continue;
+                }
+                p.repairs_in_flight.insert(repair.slot);
+                permit
             };
             let this = self.clone();
             let progress = progress.clone();
@@ -137,7 +172,11 @@ impl EpochLoop {
                     this.metrics.provider_requests_failed.inc();
                     tracing::info!(?slot, "repair request: no answer within {timeout:?}");
                 }
-                lock(&progress).repairs_in_flight.remove(&slot);
+                {
+                    let mut p = lock(&progress);
+                    p.repairs_in_flight.remove(&slot);
+                    p.release_provider(&provider);
+                }
                 drop(permit);
             });
         }
@@ -156,6 +195,11 @@ impl EpochLoop {
                     // the rest wait for the next tick
                     return Ok(());
                 };
+                if !p.take_provider(task.provider, self.max_per_provider) {
+                    // this provider is busy (or silent): others go first
+                    self.metrics.provider_requests_deferred.inc();
+                    continue;
+                }
                 p.in_flight.insert(task.deal_id);
                 if let Job::Prove(c) = &task.job {
                     p.challenged.insert((c.deal_id, c.epoch));
@@ -167,7 +211,7 @@ impl EpochLoop {
             let progress = progress.clone();
             let results = results.clone();
             tokio::spawn(async move {
-                let deal_id = task.deal_id;
+                let (deal_id, provider) = (task.deal_id, task.provider);
                 let timeout = match task.job {
                     Job::Prove(_) => deadline.saturating_duration_since(Instant::now()),
                     _ => this.provider_timeout,
@@ -177,6 +221,7 @@ impl EpochLoop {
                 let input = {
                     let mut p = lock(&progress);
                     p.in_flight.remove(&deal_id);
+                    p.release_provider(&provider);
                     match outcome {
                         Ok(Outcome::Input(input)) => Some(input),
                         Ok(Outcome::Queued) => {

@@ -37,6 +37,7 @@ pub struct Metrics {
     pub requests_served: Counter,
     pub requests_refused: Counter,
     pub provider_requests_failed: Counter,
+    pub provider_requests_deferred: Counter,
     pub repairs_running: Gauge,
     pub repairs_done: Counter,
     pub repairs_failed: Counter,
@@ -164,6 +165,11 @@ impl Metrics {
             "provider_requests_failed",
             "Requests to providers that failed or timed out",
             self.provider_requests_failed.clone(),
+        );
+        r.register(
+            "provider_requests_deferred",
+            "Requests held back a tick because their provider already had max_requests_per_provider in flight",
+            self.provider_requests_deferred.clone(),
         );
         r
     }

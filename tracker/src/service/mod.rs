@@ -245,6 +245,7 @@ pub async fn run(home: &Path, options: RunOptions) -> Result<(), ServiceError> {
             epoch,
             provider_timeout,
             max_requests: config.max_provider_requests,
+            max_per_provider: config.max_requests_per_provider,
             clock,
             metrics: metrics.clone(),
         }

@@ -1,15 +1,16 @@
-//! Transfer streams waiting for their header: bounded in total and per
-//! peer, so neither one peer nor many idle streams can keep honest
-//! transfers out (a transfer slot is taken only once the header is in).
+//! Bounds in total and per peer, held by guards: transfer streams waiting
+//! for their header (so neither one peer nor many idle streams can keep
+//! honest transfers out; a transfer slot is taken only once the header is
+//! in), and control requests in flight.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crowd_protocol::libp2p::PeerId;
 
-/// The counts behind [`Waiting`] guards.
+/// The counts behind [`Place`] guards.
 #[derive(Debug)]
-pub struct PendingStreams {
+pub struct PeerLimits {
     total: usize,
     per_peer: usize,
     counts: Mutex<Counts>,
@@ -24,12 +25,12 @@ struct Counts {
 
 /// One stream's place among the pending; freed when dropped.
 #[derive(Debug)]
-pub struct Waiting {
-    set: Arc<PendingStreams>,
+pub struct Place {
+    set: Arc<PeerLimits>,
     peer: PeerId,
 }
 
-impl PendingStreams {
+impl PeerLimits {
     pub fn new(total: usize, per_peer: usize) -> Self {
         Self {
             total,
@@ -39,7 +40,7 @@ impl PendingStreams {
     }
 
     /// A place for one more stream from `peer`, if both bounds allow it.
-    pub fn enter(set: &Arc<Self>, peer: PeerId) -> Option<Waiting> {
+    pub fn enter(set: &Arc<Self>, peer: PeerId) -> Option<Place> {
         let mut c = set.counts.lock().unwrap_or_else(|e| e.into_inner());
         let mine = c.by_peer.get(&peer).copied().unwrap_or(0);
         if c.all >= set.total || mine >= set.per_peer {
@@ -47,14 +48,14 @@ impl PendingStreams {
         }
         c.all += 1;
         c.by_peer.insert(peer, mine + 1);
-        Some(Waiting {
+        Some(Place {
             set: set.clone(),
             peer,
         })
     }
 }
 
-impl Drop for Waiting {
+impl Drop for Place {
     fn drop(&mut self) {
         let mut c = self.set.counts.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(n) = c.by_peer.get_mut(&self.peer) {
@@ -82,12 +83,12 @@ mod tests {
             per_peer in 1..5usize,
         ) {
             let peers: Vec<PeerId> = (0..4).map(|_| PeerId::random()).collect();
-            let set = Arc::new(PendingStreams::new(total, per_peer));
-            let mut held: Vec<Waiting> = Vec::new();
+            let set = Arc::new(PeerLimits::new(total, per_peer));
+            let mut held: Vec<Place> = Vec::new();
             for (p, enter) in ops {
                 if enter {
                     let mine = held.iter().filter(|w| w.peer == peers[p]).count();
-                    let got = PendingStreams::enter(&set, peers[p]);
+                    let got = PeerLimits::enter(&set, peers[p]);
                     prop_assert_eq!(got.is_some(), held.len() < total && mine < per_peer);
                     held.extend(got);
                 } else if !held.is_empty() {

@@ -1,0 +1,5 @@
+#![no_main]
+// Fuzz target `signed`: see crowd_fuzzing (../fuzzing/src/lib.rs).
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let _ = crowd_fuzzing::run("signed", data);
+});
