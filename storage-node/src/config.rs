@@ -84,6 +84,17 @@ pub struct NodeConfig {
     /// Seconds between re-announcements of what we hold (also done at start).
     #[serde(default = "default_dht_republish")]
     pub dht_republish_secs: u64,
+    /// Bytes of recently unsealed pieces kept in memory for retrieval
+    /// (without `keep_unsealed` any fetch needs the whole piece unsealed).
+    #[serde(default = "default_unseal_cache")]
+    pub unseal_cache_bytes: u64,
+    /// Unseals one peer may cause (fetches of pieces not in the cache) per
+    /// `unseal_window_secs`; beyond that its fetches are refused. The
+    /// tracker is exempt.
+    #[serde(default = "default_unseals_per_peer")]
+    pub max_unseals_per_peer: usize,
+    #[serde(default = "default_unseal_window")]
+    pub unseal_window_secs: u64,
     /// Seconds a new transfer stream may take to send its header.
     #[serde(default = "default_header_timeout")]
     pub header_timeout_secs: u64,
@@ -147,6 +158,15 @@ fn default_dht_remote_keys() -> usize {
 fn default_dht_republish() -> u64 {
     3600
 }
+fn default_unseal_cache() -> u64 {
+    256 << 20
+}
+fn default_unseals_per_peer() -> usize {
+    4
+}
+fn default_unseal_window() -> u64 {
+    3600
+}
 fn default_inbound_per_peer() -> usize {
     8
 }
@@ -208,9 +228,11 @@ impl NodeConfig {
             || self.max_inbound_requests_per_peer == 0
             || self.dht_max_remote_keys == 0
             || self.dht_republish_secs == 0
+            || self.max_unseals_per_peer == 0
+            || self.unseal_window_secs == 0
         {
             anyhow::bail!(
-                "max_concurrent_transfers, max_pending_streams(_per_peer), max_inbound_requests(_per_peer), dht_max_remote_keys, dht_republish_secs and seal_queue must be at least 1"
+                "max_concurrent_transfers, max_pending_streams(_per_peer), max_inbound_requests(_per_peer), dht_max_remote_keys, dht_republish_secs, max_unseals_per_peer, unseal_window_secs and seal_queue must be at least 1"
             );
         }
         if self.header_timeout_secs == 0 {
@@ -290,6 +312,14 @@ max_inbound_requests_per_peer = {inbound_peer}
 dht_max_remote_keys = {dht_remote}
 dht_republish_secs = {dht_republish}
 
+# Without keep_unsealed a fetch of any range needs the whole piece unsealed:
+# recently unsealed pieces are kept in memory (bytes), and one peer may cause
+# at most max_unseals_per_peer unseals every unseal_window_secs (the tracker
+# is exempt).
+unseal_cache_bytes = {unseal_cache}
+max_unseals_per_peer = {unseals_peer}
+unseal_window_secs = {unseal_window}
+
 # Repair jobs (rebuilding a lost piece for the tracker) run at once.
 max_concurrent_repairs = {repairs}
 
@@ -316,6 +346,9 @@ gc_interval_secs = {gc}
             inbound_peer = self.max_inbound_requests_per_peer,
             dht_remote = self.dht_max_remote_keys,
             dht_republish = self.dht_republish_secs,
+            unseal_cache = self.unseal_cache_bytes,
+            unseals_peer = self.max_unseals_per_peer,
+            unseal_window = self.unseal_window_secs,
             header = self.header_timeout_secs,
             repairs = self.max_concurrent_repairs,
             gc = self.gc_interval_secs,

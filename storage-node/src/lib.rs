@@ -38,3 +38,4 @@ pub mod node;
 pub mod records;
 pub mod repair;
 pub mod store;
+pub mod unseal;

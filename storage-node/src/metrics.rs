@@ -39,6 +39,9 @@ pub struct Metrics {
     pub requests_busy: Counter,
     pub bytes_served: Counter<u64, AtomicU64>,
     pub dht_provide_failures: Counter,
+    pub unseals: Counter,
+    pub unseal_cache_hits: Counter,
+    pub unseals_refused: Counter,
     pub dht_announced: Counter,
     pub dht_remote_refused: Counter<u64, AtomicU64>,
     pub dht_own_records: Gauge,
@@ -129,6 +132,21 @@ impl Metrics {
             "requests_refused",
             "Control requests answered with an error",
             self.requests_refused.clone(),
+        );
+        r.register(
+            "unseals",
+            "Pieces unsealed from a replica to serve a fetch",
+            self.unseals.clone(),
+        );
+        r.register(
+            "unseal_cache_hits",
+            "Fetches of sealed-only pieces served from the unsealed cache",
+            self.unseal_cache_hits.clone(),
+        );
+        r.register(
+            "unseals_refused",
+            "Fetches refused because the peer spent its unseal budget",
+            self.unseals_refused.clone(),
         );
         r.register(
             "dht_provide_failures",

@@ -66,6 +66,10 @@ pub struct Node {
     pub(crate) last_epoch: std::sync::atomic::AtomicU64,
     /// Unseal-on-demand jobs at once (each holds a piece in memory).
     unseals: Arc<Semaphore>,
+    /// Recently unsealed pieces, and each peer's unseals in the window
+    /// (see [`crate::unseal`]).
+    unseal_cache: std::sync::Mutex<crate::unseal::UnsealCache>,
+    unseal_budget: std::sync::Mutex<crate::unseal::UnsealBudget>,
     /// The parent graph for the last node count used, shared by sealing,
     /// seal proofs and unsealing: one table (≈ 0.75 × the piece size at
     /// devnet parameters) rather than one per job.
@@ -133,6 +137,11 @@ impl Node {
                 config.max_inbound_requests_per_peer,
             )),
             repair_slots: Arc::new(Semaphore::new(config.max_concurrent_repairs)),
+            unseal_cache: std::sync::Mutex::new(crate::unseal::UnsealCache::new(config.unseal_cache_bytes)),
+            unseal_budget: std::sync::Mutex::new(crate::unseal::UnsealBudget::new(
+                config.max_unseals_per_peer,
+                Duration::from_secs(config.unseal_window_secs),
+            )),
             config,
             store,
             dirs,
@@ -1122,7 +1131,7 @@ impl Node {
                     .await
                 {
                     Ok((req, slot)) => {
-                        if let Err(e) = node.fetch(req, stream).await {
+                        if let Err(e) = node.fetch(peer, req, stream).await {
                             tracing::debug!(%peer, "fetch ended: {e:#}");
                         }
                         drop(slot);
@@ -1138,7 +1147,12 @@ impl Node {
         Ok(())
     }
 
-    async fn fetch(self: &Arc<Self>, req: FetchRequest, mut stream: Stream) -> anyhow::Result<()> {
+    async fn fetch(
+        self: &Arc<Self>,
+        peer: PeerId,
+        req: FetchRequest,
+        mut stream: Stream,
+    ) -> anyhow::Result<()> {
         let record = records::get::<PieceRecord>(&*self.store, &records::piece_key(&req.piece))?;
         let Some(record) = record else {
             write_frame(&mut stream, &FetchHeader::NotFound).await?;
@@ -1165,13 +1179,16 @@ impl Node {
             crowd_protocol::fetch::send_range(&mut stream, &file, &outboard, req.start, req.end, self.stall())
                 .await?
         } else {
-            // no unsealed copy kept: unseal from the replica (bounded by max_piece_bytes)
-            let node = self.clone();
-            let piece = req.piece;
-            // one unseal at a time: each holds the whole piece in memory
-            let _permit = self.unseals.clone().acquire_owned().await?;
-            let bytes = tokio::task::spawn_blocking(move || node.piece_bytes(&piece)).await??;
-            let outboard = Outboard::build(&bytes);
+            // no unsealed copy kept: unsealed from the replica (bounded by
+            // max_piece_bytes), at most once per peer budget and then cached
+            let Some(unsealed) = self.unsealed(peer, req.piece).await? else {
+                let reason = format!(
+                    "unseal budget spent: this piece is kept sealed only, and one peer may cause at most {} unseals every {} s",
+                    self.config.max_unseals_per_peer, self.config.unseal_window_secs
+                );
+                write_frame(&mut stream, &FetchHeader::Refused { reason }).await?;
+                return Ok(stream.close().await?);
+            };
             write_frame(
                 &mut stream,
                 &FetchHeader::Ok {
@@ -1181,8 +1198,8 @@ impl Node {
             .await?;
             crowd_protocol::fetch::send_range(
                 &mut stream,
-                bytes.as_slice(),
-                &outboard,
+                unsealed.bytes.as_slice(),
+                &unsealed.outboard,
                 req.start,
                 req.end,
                 self.stall(),
@@ -1191,6 +1208,53 @@ impl Node {
         };
         self.metrics.bytes_served.inc_by(sent);
         Ok(stream.close().await?)
+    }
+
+    /// A sealed-only piece's bytes for `peer`: from the cache, else unsealed
+    /// if the peer has budget left (`None` if not; the tracker is exempt).
+    async fn unsealed(
+        self: &Arc<Self>,
+        peer: PeerId,
+        piece: PieceId,
+    ) -> anyhow::Result<Option<Arc<crate::unseal::Unsealed>>> {
+        let cached = || {
+            self.unseal_cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&piece)
+        };
+        if let Some(u) = cached() {
+            self.metrics.unseal_cache_hits.inc();
+            return Ok(Some(u));
+        }
+        if self.tracker != Some(peer) {
+            let allowed = self
+                .unseal_budget
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(peer, std::time::Instant::now());
+            if !allowed {
+                self.metrics.unseals_refused.inc();
+                return Ok(None);
+            }
+        }
+        // one unseal at a time: each holds the whole piece in memory
+        let _permit = self.unseals.clone().acquire_owned().await?;
+        // unsealed by another fetch while this one waited
+        if let Some(u) = cached() {
+            self.metrics.unseal_cache_hits.inc();
+            return Ok(Some(u));
+        }
+        let node = self.clone();
+        let bytes = tokio::task::spawn_blocking(move || node.piece_bytes(&piece)).await??;
+        let outboard = Outboard::build(&bytes);
+        let unsealed = Arc::new(crate::unseal::Unsealed { bytes, outboard });
+        self.metrics.unseals.inc();
+        self.unseal_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(piece, unsealed.clone());
+        Ok(Some(unsealed))
     }
 }
 

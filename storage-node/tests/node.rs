@@ -648,50 +648,72 @@ fn init_then_run_serves_metrics_and_sigterm_stops_cleanly() {
     assert!(err.contains("crowd-node init"), "{err}");
 }
 
+/// Without an unsealed copy a fetch unseals the whole piece (SDR has no
+/// partial unseal): the node keeps recently unsealed pieces (bounded in
+/// bytes) and lets one peer cause only `max_unseals_per_peer` unseals per
+/// window; the tracker is exempt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_an_unsealed_copy_pieces_are_unsealed_on_demand() {
+async fn without_an_unsealed_copy_pieces_are_unsealed_on_demand_cached_and_budgeted_per_peer() {
+    use common::metric;
     let tracker = tracker();
-    let node = TestNode::start(&tracker.public().to_peer_id(), "keep_unsealed = false");
+    let node = TestNode::start(
+        &tracker.public().to_peer_id(),
+        "keep_unsealed = false\nmax_unseals_per_peer = 1\nunseal_cache_bytes = 150000",
+    );
     let client = TestClient::start().await;
     client.connect(&node).await;
-    let piece = random_bytes(100_000, 11);
-    let proposal = client.deal(&node, &piece, 1).await;
-    assert_stored(client.upload(&node, proposal, &piece).await, &node, &piece);
-    let ticket = Signed::sign(
-        &tracker,
-        &SealTicket {
-            proposal,
-            deal_id: 5,
-            ticket: [1; 32],
-        },
-    )
-    .unwrap();
     let tracker_net = TestClient::with_key(tracker.clone()).await;
     tracker_net.connect(&node).await;
-    assert_eq!(
-        tracker_net
-            .net
-            .request(node.peer, Request::StartSeal(ticket))
-            .await
-            .unwrap(),
-        Response::SealQueued
-    );
+    let pieces = [random_bytes(100_000, 11), random_bytes(100_000, 12)];
+    for (i, piece) in pieces.iter().enumerate() {
+        let proposal = client.deal(&node, piece, i as u64 + 1).await;
+        assert_stored(client.upload(&node, proposal, piece).await, &node, piece);
+        let ticket = Signed::sign(
+            &tracker,
+            &SealTicket {
+                proposal,
+                deal_id: 5 + i as u64,
+                ticket: [1; 32],
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            tracker_net
+                .net
+                .request(node.peer, Request::StartSeal(ticket))
+                .await
+                .unwrap(),
+            Response::SealQueued
+        );
+    }
     eventually(60, || async { node.files_in("pieces").is_empty().then_some(()) }).await;
     assert_eq!(
         node.files_in("replicas").len(),
-        2,
+        4,
         "{:?}",
         node.files_in("replicas")
     );
+    let [a, b] = &pieces;
     // served from the replica, still verified against the piece id
+    assert_eq!(client.fetch(&node, a, 0, a.len() as u64).await.unwrap(), *a);
+    // a small range of the same piece: from the cache, no second unseal
     assert_eq!(
-        client.fetch(&node, &piece, 0, piece.len() as u64).await.unwrap(),
-        piece
+        client.fetch(&node, a, 40_000, 40_100).await.unwrap(),
+        &a[40_000..40_100]
     );
-    assert_eq!(
-        client.fetch(&node, &piece, 40_000, 40_100).await.unwrap(),
-        &piece[40_000..40_100]
-    );
+    // another piece would be this peer's second unseal: refused, with the reason
+    let refused = client.fetch(&node, b, 0, 1).await.unwrap_err();
+    assert!(refused.to_string().contains("unseal budget"), "{refused}");
+    // another peer has its own budget; the tracker is not counted
+    let other = TestClient::start().await;
+    other.connect(&node).await;
+    assert_eq!(other.fetch(&node, b, 10, 20).await.unwrap(), &b[10..20]);
+    // (b evicted a from the 150 000-byte cache)
+    assert_eq!(tracker_net.fetch(&node, a, 0, 5).await.unwrap(), &a[..5]);
+    let text = node.scrape();
+    assert_eq!(metric(&text, "crowd_node_unseals_total"), 3);
+    assert_eq!(metric(&text, "crowd_node_unseals_refused_total"), 1);
+    assert!(metric(&text, "crowd_node_unseal_cache_hits_total") >= 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
