@@ -429,7 +429,8 @@ pub fn remove(home: &Path, given: &str) -> Result<RemoveOutcome> {
                 file_id: file.id,
                 nonce: next_nonce(&session).await?,
             };
-            let signed = Signed::sign(&session.key, &request).map_err(|e| anyhow!("signing: {e}"))?;
+            let signed = Signed::sign(&session.key, &session.network().await?, &request)
+                .map_err(|e| anyhow!("signing: {e}"))?;
             let refund = match ask(&session, TrackerRequest::RemoveFile(signed)).await? {
                 TrackerResponse::FileRemoved { refund } => refund,
                 other => bail!("tracker: unexpected answer {}", variant(&other)),
@@ -467,7 +468,8 @@ pub fn renew(home: &Path, given: &str, epochs: u64) -> Result<RenewOutcome> {
                 epochs,
                 nonce: next_nonce(&session).await?,
             };
-            let signed = Signed::sign(&session.key, &request).map_err(|e| anyhow!("signing: {e}"))?;
+            let signed = Signed::sign(&session.key, &session.network().await?, &request)
+                .map_err(|e| anyhow!("signing: {e}"))?;
             let (end_epoch, locked) = match ask(&session, TrackerRequest::RenewFile(signed)).await? {
                 TrackerResponse::FileRenewed { end_epoch, locked } => (end_epoch, locked),
                 other => bail!("tracker: unexpected answer {}", variant(&other)),

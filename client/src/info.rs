@@ -684,7 +684,7 @@ pub fn transfer(home: &Path, to: PeerId, amount: Amount) -> Result<MoveOutput> {
         let session = Session::connect(home).await?;
         let nonce = session.account(session.peer).await?.nonce;
         let req = crowd_protocol::TransferRequest { to, amount, nonce };
-        let signed = crowd_protocol::Signed::sign(&session.key, &req)?;
+        let signed = crowd_protocol::Signed::sign(&session.key, &session.network().await?, &req)?;
         moved(&session, amount, TrackerRequest::Transfer(signed)).await
     })
 }
@@ -700,7 +700,7 @@ pub fn withdraw(home: &Path, amount: Amount, identity: Option<&Path>) -> Result<
         };
         let nonce = session.account(session.peer).await?.nonce;
         let req = crowd_protocol::WithdrawRequest { amount, nonce };
-        let signed = crowd_protocol::Signed::sign(&session.key, &req)?;
+        let signed = crowd_protocol::Signed::sign(&session.key, &session.network().await?, &req)?;
         moved(&session, amount, TrackerRequest::Withdraw(signed)).await
     })
 }

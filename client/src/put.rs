@@ -458,7 +458,8 @@ async fn propose(
         reason,
     };
     let proposal = plan::proposal(&candidate, session.peer, piece, piece_size, terms, rand::random());
-    let signed = Signed::sign(&session.key, &proposal).map_err(|e| refuse(e.to_string()))?;
+    let network = session.network().await.map_err(|e| refuse(format!("{e:#}")))?;
+    let signed = Signed::sign(&session.key, &network, &proposal).map_err(|e| refuse(e.to_string()))?;
     let id = signed.id();
     let timeout = Duration::from_secs(session.config.request_timeout_secs.max(1));
     match tokio::time::timeout(timeout, session.dial_provider(&candidate.entry)).await {
@@ -494,7 +495,7 @@ async fn propose(
     match answer {
         Response::DealAccepted(acceptance) => {
             let (_, accepted) = acceptance
-                .open(Some(&provider))
+                .open(&network, Some(&provider))
                 .map_err(|e| refuse(format!("acceptance: {e}")))?;
             if accepted.proposal != id {
                 return Err(refuse("accepted a different proposal".into()));
@@ -593,8 +594,9 @@ async fn upload_and_publish(
         UploadResult::Stored(receipt) => receipt,
         UploadResult::Rejected { reason } => return Err(refuse(format!("upload rejected: {reason}"))),
     };
+    let network = session.network().await.map_err(|e| refuse(format!("{e:#}")))?;
     let (_, receipt) = receipt
-        .open(Some(&provider))
+        .open(&network, Some(&provider))
         .map_err(|e| refuse(format!("receipt: {e}")))?;
     if receipt.proposal != id || receipt.piece != offer.piece || receipt.piece_size != piece_size {
         return Err(refuse("the receipt names another piece".into()));
@@ -680,8 +682,9 @@ async fn distribute_manifest(
     progress: Option<&Callback>,
 ) -> Result<()> {
     let cid = crowd_protocol::manifest_cid(bytes).to_bytes();
+    let network = session.network().await?;
     let file = crate::files::registration(manifest, bytes)?
-        .map(|r| Signed::sign(&session.key, &r))
+        .map(|r| Signed::sign(&session.key, &network, &r))
         .transpose()
         .map_err(|e| anyhow!("signing the file registration: {e}"))?;
     let with_providers = placed.iter().map(|p| {

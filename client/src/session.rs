@@ -61,6 +61,8 @@ pub struct Session {
     pub net: Network,
     pub tracker: PeerId,
     pub config: ClientConfig,
+    /// The network signed messages name, asked of the tracker once.
+    network: tokio::sync::OnceCell<crowd_protocol::NetworkId>,
 }
 
 impl Session {
@@ -92,7 +94,17 @@ impl Session {
             net,
             tracker,
             config,
+            network: tokio::sync::OnceCell::new(),
         })
+    }
+
+    /// The network this client signs for and checks signatures against:
+    /// the tracker's genesis head (asked once).
+    pub async fn network(&self) -> Result<crowd_protocol::NetworkId> {
+        self.network
+            .get_or_try_init(|| async { Ok(self.info().await?.network) })
+            .await
+            .copied()
     }
 
     /// Sends a request to the tracker; its errors become one-line errors.

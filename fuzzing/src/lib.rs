@@ -32,9 +32,10 @@ use crowd_protocol::fetch::GroupFrame;
 use crowd_protocol::libp2p::identity::Keypair;
 use crowd_protocol::wire::{from_cbor, read_frame_bytes, to_cbor};
 use crowd_protocol::{
-    Admission, DealAcceptance, DealProposal, FetchHeader, FetchRequest, Manifest, PieceId, PieceReceipt,
-    ProviderRegistration, RepairJob, Request, Response, SealCommitment, SealProofMsg, SealSeed, SealTicket,
-    Signable, Signed, TransferRequest, UploadHeader, UploadResult, WindowChallenge, WindowProofMsg,
+    Admission, DealAcceptance, DealProposal, FetchHeader, FetchRequest, Manifest, NetworkId, PieceId,
+    PieceReceipt, ProviderRegistration, RepairJob, Request, Response, SealCommitment, SealProofMsg, SealSeed,
+    SealTicket, Signable, Signed, TransferRequest, UploadHeader, UploadResult, WindowChallenge,
+    WindowProofMsg,
 };
 use crowd_tracker::{sign_epoch, Input, Ledger, LedgerConfig};
 
@@ -47,6 +48,10 @@ pub struct Target {
     pub name: &'static str,
     pub run: fn(&[u8]) -> bool,
 }
+
+/// The network wire targets open signed messages for (their seeds are
+/// signed for it); the tracker input target uses its ledger's own.
+pub const NET: NetworkId = NetworkId([0x42; 32]);
 
 /// Every target.
 pub const TARGETS: &[Target] = &[
@@ -134,14 +139,14 @@ fn request(data: &[u8]) -> bool {
     };
     match &r {
         Request::ProposeDeal { proposal, admission } => {
-            let _ = proposal.open(None);
-            let _ = admission.open(None);
+            let _ = proposal.open(&NET, None);
+            let _ = admission.open(&NET, None);
         }
-        Request::StartSeal(t) => drop(t.open(None)),
-        Request::ProveSeal(s) => drop(s.open(None)),
-        Request::Challenge(c) => drop(c.open(None)),
+        Request::StartSeal(t) => drop(t.open(&NET, None)),
+        Request::ProveSeal(s) => drop(s.open(&NET, None)),
+        Request::Challenge(c) => drop(c.open(&NET, None)),
         Request::Repair { job, manifest } => {
-            let _ = job.open(None);
+            let _ = job.open(&NET, None);
             let _ = Manifest::decode(&manifest.0);
         }
         Request::StoreManifest(bytes) => drop(Manifest::decode(bytes)),
@@ -156,9 +161,9 @@ fn response(data: &[u8]) -> bool {
         return false;
     };
     match &r {
-        Response::DealAccepted(a) => drop(a.open(None)),
-        Response::SealProof(p) => drop(p.open(None)),
-        Response::WindowProof(p) => drop(p.open(None)),
+        Response::DealAccepted(a) => drop(a.open(&NET, None)),
+        Response::SealProof(p) => drop(p.open(&NET, None)),
+        Response::WindowProof(p) => drop(p.open(&NET, None)),
         Response::Manifest(Some(m)) => drop(Manifest::decode(&m.0)),
         _ => {}
     }
@@ -193,7 +198,7 @@ fn frames(data: &[u8]) -> bool {
             let _ = stable_cbor::<FetchRequest>("fetch request", &body);
             let _ = stable_cbor::<FetchHeader>("fetch header", &body);
             if let Some(UploadResult::Stored(receipt)) = stable_cbor::<UploadResult>("upload result", &body) {
-                let _ = receipt.open(None);
+                let _ = receipt.open(&NET, None);
             }
             if let Some(frame) = stable_cbor::<GroupFrame>("group", &body) {
                 let opening: GroupOpening = frame.into();
@@ -211,7 +216,7 @@ fn open_as<T: Signable>(data: &[u8]) -> bool {
         Ok(s) => {
             let _ = s.id();
             let _ = s.claimed_signer();
-            s.open(None).is_ok()
+            s.open(&NET, None).is_ok()
         }
         Err(_) => false,
     }
@@ -416,8 +421,8 @@ fn ledger_fixture() -> &'static Ledger {
                 .apply(input)
                 .unwrap_or_else(|e| panic!("fixture mint: {e}"));
         }
-        let registration =
-            Signed::sign(&key(3), &registration()).unwrap_or_else(|e| panic!("fixture registration: {e}"));
+        let registration = Signed::sign(&key(3), &ledger.network(), &registration())
+            .unwrap_or_else(|e| panic!("fixture registration: {e}"));
         ledger
             .apply(Input::RegisterProvider(registration))
             .unwrap_or_else(|e| panic!("fixture registration: {e}"));
@@ -497,9 +502,10 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         expiry_epoch: 10,
         nonce: 1,
     };
-    let signed_proposal = sign(&client, &proposal);
+    let signed_proposal = sign(&client, &NET, &proposal);
     let admission = sign(
         &tracker,
+        &NET,
         &Admission {
             proposal: signed_proposal.id(),
             client: client.public().to_peer_id(),
@@ -509,6 +515,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
     );
     let challenge = sign(
         &tracker,
+        &NET,
         &WindowChallenge {
             deal_id: DEAL,
             epoch: EPOCH,
@@ -561,7 +568,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
     tagged(0, to_cbor(&signed_proposal));
     tagged(2, to_cbor(&admission));
     tagged(8, to_cbor(&challenge));
-    tagged(11, to_cbor(&sign(&provider, &registration())));
+    tagged(11, to_cbor(&sign(&provider, &NET, &registration())));
 
     let data = fixture_bytes(100_000, b"car seed");
     let mut car_bytes = Vec::new();
@@ -580,6 +587,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
     let ledger = ledger_fixture();
     let transfer = sign(
         &client,
+        &ledger.network(),
         &TransferRequest {
             to: provider.public().to_peer_id(),
             amount: 5,
@@ -593,7 +601,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
             nonce: ledger.mints(),
         }),
         to_cbor(&Input::Transfer(transfer)),
-        to_cbor(&Input::AdmitProposal(signed_proposal)),
+        to_cbor(&Input::AdmitProposal(sign(&client, &ledger.network(), &proposal))),
         to_cbor(
             &sign_epoch(&tracker, ledger.epoch(), &ledger.head())
                 .unwrap_or_else(|e| panic!("seed epoch: {e}")),
@@ -625,8 +633,8 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
     ]
 }
 
-fn sign<T: Signable>(key: &Keypair, value: &T) -> Signed<T> {
-    Signed::sign(key, value).unwrap_or_else(|e| panic!("seed signature: {e}"))
+fn sign<T: Signable>(key: &Keypair, net: &NetworkId, value: &T) -> Signed<T> {
+    Signed::sign(key, net, value).unwrap_or_else(|e| panic!("seed signature: {e}"))
 }
 
 fn frame_of(body: &[u8]) -> Vec<u8> {

@@ -20,6 +20,13 @@ pub enum ProtocolError {
         signer: String,
         expected: String,
     },
+    /// A message signed for another network (a replay from elsewhere).
+    #[error("{what} is signed for network {network}, this is network {expected}")]
+    WrongNetwork {
+        what: &'static str,
+        network: String,
+        expected: String,
+    },
     /// The stream ended or failed.
     #[error("stream: {0}")]
     Io(#[from] std::io::Error),

@@ -27,10 +27,12 @@
 //!
 //! ## Signatures
 //!
-//! Everything that moves money or state is a [`Signed<T>`]: the CBOR body, the
+//! Everything that moves money or state is a [`Signed<T>`]: the network it
+//! is for ([`NetworkId`], the tracker's genesis head), the CBOR body, the
 //! signer's libp2p ed25519 public key and a signature over
-//! `"crowd/1/" ‖ kind ‖ 0 ‖ body`. The receiver checks the signature *and*
-//! that the signer is the party the message must come from:
+//! `"crowd/2/" ‖ kind ‖ 0 ‖ network ‖ body`. The receiver checks the
+//! network, the signature *and* that the signer is the party the message
+//! must come from:
 //!
 //! | message | signed by | checked by |
 //! | --- | --- | --- |
@@ -73,7 +75,7 @@
 //!    against comm_d, so the receiver verifies every byte before using it.
 //!
 //! ```
-//! use crowd_protocol::{DealProposal, PieceId, Signed};
+//! use crowd_protocol::{DealProposal, NetworkId, PieceId, Signed};
 //! use libp2p::identity::Keypair;
 //! let client = Keypair::generate_ed25519();
 //! let provider = Keypair::generate_ed25519().public().to_peer_id();
@@ -83,12 +85,15 @@
 //!     price_per_epoch: 10, start_epoch: 1, duration_epochs: 100,
 //!     provider_collateral: 1000, expiry_epoch: 50, nonce: 7,
 //! };
-//! let signed = Signed::sign(&client, &proposal).unwrap();
-//! // the provider checks who signed it
-//! let (signer, opened) = signed.open(Some(&client.public().to_peer_id())).unwrap();
+//! // the network: the tracker's genesis head (`TrackerInfo::network`)
+//! let network = NetworkId([7; 32]);
+//! let signed = Signed::sign(&client, &network, &proposal).unwrap();
+//! // the provider checks the network and who signed it
+//! let (signer, opened) = signed.open(&network, Some(&client.public().to_peer_id())).unwrap();
 //! assert_eq!(opened, proposal);
-//! // and a signature by anyone else is refused
-//! assert!(signed.open(Some(&provider)).is_err());
+//! // a signature by anyone else is refused, and so is one from another network
+//! assert!(signed.open(&network, Some(&provider)).is_err());
+//! assert!(signed.open(&NetworkId([8; 32]), None).is_err());
 //! ```
 
 pub mod dht;
@@ -110,7 +115,7 @@ pub use manifest::{
     MAX_ENVELOPE,
 };
 pub use network::{InboundRequest, Network, NetworkConfig};
-pub use signed::{Signable, Signed, MAX_SIGNED_BODY};
+pub use signed::{NetworkId, Signable, Signed, MAX_SIGNED_BODY};
 pub use tracker::{
     AccountView, DealQuery, DealView, EpochRecord, FileQuery, FileRegistration, FileView, ProviderEntry,
     ProviderRegistration, RemoveRequest, RenewRequest, RepairStats, SealReport, SlotView, TrackerInfo,

@@ -310,6 +310,8 @@ pub struct RepairStats {
 /// The tracker's clock and rules.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrackerInfo {
+    /// The network every signed message must name: the genesis head.
+    pub network: crate::NetworkId,
     /// The open (unsettled) epoch.
     pub epoch: Epoch,
     /// Target epoch length.

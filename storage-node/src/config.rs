@@ -37,6 +37,11 @@ pub struct NodeConfig {
     /// The tracker's multiaddress (with /p2p/<peer id>), dialled at start.
     #[serde(default)]
     pub tracker_address: String,
+    /// The network (64 hex digits: the tracker's genesis head) every signed
+    /// message must name. Empty: learnt from the tracker at first start and
+    /// kept; a tracker that later names another network is refused.
+    #[serde(default)]
+    pub network_id: String,
     /// Peers to connect to at start, as multiaddresses ending in /p2p/<peer id>.
     #[serde(default)]
     pub bootstrap: Vec<String>,
@@ -276,6 +281,10 @@ max_piece_bytes = {max_piece}
 tracker_peer_id = {tracker:?}
 tracker_address = {tracker_addr:?}
 
+# The network (64 hex digits, `crowd-tracker` prints it at start) every
+# signed message must name. Empty: learnt from the tracker at first start.
+network_id = {network:?}
+
 # Peers to connect to at start (multiaddresses ending in /p2p/<peer id>).
 bootstrap = {bootstrap}
 
@@ -332,6 +341,7 @@ gc_interval_secs = {gc}
             collateral = self.max_collateral_per_gib,
             max_piece = self.max_piece_bytes,
             tracker = self.tracker_peer_id,
+            network = self.network_id,
             tracker_addr = self.tracker_address,
             bootstrap = list(&self.bootstrap),
             preset = self.sealing_preset,

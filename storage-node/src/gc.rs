@@ -116,13 +116,13 @@ impl Node {
         for (k, v) in self.store.scan_prefix(b"proposal/")? {
             let r: ProposalRecord = crowd_protocol::wire::from_cbor("proposal record", &v)?;
             if matches!(r.state, ProposalState::Stored(_)) && !with_deal.contains(&r.proposal.id()) {
-                orphans.push((k, r.proposal.id(), r.proposal.open(None)?.1));
+                orphans.push((k, r.proposal.id(), r.proposal.open(&self.network()?, None)?.1));
             }
         }
         for (k, v) in self.store.scan_prefix(b"repair/")? {
             let r: RepairRecord = crowd_protocol::wire::from_cbor("repair record", &v)?;
             if !with_deal.contains(&r.job.id()) {
-                orphans.push((k, r.job.id(), r.job.open(None)?.1.proposal));
+                orphans.push((k, r.job.id(), r.job.open(&self.network()?, None)?.1.proposal));
             }
         }
         let mut removed = 0;
@@ -241,7 +241,9 @@ impl Node {
                 continue;
             }
             let r: ProposalRecord = crowd_protocol::wire::from_cbor("proposal record", &v)?;
-            if matches!(r.state, ProposalState::Stored(_)) && r.proposal.open(None)?.1.piece == *piece {
+            if matches!(r.state, ProposalState::Stored(_))
+                && r.proposal.open(&self.network()?, None)?.1.piece == *piece
+            {
                 n += 1;
             }
         }
@@ -250,7 +252,7 @@ impl Node {
                 continue;
             }
             let r: RepairRecord = crowd_protocol::wire::from_cbor("repair record", &v)?;
-            if r.job.open(None)?.1.proposal.piece == *piece {
+            if r.job.open(&self.network()?, None)?.1.proposal.piece == *piece {
                 n += 1;
             }
         }

@@ -14,9 +14,9 @@ use crowd_protocol::libp2p::{PeerId, Stream};
 use crowd_protocol::network::{FETCH_PROTOCOL, PIECE_PROTOCOL};
 use crowd_protocol::wire::{read_frame, write_frame};
 use crowd_protocol::{
-    Admission, DealAcceptance, DealProposal, FetchHeader, FetchRequest, Network, PieceId, PieceInfo,
-    PieceReceipt, ProviderRegistration, Request, Response, SealCommitment, SealProofMsg, SealReport,
-    SealSeed, SealTicket, Signed, TrackerRequest, TrackerResponse, UploadHeader, UploadResult,
+    Admission, DealAcceptance, DealProposal, FetchHeader, FetchRequest, Network, NetworkId, PieceId,
+    PieceInfo, PieceReceipt, ProviderRegistration, Request, Response, SealCommitment, SealProofMsg,
+    SealReport, SealSeed, SealTicket, Signed, TrackerRequest, TrackerResponse, UploadHeader, UploadResult,
     WindowChallenge, WindowProofMsg, MAX_STREAM_HEADER,
 };
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
@@ -64,6 +64,9 @@ pub struct Node {
     /// The latest tracker epoch this node has seen (from `Info` answers and
     /// tracker-signed window challenges); 0 before any.
     pub(crate) last_epoch: std::sync::atomic::AtomicU64,
+    /// The network signed messages name (config `network_id`, else learnt
+    /// from the tracker once and kept in the store).
+    network: std::sync::OnceLock<NetworkId>,
     /// Unseal-on-demand jobs at once (each holds a piece in memory).
     unseals: Arc<Semaphore>,
     /// Recently unsealed pieces, and each peer's unseals in the window
@@ -85,6 +88,8 @@ struct Reservation {
 
 /// How long accepted-but-not-uploaded proposals hold space.
 pub const RESERVATION_TTL: Duration = Duration::from_secs(3600);
+/// Where the network joined is kept.
+const NETWORK_KEY: &[u8] = b"meta/network";
 /// Manifests one client may keep on this node.
 pub const MAX_MANIFESTS_PER_CLIENT: u64 = 256;
 /// Accepted-but-not-uploaded proposals one client may hold at once.
@@ -155,9 +160,57 @@ impl Node {
             repairs: crate::repair::RepairJobs::default(),
             last_epoch: std::sync::atomic::AtomicU64::new(0),
             unseals: Arc::new(Semaphore::new(1)),
+            network: std::sync::OnceLock::new(),
             parents: std::sync::Mutex::new(None),
         });
+        let configured = match node.config.network_id.as_str() {
+            "" => None,
+            s => Some(s.parse::<NetworkId>().map_err(|e| anyhow!("network_id: {e}"))?),
+        };
+        let kept = node
+            .store
+            .get(NETWORK_KEY)?
+            .map(|b| <[u8; 32]>::try_from(b.as_slice()).map(NetworkId));
+        let kept = kept
+            .transpose()
+            .map_err(|_| anyhow!("the store's network id is not 32 bytes"))?;
+        match (configured, kept) {
+            (Some(c), Some(k)) if c != k => bail!(
+                "network_id {} in config.toml, but this node's store belongs to network {}",
+                c.to_hex(),
+                k.to_hex()
+            ),
+            (Some(id), _) | (None, Some(id)) => node.join_network(id)?,
+            (None, None) => {}
+        }
         Ok((node, seal_rx))
+    }
+
+    /// The network this node signs for and checks signatures against.
+    pub fn network(&self) -> anyhow::Result<NetworkId> {
+        self.network.get().copied().ok_or_else(|| {
+            anyhow!("this node has not joined a network yet: the tracker has not answered (or set network_id in config.toml)")
+        })
+    }
+
+    /// Joins `id` (kept in the store), or checks it is the network joined.
+    pub fn join_network(&self, id: NetworkId) -> anyhow::Result<()> {
+        if let Some(joined) = self.network.get() {
+            if *joined != id {
+                bail!(
+                    "the tracker names network {}, but this node belongs to network {}",
+                    id.to_hex(),
+                    joined.to_hex()
+                );
+            }
+            return Ok(());
+        }
+        let mut batch = Batch::default();
+        batch.put(NETWORK_KEY.to_vec(), id.0.to_vec());
+        self.store.write(batch)?;
+        let _ = self.network.set(id);
+        tracing::info!(network = %id.to_hex(), "joined the network");
+        Ok(())
     }
 
     /// Makes the `piece-deal/` index name exactly the deal records there are
@@ -416,7 +469,7 @@ impl Node {
         let claimed = signed
             .claimed_signer()
             .ok_or_else(|| anyhow!("proposal signer key is not valid"))?;
-        let (_, p) = signed.open(Some(&claimed))?;
+        let (_, p) = signed.open(&self.network()?, Some(&claimed))?;
         if p.client != claimed {
             bail!("proposal is signed by {claimed}, not by its client {}", p.client);
         }
@@ -479,6 +532,7 @@ impl Node {
         }
         Ok(Response::DealAccepted(Signed::sign(
             &self.key,
+            &self.network()?,
             &DealAcceptance { proposal: id },
         )?))
     }
@@ -495,7 +549,7 @@ impl Node {
             .tracker
             .ok_or_else(|| anyhow!("this node has no tracker to admit deals (tracker_peer_id is empty)"))?;
         let (_, a) = admission
-            .open(Some(&tracker))
+            .open(&self.network()?, Some(&tracker))
             .map_err(|e| anyhow!("admission: {e}"))?;
         if a.proposal != *id {
             bail!("the admission is for another proposal");
@@ -672,7 +726,11 @@ impl Node {
         }
         for (_, v) in self.store.scan_prefix(b"repair/")? {
             let record: records::RepairRecord = crowd_protocol::wire::from_cbor("repair record", &v)?;
-            if record.job.open(None).map(|(_, j)| j.proposal.client == *client)? {
+            if record
+                .job
+                .open(&self.network()?, None)
+                .map(|(_, j)| j.proposal.client == *client)?
+            {
                 return Ok(true);
             }
         }
@@ -714,7 +772,7 @@ impl Node {
         let tracker = self
             .tracker
             .ok_or_else(|| anyhow!("this node has no tracker configured"))?;
-        Ok(signed.open(Some(&tracker))?.1)
+        Ok(signed.open(&self.network()?, Some(&tracker))?.1)
     }
 
     async fn start_seal(&self, signed: Signed<SealTicket>) -> anyhow::Result<Response> {
@@ -762,10 +820,10 @@ impl Node {
             let ProposalState::Stored(_) = record.state else {
                 bail!("piece of proposal {} has not been uploaded", records::hex(id));
             };
-            return Ok(record.proposal.open(None)?.1);
+            return Ok(record.proposal.open(&self.network()?, None)?.1);
         }
         if let Some(record) = records::get::<records::RepairRecord>(&*self.store, &records::repair_key(id))? {
-            return Ok(record.job.open(None)?.1.proposal);
+            return Ok(record.job.open(&self.network()?, None)?.1.proposal);
         }
         bail!("unknown proposal {}", records::hex(id))
     }
@@ -781,7 +839,7 @@ impl Node {
         else {
             bail!("deal {deal_id} is not sealed");
         };
-        let (_, c) = commitment.open(Some(&self.peer_id))?;
+        let (_, c) = commitment.open(&self.network()?, Some(&self.peer_id))?;
         Ok((deal.clone(), *comm_c, *comm_r_last, c.replica_id))
     }
 
@@ -818,6 +876,7 @@ impl Node {
         .await??;
         Ok(Response::SealProof(Signed::sign(
             &self.key,
+            &self.network()?,
             &SealProofMsg {
                 deal_id: s.deal_id,
                 proof,
@@ -859,6 +918,7 @@ impl Node {
                 self.store.write(batch)?;
                 Ok(Response::WindowProof(Signed::sign(
                     &self.key,
+                    &self.network()?,
                     &WindowProofMsg {
                         deal_id: c.deal_id,
                         epoch: c.epoch,
@@ -893,12 +953,17 @@ impl Node {
 
     async fn try_register(&self, tracker: PeerId, addrs: Vec<String>) -> anyhow::Result<()> {
         let ask = |request| async { self.net.request(tracker, Request::Tracker(request)).await };
+        match ask(TrackerRequest::Info).await? {
+            Response::Tracker(TrackerResponse::Info(info)) => self.join_network(info.network)?,
+            other => bail!("unexpected answer to an info query: {other:?}"),
+        }
         let nonce = match ask(TrackerRequest::Account(self.peer_id)).await? {
             Response::Tracker(TrackerResponse::Account(a)) => a.nonce,
             other => bail!("unexpected answer to an account query: {other:?}"),
         };
         let registration = Signed::sign(
             &self.key,
+            &self.network()?,
             &ProviderRegistration {
                 capacity: self.config.capacity_bytes,
                 price_per_gib_epoch: u128::from(self.config.price_per_gib_epoch),
@@ -993,7 +1058,7 @@ impl Node {
     ) -> anyhow::Result<Signed<PieceReceipt>> {
         let record: ProposalRecord = records::get(&*self.store, &records::proposal_key(&header.proposal))?
             .ok_or_else(|| anyhow!("unknown proposal {}", records::hex(&header.proposal)))?;
-        let (_, p) = record.proposal.open(None)?;
+        let (_, p) = record.proposal.open(&self.network()?, None)?;
         if p.client != peer {
             bail!("proposal belongs to client {}, not {peer}", p.client);
         }
@@ -1020,6 +1085,7 @@ impl Node {
         }
         let receipt = Signed::sign(
             &self.key,
+            &self.network()?,
             &PieceReceipt {
                 proposal: header.proposal,
                 piece: p.piece,
@@ -1350,6 +1416,7 @@ fn seal_one(node: &Node, deal_id: u64) -> anyhow::Result<SealState> {
     )?;
     let commitment = Signed::sign(
         &node.key,
+        &node.network()?,
         &SealCommitment {
             deal_id,
             piece: deal.piece,
@@ -1405,7 +1472,7 @@ impl Node {
             let SealState::Sealed { commitment, .. } = &deal.seal else {
                 continue;
             };
-            let (_, c) = commitment.open(Some(&self.peer_id))?;
+            let (_, c) = commitment.open(&self.network()?, Some(&self.peer_id))?;
             let replica = std::fs::read(self.dirs.replica(c.deal_id))?;
             let parents = self.parents(crowd_porep::graph::node_count(deal.piece_size))?;
             let bytes =

@@ -211,13 +211,14 @@ mod tests {
                 })
                 .collect();
             let body = RepairJob { file_id, index, manifest, proposal, sources };
-            let job = Signed::sign(&tracker, &body).unwrap();
-            let receipt = Signed::sign(&node, &PieceReceipt { proposal: job.id(), piece: PieceId(piece), piece_size: size }).unwrap();
+            let net = crowd_protocol::NetworkId([5; 32]);
+            let job = Signed::sign(&tracker, &net, &body).unwrap();
+            let receipt = Signed::sign(&node, &net, &PieceReceipt { proposal: job.id(), piece: PieceId(piece), piece_size: size }).unwrap();
             let record = RepairRecord { job: job.clone(), receipt };
             let back: RepairRecord = crowd_protocol::wire::from_cbor("repair record", &encode(&record)).unwrap();
             prop_assert_eq!(&back, &record);
             prop_assert_eq!(back.job.id(), job.id());
-            let (_, opened) = back.job.open(Some(&tracker.public().to_peer_id())).unwrap();
+            let (_, opened) = back.job.open(&net, Some(&tracker.public().to_peer_id())).unwrap();
             prop_assert_eq!(opened, body);
             prop_assert_eq!(RepairJob::DOMAIN, "repair-job");
         }

@@ -252,7 +252,11 @@ impl Node {
                         _ => Vec::new(),
                     };
                     RepairReport::Ready {
-                        acceptance: Signed::sign(&self.key, &DealAcceptance { proposal: *id })?,
+                        acceptance: Signed::sign(
+                            &self.key,
+                            &self.network()?,
+                            &DealAcceptance { proposal: *id },
+                        )?,
                         bad_sources,
                     }
                 } else {
@@ -429,6 +433,7 @@ impl Node {
         let p = &job.body.proposal;
         let receipt = Signed::sign(
             &self.key,
+            &self.network()?,
             &PieceReceipt {
                 proposal: job.id,
                 piece: p.piece,

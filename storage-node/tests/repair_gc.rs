@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{eventually, metric, random_bytes, FakeTracker, TestClient, TestNode};
+use common::{eventually, metric, random_bytes, FakeTracker, TestClient, TestNode, NET};
 use crowd_erasure::Layout;
 use crowd_protocol::libp2p::identity::Keypair;
 use crowd_protocol::libp2p::PeerId;
@@ -112,7 +112,7 @@ fn job(
         proposal: repair_proposal(file, index, target.peer, 1000),
         sources: sources.to_vec(),
     };
-    Signed::sign(signer, &body).unwrap()
+    Signed::sign(signer, &NET, &body).unwrap()
 }
 
 async fn send_repair(
@@ -201,9 +201,9 @@ async fn repair_jobs_that_are_not_valid_are_refused_with_one_line() {
         "only the tracker",
     );
     // another provider's job
-    let mut other = good.open(None).unwrap().1;
+    let mut other = good.open(&NET, None).unwrap().1;
     other.proposal.provider = PeerId::random();
-    let other = Signed::sign(&tracker.key, &other).unwrap();
+    let other = Signed::sign(&tracker.key, &NET, &other).unwrap();
     expect_error(
         send_repair(&tracker.net, &target, &other, &file.manifest).await,
         "not this node",
@@ -213,17 +213,17 @@ async fn repair_jobs_that_are_not_valid_are_refused_with_one_line() {
     wrong.push(0);
     expect_error(send_repair(&tracker.net, &target, &good, &wrong).await, "digest");
     // an index outside the layout
-    let mut body = good.open(None).unwrap().1;
+    let mut body = good.open(&NET, None).unwrap().1;
     body.index = 9;
-    let out = Signed::sign(&tracker.key, &body).unwrap();
+    let out = Signed::sign(&tracker.key, &NET, &body).unwrap();
     expect_error(
         send_repair(&tracker.net, &target, &out, &file.manifest).await,
         "outside",
     );
     // a proposal whose piece is not the manifest's at that index
-    let mut body = good.open(None).unwrap().1;
+    let mut body = good.open(&NET, None).unwrap().1;
     body.proposal.piece = piece_id(b"something else");
-    let mismatch = Signed::sign(&tracker.key, &body).unwrap();
+    let mismatch = Signed::sign(&tracker.key, &NET, &body).unwrap();
     expect_error(
         send_repair(&tracker.net, &target, &mismatch, &file.manifest).await,
         "is not piece 0",
@@ -330,7 +330,7 @@ async fn repair_from_k_sources_stores_the_piece_and_it_seals() {
     else {
         panic!("repair did not succeed")
     };
-    let (_, acc) = acceptance.open(Some(&target.peer)).unwrap();
+    let (_, acc) = acceptance.open(&NET, Some(&target.peer)).unwrap();
     assert_eq!(acc.proposal, id);
     assert!(bad_sources.is_empty(), "{bad_sources:?}");
     assert_eq!(
@@ -357,6 +357,7 @@ async fn repair_from_k_sources_stores_the_piece_and_it_seals() {
     let (deal_id, ticket) = (77, [5u8; 32]);
     let t = Signed::sign(
         &tracker.key,
+        &NET,
         &SealTicket {
             proposal: id,
             deal_id,
@@ -376,7 +377,7 @@ async fn repair_from_k_sources_stores_the_piece_and_it_seals() {
         }
     })
     .await;
-    let (_, c) = commitment.open(Some(&target.peer)).unwrap();
+    let (_, c) = commitment.open(&NET, Some(&target.peer)).unwrap();
     assert_eq!(c.piece, piece_id(&file.pieces[0]));
     let provider = crowd_node::node::provider_hash(&target.peer);
     assert_eq!(
@@ -386,6 +387,7 @@ async fn repair_from_k_sources_stores_the_piece_and_it_seals() {
     let randomness = [3u8; 32];
     let challenge = Signed::sign(
         &tracker.key,
+        &NET,
         &WindowChallenge {
             deal_id,
             epoch: 2,
@@ -396,7 +398,7 @@ async fn repair_from_k_sources_stores_the_piece_and_it_seals() {
     let Response::WindowProof(w) = tracker.ask(&target, Request::Challenge(challenge)).await else {
         panic!("no window proof")
     };
-    let (_, w) = w.open(Some(&target.peer)).unwrap();
+    let (_, w) = w.open(&NET, Some(&target.peer)).unwrap();
     let public = crowd_porep::WindowPublic {
         piece_len: file.pieces[0].len() as u64,
         comm_r: c.comm_r,
@@ -501,7 +503,7 @@ async fn gc_deletes_ended_deals_and_space_returns_also_across_restart() {
     let piece = random_bytes(200_000, 9);
     let mut deals = Vec::new();
     for (deal_id, nonce) in [(1u64, 1u64), (2, 2)] {
-        let signed = Signed::sign(&client.key, &client.proposal(&node, &piece, nonce)).unwrap();
+        let signed = Signed::sign(&client.key, &NET, &client.proposal(&node, &piece, nonce)).unwrap();
         let proposal = client.deal(&node, &piece, nonce).await;
         assert_eq!(proposal, signed.id());
         assert!(matches!(
@@ -510,6 +512,7 @@ async fn gc_deletes_ended_deals_and_space_returns_also_across_restart() {
         ));
         let t = Signed::sign(
             &tracker.key,
+            &NET,
             &SealTicket {
                 proposal,
                 deal_id,
@@ -521,8 +524,8 @@ async fn gc_deletes_ended_deals_and_space_returns_also_across_restart() {
             tracker.ask(&node, Request::StartSeal(t)).await,
             Response::SealQueued
         );
-        tracker.set_deal(deal_id, proposal, signed.open(None).unwrap().1, "active");
-        deals.push((deal_id, proposal, signed.open(None).unwrap().1));
+        tracker.set_deal(deal_id, proposal, signed.open(&NET, None).unwrap().1, "active");
+        deals.push((deal_id, proposal, signed.open(&NET, None).unwrap().1));
     }
     for deal_id in [1, 2] {
         eventually(120, || async {
@@ -614,7 +617,7 @@ async fn gc_deletes_ended_deals_and_space_returns_also_across_restart() {
     .await;
     // and now that the node saw epoch 20, an admission that lapsed at 18
     // (the proposal can no longer be published) is refused
-    let late = Signed::sign(&client.key, &client.proposal(&node, &orphan, 8)).unwrap();
+    let late = Signed::sign(&client.key, &NET, &client.proposal(&node, &orphan, 8)).unwrap();
     match client
         .net
         .request(node.peer, common::propose(late))

@@ -412,6 +412,8 @@ pub struct Client {
     pub key: Keypair,
     pub net: Network,
     pub tracker: PeerId,
+    /// The tracker's network (asked at start).
+    pub network: crowd_protocol::NetworkId,
 }
 
 impl Client {
@@ -423,12 +425,14 @@ impl Client {
             ..NetworkConfig::default()
         };
         let (net, _inbound) = Network::start(key.clone(), config).await.unwrap();
-        let client = Self {
+        let mut client = Self {
             key,
             net,
             tracker: tracker.peer,
+            network: crowd_protocol::NetworkId([0; 32]),
         };
         client.connect(tracker).await;
+        client.network = client.info().await.network;
         client
     }
 
@@ -516,7 +520,7 @@ impl Client {
         node: &Daemon,
         proposal: &DealProposal,
     ) -> (Signed<DealProposal>, Signed<DealAcceptance>) {
-        let signed = Signed::sign(&self.key, proposal).unwrap();
+        let signed = Signed::sign(&self.key, &self.network, proposal).unwrap();
         let admission = match self.ask(TrackerRequest::Admit(signed.clone())).await {
             Ok(TrackerResponse::Admitted(a)) => a,
             other => panic!("proposal not admitted: {other:?}"),

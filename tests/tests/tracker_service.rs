@@ -165,6 +165,7 @@ async fn an_honest_provider_is_paid_every_epoch() {
     );
     let registration = Signed::sign(
         &seeded_key(77),
+        &client.network,
         &ProviderRegistration {
             capacity: 1,
             price_per_gib_epoch: 1,

@@ -14,6 +14,13 @@ pub enum LedgerError {
     /// A signature does not verify, or the signer's key is not ed25519.
     #[error("bad signature on {what}")]
     BadSignature { what: &'static str },
+    /// Signed for another network (a replay from another tracker's).
+    #[error("{what} is signed for network {network}, this ledger is network {expected}")]
+    WrongNetwork {
+        what: &'static str,
+        network: String,
+        expected: String,
+    },
     /// A message is validly signed, but not by the party it must come from.
     #[error("{what} is signed by {signer}, expected {expected}")]
     WrongSigner {
@@ -156,6 +163,15 @@ impl From<ProtocolError> for LedgerError {
             } => Self::WrongSigner {
                 what,
                 signer,
+                expected,
+            },
+            ProtocolError::WrongNetwork {
+                what,
+                network,
+                expected,
+            } => Self::WrongNetwork {
+                what,
+                network,
                 expected,
             },
             other => Self::Malformed(other),

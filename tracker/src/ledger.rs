@@ -12,8 +12,8 @@ use crowd_porep::graph::MAX_NODES;
 use crowd_porep::proof::{verify_seal, verify_window};
 use crowd_porep::{SealProof, SealPublic, WindowProof, WindowPublic};
 use crowd_protocol::{
-    Amount, DealAcceptance, DealProposal, Epoch, FileRegistration, ProposalId, RemoveRequest, RenewRequest,
-    RepairJob, Signable, Signed,
+    Amount, DealAcceptance, DealProposal, Epoch, FileRegistration, NetworkId, ProposalId, RemoveRequest,
+    RenewRequest, RepairJob, Signable, Signed,
 };
 use serde::{Deserialize, Serialize};
 
@@ -89,12 +89,6 @@ pub fn ticket(randomness: &Hash32, deal_id: DealId) -> Hash32 {
 /// The seal seed of a deal pre-committed in an epoch whose successor has `randomness`.
 pub fn seal_seed(randomness: &Hash32, deal_id: DealId) -> Hash32 {
     derive("crowdstore tracker seal seed v1", randomness, deal_id)
-}
-
-/// Opens an envelope without a fixed signer (the signer may depend on the body).
-fn open<T: Signable>(signed: &Signed<T>) -> Result<(AccountId, T), LedgerError> {
-    let (signer, body) = signed.open(None)?;
-    Ok((AccountId(signer), body))
 }
 
 fn expect_signer(what: &'static str, signer: AccountId, expected: AccountId) -> Result<(), LedgerError> {
@@ -419,6 +413,18 @@ impl Ledger {
         &self.config
     }
 
+    /// The network every signed input must name: the genesis head.
+    pub fn network(&self) -> NetworkId {
+        NetworkId(genesis_head(&self.config))
+    }
+
+    /// Opens an envelope signed for this network, without a fixed signer
+    /// (the signer may depend on the body).
+    fn open<T: Signable>(&self, signed: &Signed<T>) -> Result<(AccountId, T), LedgerError> {
+        let (signer, body) = signed.open(&self.network(), None)?;
+        Ok((AccountId(signer), body))
+    }
+
     /// The open epoch: window proofs are for it, `EndEpoch` settles it.
     pub fn epoch(&self) -> Epoch {
         self.epoch
@@ -588,8 +594,8 @@ impl Ledger {
                 .par_iter()
                 .map(|input| {
                     let deal = match input {
-                        Input::WindowProof(s) => open(s).ok().map(|(_, m)| m.deal_id),
-                        Input::SealProof(s) => open(s).ok().map(|(_, m)| m.deal_id),
+                        Input::WindowProof(s) => self.open(s).ok().map(|(_, m)| m.deal_id),
+                        Input::SealProof(s) => self.open(s).ok().map(|(_, m)| m.deal_id),
                         _ => return None,
                     };
                     Some((deal, this.plan(input).map(Tx::into_changes)))
@@ -757,7 +763,7 @@ impl Ledger {
     }
 
     fn withdraw(&self, tx: &mut Tx<'_>, signed: &Signed<WithdrawRequest>) -> Result<(), LedgerError> {
-        let (account, req) = open(signed)?;
+        let (account, req) = self.open(signed)?;
         tx.take_nonce(account, req.nonce, "withdrawal")?;
         if req.amount == 0 {
             return Err(LedgerError::ZeroAmount { what: "withdrawal" });
@@ -773,7 +779,7 @@ impl Ledger {
 
     /// Moves free balance from the signer to another account.
     fn transfer(&self, tx: &mut Tx<'_>, signed: &Signed<TransferRequest>) -> Result<(), LedgerError> {
-        let (from, req) = open(signed)?;
+        let (from, req) = self.open(signed)?;
         tx.take_nonce(from, req.nonce, "transfer")?;
         if req.amount == 0 {
             return Err(LedgerError::ZeroAmount { what: "transfer" });
@@ -793,7 +799,7 @@ impl Ledger {
     }
 
     fn register(&self, tx: &mut Tx<'_>, signed: &Signed<ProviderRegistration>) -> Result<(), LedgerError> {
-        let (provider, reg) = open(signed)?;
+        let (provider, reg) = self.open(signed)?;
         tx.take_nonce(provider, reg.nonce, "registration")?;
         let used = tx.provider(provider).map_or(0, |p| p.used);
         let staked = tx.account(provider).staked;
@@ -847,11 +853,11 @@ impl Ledger {
         proposal: &Signed<DealProposal>,
         acceptance: &Signed<DealAcceptance>,
     ) -> Result<(), LedgerError> {
-        let (client_signer, p) = open(proposal)?;
+        let (client_signer, p) = self.open(proposal)?;
         let client = AccountId(p.client);
         let provider = AccountId(p.provider);
         expect_signer(DealProposal::DOMAIN, client_signer, client)?;
-        let (provider_signer, a) = open(acceptance)?;
+        let (provider_signer, a) = self.open(acceptance)?;
         expect_signer(DealAcceptance::DOMAIN, provider_signer, provider)?;
         let proposal_id = proposal.id();
         if a.proposal != proposal_id {
@@ -873,7 +879,7 @@ impl Ledger {
     /// cost something; the provider must be registered (its capacity and
     /// collateral are taken at publication).
     fn admit(&self, tx: &mut Tx<'_>, signed: &Signed<DealProposal>) -> Result<(), LedgerError> {
-        let (signer, p) = open(signed)?;
+        let (signer, p) = self.open(signed)?;
         let client = AccountId(p.client);
         expect_signer(DealProposal::DOMAIN, signer, client)?;
         let key = ProposalKey(signed.id());
@@ -1049,7 +1055,7 @@ impl Ledger {
     }
 
     fn register_file(&self, tx: &mut Tx<'_>, signed: &Signed<FileRegistration>) -> Result<(), LedgerError> {
-        let (client, r) = open(signed)?;
+        let (client, r) = self.open(signed)?;
         let invalid = LedgerError::InvalidFile;
         if r.deals.is_empty() || r.deals.len() > MAX_FILE_PIECES {
             return Err(invalid("a file has 1 to 256 pieces"));
@@ -1132,7 +1138,7 @@ impl Ledger {
     }
 
     fn remove_file(&self, tx: &mut Tx<'_>, signed: &Signed<RemoveRequest>) -> Result<(), LedgerError> {
-        let (signer, r) = open(signed)?;
+        let (signer, r) = self.open(signed)?;
         let mut file = self.own_live_file(tx, signer, r.file_id)?;
         tx.take_nonce(signer, r.nonce, "removal")?;
         let mut refund: Amount = 0;
@@ -1163,7 +1169,7 @@ impl Ledger {
     }
 
     fn renew_file(&self, tx: &mut Tx<'_>, signed: &Signed<RenewRequest>) -> Result<(), LedgerError> {
-        let (signer, r) = open(signed)?;
+        let (signer, r) = self.open(signed)?;
         let mut file = self.own_live_file(tx, signer, r.file_id)?;
         tx.take_nonce(signer, r.nonce, "renewal")?;
         if r.epochs == 0 || r.epochs > MAX_RENEW_EPOCHS {
@@ -1217,9 +1223,9 @@ impl Ledger {
         acceptance: &Signed<DealAcceptance>,
     ) -> Result<(), LedgerError> {
         let tracker = AccountId(self.config.tracker_public_key()?.to_peer_id());
-        let (signer, j) = open(job)?;
+        let (signer, j) = self.open(job)?;
         expect_signer(RepairJob::DOMAIN, signer, tracker)?;
-        let (provider_signer, a) = open(acceptance)?;
+        let (provider_signer, a) = self.open(acceptance)?;
         expect_signer(
             DealAcceptance::DOMAIN,
             provider_signer,
@@ -1288,7 +1294,7 @@ impl Ledger {
         tx: &mut Tx<'_>,
         signed: &Signed<crowd_protocol::SealCommitment>,
     ) -> Result<(), LedgerError> {
-        let (signer, c) = open(signed)?;
+        let (signer, c) = self.open(signed)?;
         let mut deal = tx.deal(c.deal_id)?;
         expect_signer("seal-commitment", signer, deal.provider())?;
         match &deal.state {
@@ -1337,7 +1343,7 @@ impl Ledger {
         tx: &mut Tx<'_>,
         signed: &Signed<crowd_protocol::SealProofMsg>,
     ) -> Result<(), LedgerError> {
-        let (signer, msg) = open(signed)?;
+        let (signer, msg) = self.open(signed)?;
         let mut deal = tx.deal(msg.deal_id)?;
         expect_signer("seal-proof", signer, deal.provider())?;
         let (comm_r, replica_id, seed) = match &deal.state {
@@ -1393,7 +1399,7 @@ impl Ledger {
         tx: &mut Tx<'_>,
         signed: &Signed<crowd_protocol::WindowProofMsg>,
     ) -> Result<(), LedgerError> {
-        let (signer, msg) = open(signed)?;
+        let (signer, msg) = self.open(signed)?;
         let mut deal = tx.deal(msg.deal_id)?;
         expect_signer("window-proof", signer, deal.provider())?;
         let DealState::Active { comm_r, proven_epoch } = deal.state else {
@@ -1691,7 +1697,7 @@ impl Ledger {
     /// file's piece serving bytes that are not the piece's.
     fn retrieval_fault(&self, tx: &mut Tx<'_>, signed: &Signed<RetrievalAudit>) -> Result<(), LedgerError> {
         let tracker = AccountId(self.config.tracker_public_key()?.to_peer_id());
-        let (signer, a) = open(signed)?;
+        let (signer, a) = self.open(signed)?;
         expect_signer(RetrievalAudit::DOMAIN, signer, tracker)?;
         let what = "retrieval fault";
         self.in_open_epoch(what, a.epoch)?;

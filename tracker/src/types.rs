@@ -749,7 +749,7 @@ mod tests {
             let inputs = [
                 Input::Mint { account: AccountId(peer(seed)), amount, nonce },
                 Input::EndEpoch { epoch, tracker_signature: sig },
-                Input::Withdraw(Signed::sign(&key, &WithdrawRequest { amount, nonce }).unwrap()),
+                Input::Withdraw(Signed::sign(&key, &crowd_protocol::NetworkId([seed; 32]), &WithdrawRequest { amount, nonce }).unwrap()),
             ];
             for input in inputs {
                 let back: Input = from_cbor("input", &to_cbor(&input)).unwrap();

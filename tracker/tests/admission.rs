@@ -10,8 +10,8 @@ use crowd_protocol::libp2p::identity::Keypair;
 use crowd_protocol::{DealProposal, Signed};
 use crowd_tracker::{publish_deadline, Event, Input, LedgerError};
 
-fn admit_input(signer: &Keypair, p: &DealProposal) -> Input {
-    Input::AdmitProposal(Signed::sign(signer, p).unwrap())
+fn admit_input(net: &crowd_protocol::NetworkId, signer: &Keypair, p: &DealProposal) -> Input {
+    Input::AdmitProposal(Signed::sign(signer, net, p).unwrap())
 }
 
 /// A funded client, a registered provider, and a world at epoch 0.
@@ -29,7 +29,7 @@ fn an_admission_locks_the_escrow_and_publishing_uses_that_lock() {
     let (mut w, client, provider) = world();
     let p = w.proposal(&client, &provider, Terms::default());
     let escrow = p.price_per_epoch * u128::from(p.duration_epochs);
-    let signed = Signed::sign(&client, &p).unwrap();
+    let signed = Signed::sign(&client, &w.ledger.network(), &p).unwrap();
     let events = w.apply(Input::AdmitProposal(signed.clone())).unwrap();
     let until = publish_deadline(&p);
     assert_eq!(until, p.expiry_epoch.min(p.start_epoch - 2));
@@ -52,11 +52,11 @@ fn an_admission_locks_the_escrow_and_publishing_uses_that_lock() {
     assert!(matches!(again, LedgerError::Duplicate { .. }), "{again}");
     let mallory = key(9);
     w.mint(&mallory, 1_000);
-    let forged = w.refuse(admit_input(&mallory, &p));
+    let forged = w.refuse(admit_input(&w.ledger.network(), &mallory, &p));
     assert!(matches!(forged, LedgerError::WrongSigner { .. }), "{forged}");
 
     // publishing takes the locked escrow, not a second one
-    let deal = w.apply(World::publish_input(&p, &client, &provider)).unwrap();
+    let deal = w.apply(w.publish_input(&p, &client, &provider)).unwrap();
     assert!(
         matches!(deal.as_slice(), [Event::DealPublished { .. }]),
         "{deal:?}"
@@ -79,7 +79,7 @@ fn a_key_with_nothing_locked_is_not_admitted_however_many_keys_there_are() {
     for seed in 50..60 {
         let fresh = key(seed);
         let p = w.proposal(&fresh, &provider, Terms::default());
-        let e = w.refuse(admit_input(&fresh, &p));
+        let e = w.refuse(admit_input(&w.ledger.network(), &fresh, &p));
         assert!(matches!(e, LedgerError::InsufficientFunds { .. }), "{e}");
     }
     // a funded client's pending admissions are bounded by its balance:
@@ -87,7 +87,7 @@ fn a_key_with_nothing_locked_is_not_admitted_however_many_keys_there_are() {
     let mut n = 0;
     loop {
         let p = w.proposal(&client, &provider, Terms::default());
-        match w.apply(admit_input(&client, &p)) {
+        match w.apply(admit_input(&w.ledger.network(), &client, &p)) {
             Ok(_) => n += 1,
             Err(LedgerError::InsufficientFunds { .. }) => break,
             Err(e) => panic!("{e}"),
@@ -108,12 +108,12 @@ fn a_key_with_nothing_locked_is_not_admitted_however_many_keys_there_are() {
         },
     );
     assert!(matches!(
-        w.refuse(admit_input(&rich, &free)),
+        w.refuse(admit_input(&w.ledger.network(), &rich, &free)),
         LedgerError::ZeroAmount { .. }
     ));
     let unregistered = w.proposal(&rich, &nobody, Terms::default());
     assert!(matches!(
-        w.refuse(admit_input(&rich, &unregistered)),
+        w.refuse(admit_input(&w.ledger.network(), &rich, &unregistered)),
         LedgerError::NotRegistered(_)
     ));
     let soon = w.proposal(
@@ -125,7 +125,7 @@ fn a_key_with_nothing_locked_is_not_admitted_however_many_keys_there_are() {
         },
     );
     assert!(matches!(
-        w.refuse(admit_input(&rich, &soon)),
+        w.refuse(admit_input(&w.ledger.network(), &rich, &soon)),
         LedgerError::InvalidProposal(_)
     ));
     w.ledger.check_invariants().unwrap();
@@ -143,7 +143,7 @@ fn an_unpublished_admission_lapses_after_its_last_epoch_and_the_escrow_comes_bac
             ..Terms::default()
         },
     );
-    let signed = Signed::sign(&client, &p).unwrap();
+    let signed = Signed::sign(&client, &w.ledger.network(), &p).unwrap();
     w.apply(Input::AdmitProposal(signed.clone())).unwrap();
     let until = publish_deadline(&p);
     assert_eq!(until, 3);
@@ -171,7 +171,7 @@ fn an_unpublished_admission_lapses_after_its_last_epoch_and_the_escrow_comes_bac
     assert_eq!((a.available, a.locked_escrow), (1_000, 0));
     assert!(w.ledger.admission(&signed.id()).is_none());
     // and it can neither be published nor admitted again
-    w.refuse(World::publish_input(&p, &client, &provider));
+    w.refuse(w.publish_input(&p, &client, &provider));
     w.refuse(Input::AdmitProposal(signed));
     w.ledger.check_invariants().unwrap();
     w.assert_replays();

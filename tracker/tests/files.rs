@@ -38,23 +38,23 @@ fn world_with_file(duration: u64) -> (World, u64, [u64; 2]) {
 fn a_registration_must_be_the_signers_live_unregistered_deals() {
     let (mut w, _, [d0, d1]) = world_with_file(6);
     // registered already
-    let again = World::register_file_input(&key(10), &[d0, d1], 1);
+    let again = w.register_file_input(&key(10), &[d0, d1], 1);
     assert!(matches!(w.refuse(again), LedgerError::Duplicate { .. }));
     // someone else's deals
     let d2 = w.publish(&key(10), &key(13), Terms::default());
-    let stranger = World::register_file_input(&key(99), &[d2], 1);
+    let stranger = w.register_file_input(&key(99), &[d2], 1);
     assert!(matches!(w.refuse(stranger), LedgerError::InvalidFile(_)));
     // k above the pieces, a deal twice, an unknown deal
     assert!(matches!(
-        w.refuse(World::register_file_input(&key(10), &[d2], 2)),
+        w.refuse(w.register_file_input(&key(10), &[d2], 2)),
         LedgerError::InvalidFile(_)
     ));
     assert!(matches!(
-        w.refuse(World::register_file_input(&key(10), &[d2, d2], 1)),
+        w.refuse(w.register_file_input(&key(10), &[d2, d2], 1)),
         LedgerError::InvalidFile(_)
     ));
     assert!(matches!(
-        w.refuse(World::register_file_input(&key(10), &[d2, 77], 1)),
+        w.refuse(w.register_file_input(&key(10), &[d2, 77], 1)),
         LedgerError::UnknownDeal(77)
     ));
     w.assert_replays();
@@ -332,9 +332,9 @@ fn a_retrieval_fault_is_the_trackers_word_faults_once_and_that_epoch_is_not_paid
     let Some(crowd_tracker::Input::RetrievalFault(mut s)) = w.retrieval_fault_input(file, 0, &tracker) else {
         unreachable!()
     };
-    let (_, mut audit) = s.open(None).unwrap();
+    let (_, mut audit) = s.open(&w.ledger.network(), None).unwrap();
     audit.index = 5;
-    s = crowd_protocol::Signed::sign(&tracker, &audit).unwrap();
+    s = crowd_protocol::Signed::sign(&tracker, &w.ledger.network(), &audit).unwrap();
     assert!(matches!(
         w.refuse(crowd_tracker::Input::RetrievalFault(s)),
         LedgerError::InvalidFault(_)
@@ -342,7 +342,7 @@ fn a_retrieval_fault_is_the_trackers_word_faults_once_and_that_epoch_is_not_paid
     // naming another provider than the index's
     audit.index = 0;
     audit.provider = id(&key(12));
-    let wrong = crowd_protocol::Signed::sign(&tracker, &audit).unwrap();
+    let wrong = crowd_protocol::Signed::sign(&tracker, &w.ledger.network(), &audit).unwrap();
     assert!(matches!(
         w.refuse(crowd_tracker::Input::RetrievalFault(wrong)),
         LedgerError::InvalidFault(_)

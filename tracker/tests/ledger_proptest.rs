@@ -229,12 +229,12 @@ fn step(w: &mut World, deal: u64, fault: Fault) -> Input {
             let Input::PreCommit(s) = &input else {
                 unreachable!()
             };
-            let (_, c) = s.open(None).unwrap();
+            let (_, c) = s.open(&w.ledger.network(), None).unwrap();
             let c = SealCommitment {
                 replica_id: [3; 32],
                 ..c
             };
-            Input::PreCommit(Signed::sign(&signer, &c).unwrap())
+            Input::PreCommit(Signed::sign(&signer, &w.ledger.network(), &c).unwrap())
         }
     }
 }
@@ -277,14 +277,14 @@ fn run(ops: Vec<Op>) -> Result<Vec<Event>, TestCaseError> {
                 let p = w.proposal(&actor(client), &actor(provider), terms_of(terms));
                 let signer = if forge { stranger() } else { actor(client) };
                 admitting = Some((p.clone(), client, provider));
-                Input::AdmitProposal(Signed::sign(&signer, &p).unwrap())
+                Input::AdmitProposal(Signed::sign(&signer, &w.ledger.network(), &p).unwrap())
             }
             Op::PublishAdmitted { back } => {
                 if admitted.is_empty() {
                     continue;
                 }
                 let (p, c, pr) = &admitted[back % admitted.len()];
-                World::publish_input(p, &actor(*c), &actor(*pr))
+                w.publish_input(p, &actor(*c), &actor(*pr))
             }
             Op::Mint { who, amount } => Input::Mint {
                 account: common::id(&actor(who)),
@@ -304,9 +304,9 @@ fn run(ops: Vec<Op>) -> Result<Vec<Event>, TestCaseError> {
                 let (c, p) = (actor(client), actor(provider));
                 let proposal = w.proposal(&c, &p, terms_of(terms));
                 match forge {
-                    1 => World::publish_input(&proposal, &stranger(), &p),
-                    2 => World::publish_input(&proposal, &c, &stranger()),
-                    _ => World::publish_input(&proposal, &c, &p),
+                    1 => w.publish_input(&proposal, &stranger(), &p),
+                    2 => w.publish_input(&proposal, &c, &stranger()),
+                    _ => w.publish_input(&proposal, &c, &p),
                 }
             }
             Op::Step { deal, fault } => {
@@ -341,7 +341,7 @@ fn run(ops: Vec<Op>) -> Result<Vec<Event>, TestCaseError> {
                 if deals.is_empty() {
                     continue;
                 }
-                World::register_file_input(&c, &deals, k)
+                w.register_file_input(&c, &deals, k)
             }
             Op::Remove { file, stranger: s }
             | Op::Renew {

@@ -263,7 +263,9 @@ fn an_invalid_window_proof_is_refused_and_does_not_pay() {
         epoch: 3,
         proof: vec![1, 2, 3],
     };
-    let garbage = crowd_tracker::Input::WindowProof(crowd_protocol::Signed::sign(&provider, &msg).unwrap());
+    let garbage = crowd_tracker::Input::WindowProof(
+        crowd_protocol::Signed::sign(&provider, &w.ledger.network(), &msg).unwrap(),
+    );
     assert!(matches!(w.refuse(garbage), LedgerError::InvalidProof { .. }));
     let events = w.end_epoch();
     assert!(!events.iter().any(|e| matches!(e, Event::Paid { .. })));

@@ -98,6 +98,46 @@ fn mint_needs_the_faucet_and_the_next_nonce() {
     assert!(matches!(w.refuse(overflow), LedgerError::Overflow { .. }));
 }
 
+/// Every signed input names its network (the genesis head): a valid
+/// signature made for another network's ledger is refused.
+#[test]
+fn inputs_signed_for_another_network_are_refused() {
+    let mut w = World::new();
+    let (client, provider, _) = seeded(&mut w);
+    let elsewhere = crowd_protocol::NetworkId([1; 32]);
+    assert_ne!(w.ledger.network(), elsewhere);
+    let reg = ProviderRegistration {
+        capacity: 1,
+        price_per_gib_epoch: 1,
+        collateral_per_gib: 1,
+        nonce: w.ledger.account(&id(&provider)).nonce,
+    };
+    let p = w.proposal(&client, &provider, Terms::default());
+    let inputs = [
+        Input::RegisterProvider(Signed::sign(&provider, &elsewhere, &reg).unwrap()),
+        Input::AdmitProposal(Signed::sign(&client, &elsewhere, &p).unwrap()),
+        Input::Withdraw(
+            Signed::sign(
+                &client,
+                &elsewhere,
+                &crowd_tracker::WithdrawRequest {
+                    amount: 1,
+                    nonce: w.ledger.account(&id(&client)).nonce,
+                },
+            )
+            .unwrap(),
+        ),
+    ];
+    for input in inputs {
+        let err = w.refuse(input);
+        assert!(matches!(err, LedgerError::WrongNetwork { .. }), "{err}");
+        assert!(err.to_string().contains(&elsewhere.to_string()), "{err}");
+    }
+    // the same inputs signed for this network are taken
+    let input = Input::RegisterProvider(Signed::sign(&provider, &w.ledger.network(), &reg).unwrap());
+    w.apply(input).unwrap();
+}
+
 #[test]
 fn forged_signatures_are_refused_for_every_signed_input() {
     let mut w = World::new();
@@ -106,7 +146,7 @@ fn forged_signatures_are_refused_for_every_signed_input() {
     let mut inputs = vec![
         w.withdraw_input(&client, 1),
         w.register_input(&provider, 1),
-        World::publish_input(&p, &client, &provider),
+        w.publish_input(&p, &client, &provider),
         w.pre_commit_input(deal, &provider),
         w.seal_proof_input(deal, &provider, None),
         w.end_epoch_input(),
@@ -139,7 +179,7 @@ fn messages_signed_by_the_wrong_party_are_refused() {
     let stranger = key(9);
     // proposal signed by someone other than the client it names
     let p = w.proposal(&client, &provider, Terms::default());
-    let err = w.refuse(World::publish_input(&p, &stranger, &provider));
+    let err = w.refuse(w.publish_input(&p, &stranger, &provider));
     assert!(
         matches!(
             err,
@@ -151,7 +191,7 @@ fn messages_signed_by_the_wrong_party_are_refused() {
         "{err}"
     );
     // acceptance signed by someone other than the provider
-    let err = w.refuse(World::publish_input(&p, &client, &stranger));
+    let err = w.refuse(w.publish_input(&p, &client, &stranger));
     assert!(
         matches!(
             err,
@@ -179,10 +219,10 @@ fn an_acceptance_of_another_proposal_is_refused() {
     let (client, provider) = setup(&mut w);
     let p1 = w.proposal(&client, &provider, Terms::default());
     let p2 = w.proposal(&client, &provider, Terms::default());
-    let Input::PublishDeal { acceptance, .. } = World::publish_input(&p2, &client, &provider) else {
+    let Input::PublishDeal { acceptance, .. } = w.publish_input(&p2, &client, &provider) else {
         panic!()
     };
-    let proposal = Signed::sign(&client, &p1).unwrap();
+    let proposal = Signed::sign(&client, &w.ledger.network(), &p1).unwrap();
     let err = w.refuse(Input::PublishDeal { proposal, acceptance });
     assert!(matches!(err, LedgerError::AcceptanceMismatch));
 }
@@ -193,7 +233,7 @@ fn replayed_messages_are_duplicates() {
     let (client, provider) = setup(&mut w);
     // deal publication
     let p = w.proposal(&client, &provider, Terms::default());
-    let publish = World::publish_input(&p, &client, &provider);
+    let publish = w.publish_input(&p, &client, &provider);
     w.apply(publish.clone()).unwrap();
     assert!(matches!(
         w.refuse(publish),
@@ -237,7 +277,12 @@ fn a_nonce_gap_is_refused() {
     let mut w = World::new();
     let (client, _) = setup(&mut w);
     let input = Input::Withdraw(
-        Signed::sign(&client, &crowd_tracker::WithdrawRequest { amount: 1, nonce: 5 }).unwrap(),
+        Signed::sign(
+            &client,
+            &w.ledger.network(),
+            &crowd_tracker::WithdrawRequest { amount: 1, nonce: 5 },
+        )
+        .unwrap(),
     );
     assert!(matches!(
         w.refuse(input),
@@ -264,7 +309,7 @@ fn bad_deal_terms_are_refused() {
     for (tweak, name) in cases {
         let mut p = w.proposal(&client, &provider, Terms::default());
         tweak(&mut p);
-        let err = w.refuse(World::publish_input(&p, &client, &provider));
+        let err = w.refuse(w.publish_input(&p, &client, &provider));
         assert!(
             matches!(
                 err,
@@ -277,7 +322,7 @@ fn bad_deal_terms_are_refused() {
     w.run_to(2);
     let mut p = w.proposal(&client, &provider, Terms::default());
     p.expiry_epoch = 1;
-    let err = w.refuse(World::publish_input(&p, &client, &provider));
+    let err = w.refuse(w.publish_input(&p, &client, &provider));
     assert!(matches!(
         err,
         LedgerError::Expired {
@@ -295,7 +340,7 @@ fn funds_registration_and_capacity_are_checked() {
     let other = key(3);
     w.mint(&other, 10_000);
     let p = w.proposal(&client, &other, Terms::default());
-    let err = w.refuse(World::publish_input(&p, &client, &other));
+    let err = w.refuse(w.publish_input(&p, &client, &other));
     assert!(matches!(err, LedgerError::NotRegistered(_)));
     // not enough escrow
     let terms = Terms {
@@ -303,7 +348,7 @@ fn funds_registration_and_capacity_are_checked() {
         ..Terms::default()
     };
     let p = w.proposal(&client, &provider, terms);
-    let err = w.refuse(World::publish_input(&p, &client, &provider));
+    let err = w.refuse(w.publish_input(&p, &client, &provider));
     assert!(
         matches!(err, LedgerError::InsufficientFunds { need: 20_000, .. }),
         "{err}"
@@ -314,7 +359,7 @@ fn funds_registration_and_capacity_are_checked() {
         ..Terms::default()
     };
     let p = w.proposal(&client, &provider, terms);
-    let err = w.refuse(World::publish_input(&p, &client, &provider));
+    let err = w.refuse(w.publish_input(&p, &client, &provider));
     assert!(
         matches!(err, LedgerError::InsufficientFunds { need: 10_001, .. }),
         "{err}"
@@ -322,7 +367,7 @@ fn funds_registration_and_capacity_are_checked() {
     // capacity
     w.register(&other, 4_000);
     let p = w.proposal(&client, &other, Terms::default());
-    let err = w.refuse(World::publish_input(&p, &client, &other));
+    let err = w.refuse(w.publish_input(&p, &client, &other));
     assert!(matches!(
         err,
         LedgerError::CapacityExceeded {
@@ -341,7 +386,7 @@ fn funds_registration_and_capacity_are_checked() {
         collateral_per_gib: 1,
         nonce: 0,
     };
-    let input = Input::RegisterProvider(Signed::sign(&provider, &reg).unwrap());
+    let input = Input::RegisterProvider(Signed::sign(&provider, &w.ledger.network(), &reg).unwrap());
     assert!(matches!(w.refuse(input), LedgerError::Duplicate { .. }));
 }
 
@@ -352,21 +397,21 @@ fn pre_commits_must_match_piece_and_replica_id() {
     let deal = w.publish(&client, &provider, Terms::default());
     let good = w.pre_commit_input(deal, &provider);
     let Input::PreCommit(signed) = &good else { panic!() };
-    let (_, c) = signed.open(None).unwrap();
+    let (_, c) = signed.open(&w.ledger.network(), None).unwrap();
     let wrong_rid = SealCommitment {
         replica_id: [7; 32],
         ..c.clone()
     };
-    let input = Input::PreCommit(Signed::sign(&provider, &wrong_rid).unwrap());
+    let input = Input::PreCommit(Signed::sign(&provider, &w.ledger.network(), &wrong_rid).unwrap());
     assert!(matches!(w.refuse(input), LedgerError::ReplicaIdMismatch { .. }));
     let wrong_piece = SealCommitment {
         piece: crowd_protocol::PieceId([1; 32]),
         ..c.clone()
     };
-    let input = Input::PreCommit(Signed::sign(&provider, &wrong_piece).unwrap());
+    let input = Input::PreCommit(Signed::sign(&provider, &w.ledger.network(), &wrong_piece).unwrap());
     assert!(matches!(w.refuse(input), LedgerError::PieceMismatch { .. }));
     let unknown = SealCommitment { deal_id: 99, ..c };
-    let input = Input::PreCommit(Signed::sign(&provider, &unknown).unwrap());
+    let input = Input::PreCommit(Signed::sign(&provider, &w.ledger.network(), &unknown).unwrap());
     assert!(matches!(w.refuse(input), LedgerError::UnknownDeal(99)));
     // a seal proof before any pre-commit
     w.apply(good).unwrap();
@@ -399,7 +444,7 @@ fn seal_proofs_must_verify_against_the_drawn_seed() {
         deal_id: deal,
         proof: vec![0xff; 100],
     };
-    let input = Input::SealProof(Signed::sign(&provider, &msg).unwrap());
+    let input = Input::SealProof(Signed::sign(&provider, &w.ledger.network(), &msg).unwrap());
     assert!(matches!(w.refuse(input), LedgerError::InvalidProof { .. }));
     // the real one still works
     let input = w.seal_proof_input(deal, &provider, None);
@@ -415,6 +460,7 @@ fn window_proofs_are_only_for_the_open_challenged_epoch() {
     let input = Input::WindowProof(
         Signed::sign(
             &provider,
+            &w.ledger.network(),
             &crowd_protocol::WindowProofMsg {
                 deal_id: deal,
                 epoch: 0,

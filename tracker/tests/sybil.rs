@@ -81,7 +81,7 @@ fn a_termination_burns_part_of_the_stake_and_new_deals_wait_for_a_top_up() {
 
     // below the stake: no new deal until the provider tops it up
     let p = w.proposal(&client, &provider, Terms::default());
-    let e = w.refuse(World::publish_input(&p, &client, &provider));
+    let e = w.refuse(w.publish_input(&p, &client, &provider));
     assert!(matches!(e, LedgerError::NotStaked { .. }), "{e}");
     let input = w.register_input(&provider, 1 << 20);
     let events = w.apply(input).unwrap();
@@ -89,7 +89,7 @@ fn a_termination_burns_part_of_the_stake_and_new_deals_wait_for_a_top_up() {
         provider: id(&provider),
         amount: 200
     }));
-    w.apply(World::publish_input(&p, &client, &provider)).unwrap();
+    w.apply(w.publish_input(&p, &client, &provider)).unwrap();
     w.ledger.check_invariants().unwrap();
     w.assert_replays();
 }
@@ -139,8 +139,8 @@ fn a_deal_below_the_minimum_collateral_is_neither_admitted_nor_published() {
         },
     );
     for input in [
-        World::publish_input(&free, &client, &provider),
-        Input::AdmitProposal(crowd_protocol::Signed::sign(&client, &free).unwrap()),
+        w.publish_input(&free, &client, &provider),
+        Input::AdmitProposal(crowd_protocol::Signed::sign(&client, &w.ledger.network(), &free).unwrap()),
     ] {
         let e = w.refuse(input);
         assert!(
@@ -156,7 +156,6 @@ fn a_deal_below_the_minimum_collateral_is_neither_admitted_nor_published() {
             ..Terms::default()
         },
     );
-    w.apply(World::publish_input(&enough, &client, &provider))
-        .unwrap();
+    w.apply(w.publish_input(&enough, &client, &provider)).unwrap();
     w.assert_replays();
 }

@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 use crate::progress::Progress;
 use crowd_chunker::{build_from_slice, write_car, ChunkParams, ChunkerKind, DagParams, Discard, HashAlg};
 use crowd_erasure::{Encoder, Params};
+/// The network these nodes are configured with and messages signed for.
+const NET: crowd_protocol::NetworkId = crowd_protocol::NetworkId([9; 32]);
+
 use crowd_protocol::libp2p::identity::Keypair;
 use crowd_protocol::libp2p::{Multiaddr, PeerId};
 use crowd_protocol::{
@@ -53,7 +56,8 @@ impl Node {
             home.path().join("config.toml"),
             format!(
                 "listen = [\"/ip4/127.0.0.1/tcp/0\"]\nmetrics_address = \"127.0.0.1:0\"\n\
-                 tracker_peer_id = \"{tracker}\"\ntransfer_timeout_secs = 20\n"
+                 tracker_peer_id = \"{tracker}\"\ntransfer_timeout_secs = 20\nnetwork_id = \"{}\"\n",
+                NET.to_hex()
             ),
         )
         .unwrap();
@@ -160,9 +164,10 @@ impl Net {
                 expiry_epoch: 50,
                 nonce: i as u64,
             };
-            let signed = Signed::sign(&key, &proposal).unwrap();
+            let signed = Signed::sign(&key, &NET, &proposal).unwrap();
             let admission = Signed::sign(
                 &tracker_key,
+                &NET,
                 &crowd_protocol::Admission {
                     proposal: signed.id(),
                     client: proposal.client,

@@ -147,6 +147,7 @@ mod tests {
 
     fn info(epoch: u64, epoch_millis: u64) -> TrackerInfo {
         TrackerInfo {
+            network: crowd_protocol::NetworkId([0; 32]),
             epoch,
             epoch_millis,
             epoch_ends_in_millis: 0,

@@ -8,7 +8,13 @@ use std::time::{Duration, Instant};
 
 use crowd_protocol::libp2p::identity::Keypair;
 use crowd_protocol::libp2p::{Multiaddr, PeerId};
-use crowd_protocol::{Admission, DealProposal, Network, NetworkConfig, PieceId, Request, Response, Signed};
+use crowd_protocol::{
+    Admission, DealProposal, Network, NetworkConfig, NetworkId, PieceId, Request, Response, Signed,
+};
+
+/// The network of every test here: nodes are configured with it
+/// (`network_id`), the fake tracker names it, test messages are signed for it.
+pub const NET: NetworkId = NetworkId([9; 32]);
 
 /// The tracker identity of every test here (the fake tracker's, and the one
 /// nodes started with [`TestNode::start`] are usually given): fixed, so
@@ -21,7 +27,7 @@ pub fn tracker_key() -> Keypair {
 /// `tracker`, valid until the proposal's expiry (for a proposal that does
 /// not open — the bad-input tests send forged ones — until forever).
 pub fn admission(tracker: &Keypair, proposal: &Signed<DealProposal>) -> Signed<Admission> {
-    let (client, escrow, until_epoch) = match proposal.open(None) {
+    let (client, escrow, until_epoch) = match proposal.open(&NET, None) {
         Ok((_, p)) => (
             p.client,
             p.price_per_epoch * u128::from(p.duration_epochs),
@@ -31,6 +37,7 @@ pub fn admission(tracker: &Keypair, proposal: &Signed<DealProposal>) -> Signed<A
     };
     Signed::sign(
         tracker,
+        &NET,
         &Admission {
             proposal: proposal.id(),
             client,
@@ -72,7 +79,13 @@ impl TestNode {
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let config = format!(
-            "listen = [\"/ip4/127.0.0.1/tcp/0\", \"/ip4/127.0.0.1/udp/0/quic-v1\"]\nmetrics_address = \"127.0.0.1:0\"\ntracker_peer_id = \"{tracker}\"\ntransfer_timeout_secs = 20\n{extra}\n"
+            "listen = [\"/ip4/127.0.0.1/tcp/0\", \"/ip4/127.0.0.1/udp/0/quic-v1\"]\nmetrics_address = \"127.0.0.1:0\"\ntracker_peer_id = \"{tracker}\"\ntransfer_timeout_secs = 20\n{network}{extra}\n",
+            // (a test may name another network, or none, in `extra`)
+            network = if extra.contains("network_id") {
+                String::new()
+            } else {
+                format!("network_id = \"{}\"\n", NET.to_hex())
+            }
         );
         std::fs::write(home.path().join("config.toml"), config).unwrap();
         let mut node = Self {
@@ -209,7 +222,7 @@ impl TestClient {
 
     /// Proposes and expects acceptance; returns the proposal id.
     pub async fn deal(&self, node: &TestNode, piece: &[u8], nonce: u64) -> [u8; 32] {
-        let signed = Signed::sign(&self.key, &self.proposal(node, piece, nonce)).unwrap();
+        let signed = Signed::sign(&self.key, &NET, &self.proposal(node, piece, nonce)).unwrap();
         let ask = || self.net.request(node.peer, propose(signed.clone()));
         // a proposal is idempotent: sent again after a connection lost while
         // the two swarms settle on one connection (seen under load on 2 cores)
@@ -222,7 +235,7 @@ impl TestClient {
         };
         match answer.unwrap() {
             Response::DealAccepted(a) => {
-                let (_, acc) = a.open(Some(&node.peer)).unwrap();
+                let (_, acc) = a.open(&NET, Some(&node.peer)).unwrap();
                 assert_eq!(acc.proposal, signed.id());
                 signed.id()
             }
@@ -341,6 +354,7 @@ impl FakeTracker {
                     match &req.request {
                         Ok(Request::Tracker(TrackerRequest::Info)) => {
                             Response::Tracker(TrackerResponse::Info(TrackerInfo {
+                                network: NET,
                                 epoch: s.epoch,
                                 epoch_millis: 1000,
                                 epoch_ends_in_millis: 1000,

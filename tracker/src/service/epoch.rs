@@ -36,6 +36,8 @@ pub struct EpochLoop {
     pub net: Network,
     /// Signs tickets, seeds and challenges (the ledger owner signs epochs).
     pub key: Keypair,
+    /// The network those signatures are for (the genesis head).
+    pub network: crowd_protocol::NetworkId,
     pub epoch: Duration,
     /// Longest a seal request may take (challenges end at the epoch deadline).
     pub provider_timeout: Duration,
@@ -259,9 +261,15 @@ impl EpochLoop {
         let sign = |e: crowd_protocol::ProtocolError| format!("signing: {e}");
         let request = match &task.job {
             Job::Seal(_) if queued => Request::SealStatus(task.deal_id),
-            Job::Seal(ticket) => Request::StartSeal(Signed::sign(&self.key, ticket).map_err(sign)?),
-            Job::ProveSeal(seed) => Request::ProveSeal(Signed::sign(&self.key, seed).map_err(sign)?),
-            Job::Prove(challenge) => Request::Challenge(Signed::sign(&self.key, challenge).map_err(sign)?),
+            Job::Seal(ticket) => {
+                Request::StartSeal(Signed::sign(&self.key, &self.network, ticket).map_err(sign)?)
+            }
+            Job::ProveSeal(seed) => {
+                Request::ProveSeal(Signed::sign(&self.key, &self.network, seed).map_err(sign)?)
+            }
+            Job::Prove(challenge) => {
+                Request::Challenge(Signed::sign(&self.key, &self.network, challenge).map_err(sign)?)
+            }
         };
         let response = self
             .net
@@ -356,7 +364,7 @@ impl EpochLoop {
         if bad_sources.is_empty() {
             return;
         }
-        let Ok((_, job)) = task.job.open(None) else {
+        let Ok((_, job)) = task.job.open(&self.network, None) else {
             return; // we signed it
         };
         for bad in bad_sources.into_iter().take(job.sources.len()) {
@@ -444,7 +452,7 @@ impl EpochLoop {
                     offset,
                     accuser: AccountId(accuser),
                 };
-                match Signed::sign(&self.key, &audit) {
+                match Signed::sign(&self.key, &self.network, &audit) {
                     Ok(signed) => Some(Input::RetrievalFault(signed)),
                     Err(e) => {
                         tracing::warn!("signing a retrieval fault: {e}");

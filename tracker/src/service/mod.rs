@@ -206,9 +206,11 @@ pub async fn run(home: &Path, options: RunOptions) -> Result<(), ServiceError> {
         clock.clone(),
         metrics.clone(),
     )?;
+    let network = state.ledger().network();
     tracing::info!(
         epoch = state.ledger().epoch(),
         log = state.ledger().log_len(),
+        network = %network.to_hex(),
         "ledger opened"
     );
 
@@ -242,6 +244,7 @@ pub async fn run(home: &Path, options: RunOptions) -> Result<(), ServiceError> {
             owner: owner.clone(),
             net: net.clone(),
             key: key.clone(),
+            network,
             epoch,
             provider_timeout,
             max_requests: config.max_provider_requests,

@@ -699,7 +699,7 @@ impl<S: Store> State<S> {
             };
             let provider = job.proposal.provider;
             let expiry = job.proposal.expiry_epoch;
-            match Signed::sign(&self.key, &job) {
+            match Signed::sign(&self.key, &self.ledger.network(), &job) {
                 Ok(job) => {
                     tracing::info!(file_id, index, %provider, "repair planned");
                     self.repairs.insert(
@@ -1031,6 +1031,7 @@ impl<S: Store> State<S> {
     fn info(&self) -> TrackerInfo {
         let c = self.ledger.config();
         TrackerInfo {
+            network: self.ledger.network(),
             epoch: self.ledger.epoch(),
             epoch_millis: self.clock.epoch_millis(),
             epoch_ends_in_millis: self.clock.remaining_millis(),
@@ -1097,7 +1098,9 @@ impl<S: Store> State<S> {
         proposal: Signed<DealProposal>,
         acceptance: Signed<DealAcceptance>,
     ) -> Result<TrackerResponse, ServiceError> {
-        let (_, p) = proposal.open(None).map_err(LedgerError::from)?;
+        let (_, p) = proposal
+            .open(&self.ledger.network(), None)
+            .map_err(LedgerError::from)?;
         if peer != p.client && peer != p.provider {
             return Err(ServiceError::Config(format!(
                 "a deal is published by its client or provider, not {peer}"
@@ -1128,7 +1131,9 @@ impl<S: Store> State<S> {
         peer: PeerId,
         proposal: Signed<DealProposal>,
     ) -> Result<TrackerResponse, ServiceError> {
-        let (_, p) = proposal.open(None).map_err(LedgerError::from)?;
+        let (_, p) = proposal
+            .open(&self.ledger.network(), None)
+            .map_err(LedgerError::from)?;
         if peer != p.client {
             return Err(ServiceError::Config(format!(
                 "a proposal is admitted for its client, not for {peer}"
@@ -1148,7 +1153,11 @@ impl<S: Store> State<S> {
             escrow: lock.escrow,
             until_epoch: lock.until_epoch,
         };
-        Ok(TrackerResponse::Admitted(Signed::sign(&self.key, &admission)?))
+        Ok(TrackerResponse::Admitted(Signed::sign(
+            &self.key,
+            &self.ledger.network(),
+            &admission,
+        )?))
     }
 
     /// The answer to a transfer or withdrawal: the sender's free balance.
@@ -1277,7 +1286,7 @@ impl<S: Store> State<S> {
         let refuse = |s: &str| Err(ServiceError::Config(format!("file registration: {s}")));
         self.expect_sender(peer, signed.claimed_signer(), "file registration")?;
         let (_, reg) = signed
-            .open(Some(&peer))
+            .open(&self.ledger.network(), Some(&peer))
             .map_err(|e| ServiceError::Config(e.to_string()))?;
         if reg.root != root || reg.manifest != *digest {
             return refuse("it names another root or manifest");
@@ -1596,7 +1605,7 @@ mod tests {
         (root.to_bytes(), m.encode().unwrap())
     }
     use crate::service::store::{MemStore, RocksStore};
-    use crowd_protocol::{PieceId, ProviderRegistration};
+    use crowd_protocol::{NetworkId, PieceId, ProviderRegistration};
 
     fn key(seed: u8) -> Keypair {
         Keypair::ed25519_from_bytes([seed; 32]).unwrap()
@@ -1622,9 +1631,10 @@ mod tests {
         (tracker, state)
     }
 
-    fn registration(provider: &Keypair, nonce: u64) -> Signed<ProviderRegistration> {
+    fn registration(net: &NetworkId, provider: &Keypair, nonce: u64) -> Signed<ProviderRegistration> {
         Signed::sign(
             provider,
+            net,
             &ProviderRegistration {
                 capacity: 1 << 30,
                 price_per_gib_epoch: 1,
@@ -1657,13 +1667,15 @@ mod tests {
         let r = state.handle(
             peer(&provider),
             TrackerRequest::Register {
-                registration: registration(&provider, 0),
+                registration: registration(&state.ledger().network(), &provider, 0),
                 addrs: vec!["/ip4/127.0.0.1/tcp/4001".into()],
             },
         );
         assert_eq!(r.unwrap(), TrackerResponse::Registered);
+        let net = state.ledger().network();
         let proposal = Signed::sign(
             &client,
+            &net,
             &DealProposal {
                 piece: PieceId([7; 32]),
                 piece_size: 4096,
@@ -1680,6 +1692,7 @@ mod tests {
         .unwrap();
         let acceptance = Signed::sign(
             &provider,
+            &net,
             &DealAcceptance {
                 proposal: proposal.id(),
             },
@@ -1878,10 +1891,10 @@ mod tests {
             addrs: addrs.into_iter().map(String::from).collect(),
         };
         // forged: signature bytes changed
-        let mut forged = registration(&provider, 0);
+        let mut forged = registration(&state.ledger().network(), &provider, 0);
         forged.parts_mut().2[0] ^= 1;
         // unsigned: no valid signer key at all
-        let mut unsigned = registration(&provider, 0);
+        let mut unsigned = registration(&state.ledger().network(), &provider, 0);
         unsigned.parts_mut().1.clear();
         unsigned.parts_mut().2.clear();
         let cases = [
@@ -1889,17 +1902,20 @@ mod tests {
             (peer(&provider), register(unsigned, vec![]), "does not decode"),
             (
                 peer(&stranger),
-                register(registration(&provider, 0), vec![]),
+                register(registration(&state.ledger().network(), &provider, 0), vec![]),
                 "must be sent by it",
             ),
             (
                 peer(&provider),
-                register(registration(&provider, 5), vec![]),
+                register(registration(&state.ledger().network(), &provider, 5), vec![]),
                 "nonce",
             ),
             (
                 peer(&provider),
-                register(registration(&provider, 0), vec!["not an address"]),
+                register(
+                    registration(&state.ledger().network(), &provider, 0),
+                    vec!["not an address"],
+                ),
                 "multiaddress",
             ),
             (

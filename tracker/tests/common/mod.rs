@@ -142,7 +142,7 @@ impl World {
             collateral_per_gib: 1,
             nonce,
         };
-        Input::RegisterProvider(Signed::sign(provider, &reg).unwrap())
+        Input::RegisterProvider(Signed::sign(provider, &self.ledger.network(), &reg).unwrap())
     }
 
     pub fn register(&mut self, provider: &Keypair, capacity: u64) {
@@ -152,7 +152,9 @@ impl World {
 
     pub fn withdraw_input(&mut self, who: &Keypair, amount: Amount) -> Input {
         let nonce = self.next_nonce(who);
-        Input::Withdraw(Signed::sign(who, &WithdrawRequest { amount, nonce }).unwrap())
+        Input::Withdraw(
+            Signed::sign(who, &self.ledger.network(), &WithdrawRequest { amount, nonce }).unwrap(),
+        )
     }
 
     pub fn transfer_input(&mut self, from: &Keypair, to: &Keypair, amount: Amount) -> Input {
@@ -162,7 +164,7 @@ impl World {
             amount,
             nonce,
         };
-        Input::Transfer(Signed::sign(from, &req).unwrap())
+        Input::Transfer(Signed::sign(from, &self.ledger.network(), &req).unwrap())
     }
 
     /// A proposal of piece `piece` from `client` to `provider`, starting
@@ -185,10 +187,11 @@ impl World {
     }
 
     /// Signs a proposal by `client_key` and its acceptance by `provider_key`.
-    pub fn publish_input(p: &DealProposal, client_key: &Keypair, provider_key: &Keypair) -> Input {
-        let proposal = Signed::sign(client_key, p).unwrap();
+    pub fn publish_input(&self, p: &DealProposal, client_key: &Keypair, provider_key: &Keypair) -> Input {
+        let proposal = Signed::sign(client_key, &self.ledger.network(), p).unwrap();
         let acceptance = Signed::sign(
             provider_key,
+            &self.ledger.network(),
             &DealAcceptance {
                 proposal: proposal.id(),
             },
@@ -200,7 +203,7 @@ impl World {
     /// Publishes a deal both parties signed; returns its id.
     pub fn publish(&mut self, client: &Keypair, provider: &Keypair, terms: Terms) -> DealId {
         let p = self.proposal(client, provider, terms);
-        let events = self.apply(Self::publish_input(&p, client, provider)).unwrap();
+        let events = self.apply(self.publish_input(&p, client, provider)).unwrap();
         match events.as_slice() {
             [Event::DealPublished { deal_id, .. }] => *deal_id,
             other => panic!("unexpected events {other:?}"),
@@ -234,7 +237,7 @@ impl World {
             replica_id: rid,
         };
         self.sealed.insert(deal_id, sealed);
-        Input::PreCommit(Signed::sign(signer, &c).unwrap())
+        Input::PreCommit(Signed::sign(signer, &self.ledger.network(), &c).unwrap())
     }
 
     /// Whether a pre-commit was built for the deal (its replica exists).
@@ -256,7 +259,7 @@ impl World {
             deal_id,
             proof: proof.encode(),
         };
-        Input::SealProof(Signed::sign(signer, &msg).unwrap())
+        Input::SealProof(Signed::sign(signer, &self.ledger.network(), &msg).unwrap())
     }
 
     /// A window proof for `epoch` with `randomness` (the open epoch's when `None`).
@@ -284,7 +287,7 @@ impl World {
             epoch,
             proof: proof.encode(),
         };
-        Input::WindowProof(Signed::sign(signer, &msg).unwrap())
+        Input::WindowProof(Signed::sign(signer, &self.ledger.network(), &msg).unwrap())
     }
 
     pub fn prove_window(&mut self, deal_id: DealId, provider: &Keypair) -> Vec<Event> {
@@ -314,7 +317,7 @@ impl World {
     }
 
     /// `client` registers `deals` (by piece index) as one file needing `k`.
-    pub fn register_file_input(client: &Keypair, deals: &[DealId], k: u32) -> Input {
+    pub fn register_file_input(&self, client: &Keypair, deals: &[DealId], k: u32) -> Input {
         let mut root = b"root".to_vec();
         for d in deals {
             root.extend_from_slice(&d.to_le_bytes());
@@ -325,12 +328,12 @@ impl World {
             data_pieces: k,
             deals: deals.to_vec(),
         };
-        Input::RegisterFile(Signed::sign(client, &reg).unwrap())
+        Input::RegisterFile(Signed::sign(client, &self.ledger.network(), &reg).unwrap())
     }
 
     /// Registers a file; returns its id.
     pub fn register_file(&mut self, client: &Keypair, deals: &[DealId], k: u32) -> FileId {
-        let events = self.apply(Self::register_file_input(client, deals, k)).unwrap();
+        let events = self.apply(self.register_file_input(client, deals, k)).unwrap();
         match events.as_slice() {
             [Event::FileRegistered { file_id, .. }] => *file_id,
             other => panic!("unexpected events {other:?}"),
@@ -339,7 +342,9 @@ impl World {
 
     pub fn remove_input(&mut self, signer: &Keypair, file_id: FileId) -> Input {
         let nonce = self.next_nonce(signer);
-        Input::RemoveFile(Signed::sign(signer, &RemoveRequest { file_id, nonce }).unwrap())
+        Input::RemoveFile(
+            Signed::sign(signer, &self.ledger.network(), &RemoveRequest { file_id, nonce }).unwrap(),
+        )
     }
 
     pub fn renew_input(&mut self, signer: &Keypair, file_id: FileId, epochs: u64) -> Input {
@@ -347,6 +352,7 @@ impl World {
         Input::RenewFile(
             Signed::sign(
                 signer,
+                &self.ledger.network(),
                 &RenewRequest {
                     file_id,
                     epochs,
@@ -393,8 +399,13 @@ impl World {
             },
             sources: vec![],
         };
-        let job = Signed::sign(job_signer, &job).unwrap();
-        let acceptance = Signed::sign(acceptor, &DealAcceptance { proposal: job.id() }).unwrap();
+        let job = Signed::sign(job_signer, &self.ledger.network(), &job).unwrap();
+        let acceptance = Signed::sign(
+            acceptor,
+            &self.ledger.network(),
+            &DealAcceptance { proposal: job.id() },
+        )
+        .unwrap();
         Some(Input::PublishRepair { job, acceptance })
     }
 
@@ -412,7 +423,9 @@ impl World {
             offset: 0,
             accuser: id(&key(98)),
         };
-        Some(Input::RetrievalFault(Signed::sign(signer, &audit).unwrap()))
+        Some(Input::RetrievalFault(
+            Signed::sign(signer, &self.ledger.network(), &audit).unwrap(),
+        ))
     }
 
     /// Ends epochs until `epoch` is the open one.
