@@ -158,7 +158,37 @@ pub fn get(
     output: &Path,
     progress: Option<&Callback>,
 ) -> Result<GetOutput> {
-    let (rt, found) = start(home, target, output)?;
+    let (rt, mut found) = start(home, target, output)?;
+    loop {
+        match get_from(&rt, &found, opts, output, progress) {
+            // verified pieces that do not make the root: another client's
+            // manifest claiming it (a hijack); try the next one
+            Err(e) if e.downcast_ref::<WrongRoot>().is_some() && !found.alternatives.is_empty() => {
+                let (manifest, access, manifest_cid) = found.alternatives.remove(0);
+                found.manifest = manifest;
+                found.access = access;
+                let owner = Owner::Prefer(Some(found.session.peer));
+                let Found {
+                    session,
+                    manifest,
+                    addrs,
+                    ..
+                } = &mut found;
+                rt.block_on(follow(session, manifest, &manifest_cid, addrs, owner));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// [`get`] with one manifest.
+fn get_from(
+    rt: &tokio::runtime::Runtime,
+    found: &Found,
+    opts: &GetOptions,
+    output: &Path,
+    progress: Option<&Callback>,
+) -> Result<GetOutput> {
     let m = &found.manifest;
     let file_len = found.access.file_len(m);
     let range = opts.range.clone().unwrap_or(0..file_len);
@@ -188,7 +218,7 @@ pub fn get(
         let mut cleanup = None;
         let written = crate::input::write_atomically(output, |f| {
             let mut w = BufWriter::with_capacity(1 << 20, pipeline::Writeback::new(f));
-            let job = fetch_job(&found, &dir, &plan, stored_whole, &bar);
+            let job = fetch_job(found, &dir, &plan, stored_whole, &bar);
             let retrieve = |out: &mut dyn WriteSend| {
                 pipeline::retrieve(rt.handle(), &found.session.net, job, &stored, out)
             };
@@ -263,7 +293,7 @@ pub fn get(
             _ => dir.remove()?,
         }
     }
-    Ok(report.output(&found, file_len, output, opts.range.as_ref(), &stored))
+    Ok(report.output(found, file_len, output, opts.range.as_ref(), &stored))
 }
 
 /// Decrypts into `out` the segments holding `range`.
@@ -455,6 +485,9 @@ struct Found {
     access: Access,
     /// The root reported back (the one asked for).
     shown_root: Cid,
+    /// Other manifests claiming the same root, tried in turn when this
+    /// one's bytes do not make the root (a manifest hijack).
+    alternatives: Vec<Candidate>,
 }
 
 async fn find(home: &Path, target: &Target) -> Result<Found> {
@@ -465,29 +498,30 @@ async fn find(home: &Path, target: &Target) -> Result<Found> {
         .into_iter()
         .map(|p| (p.peer, p.addrs.iter().filter_map(|a| a.parse().ok()).collect()))
         .collect();
-    let (mut manifest, access, shown_root, manifest_cid) = match target {
+    let (mut manifest, access, shown_root, manifest_cid, alternatives) = match target {
         Target::Capability(cap) => {
-            let (m, cid) = find_manifest(&session, &addrs, &cap.network_root)
-                .await?
-                .ok_or_else(|| {
-                    Error::NotFound(format!(
-                        "no manifest found for the capability's file {}",
-                        cap.network_root
-                    ))
-                })?;
-            if cid != cap.manifest {
-                return Err(Error::Capability(format!(
-                    "the capability is for manifest {}, but its root's manifest is {cid}",
-                    cap.manifest
+            // the capability names its manifest: others claiming the root are ignored
+            let candidates = find_manifests(&session, &addrs, &cap.network_root).await?;
+            if candidates.is_empty() {
+                return Err(Error::NotFound(format!(
+                    "no manifest found for the capability's file {}",
+                    cap.network_root
                 ))
                 .into());
             }
+            let Some((m, cid)) = candidates.into_iter().find(|(_, cid)| *cid == cap.manifest) else {
+                return Err(Error::Capability(format!(
+                    "the capability is for manifest {}, which is not among its root's manifests",
+                    cap.manifest
+                ))
+                .into());
+            };
             let access = holder_access(&m, &cap.key)?;
-            (m, access, cap.network_root, cid)
+            (m, access, cap.network_root, cid, Vec::new())
         }
         Target::Cid(cid) => {
-            let (m, access, manifest_cid) = find_by_cid(home, &session, &addrs, cid).await?;
-            (m, access, *cid, manifest_cid)
+            let ((m, access, manifest_cid), alternatives) = find_by_cid(home, &session, &addrs, cid).await?;
+            (m, access, *cid, manifest_cid, alternatives)
         }
     };
     let owner = match &access {
@@ -504,6 +538,7 @@ async fn find(home: &Path, target: &Target) -> Result<Found> {
         addrs,
         access,
         shown_root,
+        alternatives,
     })
 }
 
@@ -588,12 +623,17 @@ fn owner_access(identity: &crowd_protocol::libp2p::identity::Keypair, m: &Manife
 /// A file by root CID: this home's record of it, else the network's
 /// manifest for that root, else this client's manifests on the network (a
 /// private file is known to the network only by its ciphertext's root).
+/// One way to read a file: a manifest, how to read it, and its CID.
+type Candidate = (Manifest, Access, Cid);
+
+/// The file's manifest, then any other manifests claiming the same root
+/// (tried in turn if the first's bytes do not make the root).
 async fn find_by_cid(
     home: &Path,
     session: &Session,
     addrs: &HashMap<PeerId, Vec<Multiaddr>>,
     cid: &Cid,
-) -> Result<(Manifest, Access, Cid)> {
+) -> Result<(Candidate, Vec<Candidate>)> {
     if let Some(record) = records::find(home, &cid.to_string())? {
         let network_root: Cid = record
             .network_root()
@@ -616,18 +656,32 @@ async fn find_by_cid(
         if root != *cid && m.root != *cid {
             return Err(Error::Envelope(format!("it names {root}, not {cid}")).into());
         }
-        return Ok((m, access, manifest_cid));
+        return Ok(((m, access, manifest_cid), Vec::new()));
     }
-    if let Some((m, manifest_cid)) = find_manifest(session, addrs, cid).await? {
-        if m.encryption.is_none() {
-            return Ok((m, Access::Public, manifest_cid));
+    let candidates = find_manifests(session, addrs, cid).await?;
+    if !candidates.is_empty() {
+        // this client's own private file first, then public manifests in
+        // the tracker's order (this client's own first)
+        let (mut own, mut public, mut others_private) = (Vec::new(), Vec::new(), false);
+        for (m, manifest_cid) in candidates {
+            if m.encryption.is_none() {
+                public.push((m, Access::Public, manifest_cid));
+            } else {
+                match owner_access(&session.key, &m) {
+                    Ok((access, _)) => own.push((m, access, manifest_cid)),
+                    Err(_) => others_private = true,
+                }
+            }
         }
-        return match owner_access(&session.key, &m) {
-            Ok((access, _)) => Ok((m, access, manifest_cid)),
-            Err(_) => Err(Error::NeedsCapability(format!(
+        own.extend(public);
+        let mut usable = own.into_iter();
+        return match usable.next() {
+            Some(first) => Ok((first, usable.collect())),
+            None if others_private => Err(Error::NeedsCapability(format!(
                 "{cid} is a private file of another client: it is read with its capability (crowd share)"
             ))
             .into()),
+            None => Err(Error::NotFound(format!("no usable manifest for {cid}")).into()),
         };
     }
     // not in this home: perhaps stored before this home was restored
@@ -647,47 +701,66 @@ const MAX_DHT_PEERS: usize = 8;
 /// How long a DHT provider may take to answer a dial.
 const DHT_DIAL: Duration = Duration::from_secs(5);
 
-/// The manifest for `root` and its CID: from the tracker, else from a
-/// provider the DHT names; `None` if nobody has one. Untrusted either way:
-/// decoded with its checks, and its root must be the one asked for.
+/// The manifest for `root` and its CID (the first of [`find_manifests`]).
 async fn find_manifest(
     s: &Session,
     addrs: &HashMap<PeerId, Vec<Multiaddr>>,
     root: &Cid,
 ) -> Result<Option<(Manifest, Cid)>> {
+    Ok(find_manifests(s, addrs, root).await?.into_iter().next())
+}
+
+/// Every manifest for `root` with its CID: from the tracker (one per
+/// client that registered one, this client's first), else from providers
+/// the DHT names; empty if nobody has one. Untrusted either way: each is
+/// decoded with its checks and its root must be the one asked for, and a
+/// manifest claiming someone else's root can sit beside the real one, so
+/// callers choose (their own, the capability's) or try each in turn.
+async fn find_manifests(
+    s: &Session,
+    addrs: &HashMap<PeerId, Vec<Multiaddr>>,
+    root: &Cid,
+) -> Result<Vec<(Manifest, Cid)>> {
     let key = root.to_bytes();
     let mut problems: Vec<String> = Vec::new();
+    let mut found = Vec::new();
     match s.tracker(TrackerRequest::Manifest { root: key.clone() }).await {
-        Ok(TrackerResponse::Manifest(Some(blob))) => match check_manifest(&blob.0, root) {
-            Ok(m) => return Ok(Some((m, crowd_protocol::manifest_cid(&blob.0)))),
-            Err(e) => problems.push(format!("tracker: {e:#}")),
-        },
-        Ok(TrackerResponse::Manifest(None)) => {}
+        Ok(TrackerResponse::Manifests(blobs)) => {
+            for blob in blobs {
+                match check_manifest(&blob.0, root) {
+                    Ok(m) => found.push((m, crowd_protocol::manifest_cid(&blob.0))),
+                    Err(e) => problems.push(format!("tracker: {e:#}")),
+                }
+            }
+        }
         Ok(other) => problems.push(format!("tracker: unexpected answer {other:?}")),
         Err(e) => problems.push(format!("{e:#}")),
     }
-    let wait = Duration::from_secs(s.config.request_timeout_secs.max(1));
-    match manifest_from_dht(&s.net, addrs, root, wait, &mut problems).await {
-        Some(found) => Ok(Some(found)),
-        None => match problems.first() {
-            None => Ok(None),
-            Some(p) => bail!(
-                "no manifest found for {root}: {}",
-                engine::one_line(&crate::error::strip(p))
-            ),
-        },
+    if found.is_empty() {
+        let wait = Duration::from_secs(s.config.request_timeout_secs.max(1));
+        found = manifests_from_dht(&s.net, addrs, root, wait, &mut problems).await;
+    }
+    let mut seen = std::collections::HashSet::new();
+    found.retain(|(_, cid)| seen.insert(*cid));
+    match (found.is_empty(), problems.first()) {
+        (true, Some(p)) => bail!(
+            "no manifest found for {root}: {}",
+            engine::one_line(&crate::error::strip(p))
+        ),
+        _ => Ok(found),
     }
 }
 
-/// The manifest for `root` from a provider the DHT names (waiting up to
-/// `wait` for the lookup); what went wrong with each is added to `problems`.
-async fn manifest_from_dht(
+/// The manifests for `root` from the first provider the DHT names that has
+/// any (waiting up to `wait` for the lookup); what went wrong with each is
+/// added to `problems`.
+async fn manifests_from_dht(
     net: &crowd_protocol::Network,
     addrs: &HashMap<PeerId, Vec<Multiaddr>>,
     root: &Cid,
     wait: Duration,
     problems: &mut Vec<String>,
-) -> Option<(Manifest, Cid)> {
+) -> Vec<(Manifest, Cid)> {
     let key = root.to_bytes();
     let peers = tokio::time::timeout(wait, net.find_providers(key.clone()))
         .await
@@ -711,15 +784,23 @@ async fn manifest_from_dht(
             }
         }
         match net.request(peer, Request::GetManifest(key.clone())).await {
-            Ok(Response::Manifest(Some(blob))) => match check_manifest(&blob.0, root) {
-                Ok(m) => return Some((m, crowd_protocol::manifest_cid(&blob.0))),
-                Err(e) => problems.push(format!("{peer}: {e:#}")),
-            },
+            Ok(Response::Manifests(blobs)) => {
+                let mut found = Vec::new();
+                for blob in blobs.into_iter().take(crowd_protocol::MAX_MANIFESTS_PER_ROOT) {
+                    match check_manifest(&blob.0, root) {
+                        Ok(m) => found.push((m, crowd_protocol::manifest_cid(&blob.0))),
+                        Err(e) => problems.push(format!("{peer}: {e:#}")),
+                    }
+                }
+                if !found.is_empty() {
+                    return found;
+                }
+            }
             Ok(_) => {}
             Err(e) => problems.push(format!("{peer}: {e}")),
         }
     }
-    None
+    Vec::new()
 }
 
 fn check_manifest(bytes: &[u8], root: &Cid) -> Result<Manifest> {

@@ -529,10 +529,11 @@ async fn status_async(home: &Path, cid: &Cid, given: &str) -> Result<StatusOutpu
             })
             .await?
         {
-            TrackerResponse::Manifest(Some(blob)) => blob.0,
-            TrackerResponse::Manifest(None) => {
-                bail!("{given}: no such file: not stored by this client and unknown to the tracker")
-            }
+            // this client's own first, else the first registered
+            TrackerResponse::Manifests(blobs) => match blobs.into_iter().next() {
+                Some(blob) => blob.0,
+                None => bail!("{given}: no such file: not stored by this client and unknown to the tracker"),
+            },
             other => bail!("tracker: unexpected answer {other:?}"),
         },
     };

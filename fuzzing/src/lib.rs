@@ -164,7 +164,11 @@ fn response(data: &[u8]) -> bool {
         Response::DealAccepted(a) => drop(a.open(&NET, None)),
         Response::SealProof(p) => drop(p.open(&NET, None)),
         Response::WindowProof(p) => drop(p.open(&NET, None)),
-        Response::Manifest(Some(m)) => drop(Manifest::decode(&m.0)),
+        Response::Manifests(found) => {
+            for m in found {
+                let _ = Manifest::decode(&m.0);
+            }
+        }
         _ => {}
     }
     true
@@ -535,7 +539,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         to_cbor(&Response::Error {
             message: "no such deal".into(),
         }),
-        to_cbor(&Response::Manifest(None)),
+        to_cbor(&Response::Manifests(vec![])),
         to_cbor(&Response::SealQueued),
     ];
 

@@ -13,7 +13,7 @@
 //! | [`TrackerRequest::Transfer`], [`TrackerRequest::Withdraw`] | the account itself (signed, with its next nonce) | `Moved`: the free balance left |
 //! | [`TrackerRequest::Faucet`] | anyone, devnet trackers only | `Minted` |
 //! | [`TrackerRequest::RegisterManifest`] | a client with a published deal | `ManifestStored` |
-//! | [`TrackerRequest::Manifest`] | anyone who names the root | `Manifest(bytes)` by root CID |
+//! | [`TrackerRequest::Manifest`] | anyone who names the root | `Manifests`: every client's manifest for that root CID (≤ 8), the asker's first |
 //! | [`TrackerRequest::OwnManifests`] | a client | `OwnManifests`: the manifests it registered, paged |
 //! | [`TrackerRequest::Deals`] | a deal's client or provider | `Deals`: state, payments and per-epoch proof history |
 //! | [`TrackerRequest::RemoveFile`] | the file's owner (signed) | `FileRemoved`: deals ended, refund |
@@ -233,7 +233,9 @@ pub enum TrackerResponse {
     },
     /// The manifest was stored under this CID (bytes).
     ManifestStored(#[serde(with = "crate::wire::bytes")] Vec<u8>),
-    Manifest(Option<Blob>),
+    /// Every manifest registered for the root asked (one per client, at
+    /// most [`crate::MAX_MANIFESTS_PER_ROOT`]), the asker's own first.
+    Manifests(Vec<Blob>),
     Deals(Vec<DealView>),
     /// A page of the sender's manifests; `next` is the root to continue
     /// after, `None` on the last page.

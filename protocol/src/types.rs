@@ -315,6 +315,10 @@ pub struct Blob(#[serde(with = "crate::wire::bytes")] pub Vec<u8>);
 
 /// Largest manifest a provider keeps.
 pub const MAX_MANIFEST: usize = 64 * 1024;
+/// Manifests kept for one root, one per registering client (trackers and
+/// nodes alike): a manifest claiming someone else's root sits beside the
+/// real one instead of replacing it, and `get` tries each.
+pub const MAX_MANIFESTS_PER_ROOT: usize = 8;
 
 /// Multicodec of dag-cbor, the manifest's codec.
 pub const DAG_CBOR: u64 = 0x71;
@@ -349,8 +353,10 @@ pub enum Response {
     Piece(Option<PieceInfo>),
     /// The manifest was stored under this CID (bytes).
     ManifestStored(#[serde(with = "crate::wire::bytes")] Vec<u8>),
-    /// The manifest's bytes, if held.
-    Manifest(Option<Blob>),
+    /// The manifests held: the one with the CID asked, or every one held
+    /// for the root CID asked (one per client, at most
+    /// [`MAX_MANIFESTS_PER_ROOT`]); empty if none.
+    Manifests(Vec<Blob>),
     SealStatus(crate::tracker::SealReport),
     Tracker(crate::tracker::TrackerResponse),
     /// The repair job is accepted and running (poll [`Request::RepairStatus`]).

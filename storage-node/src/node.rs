@@ -628,21 +628,40 @@ impl Node {
         let root = manifest.root.to_bytes();
         let cid = crowd_protocol::manifest_cid(&bytes).to_bytes();
         let _guard = self.write_lock.lock().await;
-        if self.store.get(&records::manifest_key(&cid))?.is_none() {
-            // only clients with a piece stored here, and a bounded number each
-            let count_key = records::manifest_count_key(&peer);
-            let count = records::get::<u64>(&*self.store, &count_key)?.unwrap_or(0);
-            if count == 0 && !self.has_stored_piece_of(&peer)? {
-                bail!("manifests are kept only for clients with a piece stored here");
-            }
-            if count >= MAX_MANIFESTS_PER_CLIENT {
-                bail!("client {peer} already has {MAX_MANIFESTS_PER_CLIENT} manifests here");
-            }
+        // one manifest per (root, client): a manifest claiming another
+        // client's root sits beside it, never replaces it
+        let pointer = records::manifest_root_key(&root, &peer);
+        let previous = self.store.get(&pointer)?;
+        if previous.as_deref() != Some(cid.as_slice()) {
+            let siblings = self.store.scan_prefix(&records::manifest_root_prefix(&root))?;
             let mut batch = Batch::default();
+            if previous.is_none() {
+                // only clients with a piece stored here, a bounded number
+                // each, and a bounded number of clients per root
+                let count_key = records::manifest_count_key(&peer);
+                let count = records::get::<u64>(&*self.store, &count_key)?.unwrap_or(0);
+                if count == 0 && !self.has_stored_piece_of(&peer)? {
+                    bail!("manifests are kept only for clients with a piece stored here");
+                }
+                if count >= MAX_MANIFESTS_PER_CLIENT {
+                    bail!("client {peer} already has {MAX_MANIFESTS_PER_CLIENT} manifests here");
+                }
+                if siblings.len() >= crowd_protocol::MAX_MANIFESTS_PER_ROOT {
+                    bail!(
+                        "this root already has {} manifests here, from other clients",
+                        crowd_protocol::MAX_MANIFESTS_PER_ROOT
+                    );
+                }
+                batch.put(count_key, records::encode(&(count + 1)));
+            } else if let Some(old) = &previous {
+                // the client's previous manifest goes unless another client's points at it too
+                if !siblings.iter().any(|(k, v)| *k != pointer && v == old) {
+                    batch.delete(records::manifest_key(old));
+                }
+            }
             batch
                 .put(records::manifest_key(&cid), bytes)
-                .put(records::manifest_root_key(&root), cid.clone())
-                .put(count_key, records::encode(&(count + 1)));
+                .put(pointer, cid.clone());
             self.store.write(batch)?;
         }
         drop(_guard);
@@ -707,11 +726,19 @@ impl Node {
                 keys.push(PieceId(bytes).cid().to_bytes());
             }
         }
-        for prefix in ["manifest/", "manifest-root/"] {
-            for (k, _) in self.store.scan_prefix(prefix.as_bytes())? {
-                keys.extend(unhex(&k, prefix));
-            }
+        for (k, _) in self.store.scan_prefix(b"manifest/")? {
+            keys.extend(unhex(&k, "manifest/"));
         }
+        // manifest-root/<root hex>/<client>: each root once
+        let mut roots = std::collections::BTreeSet::new();
+        for (k, _) in self.store.scan_prefix(b"manifest-root/")? {
+            let rest = &k["manifest-root/".len()..];
+            let end = rest.iter().position(|b| *b == b'/').unwrap_or(rest.len());
+            let mut key = b"x".to_vec();
+            key.extend_from_slice(&rest[..end]);
+            roots.extend(unhex(&key, "x"));
+        }
+        keys.extend(roots);
         Ok(keys)
     }
 
@@ -737,15 +764,20 @@ impl Node {
         Ok(false)
     }
 
-    /// By manifest CID, or by the root CID of the file it describes.
+    /// By manifest CID, or every client's for the root CID of the file it
+    /// describes (at most [`crowd_protocol::MAX_MANIFESTS_PER_ROOT`]).
     fn get_manifest(&self, cid: &[u8]) -> anyhow::Result<Response> {
-        let mut found = self.store.get(&records::manifest_key(cid))?;
-        if found.is_none() {
-            if let Some(manifest_cid) = self.store.get(&records::manifest_root_key(cid))? {
-                found = self.store.get(&records::manifest_key(&manifest_cid))?;
+        if let Some(bytes) = self.store.get(&records::manifest_key(cid))? {
+            return Ok(Response::Manifests(vec![crowd_protocol::Blob(bytes)]));
+        }
+        let mut found = Vec::new();
+        let pointers = self.store.scan_prefix(&records::manifest_root_prefix(cid))?;
+        for (_, manifest_cid) in pointers.into_iter().take(crowd_protocol::MAX_MANIFESTS_PER_ROOT) {
+            if let Some(bytes) = self.store.get(&records::manifest_key(&manifest_cid))? {
+                found.push(crowd_protocol::Blob(bytes));
             }
         }
-        Ok(Response::Manifest(found.map(crowd_protocol::Blob)))
+        Ok(Response::Manifests(found))
     }
 
     fn seal_status(&self, deal_id: u64) -> anyhow::Result<Response> {

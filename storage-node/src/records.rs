@@ -62,8 +62,15 @@ pub fn deals_of(store: &dyn MetaStore, piece: &PieceId) -> Result<Vec<(u64, Deal
 pub fn manifest_key(cid: &[u8]) -> Vec<u8> {
     format!("manifest/{}", hex(cid)).into_bytes()
 }
-pub fn manifest_root_key(root: &[u8]) -> Vec<u8> {
-    format!("manifest-root/{}", hex(root)).into_bytes()
+/// Every client's manifest for a root: `manifest-root/<root hex>/`.
+pub fn manifest_root_prefix(root: &[u8]) -> Vec<u8> {
+    format!("manifest-root/{}/", hex(root)).into_bytes()
+}
+/// One client's manifest (its CID) for a root.
+pub fn manifest_root_key(root: &[u8], client: &crowd_protocol::libp2p::PeerId) -> Vec<u8> {
+    let mut k = manifest_root_prefix(root);
+    k.extend_from_slice(client.to_string().as_bytes());
+    k
 }
 pub fn manifest_count_key(client: &crowd_protocol::libp2p::PeerId) -> Vec<u8> {
     format!("manifest-count/{client}").into_bytes()

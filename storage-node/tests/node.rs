@@ -129,14 +129,46 @@ async fn pieces_are_stored_served_whole_and_by_range_and_verified() {
         .unwrap();
     assert_eq!(
         r,
-        Response::Manifest(Some(crowd_protocol::Blob(manifest.clone())))
+        Response::Manifests(vec![crowd_protocol::Blob(manifest.clone())])
     );
     let r = client
         .net
         .request(nodes[1].peer, Request::GetManifest(root.clone()))
         .await
         .unwrap();
-    assert_eq!(r, Response::Manifest(Some(crowd_protocol::Blob(manifest))));
+    assert_eq!(
+        r,
+        Response::Manifests(vec![crowd_protocol::Blob(manifest.clone())])
+    );
+    // manifest hijack: another client with a piece here claims the same
+    // root; its manifest sits beside the first, which stays
+    let mallory = TestClient::start().await;
+    mallory.connect(&nodes[1]).await;
+    let bait = random_bytes(10_000, 77);
+    let p = mallory.deal(&nodes[1], &bait, 1).await;
+    assert_stored(mallory.upload(&nodes[1], p, &bait).await, &nodes[1], &bait);
+    let mut forged = crowd_protocol::Manifest::decode(&manifest).unwrap();
+    forged.chunking.chunk_size = 1 << 19;
+    let forged = forged.encode().unwrap();
+    let r = mallory
+        .net
+        .request(nodes[1].peer, Request::StoreManifest(forged.clone()))
+        .await
+        .unwrap();
+    assert!(matches!(r, Response::ManifestStored(_)), "{r:?}");
+    match client
+        .net
+        .request(nodes[1].peer, Request::GetManifest(root.clone()))
+        .await
+        .unwrap()
+    {
+        Response::Manifests(found) => {
+            assert_eq!(found.len(), 2, "{found:?}");
+            assert!(found.contains(&crowd_protocol::Blob(manifest.clone())));
+            assert!(found.contains(&crowd_protocol::Blob(forged)));
+        }
+        other => panic!("{other:?}"),
+    }
     let r = client
         .net
         .request(

@@ -1023,3 +1023,116 @@ fn the_library_example_stores_and_retrieves_a_file() {
     // the library recorded it in the home like `crowd put` does
     assert!(net.ok(&["ls", "--local"]).contains("private"));
 }
+
+/// Manifest hijack: another client (funded, nothing more) registers a
+/// manifest of its own under the root of the first client's file: an empty
+/// file's manifest, which needs no deals. Before, the first registrant of a
+/// root kept it, so this front-run blocked the owner and made every `get`
+/// fail. Now the tracker keeps both (one per client); a `get` of the root by
+/// the hijacker itself is offered its forged manifest first, finds that it
+/// does not make the root, and falls back to the real one.
+#[test]
+fn a_manifest_claiming_another_files_root_sits_beside_it_and_get_still_returns_the_file() {
+    use crowd_protocol::libp2p::identity::Keypair;
+    use crowd_protocol::{Blob, Network, NetworkConfig, Request, Response, TrackerRequest, TrackerResponse};
+
+    let net = Devnet::up(6, "1");
+    let data = random_bytes(300_000, 41);
+    // a public file: its root is what the network knows it by
+    let root = root_of(&net.put("real", &data, &["--public"]));
+
+    // mallory: a second client of this network, funded by a transfer
+    let mallory = tempfile::tempdir().unwrap();
+    std::fs::copy(net.home().join("config.toml"), mallory.path().join("config.toml")).unwrap();
+    let key_bytes = {
+        let _ = crowd_at(mallory.path(), &["balance"]); // creates its identity
+        std::fs::read(mallory.path().join("identity.key")).unwrap()
+    };
+    let key = Keypair::from_protobuf_encoding(&key_bytes).unwrap();
+    let peer = key.public().to_peer_id().to_string();
+    net.ok(&["transfer", &peer, "1000000000"]);
+
+    // an empty file's manifest, relabelled with the real file's root
+    let config = std::fs::read_to_string(net.home().join("config.toml")).unwrap();
+    let tracker_addr: crowd_protocol::libp2p::Multiaddr = config
+        .lines()
+        .find_map(|l| l.strip_prefix("tracker_address = "))
+        .unwrap()
+        .trim_matches('"')
+        .parse()
+        .unwrap();
+    let Some(crowd_protocol::libp2p::multiaddr::Protocol::P2p(tracker)) = tracker_addr.iter().last() else {
+        panic!("no tracker peer id in {tracker_addr}")
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let real_root: crowd_chunker::Cid = root.parse().unwrap();
+    rt.block_on(async {
+        let (n, _inbound) = Network::start(key.clone(), NetworkConfig::default())
+            .await
+            .unwrap();
+        n.dial(tracker, vec![tracker_addr.clone()]).await.unwrap();
+        let ask = |r: TrackerRequest| {
+            let n = n.clone();
+            async move {
+                match n.request(tracker, Request::Tracker(r)).await.unwrap() {
+                    Response::Tracker(t) => t,
+                    other => panic!("{other:?}"),
+                }
+            }
+        };
+        let (layout, _) = crowd_erasure::Encoder::new(crowd_erasure::Params::new(4, 2, 1 << 20).unwrap())
+            .unwrap()
+            .encode_bytes(&[])
+            .unwrap();
+        let forged = crowd_protocol::Manifest {
+            version: crowd_protocol::MANIFEST_VERSION,
+            root: real_root,
+            size: 0,
+            chunking: crowd_protocol::Chunking {
+                chunker: "fixed".into(),
+                chunk_size: 1 << 20,
+                max_links: 174,
+                hash: "blake3".into(),
+            },
+            layout,
+            pieces: vec![],
+            encryption: None,
+        };
+        let bytes = forged.encode().unwrap();
+        match ask(TrackerRequest::RegisterManifest {
+            root: real_root.to_bytes(),
+            manifest: bytes.clone(),
+            file: None,
+        })
+        .await
+        {
+            TrackerResponse::ManifestStored(_) => {}
+            other => panic!("the forged manifest was not registered: {other:?}"),
+        }
+        // both are kept, the asker's own first
+        let TrackerResponse::Manifests(both) = ask(TrackerRequest::Manifest {
+            root: real_root.to_bytes(),
+        })
+        .await
+        else {
+            panic!()
+        };
+        let shown: Vec<_> = both
+            .iter()
+            .map(|b| crowd_protocol::Manifest::decode(&b.0).map(|m| (m.root, m.size)))
+            .collect();
+        assert_eq!(both.len(), 2, "{shown:?}");
+        assert_eq!(both[0], Blob(bytes));
+    });
+
+    // the hijacker's own get is offered its forged manifest first, and still gets the real file
+    let out_path = mallory.path().join("got");
+    let out = crowd_at(mallory.path(), &["get", &root, "-o", out_path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        std::fs::read(&out_path).unwrap() == data,
+        "the hijacker's get returned other bytes"
+    );
+    // and the owner's, as before
+    assert!(net.get(&root, "owner-got") == data);
+}

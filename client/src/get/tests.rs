@@ -302,8 +302,10 @@ async fn pieces_from_real_nodes_decode_whole_by_range_and_without_m_providers() 
     let (bytes, fetched) = t.get(&out, 0..len as u64).await.unwrap();
     assert_eq!(bytes, t.data);
     assert_eq!(fetched.complete, vec![1, 3, 4, 5]);
+    // (an attempt on a killed node still waiting when the other pieces
+    // made the file is not reported: which ones are depends on timing)
     let failed: Vec<usize> = fetched.failures.iter().map(|f| f.piece).collect();
-    assert!(failed.contains(&0) && failed.contains(&2), "{failed:?}");
+    assert!(failed.iter().all(|p| [0, 2].contains(p)), "{failed:?}");
     let (bytes, _) = t
         .get(&fresh_out(&tmp, "degraded-range"), 100..300_000)
         .await
@@ -513,9 +515,9 @@ async fn the_manifest_is_found_on_the_dht() {
     // nobody announced it yet: not found, and nothing went wrong
     let mut problems = Vec::new();
     assert!(
-        super::manifest_from_dht(&t.net, &t.addrs(), &root, wait, &mut problems)
+        super::manifests_from_dht(&t.net, &t.addrs(), &root, wait, &mut problems)
             .await
-            .is_none()
+            .is_empty()
     );
     assert!(problems.is_empty(), "{problems:?}");
 
@@ -535,7 +537,10 @@ async fn the_manifest_is_found_on_the_dht() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let found = loop {
         let mut problems = Vec::new();
-        if let Some((m, cid)) = super::manifest_from_dht(&t.net, &t.addrs(), &root, wait, &mut problems).await
+        if let Some((m, cid)) = super::manifests_from_dht(&t.net, &t.addrs(), &root, wait, &mut problems)
+            .await
+            .into_iter()
+            .next()
         {
             assert_eq!(cid, crowd_protocol::manifest_cid(&bytes));
             break m;

@@ -845,11 +845,22 @@ impl<S: Store> State<S> {
             }
             TrackerRequest::Files(query) => self.files(peer, query),
             TrackerRequest::Manifest { root } => {
-                let record = match self.store.get(&keys::manifest(&root))? {
-                    Some(b) => Some(decode::<ManifestRecord>("manifest record", &b)?),
-                    None => None,
-                };
-                Ok(TrackerResponse::Manifest(record.map(|r| Blob(r.bytes))))
+                if root.len() > MAX_ROOT_LEN {
+                    return Err(ServiceError::Config(format!("root CID of {} bytes", root.len())));
+                }
+                let prefix = keys::manifests_of(&root);
+                let mut records = Vec::new();
+                for (_, b) in self
+                    .store
+                    .scan(&prefix, &prefix, crowd_protocol::MAX_MANIFESTS_PER_ROOT)?
+                {
+                    records.push(decode::<ManifestRecord>("manifest record", &b)?);
+                }
+                // the asker's own first; the rest as stored
+                records.sort_by_key(|r| r.owner != peer);
+                Ok(TrackerResponse::Manifests(
+                    records.into_iter().map(|r| Blob(r.bytes)).collect(),
+                ))
             }
             TrackerRequest::Deals(query) => self.deals(peer, query),
             TrackerRequest::OwnManifests { after } => self.own_manifests(peer, after),
@@ -1014,11 +1025,9 @@ impl<S: Store> State<S> {
         let mut last = None;
         for (k, _) in entries.into_iter().take(page) {
             let root = k[prefix.len()..].to_vec();
-            if let Some(b) = self.store.get(&keys::manifest(&root))? {
+            if let Some(b) = self.store.get(&keys::manifest(&root, &peer))? {
                 let record: ManifestRecord = decode("manifest record", &b)?;
-                if record.owner == peer {
-                    manifests.push(Blob(record.bytes));
-                }
+                manifests.push(Blob(record.bytes));
             }
             last = Some(root);
         }
@@ -1218,23 +1227,28 @@ impl<S: Store> State<S> {
         if !funded && !self.ledger.deals().any(|d| d.proposal.client == peer) {
             return refuse("manifests are kept only for clients with funds or a published deal".into());
         }
-        let key = keys::manifest(&root);
+        // one manifest per (root, client): a manifest claiming another
+        // client's root sits beside it, never replaces it; `get` tries each
+        let key = keys::manifest(&root, &peer);
         let mut batch = Batch::default();
         let count = self.manifest_counts.get(&peer).copied().unwrap_or(0);
         let new_count = match self.store.get(&key)? {
-            Some(b) => {
-                let old: ManifestRecord = decode("manifest record", &b)?;
-                if old.owner != peer {
-                    return refuse("this root is registered by another client".into());
-                }
-                count
-            }
+            Some(_) => count,
             None if count >= MAX_MANIFESTS_PER_CLIENT => {
                 return refuse(format!(
                     "client {peer} already has {MAX_MANIFESTS_PER_CLIENT} manifests"
                 ));
             }
-            None => count + 1,
+            None => {
+                let prefix = keys::manifests_of(&root);
+                let per_root = crowd_protocol::MAX_MANIFESTS_PER_ROOT;
+                if self.store.scan(&prefix, &prefix, per_root)?.len() >= per_root {
+                    return refuse(format!(
+                        "this root already has {per_root} manifests, from other clients"
+                    ));
+                }
+                count + 1
+            }
         };
         let cid = crowd_protocol::manifest_cid(&manifest);
         let digest: [u8; 32] = cid
@@ -1847,7 +1861,7 @@ mod tests {
                     }
                 )
                 .unwrap(),
-            TrackerResponse::Manifest(Some(Blob(sample_manifest().1)))
+            TrackerResponse::Manifests(vec![Blob(sample_manifest().1)])
         );
         // the whole log replays to the live state
         let log = stored_log(again.store()).unwrap();
@@ -2005,8 +2019,95 @@ mod tests {
         assert_eq!(own(c), vec![Blob(manifest.clone())]);
         assert!(own(stranger).is_empty() && own(p).is_empty());
         assert_eq!(
-            state.handle(stranger, TrackerRequest::Manifest { root }).unwrap(),
-            TrackerResponse::Manifest(Some(Blob(manifest)))
+            state
+                .handle(stranger, TrackerRequest::Manifest { root: root.clone() })
+                .unwrap(),
+            TrackerResponse::Manifests(vec![Blob(manifest.clone())])
+        );
+
+        // manifest hijack: another client claiming the same root sits beside
+        // the first, never replaces it; each asker sees its own first
+        let m = peer(&key(41));
+        state
+            .handle(
+                m,
+                TrackerRequest::Faucet {
+                    account: m,
+                    amount: 10,
+                },
+            )
+            .unwrap();
+        let mut forged = crowd_protocol::Manifest::decode(&manifest).unwrap();
+        forged.chunking.chunk_size = 1 << 19;
+        let forged = forged.encode().unwrap();
+        assert_ne!(forged, manifest);
+        state
+            .handle(
+                m,
+                TrackerRequest::RegisterManifest {
+                    root: root.clone(),
+                    manifest: forged.clone(),
+                    file: None,
+                },
+            )
+            .unwrap();
+        fn manifests<S: Store>(state: &mut State<S>, from: PeerId, root: &[u8]) -> Vec<Blob> {
+            match state.handle(from, TrackerRequest::Manifest { root: root.to_vec() }) {
+                Ok(TrackerResponse::Manifests(v)) => v,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(
+            manifests(&mut state, c, &root),
+            vec![Blob(manifest.clone()), Blob(forged.clone())]
+        );
+        assert_eq!(
+            manifests(&mut state, m, &root),
+            vec![Blob(forged.clone()), Blob(manifest.clone())]
+        );
+        assert_eq!(manifests(&mut state, stranger, &root).len(), 2);
+        // and the first client still updates its own
+        state
+            .handle(
+                c,
+                TrackerRequest::RegisterManifest {
+                    root: root.clone(),
+                    manifest: manifest.clone(),
+                    file: None,
+                },
+            )
+            .unwrap();
+        assert_eq!(manifests(&mut state, stranger, &root).len(), 2);
+        // at most MAX_MANIFESTS_PER_ROOT clients per root
+        for i in 0..crowd_protocol::MAX_MANIFESTS_PER_ROOT as u8 {
+            let k = peer(&key(60 + i));
+            state
+                .handle(
+                    k,
+                    TrackerRequest::Faucet {
+                        account: k,
+                        amount: 10,
+                    },
+                )
+                .unwrap();
+            let r = state.handle(
+                k,
+                TrackerRequest::RegisterManifest {
+                    root: root.clone(),
+                    manifest: forged.clone(),
+                    file: None,
+                },
+            );
+            if usize::from(i) + 2 < crowd_protocol::MAX_MANIFESTS_PER_ROOT {
+                r.unwrap();
+            } else {
+                let e = r.unwrap_err().to_string();
+                assert!(e.contains("already has"), "{e}");
+            }
+        }
+        assert_eq!(
+            manifests(&mut state, stranger, &root).len(),
+            crowd_protocol::MAX_MANIFESTS_PER_ROOT
         );
     }
 

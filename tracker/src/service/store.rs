@@ -72,8 +72,13 @@ pub mod keys {
     pub fn addrs(peer: &PeerId) -> Vec<u8> {
         join(ADDRS, &[&peer.to_bytes()])
     }
-    pub fn manifest(root: &[u8]) -> Vec<u8> {
-        join(MANIFEST, &[root])
+    /// Every client's manifest for a root: `manifest/<root len><root>`.
+    pub fn manifests_of(root: &[u8]) -> Vec<u8> {
+        join(MANIFEST, &[&[root.len() as u8], root])
+    }
+    /// One client's manifest for a root: `manifest/<root len><root><peer>`.
+    pub fn manifest(root: &[u8], owner: &PeerId) -> Vec<u8> {
+        join(&manifests_of(root), &[&owner.to_bytes()])
     }
     /// Every root a client registered: `mowner/<peer len><peer><root>`.
     pub fn owned_prefix(peer: &PeerId) -> Vec<u8> {
