@@ -92,13 +92,27 @@ impl<'a> MessageRead<'a> for PbNode {
                     if node.links.len() >= MAX_DECODED_LINKS {
                         return Err(quick_protobuf::Error::Message("too many links".into()));
                     }
-                    node.links.push(r.read_message::<PbLinkRead>(bytes)?.0)
+                    let (mut inner, sub) = nested(r, bytes)?;
+                    node.links.push(PbLinkRead::from_reader(&mut inner, sub)?.0)
                 }
                 t => r.read_unknown(bytes, t)?,
             }
         }
         Ok(node)
     }
+}
+
+/// A length-delimited field as a reader over exactly its own bytes.
+///
+/// quick-protobuf's nested readers (`read_message`, `read_packed`) bound a
+/// sub-message only by moving `end`, while its byte reads index the whole
+/// buffer: a varint running past a sub-message's end leaves `start > end`,
+/// and the next length computation underflows (a panic with overflow
+/// checks, found by the `dag_pb` fuzz target). A reader over a sub-slice
+/// cannot read past it.
+fn nested<'a>(r: &mut BytesReader, bytes: &'a [u8]) -> quick_protobuf::Result<(BytesReader, &'a [u8])> {
+    let sub = r.read_bytes(bytes)?;
+    Ok((BytesReader::from_bytes(sub), sub))
 }
 
 struct PbLinkRead(PbLink);
@@ -202,11 +216,13 @@ impl<'a> MessageRead<'a> for UnixFsData {
                 }
                 // packed blocksizes, as some writers emit them
                 34 => {
-                    let sizes = r.read_packed(bytes, |r, b| r.read_uint64(b))?;
-                    if msg.blocksizes.len() + sizes.len() > MAX_DECODED_LINKS {
-                        return Err(quick_protobuf::Error::Message("too many blocksizes".into()));
+                    let (mut inner, sub) = nested(r, bytes)?;
+                    while !inner.is_eof() {
+                        if msg.blocksizes.len() >= MAX_DECODED_LINKS {
+                            return Err(quick_protobuf::Error::Message("too many blocksizes".into()));
+                        }
+                        msg.blocksizes.push(inner.read_uint64(sub)?);
                     }
-                    msg.blocksizes.extend(sizes)
                 }
                 t => r.read_unknown(bytes, t)?,
             }
@@ -225,6 +241,21 @@ mod tests {
     use super::*;
     use crate::HashAlg;
     use proptest::prelude::*;
+
+    /// Found by the `dag_pb` fuzz target: a link whose varint runs past the
+    /// link's end used to underflow inside quick-protobuf (a panic).
+    #[test]
+    fn a_link_overrunning_its_length_is_an_error_not_a_panic() {
+        let crash = "122c0a2401701e207cf378569266ccd4d505708fc83f021e3fa3cbdac4b780a983e8f9c88101122c0a2401701e20181163272493556ffa0096469909b38c73147165c1580100a03a29053d7a179869ea120018c88101122c0a2401701e204393728b864e79fa3a75e2c2582a804e9841c5afd4bf8151a8d433bca17d8166120018c88101122c0a2401701e20bef05f3a5e392a9edb6bef5260e852eafdbae841ed4a1f18f8b5a4dab4f7c755120018c881010a1608021880800420808001208080012080800120808001";
+        let bytes: Vec<u8> = (0..crash.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&crash[i..i + 2], 16).unwrap())
+            .collect();
+        assert!(PbNode::decode(&bytes).is_err());
+        // a packed blocksizes field whose last varint overruns it
+        let data = [0x08, 0x02, 0x22, 0x01, 0x80, 0x01];
+        assert!(UnixFsData::decode(&data).is_err());
+    }
 
     fn any_link() -> impl Strategy<Value = PbLink> {
         (any::<[u8; 8]>(), any::<bool>(), "[a-z]{0,8}", any::<u64>()).prop_map(|(seed, raw, name, tsize)| {
