@@ -675,14 +675,7 @@ impl Node {
     /// Announces on the DHT that we hold `key`, in the background (a query
     /// can take seconds); a failure is counted, never silent.
     pub(crate) fn announce_key(&self, key: Vec<u8>) {
-        let (net, metrics) = (self.net.clone(), self.metrics.clone());
-        tokio::spawn(async move {
-            metrics.dht_announced.inc();
-            if let Err(e) = net.provide(key).await {
-                metrics.dht_provide_failures.inc();
-                tracing::debug!("DHT announcement failed: {e}");
-            }
-        });
+        tokio::spawn(announce(self.net.clone(), self.metrics.clone(), key));
     }
 
     /// Announces every piece and manifest held (at start: the DHT store is
@@ -697,15 +690,7 @@ impl Node {
         };
         let count = keys.len();
         futures::stream::iter(keys)
-            .for_each_concurrent(8, |key| {
-                let (net, metrics) = (self.net.clone(), self.metrics.clone());
-                async move {
-                    metrics.dht_announced.inc();
-                    if net.provide(key).await.is_err() {
-                        metrics.dht_provide_failures.inc();
-                    }
-                }
-            })
+            .for_each_concurrent(8, |key| announce(self.net.clone(), self.metrics.clone(), key))
             .await;
         tracing::info!(count, "announced what we hold on the DHT");
     }
@@ -714,29 +699,21 @@ impl Node {
     /// CIDs manifests are found by.
     fn held_keys(&self) -> anyhow::Result<Vec<Vec<u8>>> {
         let mut keys = Vec::new();
-        let unhex = |k: &[u8], prefix: &str| -> Option<Vec<u8>> {
-            let s = std::str::from_utf8(k.get(prefix.len()..)?).ok()?;
-            (0..s.len())
-                .step_by(2)
-                .map(|i| s.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
-                .collect()
-        };
         for (k, _) in self.store.scan_prefix(b"piece/")? {
-            if let Some(bytes) = unhex(&k, "piece/").and_then(|b| <[u8; 32]>::try_from(b).ok()) {
+            let piece = records::unhex(&k[b"piece/".len()..]).and_then(|b| <[u8; 32]>::try_from(b).ok());
+            if let Some(bytes) = piece {
                 keys.push(PieceId(bytes).cid().to_bytes());
             }
         }
         for (k, _) in self.store.scan_prefix(b"manifest/")? {
-            keys.extend(unhex(&k, "manifest/"));
+            keys.extend(records::unhex(&k[b"manifest/".len()..]));
         }
         // manifest-root/<root hex>/<client>: each root once
         let mut roots = std::collections::BTreeSet::new();
         for (k, _) in self.store.scan_prefix(b"manifest-root/")? {
-            let rest = &k["manifest-root/".len()..];
+            let rest = &k[b"manifest-root/".len()..];
             let end = rest.iter().position(|b| *b == b'/').unwrap_or(rest.len());
-            let mut key = b"x".to_vec();
-            key.extend_from_slice(&rest[..end]);
-            roots.extend(unhex(&key, "x"));
+            roots.extend(records::unhex(&rest[..end]));
         }
         keys.extend(roots);
         Ok(keys)
@@ -1353,6 +1330,15 @@ impl Node {
             .unwrap_or_else(|e| e.into_inner())
             .insert(piece, unsealed.clone());
         Ok(Some(unsealed))
+    }
+}
+
+/// One DHT announcement of what we hold; a failure is counted, never silent.
+async fn announce(net: Network, metrics: Arc<Metrics>, key: Vec<u8>) {
+    metrics.dht_announced.inc();
+    if let Err(e) = net.provide(key).await {
+        metrics.dht_provide_failures.inc();
+        tracing::debug!("DHT announcement failed: {e}");
     }
 }
 

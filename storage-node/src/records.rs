@@ -24,6 +24,20 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The bytes of [`hex`]'s text (as keys hold it); `None` if it is not hex.
+pub fn unhex(text: &[u8]) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    text.chunks(2)
+        .map(|pair| {
+            std::str::from_utf8(pair)
+                .ok()
+                .and_then(|s| u8::from_str_radix(s, 16).ok())
+        })
+        .collect()
+}
+
 pub fn proposal_key(id: &ProposalId) -> Vec<u8> {
     format!("proposal/{}", hex(id)).into_bytes()
 }
