@@ -12,10 +12,12 @@ use std::time::Duration;
 
 use futures::stream::FuturesUnordered;
 use futures::{AsyncRead, AsyncWrite, StreamExt};
+use libp2p::core::ConnectedPoint;
 use libp2p::identity::Keypair;
 use libp2p::kad;
+use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, ProtocolSupport};
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
 use libp2p::{identify, noise, ping, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
 use tokio::sync::{mpsc, oneshot};
 
@@ -122,6 +124,8 @@ async fn write_raw<T: AsyncWrite + Unpin>(io: &mut T, body: &[u8]) -> std::io::R
 #[allow(missing_debug_implementations)] // the derive generates the event type
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
+    limits: libp2p::connection_limits::Behaviour,
+    memory: libp2p::swarm::behaviour::toggle::Toggle<libp2p::memory_connection_limits::Behaviour>,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     kad: kad::Behaviour<BoundedStore>,
@@ -145,6 +149,24 @@ pub struct NetworkConfig {
     pub inbound_queue: usize,
     /// Close connections idle for this long.
     pub idle_timeout: Duration,
+    /// Established connections with one peer, either direction (a peer may
+    /// hold a TCP and a QUIC one, a simultaneous dial briefly makes two, and
+    /// a peer that restarted on new ports leaves one until it is found dead).
+    pub max_connections_per_peer: u32,
+    /// Established inbound connections in total; beyond it a new one is
+    /// denied (closed at once).
+    pub max_incoming_connections: u32,
+    /// Inbound connections still in their handshake.
+    pub max_pending_incoming: u32,
+    /// No new connection, either way, while this process uses more memory
+    /// than this many bytes; 0: no such limit.
+    pub max_memory_for_new_connections: u64,
+    /// Every connection is pinged this often; a ping not answered within
+    /// `ping_timeout` closes that connection (its peer died or vanished
+    /// without closing it, which QUIC would otherwise notice only after its
+    /// idle timeout).
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
     /// The DHT record store's bounds (see [`crate::dht`]).
     pub dht: DhtBounds,
     /// Our provider records are re-announced this often (and live four
@@ -161,6 +183,12 @@ impl Default for NetworkConfig {
             max_concurrent_streams: 64,
             inbound_queue: 256,
             idle_timeout: Duration::from_secs(120),
+            max_connections_per_peer: 8,
+            max_incoming_connections: 512,
+            max_pending_incoming: 64,
+            max_memory_for_new_connections: 0,
+            ping_interval: Duration::from_secs(10),
+            ping_timeout: Duration::from_secs(20),
             dht: DhtBounds::default(),
             provider_republish: Duration::from_secs(3600),
         }
@@ -221,6 +249,13 @@ impl Network {
             .with_request_timeout(config.request_timeout)
             .with_max_concurrent_streams(config.max_concurrent_streams);
         let idle = config.idle_timeout;
+        let limits = libp2p::connection_limits::ConnectionLimits::default()
+            .with_max_established_per_peer(Some(config.max_connections_per_peer))
+            .with_max_established_incoming(Some(config.max_incoming_connections))
+            .with_max_pending_incoming(Some(config.max_pending_incoming));
+        let ping_config = ping::Config::new()
+            .with_interval(config.ping_interval)
+            .with_timeout(config.ping_timeout);
         let dht_stats = Arc::new(DhtStats::default());
         let mut kad_config = kad::Config::new(KAD_PROTOCOL);
         kad_config
@@ -243,11 +278,18 @@ impl Network {
                 c
             })
             .with_behaviour(|key| Behaviour {
+                limits: libp2p::connection_limits::Behaviour::new(limits),
+                memory: match usize::try_from(config.max_memory_for_new_connections) {
+                    Ok(0) => None,
+                    Ok(bytes) => Some(libp2p::memory_connection_limits::Behaviour::with_max_bytes(bytes)),
+                    Err(_) => None,
+                }
+                .into(),
                 identify: identify::Behaviour::new(identify::Config::new(
                     IDENTIFY_VERSION.into(),
                     key.public(),
                 )),
-                ping: ping::Behaviour::new(ping::Config::new()),
+                ping: ping::Behaviour::new(ping_config),
                 kad: kad::Behaviour::with_config(
                     key.public().to_peer_id(),
                     BoundedStore::new(key.public().to_peer_id(), config.dht, dht_stats.clone()),
@@ -289,6 +331,8 @@ impl Network {
             listen_addrs: Vec::new(),
             listen_waiters: Vec::new(),
             expected_listeners: config.listen.len(),
+            dialled: HashMap::new(),
+            replacing: HashMap::new(),
         };
         tokio::spawn(async move { task.run().await });
         Ok((
@@ -376,6 +420,20 @@ struct SwarmTask {
     listen_addrs: Vec<Multiaddr>,
     listen_waiters: Vec<oneshot::Sender<Vec<Multiaddr>>>,
     expected_listeners: usize,
+    /// Connections we dialled, per peer, with the address dialled.
+    dialled: HashMap<PeerId, Vec<(ConnectionId, Multiaddr)>>,
+    /// Peers dialled again at addresses none of our connections to them
+    /// uses: once a new connection is up, those to other addresses close.
+    replacing: HashMap<PeerId, Vec<Multiaddr>>,
+}
+
+/// `addr` without a trailing `/p2p/…`, for comparing dialled addresses.
+fn bare(addr: &Multiaddr) -> Multiaddr {
+    let mut a = addr.clone();
+    if matches!(a.iter().last(), Some(Protocol::P2p(_))) {
+        a.pop();
+    }
+    a
 }
 
 impl SwarmTask {
@@ -395,6 +453,17 @@ impl SwarmTask {
         }
     }
 
+    /// Whether `peer`, to which we hold connections, gives only addresses
+    /// that none of the connections we dialled to it uses (inbound ones
+    /// tell nothing: they come from the peer's ephemeral ports).
+    fn moved(&self, peer: &PeerId, addrs: &[Multiaddr]) -> bool {
+        let Some(ours) = self.dialled.get(peer) else {
+            return false;
+        };
+        let given: Vec<Multiaddr> = addrs.iter().map(bare).collect();
+        !given.is_empty() && !ours.is_empty() && ours.iter().all(|(_, a)| !given.contains(a))
+    }
+
     fn on_command(&mut self, cmd: Command) {
         match cmd {
             Command::Dial(peer, addrs, tx) => {
@@ -405,7 +474,30 @@ impl SwarmTask {
                     self.swarm.behaviour_mut().kad.add_address(&peer, a.clone());
                 }
                 if self.swarm.is_connected(&peer) {
-                    let _ = tx.send(Ok(()));
+                    if !self.moved(&peer, &addrs) {
+                        let _ = tx.send(Ok(()));
+                        return;
+                    }
+                    // Every connection we dialled to this peer goes to an
+                    // address it no longer gives: it restarted elsewhere, and
+                    // a connection to its old process (QUIC hears no close
+                    // from a killed peer) would take a share of our requests
+                    // and streams until it timed out. Dial the new addresses;
+                    // once connected, the old connections close.
+                    tracing::debug!(%peer, "peer moved to new addresses: dialling them");
+                    self.replacing.insert(peer, addrs.iter().map(bare).collect());
+                    let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                        .condition(libp2p::swarm::dial_opts::PeerCondition::Always)
+                        .addresses(addrs)
+                        .build();
+                    match self.swarm.dial(opts) {
+                        Ok(()) => self.pending_dials.entry(peer).or_default().push(tx),
+                        // still connected the old way: no worse than before
+                        Err(_) => {
+                            self.replacing.remove(&peer);
+                            let _ = tx.send(Ok(()));
+                        }
+                    }
                     return;
                 }
                 // one of ours is in flight: its outcome answers this one too
@@ -471,16 +563,65 @@ impl SwarmTask {
                     }
                 }
             }
-            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
+            } => {
+                if let ConnectedPoint::Dialer { address, .. } = &endpoint {
+                    self.dialled
+                        .entry(peer_id)
+                        .or_default()
+                        .push((connection_id, bare(address)));
+                }
+                if let Some(fresh) = self.replacing.remove(&peer_id) {
+                    let stale: Vec<ConnectionId> = self
+                        .dialled
+                        .get(&peer_id)
+                        .into_iter()
+                        .flatten()
+                        .filter(|(id, a)| *id != connection_id && !fresh.contains(a))
+                        .map(|(id, _)| *id)
+                        .collect();
+                    for id in stale {
+                        tracing::debug!(peer = %peer_id, "closing a connection to an old address");
+                        self.swarm.close_connection(id);
+                    }
+                }
                 for tx in self.pending_dials.remove(&peer_id).unwrap_or_default() {
                     let _ = tx.send(Ok(()));
                 }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                ..
+            } => {
+                if let Some(list) = self.dialled.get_mut(&peer_id) {
+                    list.retain(|(id, _)| *id != connection_id);
+                    if list.is_empty() {
+                        self.dialled.remove(&peer_id);
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+                peer,
+                connection,
+                result: Err(error @ (ping::Failure::Timeout | ping::Failure::Other { .. })),
+            })) => {
+                // libp2p's ping reports, it does not close: a connection
+                // that cannot answer a ping in time is dead to us (a peer
+                // that does not speak ping is not, so `Unsupported` stays)
+                tracing::debug!(%peer, %error, "ping failed: closing the connection");
+                self.swarm.close_connection(connection);
             }
             SwarmEvent::OutgoingConnectionError {
                 peer_id: Some(peer),
                 error,
                 ..
             } => {
+                self.replacing.remove(&peer);
                 for tx in self.pending_dials.remove(&peer).unwrap_or_default() {
                     let _ = tx.send(Err(ProtocolError::Io(std::io::Error::other(format!(
                         "dial {peer}: {error}"
@@ -620,5 +761,55 @@ mod tests {
         let nowhere: Vec<Multiaddr> = vec!["/ip4/127.0.0.1/tcp/1".parse().unwrap()];
         let dials = futures::future::join_all((0..3).map(|_| a.dial(gone, nowhere.clone()))).await;
         assert!(dials.iter().all(Result::is_err), "{dials:?}");
+    }
+
+    /// Past `max_incoming_connections` a new peer's connection is denied
+    /// (it cannot get a request answered), while the peers already
+    /// connected are served as before.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn inbound_connections_beyond_the_limit_are_denied_and_the_others_still_served() {
+        let config = |incoming| NetworkConfig {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            request_timeout: Duration::from_secs(5),
+            max_incoming_connections: incoming,
+            ..NetworkConfig::default()
+        };
+        let server_key = Keypair::generate_ed25519();
+        let server = server_key.public().to_peer_id();
+        let (s, mut inbound) = Network::start(server_key, config(2)).await.unwrap();
+        let addrs = s.listen_addrs().await.unwrap();
+        tokio::spawn(async move {
+            while let Some(r) = inbound.recv().await {
+                r.respond(Response::Error {
+                    message: "pong".into(),
+                });
+            }
+        });
+        let ping = || Request::PieceStatus(crate::PieceId([0; 32]));
+        let mut clients = Vec::new();
+        for _ in 0..2 {
+            let (c, _c_in) = Network::start(Keypair::generate_ed25519(), config(8))
+                .await
+                .unwrap();
+            c.dial(server, addrs.clone()).await.unwrap();
+            assert!(c.request(server, ping()).await.is_ok());
+            clients.push((c, _c_in));
+        }
+        // the third inbound connection is over the limit
+        let (late, _late_in) = Network::start(Keypair::generate_ed25519(), config(8))
+            .await
+            .unwrap();
+        let _ = late.dial(server, addrs.clone()).await;
+        let answer = late.request(server, ping()).await;
+        assert!(
+            answer.is_err(),
+            "a connection past the limit was served: {answer:?}"
+        );
+        for (c, _) in &clients {
+            assert!(
+                c.request(server, ping()).await.is_ok(),
+                "a connected peer lost service"
+            );
+        }
     }
 }

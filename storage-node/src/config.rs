@@ -103,6 +103,19 @@ pub struct NodeConfig {
     /// Seconds a new transfer stream may take to send its header.
     #[serde(default = "default_header_timeout")]
     pub header_timeout_secs: u64,
+    /// Established libp2p connections with one peer, inbound connections in
+    /// total, and inbound connections still in their handshake; beyond them
+    /// a new connection is denied.
+    #[serde(default = "default_connections_per_peer")]
+    pub max_connections_per_peer: u32,
+    #[serde(default = "default_incoming_connections")]
+    pub max_incoming_connections: u32,
+    #[serde(default = "default_pending_incoming")]
+    pub max_pending_incoming: u32,
+    /// No new connection is accepted while this process uses more memory
+    /// than this (MiB); 0 disables.
+    #[serde(default = "default_connection_memory")]
+    pub max_memory_for_new_connections_mib: u64,
     /// Repair jobs (rebuilding a lost piece from other providers) run at
     /// once; further accepted jobs wait for a slot. Each holds at most about
     /// `2k + 1` shards of one segment in memory.
@@ -150,6 +163,18 @@ fn default_stall() -> u64 {
 }
 fn default_pending_streams() -> usize {
     256
+}
+fn default_connections_per_peer() -> u32 {
+    8
+}
+fn default_incoming_connections() -> u32 {
+    512
+}
+fn default_pending_incoming() -> u32 {
+    64
+}
+fn default_connection_memory() -> u64 {
+    2048
 }
 fn default_pending_per_peer() -> usize {
     8
@@ -243,6 +268,14 @@ impl NodeConfig {
         if self.header_timeout_secs == 0 {
             anyhow::bail!("header_timeout_secs must be at least 1");
         }
+        if self.max_connections_per_peer == 0
+            || self.max_incoming_connections == 0
+            || self.max_pending_incoming == 0
+        {
+            anyhow::bail!(
+                "max_connections_per_peer, max_incoming_connections and max_pending_incoming must be at least 1"
+            );
+        }
         if self.max_concurrent_repairs == 0 {
             anyhow::bail!("max_concurrent_repairs must be at least 1");
         }
@@ -310,6 +343,14 @@ max_pending_streams = {pending}
 max_pending_streams_per_peer = {pending_peer}
 header_timeout_secs = {header}
 
+# libp2p connections: with one peer, inbound in total, inbound still in their
+# handshake; and no new connection while this process uses more memory than
+# max_memory_for_new_connections_mib (0: no such limit).
+max_connections_per_peer = {conn_peer}
+max_incoming_connections = {conn_in}
+max_pending_incoming = {conn_pending}
+max_memory_for_new_connections_mib = {conn_memory}
+
 # Control requests handled at once, in all and from one peer; beyond them a
 # request is answered "busy" at once. The tracker's requests are not counted.
 max_inbound_requests = {inbound}
@@ -360,6 +401,10 @@ gc_interval_secs = {gc}
             unseals_peer = self.max_unseals_per_peer,
             unseal_window = self.unseal_window_secs,
             header = self.header_timeout_secs,
+            conn_peer = self.max_connections_per_peer,
+            conn_in = self.max_incoming_connections,
+            conn_pending = self.max_pending_incoming,
+            conn_memory = self.max_memory_for_new_connections_mib,
             repairs = self.max_concurrent_repairs,
             gc = self.gc_interval_secs,
         )

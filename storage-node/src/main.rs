@@ -116,6 +116,10 @@ async fn run(home: &Path) -> Result<()> {
             ..Default::default()
         },
         provider_republish: Duration::from_secs(config.dht_republish_secs),
+        max_connections_per_peer: config.max_connections_per_peer,
+        max_incoming_connections: config.max_incoming_connections,
+        max_pending_incoming: config.max_pending_incoming,
+        max_memory_for_new_connections: config.max_memory_for_new_connections_mib * 1024 * 1024,
         ..NetworkConfig::default()
     };
     let (net, mut inbound) = Network::start(key.clone(), net_config).await?;

@@ -277,6 +277,7 @@ impl Node {
         // sealed again from the start)
         let deals = self.store.scan_prefix(b"deal/")?;
         self.rebuild_piece_deal_index(&deals)?;
+        self.rebuild_client_piece_index()?;
         let sealed: std::collections::HashSet<String> = deals
             .iter()
             .filter(|(_, v)| {
@@ -720,25 +721,73 @@ impl Node {
     }
 
     fn has_stored_piece_of(&self, client: &PeerId) -> anyhow::Result<bool> {
+        // the client's own index entries only; one whose record is gone
+        // (collected since) is dropped here
+        let mut stale = Batch::default();
+        let mut any_stale = false;
+        let mut found = false;
+        for (k, _) in self.store.scan_prefix(&records::client_piece_prefix(client))? {
+            let id = k
+                .rsplit(|b| *b == b'/')
+                .next()
+                .and_then(records::unhex)
+                .and_then(|v| <[u8; 32]>::try_from(v).ok());
+            let live = match id {
+                Some(id) => {
+                    matches!(
+                        records::get::<ProposalRecord>(&*self.store, &records::proposal_key(&id))?,
+                        Some(ProposalRecord {
+                            state: ProposalState::Stored(_),
+                            ..
+                        })
+                    ) || self.store.get(&records::repair_key(&id))?.is_some()
+                }
+                None => false,
+            };
+            if live {
+                found = true;
+                break;
+            }
+            stale.delete(k);
+            any_stale = true;
+        }
+        if any_stale {
+            self.store.write(stale)?;
+        }
+        Ok(found)
+    }
+
+    /// Makes the `client-piece/` index name every stored proposal and repair
+    /// job (stores written before it existed; entries are added in the
+    /// batches that store pieces, and dropped lazily once their record goes).
+    fn rebuild_client_piece_index(&self) -> anyhow::Result<()> {
+        let mut batch = Batch::default();
+        let mut changed = false;
         for (_, v) in self.store.scan_prefix(b"proposal/")? {
             let record: ProposalRecord = crowd_protocol::wire::from_cbor("proposal record", &v)?;
-            if matches!(record.state, ProposalState::Stored(_))
-                && record.proposal.claimed_signer().as_ref() == Some(client)
+            if let (ProposalState::Stored(_), Some(client)) =
+                (&record.state, record.proposal.claimed_signer())
             {
-                return Ok(true);
+                let key = records::client_piece_key(&client, &record.proposal.id());
+                if self.store.get(&key)?.is_none() {
+                    batch.put(key, Vec::new());
+                    changed = true;
+                }
             }
         }
         for (_, v) in self.store.scan_prefix(b"repair/")? {
             let record: records::RepairRecord = crowd_protocol::wire::from_cbor("repair record", &v)?;
-            if record
-                .job
-                .open(&self.network()?, None)
-                .map(|(_, j)| j.proposal.client == *client)?
-            {
-                return Ok(true);
+            let (_, job) = record.job.open(&self.network()?, None)?;
+            let key = records::client_piece_key(&job.proposal.client, &record.job.id());
+            if self.store.get(&key)?.is_none() {
+                batch.put(key, Vec::new());
+                changed = true;
             }
         }
-        Ok(false)
+        if changed {
+            self.store.write(batch)?;
+        }
+        Ok(())
     }
 
     /// By manifest CID, or every client's for the root CID of the file it
@@ -1144,6 +1193,7 @@ impl Node {
                     unsealed: true,
                 }),
             )
+            .put(records::client_piece_key(&p.client, &header.proposal), Vec::new())
             .put(
                 records::proposal_key(&header.proposal),
                 records::encode(&ProposalRecord {

@@ -10,6 +10,7 @@
 //! | `manifest/<cid hex>` | a client's manifest (dag-cbor, ≤ 64 KiB), announced on the DHT |
 //! | `manifest-root/<root cid hex>` | the manifest CID (bytes) of the latest manifest naming that root |
 //! | `manifest-count/<peer id>` | manifests kept for that client (at most 256; only clients with a stored piece) |
+//! | `client-piece/<peer id>/<proposal or job id hex>` | empty: a proposal or repair job of that client whose piece is stored here, written in the batch that stores it (rebuilt at start; an entry whose record is gone is dropped when next read), so `StoreManifest` reads the asker's own entries, not every proposal |
 //! | `repair/<job id hex>` | [`RepairRecord`]: a repair job whose rebuilt piece is stored (its id is the new deal's proposal id) |
 //! | `space/used` | bytes on disk for deals: unsealed pieces, replicas and their outboards (updated in the same batch that indexes or drops them; recomputed from records and file sizes at every start) |
 
@@ -95,6 +96,14 @@ pub fn challenge_key(deal: u64, epoch: u64) -> Vec<u8> {
 /// The prefix of every challenge record of `deal`.
 pub fn challenge_prefix(deal: u64) -> Vec<u8> {
     format!("challenge/{deal:020}/").into_bytes()
+}
+pub fn client_piece_prefix(client: &crowd_protocol::libp2p::PeerId) -> Vec<u8> {
+    format!("client-piece/{client}/").into_bytes()
+}
+pub fn client_piece_key(client: &crowd_protocol::libp2p::PeerId, id: &ProposalId) -> Vec<u8> {
+    let mut k = client_piece_prefix(client);
+    k.extend_from_slice(hex(id).as_bytes());
+    k
 }
 pub fn repair_key(job: &ProposalId) -> Vec<u8> {
     format!("repair/{}", hex(job)).into_bytes()

@@ -502,6 +502,10 @@ impl Node {
         mut batch: Batch,
     ) -> anyhow::Result<()> {
         batch.put(
+            records::client_piece_key(&job.body.proposal.client, &job.id),
+            Vec::new(),
+        );
+        batch.put(
             records::repair_key(&job.id),
             records::encode(&RepairRecord {
                 job: job.job.clone(),

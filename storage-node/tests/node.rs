@@ -249,6 +249,56 @@ async fn quic_alone_carries_deals_uploads_and_fetches() {
     );
 }
 
+/// A node SIGKILLed and restarted on new ports leaves its QUIC connections
+/// open on the client's side (a killed process sends no close; QUIC would
+/// notice only at its idle timeout). Requests and streams are spread over a
+/// peer's connections, so before the fix every other request went to the
+/// dead one and timed out (CI: `gc_deletes_ended_deals…`). Dialling the new
+/// addresses replaces the connection to the old ones: every request after
+/// the restart is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_on_quic_is_served_after_the_node_restarts_on_new_ports() {
+    let t = tracker().public().to_peer_id();
+    let mut node = TestNode::start(&t, "");
+    let quic = |n: &TestNode| -> Vec<_> {
+        n.addrs
+            .iter()
+            .filter(|a| a.to_string().contains("/quic-v1"))
+            .cloned()
+            .collect()
+    };
+    let client = TestClient::start().await;
+    client.net.dial(node.peer, quic(&node)).await.unwrap();
+    let peer = node.peer; // the same key after the restart
+    let ask = || client.net.request(peer, Request::PieceStatus(PieceId([7; 32])));
+    assert_eq!(ask().await.unwrap(), Response::Piece(None));
+
+    let old = node.addrs.clone();
+    node.kill();
+    node.run();
+    assert!(
+        node.addrs.iter().all(|a| !old.contains(a)),
+        "the restart must listen on new ports: {old:?} {:?}",
+        node.addrs
+    );
+    // the node dials nobody here, so the client's only connection is the
+    // dead one until this dial replaces it
+    client.net.dial(node.peer, quic(&node)).await.unwrap();
+    for i in 0..12 {
+        let answer = tokio::time::timeout(Duration::from_secs(20), ask())
+            .await
+            .unwrap_or_else(|_| panic!("request {i} after the restart hung"));
+        assert_eq!(
+            answer.unwrap(),
+            Response::Piece(None),
+            "request {i} after the restart"
+        );
+    }
+    let piece = random_bytes(50_000, 22);
+    let proposal = client.deal(&node, &piece, 1).await;
+    assert_stored(client.upload(&node, proposal, &piece).await, &node, &piece);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_upload_is_rejected_and_nothing_of_it_remains() {
     let t = tracker().public().to_peer_id();

@@ -1053,17 +1053,7 @@ fn a_manifest_claiming_another_files_root_sits_beside_it_and_get_still_returns_t
     net.ok(&["transfer", &peer, "1000000000"]);
 
     // an empty file's manifest, relabelled with the real file's root
-    let config = std::fs::read_to_string(net.home().join("config.toml")).unwrap();
-    let tracker_addr: crowd_protocol::libp2p::Multiaddr = config
-        .lines()
-        .find_map(|l| l.strip_prefix("tracker_address = "))
-        .unwrap()
-        .trim_matches('"')
-        .parse()
-        .unwrap();
-    let Some(crowd_protocol::libp2p::multiaddr::Protocol::P2p(tracker)) = tracker_addr.iter().last() else {
-        panic!("no tracker peer id in {tracker_addr}")
-    };
+    let (tracker, tracker_addr) = tracker_of(&net);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let real_root: crowd_chunker::Cid = root.parse().unwrap();
     rt.block_on(async {
@@ -1080,25 +1070,7 @@ fn a_manifest_claiming_another_files_root_sits_beside_it_and_get_still_returns_t
                 }
             }
         };
-        let (layout, _) = crowd_erasure::Encoder::new(crowd_erasure::Params::new(4, 2, 1 << 20).unwrap())
-            .unwrap()
-            .encode_bytes(&[])
-            .unwrap();
-        let forged = crowd_protocol::Manifest {
-            version: crowd_protocol::MANIFEST_VERSION,
-            root: real_root,
-            size: 0,
-            chunking: crowd_protocol::Chunking {
-                chunker: "fixed".into(),
-                chunk_size: 1 << 20,
-                max_links: 174,
-                hash: "blake3".into(),
-            },
-            layout,
-            pieces: vec![],
-            encryption: None,
-        };
-        let bytes = forged.encode().unwrap();
+        let bytes = empty_manifest(real_root);
         match ask(TrackerRequest::RegisterManifest {
             root: real_root.to_bytes(),
             manifest: bytes.clone(),
@@ -1135,4 +1107,533 @@ fn a_manifest_claiming_another_files_root_sits_beside_it_and_get_still_returns_t
     );
     // and the owner's, as before
     assert!(net.get(&root, "owner-got") == data);
+}
+
+/// The devnet's tracker: peer id and configured address (from the client
+/// home's config.toml).
+fn tracker_of(net: &Devnet) -> (crowd_protocol::libp2p::PeerId, crowd_protocol::libp2p::Multiaddr) {
+    let config = std::fs::read_to_string(net.home().join("config.toml")).unwrap();
+    let addr: crowd_protocol::libp2p::Multiaddr = config
+        .lines()
+        .find_map(|l| l.strip_prefix("tracker_address = "))
+        .unwrap()
+        .trim_matches('"')
+        .parse()
+        .unwrap();
+    let Some(crowd_protocol::libp2p::multiaddr::Protocol::P2p(peer)) = addr.iter().last() else {
+        panic!("no tracker peer id in {addr}")
+    };
+    (peer, addr)
+}
+
+/// An empty file's manifest (no pieces) claiming `root`.
+fn empty_manifest(root: crowd_chunker::Cid) -> Vec<u8> {
+    let (layout, _) = crowd_erasure::Encoder::new(crowd_erasure::Params::new(4, 2, 1 << 20).unwrap())
+        .unwrap()
+        .encode_bytes(&[])
+        .unwrap();
+    crowd_protocol::Manifest {
+        version: crowd_protocol::MANIFEST_VERSION,
+        root,
+        size: 0,
+        chunking: crowd_protocol::Chunking {
+            chunker: "fixed".into(),
+            chunk_size: 1 << 20,
+            max_links: 174,
+            hash: "blake3".into(),
+        },
+        layout,
+        pieces: vec![],
+        encryption: None,
+    }
+    .encode()
+    .unwrap()
+}
+
+/// What one attack round saw, and when it ran.
+#[derive(Debug, Default)]
+struct Round {
+    started: Option<Instant>,
+    ended: Option<Instant>,
+    /// Attack requests the node refused (as it must).
+    refused: u64,
+    /// Attack requests the node accepted (must stay 0).
+    accepted: Vec<String>,
+    /// Attack requests with no answer (a timeout or a lost stream).
+    unanswered: u64,
+}
+
+/// The adversary suite (#14): one node of a 6-node devnet is attacked in
+/// every way at once, and an honest client's put and get, which need that
+/// node (4+2 pieces on 6 providers), still succeed; the node stays up and
+/// inside its memory and disk bounds.
+///
+/// First, 1,000 connections: 1,000 TCP sockets that never start a handshake
+/// (all but `max_pending_incoming` closed at once), then 1,200 libp2p
+/// connections from 100 keys, 12 each (at most `max_connections_per_peer`
+/// per key and `max_incoming_connections` in all are kept). Then, in rounds
+/// that go on during the put and the get (checked: a whole round ran
+/// between the put's start and the get's end): 16 funded-nothing keys each
+/// propose deals with admissions they signed themselves; a proposal signed
+/// for another network; garbage and oversized control frames; idle
+/// transfer streams without a header; a `StoreManifest` from a key with no
+/// piece there; a flood of DHT announcements. Every one must be refused,
+/// none accepted.
+#[test]
+fn an_honest_put_and_get_succeed_while_one_node_is_attacked_every_way_at_once() {
+    use crowd_protocol::libp2p::multiaddr::Protocol;
+    use crowd_protocol::libp2p::{Multiaddr, PeerId};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let net = Devnet::up(6, "1");
+    let target = nodes(&net).remove(0);
+    let peer: PeerId = target["peer_id"].as_str().unwrap().parse().unwrap();
+    let addrs: Vec<Multiaddr> = target["addrs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let mut m: Multiaddr = a.as_str().unwrap().parse().unwrap();
+            if matches!(m.iter().last(), Some(Protocol::P2p(_))) {
+                m.pop();
+            }
+            m
+        })
+        .collect();
+    let tcp: Vec<Multiaddr> = addrs
+        .iter()
+        .filter(|a| a.iter().any(|p| matches!(p, Protocol::Tcp(_))))
+        .cloned()
+        .collect();
+    let port = tcp[0]
+        .iter()
+        .find_map(|p| match p {
+            Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+        .unwrap();
+    let pid = target["pid"].as_u64().unwrap();
+    let (tracker, tracker_addr) = tracker_of(&net);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let network = rt.block_on(async {
+        let (n, _in) = crowd_protocol::Network::start(
+            crowd_protocol::libp2p::identity::Keypair::generate_ed25519(),
+            crowd_protocol::NetworkConfig::default(),
+        )
+        .await
+        .unwrap();
+        n.dial(tracker, vec![tracker_addr.clone()]).await.unwrap();
+        match n
+            .request(
+                tracker,
+                crowd_protocol::Request::Tracker(crowd_protocol::TrackerRequest::Info),
+            )
+            .await
+            .unwrap()
+        {
+            crowd_protocol::Response::Tracker(crowd_protocol::TrackerResponse::Info(i)) => i.network,
+            other => panic!("{other:?}"),
+        }
+    });
+
+    // 1,000 sockets that never handshake: beyond the pending bound (64)
+    // the node closes them at once
+    let held = rt.block_on(adversary::handshake_flood(port, 1000));
+    assert!(
+        held <= 64,
+        "{held} of 1000 handshake-less sockets still open after 3 s"
+    );
+    // one key, 30 connections: at most max_connections_per_peer (8) kept
+    let one = rt.block_on(adversary::connection_flood(tcp.clone(), peer, 1, 30));
+    assert!(
+        (1..=8).contains(&one),
+        "one key kept {one} of 30 connections (bound 8)"
+    );
+    // 1,200 libp2p connections from 100 keys, all at once (the pending
+    // bound refuses most handshakes; what completes stays within the bounds)
+    let kept = rt.block_on(adversary::connection_flood(tcp.clone(), peer, 100, 12));
+    assert!(
+        kept <= 512,
+        "{kept} connections kept, above max_incoming_connections (512)"
+    );
+    assert!(kept > 0, "no attacking connection was established at all");
+
+    // the rounds, in the background
+    let stop = Arc::new(AtomicBool::new(false));
+    let rounds: Arc<Mutex<Vec<Round>>> = Arc::default();
+    let attacker = {
+        let (stop, rounds, addrs) = (stop.clone(), rounds.clone(), addrs.clone());
+        std::thread::spawn(move || {
+            tokio::runtime::Runtime::new()
+                .unwrap()
+                .block_on(adversary::rounds(peer, addrs, network, stop, rounds))
+        })
+    };
+    let finished = |rounds: &Arc<Mutex<Vec<Round>>>| {
+        rounds
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.ended.is_some())
+            .count()
+    };
+    let start = Instant::now();
+    while finished(&rounds) < 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no attack round finished in 120 s"
+        );
+        assert!(!attacker.is_finished(), "the attacker stopped early");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let data = random_bytes(3 << 20, 77);
+    let put_started = Instant::now();
+    let put = net.put("honest", &data, &[]);
+    let root = root_of(&put);
+    let providers = providers_of(&net.status(&root));
+    assert!(
+        providers.contains(&peer.to_string()),
+        "the attacked node holds no piece of the honest file: {providers:?}"
+    );
+    assert!(
+        net.get(&root, "honest-got") == data,
+        "the honest get returned other bytes"
+    );
+    // keep attacking until a whole round ran inside the put and the get
+    let during = |rounds: &Arc<Mutex<Vec<Round>>>, end: Instant| {
+        rounds
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|r| matches!((r.started, r.ended), (Some(s), Some(e)) if s >= put_started && e <= end))
+    };
+    let get_ended = Instant::now();
+    if !during(&rounds, get_ended) {
+        // a second get, still under attack
+        let wait = Instant::now();
+        loop {
+            assert!(net.get(&root, "honest-again") == data);
+            if during(&rounds, Instant::now()) {
+                break;
+            }
+            assert!(
+                wait.elapsed() < Duration::from_secs(180),
+                "no attack round ran during the honest gets"
+            );
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    attacker.join().unwrap();
+
+    let rounds = rounds.lock().unwrap();
+    let accepted: Vec<&String> = rounds.iter().flat_map(|r| &r.accepted).collect();
+    assert!(accepted.is_empty(), "the node accepted attacks: {accepted:?}");
+    let refused: u64 = rounds.iter().map(|r| r.refused).sum();
+    let unanswered: u64 = rounds.iter().map(|r| r.unanswered).sum();
+    assert!(refused > 0, "no attack was answered at all");
+    eprintln!(
+        "adversary: {} rounds, {refused} attack requests refused, {unanswered} unanswered; {held} handshake-less sockets held, one key kept {one} connections, 100 keys kept {kept}",
+        rounds.len()
+    );
+
+    // the node is up, inside its bounds
+    let target = net.process(&peer.to_string());
+    assert_eq!(target["alive"], true, "the attacked node died");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(
+        peak_kib < 512 * 1024,
+        "the attacked node's peak RSS was {peak_kib} KiB (bound 512 MiB)"
+    );
+    let (on_disk, reported) = node_space(&target);
+    assert_eq!(on_disk, reported, "space accounting");
+    let config =
+        std::fs::read_to_string(PathBuf::from(target["home"].as_str().unwrap()).join("config.toml")).unwrap();
+    let capacity: u64 = config
+        .lines()
+        .find_map(|l| l.strip_prefix("capacity_bytes = "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    assert!(
+        on_disk <= capacity,
+        "{on_disk} bytes on disk, capacity {capacity}"
+    );
+    // only the honest file's piece is stored there: no attack left bytes
+    let pieces = PathBuf::from(target["home"].as_str().unwrap()).join("pieces");
+    let stored = std::fs::read_dir(pieces)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .map(|e| !e.file_name().to_string_lossy().ends_with(".outboard"))
+                .unwrap_or(false)
+        })
+        .count();
+    assert!(
+        stored <= 1,
+        "{stored} pieces on the attacked node, the honest file has one there"
+    );
+}
+
+/// The attacker's side of the adversary suite: raw sockets and swarms of its
+/// own, on loopback.
+mod adversary {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use crowd_protocol::libp2p::identity::Keypair;
+    use crowd_protocol::libp2p::{Multiaddr, PeerId};
+    use crowd_protocol::network::{CONTROL_PROTOCOL, PIECE_PROTOCOL};
+    use crowd_protocol::{
+        Admission, DealProposal, Network, NetworkConfig, NetworkId, PieceId, Request, Response, Signed,
+    };
+    use futures::{AsyncReadExt, AsyncWriteExt};
+
+    use super::Round;
+
+    /// Opens `n` TCP connections to `port` that never send a byte, waits
+    /// 3 s, and returns how many the node still holds open.
+    pub async fn handshake_flood(port: u16, n: usize) -> usize {
+        let mut socks = Vec::new();
+        for _ in 0..n {
+            let connect = tokio::net::TcpStream::connect(("127.0.0.1", port));
+            if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(2), connect).await {
+                socks.push(s);
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let mut open = 0;
+        let mut buf = [0u8; 64];
+        for s in &socks {
+            match s.try_read(&mut buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => open += 1,
+                _ => {}
+            }
+        }
+        open
+    }
+
+    /// `keys` swarms, each dialling the node `per_key` times over TCP (each
+    /// dial a new connection); after 5 s, the connections still up in all.
+    pub async fn connection_flood(tcp: Vec<Multiaddr>, node: PeerId, keys: usize, per_key: usize) -> usize {
+        use crowd_protocol::libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+        use crowd_protocol::libp2p::{noise, swarm::dummy, tcp as libp2p_tcp, yamux, SwarmBuilder};
+        use futures::StreamExt;
+        let mut tasks = Vec::new();
+        for _ in 0..keys {
+            let tcp = tcp.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut swarm = SwarmBuilder::with_new_identity()
+                    .with_tokio()
+                    .with_tcp(
+                        libp2p_tcp::Config::default(),
+                        noise::Config::new,
+                        yamux::Config::default,
+                    )
+                    .unwrap()
+                    .with_behaviour(|_| dummy::Behaviour)
+                    .unwrap()
+                    .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+                    .build();
+                for _ in 0..per_key {
+                    let opts = DialOpts::peer_id(node)
+                        .addresses(tcp.clone())
+                        .condition(PeerCondition::Always)
+                        .build();
+                    let _ = swarm.dial(opts);
+                }
+                let settle = Instant::now() + Duration::from_secs(5);
+                while let Ok(Some(_)) = tokio::time::timeout_at(settle.into(), swarm.next()).await {}
+                let up = swarm.network_info().connection_counters().num_established() as usize;
+                (up, swarm)
+            }));
+        }
+        let mut kept = 0;
+        let mut swarms = Vec::new();
+        for t in tasks {
+            let (up, swarm) = t.await.unwrap();
+            assert!(
+                up <= 8,
+                "one key kept {up} connections (max_connections_per_peer 8)"
+            );
+            kept += up;
+            swarms.push(swarm);
+        }
+        drop(swarms);
+        kept
+    }
+
+    fn forged_proposal(key: &Keypair, node: PeerId, network: &NetworkId, nonce: u64) -> Request {
+        let client = key.public().to_peer_id();
+        let proposal = DealProposal {
+            piece: PieceId(*blake3::hash(&nonce.to_le_bytes()).as_bytes()),
+            piece_size: 1 << 20,
+            client,
+            provider: node,
+            price_per_epoch: 1 << 40,
+            start_epoch: 1_000,
+            duration_epochs: 100,
+            provider_collateral: 0,
+            expiry_epoch: 999,
+            nonce,
+        };
+        let signed = Signed::sign(key, network, &proposal).unwrap();
+        // the attacker's own signature on its admission: not the tracker's
+        let admission = Signed::sign(
+            key,
+            network,
+            &Admission {
+                proposal: signed.id(),
+                client,
+                escrow: 1 << 50,
+                until_epoch: u64::MAX,
+            },
+        )
+        .unwrap();
+        Request::ProposeDeal {
+            proposal: signed,
+            admission,
+        }
+    }
+
+    /// Counts `answer`: a refusal whose reason names `because` is what the
+    /// node must answer; anything else it answered is recorded as accepted.
+    fn judge(round: &mut Round, what: &str, because: &str, answer: Result<Response, String>) {
+        match answer {
+            Ok(Response::DealRejected { reason }) | Ok(Response::Error { message: reason })
+                if reason.contains(because) =>
+            {
+                round.refused += 1
+            }
+            Ok(other) => round.accepted.push(format!("{what}: {other:?}")),
+            Err(_) => round.unanswered += 1,
+        }
+    }
+
+    /// Attack rounds until `stop`; each round is recorded with its times.
+    pub async fn rounds(
+        node: PeerId,
+        addrs: Vec<Multiaddr>,
+        network: NetworkId,
+        stop: Arc<AtomicBool>,
+        rounds: Arc<Mutex<Vec<Round>>>,
+    ) {
+        let keys: Vec<Keypair> = (0..16).map(|_| Keypair::generate_ed25519()).collect();
+        let mut strangers = Vec::new();
+        for key in &keys {
+            let (net, _in) = Network::start(
+                key.clone(),
+                NetworkConfig {
+                    request_timeout: Duration::from_secs(20),
+                    ..NetworkConfig::default()
+                },
+            )
+            .await
+            .unwrap();
+            net.dial(node, addrs.clone()).await.unwrap();
+            strangers.push(net);
+        }
+        let manifest = super::empty_manifest(crowd_protocol::manifest_cid(b"no such file"));
+        let mut nonce = 0u64;
+        while !stop.load(Ordering::SeqCst) {
+            let mut round = Round {
+                started: Some(Instant::now()),
+                ..Round::default()
+            };
+            // idle transfer streams, no header, held for the round
+            let mut control = strangers[0].streams();
+            let mut idle = Vec::new();
+            for _ in 0..8 {
+                if let Ok(Ok(mut s)) =
+                    tokio::time::timeout(Duration::from_secs(10), control.open_stream(node, PIECE_PROTOCOL))
+                        .await
+                {
+                    let _ = s.flush().await;
+                    idle.push(s);
+                }
+            }
+            // proposals from keys with nothing locked, admissions self-signed
+            let mut asks = Vec::new();
+            for (net, key) in strangers.iter().zip(&keys) {
+                for _ in 0..2 {
+                    nonce += 1;
+                    let req = forged_proposal(key, node, &network, nonce);
+                    let net = net.clone();
+                    asks.push(async move { net.request(node, req).await });
+                }
+            }
+            for answer in futures::future::join_all(asks).await {
+                judge(
+                    &mut round,
+                    "a self-signed admission",
+                    "admission",
+                    answer.map_err(|e| e.to_string()),
+                );
+            }
+            // a signature from another network
+            nonce += 1;
+            let other = NetworkId([0xee; 32]);
+            let req = forged_proposal(&keys[1], node, &other, nonce);
+            let answer = strangers[1].request(node, req).await.map_err(|e| e.to_string());
+            judge(&mut round, "another network's signature", "network", answer);
+            // a manifest from a key with no piece here
+            let answer = strangers[2]
+                .request(node, Request::StoreManifest(manifest.clone()))
+                .await
+                .map_err(|e| e.to_string());
+            judge(&mut round, "a stranger's manifest", "piece stored here", answer);
+            // garbage, and a frame claiming 4 GiB
+            for bytes in [
+                &b"\x00\x00\x00\x05garbage"[..],
+                &[0xff, 0xff, 0xff, 0xff, 1, 2, 3][..],
+            ] {
+                let answer = async {
+                    let mut s = strangers[3]
+                        .streams()
+                        .open_stream(node, CONTROL_PROTOCOL)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    s.write_all(bytes).await.map_err(|e| e.to_string())?;
+                    s.close().await.map_err(|e| e.to_string())?;
+                    let mut out = Vec::new();
+                    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out))
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .map_err(|e| e.to_string())?;
+                    if out.len() < 4 {
+                        return Err("stream closed without an answer".to_string());
+                    }
+                    crowd_protocol::wire::from_cbor::<Response>("response", &out[4..])
+                        .map_err(|e| e.to_string())
+                }
+                .await;
+                match answer {
+                    Ok(r) => judge(&mut round, "a garbage frame", "", Ok(r)),
+                    // dropping the stream is a refusal too
+                    Err(_) => round.refused += 1,
+                }
+            }
+            // a DHT flood
+            let flood = (0..200u64).map(|i| {
+                let net = strangers[4].clone();
+                let key = blake3::hash(format!("{nonce}/{i}").as_bytes())
+                    .as_bytes()
+                    .to_vec();
+                async move {
+                    let _ = tokio::time::timeout(Duration::from_secs(10), net.provide(key)).await;
+                }
+            });
+            futures::future::join_all(flood).await;
+            drop(idle);
+            round.ended = Some(Instant::now());
+            rounds.lock().unwrap().push(round);
+        }
+    }
 }
