@@ -149,9 +149,13 @@ pub struct NetworkConfig {
     pub inbound_queue: usize,
     /// Close connections idle for this long.
     pub idle_timeout: Duration,
-    /// Established connections with one peer, either direction (a peer may
-    /// hold a TCP and a QUIC one, a simultaneous dial briefly makes two, and
-    /// a peer that restarted on new ports leaves one until it is found dead).
+    /// Established connections with one peer, either direction; beyond it
+    /// the peer's *oldest* connections are closed, not the new one refused:
+    /// a peer that restarted or exited without closing (a killed process,
+    /// a CLI run again with the same key) leaves connections that look
+    /// established until they are found dead, and the new one is the live
+    /// one. A peer may hold a TCP and a QUIC one, and a simultaneous dial
+    /// briefly makes two.
     pub max_connections_per_peer: u32,
     /// Established inbound connections in total; beyond it a new one is
     /// denied (closed at once).
@@ -250,7 +254,6 @@ impl Network {
             .with_max_concurrent_streams(config.max_concurrent_streams);
         let idle = config.idle_timeout;
         let limits = libp2p::connection_limits::ConnectionLimits::default()
-            .with_max_established_per_peer(Some(config.max_connections_per_peer))
             .with_max_established_incoming(Some(config.max_incoming_connections))
             .with_max_pending_incoming(Some(config.max_pending_incoming));
         let ping_config = ping::Config::new()
@@ -333,6 +336,8 @@ impl Network {
             expected_listeners: config.listen.len(),
             dialled: HashMap::new(),
             replacing: HashMap::new(),
+            by_peer: HashMap::new(),
+            max_per_peer: config.max_connections_per_peer.max(1) as usize,
         };
         tokio::spawn(async move { task.run().await });
         Ok((
@@ -425,6 +430,9 @@ struct SwarmTask {
     /// Peers dialled again at addresses none of our connections to them
     /// uses: once a new connection is up, those to other addresses close.
     replacing: HashMap<PeerId, Vec<Multiaddr>>,
+    /// Every established connection, per peer, oldest first.
+    by_peer: HashMap<PeerId, std::collections::VecDeque<ConnectionId>>,
+    max_per_peer: usize,
 }
 
 /// `addr` without a trailing `/p2p/…`, for comparing dialled addresses.
@@ -569,6 +577,15 @@ impl SwarmTask {
                 endpoint,
                 ..
             } => {
+                // newest wins: beyond the per-peer bound the oldest go
+                let ours = self.by_peer.entry(peer_id).or_default();
+                ours.push_back(connection_id);
+                let excess = ours.len().saturating_sub(self.max_per_peer);
+                let oldest: Vec<ConnectionId> = ours.drain(..excess).collect();
+                for id in oldest {
+                    tracing::debug!(peer = %peer_id, "over the per-peer connection bound: closing the oldest");
+                    self.swarm.close_connection(id);
+                }
                 if let ConnectedPoint::Dialer { address, .. } = &endpoint {
                     self.dialled
                         .entry(peer_id)
@@ -598,6 +615,12 @@ impl SwarmTask {
                 connection_id,
                 ..
             } => {
+                if let Some(list) = self.by_peer.get_mut(&peer_id) {
+                    list.retain(|id| *id != connection_id);
+                    if list.is_empty() {
+                        self.by_peer.remove(&peer_id);
+                    }
+                }
                 if let Some(list) = self.dialled.get_mut(&peer_id) {
                     list.retain(|(id, _)| *id != connection_id);
                     if list.is_empty() {

@@ -103,9 +103,11 @@ pub struct NodeConfig {
     /// Seconds a new transfer stream may take to send its header.
     #[serde(default = "default_header_timeout")]
     pub header_timeout_secs: u64,
-    /// Established libp2p connections with one peer, inbound connections in
-    /// total, and inbound connections still in their handshake; beyond them
-    /// a new connection is denied.
+    /// Established libp2p connections with one peer (beyond it the peer's
+    /// oldest are closed: a client run again with the same key leaves
+    /// connections its earlier runs never closed), inbound connections in
+    /// total, and inbound connections still in their handshake (beyond
+    /// these two a new connection is denied).
     #[serde(default = "default_connections_per_peer")]
     pub max_connections_per_peer: u32,
     #[serde(default = "default_incoming_connections")]
@@ -343,8 +345,9 @@ max_pending_streams = {pending}
 max_pending_streams_per_peer = {pending_peer}
 header_timeout_secs = {header}
 
-# libp2p connections: with one peer, inbound in total, inbound still in their
-# handshake; and no new connection while this process uses more memory than
+# libp2p connections: with one peer (beyond it its oldest are closed), inbound
+# in total and inbound still in their handshake (beyond these a new one is
+# denied); and no new connection while this process uses more memory than
 # max_memory_for_new_connections_mib (0: no such limit).
 max_connections_per_peer = {conn_peer}
 max_incoming_connections = {conn_in}
