@@ -288,12 +288,13 @@ pub async fn run(home: &Path, options: RunOptions) -> Result<(), ServiceError> {
         println!("metrics on http://{metrics_addr}/metrics");
     }
 
+    let mut owner_done = owner_done;
     let result = tokio::select! {
         _ = shutdown => {
             tracing::info!("shutting down");
             Ok(())
         }
-        r = owner_done => match r {
+        r = &mut owner_done => match r {
             Ok(Err(e)) => Err(e),
             _ => Err(ServiceError::Stopped),
         },
@@ -304,8 +305,13 @@ pub async fn run(home: &Path, options: RunOptions) -> Result<(), ServiceError> {
     };
     let _ = std::fs::remove_file(home.info());
     serving.abort();
-    // the owner finishes the commands before this one and closes the store
+    // the owner finishes the commands before this one and closes the store;
+    // wait for that: exiting while RocksDB is still closing aborted the
+    // process ("pthread lock: Invalid argument", SIGABRT on a SIGTERM)
     owner.stop().await;
+    if result.is_ok() {
+        let _ = owner_done.await;
+    }
     result
 }
 
