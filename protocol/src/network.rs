@@ -337,6 +337,7 @@ impl Network {
             dialled: HashMap::new(),
             replacing: HashMap::new(),
             by_peer: HashMap::new(),
+            closing: HashMap::new(),
             max_per_peer: config.max_connections_per_peer.max(1) as usize,
         };
         tokio::spawn(async move { task.run().await });
@@ -433,6 +434,10 @@ struct SwarmTask {
     /// Every established connection, per peer, oldest first.
     by_peer: HashMap<PeerId, std::collections::VecDeque<ConnectionId>>,
     max_per_peer: usize,
+    /// Replaced connections still closing, per peer, and the dials that
+    /// are answered once they are gone.
+    #[allow(clippy::type_complexity)]
+    closing: HashMap<PeerId, (Vec<ConnectionId>, Vec<oneshot::Sender<Result<(), ProtocolError>>>)>,
 }
 
 /// `addr` without a trailing `/p2p/…`, for comparing dialled addresses.
@@ -601,9 +606,16 @@ impl SwarmTask {
                         .filter(|(id, a)| *id != connection_id && !fresh.contains(a))
                         .map(|(id, _)| *id)
                         .collect();
-                    for id in stale {
+                    for id in &stale {
                         tracing::debug!(peer = %peer_id, "closing a connection to an old address");
-                        self.swarm.close_connection(id);
+                        self.swarm.close_connection(*id);
+                    }
+                    // the dial is answered once the old connections are gone:
+                    // until then a request could still be given to one
+                    if !stale.is_empty() {
+                        let waiting = self.pending_dials.remove(&peer_id).unwrap_or_default();
+                        self.closing.insert(peer_id, (stale, waiting));
+                        return;
                     }
                 }
                 for tx in self.pending_dials.remove(&peer_id).unwrap_or_default() {
@@ -615,6 +627,16 @@ impl SwarmTask {
                 connection_id,
                 ..
             } => {
+                if let Some((left, _)) = self.closing.get_mut(&peer_id) {
+                    left.retain(|id| *id != connection_id);
+                    if left.is_empty() {
+                        if let Some((_, waiting)) = self.closing.remove(&peer_id) {
+                            for tx in waiting {
+                                let _ = tx.send(Ok(()));
+                            }
+                        }
+                    }
+                }
                 if let Some(list) = self.by_peer.get_mut(&peer_id) {
                     list.retain(|id| *id != connection_id);
                     if list.is_empty() {
