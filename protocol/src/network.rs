@@ -282,12 +282,11 @@ impl Network {
             })
             .with_behaviour(|key| Behaviour {
                 limits: libp2p::connection_limits::Behaviour::new(limits),
-                memory: match usize::try_from(config.max_memory_for_new_connections) {
-                    Ok(0) => None,
-                    Ok(bytes) => Some(libp2p::memory_connection_limits::Behaviour::with_max_bytes(bytes)),
-                    Err(_) => None,
-                }
-                .into(),
+                memory: usize::try_from(config.max_memory_for_new_connections)
+                    .ok()
+                    .filter(|bytes| *bytes > 0)
+                    .map(libp2p::memory_connection_limits::Behaviour::with_max_bytes)
+                    .into(),
                 identify: identify::Behaviour::new(identify::Config::new(
                     IDENTIFY_VERSION.into(),
                     key.public(),
@@ -334,7 +333,6 @@ impl Network {
             listen_addrs: Vec::new(),
             listen_waiters: Vec::new(),
             expected_listeners: config.listen.len(),
-            dialled: HashMap::new(),
             replacing: HashMap::new(),
             by_peer: HashMap::new(),
             closing: HashMap::new(),
@@ -426,13 +424,12 @@ struct SwarmTask {
     listen_addrs: Vec<Multiaddr>,
     listen_waiters: Vec<oneshot::Sender<Vec<Multiaddr>>>,
     expected_listeners: usize,
-    /// Connections we dialled, per peer, with the address dialled.
-    dialled: HashMap<PeerId, Vec<(ConnectionId, Multiaddr)>>,
     /// Peers dialled again at addresses none of our connections to them
     /// uses: once a new connection is up, those to other addresses close.
     replacing: HashMap<PeerId, Vec<Multiaddr>>,
-    /// Every established connection, per peer, oldest first.
-    by_peer: HashMap<PeerId, std::collections::VecDeque<ConnectionId>>,
+    /// Every established connection, per peer, oldest first, with the
+    /// address we dialled for the ones we dialled.
+    by_peer: HashMap<PeerId, std::collections::VecDeque<(ConnectionId, Option<Multiaddr>)>>,
     max_per_peer: usize,
     /// Replaced connections still closing, per peer, and the dials that
     /// are answered once they are gone.
@@ -470,11 +467,15 @@ impl SwarmTask {
     /// that none of the connections we dialled to it uses (inbound ones
     /// tell nothing: they come from the peer's ephemeral ports).
     fn moved(&self, peer: &PeerId, addrs: &[Multiaddr]) -> bool {
-        let Some(ours) = self.dialled.get(peer) else {
-            return false;
-        };
         let given: Vec<Multiaddr> = addrs.iter().map(bare).collect();
-        !given.is_empty() && !ours.is_empty() && ours.iter().all(|(_, a)| !given.contains(a))
+        let mut dialled = self
+            .by_peer
+            .get(peer)
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, a)| a.as_ref())
+            .peekable();
+        !given.is_empty() && dialled.peek().is_some() && dialled.all(|a| !given.contains(a))
     }
 
     fn on_command(&mut self, cmd: Command) {
@@ -583,27 +584,27 @@ impl SwarmTask {
                 ..
             } => {
                 // newest wins: beyond the per-peer bound the oldest go
+                let dialled = match &endpoint {
+                    ConnectedPoint::Dialer { address, .. } => Some(bare(address)),
+                    ConnectedPoint::Listener { .. } => None,
+                };
                 let ours = self.by_peer.entry(peer_id).or_default();
-                ours.push_back(connection_id);
+                ours.push_back((connection_id, dialled));
                 let excess = ours.len().saturating_sub(self.max_per_peer);
-                let oldest: Vec<ConnectionId> = ours.drain(..excess).collect();
+                let oldest: Vec<ConnectionId> = ours.drain(..excess).map(|(id, _)| id).collect();
                 for id in oldest {
                     tracing::debug!(peer = %peer_id, "over the per-peer connection bound: closing the oldest");
                     self.swarm.close_connection(id);
                 }
-                if let ConnectedPoint::Dialer { address, .. } = &endpoint {
-                    self.dialled
-                        .entry(peer_id)
-                        .or_default()
-                        .push((connection_id, bare(address)));
-                }
                 if let Some(fresh) = self.replacing.remove(&peer_id) {
                     let stale: Vec<ConnectionId> = self
-                        .dialled
+                        .by_peer
                         .get(&peer_id)
                         .into_iter()
                         .flatten()
-                        .filter(|(id, a)| *id != connection_id && !fresh.contains(a))
+                        .filter(|(id, a)| {
+                            *id != connection_id && a.as_ref().is_some_and(|a| !fresh.contains(a))
+                        })
                         .map(|(id, _)| *id)
                         .collect();
                     for id in &stale {
@@ -638,15 +639,9 @@ impl SwarmTask {
                     }
                 }
                 if let Some(list) = self.by_peer.get_mut(&peer_id) {
-                    list.retain(|id| *id != connection_id);
-                    if list.is_empty() {
-                        self.by_peer.remove(&peer_id);
-                    }
-                }
-                if let Some(list) = self.dialled.get_mut(&peer_id) {
                     list.retain(|(id, _)| *id != connection_id);
                     if list.is_empty() {
-                        self.dialled.remove(&peer_id);
+                        self.by_peer.remove(&peer_id);
                     }
                 }
             }
