@@ -96,6 +96,7 @@
 //! assert!(signed.open(&NetworkId([8; 32]), None).is_err());
 //! ```
 
+pub mod address_limits;
 pub mod dht;
 mod error;
 pub mod fetch;

@@ -125,6 +125,7 @@ async fn write_raw<T: AsyncWrite + Unpin>(io: &mut T, body: &[u8]) -> std::io::R
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
     limits: libp2p::connection_limits::Behaviour,
+    per_address: crate::address_limits::Behaviour,
     memory: libp2p::swarm::behaviour::toggle::Toggle<libp2p::memory_connection_limits::Behaviour>,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
@@ -162,6 +163,12 @@ pub struct NetworkConfig {
     pub max_incoming_connections: u32,
     /// Inbound connections still in their handshake.
     pub max_pending_incoming: u32,
+    /// Inbound connections from one source (an IPv4 address or an IPv6 /64)
+    /// still in their handshake, and established (see
+    /// [`crate::address_limits`]): by default half of the two bounds above,
+    /// so one host cannot take every slot.
+    pub max_pending_incoming_per_address: u32,
+    pub max_incoming_per_address: u32,
     /// No new connection, either way, while this process uses more memory
     /// than this many bytes; 0: no such limit.
     pub max_memory_for_new_connections: u64,
@@ -190,6 +197,8 @@ impl Default for NetworkConfig {
             max_connections_per_peer: 8,
             max_incoming_connections: 512,
             max_pending_incoming: 64,
+            max_pending_incoming_per_address: 32,
+            max_incoming_per_address: 256,
             max_memory_for_new_connections: 0,
             ping_interval: Duration::from_secs(10),
             ping_timeout: Duration::from_secs(20),
@@ -282,6 +291,10 @@ impl Network {
             })
             .with_behaviour(|key| Behaviour {
                 limits: libp2p::connection_limits::Behaviour::new(limits),
+                per_address: crate::address_limits::Behaviour::new(crate::address_limits::AddressBounds {
+                    pending: config.max_pending_incoming_per_address,
+                    established: config.max_incoming_per_address,
+                }),
                 memory: usize::try_from(config.max_memory_for_new_connections)
                     .ok()
                     .filter(|bytes| *bytes > 0)

@@ -114,6 +114,12 @@ pub struct NodeConfig {
     pub max_incoming_connections: u32,
     #[serde(default = "default_pending_incoming")]
     pub max_pending_incoming: u32,
+    /// The same two inbound bounds per source (an IPv4 address or an IPv6
+    /// /64), so that one host cannot take every slot.
+    #[serde(default = "default_pending_per_address")]
+    pub max_pending_incoming_per_address: u32,
+    #[serde(default = "default_incoming_per_address")]
+    pub max_incoming_per_address: u32,
     /// No new connection is accepted while this process uses more memory
     /// than this (MiB); 0 disables.
     #[serde(default = "default_connection_memory")]
@@ -174,6 +180,12 @@ fn default_incoming_connections() -> u32 {
 }
 fn default_pending_incoming() -> u32 {
     64
+}
+fn default_pending_per_address() -> u32 {
+    32
+}
+fn default_incoming_per_address() -> u32 {
+    256
 }
 fn default_connection_memory() -> u64 {
     2048
@@ -273,9 +285,11 @@ impl NodeConfig {
         if self.max_connections_per_peer == 0
             || self.max_incoming_connections == 0
             || self.max_pending_incoming == 0
+            || self.max_pending_incoming_per_address == 0
+            || self.max_incoming_per_address == 0
         {
             anyhow::bail!(
-                "max_connections_per_peer, max_incoming_connections and max_pending_incoming must be at least 1"
+                "max_connections_per_peer, max_incoming_connections, max_pending_incoming and their _per_address bounds must be at least 1"
             );
         }
         if self.max_concurrent_repairs == 0 {
@@ -347,11 +361,14 @@ header_timeout_secs = {header}
 
 # libp2p connections: with one peer (beyond it its oldest are closed), inbound
 # in total and inbound still in their handshake (beyond these a new one is
-# denied); and no new connection while this process uses more memory than
+# denied), the same two from one source address (an IPv4 address or an IPv6
+# /64); and no new connection while this process uses more memory than
 # max_memory_for_new_connections_mib (0: no such limit).
 max_connections_per_peer = {conn_peer}
 max_incoming_connections = {conn_in}
 max_pending_incoming = {conn_pending}
+max_incoming_per_address = {conn_in_addr}
+max_pending_incoming_per_address = {conn_pending_addr}
 max_memory_for_new_connections_mib = {conn_memory}
 
 # Control requests handled at once, in all and from one peer; beyond them a
@@ -407,6 +424,8 @@ gc_interval_secs = {gc}
             conn_peer = self.max_connections_per_peer,
             conn_in = self.max_incoming_connections,
             conn_pending = self.max_pending_incoming,
+            conn_in_addr = self.max_incoming_per_address,
+            conn_pending_addr = self.max_pending_incoming_per_address,
             conn_memory = self.max_memory_for_new_connections_mib,
             repairs = self.max_concurrent_repairs,
             gc = self.gc_interval_secs,

@@ -119,6 +119,8 @@ async fn run(home: &Path) -> Result<()> {
         max_connections_per_peer: config.max_connections_per_peer,
         max_incoming_connections: config.max_incoming_connections,
         max_pending_incoming: config.max_pending_incoming,
+        max_pending_incoming_per_address: config.max_pending_incoming_per_address,
+        max_incoming_per_address: config.max_incoming_per_address,
         max_memory_for_new_connections: config.max_memory_for_new_connections_mib * 1024 * 1024,
         ..NetworkConfig::default()
     };

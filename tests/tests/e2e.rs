@@ -1237,25 +1237,35 @@ fn an_honest_put_and_get_succeed_while_one_node_is_attacked_every_way_at_once() 
         }
     });
 
-    // 1,000 sockets that never handshake: beyond the pending bound (64)
-    // the node closes them at once
-    let held = rt.block_on(adversary::handshake_flood(port, 1000));
+    // 1,000 sockets that never handshake, from another loopback address
+    // (127.0.0.2): beyond the per-address pending bound (32, half the
+    // node's 64) the node closes them at once ...
+    let (held, flood) = rt.block_on(adversary::handshake_flood("127.0.0.2", port, 1000));
     assert!(
-        held <= 64,
-        "{held} of 1000 handshake-less sockets still open after 3 s"
+        (1..=32).contains(&held),
+        "{held} of 1000 handshake-less sockets from one address still open after 3 s (bound 32)"
     );
+    // ... and while they are held, a newcomer from another address is
+    // served (with only the node-wide bound the flood held all 64 slots and
+    // this connection was denied)
+    let newcomer = rt.block_on(adversary::connect_once(tcp.clone(), peer));
+    assert!(newcomer.is_ok(), "a newcomer was refused while one address flooded the handshakes: {newcomer:?}");
+    let still = rt.block_on(adversary::still_open(&flood));
+    assert_eq!(still, held, "the flood's sockets closed before the newcomer was tried");
+    drop(flood);
     // one key, 30 connections: at most max_connections_per_peer (8) kept
     let one = rt.block_on(adversary::connection_flood(tcp.clone(), peer, 1, 30));
     assert!(
         (1..=8).contains(&one),
         "one key kept {one} of 30 connections (bound 8)"
     );
-    // 1,200 libp2p connections from 100 keys, all at once (the pending
-    // bound refuses most handshakes; what completes stays within the bounds)
+    // 1,200 libp2p connections from 100 keys on one address, all at once
+    // (the pending bounds refuse many handshakes; what completes stays
+    // within the per-address bound, 256, half of max_incoming_connections)
     let kept = rt.block_on(adversary::connection_flood(tcp.clone(), peer, 100, 12));
     assert!(
-        kept <= 512,
-        "{kept} connections kept, above max_incoming_connections (512)"
+        kept <= 256,
+        "{kept} connections kept from one address, above max_incoming_per_address (256)"
     );
     assert!(kept > 0, "no attacking connection was established at all");
 
@@ -1398,20 +1408,29 @@ mod adversary {
 
     use super::Round;
 
-    /// Opens `n` TCP connections to `port` that never send a byte, waits
-    /// 3 s, and returns how many the node still holds open.
-    pub async fn handshake_flood(port: u16, n: usize) -> usize {
+    /// Opens `n` TCP connections from `from` (a loopback address) to
+    /// 127.0.0.1:`port` that never send a byte, waits 2 s, and returns how
+    /// many the node still holds open, with the sockets (kept open).
+    pub async fn handshake_flood(from: &str, port: u16, n: usize) -> (usize, Vec<tokio::net::TcpStream>) {
+        let from: std::net::IpAddr = from.parse().unwrap();
         let mut socks = Vec::new();
         for _ in 0..n {
-            let connect = tokio::net::TcpStream::connect(("127.0.0.1", port));
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind((from, 0).into()).unwrap();
+            let connect = socket.connect(([127, 0, 0, 1], port).into());
             if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(2), connect).await {
                 socks.push(s);
             }
         }
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        (still_open(&socks).await, socks)
+    }
+
+    /// How many of `socks` the node has not closed.
+    pub async fn still_open(socks: &[tokio::net::TcpStream]) -> usize {
         let mut open = 0;
         let mut buf = [0u8; 64];
-        for s in &socks {
+        for s in socks {
             match s.try_read(&mut buf) {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => open += 1,
                 _ => {}
@@ -1420,28 +1439,52 @@ mod adversary {
         open
     }
 
+    /// A swarm of a new key that only connects (TCP), keeping idle
+    /// connections for 60 s.
+    fn bare_swarm() -> crowd_protocol::libp2p::Swarm<crowd_protocol::libp2p::swarm::dummy::Behaviour> {
+        use crowd_protocol::libp2p::{noise, swarm::dummy, tcp, yamux, SwarmBuilder};
+        SwarmBuilder::with_new_identity()
+            .with_tokio()
+            .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
+            .unwrap()
+            .with_behaviour(|_| dummy::Behaviour)
+            .unwrap()
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+            .build()
+    }
+
+    /// A new key's one TCP connection to the node: `Ok` once it is
+    /// established (within 5 s), else why not.
+    pub async fn connect_once(tcp: Vec<Multiaddr>, node: PeerId) -> Result<(), String> {
+        use crowd_protocol::libp2p::swarm::SwarmEvent;
+        use futures::StreamExt;
+        let mut swarm = bare_swarm();
+        let opts = crowd_protocol::libp2p::swarm::dial_opts::DialOpts::peer_id(node)
+            .addresses(tcp)
+            .build();
+        swarm.dial(opts).map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match tokio::time::timeout_at(deadline.into(), swarm.next()).await {
+                Err(_) => return Err("not established within 5 s".into()),
+                Ok(None) => return Err("the swarm ended".into()),
+                Ok(Some(SwarmEvent::ConnectionEstablished { .. })) => return Ok(()),
+                Ok(Some(SwarmEvent::OutgoingConnectionError { error, .. })) => return Err(error.to_string()),
+                Ok(Some(_)) => {}
+            }
+        }
+    }
+
     /// `keys` swarms, each dialling the node `per_key` times over TCP (each
     /// dial a new connection); after 5 s, the connections still up in all.
     pub async fn connection_flood(tcp: Vec<Multiaddr>, node: PeerId, keys: usize, per_key: usize) -> usize {
         use crowd_protocol::libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-        use crowd_protocol::libp2p::{noise, swarm::dummy, tcp as libp2p_tcp, yamux, SwarmBuilder};
         use futures::StreamExt;
         let mut tasks = Vec::new();
         for _ in 0..keys {
             let tcp = tcp.clone();
             tasks.push(tokio::spawn(async move {
-                let mut swarm = SwarmBuilder::with_new_identity()
-                    .with_tokio()
-                    .with_tcp(
-                        libp2p_tcp::Config::default(),
-                        noise::Config::new,
-                        yamux::Config::default,
-                    )
-                    .unwrap()
-                    .with_behaviour(|_| dummy::Behaviour)
-                    .unwrap()
-                    .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-                    .build();
+                let mut swarm = bare_swarm();
                 for _ in 0..per_key {
                     let opts = DialOpts::peer_id(node)
                         .addresses(tcp.clone())

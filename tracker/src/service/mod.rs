@@ -7,6 +7,7 @@ pub mod config;
 pub mod epoch;
 mod error;
 pub mod metrics;
+mod records;
 pub mod repair;
 pub mod state;
 pub mod store;

@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::config::preset_name;
 use super::metrics::Metrics;
+use super::records::{self, HotRecords};
 use super::repair::{self, SlotKey};
 use super::store::{keys, Batch, Store};
 use super::ServiceError;
@@ -196,6 +197,8 @@ pub struct State<S: Store> {
     manifest_counts: BTreeMap<PeerId, u64>,
     /// Archived deals' part of each provider's track record.
     provider_records: BTreeMap<PeerId, ProviderRecord>,
+    /// Hot deals' part of each provider's track record, as counters.
+    hot_records: HotRecords,
     /// Root CID bytes → the files stored under it (from the ledger).
     files_by_root: BTreeMap<Vec<u8>, Vec<FileId>>,
     repairs: BTreeMap<SlotKey, RepairRun>,
@@ -401,6 +404,9 @@ impl<S: Store> State<S> {
         }
         let loaded = load(&store, genesis)?;
         let files_by_root = index_roots(&loaded.ledger);
+        let hot_records = HotRecords::build(loaded.ledger.deals(), |id| {
+            loaded.stats.get(&id).copied().unwrap_or_default()
+        });
         let state = Self {
             key,
             store,
@@ -409,6 +415,7 @@ impl<S: Store> State<S> {
             stats: loaded.stats,
             manifest_counts: loaded.manifest_counts,
             provider_records: loaded.provider_records,
+            hot_records,
             files_by_root,
             repairs: BTreeMap::new(),
             repair_excluded: BTreeMap::new(),
@@ -439,6 +446,9 @@ impl<S: Store> State<S> {
         self.manifest_counts = loaded.manifest_counts;
         self.provider_records = loaded.provider_records;
         self.files_by_root = index_roots(&self.ledger);
+        self.hot_records = HotRecords::build(self.ledger.deals(), |id| {
+            self.stats.get(&id).copied().unwrap_or_default()
+        });
         Ok(())
     }
 
@@ -543,6 +553,15 @@ impl<S: Store> State<S> {
         for (_, events) in accepted {
             self.metrics.events(events);
             for e in events.iter() {
+                let changed: Vec<DealId> = match e {
+                    Event::Archived { deals, .. } => deals.iter().map(|d| d.id).collect(),
+                    e => records::deal_of(e).into_iter().collect(),
+                };
+                for id in changed {
+                    let stats = self.stats.get(&id).copied().unwrap_or_default();
+                    let now = self.ledger.deal(id).map(|d| (d, stats));
+                    self.hot_records.set(id, now);
+                }
                 if let Event::FileRegistered { file_id, .. } = e {
                     if let Some(f) = self.ledger.file(*file_id) {
                         self.files_by_root.entry(f.root.clone()).or_default().push(f.id);
@@ -1409,23 +1428,6 @@ impl<S: Store> State<S> {
     /// listed with its `staked`, so its record stays visible; it takes no
     /// deal until it tops the stake up.
     fn providers(&self, after: Option<PeerId>, limit: usize) -> Vec<ProviderEntry> {
-        #[derive(Default)]
-        struct Record {
-            live: u64,
-            proven: u64,
-            faulted: u64,
-            terminated: u64,
-        }
-        let mut records: BTreeMap<PeerId, Record> = BTreeMap::new();
-        for d in self.ledger.deals() {
-            let r = records.entry(d.proposal.provider).or_default();
-            let s = self.stats_of(d.id);
-            // (archived deals are added below)
-            r.live += u64::from(d.state.is_live());
-            r.terminated += u64::from(d.state == DealState::Terminated);
-            r.proven = r.proven.saturating_add(s.proven);
-            r.faulted = r.faulted.saturating_add(s.faulted);
-        }
         let c = self.ledger.config();
         self.ledger
             .providers()
@@ -1433,7 +1435,7 @@ impl<S: Store> State<S> {
             .filter(|(_, p)| p.capacity > 0 && p.collateral_per_gib >= c.min_collateral_per_gib)
             .take(limit)
             .map(|(id, p)| {
-                let r = records.remove(&id.0).unwrap_or_default();
+                let r = self.hot_records.of(&id.0);
                 let a = self.provider_records.get(&id.0).copied().unwrap_or_default();
                 ProviderEntry {
                     peer: id.0,
@@ -1765,6 +1767,8 @@ mod tests {
         assert_eq!(a.stats, b.stats);
         assert_eq!(a.manifest_counts, b.manifest_counts);
         assert_eq!(a.provider_records, b.provider_records);
+        // the counters kept from events equal a walk over the reopened deals
+        assert_eq!(a.hot_records, b.hot_records);
     }
 
     #[test]
