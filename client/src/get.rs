@@ -25,7 +25,10 @@
 //! `--range START-END` fetches only the piece ranges of the segments
 //! covering it and decodes just those bytes: they are verified against the
 //! piece hashes in transit, but not against the root CID (that needs the
-//! whole file).
+//! whole file). When more than one manifest claims a public file's root
+//! (someone registered a forgery beside it), the piece hashes cannot tell
+//! which is the file: such a range is cut from the whole file, fetched and
+//! checked against the root, trying each manifest in turn.
 //!
 //! Memory is bounded: a 1 MiB write buffer per running fetch, the decoder's
 //! shard windows (at most two segments) and 32 MiB of chunks when hashing.
@@ -192,7 +195,11 @@ fn get_from(
     let m = &found.manifest;
     let file_len = found.access.file_len(m);
     let range = opts.range.clone().unwrap_or(0..file_len);
-    if range.end > file_len || range.start > range.end {
+    // several manifests claim this public file's root, and only the whole
+    // file's hash shows which is right: the range is cut from the whole,
+    // checked (its size too is the manifest's word until then)
+    let cut = found.contested && matches!(found.access, Access::Public) && range != (0..file_len);
+    if range.start > range.end || (range.end > file_len && !cut) {
         return Err(Error::Input(format!(
             "range {}-{} is beyond the end of the file ({file_len} bytes)",
             range.start, range.end,
@@ -201,7 +208,11 @@ fn get_from(
     }
     let params = dag_params(m)?;
     let whole = range == (0..file_len);
-    let stored = found.access.stored_range(m, &range);
+    let stored = if cut {
+        0..m.size
+    } else {
+        found.access.stored_range(m, &range)
+    };
     let mut report = Report::default();
     if stored.is_empty() {
         // nothing to fetch; an empty public file is still checked against its root
@@ -225,6 +236,18 @@ fn get_from(
             let fetched = match (&found.access, whole) {
                 (Access::Public, true) => {
                     pipeline::with_root_check(&mut w, &params, &m.root, |out| retrieve(out))
+                }
+                (Access::Public, false) if cut => {
+                    let mut w = pipeline::Cut::new(&mut w, range.clone());
+                    let fetched = pipeline::with_root_check(&mut w, &params, &m.root, |out| retrieve(out))?;
+                    if range.end > file_len {
+                        return Err(Error::Input(format!(
+                            "range {}-{} is beyond the end of the file ({file_len} bytes)",
+                            range.start, range.end,
+                        ))
+                        .into());
+                    }
+                    Ok(fetched)
                 }
                 (Access::Public, false) => retrieve(&mut w),
                 (
@@ -488,6 +511,9 @@ struct Found {
     /// Other manifests claiming the same root, tried in turn when this
     /// one's bytes do not make the root (a manifest hijack).
     alternatives: Vec<Candidate>,
+    /// More than one manifest claimed the root (`alternatives` was not
+    /// empty at first).
+    contested: bool,
 }
 
 async fn find(home: &Path, target: &Target) -> Result<Found> {
@@ -538,6 +564,7 @@ async fn find(home: &Path, target: &Target) -> Result<Found> {
         addrs,
         access,
         shown_root,
+        contested: !alternatives.is_empty(),
         alternatives,
     })
 }

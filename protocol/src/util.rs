@@ -1,5 +1,6 @@
-//! Small helpers the daemons share: the identity key file, the stop signal
-//! and the plain-text HTTP endpoint their Prometheus metrics are scraped from.
+//! Small helpers the daemons share: their log format, the identity key
+//! file, the stop signal and the plain-text HTTP endpoint their Prometheus
+//! metrics are scraped from.
 
 use std::path::Path;
 use std::time::Duration;
@@ -7,6 +8,60 @@ use std::time::Duration;
 use libp2p::identity::Keypair;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+
+/// The daemons' log subscriber, writing to `writer`: `RUST_LOG` or the
+/// default filter; colours only on a terminal. Peers' strings reach the log
+/// (their error replies, addresses, protocol names), so every control
+/// character in a message or field value is written escaped (`\u{1b}`),
+/// never raw: no terminal escape runs and no newline forges a log line.
+/// (tracing-subscriber's own sanitizing escapes the message but not a
+/// `%display` field, which is how errors are logged.)
+pub fn log_subscriber<W>(writer: W, ansi: bool) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    use std::fmt::Write;
+    use tracing_subscriber::field::MakeExt;
+    let fields = tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+        let mut w = Escaped(w);
+        match field.name() {
+            "message" => write!(w, "{value:?}"),
+            name => write!(w, "{name}={value:?}"),
+        }
+    })
+    .delimited(" ");
+    tracing_subscriber::fmt()
+        .fmt_fields(fields)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p=warn,libp2p_kad=error")),
+        )
+        .with_ansi(ansi)
+        .with_writer(writer)
+        .finish()
+}
+
+/// Writes through to `W` with control characters escaped.
+struct Escaped<'a, W>(&'a mut W);
+
+impl<W: std::fmt::Write> std::fmt::Write for Escaped<'_, W> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        for c in s.chars() {
+            if c.is_control() {
+                write!(self.0, "{}", c.escape_unicode())?;
+            } else {
+                self.0.write_char(c)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Installs [`log_subscriber`] on stderr for the process.
+pub fn init_logging() {
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::util::SubscriberInitExt::try_init(log_subscriber(std::io::stderr, ansi));
+}
 
 /// Reads the libp2p identity key (protobuf encoding) at `path`, or creates an
 /// ed25519 one there, readable by the owner only (mode 0600).
@@ -115,6 +170,44 @@ where
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// A peer's string with terminal escapes (set the title, clear the
+    /// screen, colour) and a newline reaches the daemons' log escaped, as a
+    /// message, a display field and a debug field, with colours or not.
+    #[test]
+    fn terminal_escapes_from_a_peer_are_logged_escaped() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let hostile = "\x1b]0;pwned\x07\x1b[2J\u{9b}31m\n2026-01-01T00:00:00Z  INFO forged";
+        for ansi in [false, true] {
+            let sink = buffer.clone();
+            let subscriber = log_subscriber(move || sink.clone(), ansi);
+            tracing::subscriber::with_default(subscriber, || {
+                tracing::warn!(error = %hostile, reply = ?hostile, "the peer said {hostile}");
+            });
+            let out = buffer.0.lock().unwrap().clone();
+            let text = String::from_utf8_lossy(&out);
+            assert!(text.contains("pwned"), "{text}");
+            assert!(
+                !text.contains("\x1b]0;pwned") && !text.contains("\x1b[2J"),
+                "raw escapes logged: {text:?}"
+            );
+            assert!(!text.contains('\u{9b}') && !text.contains('\x07'), "{text:?}");
+            assert_eq!(text.lines().count(), 1, "a forged line: {text:?}");
+            buffer.0.lock().unwrap().clear();
+        }
+    }
 
     #[test]
     fn a_created_key_loads_back_and_is_private() {

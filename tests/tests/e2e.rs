@@ -1105,6 +1105,33 @@ fn a_manifest_claiming_another_files_root_sits_beside_it_and_get_still_returns_t
         std::fs::read(&out_path).unwrap() == data,
         "the hijacker's get returned other bytes"
     );
+    // a range of it too: two manifests claim the root, so the range is cut
+    // from the whole file, checked against the root (the forgery, an empty
+    // file, first said the range was beyond its end)
+    let range_path = mallory.path().join("range");
+    let out = crowd_at(
+        mallory.path(),
+        &[
+            "get",
+            &root,
+            "--range",
+            "1000-201000",
+            "-o",
+            range_path.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        std::fs::read(&range_path).unwrap() == data[1000..201000],
+        "the hijacker's range get returned other bytes"
+    );
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        shown["fetched"],
+        serde_json::json!([0, data.len()]),
+        "a contested range is fetched whole: {shown}"
+    );
     // and the owner's, as before
     assert!(net.get(&root, "owner-got") == data);
 }

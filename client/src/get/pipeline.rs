@@ -244,6 +244,38 @@ where
     })
 }
 
+/// Passes on only the bytes at offsets `range` of everything written
+/// through it (a range cut from a stream of the whole file).
+pub struct Cut<W> {
+    inner: W,
+    at: u64,
+    range: Range<u64>,
+}
+
+impl<W: Write> Cut<W> {
+    pub fn new(inner: W, range: Range<u64>) -> Self {
+        Self { inner, at: 0, range }
+    }
+}
+
+impl<W: Write> Write for Cut<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let end = self.at + buf.len() as u64;
+        let from = self.range.start.clamp(self.at, end);
+        let to = self.range.end.clamp(from, end);
+        if from < to {
+            self.inner
+                .write_all(&buf[(from - self.at) as usize..(to - self.at) as usize])?;
+        }
+        self.at = end;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Bytes written between two background writebacks of the output.
 const WRITEBACK_EVERY: u64 = 64 << 20;
 
@@ -288,5 +320,39 @@ impl Write for Writeback<'_> {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the write sizes, a cut passes on exactly the bytes of
+        /// its range (none when the range lies beyond the end).
+        #[test]
+        fn a_cut_passes_exactly_its_range_proptest(
+            data in proptest::collection::vec(any::<u8>(), 0..4096),
+            a in 0u64..5000,
+            b in 0u64..5000,
+            sizes in proptest::collection::vec(1usize..700, 1..20),
+        ) {
+            let range = a.min(b)..a.max(b);
+            let mut out = Vec::new();
+            let mut cut = Cut::new(&mut out, range.clone());
+            let mut rest = &data[..];
+            for size in sizes.iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let (now, later) = rest.split_at((*size).min(rest.len()));
+                cut.write_all(now).unwrap();
+                rest = later;
+            }
+            let len = data.len() as u64;
+            let want = &data[range.start.min(len) as usize..range.end.min(len) as usize];
+            prop_assert_eq!(&out[..], want);
+        }
     }
 }

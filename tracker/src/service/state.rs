@@ -1771,6 +1771,42 @@ mod tests {
         assert_eq!(a.hot_records, b.hot_records);
     }
 
+    /// More providers than one page (`MAX_LIST`): every one is listed once,
+    /// in peer-id order, across pages, and the page after the last is empty.
+    #[test]
+    fn more_providers_than_a_page_are_all_listed_across_pages() {
+        let (_, mut state) = new_state(MemStore::default(), true);
+        let net = state.ledger().network();
+        let n = MAX_LIST + 76;
+        let mut want = Vec::new();
+        for _ in 0..n {
+            let k = Keypair::generate_ed25519();
+            let faucet = TrackerRequest::Faucet {
+                account: peer(&k),
+                amount: 500_000,
+            };
+            state.handle(peer(&k), faucet).unwrap();
+            let register = TrackerRequest::Register {
+                registration: registration(&net, &k, 0),
+                addrs: vec!["/ip4/127.0.0.1/tcp/4001".into()],
+            };
+            assert_eq!(state.handle(peer(&k), register).unwrap(), TrackerResponse::Registered);
+            want.push(peer(&k));
+        }
+        want.sort();
+        let mut page = |r| match state.handle(peer(&key(9)), r).unwrap() {
+            TrackerResponse::Providers(p) => p,
+            other => panic!("{other:?}"),
+        };
+        let first = page(TrackerRequest::Providers);
+        assert_eq!(first.len(), MAX_LIST);
+        let second = page(TrackerRequest::ProvidersAfter(first[MAX_LIST - 1].peer));
+        assert_eq!(second.len(), n - MAX_LIST);
+        assert!(page(TrackerRequest::ProvidersAfter(second[second.len() - 1].peer)).is_empty());
+        let got: Vec<PeerId> = first.iter().chain(&second).map(|p| p.peer).collect();
+        assert_eq!(got, want);
+    }
+
     #[test]
     fn an_ended_deal_leaves_the_hot_state_and_is_still_answered_by_id_after_a_restart() {
         let store = MemStore::default();
