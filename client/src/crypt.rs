@@ -38,7 +38,8 @@ pub const CIPHER_SEGMENT: usize = SEGMENT + TAG;
 pub const SCHEME: &str = "xchacha20poly1305-stream-be32";
 /// Bytes of the STREAM nonce prefix (24 - 4 counter - 1 flag).
 pub const NONCE_PREFIX: usize = 19;
-/// Segments a reader encrypts at once (in parallel).
+/// Segments encrypted (by [`EncryptReader`]) or decrypted (by
+/// [`DecryptWriter`]) at once, in parallel.
 const BATCH: usize = 4;
 
 /// Why ciphertext did not open.
@@ -288,8 +289,9 @@ impl<R: Read> Read for EncryptReader<R> {
 
 /// Takes ciphertext starting at a segment boundary and writes the part of
 /// the plaintext inside `want` to `inner`; a segment is written only once
-/// its tag verified. [`DecryptWriter::finish`] fails unless every segment
-/// `want` touches was complete.
+/// its tag verified. Complete segments are decrypted [`BATCH`] at a time,
+/// in parallel, and written in order. [`DecryptWriter::finish`] fails
+/// unless every segment `want` touches was complete.
 #[derive(Debug)]
 pub struct DecryptWriter<W> {
     inner: W,
@@ -300,6 +302,10 @@ pub struct DecryptWriter<W> {
     segment: u64,
     end_segment: u64,
     buf: Vec<u8>,
+    /// Complete segments not yet decrypted: index and ciphertext.
+    full: Vec<(u64, Vec<u8>)>,
+    /// Segment buffers to fill again.
+    spare: Vec<Vec<u8>>,
 }
 
 impl<W: Write> DecryptWriter<W> {
@@ -316,6 +322,8 @@ impl<W: Write> DecryptWriter<W> {
             segment: span.start,
             end_segment: span.end,
             buf: Vec::with_capacity(CIPHER_SEGMENT),
+            full: Vec::with_capacity(BATCH),
+            spare: Vec::new(),
         }
     }
 
@@ -325,27 +333,41 @@ impl<W: Write> DecryptWriter<W> {
         plain + TAG
     }
 
-    fn flush_segment(&mut self) -> io::Result<()> {
-        let index = self.segment;
-        let last = index + 1 == segments(self.plain_len);
-        open_segment(&self.key, index, last, &mut self.buf).map_err(io_err)?;
-        let start = index * SEGMENT as u64;
-        let lo = self.want.start.max(start) - start;
-        let hi = self
-            .want
-            .end
-            .min(start + self.buf.len() as u64)
-            .saturating_sub(start);
-        if lo < hi {
-            self.inner.write_all(&self.buf[lo as usize..hi as usize])?;
+    /// Decrypts the complete segments (in parallel) and writes, in order,
+    /// those that verified up to the first that did not.
+    fn open_full(&mut self) -> io::Result<()> {
+        use rayon::prelude::*;
+        let total = segments(self.plain_len);
+        let key = &self.key;
+        let opened: Vec<Result<(), CryptError>> = self
+            .full
+            .par_iter_mut()
+            .map(|(index, buf)| open_segment(key, *index, *index + 1 == total, buf))
+            .collect();
+        let mut failed = None;
+        for ((index, mut buf), opened) in self.full.drain(..).zip(opened) {
+            if failed.is_none() {
+                match opened {
+                    Ok(()) => {
+                        let start = index * SEGMENT as u64;
+                        let lo = self.want.start.max(start) - start;
+                        let hi = self.want.end.min(start + buf.len() as u64).saturating_sub(start);
+                        if lo < hi {
+                            self.inner.write_all(&buf[lo as usize..hi as usize])?;
+                        }
+                    }
+                    Err(e) => failed = Some(e),
+                }
+            }
+            buf.clear();
+            self.spare.push(buf);
         }
-        self.buf.clear();
-        self.segment += 1;
-        Ok(())
+        failed.map_or(Ok(()), |e| Err(io_err(e)))
     }
 
     /// Checks that every segment arrived and flushes `inner`.
     pub fn finish(mut self) -> io::Result<W> {
+        self.open_full()?;
         if self.segment < self.end_segment {
             return Err(io_err(CryptError::Truncated {
                 segment: self.segment,
@@ -370,7 +392,13 @@ impl<W: Write> Write for DecryptWriter<W> {
             self.buf.extend_from_slice(&data[..take]);
             data = &data[take..];
             if take == need {
-                self.flush_segment()?;
+                let next = self.spare.pop().unwrap_or_else(|| Vec::with_capacity(CIPHER_SEGMENT));
+                let full = std::mem::replace(&mut self.buf, next);
+                self.full.push((self.segment, full));
+                self.segment += 1;
+                if self.full.len() == BATCH || self.segment == self.end_segment {
+                    self.open_full()?;
+                }
             }
         }
         Ok(given)
@@ -475,6 +503,17 @@ mod tests {
         assert_eq!(crypt_error(&e), Some(&CryptError::Tampered { segment: 2 }));
         drop(w);
         assert_eq!(out, plain[..2 * SEGMENT]);
+        // across batches: a bad segment in the second batch stops the
+        // output at it, after every verified segment before it
+        let long = data(9 * SEGMENT + 3);
+        let mut c = encrypt_bytes(&k, &long).unwrap();
+        c[6 * CIPHER_SEGMENT + 7] ^= 1;
+        let mut out = Vec::new();
+        let mut w = DecryptWriter::new(&mut out, k.clone(), long.len() as u64, 0..long.len() as u64);
+        let e = w.write_all(&c).unwrap_err();
+        assert_eq!(crypt_error(&e), Some(&CryptError::Tampered { segment: 6 }));
+        drop(w);
+        assert!(out == long[..6 * SEGMENT]);
         let c = encrypt_bytes(&k, &plain).unwrap();
         let mut out = Vec::new();
         let mut w = DecryptWriter::new(&mut out, k, plain.len() as u64, 0..plain.len() as u64);

@@ -18,7 +18,7 @@ use std::ops::Range;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use crowd_erasure::{Decoder, Verification};
 use crowd_protocol::Network;
 use tokio::runtime::Handle;
@@ -110,13 +110,12 @@ pub(super) fn follow<W: Write + ?Sized>(job: &FetchJob<'_>, landed: &Landed, out
         let Some(src) = &sources else { break };
         while next < upto {
             let before = out.written;
-            // a failed read writes nothing (then the rest is decoded after the fetch)
-            if decoder
-                .decode_range(src, g.segment_range(next), &mut out)
-                .is_err()
-            {
+            // a failed read writes nothing (then the rest is decoded after
+            // the fetch); a failure after bytes went out is the output's
+            // (a segment that does not decrypt, a full disk)
+            if let Err(e) = decoder.decode_range(src, g.segment_range(next), &mut out) {
                 if out.written != before {
-                    bail!("writing the output failed");
+                    return Err(anyhow::Error::new(e).context("writing the output failed"));
                 }
                 return Ok(g.segment_range(next).start);
             }

@@ -582,10 +582,12 @@ async fn a_tampered_ciphertext_segment_fails_its_tag_and_leaves_no_output() {
         })
     });
     let e = result.unwrap_err();
-    assert!(matches!(
-        crate::error::from_anyhow(e),
-        crate::Error::Crypt(CryptError::Tampered { segment: 1 })
-    ));
+    let shown = format!("{e:#}");
+    let e = crate::error::from_anyhow(e);
+    assert!(
+        matches!(e, crate::Error::Crypt(CryptError::Tampered { segment: 1 })),
+        "{e:?}: {shown}"
+    );
     assert!(!out.exists(), "a tampered file was written as the output");
     assert!(
         std::fs::read_dir(tmp.path()).unwrap().all(|e| !e
