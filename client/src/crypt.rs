@@ -411,7 +411,10 @@ impl<W: Write> Write for DecryptWriter<W> {
             self.buf.extend_from_slice(&data[..take]);
             data = &data[take..];
             if take == need {
-                let next = self.spare.pop().unwrap_or_else(|| Vec::with_capacity(CIPHER_SEGMENT));
+                let next = self
+                    .spare
+                    .pop()
+                    .unwrap_or_else(|| Vec::with_capacity(CIPHER_SEGMENT));
                 let full = std::mem::replace(&mut self.buf, next);
                 self.full.push((self.segment, full));
                 self.segment += 1;

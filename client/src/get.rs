@@ -199,12 +199,15 @@ fn get_from(
     // file's hash shows which is right: the range is cut from the whole,
     // checked (its size too is the manifest's word until then)
     let cut = found.contested && matches!(found.access, Access::Public) && range != (0..file_len);
-    if range.start > range.end || (range.end > file_len && !cut) {
-        return Err(Error::Input(format!(
+    let beyond_end = || -> anyhow::Error {
+        Error::Input(format!(
             "range {}-{} is beyond the end of the file ({file_len} bytes)",
             range.start, range.end,
         ))
-        .into());
+        .into()
+    };
+    if range.start > range.end || (range.end > file_len && !cut) {
+        return Err(beyond_end());
     }
     let params = dag_params(m)?;
     let whole = range == (0..file_len);
@@ -241,11 +244,7 @@ fn get_from(
                     let mut w = pipeline::Cut::new(&mut w, range.clone());
                     let fetched = pipeline::with_root_check(&mut w, &params, &m.root, |out| retrieve(out))?;
                     if range.end > file_len {
-                        return Err(Error::Input(format!(
-                            "range {}-{} is beyond the end of the file ({file_len} bytes)",
-                            range.start, range.end,
-                        ))
-                        .into());
+                        return Err(beyond_end());
                     }
                     Ok(fetched)
                 }

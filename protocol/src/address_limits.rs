@@ -19,8 +19,8 @@ use std::task::{Context, Poll};
 use libp2p::core::transport::PortUse;
 use libp2p::core::{multiaddr::Protocol, Endpoint, Multiaddr};
 use libp2p::swarm::{
-    dummy, ConnectionClosed, ConnectionDenied, ConnectionId, FromSwarm, ListenFailure,
-    NetworkBehaviour, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
+    dummy, ConnectionClosed, ConnectionDenied, ConnectionId, FromSwarm, ListenFailure, NetworkBehaviour,
+    THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
 };
 use libp2p::PeerId;
 
@@ -118,7 +118,12 @@ impl AddressCounts {
 
     /// Sources with at least one counted connection.
     pub fn sources(&self) -> usize {
-        let mut all: Vec<Source> = self.pending.keys().chain(self.established.keys()).copied().collect();
+        let mut all: Vec<Source> = self
+            .pending
+            .keys()
+            .chain(self.established.keys())
+            .copied()
+            .collect();
         all.sort();
         all.dedup();
         all.len()
@@ -141,7 +146,12 @@ impl AddressCounts {
 
     /// The handshake of `id` finished: it may stay if `source` is under its
     /// established bound. Its pending slot is given back either way.
-    pub fn establish(&mut self, id: ConnectionId, source: Source, bounds: AddressBounds) -> Result<(), Exceeded> {
+    pub fn establish(
+        &mut self,
+        id: ConnectionId,
+        source: Source,
+        bounds: AddressBounds,
+    ) -> Result<(), Exceeded> {
         self.forget(id);
         if self.established(source) >= bounds.established {
             return Err(Exceeded {
@@ -250,7 +260,12 @@ impl NetworkBehaviour for Behaviour {
         }
     }
 
-    fn on_connection_handler_event(&mut self, _peer: PeerId, _id: ConnectionId, event: THandlerOutEvent<Self>) {
+    fn on_connection_handler_event(
+        &mut self,
+        _peer: PeerId,
+        _id: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
         libp2p::core::util::unreachable(event)
     }
 
@@ -295,13 +310,17 @@ mod tests {
         for i in 0..3 {
             c.start(ConnectionId::new_unchecked(i), flood, BOUNDS).unwrap();
         }
-        let e = c.start(ConnectionId::new_unchecked(3), flood, BOUNDS).unwrap_err();
+        let e = c
+            .start(ConnectionId::new_unchecked(3), flood, BOUNDS)
+            .unwrap_err();
         assert_eq!((e.kind, e.limit), ("pending", 3));
         c.start(ConnectionId::new_unchecked(10), honest, BOUNDS).unwrap();
-        c.establish(ConnectionId::new_unchecked(10), honest, BOUNDS).unwrap();
+        c.establish(ConnectionId::new_unchecked(10), honest, BOUNDS)
+            .unwrap();
         assert_eq!((c.pending(honest), c.established(honest)), (0, 1));
         // a finished handshake frees its pending slot
-        c.establish(ConnectionId::new_unchecked(0), flood, BOUNDS).unwrap();
+        c.establish(ConnectionId::new_unchecked(0), flood, BOUNDS)
+            .unwrap();
         c.start(ConnectionId::new_unchecked(4), flood, BOUNDS).unwrap();
         assert_eq!((c.pending(flood), c.established(flood)), (3, 1));
     }

@@ -1276,9 +1276,15 @@ fn an_honest_put_and_get_succeed_while_one_node_is_attacked_every_way_at_once() 
     // served (with only the node-wide bound the flood held all 64 slots and
     // this connection was denied)
     let newcomer = rt.block_on(adversary::connect_once(tcp.clone(), peer));
-    assert!(newcomer.is_ok(), "a newcomer was refused while one address flooded the handshakes: {newcomer:?}");
+    assert!(
+        newcomer.is_ok(),
+        "a newcomer was refused while one address flooded the handshakes: {newcomer:?}"
+    );
     let still = rt.block_on(adversary::still_open(&flood));
-    assert_eq!(still, held, "the flood's sockets closed before the newcomer was tried");
+    assert_eq!(
+        still, held,
+        "the flood's sockets closed before the newcomer was tried"
+    );
     drop(flood);
     // one key, 30 connections: at most max_connections_per_peer (8) kept
     let one = rt.block_on(adversary::connection_flood(tcp.clone(), peer, 1, 30));

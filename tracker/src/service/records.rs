@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use crowd_protocol::libp2p::PeerId;
 
 use super::state::DealStats;
-use crate::{Deal, DealId, DealState, Event};
+use crate::{Deal, DealId, DealState, Event, Ledger};
 
 /// One provider's counts over its deals in the hot state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -80,22 +80,22 @@ pub struct HotRecords {
 
 impl HotRecords {
     /// One walk over the hot deals (at open and after a reload).
-    pub fn build<'a>(deals: impl Iterator<Item = &'a Deal>, stats: impl Fn(DealId) -> DealStats) -> Self {
+    pub fn build(ledger: &Ledger, stats: &BTreeMap<DealId, DealStats>) -> Self {
         let mut records = Self::default();
-        for d in deals {
-            records.set(d.id, Some((d, stats(d.id))));
+        for d in ledger.deals() {
+            records.refresh(d.id, ledger, stats);
         }
         records
     }
 
-    /// `id` is now `deal` (its current version and counters), or gone from
-    /// the hot state (`None`).
-    pub fn set(&mut self, id: DealId, deal: Option<(&Deal, DealStats)>) {
+    /// Counts deal `id` as it is now in `ledger` (with its counters in
+    /// `stats`), or no more if it left the hot state.
+    pub fn refresh(&mut self, id: DealId, ledger: &Ledger, stats: &BTreeMap<DealId, DealStats>) {
         if let Some((provider, old)) = self.by_deal.remove(&id) {
             self.change(provider, |t| t.sub(old));
         }
-        if let Some((d, stats)) = deal {
-            let tally = Tally::of(d, stats);
+        if let Some(d) = ledger.deal(id) {
+            let tally = Tally::of(d, stats.get(&id).copied().unwrap_or_default());
             let provider = d.proposal.provider;
             self.change(provider, |t| t.add(tally));
             self.by_deal.insert(id, (provider, tally));

@@ -404,9 +404,7 @@ impl<S: Store> State<S> {
         }
         let loaded = load(&store, genesis)?;
         let files_by_root = index_roots(&loaded.ledger);
-        let hot_records = HotRecords::build(loaded.ledger.deals(), |id| {
-            loaded.stats.get(&id).copied().unwrap_or_default()
-        });
+        let hot_records = HotRecords::build(&loaded.ledger, &loaded.stats);
         let state = Self {
             key,
             store,
@@ -446,9 +444,7 @@ impl<S: Store> State<S> {
         self.manifest_counts = loaded.manifest_counts;
         self.provider_records = loaded.provider_records;
         self.files_by_root = index_roots(&self.ledger);
-        self.hot_records = HotRecords::build(self.ledger.deals(), |id| {
-            self.stats.get(&id).copied().unwrap_or_default()
-        });
+        self.hot_records = HotRecords::build(&self.ledger, &self.stats);
         Ok(())
     }
 
@@ -558,9 +554,7 @@ impl<S: Store> State<S> {
                     e => records::deal_of(e).into_iter().collect(),
                 };
                 for id in changed {
-                    let stats = self.stats.get(&id).copied().unwrap_or_default();
-                    let now = self.ledger.deal(id).map(|d| (d, stats));
-                    self.hot_records.set(id, now);
+                    self.hot_records.refresh(id, &self.ledger, &self.stats);
                 }
                 if let Event::FileRegistered { file_id, .. } = e {
                     if let Some(f) = self.ledger.file(*file_id) {
@@ -1790,7 +1784,10 @@ mod tests {
                 registration: registration(&net, &k, 0),
                 addrs: vec!["/ip4/127.0.0.1/tcp/4001".into()],
             };
-            assert_eq!(state.handle(peer(&k), register).unwrap(), TrackerResponse::Registered);
+            assert_eq!(
+                state.handle(peer(&k), register).unwrap(),
+                TrackerResponse::Registered
+            );
             want.push(peer(&k));
         }
         want.sort();
