@@ -1,13 +1,9 @@
-//! Small helpers the daemons share: their log format, the identity key
-//! file, the stop signal and the plain-text HTTP endpoint their Prometheus
-//! metrics are scraped from.
+//! Small helpers the daemons share: their log format (and the last errors
+//! their dashboards show), the identity key file and the stop signal.
 
 use std::path::Path;
-use std::time::Duration;
 
 use libp2p::identity::Keypair;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 /// The daemons' log subscriber, writing to `writer`: `RUST_LOG` or the
 /// default filter; colours only on a terminal. Peers' strings reach the log
@@ -57,10 +53,126 @@ impl<W: std::fmt::Write> std::fmt::Write for Escaped<'_, W> {
     }
 }
 
-/// Installs [`log_subscriber`] on stderr for the process.
-pub fn init_logging() {
+/// Installs [`log_subscriber`] on stderr for the process; its warnings and
+/// errors are also kept in the returned [`RecentErrors`] (the dashboards'
+/// "last errors").
+pub fn init_logging() -> RecentErrors {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::util::SubscriberInitExt::try_init(log_subscriber(std::io::stderr, ansi));
+    let recent = RecentErrors::default();
+    let writer = Teed {
+        inner: std::io::stderr,
+        recent: recent.clone(),
+    };
+    let _ = tracing_subscriber::util::SubscriberInitExt::try_init(log_subscriber(writer, ansi));
+    recent
+}
+
+/// The last [`RecentErrors::KEEP`] warnings and errors a daemon logged, as
+/// its log printed them (escaped; colours removed), oldest first.
+#[derive(Debug, Clone, Default)]
+pub struct RecentErrors(std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>);
+
+impl RecentErrors {
+    /// Lines kept.
+    pub const KEEP: usize = 50;
+    /// Bytes kept of one line.
+    pub const LINE: usize = 1024;
+
+    /// The lines kept, oldest first.
+    pub fn lines(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .map(|l| l.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn push(&self, raw: &[u8]) {
+        let line = strip_colours(&String::from_utf8_lossy(raw))
+            .trim_end()
+            .to_string();
+        if line.is_empty() {
+            return;
+        }
+        if let Ok(mut lines) = self.0.lock() {
+            if lines.len() == Self::KEEP {
+                lines.pop_front();
+            }
+            lines.push_back(line);
+        }
+    }
+}
+
+/// `text` without ANSI colour sequences (`ESC [ ... letter`).
+fn strip_colours(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A log writer that also keeps warnings and errors in a [`RecentErrors`].
+#[derive(Debug)]
+pub struct Teed<W> {
+    pub inner: W,
+    pub recent: RecentErrors,
+}
+
+impl<'a, W: tracing_subscriber::fmt::MakeWriter<'a>> tracing_subscriber::fmt::MakeWriter<'a> for Teed<W> {
+    type Writer = TeedWriter<W::Writer>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        TeedWriter {
+            inner: self.inner.make_writer(),
+            capture: None,
+        }
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
+        TeedWriter {
+            inner: self.inner.make_writer_for(meta),
+            capture: (*meta.level() <= tracing::Level::WARN).then(|| (self.recent.clone(), Vec::new())),
+        }
+    }
+}
+
+/// One event's writer from [`Teed`]: the line is kept when it is dropped.
+#[derive(Debug)]
+pub struct TeedWriter<W> {
+    inner: W,
+    capture: Option<(RecentErrors, Vec<u8>)>,
+}
+
+impl<W: std::io::Write> std::io::Write for TeedWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        if let Some((_, line)) = &mut self.capture {
+            let room = RecentErrors::LINE.saturating_sub(line.len());
+            line.extend_from_slice(&buf[..n.min(room)]);
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<W> Drop for TeedWriter<W> {
+    fn drop(&mut self) {
+        if let Some((recent, line)) = self.capture.take() {
+            recent.push(&line);
+        }
+    }
 }
 
 /// Reads the libp2p identity key (protobuf encoding) at `path`, or creates an
@@ -111,65 +223,56 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send {
     }
 }
 
-/// Largest request head read before answering.
-const MAX_HTTP_HEAD: usize = 8 * 1024;
-/// A client must send its request head within this.
-const HTTP_READ_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Serves `GET /metrics` on `listener` with the text `render` returns (the
-/// Prometheus text format; `None` answers 500) until the task is dropped.
-/// Request heads are bounded in size and time; anything else gets a 404.
-pub async fn serve_metrics<F>(listener: TcpListener, render: F)
-where
-    F: Fn() -> Option<String> + Clone + Send + Sync + 'static,
-{
-    loop {
-        let Ok((mut sock, _)) = listener.accept().await else {
-            continue;
-        };
-        let render = render.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; MAX_HTTP_HEAD];
-            let mut n = 0;
-            let read = tokio::time::timeout(HTTP_READ_TIMEOUT, async {
-                while n < buf.len() {
-                    let m = sock.read(&mut buf[n..]).await?;
-                    if m == 0 {
-                        break;
-                    }
-                    n += m;
-                    if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                        break;
-                    }
-                }
-                Ok::<_, std::io::Error>(())
-            })
-            .await;
-            if !matches!(read, Ok(Ok(()))) {
-                return;
-            }
-            let (status, body) = if buf[..n].starts_with(b"GET /metrics ") {
-                match render() {
-                    Some(text) => ("200 OK", text),
-                    None => ("500 Internal Server Error", "encoding failed\n".into()),
-                }
-            } else {
-                ("404 Not Found", "only /metrics is served\n".into())
-            };
-            let response = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = sock.write_all(response.as_bytes()).await;
-            let _ = sock.shutdown().await;
-        });
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// Warnings and errors are kept (escaped, without colours, bounded);
+    /// info lines are not.
+    #[test]
+    fn warnings_and_errors_are_kept_for_the_dashboard() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let recent = RecentErrors::default();
+        let sink = Sink::default();
+        let writer = Teed {
+            inner: {
+                let s = sink.clone();
+                move || s.clone()
+            },
+            recent: recent.clone(),
+        };
+        tracing::subscriber::with_default(log_subscriber(writer, true), || {
+            tracing::info!("fine");
+            tracing::warn!(peer = "p\nq", "slow {}", 1);
+            for i in 0..(RecentErrors::KEEP + 3) {
+                tracing::error!(i, "disk full");
+            }
+        });
+        let lines = recent.lines();
+        assert_eq!(lines.len(), RecentErrors::KEEP);
+        assert!(lines.iter().all(|l| !l.contains('\u{1b}') && !l.contains('\n')));
+        assert!(
+            lines[0].contains("disk full") && lines[0].contains("i=3"),
+            "{}",
+            lines[0]
+        );
+        assert!(lines.last().unwrap().contains("ERROR"));
+        // the log itself still has everything, in colour
+        let all = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        assert!(all.contains("fine") && all.contains("slow 1") && all.contains('\u{1b}'));
+    }
 
     /// A peer's string with terminal escapes (set the title, clear the
     /// screen, colour) and a newline reaches the daemons' log escaped, as a

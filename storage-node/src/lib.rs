@@ -30,6 +30,7 @@
 //! holds only complete, verifying, indexed pieces.
 
 pub mod config;
+pub mod dashboard;
 pub mod files;
 pub mod gc;
 pub mod limits;

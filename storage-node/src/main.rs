@@ -79,7 +79,7 @@ fn peer_addr(s: &str) -> Result<(PeerId, Multiaddr)> {
     }
 }
 
-async fn run(home: &Path) -> Result<()> {
+async fn run(home: &Path, recent: crowd_protocol::util::RecentErrors) -> Result<()> {
     let config_path = home.join("config.toml");
     if !config_path.exists() {
         return Err(anyhow!(
@@ -174,7 +174,12 @@ async fn run(home: &Path) -> Result<()> {
             .await
             .with_context(|| format!("metrics_address {}", config.metrics_address))?;
         metrics_addr = listener.local_addr()?.to_string();
-        tokio::spawn(crowd_node::metrics::serve(listener, Arc::new(metrics.registry())));
+        let (node, recent) = (node.clone(), recent.clone());
+        tokio::spawn(async move {
+            if let Err(e) = crowd_node::dashboard::serve(listener, node, recent).await {
+                tracing::warn!("the dashboard stopped: {e}");
+            }
+        });
     }
     let addrs = net.listen_addrs().await?;
     let info = serde_json::json!({
@@ -196,7 +201,7 @@ async fn run(home: &Path) -> Result<()> {
         println!("listening on {}", a.clone().with(Protocol::P2p(node.peer_id)));
     }
     if !metrics_addr.is_empty() {
-        println!("metrics on http://{metrics_addr}/metrics");
+        println!("dashboard on http://{metrics_addr}/ (metrics on http://{metrics_addr}/metrics)");
     }
 
     shutdown.await;
@@ -221,11 +226,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    crowd_protocol::util::init_logging();
+    let recent = crowd_protocol::util::init_logging();
     let result = match cli.cmd {
         Cmd::Init { home, force } => init(&home, force),
         Cmd::Run { home } => match tokio::runtime::Runtime::new() {
-            Ok(rt) => rt.block_on(run(&home)),
+            Ok(rt) => rt.block_on(run(&home, recent)),
             Err(e) => Err(e.into()),
         },
     };

@@ -1,5 +1,5 @@
-//! Prometheus metrics, served as text on `GET /metrics` by a minimal HTTP
-//! responder (bounded request size and time).
+//! Prometheus metrics, served as text on `GET /metrics` beside the
+//! dashboard ([`crate::dashboard`]).
 
 use std::sync::atomic::AtomicU64;
 
@@ -8,7 +8,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 
 use crate::records::SealState;
 
@@ -38,6 +37,7 @@ pub struct Metrics {
     pub requests_refused: Counter,
     pub requests_busy: Counter,
     pub bytes_served: Counter<u64, AtomicU64>,
+    pub bytes_received: Counter<u64, AtomicU64>,
     pub dht_provide_failures: Counter,
     pub unseals: Counter,
     pub unseal_cache_hits: Counter,
@@ -183,6 +183,11 @@ impl Metrics {
             "Piece bytes served to fetchers",
             self.bytes_served.clone(),
         );
+        r.register(
+            "bytes_received",
+            "Piece bytes received in uploads",
+            self.bytes_received.clone(),
+        );
         r
     }
 
@@ -197,15 +202,4 @@ impl Metrics {
             .get_or_create(&StateLabel { state: name.into() })
             .inc_by(delta);
     }
-}
-
-/// Serves `GET /metrics` on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, registry: std::sync::Arc<Registry>) {
-    crowd_protocol::util::serve_metrics(listener, move || {
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &registry)
-            .ok()
-            .map(|()| text)
-    })
-    .await
 }

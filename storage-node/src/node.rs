@@ -79,6 +79,17 @@ pub struct Node {
     parents: std::sync::Mutex<Option<Arc<Parents>>>,
 }
 
+/// Bytes of the files kept for deals, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpaceByKind {
+    /// Unsealed pieces.
+    pub pieces: u64,
+    /// Sealed replicas.
+    pub replicas: u64,
+    /// The BLAKE3 outboards of both.
+    pub outboards: u64,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Reservation {
     client: PeerId,
@@ -328,13 +339,19 @@ impl Node {
     /// Bytes on disk for indexed deals: each piece record's unsealed file
     /// and outboard, each sealed deal's replica and outboard.
     pub fn space_on_disk(&self) -> anyhow::Result<u64> {
-        let mut used = 0u64;
+        let s = self.space_by_kind()?;
+        Ok(s.pieces + s.replicas + s.outboards)
+    }
+
+    /// The files kept for deals, by kind, as on disk.
+    pub fn space_by_kind(&self) -> anyhow::Result<SpaceByKind> {
+        let mut used = SpaceByKind::default();
         for (k, v) in self.store.scan_prefix(b"piece/")? {
             let p: PieceRecord = crowd_protocol::wire::from_cbor("piece record", &v)?;
             if p.unsealed {
                 let name = String::from_utf8_lossy(&k[6..]).into_owned();
-                used += records::file_len(&self.dirs.pieces.join(&name));
-                used += records::file_len(&self.dirs.pieces.join(format!("{name}.outboard")));
+                used.pieces += records::file_len(&self.dirs.pieces.join(&name));
+                used.outboards += records::file_len(&self.dirs.pieces.join(format!("{name}.outboard")));
             }
         }
         for (k, v) in self.store.scan_prefix(b"deal/")? {
@@ -343,11 +360,20 @@ impl Node {
                 .ok()
                 .and_then(|s| s.parse::<u64>().ok());
             if let (Some(id), SealState::Sealed { .. }) = (id, &deal.seal) {
-                used += records::file_len(&self.dirs.replica(id));
-                used += records::file_len(&self.dirs.replica_outboard(id));
+                used.replicas += records::file_len(&self.dirs.replica(id));
+                used.outboards += records::file_len(&self.dirs.replica_outboard(id));
             }
         }
         Ok(used)
+    }
+
+    /// Bytes promised to accepted proposals whose bytes have not arrived
+    /// (and to running repairs).
+    pub fn reserved_bytes(&self) -> u64 {
+        self.pending
+            .lock()
+            .map(|p| p.values().map(|r| r.size).sum())
+            .unwrap_or(0)
     }
 
     /// Puts `space/used + add - sub` into `batch` (saturating) and returns
@@ -1240,6 +1266,7 @@ impl Node {
             }
             hasher.update(&buf[..n]);
             file.write_all(&buf[..n])?;
+            self.metrics.bytes_received.inc_by(n as u64);
             left -= n as u64;
         }
         Ok(hasher.finalize())

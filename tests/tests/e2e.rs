@@ -428,16 +428,11 @@ fn files_under(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
 
 /// The body of `GET /metrics` at a devnet process's metrics address.
 fn scrape(p: &Value) -> String {
-    use std::io::{Read, Write};
     let addr = p["metrics"]
         .as_str()
         .filter(|a| !a.is_empty())
         .expect("a metrics address");
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    body
+    http_get(addr, "/metrics").1
 }
 
 /// One metric of a devnet process (its first sample starting with `name`).
@@ -1712,4 +1707,358 @@ mod adversary {
             rounds.lock().unwrap().push(round);
         }
     }
+}
+
+/// `GET path` at `addr` (HTTP/1.0): status code and body.
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The figures a dashboard shows, as its JSON API has them: `data-key` →
+/// the exact value. Node: see `crowd_node::dashboard`; tracker:
+/// `crowd_tracker::service::dashboard`.
+fn node_figures(api: &Value) -> Vec<(String, String)> {
+    let mut out = vec![
+        ("epoch".to_string(), api["epoch"].to_string()),
+        ("deals".into(), api["deals"].as_array().unwrap().len().to_string()),
+        (
+            "seals_queued".into(),
+            api["sealing"]["queued"].as_array().unwrap().len().to_string(),
+        ),
+        ("seals_running".into(), api["sealing"]["running"].to_string()),
+        ("seals_done".into(), api["sealing"]["sealed"].to_string()),
+        ("seals_failed".into(), api["sealing"]["failed"].to_string()),
+    ];
+    for k in [
+        "capacity_bytes",
+        "used_bytes",
+        "pieces_bytes",
+        "replicas_bytes",
+        "outboards_bytes",
+        "reserved_bytes",
+        "free_bytes",
+    ] {
+        out.push((k.into(), api["space"][k].to_string()));
+    }
+    for k in ["earned", "available", "locked_collateral", "staked"] {
+        out.push((k.into(), api["earnings"][k].to_string()));
+    }
+    for (k, v) in [
+        ("repairs_running", "running"),
+        ("repairs_done", "done"),
+        ("repairs_failed", "failed"),
+    ] {
+        out.push((k.into(), api["repairs"][v].to_string()));
+    }
+    for k in ["received_bytes", "served_bytes"] {
+        out.push((k.into(), api["bandwidth"][k].to_string()));
+    }
+    for d in api["deals"].as_array().unwrap() {
+        let id = d["id"].to_string();
+        out.push((format!("deal.{id}.id"), id.clone()));
+        out.push((format!("deal.{id}.piece_bytes"), d["piece_bytes"].to_string()));
+        for k in ["proven_epochs", "faulted_epochs", "paid", "collateral"] {
+            out.push((format!("deal.{id}.{k}"), d["ledger"][k].to_string()));
+        }
+    }
+    out
+}
+
+fn tracker_figures(api: &Value) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = [
+        "epoch",
+        "epoch_millis",
+        "log_len",
+        "proven_epochs",
+        "faulted_epochs",
+        "terminated_deals",
+        "archived_deals",
+        "files",
+    ]
+    .iter()
+    .map(|k| (k.to_string(), api[*k].to_string()))
+    .collect();
+    out.push(("proofs_proven".into(), api["proofs"]["proven"].to_string()));
+    out.push((
+        "proofs_challenged".into(),
+        api["proofs"]["challenged"].to_string(),
+    ));
+    for k in [
+        "minted",
+        "available",
+        "locked_escrow",
+        "locked_collateral",
+        "staked",
+        "burned",
+        "withdrawn",
+    ] {
+        out.push((k.into(), api["totals"][k].to_string()));
+    }
+    for k in ["queued", "running", "done", "failed"] {
+        out.push((format!("repairs_{k}"), api["repairs"][k].to_string()));
+    }
+    let deals = api["deals"].as_object().unwrap();
+    let live: u64 = ["published", "pre-committed", "active"]
+        .iter()
+        .filter_map(|s| deals.get(*s).and_then(Value::as_u64))
+        .sum();
+    out.push(("deals_live".into(), live.to_string()));
+    for (state, n) in deals {
+        out.push((format!("deals.{state}"), n.to_string()));
+    }
+    for p in api["providers"].as_array().unwrap() {
+        let peer = p["peer"].as_str().unwrap();
+        for k in [
+            "capacity",
+            "used",
+            "price_per_gib_epoch",
+            "collateral_per_gib",
+            "staked",
+            "live_deals",
+            "proven_epochs",
+            "faulted_epochs",
+            "terminated_deals",
+            "score",
+        ] {
+            out.push((format!("provider.{peer}.{k}"), p[k].to_string()));
+        }
+    }
+    out
+}
+
+/// Every figure on the page is the API's, and the page shows no other but
+/// the clock's (`clock`: uptime, time left in the epoch), which move between
+/// the page and the API: those must be no later on the page.
+fn assert_page_is_the_api(name: &str, page: &Value, expect: Vec<(String, String)>, clock: (&str, &Value)) {
+    let shown = page["values"].as_object().unwrap();
+    let (key, api_value) = clock;
+    let on_page: u64 = shown[key].as_str().unwrap().parse().unwrap();
+    let in_api = api_value.as_u64().unwrap();
+    match key {
+        "uptime_secs" => assert!(
+            on_page <= in_api,
+            "{name}: uptime {on_page} on the page, {in_api} after"
+        ),
+        _ => assert!(
+            on_page >= in_api,
+            "{name}: {key} {on_page} on the page, {in_api} after"
+        ),
+    }
+    let mut expect = expect;
+    expect.push((key.to_string(), on_page.to_string()));
+    for (k, v) in &expect {
+        assert_eq!(
+            shown.get(k).and_then(Value::as_str),
+            Some(v.as_str()),
+            "{name}: figure {k} on the page differs from the API's {v}"
+        );
+    }
+    let known: std::collections::HashSet<&str> = expect.iter().map(|(k, _)| k.as_str()).collect();
+    let extra: Vec<&String> = shown.keys().filter(|k| !known.contains(k.as_str())).collect();
+    assert!(
+        extra.is_empty(),
+        "{name}: figures on the page the API does not have: {extra:?}"
+    );
+}
+
+/// Both dashboards on a devnet that stored a file, opened in Debian's
+/// headless Chromium: no console errors; every figure equals the JSON API's
+/// of the same moment; the node's deals equal the ledger's as the client
+/// sees them, the network's supply equals the ledger replayed to the page's
+/// log position; refresh works without a reload; a phone's width does not
+/// scroll sideways; screenshots land under the target directory. The API
+/// is also checked directly: bad paths get 404, bad queries 400, nothing
+/// panics.
+#[test]
+fn dashboards_show_the_ledger_in_a_real_browser() {
+    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
+    assert!(
+        browser_dir.join("node_modules/playwright-core").is_dir() && Path::new("/usr/bin/chromium").exists(),
+        "the browser test needs Debian's chromium and tests/browser's npm packages: run scripts/setup"
+    );
+    let net = Devnet::up(6, "2");
+    let put = net.put("dash.bin", &random_bytes(3 << 20, 17), &[]);
+    let root = root_of(&put);
+    let status = net.wait_status(&root, "every deal proven twice", Duration::from_secs(180), |s| {
+        s.iter()
+            .all(|p| p["state"] == "active" && u64_of(p, "proven_epochs") >= 2)
+    });
+    let procs = net.processes();
+    let tracker = procs.iter().find(|p| p["role"] == "tracker").unwrap();
+    let taddr = tracker["metrics"].as_str().unwrap();
+    // the node holding piece 0
+    let provider = status[0]["provider"].as_str().unwrap();
+    let node = procs.iter().find(|p| p["peer_id"] == provider).unwrap();
+    let naddr = node["metrics"].as_str().unwrap();
+    assert_eq!(node["dashboard"], format!("http://{naddr}/"));
+
+    // the API directly, and bad requests
+    let (code, body) = http_get(naddr, "/api/v1/node");
+    assert_eq!(code, 200, "{body}");
+    let api: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(api["peer_id"], provider);
+    assert!(api["tracker_answered"].as_bool().unwrap());
+    let (code, deals) = http_get(naddr, "/api/v1/deals");
+    assert_eq!(code, 200);
+    assert!(!serde_json::from_str::<Value>(&deals)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .is_empty());
+    let (code, providers) = http_get(taddr, "/api/v1/providers");
+    assert_eq!(code, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&providers)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        6
+    );
+    for addr in [naddr, taddr] {
+        for path in ["/nope", "/api/v1/nope", "/api/v2/node", "/..%2f..%2fetc/passwd"] {
+            let (code, body) = http_get(addr, path);
+            assert_eq!((code, body.as_str()), (404, "not found\n"), "{addr}{path}");
+        }
+        for query in ["/?part=nope", "/?part=%ZZ%0a", "/?part=live&part=x"] {
+            let (code, body) = http_get(addr, query);
+            assert_eq!(code, 400, "{addr}{query}: {body}");
+            assert_eq!(body.lines().count(), 1, "{body}");
+        }
+        assert!(http_get(addr, "/metrics").1.contains("# TYPE"));
+    }
+
+    // the browser
+    let shots = bin("crowd").parent().unwrap().join("screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let out = Command::new("node")
+        .current_dir(&browser_dir)
+        .arg("dashboards.mjs")
+        .arg(&shots)
+        .arg(format!("node=http://{naddr}/,/api/v1/node,epoch"))
+        .arg(format!("network=http://{taddr}/,/api/v1/network,log_len"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "browser: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for name in ["node", "network"] {
+        let page = &report[name];
+        assert_eq!(
+            page["consoleErrors"],
+            serde_json::json!([]),
+            "{name}: console errors"
+        );
+        assert!(
+            page["matched"].as_bool().unwrap(),
+            "{name}: page and API never of one moment: {page}"
+        );
+        assert!(
+            page["refreshed"].as_bool().unwrap(),
+            "{name}: refresh reloaded the page"
+        );
+        assert!(
+            page["figuresAfterRefresh"].as_u64().unwrap() > 10,
+            "{name}: refresh emptied the page"
+        );
+        assert_eq!(
+            page["phoneOverflow"], false,
+            "{name}: a phone's width scrolls sideways"
+        );
+        assert_eq!(
+            page["unlabelledCharts"], 0,
+            "{name}: a chart without a text alternative"
+        );
+        for file in [format!("{name}.png"), format!("{name}-phone.png")] {
+            assert!(
+                std::fs::metadata(shots.join(&file)).unwrap().len() > 10_000,
+                "{file}"
+            );
+        }
+    }
+    let node_api: Value = serde_json::from_str(report["node"]["api"].as_str().unwrap()).unwrap();
+    assert_page_is_the_api(
+        "node",
+        &report["node"],
+        node_figures(&node_api),
+        ("uptime_secs", &node_api["uptime_secs"]),
+    );
+    let net_api: Value = serde_json::from_str(report["network"]["api"].as_str().unwrap()).unwrap();
+    assert_page_is_the_api(
+        "network",
+        &report["network"],
+        tracker_figures(&net_api),
+        ("epoch_ends_in_millis", &net_api["epoch_ends_in_millis"]),
+    );
+
+    // the node's deal for piece 0 is the ledger's, as the client sees it
+    // (the client asks later: its figures can only have grown)
+    let deal = node_api["deals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"].as_u64() == status[0]["deal_id"].as_u64())
+        .unwrap_or_else(|| panic!("deal {} not on the node's page", status[0]["deal_id"]));
+    let later = net.status(&root);
+    let proven = |v: &Value| u64_of(v, "proven_epochs");
+    assert!(proven(&deal["ledger"]) >= 2 && proven(&deal["ledger"]) <= proven(&later[0]));
+    assert_eq!(
+        deal["ledger"]["client"],
+        net.json(&["balance", "--json"])["account"]
+    );
+    // the network's money is the ledger's at the page's log position
+    let verify = Command::new(bin("crowd-tracker"))
+        .args([
+            "ledger",
+            "verify",
+            "--json",
+            "--home",
+            tracker["home"].as_str().unwrap(),
+        ])
+        .arg("--upto")
+        .arg(net_api["log_len"].to_string())
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let ledger: Value = serde_json::from_slice(&verify.stdout).unwrap();
+    assert_eq!(
+        ledger["totals"], net_api["totals"],
+        "the page's supply is not the ledger's"
+    );
+    assert_eq!(ledger["head"], net_api["head"]);
+    let t = &net_api["totals"];
+    let sum: u128 = [
+        "available",
+        "locked_escrow",
+        "locked_collateral",
+        "staked",
+        "burned",
+        "withdrawn",
+    ]
+    .iter()
+    .map(|k| u128_of(t, k))
+    .sum();
+    assert_eq!(sum, u128_of(t, "minted"), "supply not conserved on the page: {t}");
+    assert!(u64_of(&net_api["proofs"], "challenged") >= 6 && u64_of(&net_api, "proven_epochs") >= 12);
 }

@@ -61,6 +61,12 @@ enum LedgerCmd {
         /// The tracker's home directory.
         #[arg(long, env = "CROWD_TRACKER_HOME", default_value_os_t = default_home())]
         home: PathBuf,
+        /// Replay only the first N entries (the point a network page names as its log_len).
+        #[arg(long, value_name = "N")]
+        upto: Option<u64>,
+        /// Print the report as JSON, with the supply and account totals at that point.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -88,7 +94,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    crowd_protocol::util::init_logging();
+    // the network page shows no log lines: the tracker's are its operator's
+    let _recent = crowd_protocol::util::init_logging();
     let result: anyhow::Result<()> = match cli.cmd {
         Cmd::Init {
             home,
@@ -128,9 +135,13 @@ fn main() -> ExitCode {
             Err(e) => Err(e.into()),
         },
         Cmd::Ledger {
-            cmd: LedgerCmd::Verify { home },
-        } => service::verify(&home)
+            cmd: LedgerCmd::Verify { home, upto, json },
+        } => service::verify(&home, upto)
             .map(|r| {
+                if json {
+                    println!("{}", r.to_json());
+                    return;
+                }
                 println!(
                     "ledger ok: {} entries, epoch {}, head {}",
                     r.entries,

@@ -1,5 +1,5 @@
 //! Prometheus metrics of the tracker, served as text on `GET /metrics`
-//! (see [`crowd_protocol::util::serve_metrics`]).
+//! (beside the network page, [`super::dashboard`]).
 
 use std::sync::atomic::AtomicU64;
 

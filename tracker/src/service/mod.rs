@@ -4,6 +4,7 @@
 //! [`init`], [`run`] and [`verify`].
 
 pub mod config;
+pub mod dashboard;
 pub mod epoch;
 mod error;
 pub mod metrics;
@@ -262,12 +263,12 @@ pub async fn run(home: &Path, options: RunOptions) -> Result<(), ServiceError> {
             .map_err(|e| ServiceError::Config(format!("metrics_address {}: {e}", config.metrics_address)))?;
         metrics_addr = listener.local_addr()?.to_string();
         let registry = Arc::new(metrics.registry());
-        tokio::spawn(crowd_protocol::util::serve_metrics(listener, move || {
-            let mut text = String::new();
-            prometheus_client::encoding::text::encode(&mut text, &registry)
-                .ok()
-                .map(|()| text)
-        }));
+        let owner = owner.clone();
+        tokio::spawn(async move {
+            if let Err(e) = dashboard::serve(listener, owner, registry).await {
+                tracing::warn!("the network page stopped: {e}");
+            }
+        });
     }
     let peer_id = key.public().to_peer_id();
     let addrs = net.listen_addrs().await?;
@@ -286,7 +287,7 @@ pub async fn run(home: &Path, options: RunOptions) -> Result<(), ServiceError> {
         println!("listening on {}", a.clone().with(Protocol::P2p(peer_id)));
     }
     if !metrics_addr.is_empty() {
-        println!("metrics on http://{metrics_addr}/metrics");
+        println!("network page on http://{metrics_addr}/ (metrics on http://{metrics_addr}/metrics)");
     }
 
     let mut owner_done = owner_done;
@@ -366,13 +367,27 @@ pub struct VerifyReport {
     pub entries: u64,
     pub epoch: crowd_protocol::Epoch,
     pub head: Hash32,
+    /// Supply and balances at that point, as the network page sums them.
+    pub totals: dashboard::Totals,
+}
+
+impl VerifyReport {
+    /// The report as JSON (`ledger verify --json`).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "entries": self.entries,
+            "epoch": self.epoch,
+            "head": self.head.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            "totals": self.totals,
+        })
+    }
 }
 
 /// `crowd-tracker ledger verify`: replays the stored log from genesis,
 /// checks that the stored snapshot is exactly the state the log reaches at
 /// its point, and that the whole log replays (heads, events, invariants).
 /// Reads a consistent view even while the tracker runs (RocksDB secondary).
-pub fn verify(home: &Path) -> Result<VerifyReport, ServiceError> {
+pub fn verify(home: &Path, upto: Option<u64>) -> Result<VerifyReport, ServiceError> {
     let home = Home::new(home);
     let scratch = tempfile::tempdir()?;
     let store = RocksStore::open_secondary(&home.db(), scratch.path())?;
@@ -389,11 +404,22 @@ pub fn verify(home: &Path) -> Result<VerifyReport, ServiceError> {
         }
         replay(genesis.clone(), &log[..at])?.verify_against(&snapshot)?;
     }
-    let ledger = replay(genesis, &log)?;
+    let end = match upto {
+        Some(n) if n > log.len() as u64 => {
+            return Err(ServiceError::Config(format!(
+                "--upto {n}: the log has {} entries",
+                log.len()
+            )))
+        }
+        Some(n) => n as usize,
+        None => log.len(),
+    };
+    let ledger = replay(genesis, &log[..end])?;
     Ok(VerifyReport {
         entries: ledger.log_len(),
         epoch: ledger.epoch(),
         head: ledger.head(),
+        totals: dashboard::Totals::of(&ledger),
     })
 }
 

@@ -1421,6 +1421,59 @@ impl<S: Store> State<S> {
     /// request's page: [`MAX_LIST`]). A provider slashed below the stake is
     /// listed with its `staked`, so its record stays visible; it takes no
     /// deal until it tops the stake up.
+    /// The network's page ([`super::dashboard`]): a snapshot of the
+    /// ledger and the tracker's counters, at one log position.
+    pub fn network_view(&self) -> super::dashboard::NetworkView {
+        use super::dashboard::{NetworkView, Proofs, Repairs, Totals};
+        let epoch = self.ledger.epoch();
+        let totals = Totals::of(&self.ledger);
+        let mut proofs = Proofs::default();
+        let mut deals = BTreeMap::<String, u64>::new();
+        for d in self.ledger.deals() {
+            *deals.entry(d.state.name().to_string()).or_default() += 1;
+            if let DealState::Active { proven_epoch, .. } = d.state {
+                if d.proposal.start_epoch <= epoch && epoch < d.end_epoch() {
+                    proofs.challenged += 1;
+                    if proven_epoch == Some(epoch) {
+                        proofs.proven += 1;
+                    }
+                }
+            }
+        }
+        let (archived, _) = self.ledger.archived();
+        let lost = self.ledger.lost_slots();
+        let running = lost
+            .iter()
+            .filter(|(f, i, _)| self.repairs.contains_key(&(*f, *i)))
+            .count() as u64;
+        let repairs = Repairs {
+            queued: lost.len() as u64 - running,
+            running,
+            done: self.ledger.files().map(|f| f.repairs).sum(),
+            failed: self.repair_failed.values().sum(),
+        };
+        let providers = self.providers(None, usize::MAX);
+        NetworkView {
+            tracker: self.key.public().to_peer_id().to_string(),
+            network: self.ledger.network().to_hex(),
+            epoch,
+            epoch_millis: self.clock.epoch_millis(),
+            epoch_ends_in_millis: self.clock.remaining_millis(),
+            log_len: self.ledger.log_len(),
+            head: self.ledger.head().iter().map(|b| format!("{b:02x}")).collect(),
+            proofs,
+            proven_epochs: providers.iter().map(|p| p.proven_epochs).sum(),
+            faulted_epochs: providers.iter().map(|p| p.faulted_epochs).sum(),
+            terminated_deals: providers.iter().map(|p| p.terminated_deals).sum(),
+            totals,
+            deals,
+            archived_deals: archived,
+            files: self.ledger.files().count() as u64,
+            repairs,
+            providers: providers.into_iter().map(Into::into).collect(),
+        }
+    }
+
     fn providers(&self, after: Option<PeerId>, limit: usize) -> Vec<ProviderEntry> {
         let c = self.ledger.config();
         self.ledger
@@ -1470,6 +1523,10 @@ pub enum Command {
     },
     /// What to ask providers now.
     Work { reply: oneshot::Sender<Work> },
+    /// A snapshot for the network's page.
+    Dashboard {
+        reply: oneshot::Sender<super::dashboard::NetworkView>,
+    },
     /// What became of a repair job (`job` is its id).
     Repair {
         slot: SlotKey,
@@ -1535,6 +1592,11 @@ impl Owner {
         self.call(|reply| Command::Work { reply }).await
     }
 
+    /// A snapshot for the network's page.
+    pub async fn dashboard(&self) -> Result<super::dashboard::NetworkView, ServiceError> {
+        self.call(|reply| Command::Dashboard { reply }).await
+    }
+
     pub async fn repair_update(&self, slot: SlotKey, job: [u8; 32], update: RepairUpdate) {
         let _ = self.tx.send(Command::Repair { slot, job, update }).await;
     }
@@ -1571,6 +1633,9 @@ impl<S: Store> State<S> {
                 let _ = reply.send(self.work());
             }
             Command::Repair { slot, job, update } => self.repair_update(slot, job, update),
+            Command::Dashboard { reply } => {
+                let _ = reply.send(self.network_view());
+            }
             Command::Stop => return Ok(false),
         }
         Ok(true)

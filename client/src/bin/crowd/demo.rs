@@ -128,6 +128,14 @@ fn story(home: &Path, args: &DemoArgs) -> Result<()> {
         short(&net.client.to_string()),
         net.funded
     );
+    for p in net.file.processes.iter().filter(|p| !p.metrics.is_empty()) {
+        let what = if p.role == "tracker" {
+            "the network's page"
+        } else {
+            "dashboard"
+        };
+        println!("      {:<8} {what}: http://{}/", p.name, p.metrics);
+    }
 
     // 2. sample file
     let sample = home.join("sample.bin");

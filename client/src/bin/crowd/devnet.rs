@@ -658,6 +658,7 @@ fn status(home: &Path, json: bool) -> Result<()> {
                     "peer_id": p.peer_id,
                     "addrs": p.addrs,
                     "metrics": p.metrics,
+                    "dashboard": (!p.metrics.is_empty()).then(|| format!("http://{}/", p.metrics)),
                     "home": p.home,
                     "log": p.log,
                 })
@@ -690,6 +691,9 @@ fn status(home: &Path, json: bool) -> Result<()> {
         let peer = if p.peer_id.is_empty() { "-" } else { &p.peer_id };
         println!("{:<8} {:<7} pid {:<7} {:<7} {peer}", p.name, p.role, p.pid, state);
         println!("         home {}  log {}", p.home.display(), p.log.display());
+        if !p.metrics.is_empty() {
+            println!("         dashboard http://{}/", p.metrics);
+        }
         for a in &p.addrs {
             println!("         {a}");
         }
