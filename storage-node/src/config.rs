@@ -55,7 +55,8 @@ pub struct NodeConfig {
     /// is deleted once sealed and unsealed on demand.
     #[serde(default = "default_true")]
     pub keep_unsealed: bool,
-    /// Address of the Prometheus `/metrics` HTTP endpoint; empty disables it.
+    /// Address of the HTTP server: the dashboard at `/`, its JSON API under
+    /// `/api/v1/` and the Prometheus text at `/metrics`; empty disables it.
     #[serde(default = "default_metrics")]
     pub metrics_address: String,
     /// Concurrent piece uploads and fetches served at once.
@@ -346,7 +347,9 @@ seal_queue = {seal_queue}
 # Keep an unsealed copy of each piece for fast retrieval (else unseal on demand).
 keep_unsealed = {keep}
 
-# Prometheus metrics at http://<this>/metrics; empty disables.
+# The dashboard at http://<this>/ (docs/DASHBOARDS.md), its JSON API under
+# /api/v1/ and Prometheus metrics at /metrics; port 0 picks a free one (printed
+# at start and kept in the home's JSON info file); empty disables all three.
 metrics_address = {metrics:?}
 
 # Piece uploads and fetches served at once, and seconds one may stall.

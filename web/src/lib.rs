@@ -11,7 +11,10 @@
 //! (`?part=live`) every 10 s and on the Refresh button.
 
 use std::fmt::Display;
+use std::future::Future;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -230,13 +233,123 @@ where
     })
 }
 
-/// Serves `router` on `listener` until the task is dropped, at most
-/// [`MAX_REQUESTS`] requests at once; unknown paths get 404.
+/// Connections served at once; more wait in the kernel's backlog.
+pub const MAX_CONNECTIONS: usize = 64;
+/// A connection's whole life: an idle or slow client is cut off after it
+/// (a browser simply opens another).
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
+
+/// Serves `router` on `listener` until the task is dropped: at most
+/// [`MAX_CONNECTIONS`] connections, each for at most
+/// [`CONNECTION_LIFETIME`], and [`MAX_REQUESTS`] requests at once; unknown
+/// paths get 404.
 pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io::Result<()> {
+    serve_bounded(listener, router, MAX_CONNECTIONS, CONNECTION_LIFETIME).await
+}
+
+/// [`serve`] with other bounds (tests).
+pub async fn serve_bounded(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    connections: usize,
+    lifetime: Duration,
+) -> std::io::Result<()> {
     let app = router
         .fallback(not_found)
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(MAX_REQUESTS));
+    let listener = Bounded {
+        inner: listener,
+        slots: Arc::new(tokio::sync::Semaphore::new(connections)),
+        lifetime,
+    };
     axum::serve(listener, app).await
+}
+
+/// A listener that accepts a connection only with a free slot, and gives
+/// each a deadline.
+struct Bounded {
+    inner: tokio::net::TcpListener,
+    slots: Arc<tokio::sync::Semaphore>,
+    lifetime: Duration,
+}
+
+impl axum::serve::Listener for Bounded {
+    type Io = BoundedIo;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let Ok(slot) = self.slots.clone().acquire_owned().await else {
+            // the semaphore is never closed
+            return std::future::pending().await;
+        };
+        let (io, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+        let io = BoundedIo {
+            io,
+            deadline: Box::pin(tokio::time::sleep(self.lifetime)),
+            _slot: slot,
+        };
+        (io, addr)
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+/// A connection that fails its reads and writes once its deadline passed
+/// (the deadline wakes a connection waiting to read), holding its slot
+/// until dropped.
+struct BoundedIo {
+    io: tokio::net::TcpStream,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl BoundedIo {
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        self.deadline.as_mut().poll(cx).is_ready()
+    }
+}
+
+fn lifetime_over() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, "connection lifetime over")
+}
+
+impl tokio::io::AsyncRead for BoundedIo {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.expired(cx) {
+            return Poll::Ready(Err(lifetime_over()));
+        }
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for BoundedIo {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.expired(cx) {
+            return Poll::Ready(Err(lifetime_over()));
+        }
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.expired(cx) {
+            return Poll::Ready(Err(lifetime_over()));
+        }
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }
 
 #[cfg(test)]
@@ -287,6 +400,41 @@ mod tests {
             svg.contains("aria-label=\"Earned: 30 units over epochs 3 to 5, at most 20 units in one epoch\"")
         );
         assert!(bar_chart("Earned", &[]).into_string().contains("Nothing yet"));
+    }
+
+    /// An idle connection is closed at its deadline, freeing its slot: with
+    /// one slot, a second client is served only after that.
+    #[tokio::test]
+    async fn idle_connections_end_and_free_their_slot() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = Router::new().route("/", axum::routing::get(|| async { "hello" }));
+        tokio::spawn(serve_bounded(listener, router, 1, Duration::from_millis(300)));
+        let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut got = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(20), idle.read_to_end(&mut got)).await;
+        assert!(closed.is_ok(), "an idle connection was kept");
+        assert!(got.is_empty());
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        client.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(20), client.read_to_string(&mut answer))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.0 200") && answer.ends_with("hello"),
+            "{answer}"
+        );
+        let mut nope = tokio::net::TcpStream::connect(addr).await.unwrap();
+        nope.write_all(b"GET /nope HTTP/1.0\r\n\r\n").await.unwrap();
+        let mut answer = String::new();
+        nope.read_to_string(&mut answer).await.unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.0 404") && answer.ends_with("not found\n"),
+            "{answer}"
+        );
     }
 
     proptest! {

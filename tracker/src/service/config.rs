@@ -42,7 +42,8 @@ pub struct TrackerConfig {
     /// Epoch length in seconds (fractions allowed); `run --epoch-secs` overrides it.
     #[serde(default = "default_epoch_secs")]
     pub epoch_secs: f64,
-    /// Address of the Prometheus `/metrics` HTTP endpoint; empty disables it.
+    /// Address of the HTTP server: the network's page at `/`, its JSON API under
+    /// `/api/v1/` and the Prometheus text at `/metrics`; empty disables it.
     #[serde(default = "default_metrics")]
     pub metrics_address: String,
     /// Genesis: the faucet mints test funds (development networks only).
@@ -365,7 +366,9 @@ listen = {listen}
 # Epoch length in seconds (fractions allowed). `run --epoch-secs` overrides it.
 epoch_secs = {epoch:?}
 
-# Prometheus metrics at http://<this>/metrics; empty disables.
+# The network's page at http://<this>/ (docs/DASHBOARDS.md), its JSON API under
+# /api/v1/ and Prometheus metrics at /metrics; port 0 picks a free one (printed
+# at start and kept in the home's JSON info file); empty disables all three.
 metrics_address = {metrics:?}
 
 # Most one faucet request mints, in base units (devnet ledgers only).
