@@ -484,6 +484,11 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    // quiet by default (the output is the answer); RUST_LOG turns on the
+    // daemons' log format on stderr, to debug a transfer
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = crowd_protocol::util::init_logging();
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
