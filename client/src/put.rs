@@ -363,7 +363,20 @@ struct Refusal {
     index: usize,
     provider: PeerId,
     reason: String,
+    /// The accepted offer whose upload was cut by the network (not refused
+    /// by the provider): it is uploaded again to the same provider, which
+    /// still holds its space, up to [`UPLOAD_TRIES`] times in all. (A busy
+    /// node may drop an inbound stream it has no room for: see
+    /// `crowd_protocol::transfer::STREAM_TRIES`; an upload cannot simply be
+    /// reopened, its bytes come from the one encoding pass.)
+    retry: Option<Box<Offer>>,
 }
+
+/// Uploads of one accepted offer, the first included, before its piece goes
+/// to another provider.
+const UPLOAD_TRIES: u32 = 3;
+/// The pause before uploading again after a cut (doubled each time, at most 4 s).
+const UPLOAD_RETRY_PAUSE: Duration = Duration::from_millis(500);
 
 fn piece_id(layout: &Layout, index: usize) -> Result<PieceId> {
     let info = layout
@@ -389,15 +402,17 @@ async fn place_all(
     let mut pending: Vec<usize> = (0..n).collect();
     let mut placed: Vec<Placed> = Vec::with_capacity(n);
     let mut last_refusal: Option<Refusal> = None;
-    let note = |r: Refusal, last: &mut Option<Refusal>| {
+    let note = |r: Refusal, last: &mut Option<Refusal>, next: &str| {
         let reason: String = crate::error::strip(&r.reason).chars().take(200).collect();
-        bar.notice(format!(
-            "piece {} with {}: {reason}; trying another provider",
-            r.index, r.provider
-        ));
-        *last = Some(r);
+        bar.notice(format!("piece {} with {}: {reason}; {next}", r.index, r.provider));
+        *last = Some(Refusal { retry: None, ..r });
     };
-    while !pending.is_empty() {
+    // accepted offers to upload again (cut by the network), and uploads so
+    // far of each piece index to its current provider
+    let mut again: Vec<Offer> = Vec::new();
+    let mut uploads = vec![0u32; n];
+    let mut pause = UPLOAD_RETRY_PAUSE;
+    while !pending.is_empty() || !again.is_empty() {
         let info = session.info().await?;
         let terms = Terms::new(&info, lead, job.epochs);
         // proposals, until every pending piece has an accepted one
@@ -421,22 +436,43 @@ async fn place_all(
             });
             for result in join_all(tries).await {
                 match result {
-                    Ok(offer) => offers.push(offer),
+                    Ok(offer) => {
+                        uploads[offer.index] = 0;
+                        offers.push(offer)
+                    }
                     Err(refusal) => {
                         want.push(refusal.index);
-                        note(refusal, &mut last_refusal);
+                        note(refusal, &mut last_refusal, "trying another provider");
                     }
                 }
             }
         }
+        if !again.is_empty() {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(4));
+            offers.append(&mut again);
+        }
+        for offer in &offers {
+            uploads[offer.index] += 1;
+        }
         // one encoding pass streams every accepted piece
         let (ok, failed) = store_round(session, job, encoder, layout, offers, bar).await?;
         placed.extend(ok);
-        for refusal in failed {
-            pending.push(refusal.index);
-            note(refusal, &mut last_refusal);
+        let mut repeat = 0;
+        for mut refusal in failed {
+            match refusal.retry.take() {
+                Some(offer) if uploads[refusal.index] < UPLOAD_TRIES => {
+                    note(refusal, &mut last_refusal, "uploading it again");
+                    again.push(*offer);
+                    repeat += 1;
+                }
+                _ => {
+                    pending.push(refusal.index);
+                    note(refusal, &mut last_refusal, "trying another provider");
+                }
+            }
         }
-        bar.inc_length(piece_size * pending.len() as u64);
+        bar.inc_length(piece_size * (pending.len() + repeat) as u64);
     }
     placed.sort_by_key(|p| p.index);
     Ok(placed)
@@ -456,6 +492,7 @@ async fn propose(
         index,
         provider,
         reason,
+        retry: None,
     };
     let proposal = plan::proposal(&candidate, session.peer, piece, piece_size, terms, rand::random());
     let network = session.network().await.map_err(|e| refuse(format!("{e:#}")))?;
@@ -583,13 +620,22 @@ async fn upload_and_publish(
         index,
         provider,
         reason,
+        retry: None,
     };
     let id = offer.proposal.id();
     let end_epoch = offer.end_epoch;
     let mut streams = session.net.streams();
-    let result = crowd_protocol::transfer::upload(&mut streams, provider, id, reader, piece_size, stall)
-        .await
-        .map_err(|e| refuse(format!("upload: {e}")))?;
+    let result =
+        match crowd_protocol::transfer::upload(&mut streams, provider, id, reader, piece_size, stall).await {
+            Ok(r) => r,
+            // the network cut it: the provider still holds the offer's space
+            Err(e) => {
+                return Err(Refusal {
+                    retry: Some(Box::new(offer)),
+                    ..refuse(format!("upload: {e}"))
+                })
+            }
+        };
     let receipt = match result {
         UploadResult::Stored(receipt) => receipt,
         UploadResult::Rejected { reason } => return Err(refuse(format!("upload rejected: {reason}"))),

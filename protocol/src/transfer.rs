@@ -58,6 +58,17 @@ pub async fn upload(
     Ok(result)
 }
 
+/// Streams a request is sent on before giving up when each was dropped
+/// before its answer began. A peer may drop an inbound stream it had no
+/// room for: libp2p-stream hands each protocol's inbound streams to the
+/// accepting task through a channel with one slot and drops a stream that
+/// does not fit (0.5.0-alpha, `Shared::on_inbound_stream`), which a burst
+/// of streams from many clients to a busy node does; the opener sees a
+/// stream that dies at once, on a connection that stays up.
+pub const STREAM_TRIES: u32 = 4;
+/// The pause before the second try, doubled for each next one.
+const STREAM_RETRY_PAUSE: Duration = Duration::from_millis(50);
+
 /// Fetches `range` of `piece` (of `size` bytes, known from the
 /// manifest) from `peer`, verifying every byte against the piece id before
 /// passing it to `sink`; each step must make progress within `stall`.
@@ -72,17 +83,31 @@ pub async fn fetch(
     sink: impl FnMut(&[u8]) -> std::io::Result<()>,
 ) -> Result<u64, ProtocolError> {
     let (start, end) = (range.start, range.end);
-    let mut stream = tokio::time::timeout(stall, streams.open_stream(peer, FETCH_PROTOCOL))
-        .await
-        .map_err(|_| ProtocolError::Timeout(stall))?
-        .map_err(open_err)?;
-    write_frame(&mut stream, &FetchRequest { piece, start, end }).await?;
-    let header = tokio::time::timeout(
-        stall,
-        read_frame(&mut stream, "fetch header", crate::MAX_STREAM_HEADER),
-    )
-    .await
-    .map_err(|_| ProtocolError::Timeout(stall))??;
+    let request = FetchRequest { piece, start, end };
+    let mut pause = STREAM_RETRY_PAUSE;
+    let mut tries = 0;
+    let (mut stream, header) = loop {
+        tries += 1;
+        let mut stream = tokio::time::timeout(stall, streams.open_stream(peer, FETCH_PROTOCOL))
+            .await
+            .map_err(|_| ProtocolError::Timeout(stall))?
+            .map_err(open_err)?;
+        let asked = async {
+            write_frame(&mut stream, &request).await?;
+            read_frame::<_, FetchHeader>(&mut stream, "fetch header", crate::MAX_STREAM_HEADER).await
+        };
+        match tokio::time::timeout(stall, asked).await {
+            Err(_) => return Err(ProtocolError::Timeout(stall)),
+            Ok(Ok(header)) => break (stream, header),
+            // dropped before it was answered: nothing was received, ask again
+            Ok(Err(ProtocolError::Io(e))) if tries < STREAM_TRIES => {
+                tracing::debug!(%peer, tries, "fetch stream dropped before its answer ({e}): opening another");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            Ok(Err(e)) => return Err(e),
+        }
+    };
     match header {
         FetchHeader::Ok { piece_size } if piece_size == size => {}
         FetchHeader::Ok { piece_size } => {

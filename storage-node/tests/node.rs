@@ -72,6 +72,39 @@ fn sample_manifest(len: usize) -> (Vec<u8>, Vec<u8>) {
     (manifest.encode().unwrap(), root.to_bytes())
 }
 
+/// A burst of fetch streams from several clients at once, within the
+/// node's bounds (24 transfers of its 32), is answered whole: libp2p-stream
+/// drops an inbound stream its one-slot channel has no room for, and the
+/// fetcher opens another (`transfer::STREAM_TRIES`); before it did, 16
+/// clients getting at once on a devnet lost some of their fetches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_fetch_streams_is_answered_whole() {
+    let t = tracker().public().to_peer_id();
+    let node = TestNode::start(&t, "");
+    let owner = TestClient::start().await;
+    owner.connect(&node).await;
+    let piece = random_bytes(200_000, 7);
+    let proposal = owner.deal(&node, &piece, 1).await;
+    assert_stored(owner.upload(&node, proposal, &piece).await, &node, &piece);
+    let mut clients = Vec::new();
+    for _ in 0..6 {
+        let c = TestClient::start().await;
+        c.connect(&node).await;
+        clients.push(c);
+    }
+    let fetches = clients.iter().flat_map(|c| {
+        let (node, piece) = (&node, &piece);
+        (0..4u64).map(move |j| async move {
+            let (a, b) = (j * 40_000, j * 40_000 + 50_000);
+            (j, c.fetch(node, piece, a, b).await)
+        })
+    });
+    for (j, got) in futures::future::join_all(fetches).await {
+        let (a, b) = (j as usize * 40_000, j as usize * 40_000 + 50_000);
+        assert_eq!(got.expect("every fetch of the burst is answered"), &piece[a..b]);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pieces_are_stored_served_whole_and_by_range_and_verified() {
     let t = tracker().public().to_peer_id();
