@@ -1817,6 +1817,7 @@ fn tracker_figures(api: &Value) -> Vec<(String, String)> {
         .filter_map(|s| deals.get(*s).and_then(Value::as_u64))
         .sum();
     out.push(("deals_live".into(), live.to_string()));
+    out.push(("providers_total".into(), api["providers_total"].to_string()));
     for (state, n) in deals {
         out.push((format!("deals.{state}"), n.to_string()));
     }

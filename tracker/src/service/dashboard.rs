@@ -6,7 +6,7 @@
 //! | --- | --- |
 //! | `/` | the page ([`NetworkView`] as HTML; `?part=live` for its live part) |
 //! | `/api/v1/network` | [`NetworkView`] as JSON: everything the page shows |
-//! | `/api/v1/providers` | its `providers` only |
+//! | `/api/v1/providers` | its `providers` only (at most 1,024, by peer id; `providers_total` counts all) |
 //! | `/metrics` | Prometheus text |
 //!
 //! The view is built by the ledger's owner thread between two commands
@@ -55,6 +55,10 @@ pub struct NetworkView {
     pub archived_deals: u64,
     pub files: u64,
     pub repairs: Repairs,
+    /// Providers that take deals (registered, with capacity and enough
+    /// collateral per GiB).
+    pub providers_total: u64,
+    /// The first [`crowd_protocol::tracker::MAX_LIST`] of them by peer id.
     pub providers: Vec<ProviderRow>,
 }
 
@@ -253,6 +257,8 @@ pub fn render(v: &NetworkView) -> Markup {
         }
         section aria-labelledby="h-providers" {
             h2 #h-providers { "Providers" }
+            p { (value("providers_total", v.providers_total, grouped(u128::from(v.providers_total)))) " providers take deals"
+                @if (v.providers.len() as u64) < v.providers_total { "; the first " (v.providers.len()) " by peer id are listed" } "." }
             @if v.providers.is_empty() {
                 p.muted { "No provider has registered yet." }
             } @else {

@@ -1470,7 +1470,9 @@ impl<S: Store> State<S> {
             archived_deals: archived,
             files: self.ledger.files().count() as u64,
             repairs,
-            providers: providers.into_iter().map(Into::into).collect(),
+            providers_total: providers.len() as u64,
+            // the page and its API list at most MAX_LIST (totals above are over all)
+            providers: providers.into_iter().take(MAX_LIST).map(Into::into).collect(),
         }
     }
 
@@ -1867,6 +1869,18 @@ mod tests {
         assert!(page(TrackerRequest::ProvidersAfter(second[second.len() - 1].peer)).is_empty());
         let got: Vec<PeerId> = first.iter().chain(&second).map(|p| p.peer).collect();
         assert_eq!(got, want);
+        // the network's page stays bounded and still counts them all
+        let view = state.network_view();
+        assert_eq!(view.providers_total, n as u64);
+        assert_eq!(view.providers.len(), MAX_LIST);
+        assert_eq!(view.providers[0].peer, want[0].to_string());
+        let html = super::super::dashboard::render(&view).into_string();
+        assert_eq!(
+            html.matches("<tr>").count(),
+            MAX_LIST + 1,
+            "one header row and a row per listed provider"
+        );
+        assert!(html.contains(&format!("the first {MAX_LIST} by peer id are listed")));
     }
 
     #[test]
