@@ -227,25 +227,28 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A log writer the test reads back.
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
 
     /// Warnings and errors are kept (escaped, without colours, bounded);
     /// info lines are not.
     #[test]
     fn warnings_and_errors_are_kept_for_the_dashboard() {
-        use std::sync::{Arc, Mutex};
-        #[derive(Clone, Default)]
-        struct Sink(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Sink {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
         let recent = RecentErrors::default();
-        let sink = Sink::default();
+        let sink = Buffer::default();
         let writer = Teed {
             inner: {
                 let s = sink.clone();
@@ -279,18 +282,6 @@ mod tests {
     /// message, a display field and a debug field, with colours or not.
     #[test]
     fn terminal_escapes_from_a_peer_are_logged_escaped() {
-        use std::sync::{Arc, Mutex};
-        #[derive(Clone, Default)]
-        struct Buffer(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Buffer {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
         let buffer = Buffer::default();
         let hostile = "\x1b]0;pwned\x07\x1b[2J\u{9b}31m\n2026-01-01T00:00:00Z  INFO forged";
         for ansi in [false, true] {

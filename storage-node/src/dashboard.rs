@@ -33,7 +33,7 @@ use maud::{html, Markup};
 use serde::Serialize;
 
 use crate::node::Node;
-use crate::records::{DealRecord, SealState};
+use crate::records::SealState;
 
 /// How long one view waits for the tracker's answers.
 pub const TRACKER_WAIT: Duration = Duration::from_secs(3);
@@ -193,20 +193,9 @@ async fn api_deals(State(ctx): State<Arc<Ctx>>) -> Response {
 /// Builds the view: the node's own records, then the tracker's.
 async fn gather(ctx: &Ctx) -> NodeView {
     let node = &ctx.node;
-    let mut deals: Vec<(u64, DealRecord)> = Vec::new();
-    if let Ok(rows) = node.store.scan_prefix(b"deal/") {
-        for (k, v) in rows {
-            let id = std::str::from_utf8(&k[5..])
-                .ok()
-                .and_then(|s| s.parse::<u64>().ok());
-            let rec = crowd_protocol::wire::from_cbor::<DealRecord>("deal record", &v).ok();
-            if let (Some(id), Some(rec)) = (id, rec) {
-                deals.push((id, rec));
-            }
-        }
-    }
-    deals.sort_by_key(|d| d.0);
-    let space = node.space_by_kind().unwrap_or_default();
+    // one read of the deal records serves the deals, the queue and the space
+    let deals = crate::records::all_deals(&*node.store).unwrap_or_default();
+    let space = node.space_of(&deals).unwrap_or_default();
     let used = space.pieces + space.replicas + space.outboards;
     let reserved = node.reserved_bytes();
     let capacity = node.config.capacity_bytes;

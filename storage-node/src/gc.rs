@@ -67,10 +67,7 @@ impl Node {
         };
         let mut ids = Vec::new();
         for (k, _) in self.store.scan_prefix(b"deal/")? {
-            if let Some(id) = std::str::from_utf8(&k[5..])
-                .ok()
-                .and_then(|s| s.parse::<u64>().ok())
-            {
+            if let Some(id) = records::deal_id(&k) {
                 ids.push(id);
             }
         }

@@ -229,11 +229,8 @@ impl Node {
     fn rebuild_piece_deal_index(&self, deals: &[(Vec<u8>, Vec<u8>)]) -> anyhow::Result<()> {
         let mut want = std::collections::HashSet::new();
         for (k, v) in deals {
-            let id = std::str::from_utf8(&k[5..])
-                .ok()
-                .and_then(|s| s.parse::<u64>().ok());
             let deal: DealRecord = crowd_protocol::wire::from_cbor("deal record", v)?;
-            if let Some(id) = id {
+            if let Some(id) = records::deal_id(k) {
                 want.insert(records::piece_deal_key(&deal.piece, id));
             }
         }
@@ -345,6 +342,11 @@ impl Node {
 
     /// The files kept for deals, by kind, as on disk.
     pub fn space_by_kind(&self) -> anyhow::Result<SpaceByKind> {
+        self.space_of(&records::all_deals(&*self.store)?)
+    }
+
+    /// [`Node::space_by_kind`] with the deal records already read.
+    pub fn space_of(&self, deals: &[(u64, DealRecord)]) -> anyhow::Result<SpaceByKind> {
         let mut used = SpaceByKind::default();
         for (k, v) in self.store.scan_prefix(b"piece/")? {
             let p: PieceRecord = crowd_protocol::wire::from_cbor("piece record", &v)?;
@@ -354,14 +356,10 @@ impl Node {
                 used.outboards += records::file_len(&self.dirs.pieces.join(format!("{name}.outboard")));
             }
         }
-        for (k, v) in self.store.scan_prefix(b"deal/")? {
-            let deal: DealRecord = crowd_protocol::wire::from_cbor("deal record", &v)?;
-            let id = std::str::from_utf8(&k[5..])
-                .ok()
-                .and_then(|s| s.parse::<u64>().ok());
-            if let (Some(id), SealState::Sealed { .. }) = (id, &deal.seal) {
-                used.replicas += records::file_len(&self.dirs.replica(id));
-                used.outboards += records::file_len(&self.dirs.replica_outboard(id));
+        for (id, deal) in deals {
+            if let SealState::Sealed { .. } = &deal.seal {
+                used.replicas += records::file_len(&self.dirs.replica(*id));
+                used.outboards += records::file_len(&self.dirs.replica_outboard(*id));
             }
         }
         Ok(used)
@@ -388,16 +386,11 @@ impl Node {
 
     /// Deal ids whose seal was queued when the node stopped.
     pub fn queued_seals(&self) -> anyhow::Result<Vec<u64>> {
-        let mut out = Vec::new();
-        for (k, v) in self.store.scan_prefix(b"deal/")? {
-            let deal: DealRecord = crowd_protocol::wire::from_cbor("deal record", &v)?;
-            if deal.seal == SealState::Queued {
-                if let Some(id) = std::str::from_utf8(&k[5..]).ok().and_then(|s| s.parse().ok()) {
-                    out.push(id);
-                }
-            }
-        }
-        Ok(out)
+        Ok(records::all_deals(&*self.store)?
+            .into_iter()
+            .filter(|(_, deal)| deal.seal == SealState::Queued)
+            .map(|(id, _)| id)
+            .collect())
     }
 
     /// Handles one inbound control request on its own task, within the

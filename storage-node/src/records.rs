@@ -48,6 +48,26 @@ pub fn piece_key(piece: &PieceId) -> Vec<u8> {
 pub fn deal_key(deal: u64) -> Vec<u8> {
     format!("deal/{deal:020}").into_bytes()
 }
+/// The deal id a [`deal_key`] names.
+pub fn deal_id(key: &[u8]) -> Option<u64> {
+    std::str::from_utf8(key.strip_prefix(b"deal/")?)
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Every deal record kept, in id order.
+pub fn all_deals(store: &dyn MetaStore) -> Result<Vec<(u64, DealRecord)>, StoreError> {
+    let mut out = Vec::new();
+    for (k, v) in store.scan_prefix(b"deal/")? {
+        let deal: DealRecord = crowd_protocol::wire::from_cbor("deal record", &v)
+            .map_err(|e| StoreError(format!("{}: {e}", String::from_utf8_lossy(&k))))?;
+        if let Some(id) = deal_id(&k) {
+            out.push((id, deal));
+        }
+    }
+    Ok(out)
+}
 pub fn piece_deal_prefix(piece: &PieceId) -> Vec<u8> {
     format!("piece-deal/{}/", hex(&piece.0)).into_bytes()
 }
