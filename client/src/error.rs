@@ -24,6 +24,10 @@ pub enum Error {
     /// A private file asked for by CID from a home that does not own it.
     #[error("{0}")]
     NeedsCapability(String),
+    /// A private file where only public ones are served (`export`: its
+    /// DAG exists only in plaintext, which is never written as a CAR).
+    #[error("{0}")]
+    Private(String),
     /// The account cannot pay for the deals.
     #[error("funds too low: the deals need {need}, the balance is {available}")]
     InsufficientFunds { need: u128, available: u128 },

@@ -336,7 +336,7 @@ impl<W: Write + Send> WriteSend for W {}
 pub fn export(home: &Path, cid: &Cid, output: &Path, progress: Option<&Callback>) -> Result<GetOutput> {
     let (rt, found) = start(home, &Target::Cid(*cid), output)?;
     if !matches!(found.access, Access::Public) {
-        return Err(Error::Input(format!(
+        return Err(Error::Private(format!(
             "{cid} is a private file: its DAG exists only in plaintext, which export does not write; use get"
         ))
         .into());

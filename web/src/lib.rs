@@ -261,8 +261,28 @@ pub async fn serve_bounded(
         inner: listener,
         slots: Arc::new(tokio::sync::Semaphore::new(connections)),
         lifetime,
+        idle: false,
     };
     axum::serve(listener, app).await
+}
+
+/// Serves `router` (with its own fallback) for long transfers: at most
+/// `connections` at once, each cut once it has moved no byte in either
+/// direction for `idle` (a client that stops reading, or never sends,
+/// frees its slot), however long it lives while it moves bytes.
+pub async fn serve_idle_bounded(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    connections: usize,
+    idle: Duration,
+) -> std::io::Result<()> {
+    let listener = Bounded {
+        inner: listener,
+        slots: Arc::new(tokio::sync::Semaphore::new(connections)),
+        lifetime: idle,
+        idle: true,
+    };
+    axum::serve(listener, router).await
 }
 
 /// A listener that accepts a connection only with a free slot, and gives
@@ -271,6 +291,8 @@ struct Bounded {
     inner: tokio::net::TcpListener,
     slots: Arc<tokio::sync::Semaphore>,
     lifetime: Duration,
+    /// The deadline moves on with every byte moved.
+    idle: bool,
 }
 
 impl axum::serve::Listener for Bounded {
@@ -286,6 +308,7 @@ impl axum::serve::Listener for Bounded {
         let io = BoundedIo {
             io,
             deadline: Box::pin(tokio::time::sleep(self.lifetime)),
+            idle: self.idle.then_some(self.lifetime),
             _slot: slot,
         };
         (io, addr)
@@ -302,12 +325,20 @@ impl axum::serve::Listener for Bounded {
 struct BoundedIo {
     io: tokio::net::TcpStream,
     deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// Idle mode: how far the deadline moves on when bytes move.
+    idle: Option<Duration>,
     _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl BoundedIo {
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
         self.deadline.as_mut().poll(cx).is_ready()
+    }
+
+    fn moved(&mut self) {
+        if let Some(idle) = self.idle {
+            self.deadline.as_mut().reset(tokio::time::Instant::now() + idle);
+        }
     }
 }
 
@@ -324,7 +355,12 @@ impl tokio::io::AsyncRead for BoundedIo {
         if self.expired(cx) {
             return Poll::Ready(Err(lifetime_over()));
         }
-        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.io).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.moved();
+        }
+        polled
     }
 }
 
@@ -337,7 +373,11 @@ impl tokio::io::AsyncWrite for BoundedIo {
         if self.expired(cx) {
             return Poll::Ready(Err(lifetime_over()));
         }
-        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+        let polled = std::pin::Pin::new(&mut self.io).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.moved();
+        }
+        polled
     }
 
     fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {

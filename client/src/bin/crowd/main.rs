@@ -130,6 +130,15 @@ enum Cmd {
     Devnet(devnet::DevnetCmd),
     /// The whole story in one command: devnet, put, prove, lose providers, get back.
     Demo(demo::DemoArgs),
+    /// Serve this home's account over S3 (private objects) and the IPFS
+    /// trustless gateway protocol (public files): runs `crowd-gateway`,
+    /// installed next to `crowd` (`crowd gateway --help` for its options).
+    #[command(disable_help_flag = true)]
+    Gateway {
+        /// Passed to crowd-gateway: [--listen ADDR] [--home DIR].
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -345,6 +354,25 @@ fn passphrase(confirm: bool) -> Result<String> {
     Ok(p)
 }
 
+/// `crowd gateway ARGS`: replaces this process with `crowd-gateway ARGS`
+/// (next to this executable, else on `PATH`), passing `--home` on.
+fn gateway(home: Option<&std::path::Path>, args: Vec<std::ffi::OsString>) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().context("cannot find the crowd executable")?;
+    let beside = exe.with_file_name("crowd-gateway");
+    let program = if beside.is_file() {
+        beside
+    } else {
+        "crowd-gateway".into()
+    };
+    let mut cmd = std::process::Command::new(&program);
+    if let Some(h) = home {
+        cmd.arg("--home").arg(h);
+    }
+    let e = cmd.args(args).exec();
+    bail!("cannot run {}: {e}", program.display())
+}
+
 fn run(cli: Cli) -> Result<()> {
     let home = cli.home.as_deref();
     match cli.cmd {
@@ -479,6 +507,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Devnet(cmd) => return devnet::run(crowd_client::Client::open_default(home)?.home(), cmd),
         Cmd::Demo(args) => return demo::run(home, args),
+        Cmd::Gateway { args } => return gateway(home, args),
     }
     Ok(())
 }
