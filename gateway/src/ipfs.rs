@@ -32,18 +32,25 @@ pub struct Ipfs {
     fetches: tokio::sync::Semaphore,
     /// One fetch per root at a time; the others wait for its result.
     inflight: tokio::sync::Mutex<std::collections::HashMap<Cid, Arc<tokio::sync::Mutex<()>>>>,
+    /// The gateway's transfers with the network (shared with the S3 side).
+    transfers: Arc<tokio::sync::Semaphore>,
 }
 
 /// Fetches at once.
 pub const MAX_FETCHES: usize = 4;
 
 impl Ipfs {
-    pub fn new(client: crowd_client::Client, cache: DagCache) -> Self {
+    pub fn new(
+        client: crowd_client::Client,
+        cache: DagCache,
+        transfers: Arc<tokio::sync::Semaphore>,
+    ) -> Self {
         Self {
             client,
             cache,
             fetches: tokio::sync::Semaphore::new(MAX_FETCHES),
             inflight: Default::default(),
+            transfers,
         }
     }
 
@@ -70,6 +77,11 @@ impl Ipfs {
                 "{MAX_FETCHES} files are being fetched already; try again"
             ))
         })?;
+        let _transfer = self
+            .transfers
+            .acquire()
+            .await
+            .map_err(|_| GatewayError::Io("the gateway is stopping".into()))?;
         let path = self.cache.path_for(cid);
         let client = self.client.clone();
         let text = cid.to_string();

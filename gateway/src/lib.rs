@@ -13,8 +13,9 @@
 //!   `gateway.toml` ([`config`]).
 //!
 //! Bounds: 256 connections, each cut after 60 s without a byte moving;
-//! 4 IPFS fetches at once; bodies are spooled to disk and responses read
-//! from disk in 1 MiB chunks through 4-deep channels.
+//! one transfer with the network at a time ([`MAX_TRANSFERS`]), at most 4
+//! IPFS fetches waiting for it; bodies are spooled to disk and responses
+//! read from disk in 1 MiB chunks through 4-deep channels.
 
 pub mod cache;
 pub mod config;
@@ -36,6 +37,11 @@ pub use error::GatewayError;
 
 /// Connections at once.
 pub const MAX_CONNECTIONS: usize = 256;
+/// Puts and gets with the network at once (each already spreads over its
+/// k+m providers in parallel). One put of any size peaks near 150 MiB in
+/// this process (a 64 MiB object: 148 MiB), so one at a time is what keeps
+/// the gateway under 256 MiB; the others wait, their bodies on disk.
+pub const MAX_TRANSFERS: usize = 1;
 /// A connection that moves no byte for this long is cut.
 pub const IDLE: Duration = Duration::from_secs(60);
 
@@ -80,8 +86,9 @@ impl Gateway {
         let work = home.join("gateway");
         let meta = meta::Meta::open(&work.join("meta"))?;
         let cache = cache::DagCache::new(work.join("ipfs-cache"), config.cache_bytes)?;
-        let ipfs = Arc::new(ipfs::Ipfs::new(client.clone(), cache));
-        let s3 = s3::S3Gateway::new(client, meta, &work)?;
+        let transfers = Arc::new(tokio::sync::Semaphore::new(MAX_TRANSFERS));
+        let ipfs = Arc::new(ipfs::Ipfs::new(client.clone(), cache, transfers.clone()));
+        let s3 = s3::S3Gateway::new(client, meta, &work, transfers)?;
 
         let mut builder = s3s::service::S3ServiceBuilder::new(s3);
         builder.set_auth(s3::Auth {

@@ -41,6 +41,8 @@ struct Inner {
     spool: PathBuf,
     /// Multipart uploads' parts: `<uploads>/<upload id>/<part number>`.
     uploads: PathBuf,
+    /// The gateway's transfers with the network (shared with the IPFS side).
+    transfers: Arc<tokio::sync::Semaphore>,
 }
 
 fn now_ms() -> u64 {
@@ -78,7 +80,12 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, S3Error> + Se
 }
 
 impl S3Gateway {
-    pub fn new(client: crowd_client::Client, meta: Meta, work: &Path) -> Result<Self, crate::GatewayError> {
+    pub fn new(
+        client: crowd_client::Client,
+        meta: Meta,
+        work: &Path,
+        transfers: Arc<tokio::sync::Semaphore>,
+    ) -> Result<Self, crate::GatewayError> {
         let spool = work.join("spool");
         let uploads = work.join("uploads");
         // half-received bodies of a previous run are of no use
@@ -93,12 +100,22 @@ impl S3Gateway {
                 meta,
                 spool,
                 uploads,
+                transfers,
             }),
         })
     }
 
     fn meta(&self) -> &Meta {
         &self.inner.meta
+    }
+
+    /// A turn to transfer with the network (waits for one).
+    async fn transfer(&self) -> S3Result<tokio::sync::SemaphorePermit<'_>> {
+        self.inner
+            .transfers
+            .acquire()
+            .await
+            .map_err(|_| internal("the gateway is stopping"))
     }
 
     fn need_bucket(&self, bucket: &str) -> S3Result<()> {
@@ -195,6 +212,7 @@ impl S3Gateway {
         let stored = if size == 0 {
             None
         } else {
+            let _transfer = self.transfer().await?;
             let client = self.inner.client.clone();
             let name = format!("s3://{bucket}/{key}");
             let put = blocking(move || {
@@ -249,6 +267,7 @@ impl S3Gateway {
         let Some(stored) = meta.stored.clone() else {
             return Ok(StreamingBlob::from(s3s::Body::from(Bytes::new())));
         };
+        let _transfer = self.transfer().await?;
         let client = self.inner.client.clone();
         let dir = self.inner.spool.clone();
         let whole = range.start == 0 && range.end == meta.size;
