@@ -326,6 +326,39 @@ fn etag_of(meta: &ObjectMeta) -> ETag {
     ETag::Strong(meta.etag.trim_matches('"').to_string())
 }
 
+/// How a listing writes keys: as they are, or percent-encoded when the
+/// request asked for `encoding-type=url`.
+fn encoder(encoding: Option<&EncodingType>) -> impl Fn(String) -> String + Copy {
+    let url = encoding.is_some_and(|e| e.as_str() == EncodingType::URL);
+    move |s| if url { url_encode(&s) } else { s }
+}
+
+/// A page of records as S3 lists it: objects, common prefixes, and where
+/// the next page starts.
+fn listed(
+    listing: crate::meta::Listing,
+    enc: &impl Fn(String) -> String,
+) -> (Vec<Object>, Vec<CommonPrefix>, Option<(String, bool)>) {
+    let contents = listing
+        .objects
+        .into_iter()
+        .map(|(key, m)| Object {
+            e_tag: Some(etag_of(&m)),
+            key: Some(enc(key)),
+            size: Some(m.size as i64),
+            last_modified: Some(timestamp(m.modified_ms)),
+            storage_class: Some(ObjectStorageClass::from_static(ObjectStorageClass::STANDARD)),
+            ..Default::default()
+        })
+        .collect();
+    let common = listing
+        .common_prefixes
+        .into_iter()
+        .map(|p| CommonPrefix { prefix: Some(enc(p)) })
+        .collect();
+    (contents, common, listing.next)
+}
+
 /// Percent-encodes a key for `encoding-type=url` listings (RFC 3986
 /// unreserved characters and `/` kept).
 pub fn url_encode(s: &str) -> String {
@@ -617,38 +650,18 @@ impl s3s::S3 for S3Gateway {
                 max.min(1000) as usize,
             )
             .map_err(internal)?;
-        let url = input
-            .encoding_type
-            .as_ref()
-            .is_some_and(|e| e.as_str() == EncodingType::URL);
-        let enc = |s: String| if url { url_encode(&s) } else { s };
+        let enc = encoder(input.encoding_type.as_ref());
         let key_count = (listing.objects.len() + listing.common_prefixes.len()) as i32;
-        let contents: Vec<Object> = listing
-            .objects
-            .into_iter()
-            .map(|(key, m)| Object {
-                e_tag: Some(etag_of(&m)),
-                key: Some(enc(key)),
-                size: Some(m.size as i64),
-                last_modified: Some(timestamp(m.modified_ms)),
-                storage_class: Some(ObjectStorageClass::from_static(ObjectStorageClass::STANDARD)),
-                ..Default::default()
-            })
-            .collect();
-        let common: Vec<CommonPrefix> = listing
-            .common_prefixes
-            .into_iter()
-            .map(|p| CommonPrefix { prefix: Some(enc(p)) })
-            .collect();
+        let (contents, common, next) = listed(listing, &enc);
         Ok(S3Response::new(ListObjectsV2Output {
             name: Some(input.bucket),
             prefix: Some(enc(prefix)),
             delimiter: input.delimiter.map(enc),
             max_keys: Some(max),
             key_count: Some(key_count),
-            is_truncated: Some(listing.next.is_some()),
+            is_truncated: Some(next.is_some()),
             continuation_token: input.continuation_token,
-            next_continuation_token: listing.next.as_ref().map(|(a, p)| encode_token(a, *p)),
+            next_continuation_token: next.as_ref().map(|(a, p)| encode_token(a, *p)),
             start_after: input.start_after.map(enc),
             encoding_type: input.encoding_type,
             contents: (!contents.is_empty()).then_some(contents),
@@ -675,36 +688,16 @@ impl s3s::S3 for S3Gateway {
                 max as usize,
             )
             .map_err(internal)?;
-        let url = input
-            .encoding_type
-            .as_ref()
-            .is_some_and(|e| e.as_str() == EncodingType::URL);
-        let enc = |s: String| if url { url_encode(&s) } else { s };
-        let contents: Vec<Object> = listing
-            .objects
-            .into_iter()
-            .map(|(key, m)| Object {
-                e_tag: Some(etag_of(&m)),
-                key: Some(enc(key)),
-                size: Some(m.size as i64),
-                last_modified: Some(timestamp(m.modified_ms)),
-                storage_class: Some(ObjectStorageClass::from_static(ObjectStorageClass::STANDARD)),
-                ..Default::default()
-            })
-            .collect();
-        let common: Vec<CommonPrefix> = listing
-            .common_prefixes
-            .into_iter()
-            .map(|p| CommonPrefix { prefix: Some(enc(p)) })
-            .collect();
+        let enc = encoder(input.encoding_type.as_ref());
+        let (contents, common, next) = listed(listing, &enc);
         Ok(S3Response::new(ListObjectsOutput {
             name: Some(input.bucket),
             prefix: Some(enc(prefix)),
             delimiter: input.delimiter.map(enc),
             marker: input.marker.map(enc),
             max_keys: Some(max),
-            is_truncated: Some(listing.next.is_some()),
-            next_marker: listing.next.map(|(a, _)| enc(a)),
+            is_truncated: Some(next.is_some()),
+            next_marker: next.map(|(a, _)| enc(a)),
             encoding_type: input.encoding_type,
             contents: (!contents.is_empty()).then_some(contents),
             common_prefixes: (!common.is_empty()).then_some(common),
