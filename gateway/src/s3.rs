@@ -26,6 +26,8 @@ pub const MAX_PART_NUMBER: i32 = 10_000;
 pub const MAX_KEY_LEN: usize = 1024;
 /// Bytes per chunk of a streamed response.
 const READ_CHUNK: usize = 1 << 20;
+/// Chunks of a request body in flight to the hasher and the writer.
+const PIPELINE_DEPTH: usize = 64;
 
 /// The S3 side's state.
 #[derive(Debug, Clone)]
@@ -139,46 +141,72 @@ impl S3Gateway {
         Ok(())
     }
 
-    /// Receives `body` into a new spool file, hashing it; checks
-    /// `Content-MD5` and the declared length. Returns the file, its size and
-    /// its MD5.
-    async fn receive(
+    /// Receives `body` into a new spool file in `dir` (written on a thread
+    /// of its own while this task receives the next chunks), checking the
+    /// declared length; with `hash`, its MD5 is computed on another thread
+    /// alongside. Returns the file, its size and the MD5.
+    async fn spool(
         &self,
         body: Option<StreamingBlob>,
-        content_md5: Option<&str>,
         content_length: Option<i64>,
         dir: &Path,
-    ) -> S3Result<(tempfile::TempPath, u64, [u8; 16])> {
-        let expected_md5 = match content_md5 {
-            None => None,
-            Some(text) => {
-                let raw = data_encoding::BASE64
-                    .decode(text.trim().as_bytes())
-                    .ok()
-                    .filter(|d| d.len() == 16)
-                    .ok_or_else(|| s3_error!(InvalidDigest, "Content-MD5 is not the base64 of 16 bytes"))?;
-                Some(raw)
-            }
-        };
+        hash: bool,
+    ) -> S3Result<(tempfile::TempPath, u64, Option<[u8; 16]>)> {
         let file = tempfile::NamedTempFile::new_in(dir).map_err(internal)?;
         let (std_file, path) = file.into_parts();
-        let mut out = tokio::fs::File::from_std(std_file);
-        let mut md5 = Md5::new();
-        let mut size = 0u64;
-        if let Some(mut body) = body {
-            use tokio::io::AsyncWriteExt;
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(|e| {
-                    let mut err = S3Error::new(S3ErrorCode::IncompleteBody);
-                    err.set_message(format!("the request body: {e}"));
-                    err
-                })?;
-                md5.update(&chunk);
-                size += chunk.len() as u64;
-                out.write_all(&chunk).await.map_err(internal)?;
+        let (to_writer, mut writer_rx) = tokio::sync::mpsc::channel::<Bytes>(PIPELINE_DEPTH);
+        let writer = tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, std_file);
+            while let Some(chunk) = writer_rx.blocking_recv() {
+                out.write_all(&chunk)?;
             }
-            out.flush().await.map_err(internal)?;
+            out.flush()
+        });
+        let (to_hasher, hasher) = if hash {
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(PIPELINE_DEPTH);
+            let task = tokio::task::spawn_blocking(move || {
+                let mut md5 = Md5::new();
+                while let Some(chunk) = rx.blocking_recv() {
+                    md5.update(&chunk);
+                }
+                md5.finalize()
+            });
+            (Some(tx), Some(task))
+        } else {
+            (None, None)
+        };
+        let mut size = 0u64;
+        let mut received: S3Result<()> = Ok(());
+        if let Some(mut body) = body {
+            while let Some(chunk) = body.next().await {
+                let chunk = match chunk {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let mut err = S3Error::new(S3ErrorCode::IncompleteBody);
+                        err.set_message(format!("the request body: {e}"));
+                        received = Err(err);
+                        break;
+                    }
+                };
+                size += chunk.len() as u64;
+                if let Some(tx) = &to_hasher {
+                    if tx.send(chunk.clone()).await.is_err() {
+                        break;
+                    }
+                }
+                if to_writer.send(chunk).await.is_err() {
+                    break;
+                }
+            }
         }
+        drop((to_hasher, to_writer));
+        let md5 = match hasher {
+            Some(task) => Some(task.await.map_err(internal)?),
+            None => None,
+        };
+        writer.await.map_err(internal)?.map_err(internal)?;
+        received?;
         if let Some(len) = content_length {
             if len >= 0 && len as u64 != size {
                 return Err(s3_error!(
@@ -187,18 +215,13 @@ impl S3Gateway {
                 ));
             }
         }
-        let md5 = md5.finalize();
-        if let Some(expected) = expected_md5 {
-            if expected != md5 {
-                return Err(s3_error!(BadDigest, "the body's MD5 is not its Content-MD5"));
-            }
-        }
         Ok((path, size, md5))
     }
 
     /// Stores the spooled file `path` as the object `bucket/key`: put as a
     /// private file (nothing for an empty one), recorded, and the object it
     /// replaces, if any, removed from the network.
+    #[allow(clippy::too_many_arguments)]
     async fn commit(
         &self,
         bucket: &str,
@@ -209,37 +232,61 @@ impl S3Gateway {
         content_type: Option<String>,
         metadata: BTreeMap<String, String>,
     ) -> S3Result<()> {
-        let stored = if size == 0 {
-            None
-        } else {
-            let _transfer = self.transfer().await?;
-            let client = self.inner.client.clone();
-            let name = format!("s3://{bucket}/{key}");
-            let put = blocking(move || {
-                let opts = crowd_client::PutOptions {
-                    name: Some(name),
-                    ..Default::default()
-                };
-                let out = client.put_path(&path, &opts).map_err(from_client);
-                drop(path);
-                out
-            })
-            .await?;
-            Some(Stored {
-                root: put.root,
-                manifest: put.manifest,
-            })
-        };
-        let meta = ObjectMeta {
-            stored,
-            size,
-            etag,
-            content_type,
-            metadata,
-            modified_ms: now_ms(),
-        };
-        // the bucket may have been deleted while the body was put
-        self.need_bucket(bucket)?;
+        let stored = self.store(bucket, key, path, size).await?;
+        self.record(
+            bucket,
+            key,
+            ObjectMeta {
+                stored,
+                size,
+                etag,
+                content_type,
+                metadata,
+                modified_ms: now_ms(),
+            },
+        )
+        .await
+    }
+
+    /// Puts the spooled file `path` as a private file named after
+    /// `bucket/key` (nothing for an empty one).
+    async fn store(
+        &self,
+        bucket: &str,
+        key: &str,
+        path: tempfile::TempPath,
+        size: u64,
+    ) -> S3Result<Option<Stored>> {
+        if size == 0 {
+            return Ok(None);
+        }
+        let _transfer = self.transfer().await?;
+        let client = self.inner.client.clone();
+        let name = format!("s3://{bucket}/{key}");
+        let put = blocking(move || {
+            let opts = crowd_client::PutOptions {
+                name: Some(name),
+                ..Default::default()
+            };
+            let out = client.put_path(&path, &opts).map_err(from_client);
+            drop(path);
+            out
+        })
+        .await?;
+        Ok(Some(Stored {
+            root: put.root,
+            manifest: put.manifest,
+        }))
+    }
+
+    /// Records `meta` as the object `bucket/key` (a synced write), then ends
+    /// the deals of the object it replaces. If the bucket went away while
+    /// the body was put, the new file's deals are ended instead.
+    async fn record(&self, bucket: &str, key: &str, meta: ObjectMeta) -> S3Result<()> {
+        if let Err(e) = self.need_bucket(bucket) {
+            self.forget(meta).await;
+            return Err(e);
+        }
         let old = self.meta().object(bucket, key).map_err(internal)?;
         self.meta().put_object(bucket, key, &meta).map_err(internal)?;
         if let Some(old) = old {
@@ -252,12 +299,18 @@ impl S3Gateway {
     /// the object is already gone from the records; a failure is logged and
     /// the deals run out on their own).
     async fn forget(&self, old: ObjectMeta) {
-        let Some(stored) = old.stored else { return };
+        if let Some(stored) = old.stored {
+            self.forget_stored(stored).await;
+        }
+    }
+
+    /// Ends the deals of one stored file (best effort, logged).
+    async fn forget_stored(&self, stored: Stored) {
         let client = self.inner.client.clone();
         let result = tokio::task::spawn_blocking(move || client.remove(&stored.manifest)).await;
         match result {
             Ok(Ok(_)) | Ok(Err(crowd_client::Error::NotFound(_))) => {}
-            Ok(Err(e)) => tracing::warn!("could not end the deals of a replaced object: {e}"),
+            Ok(Err(e)) => tracing::warn!("could not end the deals of a file no object holds: {e}"),
             Err(e) => tracing::warn!("the removal task failed: {e}"),
         }
     }
@@ -272,6 +325,7 @@ impl S3Gateway {
         let dir = self.inner.spool.clone();
         let whole = range.start == 0 && range.end == meta.size;
         let range = range.clone();
+        let started = std::time::Instant::now();
         let file = blocking(move || {
             let target: crowd_client::Target = stored.root.parse().map_err(from_client)?;
             let opts = crowd_client::GetOptions {
@@ -284,7 +338,46 @@ impl S3Gateway {
             std::fs::File::open(&out).map_err(internal)
         })
         .await?;
+        tracing::debug!(
+            bytes = meta.size,
+            fetched_ms = started.elapsed().as_millis() as u64,
+            "GetObject: retrieved and verified, streaming"
+        );
         Ok(StreamingBlob::wrap(file_stream(file)))
+    }
+}
+
+/// The 16 bytes a `Content-MD5` header carries (`InvalidDigest` if it does not).
+fn content_md5(header: Option<&str>) -> S3Result<Option<[u8; 16]>> {
+    let Some(text) = header else { return Ok(None) };
+    data_encoding::BASE64
+        .decode(text.trim().as_bytes())
+        .ok()
+        .and_then(|d| <[u8; 16]>::try_from(d).ok())
+        .map(Some)
+        .ok_or_else(|| s3_error!(InvalidDigest, "Content-MD5 is not the base64 of 16 bytes"))
+}
+
+/// `BadDigest` unless the body's MD5 is the `Content-MD5` sent.
+fn check_md5(expected: Option<[u8; 16]>, got: &[u8; 16]) -> S3Result<()> {
+    match expected {
+        Some(e) if &e != got => Err(s3_error!(BadDigest, "the body's MD5 is not its Content-MD5")),
+        _ => Ok(()),
+    }
+}
+
+/// The MD5 of a whole file, read in 1 MiB chunks.
+fn md5_of_file(mut file: std::fs::File) -> std::io::Result<[u8; 16]> {
+    use std::io::Read;
+    let mut md5 = Md5::new();
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => return Ok(md5.finalize()),
+            Ok(n) => md5.update(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -497,25 +590,49 @@ impl s3s::S3 for S3Gateway {
                 return Err(s3_error!(PreconditionFailed, "the object exists"));
             }
         }
-        let (path, size, md5) = self
-            .receive(
-                input.body,
-                input.content_md5.as_deref(),
-                input.content_length,
-                &self.inner.spool,
-            )
+        let expected = content_md5(input.content_md5.as_deref())?;
+        let started = std::time::Instant::now();
+        let (path, size, _) = self
+            .spool(input.body, input.content_length, &self.inner.spool, false)
             .await?;
+        let received = started.elapsed();
+        // the MD5 (~1.5 s of one core per GiB) is computed while the file
+        // is put, not before: the put leaves the CPU idle at times (waiting
+        // for providers), where the hash fits
+        let for_hash = std::fs::File::open(&path).map_err(internal)?;
+        let hashing = tokio::task::spawn_blocking(move || md5_of_file(for_hash));
+        let stored = self.store(&input.bucket, &input.key, path, size).await;
+        let md5 = hashing.await.map_err(internal)?.map_err(internal)?;
+        let stored = stored?;
+        if let Err(e) = check_md5(expected, &md5) {
+            // never acknowledged: its deals end at once
+            if let Some(s) = stored {
+                self.forget_stored(s).await;
+            }
+            return Err(e);
+        }
         let etag = hex(&md5);
-        self.commit(
+        self.record(
             &input.bucket,
             &input.key,
-            path,
-            size,
-            format!("\"{etag}\""),
-            input.content_type,
-            metadata_of(input.metadata),
+            ObjectMeta {
+                stored,
+                size,
+                etag: format!("\"{etag}\""),
+                content_type: input.content_type,
+                metadata: metadata_of(input.metadata),
+                modified_ms: now_ms(),
+            },
         )
         .await?;
+        tracing::debug!(
+            bucket = %input.bucket,
+            key = %input.key,
+            size,
+            received_ms = received.as_millis() as u64,
+            stored_ms = (started.elapsed() - received).as_millis() as u64,
+            "PutObject"
+        );
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(ETag::Strong(etag)),
             size: Some(size as i64),
@@ -744,14 +861,10 @@ impl s3s::S3 for S3Gateway {
             ));
         }
         let dir = self.inner.uploads.join(&input.upload_id);
-        let (path, size, md5) = self
-            .receive(
-                input.body,
-                input.content_md5.as_deref(),
-                input.content_length,
-                &dir,
-            )
-            .await?;
+        let expected = content_md5(input.content_md5.as_deref())?;
+        let (path, size, md5) = self.spool(input.body, input.content_length, &dir, true).await?;
+        let md5 = md5.ok_or_else(|| internal("the part was not hashed"))?;
+        check_md5(expected, &md5)?;
         // the upload may have been completed or aborted meanwhile
         self.upload(&input.upload_id, &upload.bucket, &upload.key)?;
         path.persist(dir.join(input.part_number.to_string()))
