@@ -163,7 +163,7 @@ pub fn get(
 ) -> Result<GetOutput> {
     let (rt, mut found) = start(home, target, output)?;
     loop {
-        match get_from(&rt, &found, opts, output, progress) {
+        match get_from(&rt, &found, opts, Sink::Path(output), progress) {
             // verified pieces that do not make the root: another client's
             // manifest claiming it (a hijack); try the next one
             Err(e) if e.downcast_ref::<WrongRoot>().is_some() && !found.alternatives.is_empty() => {
@@ -184,14 +184,53 @@ pub fn get(
     }
 }
 
+/// [`get`] into `file` (an open, empty file the caller reads as it grows):
+/// bytes are written in order, each only once verified (a private file's
+/// segments by their tags, a public file's pieces by their hashes), with no
+/// fsync and no rename; the resume directory is made beside `scratch` (a
+/// path in a directory of the caller's). A root that does not check at the
+/// end is an error after the bytes were written; other manifests claiming
+/// the root are not tried.
+pub fn get_into_file(
+    home: &Path,
+    target: &Target,
+    opts: &GetOptions,
+    file: &File,
+    scratch: &Path,
+    progress: Option<&Callback>,
+) -> Result<GetOutput> {
+    let (rt, found) = start(home, target, scratch)?;
+    get_from(&rt, &found, opts, Sink::File { file, scratch }, progress)
+}
+
+/// Where a get writes.
+#[derive(Clone, Copy)]
+enum Sink<'a> {
+    /// A path, written atomically (temporary file, fsync, rename).
+    Path(&'a Path),
+    /// An open file, written in order as bytes are verified; `scratch`
+    /// places the resume directory.
+    File { file: &'a File, scratch: &'a Path },
+}
+
+impl Sink<'_> {
+    fn path(&self) -> &Path {
+        match self {
+            Sink::Path(p) => p,
+            Sink::File { scratch, .. } => scratch,
+        }
+    }
+}
+
 /// [`get`] with one manifest.
 fn get_from(
     rt: &tokio::runtime::Runtime,
     found: &Found,
     opts: &GetOptions,
-    output: &Path,
+    sink: Sink<'_>,
     progress: Option<&Callback>,
 ) -> Result<GetOutput> {
+    let output = sink.path();
     let m = &found.manifest;
     let file_len = found.access.file_len(m);
     let range = opts.range.clone().unwrap_or(0..file_len);
@@ -222,16 +261,17 @@ fn get_from(
         if m.size == 0 {
             check_root(&mut std::io::empty(), &params, &m.root)?;
         }
-        crate::input::write_atomically(output, |_| Ok(()))?;
+        if let Sink::Path(output) = sink {
+            crate::input::write_atomically(output, |_| Ok(()))?;
+        }
     } else {
         let target = format!("get {} {}-{}\n", m.root, stored.start, stored.end);
         let dir = ResumeDir::open(output, &target)?;
         let stored_whole = stored == (0..m.size);
         let plan = PieceRanges::for_range(&m.layout.geometry(), &stored);
         let bar = Progress::start(progress, Stage::Fetching, 0);
-        let mut cleanup = None;
-        let written = crate::input::write_atomically(output, |f| {
-            let mut w = BufWriter::with_capacity(1 << 20, pipeline::Writeback::new(f));
+        // writes the verified bytes into `w`
+        let retrieve_into = |mut w: &mut dyn WriteSend| -> Result<engine::Fetched> {
             let job = fetch_job(found, &dir, &plan, stored_whole, &bar);
             let retrieve = |out: &mut dyn WriteSend| {
                 pipeline::retrieve(rt.handle(), &found.session.net, job, &stored, out)
@@ -294,12 +334,24 @@ fn get_from(
                 other => other?,
             };
             w.flush().context("writing output")?;
-            // every byte is written and checked: the pieces go while the
-            // output is synced and renamed
-            let path = dir.path().to_path_buf();
-            cleanup = Some(std::thread::spawn(move || std::fs::remove_dir_all(path)));
             Ok(fetched)
-        });
+        };
+        let mut cleanup = None;
+        let written = match sink {
+            Sink::Path(output) => crate::input::write_atomically(output, |f| {
+                let mut w = BufWriter::with_capacity(1 << 20, pipeline::Writeback::new(f));
+                let fetched = retrieve_into(&mut w)?;
+                // every byte is written and checked: the pieces go while the
+                // output is synced and renamed
+                let path = dir.path().to_path_buf();
+                cleanup = Some(std::thread::spawn(move || std::fs::remove_dir_all(path)));
+                Ok(fetched)
+            }),
+            Sink::File { file, .. } => {
+                let mut w = BufWriter::with_capacity(1 << 20, file);
+                retrieve_into(&mut w)
+            }
+        };
         bar.finish_and_clear();
         let removed = cleanup.map(std::thread::JoinHandle::join);
         let fetched = written?;

@@ -152,6 +152,26 @@ impl Client {
         get::get(&self.home, target, opts, out, self.progress.as_ref()).map_err(from_anyhow)
     }
 
+    /// [`Client::get`] into `file`, an open and empty file the caller may
+    /// read while it grows: bytes land in order, each only after it was
+    /// verified (a private file's segments by their tags, a public file's
+    /// pieces by their hashes), with no fsync and no rename (scratch space,
+    /// e.g. a gateway streaming a download as it arrives). The resume
+    /// directory goes beside `scratch`, a path in a directory of the
+    /// caller's. The whole file's root is checked at the end, after its
+    /// bytes were written: an error then means the bytes, though each was
+    /// verified, are not the file asked for.
+    pub fn get_into_file(
+        &self,
+        target: &Target,
+        opts: &GetOptions,
+        file: &std::fs::File,
+        scratch: &Path,
+    ) -> Result<GetOutput> {
+        get::get_into_file(&self.home, target, opts, file, scratch, self.progress.as_ref())
+            .map_err(from_anyhow)
+    }
+
     /// [`Client::get`] into a writer: retrieved and verified into the home's
     /// `tmp/` first, then copied, so nothing unverified reaches `writer`.
     pub fn get_to_writer(

@@ -315,36 +315,125 @@ impl S3Gateway {
         }
     }
 
-    /// Retrieves `range` of the object into a spool file and streams it.
+    /// Streams `range` of the object as it is retrieved: the client
+    /// library writes each verified segment, in order, into a spool file
+    /// ([`crowd_client::Client::get_into_file`]) and the response reads that
+    /// file as it grows. The retrieval never waits for the reader (a client
+    /// that stops reading holds no transfer slot); a failure before the
+    /// first byte is an S3 error, one after it cuts the response.
     async fn body_of(&self, meta: &ObjectMeta, range: &std::ops::Range<u64>) -> S3Result<StreamingBlob> {
         let Some(stored) = meta.stored.clone() else {
             return Ok(StreamingBlob::from(s3s::Body::from(Bytes::new())));
         };
-        let _transfer = self.transfer().await?;
+        let permit = self
+            .inner
+            .transfers
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| internal("the gateway is stopping"))?;
+        let target: crowd_client::Target = stored.root.parse().map_err(from_client)?;
+        let opts = crowd_client::GetOptions {
+            range: (*range != (0..meta.size)).then(|| range.clone()),
+        };
+        let scratch = tempfile::tempdir_in(&self.inner.spool).map_err(internal)?;
+        let path = scratch.path().join("object");
+        let file = std::fs::File::create(&path).map_err(internal)?;
+        let reader = std::fs::File::open(&path).map_err(internal)?;
+        let (done_tx, mut done_rx) = tokio::sync::watch::channel(None::<Result<(), (S3ErrorCode, String)>>);
         let client = self.inner.client.clone();
-        let dir = self.inner.spool.clone();
-        let whole = range.start == 0 && range.end == meta.size;
-        let range = range.clone();
         let started = std::time::Instant::now();
-        let file = blocking(move || {
-            let target: crowd_client::Target = stored.root.parse().map_err(from_client)?;
-            let opts = crowd_client::GetOptions {
-                range: (!whole).then_some(range),
-            };
-            let scratch = tempfile::tempdir_in(&dir).map_err(internal)?;
-            let out = scratch.path().join("object");
-            client.get(&target, &opts, &out).map_err(from_client)?;
-            // open, then let the directory go: the open file is all that is left
-            std::fs::File::open(&out).map_err(internal)
-        })
-        .await?;
-        tracing::debug!(
-            bytes = meta.size,
-            fetched_ms = started.elapsed().as_millis() as u64,
-            "GetObject: retrieved and verified, streaming"
-        );
-        Ok(StreamingBlob::wrap(file_stream(file)))
+        let bytes = range.end - range.start;
+        tokio::task::spawn_blocking(move || {
+            let result = client
+                .get_into_file(&target, &opts, &file, &scratch.path().join("resume"))
+                .map(|_| ())
+                .map_err(|e| {
+                    let e = from_client(e);
+                    (e.code().clone(), e.message().unwrap_or("").to_string())
+                });
+            tracing::debug!(
+                bytes,
+                fetched_ms = started.elapsed().as_millis() as u64,
+                ok = result.is_ok(),
+                "GetObject: retrieved"
+            );
+            drop((permit, scratch));
+            let _ = done_tx.send(Some(result));
+        });
+        // answer with an S3 error if the retrieval fails before any byte
+        loop {
+            if let Some(done) = done_rx.borrow().clone() {
+                match done {
+                    Err((code, message)) => return Err(S3Error::with_message(code, message)),
+                    Ok(()) => break,
+                }
+            }
+            if reader.metadata().map_err(internal)?.len() > 0 {
+                break;
+            }
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(5), done_rx.changed()).await;
+        }
+        Ok(StreamingBlob::wrap(growing_file_stream(reader, bytes, done_rx)))
     }
+}
+
+/// Reads `file` while it grows to `len` bytes, as the retrieval writing it
+/// reports on `done`: chunks of up to 1 MiB through a channel 4 deep (a
+/// client that stops reading stops the reader, not the retrieval). Ends with
+/// an error if the retrieval fails or the file stops short.
+fn growing_file_stream(
+    file: std::fs::File,
+    len: u64,
+    done: tokio::sync::watch::Receiver<Option<Result<(), (S3ErrorCode, String)>>>,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + Sync {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut file = file;
+        let mut sent = 0u64;
+        let fail = |message: String| {
+            let _ = tx.blocking_send(Err(std::io::Error::other(message)));
+        };
+        loop {
+            let mut buf = vec![0u8; READ_CHUNK];
+            let n = match file.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return fail(format!("reading the retrieved object: {e}")),
+            };
+            if n > 0 {
+                buf.truncate(n);
+                sent += n as u64;
+                if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                    return; // the client went away
+                }
+                continue;
+            }
+            // at the end of what is written so far
+            let finished = done.borrow().clone();
+            match finished {
+                None => std::thread::sleep(std::time::Duration::from_millis(2)),
+                Some(Err((_, message))) => return fail(format!("the retrieval failed: {message}")),
+                Some(Ok(())) => {
+                    // the last bytes may have landed after the read above
+                    match file.read(&mut buf) {
+                        Ok(0) if sent == len => return,
+                        Ok(0) => return fail(format!("the retrieved object is {sent} bytes, not {len}")),
+                        Ok(n) => {
+                            buf.truncate(n);
+                            sent += n as u64;
+                            if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => return fail(format!("reading the retrieved object: {e}")),
+                    }
+                }
+            }
+        }
+    });
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 /// The 16 bytes a `Content-MD5` header carries (`InvalidDigest` if it does not).
@@ -379,35 +468,6 @@ fn md5_of_file(mut file: std::fs::File) -> std::io::Result<[u8; 16]> {
             Err(e) => return Err(e),
         }
     }
-}
-
-/// A file's bytes as a stream, read on a blocking thread through a channel
-/// of 4 chunks of 1 MiB: a client that stops reading stops the reader.
-fn file_stream(
-    file: std::fs::File,
-) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + Sync {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
-    tokio::task::spawn_blocking(move || {
-        use std::io::Read;
-        let mut file = file;
-        loop {
-            let mut buf = vec![0u8; READ_CHUNK];
-            let n = match file.read(&mut buf) {
-                Ok(0) => return,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    return;
-                }
-            };
-            buf.truncate(n);
-            if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
-                return;
-            }
-        }
-    });
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 fn hex(bytes: &[u8]) -> String {
