@@ -12,7 +12,7 @@
 //!   gateway's client home, AWS Signature V4 with the keys in
 //!   `gateway.toml` ([`config`]).
 //!
-//! Bounds: 256 connections, each cut after 60 s without a byte moving;
+//! Bounds: 256 connections, each cut after 5 minutes without a byte moving;
 //! one transfer with the network at a time ([`MAX_TRANSFERS`]), at most 4
 //! IPFS fetches waiting for it; bodies are spooled to disk and responses
 //! read from disk in 1 MiB chunks through 4-deep channels.
@@ -42,8 +42,12 @@ pub const MAX_CONNECTIONS: usize = 256;
 /// this process (a 64 MiB object: 148 MiB), so one at a time is what keeps
 /// the gateway under 256 MiB; the others wait, their bodies on disk.
 pub const MAX_TRANSFERS: usize = 1;
-/// A connection that moves no byte for this long is cut.
-pub const IDLE: Duration = Duration::from_secs(60);
+/// A connection that moves no byte for this long is cut. It must cover a
+/// PutObject's put after its body arrived (no byte moves meanwhile): S3
+/// caps a PutObject at 5 GiB ([`s3::MAX_OBJECT_PUT`]), about 40 s of put
+/// on the reference machine; longer uploads are multipart, whose completion
+/// s3s keeps alive with whitespace.
+pub const IDLE: Duration = Duration::from_secs(300);
 
 /// How to start.
 #[derive(Debug, Clone, Default)]

@@ -20,6 +20,9 @@ use crate::meta::{BucketMeta, Meta, ObjectMeta, PartMeta, Stored, UploadMeta};
 
 /// S3's smallest part but the last.
 pub const MIN_PART: u64 = 5 << 20;
+/// S3's largest PutObject and UploadPart body (`EntityTooLarge` beyond;
+/// larger objects are multipart).
+pub const MAX_OBJECT_PUT: u64 = 5 << 30;
 /// S3's highest part number.
 pub const MAX_PART_NUMBER: i32 = 10_000;
 /// Keys longer than this (S3's limit) are refused.
@@ -152,6 +155,15 @@ impl S3Gateway {
         dir: &Path,
         hash: bool,
     ) -> S3Result<(tempfile::TempPath, u64, Option<[u8; 16]>)> {
+        let too_large = || {
+            s3_error!(
+                EntityTooLarge,
+                "a single upload is at most 5 GiB: use a multipart upload"
+            )
+        };
+        if content_length.is_some_and(|l| l > 0 && l as u64 > MAX_OBJECT_PUT) {
+            return Err(too_large());
+        }
         let file = tempfile::NamedTempFile::new_in(dir).map_err(internal)?;
         let (std_file, path) = file.into_parts();
         let (to_writer, mut writer_rx) = tokio::sync::mpsc::channel::<Bytes>(PIPELINE_DEPTH);
@@ -190,6 +202,10 @@ impl S3Gateway {
                     }
                 };
                 size += chunk.len() as u64;
+                if size > MAX_OBJECT_PUT {
+                    received = Err(too_large());
+                    break;
+                }
                 if let Some(tx) = &to_hasher {
                     if tx.send(chunk.clone()).await.is_err() {
                         break;
