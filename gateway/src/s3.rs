@@ -1241,6 +1241,69 @@ impl s3s::auth::S3Auth for Auth {
 mod tests {
     use super::*;
 
+    type Done = Option<Result<(), (S3ErrorCode, String)>>;
+
+    /// Writes `chunks` into a new file from another thread, a pause between
+    /// each, then reports `outcome`; returns what the growing-file stream
+    /// yielded: the bytes, and the error it ended with, if any.
+    async fn stream_while_writing(
+        chunks: Vec<Vec<u8>>,
+        len: u64,
+        outcome: Done,
+    ) -> (Vec<u8>, Option<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("object");
+        let mut writer = std::fs::File::create(&path).unwrap();
+        let reader = std::fs::File::open(&path).unwrap();
+        let (tx, rx) = tokio::sync::watch::channel::<Done>(None);
+        let producer = std::thread::spawn(move || {
+            use std::io::Write;
+            for c in chunks {
+                writer.write_all(&c).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            let _ = tx.send(outcome);
+        });
+        let mut stream = Box::pin(growing_file_stream(reader, len, rx));
+        let (mut got, mut error) = (Vec::new(), None);
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(b) => got.extend_from_slice(&b),
+                Err(e) => {
+                    error = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        producer.join().unwrap();
+        (got, error)
+    }
+
+    #[tokio::test]
+    async fn a_growing_file_is_streamed_whole_as_it_is_written() {
+        let chunks: Vec<Vec<u8>> = (0..6u8).map(|i| vec![i; 300_000]).collect();
+        let all: Vec<u8> = chunks.concat();
+        let (got, error) = stream_while_writing(chunks, all.len() as u64, Some(Ok(()))).await;
+        assert_eq!(error, None);
+        assert!(got == all, "the streamed bytes differ from the written ones");
+    }
+
+    #[tokio::test]
+    async fn a_failed_or_short_retrieval_ends_the_stream_with_an_error() {
+        let chunks = vec![vec![1u8; 1000], vec![2u8; 1000]];
+        let failed = Some(Err((
+            S3ErrorCode::InternalError,
+            "a tag did not verify".to_string(),
+        )));
+        let (got, error) = stream_while_writing(chunks.clone(), 5000, failed).await;
+        assert!(error.unwrap().contains("a tag did not verify"));
+        assert!(got.len() <= 2000);
+        // reported done, but fewer bytes than the object's
+        let (got, error) = stream_while_writing(chunks, 5000, Some(Ok(()))).await;
+        assert_eq!(got.len(), 2000);
+        assert!(error.unwrap().contains("2000 bytes, not 5000"));
+    }
+
     #[test]
     fn tokens_round_trip_and_garbage_is_refused() {
         for k in ["", "a", "dir/ü/€", "x y"] {
