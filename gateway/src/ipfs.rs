@@ -302,26 +302,29 @@ pub fn car_etag(cid: &Cid, opts: &CarOptions, range: Option<&Range<u64>>) -> Str
 /// reading stops the reader, one that goes away ends it.
 fn car_body(dag: Arc<CachedDag>, blocks: Vec<Cid>) -> Body {
     stream_body(move |tx| {
-        let mut header = Vec::new();
-        crowd_chunker::CarWriter::new(&mut header, &dag.root)
-            .and_then(|w| w.finish().map(|_| ()))
-            .map_err(|e| GatewayError::Io(e.to_string()))?;
-        send(tx, Bytes::from(header))?;
+        let io = |e: crowd_chunker::ChunkerError| GatewayError::Io(e.to_string());
+        let mut car = crowd_chunker::CarWriter::new(ChannelWriter(tx), &dag.root).map_err(io)?;
         for cid in blocks {
-            let block = dag.block(&cid)?;
-            let cid_bytes = cid.to_bytes();
-            let mut section = Vec::with_capacity(10 + cid_bytes.len() + block.len());
-            let mut varint = unsigned_varint::encode::u64_buffer();
-            section.extend_from_slice(unsigned_varint::encode::u64(
-                (cid_bytes.len() + block.len()) as u64,
-                &mut varint,
-            ));
-            section.extend_from_slice(&cid_bytes);
-            section.extend_from_slice(&block);
-            send(tx, Bytes::from(section))?;
+            car.put(&cid, &dag.block(&cid)?).map_err(io)?;
         }
-        Ok(())
+        car.finish().map(|_| ()).map_err(io)
     })
+}
+
+/// Writes into a response's channel (each write one chunk).
+struct ChannelWriter<'a>(&'a Tx);
+
+impl std::io::Write for ChannelWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
+            .map_err(|_| std::io::Error::other("the client went away"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Streams the file bytes `pieces` select, each leaf verified as it is read.

@@ -486,10 +486,6 @@ fn md5_of_file(mut file: std::fs::File) -> std::io::Result<[u8; 16]> {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The quoted ETag stored for an object, as s3s wants it (unquoted).
 fn etag_of(meta: &ObjectMeta) -> ETag {
     ETag::Strong(meta.etag.trim_matches('"').to_string())
@@ -687,7 +683,7 @@ impl s3s::S3 for S3Gateway {
             }
             return Err(e);
         }
-        let etag = hex(&md5);
+        let etag = hex::encode(md5);
         self.record(
             &input.bucket,
             &input.key,
@@ -905,7 +901,7 @@ impl s3s::S3 for S3Gateway {
         let input = req.input;
         self.need_bucket(&input.bucket)?;
         Self::check_key(&input.key)?;
-        let id = hex(&rand::random::<[u8; 16]>());
+        let id = hex::encode(rand::random::<[u8; 16]>());
         std::fs::create_dir_all(self.inner.uploads.join(&id)).map_err(internal)?;
         self.meta()
             .put_upload(
@@ -945,7 +941,7 @@ impl s3s::S3 for S3Gateway {
         self.upload(&input.upload_id, &upload.bucket, &upload.key)?;
         path.persist(dir.join(input.part_number.to_string()))
             .map_err(internal)?;
-        let etag = hex(&md5);
+        let etag = hex::encode(md5);
         self.meta()
             .put_part(
                 &input.upload_id,
@@ -1064,10 +1060,7 @@ impl s3s::S3 for S3Gateway {
                 for (n, p) in &parts {
                     let mut f = std::fs::File::open(dir.join(n.to_string())).map_err(internal)?;
                     size += std::io::copy(&mut f, out.as_file_mut()).map_err(internal)?;
-                    let raw: Vec<u8> = (0..16)
-                        .map(|i| u8::from_str_radix(&p.md5[2 * i..2 * i + 2], 16).unwrap_or(0))
-                        .collect();
-                    md5s.extend_from_slice(&raw);
+                    md5s.extend_from_slice(&hex::decode(&p.md5).map_err(internal)?);
                 }
                 out.flush().map_err(internal)?;
                 Ok((out.into_temp_path(), size, md5s))
@@ -1075,7 +1068,7 @@ impl s3s::S3 for S3Gateway {
             .await?;
             let mut md5 = Md5::new();
             md5.update(&md5s);
-            let etag = format!("{}-{}", hex(&md5.finalize()), chosen.len());
+            let etag = format!("{}-{}", hex::encode(md5.finalize()), chosen.len());
             this.commit(
                 &bucket,
                 &key,
@@ -1191,7 +1184,7 @@ impl S3Gateway {
 /// entry of the page, hex-encoded (opaque to clients; any bytes allowed
 /// in keys).
 fn encode_token(last: &str, prefix: bool) -> String {
-    format!("{}{}", if prefix { 'p' } else { 'k' }, hex(last.as_bytes()))
+    format!("{}{}", if prefix { 'p' } else { 'k' }, hex::encode(last))
 }
 
 fn decode_token(token: &str) -> S3Result<(String, bool)> {
@@ -1206,13 +1199,10 @@ fn decode_token(token: &str) -> S3Result<(String, bool)> {
         Some(("k", rest)) => (false, rest),
         _ => return Err(bad()),
     };
-    if rest.len() % 2 != 0 || rest.len() > 2 * MAX_KEY_LEN {
+    if rest.len() > 2 * MAX_KEY_LEN {
         return Err(bad());
     }
-    let bytes: Result<Vec<u8>, _> = (0..rest.len() / 2)
-        .map(|i| u8::from_str_radix(rest.get(2 * i..2 * i + 2).unwrap_or("zz"), 16))
-        .collect();
-    let name = String::from_utf8(bytes.map_err(|_| bad())?).map_err(|_| bad())?;
+    let name = String::from_utf8(hex::decode(rest).map_err(|_| bad())?).map_err(|_| bad())?;
     Ok((name, prefix))
 }
 
