@@ -17,10 +17,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use crowd_porep::graph::node_count;
-use crowd_porep::proof::{prove_seal, prove_window, verify_seal, verify_window};
-use crowd_porep::seal::{replica_id, unseal};
+use crowd_porep::proof::{prove_seal, prove_seal_sectors, prove_window, verify_seal, verify_window};
+use crowd_porep::seal::{replica_id, seal_sectors, unseal, unseal_to};
 use crowd_porep::{
-    Labels, Outboard, Parents, SealParams, SealProof, SealPublic, Sealed, WindowProof, WindowPublic,
+    Labels, Outboard, Parents, SealParams, SealProof, SealPublic, Sealed, SectorWitness, WindowProof,
+    WindowPublic,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -86,6 +87,9 @@ struct Report {
     window_proof_bytes: usize,
     outboard_bytes: usize,
     label_memory_bytes: usize,
+    /// Labels held by the sector path (sealing, unsealing, seal proofs): one
+    /// sector's `L` layers.
+    sector_label_memory_bytes: u64,
     parent_table_bytes: usize,
     parent_table_secs: f64,
     figures: Vec<Figure>,
@@ -256,6 +260,32 @@ fn measure(args: &ProofsArgs, threads: usize) -> anyhow::Result<Report> {
         bail!("unsealing did not give back the piece");
     }
     drop(back);
+    step("seal by sectors");
+
+    // --- the node's path: one sector's labels at a time, the replica
+    // streamed out (to nowhere here: compute only) ---
+    let t = Instant::now();
+    let by_sectors = seal_sectors(piece.as_slice(), &rid, &params, &parents, &mut std::io::sink())?;
+    let sectors_t = t.elapsed();
+    if by_sectors.comm_r != sealed.commitments.comm_r {
+        bail!("sealing by sectors gave another comm_r than sealing in memory");
+    }
+    step("unseal by sectors");
+    let t = Instant::now();
+    let mut back = Vec::with_capacity(piece.len());
+    unseal_to(
+        sealed.replica.as_slice(),
+        args.piece_size,
+        &rid,
+        &params,
+        &parents,
+        &mut back,
+    )?;
+    let unseal_sectors_t = t.elapsed();
+    if back != piece {
+        bail!("unsealing by sectors did not give back the piece");
+    }
+    drop(back);
     step("seal proof");
 
     // --- seal proof ---
@@ -274,6 +304,20 @@ fn measure(args: &ProofsArgs, threads: usize) -> anyhow::Result<Report> {
         SealProof::decode(&encoded).and_then(|p| verify_seal(&public, &params, &p))
     });
     ok?;
+    step("seal proof by sectors");
+    let stored = SectorWitness {
+        replica_id: rid,
+        piece: &piece.as_slice(),
+        data_outboard: &outboard,
+        replica: &sealed.replica.as_slice(),
+        replica_outboard: &sealed.replica_outboard,
+    };
+    let t = Instant::now();
+    let by_sectors = prove_seal_sectors(&stored, &params, &parents, &seed)?;
+    let prove_sectors_t = t.elapsed();
+    if by_sectors != proof {
+        bail!("the seal proof by sectors differs from the one in memory");
+    }
     step("window proofs");
 
     // --- window proofs ---
@@ -352,8 +396,29 @@ fn measure(args: &ProofsArgs, threads: usize) -> anyhow::Result<Report> {
             None,
         ),
         figure(
+            "seal by sectors (the node's path)",
+            mb(sectors_t),
+            "MB/s",
+            Some(args.piece_size as f64 / label_bound_secs / 1e6),
+            None,
+        ),
+        figure(
+            "unseal by sectors",
+            mb(unseal_sectors_t),
+            "MB/s",
+            Some(args.piece_size as f64 / label_bound_secs / 1e6),
+            None,
+        ),
+        figure(
             "seal proof generate",
             prove_t.as_secs_f64() * 1e3,
+            "ms",
+            None,
+            None,
+        ),
+        figure(
+            "seal proof generate by sectors (labels again)",
+            prove_sectors_t.as_secs_f64() * 1e3,
             "ms",
             None,
             None,
@@ -418,6 +483,8 @@ fn measure(args: &ProofsArgs, threads: usize) -> anyhow::Result<Report> {
         window_proof_bytes: wbytes,
         outboard_bytes: outboard.size_bytes(),
         label_memory_bytes: label_memory,
+        sector_label_memory_bytes: u64::from(params.layers)
+            * params.sector_bytes().min(args.piece_size.div_ceil(32) * 32),
         parent_table_bytes: parents.size_bytes(),
         parent_table_secs: parents_t.as_secs_f64(),
         figures,
@@ -447,8 +514,10 @@ fn print_table(r: &Report) {
         r.blake3.label_layer1_ns
     );
     println!(
-        "memory: labels {} MiB, parent table {} MiB (built in {:.2} s), outboard {} KiB",
+        "memory: labels {} MiB in memory, {} MiB by sectors ({} nodes each), parent tables {} MiB (built in {:.2} s), outboard {} KiB",
         r.label_memory_bytes >> 20,
+        r.sector_label_memory_bytes >> 20,
+        r.params.sector_nodes,
         r.parent_table_bytes >> 20,
         r.parent_table_secs,
         r.outboard_bytes >> 10

@@ -52,11 +52,26 @@
 //!
 //! A layer is sequential: one thread hashes, while a second rayon task gathers
 //! the next batch's parent labels (the random reads) into a small buffer, as
-//! Filecoin's multicore SDR does. The seal keeps all `L` layers in memory
-//! (`L × 32·n` bytes: 704 MiB for a 64 MiB piece at `production`) because the
-//! seal proof opens whole columns; a node sealing sectors larger than RAM
-//! would spill layers to disk. Unsealing regenerates the labels with two
-//! layers in memory and XORs them off.
+//! Filecoin's multicore SDR does.
+//!
+//! ## Sectors
+//!
+//! The graph is not one graph over the piece: the piece's nodes are cut into
+//! sectors of [`SealParams::sector_nodes`] nodes (16 MiB at `devnet`, 8 MiB
+//! at `production`; the last sector may be shorter), and each sector is
+//! labelled over its own graph (built for the sector's length, parents local
+//! to the sector, shifted to where it starts; a sector's first node has no
+//! DRG parent). Labels still hash the piece's node index, so equal sectors
+//! seal differently. Commitments and proofs are over the whole piece, as
+//! above: only the parents changed. So sealing ([`seal::seal_sectors`]),
+//! unsealing ([`seal::unseal_to`]) and seal proofs
+//! ([`proof::prove_seal_sectors`]) hold one sector's `L` layers at a time —
+//! `L × 32 · sector_nodes` bytes, and at most two sector parent tables —
+//! whatever the piece size, with the replica written as it is computed. The
+//! in-memory [`seal::seal`] (every layer of the piece, 704 MiB for a 64 MiB
+//! piece at `production`) gives the same bytes and is what tests compare
+//! against. A piece of at most one sector is sealed exactly as before
+//! sectors existed.
 //!
 //! ## Proofs
 //!
@@ -83,8 +98,8 @@
 //! ## Parameters
 //!
 //! [`SealParams::devnet`] (L = 2, d = 3, e = 3, 30 seal / 10 window
-//! challenges) and [`SealParams::production`] (L = 11, d = 6, e = 8, 176 / 10,
-//! close to Filecoin's SDR).
+//! challenges, 16 MiB sectors) and [`SealParams::production`] (L = 11, d = 6,
+//! e = 8, 176 / 10, close to Filecoin's SDR, 8 MiB sectors).
 //!
 //! ## Example
 //!
@@ -121,8 +136,8 @@ pub mod seal;
 pub mod tree;
 
 pub use error::{PorepError, Result, TreeKind};
-pub use graph::Parents;
+pub use graph::{Parents, Sector, SectorGraph};
 pub use params::SealParams;
-pub use proof::{SealProof, SealPublic, WindowProof, WindowPublic};
-pub use seal::{Commitments, Labels, Sealed};
+pub use proof::{SealProof, SealPublic, SectorWitness, WindowProof, WindowPublic};
+pub use seal::{Commitments, Labels, Sealed, SectorSeal};
 pub use tree::{ChunkOpening, GroupOpening, Hash32, Outboard, OutboardBuilder, ReadAt};

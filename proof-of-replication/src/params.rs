@@ -16,12 +16,24 @@ pub const MAX_SEAL_CHALLENGES: u32 = 512;
 pub const MAX_WINDOW_CHALLENGES: u32 = 1024;
 /// Bytes of a label's fixed prefix: replica id, layer (u32), node (u64).
 pub const LABEL_PREFIX_LEN: usize = 32 + 4 + 8;
+/// Fewest nodes a sector may have: one 16 KiB chunk group of column hashes,
+/// so a group (what an opening reads) never spans two sectors.
+pub const MIN_SECTOR_NODES: u64 = 512;
 
-/// The shape of a sealing: layers, graph degrees and challenge counts.
+fn default_sector_nodes() -> u64 {
+    SealParams::devnet().sector_nodes
+}
+
+/// The shape of a sealing: layers, graph degrees, sector size and challenge
+/// counts.
 ///
-/// The graph is fully determined by `(nodes, drg_degree, expander_degree)`;
-/// `layers` sets the sequential work. Challenge counts set soundness: a replica
-/// with a fraction `ε` of wrong labels passes `C` seal challenges with
+/// A piece is cut into sectors of `sector_nodes` nodes (the last one may be
+/// shorter), each labelled over its own graph, fully determined by `(sector
+/// length, drg_degree, expander_degree)`; `layers` sets the sequential work.
+/// Sealing, unsealing and proving hold one sector's layers at a time, so
+/// their memory is bounded by the sector, not the piece.
+///
+/// Challenge counts set soundness: a replica with a fraction `ε` of wrong labels passes `C` seal challenges with
 /// probability `(1 − ε)^C`, and a provider that dropped a fraction `f` of its
 /// replica survives one window with probability `(1 − f)^N`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,12 +48,17 @@ pub struct SealParams {
     pub seal_challenges: u32,
     /// Challenged nodes `N` in a window proof.
     pub window_challenges: u32,
+    /// Nodes per sector: a power of two, at least [`MIN_SECTOR_NODES`].
+    #[serde(default = "default_sector_nodes")]
+    pub sector_nodes: u64,
 }
 
 impl SealParams {
     /// Fast parameters for development networks and tests: a 64 MiB piece
     /// seals in a few seconds on one core. Two layers give almost no
     /// sequential-work guarantee; do not use them where that matters.
+    /// 16 MiB sectors: sealing holds 32 MiB of labels and 24 MiB of parent
+    /// tables, whatever the piece size.
     pub const fn devnet() -> Self {
         Self {
             layers: 2,
@@ -49,13 +66,19 @@ impl SealParams {
             expander_degree: 3,
             seal_challenges: 30,
             window_challenges: 10,
+            sector_nodes: 1 << 19,
         }
     }
 
     /// Parameters close to Filecoin's SDR: 11 layers, 6 DRG + 8 expander
     /// parents. 176 seal challenges is Filecoin's interactive-PoRep count for
     /// 32 GiB sectors; 10 window challenges per replica is Filecoin's
-    /// WindowPoSt count, repeated every proving window.
+    /// WindowPoSt count, repeated every proving window. 8 MiB sectors:
+    /// sealing holds 88 MiB of labels (11 layers) and at most 28 MiB of
+    /// parent tables, whatever the piece size. (Filecoin's sectors are 32
+    /// GiB, sealed on machines with hundreds of GiB; crowdstore's providers
+    /// are home machines. What a small sector gives away: see
+    /// docs/ARCHITECTURE.md, "Sealing in sectors".)
     pub const fn production() -> Self {
         Self {
             layers: 11,
@@ -63,6 +86,7 @@ impl SealParams {
             expander_degree: 8,
             seal_challenges: 176,
             window_challenges: 10,
+            sector_nodes: 1 << 18,
         }
     }
 
@@ -83,6 +107,14 @@ impl SealParams {
         if self.window_challenges == 0 || self.window_challenges > MAX_WINDOW_CHALLENGES {
             return Err(PorepError::InvalidParams("window_challenges must be in 1..=1024"));
         }
+        if !self.sector_nodes.is_power_of_two()
+            || self.sector_nodes < MIN_SECTOR_NODES
+            || self.sector_nodes > crate::graph::MAX_NODES
+        {
+            return Err(PorepError::InvalidParams(
+                "sector_nodes must be a power of two in 512..=2^32",
+            ));
+        }
         Ok(())
     }
 
@@ -94,6 +126,11 @@ impl SealParams {
     /// Labels computed to seal a piece of `nodes` nodes.
     pub fn labels_for(&self, nodes: u64) -> u64 {
         nodes * u64::from(self.layers)
+    }
+
+    /// Bytes of one sector (of the piece, and of each layer of labels).
+    pub fn sector_bytes(&self) -> u64 {
+        self.sector_nodes * 32
     }
 }
 
@@ -143,6 +180,14 @@ mod tests {
             },
             SealParams {
                 window_challenges: 5000,
+                ..SealParams::devnet()
+            },
+            SealParams {
+                sector_nodes: 1000,
+                ..SealParams::devnet()
+            },
+            SealParams {
+                sector_nodes: 256,
                 ..SealParams::devnet()
             },
         ];

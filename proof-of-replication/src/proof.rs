@@ -1,10 +1,14 @@
 //! Seal proofs (interactive PoRep) and window proofs of storage.
 
 use crate::error::{PorepError, Result, TreeKind};
+use std::collections::BTreeMap;
+
 use crate::graph::{node_count, node_parents, Parents, MAX_NODES};
 use crate::params::SealParams;
 use crate::seal::{column_hash, comm_r, Label, LabelHasher, Labels, Sealed};
-use crate::tree::{chunk_of_node, hex32, verify_chunk, ChunkOpening, Hash32, Outboard, ReadAt};
+use crate::tree::{
+    chunk_of_node, hex32, verify_chunk, ChunkOpening, Hash32, Outboard, OutboardBuilder, ReadAt, GROUP_LEN,
+};
 
 const SEAL_CHALLENGE_CONTEXT: &str = "crowdstore porep v1 seal challenge";
 const WINDOW_CHALLENGE_CONTEXT: &str = "crowdstore porep v1 window challenge";
@@ -121,11 +125,11 @@ pub struct WindowPublic {
     pub randomness: Hash32,
 }
 
-/// What a prover opens to answer a seal challenge. Every source is read
-/// only where a challenge lands, so each may be in memory, a file, or
-/// computed ([`crate::seal::Labels::replica_of`],
-/// [`crate::seal::Labels::column_hashes`]).
-pub struct SealWitness<'a> {
+/// What a prover that keeps no labels opens to answer a seal challenge
+/// ([`prove_seal_sectors`]), and the stored half of a [`SealWitness`]: the
+/// piece and the replica, each with its outboard, read only where a
+/// challenge lands.
+pub struct SectorWitness<'a> {
     pub replica_id: Hash32,
     /// The piece (unpadded) and its outboard (`comm_d`).
     pub piece: &'a (dyn ReadAt + Sync),
@@ -133,6 +137,23 @@ pub struct SealWitness<'a> {
     /// The replica and its outboard (`comm_r_last`).
     pub replica: &'a (dyn ReadAt + Sync),
     pub replica_outboard: &'a Outboard,
+}
+
+impl std::fmt::Debug for SectorWitness<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SectorWitness")
+            .field("replica_id", &hex32(&self.replica_id))
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a prover opens to answer a seal challenge. Every source is read
+/// only where a challenge lands, so each may be in memory, a file, or
+/// computed ([`crate::seal::Labels::replica_of`],
+/// [`crate::seal::Labels::column_hashes`]).
+pub struct SealWitness<'a> {
+    /// The piece and the replica, with their outboards.
+    pub stored: SectorWitness<'a>,
     /// Every layer of labels, the column hashes and their outboard (`comm_c`).
     pub labels: &'a Labels,
     pub column_hashes: &'a (dyn ReadAt + Sync),
@@ -149,11 +170,39 @@ impl std::fmt::Debug for SealWitness<'_> {
 
 fn open_column(w: &SealWitness<'_>, node: u64) -> Result<ColumnOpening> {
     Ok(ColumnOpening {
-        labels: w.labels.column(node),
+        labels: w.labels.column(node).ok_or(PorepError::SizeMismatch {
+            what: "labelled nodes",
+            expected: node + 1,
+            got: w.labels.range().end,
+        })?,
         hash: w
             .column_outboard
             .open_from(w.column_hashes, chunk_of_node(node))?,
     })
+}
+
+/// A challenged node with its DRG and expander parents.
+type Challenged = (u64, Vec<u64>, Vec<u64>);
+
+/// The challenged nodes and the DRG and expander parents of each.
+fn challenged(
+    replica_id: &Hash32,
+    seed: &Hash32,
+    nodes: u64,
+    params: &SealParams,
+    parents: &Parents,
+) -> Result<Vec<Challenged>> {
+    seal_challenges(replica_id, seed, nodes, params.seal_challenges)
+        .into_iter()
+        .map(|node| {
+            let (drg, exp) = parents.parents_of(node).ok_or(PorepError::SizeMismatch {
+                what: "graph nodes",
+                expected: node + 1,
+                got: parents.nodes(),
+            })?;
+            Ok((node, drg, exp))
+        })
+        .collect()
 }
 
 /// Answer a seal challenge: `piece` and `sealed` are the prover's own data.
@@ -165,11 +214,13 @@ pub fn prove_seal(
     seed: &Hash32,
 ) -> Result<SealProof> {
     let witness = SealWitness {
-        replica_id: sealed.replica_id,
-        piece: &piece,
-        data_outboard: &sealed.data_outboard,
-        replica: &sealed.replica,
-        replica_outboard: &sealed.replica_outboard,
+        stored: SectorWitness {
+            replica_id: sealed.replica_id,
+            piece: &piece,
+            data_outboard: &sealed.data_outboard,
+            replica: &sealed.replica,
+            replica_outboard: &sealed.replica_outboard,
+        },
         labels: &sealed.labels,
         column_hashes: &sealed.column_hashes,
         column_outboard: &sealed.column_outboard,
@@ -185,7 +236,7 @@ pub fn prove_seal_with(
     seed: &Hash32,
 ) -> Result<SealProof> {
     params.validate()?;
-    let nodes = node_count(w.data_outboard.len());
+    let nodes = node_count(w.stored.data_outboard.len());
     if !parents.matches(nodes, params) || w.labels.nodes() != nodes {
         return Err(PorepError::SizeMismatch {
             what: "sealed nodes",
@@ -193,34 +244,119 @@ pub fn prove_seal_with(
             got: w.labels.nodes(),
         });
     }
-    let challenges = seal_challenges(&w.replica_id, seed, nodes, params.seal_challenges);
+    let challenges = challenged(&w.stored.replica_id, seed, nodes, params, parents)?;
+    answer(&w.stored, challenges, w.column_outboard, |node| {
+        open_column(w, node)
+    })
+}
+
+/// The proof answering `challenges`: data and replica opened from `stored`,
+/// columns by `open_column`.
+fn answer(
+    stored: &SectorWitness<'_>,
+    challenges: Vec<Challenged>,
+    column_outboard: &Outboard,
+    open_column: impl Fn(u64) -> Result<ColumnOpening>,
+) -> Result<SealProof> {
     let challenges = challenges
         .into_iter()
-        .map(|node| {
+        .map(|(node, drg, exp)| {
             let chunk = chunk_of_node(node);
-            let (drg, exp) = parents.row(node as usize);
             Ok(SealChallengeProof {
                 node,
-                data: w.data_outboard.open_from(w.piece, chunk)?,
-                replica: w.replica_outboard.open_from(w.replica, chunk)?,
-                column: open_column(w, node)?,
-                drg_parents: drg
-                    .iter()
-                    .map(|&p| open_column(w, u64::from(p)))
-                    .collect::<Result<_>>()?,
-                exp_parents: exp
-                    .iter()
-                    .map(|&p| open_column(w, u64::from(p)))
-                    .collect::<Result<_>>()?,
+                data: stored.data_outboard.open_from(stored.piece, chunk)?,
+                replica: stored.replica_outboard.open_from(stored.replica, chunk)?,
+                column: open_column(node)?,
+                drg_parents: drg.iter().map(|&p| open_column(p)).collect::<Result<_>>()?,
+                exp_parents: exp.iter().map(|&p| open_column(p)).collect::<Result<_>>()?,
             })
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(SealProof {
-        replica_id: w.replica_id,
-        comm_c: w.column_outboard.root(),
-        comm_r_last: w.replica_outboard.root(),
+        replica_id: stored.replica_id,
+        comm_c: column_outboard.root(),
+        comm_r_last: stored.replica_outboard.root(),
         challenges,
     })
+}
+
+/// Answer a seal challenge regenerating the labels one sector at a time:
+/// the same proof as [`prove_seal_with`] over every layer in memory, in one
+/// sector's layers of memory plus the opened columns and their 16 KiB groups
+/// of column hashes. Every sector is labelled once (`comm_c`'s tree needs
+/// every column hash); the columns a challenge opens are kept from the
+/// sector they lie in (no parent leaves its sector).
+pub fn prove_seal_sectors(
+    w: &SectorWitness<'_>,
+    params: &SealParams,
+    parents: &Parents,
+    seed: &Hash32,
+) -> Result<SealProof> {
+    params.validate()?;
+    let nodes = node_count(w.data_outboard.len());
+    if !parents.matches(nodes, params) {
+        return Err(PorepError::SizeMismatch {
+            what: "graph nodes",
+            expected: nodes,
+            got: parents.nodes(),
+        });
+    }
+    let challenges = challenged(&w.replica_id, seed, nodes, params, parents)?;
+    let wanted: std::collections::BTreeSet<u64> = challenges
+        .iter()
+        .flat_map(|(node, drg, exp)| {
+            std::iter::once(*node)
+                .chain(drg.iter().copied())
+                .chain(exp.iter().copied())
+        })
+        .collect();
+    let group_of = |node: u64| node * 32 / GROUP_LEN as u64;
+    let mut columns: BTreeMap<u64, Vec<Label>> = BTreeMap::new();
+    let mut groups: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    let mut builder = OutboardBuilder::new();
+    let mut block = vec![0u8; 1 << 20];
+    for sector in parents.sectors() {
+        let labels = Labels::generate_sector(&w.replica_id, params, sector)?;
+        let hashes = labels.column_hashes();
+        let read = |offset: u64, buf: &mut [u8]| {
+            hashes
+                .read_at(offset, buf)
+                .map_err(|source| PorepError::Io { offset, source })
+        };
+        let range = sector.range();
+        let end = range.end * 32;
+        let mut at = range.start * 32;
+        while at < end {
+            let n = (end - at).min(block.len() as u64) as usize;
+            read(at, &mut block[..n])?;
+            builder.update(&block[..n]);
+            at += n as u64;
+        }
+        for &node in wanted.range(range) {
+            let column = labels
+                .column(node)
+                .ok_or(PorepError::InvalidParams("column outside its sector"))?;
+            columns.insert(node, column);
+            let g = group_of(node);
+            if let std::collections::btree_map::Entry::Vacant(slot) = groups.entry(g) {
+                let a = g * GROUP_LEN as u64;
+                let mut bytes = vec![0u8; (end.min(a + GROUP_LEN as u64) - a) as usize];
+                read(a, &mut bytes)?;
+                slot.insert(bytes);
+            }
+        }
+    }
+    let column_outboard = builder.finalize();
+    let open_column = |node: u64| -> Result<ColumnOpening> {
+        let missing = || PorepError::InvalidParams("a challenged column was not labelled");
+        let labels = columns.get(&node).ok_or_else(missing)?.clone();
+        let group = groups.get(&group_of(node)).ok_or_else(missing)?;
+        Ok(ColumnOpening {
+            labels,
+            hash: column_outboard.open_in_group(chunk_of_node(node), group)?,
+        })
+    };
+    answer(w, challenges, &column_outboard, open_column)
 }
 
 fn check_opening_chunk(tree: TreeKind, opening: &ChunkOpening, node: u64) -> Result<()> {

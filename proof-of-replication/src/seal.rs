@@ -3,9 +3,9 @@
 use rayon::prelude::*;
 
 use crate::error::{PorepError, Result};
-use crate::graph::{check_nodes, node_count, Parents};
+use crate::graph::{check_nodes, node_count, Parents, Sector, SectorGraph};
 use crate::params::{SealParams, LABEL_PREFIX_LEN};
-use crate::tree::{Hash32, Outboard, ReadAt};
+use crate::tree::{Hash32, Outboard, OutboardBuilder, ReadAt};
 
 /// One 32-byte label.
 pub type Label = Hash32;
@@ -111,15 +111,20 @@ const ZERO: Label = [0u8; 32];
 /// hashing loop reads only the gathered rows and the last ~2 batches of `cur`,
 /// which are in cache (the split Filecoin's multicore SDR makes). With a
 /// one-thread pool the two tasks simply run one after the other.
+///
+/// `cur` and `prev` are one sector's layers; `base` is the sector's first
+/// node in the piece (labels hash the piece's node index, so no two sectors
+/// share labels).
 fn label_layer(
     hasher: &LabelHasher,
-    parents: &Parents,
+    parents: &SectorGraph,
+    base: u64,
     layer: u32,
     prev: Option<&[Label]>,
     cur: &mut [Label],
 ) {
     let n = cur.len();
-    let (d, e) = (parents.row(0).0.len(), parents.row(0).1.len());
+    let (d, e) = parents.degrees();
     let width = d + if prev.is_some() { e } else { 0 };
     let batch_len = batch_len(width);
     let mut gathered = vec![ZERO; batch_len * width];
@@ -139,6 +144,7 @@ fn label_layer(
         rayon::join(
             || {
                 let b = Batch {
+                    base,
                     start,
                     width,
                     gathered_below,
@@ -162,7 +168,7 @@ fn label_layer(
 /// Copy the parents' labels of nodes `start..end` into `out` (`width` per
 /// node): DRG parents below `done.len()` and, with `prev`, all expander parents.
 fn gather(
-    parents: &Parents,
+    parents: &SectorGraph,
     prev: Option<&[Label]>,
     done: &[Label],
     start: usize,
@@ -188,6 +194,7 @@ fn gather(
 
 /// What the hashing loop of one batch reads.
 struct Batch<'a> {
+    base: u64,
     start: usize,
     width: usize,
     gathered_below: usize,
@@ -195,14 +202,14 @@ struct Batch<'a> {
     done: &'a [Label],
 }
 
-fn hash_batch(hasher: &LabelHasher, parents: &Parents, layer: u32, b: &Batch<'_>, out: &mut [Label]) {
+fn hash_batch(hasher: &LabelHasher, parents: &SectorGraph, layer: u32, b: &Batch<'_>, out: &mut [Label]) {
     let mut buf = [0u8; blake3::CHUNK_LEN];
     buf[..32].copy_from_slice(&hasher.replica_id);
     buf[32..36].copy_from_slice(&layer.to_le_bytes());
-    let d = parents.row(0).0.len();
+    let d = parents.degrees().0;
     for k in 0..out.len() {
         let i = b.start + k;
-        buf[36..44].copy_from_slice(&(i as u64).to_le_bytes());
+        buf[36..44].copy_from_slice(&(b.base + i as u64).to_le_bytes());
         let row = &b.rows[k * b.width..(k + 1) * b.width];
         let mut end = LABEL_PREFIX_LEN;
         for (slot, &p) in parents.row(i).0.iter().enumerate() {
@@ -239,19 +246,24 @@ fn check_graph(nodes: u64, params: &SealParams, parents: &Parents) -> Result<()>
     Ok(())
 }
 
-/// All `L` layers of labels of one replica, `L × n × 32` bytes in memory.
+/// All `L` layers of labels of a run of nodes — a whole piece
+/// ([`Labels::generate`], `L × n × 32` bytes) or one sector
+/// ([`Labels::generate_sector`], `L` × the sector size) — starting at node
+/// `base` of the piece. Every node index taken or read is the piece's.
 ///
-/// The seal proof opens whole columns, so a prover keeps every layer until it
-/// has answered the seal challenge; a provider sealing sectors larger than RAM
-/// would spill layers to disk (Filecoin keeps them on disk as "layer files").
+/// The seal proof opens whole columns, so a column needs every layer; a
+/// sector's layers are all a column of that sector needs, since no parent
+/// leaves its sector.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Labels {
+    base: u64,
     layers: Vec<Vec<Label>>,
 }
 
 impl std::fmt::Debug for Labels {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Labels")
+            .field("base", &self.base)
             .field("layers", &self.layers.len())
             .field("nodes", &self.nodes())
             .finish()
@@ -274,17 +286,36 @@ impl Labels {
         let mut layers: Vec<Vec<Label>> = Vec::with_capacity(params.layers as usize);
         for layer in 1..=params.layers {
             let mut cur = vec![[0u8; 32]; nodes as usize];
-            label_layer(
-                &hasher,
-                parents,
-                layer,
-                layers.last().map(Vec::as_slice),
-                &mut cur,
-            );
+            for sector in parents.sectors() {
+                let r = sector.range();
+                let (a, b) = (r.start as usize, r.end as usize);
+                let prev = layers.last().map(|l| &l[a..b]);
+                label_layer(&hasher, sector.graph, sector.start, layer, prev, &mut cur[a..b]);
+            }
             layers.push(cur);
             progress(layer);
         }
-        Ok(Self { layers })
+        Ok(Self { base: 0, layers })
+    }
+
+    /// Label every layer of one sector of the piece `parents` was built for:
+    /// the same labels as [`Labels::generate`] gives those nodes, in `L` ×
+    /// the sector's size of memory.
+    pub fn generate_sector(replica_id: &Hash32, params: &SealParams, sector: Sector<'_>) -> Result<Self> {
+        params.validate()?;
+        let hasher = LabelHasher::new(replica_id);
+        let n = sector.nodes() as usize;
+        let mut layers: Vec<Vec<Label>> = Vec::with_capacity(params.layers as usize);
+        for layer in 1..=params.layers {
+            let mut cur = vec![[0u8; 32]; n];
+            let prev = layers.last().map(Vec::as_slice);
+            label_layer(&hasher, sector.graph, sector.start, layer, prev, &mut cur);
+            layers.push(cur);
+        }
+        Ok(Self {
+            base: sector.start,
+            layers,
+        })
     }
 
     /// Number of nodes per layer.
@@ -292,15 +323,27 @@ impl Labels {
         self.layers.first().map_or(0, |l| l.len() as u64)
     }
 
-    /// Layer `layer` (1-based).
+    /// The piece's first node these labels cover.
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+
+    /// The piece's nodes these labels cover.
+    pub fn range(&self) -> std::ops::Range<u64> {
+        self.base..self.base + self.nodes()
+    }
+
+    /// Layer `layer` (1-based), from node `base`.
     pub fn layer(&self, layer: u32) -> Option<&[Label]> {
         let idx = (layer as usize).checked_sub(1)?;
         self.layers.get(idx).map(Vec::as_slice)
     }
 
-    /// The column of node `i`: its label in every layer.
-    pub fn column(&self, i: u64) -> Vec<Label> {
-        self.layers.iter().map(|l| l[i as usize]).collect()
+    /// The column of the piece's node `i`: its label in every layer (`None`
+    /// outside these labels).
+    pub fn column(&self, i: u64) -> Option<Vec<Label>> {
+        let at = usize::try_from(i.checked_sub(self.base)?).ok()?;
+        self.layers.iter().map(|l| l.get(at).copied()).collect()
     }
 
     /// Memory held in bytes.
@@ -308,7 +351,7 @@ impl Labels {
         self.layers.iter().map(|l| l.len() * 32).sum()
     }
 
-    /// The column hash of node `i` with the column key `ckey`.
+    /// The column hash of node `base + i` with the column key `ckey`.
     fn column_hash_with(&self, ckey: &[u8; 32], i: usize) -> Hash32 {
         let mut col = [[0u8; 32]; crate::params::MAX_LAYERS as usize];
         for (c, layer) in col.iter_mut().zip(&self.layers) {
@@ -317,7 +360,8 @@ impl Labels {
         column_hash_keyed(ckey, &col[..self.layers.len()])
     }
 
-    /// The column hashes (the leaves of `comm_c`), computed when read.
+    /// The column hashes (the leaves of `comm_c`), computed when read, at
+    /// the piece's offsets (`32 · base` onwards).
     pub fn column_hashes(&self) -> ColumnHashes<'_> {
         ColumnHashes {
             labels: self,
@@ -325,15 +369,33 @@ impl Labels {
         }
     }
 
+    /// Column hashes of this run's nodes from `first` (relative to `base`)
+    /// into `out` (32 bytes each), in parallel.
+    fn write_column_hashes(&self, first: usize, out: &mut [u8]) {
+        let ckey = key(COLUMN_CONTEXT);
+        out.par_chunks_mut(32)
+            .enumerate()
+            .for_each(|(k, dst)| dst.copy_from_slice(&self.column_hash_with(&ckey, first + k)));
+    }
+
     /// The replica of the `piece_len`-byte piece in `piece`, computed from
-    /// the last layer when read.
+    /// the last layer when read, at the piece's offsets (`32 · base`
+    /// onwards; `piece` is the whole piece).
     pub fn replica_of<'a, R: ReadAt + ?Sized>(&'a self, piece: &'a R, piece_len: u64) -> ReplicaBytes<'a, R> {
         ReplicaBytes {
             piece,
             piece_len,
+            base: self.base,
             last: self.layers.last().map_or(&[][..], Vec::as_slice),
         }
     }
+}
+
+/// `offset` (a piece offset) as an offset into a run of nodes from `base`.
+fn within_run(offset: u64, base: u64) -> std::io::Result<u64> {
+    offset
+        .checked_sub(base * 32)
+        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))
 }
 
 /// Calls `f(node, within, dst)` for every node that `offset..offset +
@@ -362,7 +424,8 @@ fn per_node(
     Ok(())
 }
 
-/// The column hashes of a set of labels as a [`ReadAt`] of `32·n` bytes:
+/// The column hashes of a set of labels as a [`ReadAt`] of the piece's
+/// column-hash bytes (`32 · (base + n)` long, readable from `32 · base`):
 /// what `comm_c` is built over, without an `n × 32`-byte buffer.
 #[derive(Debug, Clone, Copy)]
 pub struct ColumnHashes<'a> {
@@ -372,9 +435,10 @@ pub struct ColumnHashes<'a> {
 
 impl ReadAt for ColumnHashes<'_> {
     fn len_bytes(&self) -> std::io::Result<u64> {
-        Ok(self.labels.nodes() * 32)
+        Ok((self.labels.base + self.labels.nodes()) * 32)
     }
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        let offset = within_run(offset, self.labels.base)?;
         per_node(offset, buf, self.labels.nodes() as usize, |i, within, dst| {
             let h = self.labels.column_hash_with(&self.key, i);
             dst.copy_from_slice(&h[within..within + dst.len()]);
@@ -383,26 +447,29 @@ impl ReadAt for ColumnHashes<'_> {
     }
 }
 
-/// A replica as a [`ReadAt`] of `32·n` bytes: the piece (zero-padded to
-/// whole nodes) XOR the last layer, computed when read.
+/// A replica as a [`ReadAt`] of the piece's replica bytes (`32 · (base +
+/// n)` long, readable from `32 · base`): the piece (zero-padded to whole
+/// nodes) XOR the last layer, computed when read.
 #[derive(Debug, Clone, Copy)]
 pub struct ReplicaBytes<'a, R: ?Sized> {
     piece: &'a R,
     piece_len: u64,
+    base: u64,
     last: &'a [Label],
 }
 
 impl<R: ReadAt + ?Sized> ReadAt for ReplicaBytes<'_, R> {
     fn len_bytes(&self) -> std::io::Result<u64> {
-        Ok(self.last.len() as u64 * 32)
+        Ok((self.base + self.last.len() as u64) * 32)
     }
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        let run = within_run(offset, self.base)?;
         let data = (self.piece_len.saturating_sub(offset) as usize).min(buf.len());
         if data > 0 {
             self.piece.read_at(offset, &mut buf[..data])?;
         }
         buf[data..].fill(0);
-        per_node(offset, buf, self.last.len(), |i, within, dst| {
+        per_node(run, buf, self.last.len(), |i, within, dst| {
             for (d, l) in dst.iter_mut().zip(&self.last[i][within..]) {
                 *d ^= l;
             }
@@ -478,14 +545,11 @@ pub fn seal(piece: &[u8], replica_id: &Hash32, params: &SealParams, parents: &Pa
     Sealed::from_labels(piece, replica_id, labels)
 }
 
-/// A sealing that keeps only the labels and the trees' outboards in memory:
-/// the piece stays where it is (a file), and the replica and the column
-/// hashes are computed from the labels when read ([`Labels::replica_of`],
-/// [`Labels::column_hashes`]). Memory: the `L` layers, against `L + 3`
-/// piece sizes for [`Sealed`]. Same commitments, same replica.
+/// A sealing done one sector at a time ([`seal_sectors`]): the replica was
+/// written out as it was computed, and only the trees' outboards are kept.
+/// Same commitments, same replica as [`seal`].
 #[derive(Debug)]
-pub struct LeanSeal {
-    pub labels: Labels,
+pub struct SectorSeal {
     pub replica_id: Hash32,
     /// Outboard of the column-hash tree (`comm_c`).
     pub column_outboard: Outboard,
@@ -496,30 +560,51 @@ pub struct LeanSeal {
     pub comm_r: Hash32,
 }
 
-/// Seal the piece in `piece` for `replica_id` the lean way ([`LeanSeal`]);
-/// write the replica with `lean.labels.replica_of(piece, len)`.
-pub fn seal_lean<R: ReadAt + Sync + ?Sized>(
+/// Bytes of column hashes and of replica computed at a time while sealing
+/// or unsealing a sector.
+const BLOCK: usize = 1 << 20;
+
+/// Seal the piece in `piece` for `replica_id` one sector at a time, writing
+/// the replica to `replica` as it is computed. Memory: one sector's `L`
+/// layers, two 1 MiB blocks and the outboards (≈ 0.4 % of the piece each),
+/// whatever the piece size; the piece is read once, in order.
+pub fn seal_sectors<R: ReadAt + Sync + ?Sized>(
     piece: &R,
     replica_id: &Hash32,
     params: &SealParams,
     parents: &Parents,
-) -> Result<LeanSeal> {
+    replica: &mut dyn std::io::Write,
+) -> Result<SectorSeal> {
     let piece_len = piece
         .len_bytes()
         .map_err(|e| PorepError::Io { offset: 0, source: e })?;
     let nodes = node_count(piece_len);
-    if nodes == 0 {
-        return Err(PorepError::EmptyPiece);
+    check_graph(nodes, params, parents)?;
+    let (mut columns, mut replicas) = (OutboardBuilder::new(), OutboardBuilder::new());
+    let (mut col_block, mut rep_block) = (vec![0u8; BLOCK], vec![0u8; BLOCK]);
+    for sector in parents.sectors() {
+        let labels = Labels::generate_sector(replica_id, params, sector)?;
+        let bytes = labels.replica_of(piece, piece_len);
+        let (start, end) = (sector.start * 32, sector.range().end * 32);
+        let mut at = start;
+        while at < end {
+            let n = (end - at).min(BLOCK as u64) as usize;
+            let (col, rep) = (&mut col_block[..n], &mut rep_block[..n]);
+            let (_, read) = rayon::join(
+                || labels.write_column_hashes(((at - start) / 32) as usize, col),
+                || bytes.read_at(at, rep),
+            );
+            read.map_err(|source| PorepError::Io { offset: at, source })?;
+            rayon::join(|| columns.update(col), || replicas.update(rep));
+            replica
+                .write_all(rep)
+                .map_err(|source| PorepError::Io { offset: at, source })?;
+            at += n as u64;
+        }
     }
-    let labels = Labels::generate(replica_id, nodes, params, parents, |_| {})?;
-    let (column_outboard, replica_outboard) = rayon::join(
-        || Outboard::build_from(&labels.column_hashes()),
-        || Outboard::build_from(&labels.replica_of(piece, piece_len)),
-    );
-    let (column_outboard, replica_outboard) = (column_outboard?, replica_outboard?);
+    let (column_outboard, replica_outboard) = (columns.finalize(), replicas.finalize());
     let (comm_c, comm_r_last) = (column_outboard.root(), replica_outboard.root());
-    Ok(LeanSeal {
-        labels,
+    Ok(SectorSeal {
         replica_id: *replica_id,
         column_outboard,
         replica_outboard,
@@ -584,7 +669,7 @@ impl Sealed {
 }
 
 /// Recover the original `piece_len` bytes from a replica by regenerating the
-/// labels (two layers in memory at a time).
+/// labels, into memory ([`unseal_to`] for the bounded way).
 pub fn unseal(
     replica: &[u8],
     piece_len: u64,
@@ -592,27 +677,68 @@ pub fn unseal(
     params: &SealParams,
     parents: &Parents,
 ) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(piece_len as usize);
+    unseal_to(replica, piece_len, replica_id, params, parents, &mut out)?;
+    Ok(out)
+}
+
+/// Recover the original `piece_len` bytes from `replica` and write them to
+/// `out`, one sector at a time: memory is two layers of one sector and two
+/// 1 MiB blocks, whatever the piece size.
+pub fn unseal_to<R: ReadAt + ?Sized>(
+    replica: &R,
+    piece_len: u64,
+    replica_id: &Hash32,
+    params: &SealParams,
+    parents: &Parents,
+    out: &mut dyn std::io::Write,
+) -> Result<()> {
     let nodes = node_count(piece_len);
     check_graph(nodes, params, parents)?;
-    if replica.len() as u64 != nodes * 32 {
+    let stored = replica
+        .len_bytes()
+        .map_err(|source| PorepError::Io { offset: 0, source })?;
+    if stored != nodes * 32 {
         return Err(PorepError::SizeMismatch {
             what: "replica length",
             expected: nodes * 32,
-            got: replica.len() as u64,
+            got: stored,
         });
     }
     let hasher = LabelHasher::new(replica_id);
-    let mut prev: Vec<Label> = vec![[0u8; 32]; nodes as usize];
-    let mut cur: Vec<Label> = vec![[0u8; 32]; nodes as usize];
-    for layer in 1..=params.layers {
-        let below = (layer > 1).then_some(prev.as_slice());
-        label_layer(&hasher, parents, layer, below, &mut cur);
-        std::mem::swap(&mut prev, &mut cur);
+    let size = params.sector_nodes.min(nodes) as usize;
+    let mut prev: Vec<Label> = vec![[0u8; 32]; size];
+    let mut cur: Vec<Label> = vec![[0u8; 32]; size];
+    let mut block = vec![0u8; BLOCK];
+    for sector in parents.sectors() {
+        let n = sector.nodes() as usize;
+        for layer in 1..=params.layers {
+            let below = (layer > 1).then_some(&prev[..n]);
+            label_layer(&hasher, sector.graph, sector.start, layer, below, &mut cur[..n]);
+            std::mem::swap(&mut prev, &mut cur);
+        }
+        // the last layer is in `prev`
+        let end = sector.range().end * 32;
+        let mut at = sector.start * 32;
+        while at < end.min(piece_len) {
+            let len = (end - at).min(BLOCK as u64) as usize;
+            let buf = &mut block[..len];
+            replica
+                .read_at(at, buf)
+                .map_err(|source| PorepError::Io { offset: at, source })?;
+            let first = ((at - sector.start * 32) / 32) as usize;
+            for (node, label) in buf.chunks_mut(32).zip(&prev[first..]) {
+                for (b, l) in node.iter_mut().zip(label) {
+                    *b ^= l;
+                }
+            }
+            let keep = (piece_len - at).min(len as u64) as usize;
+            out.write_all(&buf[..keep])
+                .map_err(|source| PorepError::Io { offset: at, source })?;
+            at += len as u64;
+        }
     }
-    let mut out = vec![0u8; nodes as usize * 32];
-    xor_last_layer(replica, &prev, &mut out);
-    out.truncate(piece_len as usize);
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -646,15 +772,27 @@ mod tests {
         assert_eq!(back, data);
     }
 
-    /// The lean path (labels in memory; piece read from a source; replica and
-    /// column hashes computed when read) gives the same commitments, replica,
-    /// column hashes and seal proof as sealing in memory, for ragged sizes.
+    /// Small sectors, so that small pieces span several.
+    fn sectored(p: SealParams) -> SealParams {
+        SealParams {
+            sector_nodes: crate::params::MIN_SECTOR_NODES,
+            ..p
+        }
+    }
+
+    /// The sector path (one sector's labels at a time; piece read from a
+    /// source; replica written as computed; seal proof regenerating sectors)
+    /// gives the same commitments, replica, outboards and seal proof as
+    /// sealing in memory, and unseals back, for ragged sizes over one and
+    /// several sectors.
     #[test]
-    fn lean_sealing_matches_sealing_in_memory() {
+    fn sealing_by_sectors_matches_sealing_in_memory() {
         for (len, p) in [
-            (40_000 + 7, SealParams::devnet()),
-            (16 * 1024, SealParams::devnet()),
+            (40_000 + 7, sectored(SealParams::devnet())),
+            (16 * 1024, sectored(SealParams::devnet())),
             (100, SealParams::devnet()),
+            (16 * 1024 * 3, sectored(SealParams::devnet())),
+            (70_001, sectored(SealParams::production())),
             (70_001, SealParams::production()),
         ] {
             let data = piece(len);
@@ -662,60 +800,84 @@ mod tests {
             let g = Parents::new(nodes, &p).unwrap();
             let rid = replica_id(&[3; 32], blake3::hash(&data).as_bytes(), 4, &[5; 32]);
             let full = seal(&data, &rid, &p, &g).unwrap();
-            let lean = seal_lean(data.as_slice(), &rid, &p, &g).unwrap();
-            assert_eq!(lean.comm_c, full.commitments.comm_c, "{len}");
-            assert_eq!(lean.comm_r_last, full.commitments.comm_r_last, "{len}");
-            assert_eq!(lean.comm_r, full.commitments.comm_r, "{len}");
-            assert_eq!(lean.replica_outboard, full.replica_outboard, "{len}");
-            assert_eq!(lean.column_outboard, full.column_outboard, "{len}");
+            let mut replica = Vec::new();
+            let sectors = seal_sectors(data.as_slice(), &rid, &p, &g, &mut replica).unwrap();
+            assert_eq!(replica, full.replica, "{len}");
+            assert_eq!(sectors.comm_c, full.commitments.comm_c, "{len}");
+            assert_eq!(sectors.comm_r_last, full.commitments.comm_r_last, "{len}");
+            assert_eq!(sectors.comm_r, full.commitments.comm_r, "{len}");
+            assert_eq!(sectors.replica_outboard, full.replica_outboard, "{len}");
+            assert_eq!(sectors.column_outboard, full.column_outboard, "{len}");
 
-            // read back whole and at odd offsets and lengths
-            let replica = lean.labels.replica_of(data.as_slice(), len as u64);
-            let columns = lean.labels.column_hashes();
-            let n = full.replica.len();
-            assert_eq!(replica.len_bytes().unwrap(), n as u64);
-            let mut all = vec![0u8; n];
-            replica.read_at(0, &mut all).unwrap();
-            assert_eq!(all, full.replica);
-            columns.read_at(0, &mut all).unwrap();
-            assert_eq!(all, full.column_hashes);
-            let spans = [(1usize, 31usize), (33, 90), (n - 5, 5), (n / 2 + 3, n / 2 - 3)];
-            for (at, l) in spans.into_iter().filter(|&(at, l)| at + l <= n) {
-                let mut part = vec![0u8; l];
-                replica.read_at(at as u64, &mut part).unwrap();
-                assert_eq!(part, &full.replica[at..at + l], "{len} {at}");
-                columns.read_at(at as u64, &mut part).unwrap();
-                assert_eq!(part, &full.column_hashes[at..at + l], "{len} {at}");
+            // each sector's labels are the whole piece's labels of its nodes
+            for sector in g.sectors() {
+                let one = Labels::generate_sector(&rid, &p, sector).unwrap();
+                for i in [
+                    sector.start,
+                    sector.range().end - 1,
+                    sector.start + sector.nodes() / 2,
+                ] {
+                    assert_eq!(one.column(i), full.labels.column(i), "{len} node {i}");
+                }
+                assert_eq!(one.column(sector.range().end), None);
             }
-            let mut past = [0u8; 2];
-            assert!(replica.read_at(n as u64 - 1, &mut past).is_err());
-            assert!(columns.read_at(n as u64 - 1, &mut past).is_err());
 
             let seed = [9u8; 32];
             let data_outboard = Outboard::build(&data);
-            let piece_src = data.as_slice();
-            let witness = crate::proof::SealWitness {
+            let witness = crate::proof::SectorWitness {
                 replica_id: rid,
-                piece: &piece_src,
+                piece: &data.as_slice(),
                 data_outboard: &data_outboard,
-                replica: &replica,
-                replica_outboard: &lean.replica_outboard,
-                labels: &lean.labels,
-                column_hashes: &columns,
-                column_outboard: &lean.column_outboard,
+                replica: &replica.as_slice(),
+                replica_outboard: &sectors.replica_outboard,
             };
-            let a = crate::proof::prove_seal_with(&witness, &p, &g, &seed).unwrap();
+            let a = crate::proof::prove_seal_sectors(&witness, &p, &g, &seed).unwrap();
             let b = crate::proof::prove_seal(&data, &full, &p, &g, &seed).unwrap();
             assert_eq!(a.encode(), b.encode(), "{len}");
             let public = crate::proof::SealPublic {
                 piece_len: len as u64,
                 comm_d: full.commitments.comm_d,
-                comm_r: lean.comm_r,
+                comm_r: sectors.comm_r,
                 replica_id: rid,
                 seed,
             };
             crate::proof::verify_seal(&public, &p, &a).unwrap();
+
+            let mut back = Vec::new();
+            unseal_to(replica.as_slice(), len as u64, &rid, &p, &g, &mut back).unwrap();
+            assert_eq!(back, data, "{len}");
         }
+    }
+
+    /// A sector's labels depend on where it is in the piece: two sectors of
+    /// identical data seal to different replica bytes.
+    #[test]
+    fn equal_sectors_seal_differently() {
+        let p = sectored(SealParams::devnet());
+        let data = vec![0u8; 2 * 512 * 32];
+        let g = Parents::new(1024, &p).unwrap();
+        let sealed = seal(&data, &[1; 32], &p, &g).unwrap();
+        let (a, b) = sealed.replica.split_at(512 * 32);
+        assert_ne!(a, b);
+    }
+
+    /// Reading a sector's replica or column hashes before the sector is an
+    /// error, not another sector's bytes.
+    #[test]
+    fn sector_sources_refuse_offsets_outside_their_sector() {
+        let p = sectored(SealParams::devnet());
+        let data = piece(3 * 512 * 32);
+        let g = Parents::new(3 * 512, &p).unwrap();
+        let one = Labels::generate_sector(&[1; 32], &p, g.sector(1).unwrap()).unwrap();
+        let mut buf = [0u8; 64];
+        let src = data.as_slice();
+        assert!(one.column_hashes().read_at(512 * 32 - 32, &mut buf).is_err());
+        assert!(one
+            .replica_of(&src, data.len() as u64)
+            .read_at(0, &mut buf)
+            .is_err());
+        assert!(one.column_hashes().read_at(1024 * 32 - 32, &mut buf).is_err());
+        assert!(one.column_hashes().read_at(512 * 32, &mut buf).is_ok());
     }
 
     #[test]
@@ -741,12 +903,12 @@ mod tests {
         let labels = Labels::generate(&rid, 300, &p, &g, |_| {}).unwrap();
         let h = LabelHasher::new(&rid);
         for (layer, i) in [(1u32, 0u64), (1, 1), (1, 299), (2, 5), (11, 150)] {
-            let (drg, exp) = g.row(i as usize);
+            let (drg, exp) = g.parents_of(i).unwrap();
             let cur = labels.layer(layer).unwrap();
             let zero = [0u8; 32];
             let drg_labels: Vec<&Label> = drg
                 .iter()
-                .map(|&x| if x < i as u32 { &cur[x as usize] } else { &zero })
+                .map(|&x| if x < i { &cur[x as usize] } else { &zero })
                 .collect();
             let exp_labels: Vec<&Label> = match labels.layer(layer - 1) {
                 Some(prev) if layer > 1 => exp.iter().map(|&x| &prev[x as usize]).collect(),
@@ -760,7 +922,7 @@ mod tests {
     fn reference_layer(h: &LabelHasher, g: &Parents, layer: u32, prev: Option<&[Label]>) -> Vec<Label> {
         let mut cur: Vec<Label> = Vec::new();
         for i in 0..g.nodes() as usize {
-            let (drg, exp) = g.row(i);
+            let (drg, exp) = g.parents_of(i as u64).unwrap();
             let zero = [0u8; 32];
             let drg: Vec<&Label> = drg
                 .iter()
@@ -780,13 +942,31 @@ mod tests {
         for p in [SealParams::production(), SealParams::devnet()] {
             let n = 3 * batch_len(p.drg_degree as usize) + 5;
             let g = Parents::new(n as u64, &p).unwrap();
+            let graph = g.sector(0).unwrap().graph;
             let h = LabelHasher::new(&[3u8; 32]);
             let mut l1 = vec![[0u8; 32]; n];
-            label_layer(&h, &g, 1, None, &mut l1);
+            label_layer(&h, graph, 0, 1, None, &mut l1);
             assert_eq!(l1, reference_layer(&h, &g, 1, None));
             let mut l2 = vec![[0u8; 32]; n];
-            label_layer(&h, &g, 2, Some(&l1), &mut l2);
+            label_layer(&h, graph, 0, 2, Some(&l1), &mut l2);
             assert_eq!(l2, reference_layer(&h, &g, 2, Some(&l1)));
+        }
+    }
+
+    /// Over several sectors (the last one short), every layer still follows
+    /// the plain definition with each node's (sector-local) parents.
+    #[test]
+    fn labels_over_sectors_follow_the_reference_definition() {
+        let p = sectored(SealParams::production());
+        let n = 3 * 512 + 100;
+        let g = Parents::new(n, &p).unwrap();
+        let h = LabelHasher::new(&[4u8; 32]);
+        let labels = Labels::generate(&[4u8; 32], n, &p, &g, |_| {}).unwrap();
+        let mut prev: Option<Vec<Label>> = None;
+        for layer in 1..=p.layers {
+            let want = reference_layer(&h, &g, layer, prev.as_deref());
+            assert_eq!(labels.layer(layer).unwrap(), want.as_slice(), "layer {layer}");
+            prev = Some(want);
         }
     }
 

@@ -89,23 +89,60 @@ pub fn write_atomic(dirs: &Dirs, to: &Path, bytes: &[u8]) -> std::io::Result<()>
     commit(&file, &tmp, to)
 }
 
-/// Writes the bytes of `source` to `to` crash-consistently, 1 MiB at a time.
-pub fn write_atomic_from<R: crowd_porep::ReadAt + ?Sized>(
+/// Writes what `write` writes to `to` crash-consistently (through a 1 MiB
+/// buffer); on an error the temporary file is removed and nothing is in
+/// place.
+pub fn write_atomic_with<T>(
     dirs: &Dirs,
     to: &Path,
-    source: &R,
-) -> std::io::Result<()> {
-    let (tmp, mut file) = dirs.temp_file("write-")?;
-    let len = source.len_bytes()?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut at = 0u64;
-    while at < len {
-        let n = (len - at).min(buf.len() as u64) as usize;
-        source.read_at(at, &mut buf[..n])?;
-        file.write_all(&buf[..n])?;
-        at += n as u64;
+    write: impl FnOnce(&mut dyn Write) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let (tmp, file) = dirs.temp_file("write-")?;
+    let written = (|| {
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        let value = write(&mut out)?;
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        commit(&file, &tmp, to)?;
+        Ok(value)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    commit(&file, &tmp, to)
+    written
+}
+
+/// A writer into a file that builds the outboard (and so the BLAKE3 root)
+/// of everything written through it.
+#[derive(Debug)]
+pub struct HashingWriter {
+    out: std::io::BufWriter<File>,
+    tree: crowd_porep::OutboardBuilder,
+}
+
+impl HashingWriter {
+    pub fn new(out: std::io::BufWriter<File>) -> Self {
+        Self {
+            out,
+            tree: crowd_porep::OutboardBuilder::new(),
+        }
+    }
+
+    /// The file (flushed) and the outboard of what was written.
+    pub fn finish(self) -> std::io::Result<(File, Outboard)> {
+        let file = self.out.into_inner().map_err(|e| e.into_error())?;
+        Ok((file, self.tree.finalize()))
+    }
+}
+
+impl Write for HashingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.tree.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
 }
 
 /// Reads an outboard file (crowd-porep's versioned encoding, size-checked).

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use crowd_porep::proof::SealWitness;
+use crowd_porep::proof::SectorWitness;
 use crowd_porep::tree::Outboard;
-use crowd_porep::{Labels, Parents, ReadAt, SealParams};
+use crowd_porep::{Parents, ReadAt, SealParams};
 use crowd_protocol::libp2p::identity::Keypair;
 use crowd_protocol::libp2p::{PeerId, Stream};
 use crowd_protocol::network::{FETCH_PROTOCOL, PIECE_PROTOCOL};
@@ -926,29 +926,23 @@ impl Node {
         let params = self.params;
         let node = self.clone();
         let proof = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<u8>> {
-            // labels are not kept after sealing: regenerate them (deterministic);
-            // piece and replica are read from disk where the challenges land,
-            // the column hashes computed from the labels
+            // labels are not kept after sealing: they are regenerated one
+            // sector at a time (deterministic); piece and replica are read
+            // from disk where the challenges land
             let piece = node.piece_source(&deal.piece)?;
             let nodes = crowd_porep::graph::node_count(piece.len_bytes()?);
             let parents = node.parents(nodes)?;
-            let labels = Labels::generate(&replica_id, nodes, &params, &parents, |_| {})?;
             let data_outboard = Outboard::build_from(&*piece)?;
             let replica = FileAt(std::fs::File::open(node.dirs.replica(s.deal_id))?);
             let replica_outboard = files::read_outboard(&node.dirs.replica_outboard(s.deal_id))?;
-            let columns = labels.column_hashes();
-            let column_outboard = Outboard::build_from(&columns)?;
-            let witness = SealWitness {
+            let witness = SectorWitness {
                 replica_id,
                 piece: &*piece,
                 data_outboard: &data_outboard,
                 replica: &replica,
                 replica_outboard: &replica_outboard,
-                labels: &labels,
-                column_hashes: &columns,
-                column_outboard: &column_outboard,
             };
-            Ok(crowd_porep::proof::prove_seal_with(&witness, &params, &parents, &s.seed)?.encode())
+            Ok(crowd_porep::proof::prove_seal_sectors(&witness, &params, &parents, &s.seed)?.encode())
         })
         .await??;
         Ok(Response::SealProof(Signed::sign(
@@ -1343,7 +1337,7 @@ impl Node {
             .await?;
             crowd_protocol::fetch::send_range(
                 &mut stream,
-                unsealed.bytes.as_slice(),
+                &*unsealed.source,
                 &unsealed.outboard,
                 req.start,
                 req.end,
@@ -1383,7 +1377,7 @@ impl Node {
                 return Ok(None);
             }
         }
-        // one unseal at a time: each holds the whole piece in memory
+        // one unseal at a time: each holds a sector's labels in memory
         let _permit = self.unseals.clone().acquire_owned().await?;
         // unsealed by another fetch while this one waited
         if let Some(u) = cached() {
@@ -1391,9 +1385,11 @@ impl Node {
             return Ok(Some(u));
         }
         let node = self.clone();
-        let bytes = tokio::task::spawn_blocking(move || node.piece_bytes(&piece)).await??;
-        let outboard = Outboard::build(&bytes);
-        let unsealed = Arc::new(crate::unseal::Unsealed { bytes, outboard });
+        let (file, outboard) = tokio::task::spawn_blocking(move || node.unseal_copy(&piece)).await??;
+        let unsealed = Arc::new(crate::unseal::Unsealed {
+            source: Box::new(FileAt(file)),
+            outboard,
+        });
         self.metrics.unseals.inc();
         self.unseal_cache
             .lock()
@@ -1491,16 +1487,20 @@ fn seal_one(node: &Node, deal_id: u64) -> anyhow::Result<SealState> {
         deal_id,
         &deal.ticket,
     );
-    let c = crowd_porep::seal::seal_lean(&*piece, &replica_id, &node.params, &parents)?;
+    // one sector at a time, the replica written as it is computed
+    let c = files::write_atomic_with(&node.dirs, &node.dirs.replica(deal_id), |out| {
+        Ok(crowd_porep::seal::seal_sectors(
+            &*piece,
+            &replica_id,
+            &node.params,
+            &parents,
+            out,
+        )?)
+    })?;
     files::write_atomic(
         &node.dirs,
         &node.dirs.replica_outboard(deal_id),
         &c.replica_outboard.encode(),
-    )?;
-    files::write_atomic_from(
-        &node.dirs,
-        &node.dirs.replica(deal_id),
-        &c.labels.replica_of(&*piece, piece_len),
     )?;
     let commitment = Signed::sign(
         &node.key,
@@ -1522,11 +1522,14 @@ fn seal_one(node: &Node, deal_id: u64) -> anyhow::Result<SealState> {
 
 impl Node {
     /// The piece as a source for sealing and seal proofs: its unsealed file,
-    /// read where needed; without one, unsealed from a replica into memory.
+    /// read where needed; without one, unsealed from a replica into a
+    /// temporary file ([`Node::unseal_copy`]).
     pub fn piece_source(&self, piece: &PieceId) -> anyhow::Result<Box<dyn ReadAt + Send + Sync>> {
         match std::fs::File::open(self.dirs.piece(piece)) {
             Ok(f) => Ok(Box::new(FileAt(f))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Box::new(self.piece_bytes(piece)?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Ok(Box::new(FileAt(self.unseal_copy(piece)?.0)))
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -1548,30 +1551,38 @@ impl Node {
         Ok(p)
     }
 
-    /// The piece's bytes: the unsealed copy, or else unsealed from a replica
-    /// (and checked against the piece id).
-    pub fn piece_bytes(&self, piece: &PieceId) -> anyhow::Result<Vec<u8>> {
-        match std::fs::read(self.dirs.piece(piece)) {
-            Ok(bytes) => return Ok(bytes),
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
-            Err(_) => {}
-        }
+    /// The piece unsealed from one of this node's replicas, one sealing
+    /// sector at a time, into an unlinked file in `tmp/` (gone when the
+    /// handle is dropped), checked against the piece id as it is written;
+    /// with the piece's outboard. Memory: one sector's two layers of labels.
+    pub fn unseal_copy(&self, piece: &PieceId) -> anyhow::Result<(std::fs::File, Outboard)> {
         for (_, deal) in records::deals_of(&*self.store, piece)? {
             let SealState::Sealed { commitment, .. } = &deal.seal else {
                 continue;
             };
             let (_, c) = commitment.open(&self.network()?, Some(&self.peer_id))?;
-            let replica = std::fs::read(self.dirs.replica(c.deal_id))?;
+            let replica = FileAt(std::fs::File::open(self.dirs.replica(c.deal_id))?);
             let parents = self.parents(crowd_porep::graph::node_count(deal.piece_size))?;
-            let bytes =
-                crowd_porep::seal::unseal(&replica, deal.piece_size, &c.replica_id, &self.params, &parents)?;
-            if blake3::hash(&bytes).as_bytes() != &piece.0 {
+            let (path, file) = self.dirs.temp_file("unseal-")?;
+            // unlinked at once: a crash or an error leaves nothing behind
+            std::fs::remove_file(&path)?;
+            let mut out = files::HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, file));
+            crowd_porep::seal::unseal_to(
+                &replica,
+                deal.piece_size,
+                &c.replica_id,
+                &self.params,
+                &parents,
+                &mut out,
+            )?;
+            let (file, outboard) = out.finish()?;
+            if outboard.root() != piece.0 {
                 bail!(
                     "unsealing the replica of deal {} did not give back {piece}",
                     c.deal_id
                 );
             }
-            return Ok(bytes);
+            return Ok((file, outboard));
         }
         bail!("no copy of {piece} on this node")
     }

@@ -1,13 +1,14 @@
 //! Bounds on unsealing for retrieval (pure; the node calls them).
 //!
 //! Without an unsealed copy (`keep_unsealed = false`) a fetch of any range,
-//! even one byte, needs the whole piece unsealed: SDR labels of a node
-//! depend on every earlier label of its layer, so there is no cheaper
-//! partial unseal (Filecoin unseals whole sectors too). What can be bounded
-//! is how often a stranger makes the node do it:
-//! - [`UnsealCache`]: the most recently unsealed pieces (with their
-//!   outboards) are kept, up to `unseal_cache_bytes`, so repeated small
-//!   fetches of the same piece cost one unseal;
+//! even one byte, needs the whole piece unsealed (and checked against the
+//! piece id, which needs every byte). Unsealing runs one sealing sector at
+//! a time into an unlinked file in `tmp/`, so its memory is bounded by the
+//! sector, not the piece (Filecoin unseals whole sectors too). What can be
+//! bounded is how often a stranger makes the node do it:
+//! - [`UnsealCache`]: the most recently unsealed pieces (their files, with
+//!   their outboards) are kept, up to `unseal_cache_bytes` of disk, so
+//!   repeated small fetches of the same piece cost one unseal;
 //! - [`UnsealBudget`]: each peer may cause at most `max_unseals_per_peer`
 //!   unseals (cache misses) per `unseal_window_secs`; beyond that its fetch
 //!   is refused with the reason. The tracker (retrieval audits) is exempt.
@@ -25,11 +26,30 @@ use crowd_protocol::PieceId;
 /// Most peers an [`UnsealBudget`] remembers at once.
 pub const MAX_TRACKED_PEERS: usize = 4096;
 
-/// An unsealed piece and its tree.
-#[derive(Debug)]
+/// An unsealed piece (its bytes where fetches read them: an unlinked file
+/// on disk, which goes when the last holder lets go) and its tree.
 pub struct Unsealed {
-    pub bytes: Vec<u8>,
+    pub source: Box<dyn crowd_porep::ReadAt + Send + Sync>,
     pub outboard: Outboard,
+}
+
+impl std::fmt::Debug for Unsealed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unsealed")
+            .field("len", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Unsealed {
+    /// Bytes of the piece.
+    pub fn len(&self) -> u64 {
+        self.outboard.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Recently unsealed pieces, least recently used first out, bounded in bytes.
@@ -62,18 +82,18 @@ impl UnsealCache {
     /// Keeps `piece`, evicting the least recently used until it fits; a
     /// piece larger than the whole cache is not kept.
     pub fn insert(&mut self, piece: PieceId, unsealed: Arc<Unsealed>) {
-        let len = unsealed.bytes.len() as u64;
+        let len = unsealed.len();
         if len > self.max_bytes {
             return;
         }
         if let Some(i) = self.entries.iter().position(|(p, _)| *p == piece) {
             if let Some((_, old)) = self.entries.remove(i) {
-                self.bytes -= old.bytes.len() as u64;
+                self.bytes -= old.len();
             }
         }
         while self.bytes + len > self.max_bytes {
             match self.entries.pop_front() {
-                Some((_, old)) => self.bytes -= old.bytes.len() as u64,
+                Some((_, old)) => self.bytes -= old.len(),
                 None => break,
             }
         }
@@ -149,7 +169,10 @@ mod tests {
     fn unsealed(len: usize) -> Arc<Unsealed> {
         let bytes = vec![7u8; len];
         let outboard = Outboard::build(&bytes);
-        Arc::new(Unsealed { bytes, outboard })
+        Arc::new(Unsealed {
+            source: Box::new(bytes),
+            outboard,
+        })
     }
 
     fn piece(n: u8) -> PieceId {
@@ -212,7 +235,7 @@ mod tests {
                 } else {
                     c.insert(piece(p), unsealed(len));
                 }
-                let sum: u64 = c.entries.iter().map(|(_, u)| u.bytes.len() as u64).sum();
+                let sum: u64 = c.entries.iter().map(|(_, u)| u.len()).sum();
                 prop_assert_eq!(sum, c.bytes());
                 prop_assert!(c.bytes() <= 200);
                 let mut ids: Vec<_> = c.entries.iter().map(|(p, _)| p.0).collect();

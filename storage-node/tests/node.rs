@@ -13,7 +13,8 @@ use crowd_protocol::libp2p::PeerId;
 use crowd_protocol::network::{CONTROL_PROTOCOL, PIECE_PROTOCOL};
 use crowd_protocol::wire::read_frame;
 use crowd_protocol::{
-    DealProposal, PieceId, Request, Response, SealSeed, SealTicket, Signed, UploadResult, WindowChallenge,
+    DealProposal, PieceId, Request, Response, SealCommitment, SealSeed, SealTicket, Signed, UploadResult,
+    WindowChallenge,
 };
 use futures::{AsyncReadExt, AsyncWriteExt};
 
@@ -489,19 +490,7 @@ async fn sealed_replica_answers_window_challenges_that_porep_verifies() {
         Response::SealQueued
     );
 
-    let commitment = eventually(60, || async {
-        match client
-            .net
-            .request(node.peer, Request::PieceStatus(piece_id(&piece)))
-            .await
-            .ok()?
-        {
-            Response::Piece(Some(info)) => info.sealed,
-            _ => None,
-        }
-    })
-    .await;
-    let (_, c) = commitment.open(&NET, Some(&node.peer)).unwrap();
+    let c = sealed_commitment(&client, &node, &piece).await;
     assert_eq!(c.deal_id, deal_id);
     // the verifier derives the replica id itself
     let provider = crowd_node::node::provider_hash(&node.peer);
@@ -513,19 +502,7 @@ async fn sealed_replica_answers_window_challenges_that_porep_verifies() {
 
     // seal proof against a seed drawn after comm_r
     let seed = [9u8; 32];
-    let r = tracker_net
-        .net
-        .request(
-            node.peer,
-            Request::ProveSeal(Signed::sign(&tracker, &NET, &SealSeed { deal_id, seed }).unwrap()),
-        )
-        .await
-        .unwrap();
-    let Response::SealProof(p) = r else {
-        panic!("{r:?}")
-    };
-    let (_, p) = p.open(&NET, Some(&node.peer)).unwrap();
-    let proof = crowd_porep::SealProof::decode(&p.proof).unwrap();
+    let proof = seal_proof(&tracker_net, &node, deal_id, seed).await;
     let public = crowd_porep::SealPublic {
         piece_len: piece.len() as u64,
         comm_d: piece_id(&piece).0,
@@ -537,27 +514,7 @@ async fn sealed_replica_answers_window_challenges_that_porep_verifies() {
 
     for epoch in 1..=3u64 {
         let randomness = *blake3::hash(&epoch.to_le_bytes()).as_bytes();
-        let challenge = Signed::sign(
-            &tracker,
-            &NET,
-            &WindowChallenge {
-                deal_id,
-                epoch,
-                randomness,
-            },
-        )
-        .unwrap();
-        let r = tracker_net
-            .net
-            .request(node.peer, Request::Challenge(challenge))
-            .await
-            .unwrap();
-        let Response::WindowProof(w) = r else {
-            panic!("{r:?}")
-        };
-        let (_, w) = w.open(&NET, Some(&node.peer)).unwrap();
-        assert_eq!((w.deal_id, w.epoch), (deal_id, epoch));
-        let proof = crowd_porep::WindowProof::decode(&w.proof).unwrap();
+        let proof = window_proof(&tracker_net, &node, deal_id, epoch, randomness).await;
         let public = crowd_porep::WindowPublic {
             piece_len: piece.len() as u64,
             comm_r: c.comm_r,
@@ -579,6 +536,170 @@ async fn sealed_replica_answers_window_challenges_that_porep_verifies() {
         metrics.contains("crowd_node_deals{state=\"sealed\"} 1"),
         "{metrics}"
     );
+}
+
+/// The seal commitment of `piece` once the node reports it sealed.
+async fn sealed_commitment(client: &TestClient, node: &TestNode, piece: &[u8]) -> SealCommitment {
+    let commitment = eventually(120, || async {
+        match client
+            .net
+            .request(node.peer, Request::PieceStatus(piece_id(piece)))
+            .await
+            .ok()?
+        {
+            Response::Piece(Some(info)) => info.sealed,
+            _ => None,
+        }
+    })
+    .await;
+    commitment.open(&NET, Some(&node.peer)).unwrap().1
+}
+
+/// The node's seal proof for `deal_id` against `seed`, asked by the tracker.
+async fn seal_proof(
+    tracker: &TestClient,
+    node: &TestNode,
+    deal_id: u64,
+    seed: [u8; 32],
+) -> crowd_porep::SealProof {
+    let seed = Signed::sign(&tracker.key, &NET, &SealSeed { deal_id, seed }).unwrap();
+    let r = tracker
+        .net
+        .request(node.peer, Request::ProveSeal(seed))
+        .await
+        .unwrap();
+    let Response::SealProof(p) = r else {
+        panic!("{r:?}")
+    };
+    let (_, p) = p.open(&NET, Some(&node.peer)).unwrap();
+    assert_eq!(p.deal_id, deal_id);
+    crowd_porep::SealProof::decode(&p.proof).unwrap()
+}
+
+/// The node's window proof for `deal_id` in `epoch`, challenged by the tracker.
+async fn window_proof(
+    tracker: &TestClient,
+    node: &TestNode,
+    deal_id: u64,
+    epoch: u64,
+    randomness: [u8; 32],
+) -> crowd_porep::WindowProof {
+    let challenge = WindowChallenge {
+        deal_id,
+        epoch,
+        randomness,
+    };
+    let challenge = Signed::sign(&tracker.key, &NET, &challenge).unwrap();
+    let r = tracker
+        .net
+        .request(node.peer, Request::Challenge(challenge))
+        .await
+        .unwrap();
+    let Response::WindowProof(w) = r else {
+        panic!("{r:?}")
+    };
+    let (_, w) = w.open(&NET, Some(&node.peer)).unwrap();
+    assert_eq!((w.deal_id, w.epoch), (deal_id, epoch));
+    crowd_porep::WindowProof::decode(&w.proof).unwrap()
+}
+
+/// A piece longer than two sealing sectors (devnet: 16 MiB), with no
+/// unsealed copy kept: it is sealed one sector at a time to the same
+/// commitments as sealing it whole in memory, its seal proof (sectors
+/// regenerated, the piece unsealed from the replica) and window proofs
+/// verify, and it is retrieved whole and across a sector boundary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_piece_over_several_sectors_is_sealed_challenged_and_retrieved() {
+    let params = crowd_porep::SealParams::devnet();
+    let tracker = tracker();
+    let node = TestNode::start(&tracker.public().to_peer_id(), "keep_unsealed = false");
+    let client = TestClient::start().await;
+    client.connect(&node).await;
+    let tracker_net = TestClient::with_key(tracker.clone()).await;
+    tracker_net.connect(&node).await;
+    let sector = params.sector_bytes() as usize;
+    let piece = random_bytes(2 * sector + 1_000_003, 21);
+    let proposal = client.deal(&node, &piece, 1).await;
+    assert_stored(client.upload(&node, proposal, &piece).await, &node, &piece);
+    let (deal_id, ticket) = (77, [3u8; 32]);
+    let start = Signed::sign(
+        &tracker,
+        &NET,
+        &SealTicket {
+            proposal,
+            deal_id,
+            ticket,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        tracker_net
+            .net
+            .request(node.peer, Request::StartSeal(start))
+            .await
+            .unwrap(),
+        Response::SealQueued
+    );
+    let c = sealed_commitment(&client, &node, &piece).await;
+    eventually(60, || async { node.files_in("pieces").is_empty().then_some(()) }).await;
+
+    // the same comm_r as sealing the whole piece in memory
+    let nodes = crowd_porep::graph::node_count(piece.len() as u64);
+    let parents = crowd_porep::Parents::new(nodes, &params).unwrap();
+    assert_eq!(parents.sector_count(), 3);
+    let in_memory = crowd_porep::seal::seal(&piece, &c.replica_id, &params, &parents).unwrap();
+    assert_eq!(c.comm_r, in_memory.commitments.comm_r);
+    assert_eq!(
+        std::fs::read(node.path("replicas").join(format!("{deal_id:020}.replica"))).unwrap(),
+        in_memory.replica
+    );
+
+    // the seal proof, from sectors regenerated and the piece unsealed
+    let seed = [5u8; 32];
+    let proof = seal_proof(&tracker_net, &node, deal_id, seed).await;
+    let in_memory_proof =
+        crowd_porep::proof::prove_seal(&piece, &in_memory, &params, &parents, &seed).unwrap();
+    assert_eq!(proof, in_memory_proof);
+    let public = crowd_porep::SealPublic {
+        piece_len: piece.len() as u64,
+        comm_d: piece_id(&piece).0,
+        comm_r: c.comm_r,
+        replica_id: c.replica_id,
+        seed,
+    };
+    crowd_porep::proof::verify_seal(&public, &params, &proof).unwrap();
+    // challenges land in more than one sector
+    let sectors: std::collections::BTreeSet<u64> = proof
+        .challenges
+        .iter()
+        .map(|ch| ch.node / params.sector_nodes)
+        .collect();
+    assert!(sectors.len() > 1, "{sectors:?}");
+
+    let randomness = [6u8; 32];
+    let proof = window_proof(&tracker_net, &node, deal_id, 1, randomness).await;
+    let window = crowd_porep::WindowPublic {
+        piece_len: piece.len() as u64,
+        comm_r: c.comm_r,
+        deal_id,
+        epoch: 1,
+        randomness,
+    };
+    crowd_porep::proof::verify_window(&window, &params, &proof).unwrap();
+
+    // retrieved (unsealed sector by sector from the replica), whole and
+    // across the first sector boundary
+    assert!(node.files_in("pieces").is_empty());
+    assert_eq!(
+        client.fetch(&node, &piece, 0, piece.len() as u64).await.unwrap(),
+        piece
+    );
+    let (a, b) = (sector as u64 - 5000, sector as u64 + 5000);
+    assert_eq!(
+        client.fetch(&node, &piece, a, b).await.unwrap(),
+        &piece[a as usize..b as usize]
+    );
+    assert!(node.files_in("tmp").is_empty(), "{:?}", node.files_in("tmp"));
 }
 
 /// Proposes and expects a rejection whose reason contains `needle`.
