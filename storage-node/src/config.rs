@@ -90,8 +90,9 @@ pub struct NodeConfig {
     /// Seconds between re-announcements of what we hold (also done at start).
     #[serde(default = "default_dht_republish")]
     pub dht_republish_secs: u64,
-    /// Bytes of recently unsealed pieces kept in memory for retrieval
-    /// (without `keep_unsealed` any fetch needs the whole piece unsealed).
+    /// Bytes of recently unsealed pieces kept for retrieval, as unlinked
+    /// files in `tmp/` (disk, not memory; without `keep_unsealed` any fetch
+    /// needs the whole piece unsealed).
     #[serde(default = "default_unseal_cache")]
     pub unseal_cache_bytes: u64,
     /// Unseals one peer may cause (fetches of pieces not in the cache) per
@@ -386,7 +387,7 @@ dht_max_remote_keys = {dht_remote}
 dht_republish_secs = {dht_republish}
 
 # Without keep_unsealed a fetch of any range needs the whole piece unsealed:
-# recently unsealed pieces are kept in memory (bytes), and one peer may cause
+# recently unsealed pieces are kept (bytes of disk in tmp/), and one peer may cause
 # at most max_unseals_per_peer unseals every unseal_window_secs (the tracker
 # is exempt).
 unseal_cache_bytes = {unseal_cache}
