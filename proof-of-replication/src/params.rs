@@ -20,8 +20,15 @@ pub const LABEL_PREFIX_LEN: usize = 32 + 4 + 8;
 /// so a group (what an opening reads) never spans two sectors.
 pub const MIN_SECTOR_NODES: u64 = 512;
 
-fn default_sector_nodes() -> u64 {
-    SealParams::devnet().sector_nodes
+/// Parameters recorded before sectors existed sealed every piece as one
+/// graph: one sector as large as a piece can be. Kept out of the encoding,
+/// so such records encode (and hash) as they always did.
+fn whole_piece() -> u64 {
+    crate::graph::MAX_NODES
+}
+
+fn is_whole_piece(nodes: &u64) -> bool {
+    *nodes == whole_piece()
 }
 
 /// The shape of a sealing: layers, graph degrees, sector size and challenge
@@ -48,8 +55,10 @@ pub struct SealParams {
     pub seal_challenges: u32,
     /// Challenged nodes `N` in a window proof.
     pub window_challenges: u32,
-    /// Nodes per sector: a power of two, at least [`MIN_SECTOR_NODES`].
-    #[serde(default = "default_sector_nodes")]
+    /// Nodes per sector: a power of two, at least [`MIN_SECTOR_NODES`];
+    /// absent in parameters recorded before sectors, which sealed each
+    /// piece as one graph ([`crate::graph::MAX_NODES`]).
+    #[serde(default = "whole_piece", skip_serializing_if = "is_whole_piece")]
     pub sector_nodes: u64,
 }
 
@@ -153,6 +162,34 @@ mod tests {
         };
         assert!(worst.label_input_len() <= blake3::CHUNK_LEN);
         assert!(32 * MAX_LAYERS as usize <= blake3::CHUNK_LEN);
+    }
+
+    /// Parameters recorded before sectors decode as one sector per piece
+    /// (how they were sealed) and encode back without the field.
+    #[test]
+    fn parameters_from_before_sectors_keep_one_graph_per_piece() {
+        #[derive(Serialize)]
+        struct Old {
+            layers: u32,
+            drg_degree: u32,
+            expander_degree: u32,
+            seal_challenges: u32,
+            window_challenges: u32,
+        }
+        let old = Old {
+            layers: 2,
+            drg_degree: 3,
+            expander_degree: 3,
+            seal_challenges: 30,
+            window_challenges: 10,
+        };
+        let json = serde_json::to_string(&old).unwrap();
+        let p: SealParams = serde_json::from_str(&json).unwrap();
+        assert_eq!(p.sector_nodes, crate::graph::MAX_NODES);
+        p.validate().unwrap();
+        assert_eq!(serde_json::to_string(&p).unwrap(), json);
+        let now = serde_json::to_string(&SealParams::devnet()).unwrap();
+        assert!(now.contains("sector_nodes"), "{now}");
     }
 
     #[test]

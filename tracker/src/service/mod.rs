@@ -8,6 +8,7 @@ pub mod dashboard;
 pub mod epoch;
 mod error;
 pub mod metrics;
+pub mod raft;
 mod records;
 pub mod repair;
 pub mod state;

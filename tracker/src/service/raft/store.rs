@@ -1,0 +1,407 @@
+//! Raft storage in RocksDB: the log (one key per index, big-endian, CBOR
+//! entries), the vote, the committed log id and the last snapshot; and the
+//! ledger as the state machine.
+//!
+//! Every write Raft relies on for safety (appended entries, the vote, a
+//! purge mark, a snapshot) is a synced write: a replica that answered has
+//! it on disk. A value that does not decode is a storage error naming it
+//! (a truncated or corrupt file), never a panic.
+
+use std::fmt::Debug;
+use std::io::Cursor;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use crowd_protocol::wire::{from_cbor, to_cbor};
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
+use openraft::{
+    AnyError, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader,
+    RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError, StoredMembership, Vote,
+};
+use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use serde::{Deserialize, Serialize};
+
+use super::{Applied, Replica, ReplicaId, TypeConfig};
+use crate::types::LedgerConfig;
+use crate::Ledger;
+
+type StorageResult<T> = Result<T, StorageError<ReplicaId>>;
+
+const LOGS: &str = "raft_logs";
+const META: &str = "raft_meta";
+const VOTE: &[u8] = b"vote";
+const COMMITTED: &[u8] = b"committed";
+const PURGED: &[u8] = b"last_purged";
+const SNAPSHOT: &[u8] = b"snapshot";
+
+fn io_err(
+    subject: ErrorSubject<ReplicaId>,
+    verb: ErrorVerb,
+    e: &(impl std::error::Error + 'static),
+) -> StorageError<ReplicaId> {
+    StorageIOError::new(subject, verb, AnyError::new(e)).into()
+}
+
+fn key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+fn synced() -> WriteOptions {
+    let mut o = WriteOptions::default();
+    o.set_sync(true);
+    o
+}
+
+/// Opens (creating if missing) a replica's Raft database.
+pub fn open_db(path: &Path) -> Result<Arc<DB>, rocksdb::Error> {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    let cfs = [LOGS, META].map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+    Ok(Arc::new(DB::open_cf_descriptors(&opts, path, cfs)?))
+}
+
+fn cf<'a>(
+    db: &'a DB,
+    name: &str,
+    subject: ErrorSubject<ReplicaId>,
+) -> StorageResult<&'a rocksdb::ColumnFamily> {
+    db.cf_handle(name).ok_or_else(|| {
+        io_err(
+            subject,
+            ErrorVerb::Read,
+            &std::io::Error::other(format!("no column family {name}")),
+        )
+    })
+}
+
+fn get_meta<T: serde::de::DeserializeOwned>(
+    db: &DB,
+    name: &'static [u8],
+    subject: ErrorSubject<ReplicaId>,
+) -> StorageResult<Option<T>> {
+    let meta = cf(db, META, subject.clone())?;
+    match db
+        .get_cf(meta, name)
+        .map_err(|e| io_err(subject.clone(), ErrorVerb::Read, &e))?
+    {
+        None => Ok(None),
+        Some(bytes) => from_cbor("raft metadata", &bytes)
+            .map(Some)
+            .map_err(|e| io_err(subject, ErrorVerb::Read, &e)),
+    }
+}
+
+fn put_meta<T: Serialize>(
+    db: &DB,
+    name: &'static [u8],
+    value: &T,
+    subject: ErrorSubject<ReplicaId>,
+) -> StorageResult<()> {
+    let meta = cf(db, META, subject.clone())?;
+    db.put_cf_opt(meta, name, to_cbor(value), &synced())
+        .map_err(|e| io_err(subject, ErrorVerb::Write, &e))
+}
+
+/// The Raft log, vote and committed log id.
+#[derive(Debug, Clone)]
+pub struct LogStore {
+    db: Arc<DB>,
+}
+
+impl LogStore {
+    pub fn new(db: Arc<DB>) -> Self {
+        Self { db }
+    }
+
+    fn last_entry(&self) -> StorageResult<Option<LogId<ReplicaId>>> {
+        let logs = cf(&self.db, LOGS, ErrorSubject::Logs)?;
+        match self.db.iterator_cf(logs, IteratorMode::End).next() {
+            None => Ok(None),
+            Some(item) => {
+                let (_, bytes) = item.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
+                let entry: Entry<TypeConfig> = from_cbor("raft log entry", &bytes)
+                    .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
+                Ok(Some(entry.log_id))
+            }
+        }
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> StorageResult<Vec<Entry<TypeConfig>>> {
+        let start = match range.start_bound() {
+            Bound::Included(&x) => x,
+            Bound::Excluded(&x) => x.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let logs = cf(&self.db, LOGS, ErrorSubject::Logs)?;
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(logs, IteratorMode::From(&key(start), Direction::Forward))
+        {
+            let (k, bytes) = item.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
+            let index = <[u8; 8]>::try_from(&k[..]).map(u64::from_be_bytes).map_err(|_| {
+                io_err(
+                    ErrorSubject::Logs,
+                    ErrorVerb::Read,
+                    &std::io::Error::other("a raft log key is not 8 bytes"),
+                )
+            })?;
+            if !range.contains(&index) {
+                break;
+            }
+            let entry: Entry<TypeConfig> = from_cbor("raft log entry", &bytes)
+                .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
+            if entry.log_id.index != index {
+                let e =
+                    std::io::Error::other(format!("raft log key {index} holds entry {}", entry.log_id.index));
+                return Err(io_err(ErrorSubject::Logs, ErrorVerb::Read, &e));
+            }
+            out.push(entry);
+        }
+        Ok(out)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
+        let last_purged_log_id = get_meta::<LogId<ReplicaId>>(&self.db, PURGED, ErrorSubject::Store)?;
+        let last_log_id = self.last_entry()?.or(last_purged_log_id);
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<ReplicaId>) -> StorageResult<()> {
+        put_meta(&self.db, VOTE, vote, ErrorSubject::Vote)
+    }
+
+    async fn read_vote(&mut self) -> StorageResult<Option<Vote<ReplicaId>>> {
+        get_meta(&self.db, VOTE, ErrorSubject::Vote)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<ReplicaId>>) -> StorageResult<()> {
+        put_meta(&self.db, COMMITTED, &committed, ErrorSubject::Store)
+    }
+
+    async fn read_committed(&mut self) -> StorageResult<Option<LogId<ReplicaId>>> {
+        Ok(get_meta::<Option<LogId<ReplicaId>>>(&self.db, COMMITTED, ErrorSubject::Store)?.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StorageResult<()>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let logs = cf(&self.db, LOGS, ErrorSubject::Logs)?;
+        let mut batch = WriteBatch::default();
+        for entry in entries {
+            batch.put_cf(logs, key(entry.log_id.index), to_cbor(&entry));
+        }
+        let written = self
+            .db
+            .write_opt(batch, &synced())
+            .map_err(|e| std::io::Error::other(e.to_string()));
+        let failed = written
+            .as_ref()
+            .err()
+            .map(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e));
+        callback.log_io_completed(written);
+        failed.map_or(Ok(()), Err)
+    }
+
+    async fn truncate(&mut self, log_id: LogId<ReplicaId>) -> StorageResult<()> {
+        let logs = cf(&self.db, LOGS, ErrorSubject::Logs)?;
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(logs, key(log_id.index), key(u64::MAX));
+        self.db
+            .write_opt(batch, &synced())
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, &e))
+    }
+
+    async fn purge(&mut self, log_id: LogId<ReplicaId>) -> StorageResult<()> {
+        put_meta(&self.db, PURGED, &log_id, ErrorSubject::Store)?;
+        let logs = cf(&self.db, LOGS, ErrorSubject::Logs)?;
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(logs, key(0), key(log_id.index.saturating_add(1)));
+        self.db
+            .write_opt(batch, &synced())
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, &e))
+    }
+}
+
+/// The replicated state: the ledger and what Raft needs to know of it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LedgerState {
+    pub ledger: Ledger,
+    pub last_applied: Option<LogId<ReplicaId>>,
+    pub membership: StoredMembership<ReplicaId, Replica>,
+}
+
+/// A stored snapshot: its meta and the CBOR of a [`LedgerState`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<ReplicaId, Replica>,
+    #[serde(with = "crowd_protocol::wire::bytes")]
+    data: Vec<u8>,
+}
+
+/// The ledger as Raft's state machine. Cloning shares the state (the
+/// snapshot builder and readers are clones).
+#[derive(Debug, Clone)]
+pub struct LedgerMachine {
+    state: Arc<RwLock<LedgerState>>,
+    db: Arc<DB>,
+}
+
+fn poisoned() -> StorageError<ReplicaId> {
+    io_err(
+        ErrorSubject::StateMachine,
+        ErrorVerb::Read,
+        &std::io::Error::other("the ledger's lock is poisoned"),
+    )
+}
+
+impl LedgerMachine {
+    /// The state machine of a replica: the last snapshot stored in `db`, or
+    /// a new ledger from `genesis`. (Raft then applies the committed
+    /// entries after it.)
+    pub fn open(db: Arc<DB>, genesis: LedgerConfig) -> StorageResult<Self> {
+        let state = match get_meta::<StoredSnapshot>(&db, SNAPSHOT, ErrorSubject::Snapshot(None))? {
+            Some(s) => from_cbor::<LedgerState>("ledger snapshot", &s.data)
+                .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, &e))?,
+            None => LedgerState {
+                ledger: Ledger::new(genesis)
+                    .map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Read, &e))?,
+                last_applied: None,
+                membership: StoredMembership::default(),
+            },
+        };
+        Ok(Self {
+            state: Arc::new(RwLock::new(state)),
+            db,
+        })
+    }
+
+    /// Reads the replicated state as applied so far on this replica.
+    pub fn read<T>(&self, f: impl FnOnce(&LedgerState) -> T) -> Result<T, StorageError<ReplicaId>> {
+        let state = self.state.read().map_err(|_| poisoned())?;
+        Ok(f(&state))
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for LedgerMachine {
+    async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
+        let (data, last_applied, membership) =
+            self.read(|s| (to_cbor(s), s.last_applied, s.membership.clone()))?;
+        let snapshot_id = match last_applied {
+            Some(id) => format!("{}-{}", id.leader_id, id.index),
+            None => "empty".to_string(),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: last_applied,
+            last_membership: membership,
+            snapshot_id,
+        };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: data.clone(),
+        };
+        put_meta(
+            &self.db,
+            SNAPSHOT,
+            &stored,
+            ErrorSubject::Snapshot(Some(meta.signature())),
+        )?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for LedgerMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
+        &mut self,
+    ) -> StorageResult<(Option<LogId<ReplicaId>>, StoredMembership<ReplicaId, Replica>)> {
+        self.read(|s| (s.last_applied, s.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<Applied>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut state = self.state.write().map_err(|_| poisoned())?;
+        let mut out = Vec::new();
+        for entry in entries {
+            state.last_applied = Some(entry.log_id);
+            let error = match entry.payload {
+                EntryPayload::Blank => None,
+                EntryPayload::Normal(input) => state.ledger.apply_logged(input).err().map(|e| e.to_string()),
+                EntryPayload::Membership(m) => {
+                    state.membership = StoredMembership::new(Some(entry.log_id), m);
+                    None
+                }
+            };
+            out.push(Applied {
+                log_len: state.ledger.log_len(),
+                head: state.ledger.head(),
+                error,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<Cursor<Vec<u8>>>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<ReplicaId, Replica>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> StorageResult<()> {
+        let data = snapshot.into_inner();
+        let subject = ErrorSubject::Snapshot(Some(meta.signature()));
+        let mut installed: LedgerState =
+            from_cbor("ledger snapshot", &data).map_err(|e| io_err(subject.clone(), ErrorVerb::Read, &e))?;
+        // what Raft says the snapshot is wins over what its bytes claim
+        installed.last_applied = meta.last_log_id;
+        installed.membership = meta.last_membership.clone();
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: to_cbor(&installed),
+        };
+        put_meta(&self.db, SNAPSHOT, &stored, subject)?;
+        *self.state.write().map_err(|_| poisoned())? = installed;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
+        let stored = get_meta::<StoredSnapshot>(&self.db, SNAPSHOT, ErrorSubject::Snapshot(None))?;
+        Ok(stored.map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: Box::new(Cursor::new(s.data)),
+        }))
+    }
+}
