@@ -10,6 +10,7 @@
 //! - [`network`]: Raft's RPCs on the crowdstore libp2p swarm, one stream
 //!   of protocol [`network::RAFT_PROTOCOL`] per call, CBOR frames; inbound
 //!   calls from a peer outside the replica set are refused.
+//! - [`replica`]: one replica started on its own swarm and database.
 //!
 //! An input the ledger refuses is still committed (every replica refuses it
 //! the same way, changing nothing): its [`Applied`] carries the error.
@@ -22,6 +23,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod network;
+pub mod replica;
 pub mod store;
 
 use std::fmt;
