@@ -1,9 +1,10 @@
-//! The ledger replicated on openraft (issue #15, first part): three
-//! replicas, each with its own libp2p swarm on loopback and its own RocksDB,
-//! elect a leader and apply ledger inputs in one order; the leader is shut
-//! down and the other two go on under a new leader; the old one restarts
-//! from its disk and catches up to the same head; a peer outside the
-//! replica set is refused.
+//! The tracker replicated on openraft (issue #15, in progress): three
+//! replicas, each with its own libp2p swarm on loopback, its own tracker
+//! store and Raft log, elect a leader and apply the same requests in one
+//! order; the leader stops and the other two go on under a new leader; the
+//! old one restarts from its disk and catches up to the same head without
+//! applying anything twice; every replica's store passes `ledger verify`
+//! with that head; a peer outside the replica set is refused.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -14,15 +15,19 @@ use std::time::Duration;
 use crowd_protocol::libp2p::identity::Keypair;
 use crowd_protocol::libp2p::{Multiaddr, PeerId};
 use crowd_protocol::wire::{read_frame, write_frame};
-use crowd_protocol::{Network, NetworkConfig};
+use crowd_protocol::{Network, NetworkConfig, Signed, TrackerRequest, TrackerResponse, TransferRequest};
 use crowd_tracker::service::raft::network::{RaftAnswer, RaftCall, RAFT_PROTOCOL};
-use crowd_tracker::service::raft::replica::Running;
-use crowd_tracker::service::raft::{Replica, ReplicaId};
-use crowd_tracker::{AccountId, Input, LedgerConfig};
+use crowd_tracker::service::raft::replica::{Running, Shared};
+use crowd_tracker::service::raft::{Replica, ReplicaId, Replicated, ReplicatedResult};
+use crowd_tracker::{Hash32, LedgerConfig};
 
-async fn until<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+async fn until<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    secs: u64,
+    mut f: impl FnMut() -> F,
+) -> T {
     for _ in 0..secs * 10 {
-        if let Some(v) = f() {
+        if let Some(v) = f().await {
             return v;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -30,85 +35,122 @@ async fn until<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T 
     panic!("{what}: not within {secs} s");
 }
 
-async fn mint(leader: &Running, account: AccountId, nonce: u64) {
-    let input = Input::Mint {
-        account,
-        amount: 1_000 + u128::from(nonce),
-        nonce,
-    };
-    let written = leader.raft.client_write(input).await.unwrap();
-    assert_eq!(written.data.error, None, "mint {nonce}");
+/// Proposes a request from `peer` on `leader` and returns its answer.
+async fn propose(leader: &Running, peer: PeerId, request: TrackerRequest) -> Result<TrackerResponse, String> {
+    let written = leader
+        .raft
+        .client_write(Replicated::Request { peer, request })
+        .await
+        .unwrap();
+    match written.data {
+        ReplicatedResult::Response(r) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn same_head(r: &Running, want: (u64, Hash32), what: &str) {
+    until(what, 30, || async {
+        (r.head().await == Some(want)).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_agree_survive_the_leader_and_catch_up_after_a_restart() {
     let tmp = tempfile::tempdir().unwrap();
     let tracker_key = Keypair::generate_ed25519();
-    let genesis = LedgerConfig::devnet(&tracker_key.public());
     let keys: Vec<Keypair> = (0..3).map(|_| Keypair::generate_ed25519()).collect();
-    let set: HashSet<PeerId> = keys.iter().map(|k| k.public().to_peer_id()).collect();
+    let shared = Shared {
+        genesis: LedgerConfig::devnet(&tracker_key.public()),
+        tracker_key,
+        faucet_max: 1 << 60,
+        set: keys
+            .iter()
+            .map(|k| k.public().to_peer_id())
+            .collect::<HashSet<PeerId>>(),
+    };
     let loopback: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().unwrap();
     let mut replicas = Vec::new();
     for (i, key) in keys.iter().enumerate() {
         let dir = tmp.path().join(format!("r{i}"));
-        let r = Running::start(i as u64 + 1, key.clone(), &dir, loopback.clone(), &genesis, &set).await;
+        let r = Running::start(i as u64 + 1, key.clone(), &dir, loopback.clone(), &shared).await;
         replicas.push(r.unwrap());
     }
     let members: BTreeMap<ReplicaId, Replica> = replicas.iter().map(|r| (r.id, r.replica())).collect();
     replicas[0].raft.initialize(members).await.unwrap();
-    let leader = until("a leader", 30, || replicas[0].leader()).await;
-
-    let account = AccountId(Keypair::generate_ed25519().public().to_peer_id());
+    let leader = until("a leader", 30, || async { replicas[0].leader() }).await;
     let at = |id: ReplicaId| (id - 1) as usize;
-    for nonce in 0..20 {
-        mint(&replicas[at(leader)], account, nonce).await;
-    }
-    // every replica applies the same entries to the same head
-    let want = replicas[at(leader)].head().unwrap();
-    assert_eq!(want.2, 20);
-    for r in &replicas {
-        until("the same head everywhere", 30, || {
-            (r.head() == Some(want)).then_some(())
-        })
+
+    let alice = Keypair::generate_ed25519();
+    let a = alice.public().to_peer_id();
+    for _ in 0..10 {
+        let r = propose(
+            &replicas[at(leader)],
+            a,
+            TrackerRequest::Faucet {
+                account: a,
+                amount: 1_000,
+            },
+        )
         .await;
+        assert!(r.is_ok(), "{r:?}");
+    }
+    // a refused request is committed and refused the same way everywhere
+    let net = replicas[0].owner.request(a, TrackerRequest::Info).await.unwrap();
+    let TrackerResponse::Info(info) = net else {
+        panic!("{net:?}")
+    };
+    let transfer = |nonce| {
+        let req = TransferRequest {
+            to: Keypair::generate_ed25519().public().to_peer_id(),
+            amount: 10,
+            nonce,
+        };
+        TrackerRequest::Transfer(Signed::sign(&alice, &info.network, &req).unwrap())
+    };
+    assert!(
+        propose(&replicas[at(leader)], a, transfer(5)).await.is_err(),
+        "a transfer out of nonce order"
+    );
+    assert!(propose(&replicas[at(leader)], a, transfer(0)).await.is_ok());
+    let want = replicas[at(leader)].head().await.unwrap();
+    assert_eq!(want.0, 11, "10 mints and a transfer");
+    for r in &replicas {
+        same_head(r, want, "the same head everywhere").await;
     }
 
     // the leader stops; the two others elect a new one and go on
     let old = replicas.remove(at(leader)).stop().await;
-    let old_id = old.id;
-    let new_leader = until("a new leader", 30, || {
+    let new_leader = until("a new leader", 30, || async {
         replicas[0]
             .leader()
-            .filter(|&l| l != old_id && replicas[1].leader() == Some(l))
+            .filter(|&l| l != old.id && replicas[1].leader() == Some(l))
     })
     .await;
     let new = replicas.iter().find(|r| r.id == new_leader).unwrap();
-    for nonce in 20..30 {
-        mint(new, account, nonce).await;
+    for nonce in 1..6 {
+        assert!(propose(new, a, transfer(nonce)).await.is_ok());
     }
-    let want = new.head().unwrap();
-    assert_eq!(want.2, 30);
+    let want = new.head().await.unwrap();
+    assert_eq!(want.0, 16);
     for r in &replicas {
-        until("the survivors agree", 30, || {
-            (r.head() == Some(want)).then_some(())
-        })
-        .await;
+        same_head(r, want, "the survivors agree").await;
     }
 
-    // the old leader restarts from its disk at the same address and catches up
-    let back = Running::start(old.id, old.key, &old.dir, old.addr, &genesis, &set)
+    // the old leader restarts from its disk at the same address and catches
+    // up: the same head, so no command was applied twice
+    let back = Running::start(old.id, old.key, &old.dir, old.addr, &shared)
         .await
         .unwrap();
-    until("the restarted replica catches up", 60, || {
-        (back.head() == Some(want)).then_some(())
-    })
-    .await;
-    assert_eq!(until("it follows", 30, || back.leader()).await, new_leader);
+    same_head(&back, want, "the restarted replica catches up").await;
+    assert_eq!(
+        until("it follows", 30, || async { back.leader() }).await,
+        new_leader
+    );
 
     // a peer outside the replica set is refused unanswered
-    let outsider = Keypair::generate_ed25519();
-    let (net, _inbound) = Network::start(
-        outsider,
+    let (outsider, _inbound) = Network::start(
+        Keypair::generate_ed25519(),
         NetworkConfig {
             listen: vec![loopback.clone()],
             ..NetworkConfig::default()
@@ -117,19 +159,31 @@ async fn three_replicas_agree_survive_the_leader_and_catch_up_after_a_restart() 
     .await
     .unwrap();
     let target = back.key.public().to_peer_id();
-    net.dial(target, vec![back.addr.clone()]).await.unwrap();
+    outsider.dial(target, vec![back.addr.clone()]).await.unwrap();
     let vote = openraft::raft::VoteRequest::new(openraft::Vote::new(99, 7), None);
-    let mut stream = net.streams().open_stream(target, RAFT_PROTOCOL).await.unwrap();
+    let mut stream = outsider
+        .streams()
+        .open_stream(target, RAFT_PROTOCOL)
+        .await
+        .unwrap();
     write_frame(&mut stream, &RaftCall::Vote(vote)).await.unwrap();
     let answer = read_frame::<_, RaftAnswer>(&mut stream, "raft answer", 1 << 20).await;
     assert!(answer.is_err(), "an outsider got an answer: {answer:?}");
     assert_eq!(back.stats.outsiders.load(Ordering::Relaxed), 1);
-    // and its vote changed nothing
-    assert_eq!(back.head(), Some(want));
-    assert_eq!(until("still following", 10, || back.leader()).await, new_leader);
+    assert_eq!(back.head().await, Some(want));
+    assert_eq!(
+        until("still following", 10, || async { back.leader() }).await,
+        new_leader
+    );
 
+    // every replica's store replays to that head
+    let mut dirs = Vec::new();
     for r in replicas {
-        r.stop().await;
+        dirs.push(r.stop().await.dir);
     }
-    back.stop().await;
+    dirs.push(back.stop().await.dir);
+    for dir in dirs {
+        let report = crowd_tracker::service::verify(&dir, None).unwrap();
+        assert_eq!((report.entries, report.head), want, "{}", dir.display());
+    }
 }

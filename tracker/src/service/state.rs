@@ -211,6 +211,11 @@ pub struct State<S: Store> {
     faucet_max: Amount,
     clock: Arc<Clock>,
     metrics: Arc<Metrics>,
+    /// While a replicated command is applied: its Raft log id (and the
+    /// membership it sets), written in the batch of whatever it writes.
+    raft_mark: Option<(Vec<u8>, Option<Vec<u8>>)>,
+    /// The mark was written for the command being applied.
+    raft_marked: bool,
 }
 
 impl<S: Store> std::fmt::Debug for State<S> {
@@ -422,6 +427,8 @@ impl<S: Store> State<S> {
             faucet_max,
             clock,
             metrics,
+            raft_mark: None,
+            raft_marked: false,
         };
         state.metrics.gauges(&state.ledger);
         Ok(state)
@@ -526,7 +533,7 @@ impl<S: Store> State<S> {
         if snapshot {
             batch.put(keys::SNAPSHOT, to_cbor(&self.ledger));
         }
-        if let Err(e) = self.store.write(batch) {
+        if let Err(e) = self.write_store(batch) {
             tracing::error!("store write failed, reloading the ledger from the store: {e}");
             self.reload()?;
             return Err(e);
@@ -570,6 +577,76 @@ impl<S: Store> State<S> {
         Ok(())
     }
 
+    /// Writes `batch` (synced), with the Raft mark of the replicated command
+    /// being applied, if any.
+    fn write_store(&mut self, mut batch: Batch) -> Result<(), ServiceError> {
+        if let Some((applied, membership)) = &self.raft_mark {
+            batch.put(keys::RAFT_APPLIED, applied.clone());
+            if let Some(m) = membership {
+                batch.put(keys::RAFT_MEMBERSHIP, m.clone());
+            }
+        }
+        self.store.write(batch)?;
+        self.raft_marked |= self.raft_mark.is_some();
+        Ok(())
+    }
+
+    /// Applies a command committed in the replicas' Raft log at `applied`
+    /// (the log id, CBOR; `membership` when the entry set one, `cmd` when it
+    /// carries a command): exactly as the single tracker handles it, with
+    /// the log id written in the same batch as the command's effects (or
+    /// alone, when it wrote nothing), so a restart resumes after the last
+    /// command applied, never applying one twice. A refusal is an answer
+    /// (`Ok`); `Err` is a store failure: the replica must stop applying.
+    pub fn apply_replicated(
+        &mut self,
+        applied: Vec<u8>,
+        membership: Option<Vec<u8>>,
+        cmd: Option<super::raft::Replicated>,
+    ) -> Result<super::raft::ReplicatedResult, ServiceError> {
+        use super::raft::{Replicated, ReplicatedResult};
+        self.raft_mark = Some((applied, membership));
+        self.raft_marked = false;
+        let fatal = |e: ServiceError| match e {
+            ServiceError::Ledger(_) | ServiceError::Config(_) | ServiceError::Protocol(_) => {
+                Ok(e.to_string())
+            }
+            e => Err(e),
+        };
+        let result = (|| {
+            Ok(match cmd {
+                None => ReplicatedResult::Nothing,
+                Some(Replicated::Request { peer, request }) => match self.handle(peer, request) {
+                    Ok(r) => ReplicatedResult::Response(Ok(r)),
+                    Err(e) => ReplicatedResult::Response(Err(fatal(e)?)),
+                },
+                Some(Replicated::Apply(inputs)) => {
+                    ReplicatedResult::Applied(self.apply_batch_durably(inputs)?)
+                }
+                Some(Replicated::EndEpoch { epoch }) => match self.end_epoch(epoch) {
+                    Ok(events) => ReplicatedResult::Settled(Ok(events)),
+                    Err(e) => ReplicatedResult::Settled(Err(fatal(e)?)),
+                },
+            })
+        })();
+        let marked = match &result {
+            Ok(_) if !self.raft_marked => self.write_store(Batch::default()),
+            _ => Ok(()),
+        };
+        self.raft_mark = None;
+        marked?;
+        result
+    }
+
+    /// The Raft log id of the last command applied here and the last
+    /// membership (CBOR, as [`State::apply_replicated`] wrote them).
+    pub fn raft_applied(&self) -> Result<RaftMarks, ServiceError> {
+        Ok((
+            self.store.get(keys::RAFT_APPLIED)?,
+            self.store.get(keys::RAFT_MEMBERSHIP)?,
+        ))
+    }
+
     /// Applies one input and makes it durable with `extra`.
     fn apply(&mut self, input: Input, extra: Batch) -> Result<Vec<Event>, ServiceError> {
         let applied = self.ledger.apply_logged(input)?;
@@ -581,6 +658,21 @@ impl<S: Store> State<S> {
     /// their proofs in parallel, and makes the accepted ones durable in one
     /// batch. One result per input.
     pub fn apply_batch(&mut self, inputs: Vec<Input>) -> Vec<Result<Vec<Event>, String>> {
+        let n = inputs.len();
+        match self.apply_batch_durably(inputs) {
+            Ok(results) => results,
+            Err(e) => {
+                let msg = format!("not recorded: {e}");
+                (0..n).map(|_| Err(msg.clone())).collect()
+            }
+        }
+    }
+
+    /// [`State::apply_batch`], with a failed write as the error.
+    fn apply_batch_durably(
+        &mut self,
+        inputs: Vec<Input>,
+    ) -> Result<Vec<Result<Vec<Event>, String>>, ServiceError> {
         let results = self.ledger.apply_proofs_logged(inputs);
         for r in &results {
             if let Err(LedgerError::InvalidProof { .. }) = r {
@@ -589,15 +681,12 @@ impl<S: Store> State<S> {
         }
         let accepted: Vec<&(LogEntry, Vec<Event>)> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
         if !accepted.is_empty() {
-            if let Err(e) = self.persist(&accepted, Batch::default()) {
-                let msg = format!("not recorded: {e}");
-                return results.iter().map(|_| Err(msg.clone())).collect();
-            }
+            self.persist(&accepted, Batch::default())?;
         }
-        results
+        Ok(results
             .into_iter()
             .map(|r| r.map(|(_, events)| events).map_err(|e| e.to_string()))
-            .collect()
+            .collect())
     }
 
     /// Settles the open epoch `epoch`: signs (epoch, head) and applies it.
@@ -1293,7 +1382,7 @@ impl<S: Store> State<S> {
             Some(signed) => {
                 self.apply(Input::RegisterFile(signed), batch)?;
             }
-            None => self.store.write(batch)?,
+            None => self.write_store(batch)?,
         }
         self.manifest_counts.insert(peer, new_count);
         Ok(TrackerResponse::ManifestStored(cid.to_bytes()))
@@ -1535,9 +1624,27 @@ pub enum Command {
         job: [u8; 32],
         update: RepairUpdate,
     },
+    /// Apply a command committed in the replicas' Raft log.
+    Replicated {
+        applied: Vec<u8>,
+        membership: Option<Vec<u8>>,
+        cmd: Option<super::raft::Replicated>,
+        reply: oneshot::Sender<Result<super::raft::ReplicatedResult, String>>,
+    },
+    /// The Raft log id and membership last applied here.
+    RaftApplied {
+        reply: oneshot::Sender<Result<RaftMarks, String>>,
+    },
+    /// The ledger's log length and head.
+    Head {
+        reply: oneshot::Sender<(u64, crate::Hash32)>,
+    },
     /// Stop after the commands before this one.
     Stop,
 }
+
+/// The Raft log id and membership last applied on a replica (CBOR).
+pub type RaftMarks = (Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// Commands waiting for the owner; senders wait (async) when it is full.
 pub const OWNER_QUEUE: usize = 256;
@@ -1606,6 +1713,41 @@ impl Owner {
     pub async fn stop(&self) {
         let _ = self.tx.send(Command::Stop).await;
     }
+
+    /// Applies a command committed in the replicas' Raft log
+    /// ([`State::apply_replicated`]); `Err` is a store failure.
+    pub async fn apply_replicated(
+        &self,
+        applied: Vec<u8>,
+        membership: Option<Vec<u8>>,
+        cmd: Option<super::raft::Replicated>,
+    ) -> Result<super::raft::ReplicatedResult, String> {
+        match self
+            .call(|reply| Command::Replicated {
+                applied,
+                membership,
+                cmd,
+                reply,
+            })
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// The Raft log id and membership last applied (CBOR).
+    pub async fn raft_applied(&self) -> Result<RaftMarks, String> {
+        match self.call(|reply| Command::RaftApplied { reply }).await {
+            Ok(r) => r,
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// The ledger's log length and head.
+    pub async fn head(&self) -> Result<(u64, crate::Hash32), ServiceError> {
+        self.call(|reply| Command::Head { reply }).await
+    }
 }
 
 impl<S: Store> State<S> {
@@ -1637,6 +1779,22 @@ impl<S: Store> State<S> {
             Command::Repair { slot, job, update } => self.repair_update(slot, job, update),
             Command::Dashboard { reply } => {
                 let _ = reply.send(self.network_view());
+            }
+            Command::Replicated {
+                applied,
+                membership,
+                cmd,
+                reply,
+            } => {
+                let result = self.apply_replicated(applied, membership, cmd);
+                self.fatal(&result)?;
+                let _ = reply.send(result.map_err(|e| e.to_string()));
+            }
+            Command::RaftApplied { reply } => {
+                let _ = reply.send(self.raft_applied().map_err(|e| e.to_string()));
+            }
+            Command::Head { reply } => {
+                let _ = reply.send((self.ledger.log_len(), self.ledger.head()));
             }
             Command::Stop => return Ok(false),
         }
@@ -2008,6 +2166,58 @@ mod tests {
         store.fail_writes(false);
         state.end_epoch(1).unwrap();
         assert_same(&state, &open(store, &tracker));
+    }
+
+    /// A replicated command writes its Raft mark in the batch of its
+    /// effects; a refused one (or an entry without a command) writes the
+    /// mark alone; a failed write leaves neither mark nor effect and is an
+    /// error, not an answer.
+    #[test]
+    fn replicated_commands_write_their_raft_mark_with_their_effects() {
+        use crate::service::raft::{Replicated, ReplicatedResult};
+        let store = MemStore::default();
+        let (_, mut state) = new_state(store.clone(), true);
+        let who = peer(&key(9));
+        let faucet = |amount| Replicated::Request {
+            peer: who,
+            request: TrackerRequest::Faucet { account: who, amount },
+        };
+        let r = state
+            .apply_replicated(b"m1".to_vec(), None, Some(faucet(5)))
+            .unwrap();
+        assert!(matches!(r, ReplicatedResult::Response(Ok(_))), "{r:?}");
+        assert_eq!(state.raft_applied().unwrap(), (Some(b"m1".to_vec()), None));
+        assert_eq!(state.ledger().log_len(), 1);
+        // refused: the mark moves, the ledger does not
+        let r = state
+            .apply_replicated(b"m2".to_vec(), None, Some(faucet(0)))
+            .unwrap();
+        assert!(matches!(r, ReplicatedResult::Response(Err(_))), "{r:?}");
+        assert_eq!(state.raft_applied().unwrap().0, Some(b"m2".to_vec()));
+        assert_eq!(state.ledger().log_len(), 1);
+        // a membership entry
+        let r = state
+            .apply_replicated(b"m3".to_vec(), Some(b"members".to_vec()), None)
+            .unwrap();
+        assert_eq!(r, ReplicatedResult::Nothing);
+        assert_eq!(
+            state.raft_applied().unwrap(),
+            (Some(b"m3".to_vec()), Some(b"members".to_vec()))
+        );
+        // the epoch ends by a command, signed as it is applied
+        let r = state
+            .apply_replicated(b"m4".to_vec(), None, Some(Replicated::EndEpoch { epoch: 0 }))
+            .unwrap();
+        assert!(matches!(r, ReplicatedResult::Settled(Ok(_))), "{r:?}");
+        assert_eq!(state.ledger().epoch(), 1);
+        // a failed write: an error, and neither the mark nor the mint
+        store.fail_writes(true);
+        assert!(state
+            .apply_replicated(b"m5".to_vec(), None, Some(faucet(7)))
+            .is_err());
+        store.fail_writes(false);
+        assert_eq!(state.raft_applied().unwrap().0, Some(b"m4".to_vec()));
+        assert_eq!(state.ledger().log_len(), 2);
     }
 
     #[test]

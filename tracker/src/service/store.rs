@@ -57,6 +57,11 @@ pub mod keys {
     pub const ARCHIVED_ROOT: &[u8] = b"aroot/";
     pub const ARCHIVED_OWN: &[u8] = b"aown/";
     pub const PROVIDER_RECORD: &[u8] = b"precord/";
+    /// On a replica: the Raft log id of the last command applied, written
+    /// in the batch of whatever that command wrote (CBOR).
+    pub const RAFT_APPLIED: &[u8] = b"raft/applied";
+    /// On a replica: the last membership applied (CBOR), with its log id.
+    pub const RAFT_MEMBERSHIP: &[u8] = b"raft/membership";
 
     fn join(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
         let mut k = prefix.to_vec();

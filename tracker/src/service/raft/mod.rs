@@ -1,23 +1,34 @@
-//! The ledger replicated on openraft (issue #15, first part): the pure
-//! [`crate::Ledger`] is the state machine, every ledger [`Input`] a Raft
-//! entry applied in log order on every replica.
+//! The tracker replicated on openraft (issue #15, in progress): every
+//! replica runs the single tracker's [`State`](super::State) — ledger, store
+//! and side records — and applies the same commands in Raft's log order.
 //!
-//! - [`store`]: the Raft log, vote and committed index in RocksDB (synced
-//!   writes: an entry is acknowledged only once durable), and the state
-//!   machine: the ledger in memory, rebuilt at start from the last snapshot
-//!   plus the committed entries after it; a snapshot is the CBOR of the
-//!   ledger with the last applied log id and membership.
+//! - A command ([`Replicated`]) is what changes a tracker: a mutating
+//!   request with its sender, a batch of provider results, or the end of an
+//!   epoch. Each replica applies it with the single tracker's code
+//!   ([`State::apply_replicated`](super::State::apply_replicated)), writing
+//!   the Raft log id in the same synced batch as the command's effects, so
+//!   a restart resumes after the last command applied and never applies one
+//!   twice. An input the ledger refuses is still committed: every replica
+//!   refuses it the same way, changing nothing but the mark.
+//! - Epochs end by a command, not a signature: each replica signs the
+//!   epoch's (epoch, head) with the tracker key when it applies it. Ed25519
+//!   signatures are deterministic, so every replica derives the same
+//!   randomness; the replicas share the tracker (signing) key, and each has
+//!   its own network identity. A leader can bias the randomness only by the
+//!   order and choice of the commands it puts before the epoch's end.
+//! - [`store`]: the Raft log, vote and committed log id in a RocksDB of
+//!   their own (synced writes: an entry is acknowledged only once durable);
+//!   the state machine is the replica's tracker store.
 //! - [`network`]: Raft's RPCs on the crowdstore libp2p swarm, one stream
 //!   of protocol [`network::RAFT_PROTOCOL`] per call, CBOR frames; inbound
 //!   calls from a peer outside the replica set are refused.
-//! - [`replica`]: one replica started on its own swarm and database.
+//! - [`replica`]: one replica (tracker store, Raft log, swarm, owner
+//!   thread) started in a directory.
 //!
-//! An input the ledger refuses is still committed (every replica refuses it
-//! the same way, changing nothing): its [`Applied`] carries the error.
-//!
-//! Not here yet (issue #15 stays open): the service's requests and epoch
-//! loop proposing through Raft, signed committed heads, the CLI and devnet
-//! replica set, and clients following the leader.
+//! Not yet (issue #15 stays open): snapshots (the log is kept whole, so a
+//! replica catches up from it however far behind), the `crowd-tracker run`
+//! service and epoch loop on a replica set, signed committed heads, the CLI
+//! and devnet replica set, and nodes and clients following the leader.
 
 // openraft's error types are large by design; they are what its traits return
 #![allow(clippy::result_large_err)]
@@ -31,8 +42,10 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::Input;
-use crate::Hash32;
+use crowd_protocol::libp2p::PeerId;
+use crowd_protocol::{Epoch, TrackerRequest, TrackerResponse};
+
+use crate::types::{Event, Input};
 
 /// A replica's Raft id.
 pub type ReplicaId = u64;
@@ -50,23 +63,58 @@ impl fmt::Display for Replica {
     }
 }
 
-/// What applying one entry did, the same on every replica.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Applied {
-    /// The ledger's log length after the entry.
-    pub log_len: u64,
-    /// The ledger's head hash after the entry.
-    #[serde(with = "crowd_protocol::wire::hash32")]
-    pub head: Hash32,
-    /// Why the ledger refused the input (nothing changed), if it did.
-    pub error: Option<String>,
+/// A command committed in the replicas' log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)] // a wire type, as `TrackerRequest` itself
+pub enum Replicated {
+    /// A request that changes the tracker, from `peer` (answered by the
+    /// replica that proposed it with what applying it gave).
+    Request {
+        #[serde(with = "crowd_protocol::wire::peer")]
+        peer: PeerId,
+        request: TrackerRequest,
+    },
+    /// Provider results (pre-commits, seal and window proofs) applied together.
+    Apply(Vec<Input>),
+    /// Settle the open epoch, which must be `epoch`.
+    EndEpoch { epoch: Epoch },
+}
+
+impl Replicated {
+    /// Whether a request changes the tracker (and so goes through the log);
+    /// the others are answered by a replica from its own state.
+    pub fn changes(request: &TrackerRequest) -> bool {
+        matches!(
+            request,
+            TrackerRequest::Register { .. }
+                | TrackerRequest::Publish { .. }
+                | TrackerRequest::Admit(_)
+                | TrackerRequest::Faucet { .. }
+                | TrackerRequest::Transfer(_)
+                | TrackerRequest::Withdraw(_)
+                | TrackerRequest::RegisterManifest { .. }
+                | TrackerRequest::RemoveFile(_)
+                | TrackerRequest::RenewFile(_)
+        )
+    }
+}
+
+/// What applying a command gave, the same on every replica.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub enum ReplicatedResult {
+    /// A blank or membership entry.
+    #[default]
+    Nothing,
+    Response(Result<TrackerResponse, String>),
+    Applied(Vec<Result<Vec<Event>, String>>),
+    Settled(Result<Vec<Event>, String>),
 }
 
 openraft::declare_raft_types!(
-    /// The tracker's Raft types: ledger inputs in, [`Applied`] out.
+    /// The tracker's Raft types: commands in, their results out.
     pub TypeConfig:
-        D = Input,
-        R = Applied,
+        D = Replicated,
+        R = ReplicatedResult,
         NodeId = ReplicaId,
         Node = Replica,
         Entry = openraft::Entry<TypeConfig>,
@@ -75,16 +123,18 @@ openraft::declare_raft_types!(
 );
 
 /// A tracker replica's Raft handle.
-pub type LedgerRaft = openraft::Raft<TypeConfig>;
+pub type TrackerRaft = openraft::Raft<TypeConfig>;
 
 /// Timing for a replica set on one machine or a LAN: a heartbeat every
-/// 250 ms, an election after 1–2 s without one.
+/// 250 ms, an election after 1–2 s without one. No snapshots yet: the log
+/// is kept whole.
 pub fn config() -> openraft::Config {
     openraft::Config {
         cluster_name: "crowd-tracker".into(),
         heartbeat_interval: 250,
         election_timeout_min: 1_000,
         election_timeout_max: 2_000,
+        snapshot_policy: openraft::SnapshotPolicy::Never,
         ..openraft::Config::default()
     }
 }

@@ -27,7 +27,7 @@ use openraft::raft::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{LedgerRaft, Replica, ReplicaId, TypeConfig};
+use super::{Replica, ReplicaId, TrackerRaft, TypeConfig};
 
 /// The Raft stream protocol.
 pub const RAFT_PROTOCOL: StreamProtocol = StreamProtocol::new("/crowd/raft/1");
@@ -212,7 +212,7 @@ pub struct InboundStats {
 }
 
 /// True if `peer` is a member of `raft`'s current membership.
-fn is_member(raft: &LedgerRaft, peer: &PeerId) -> bool {
+fn is_member(raft: &TrackerRaft, peer: &PeerId) -> bool {
     let metrics = raft.metrics();
     let metrics = metrics.borrow();
     let text = peer.to_string();
@@ -229,7 +229,7 @@ fn is_member(raft: &LedgerRaft, peer: &PeerId) -> bool {
 /// before any membership entry is applied).
 pub async fn serve(
     net: Network,
-    raft: LedgerRaft,
+    raft: TrackerRaft,
     initial: HashSet<PeerId>,
     stats: Arc<InboundStats>,
 ) -> Result<(), crowd_protocol::ProtocolError> {

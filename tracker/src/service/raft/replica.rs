@@ -1,5 +1,7 @@
-//! One ledger replica: its RocksDB (log and snapshots), its libp2p swarm,
-//! its Raft and the task serving Raft calls.
+//! One tracker replica in a directory: its tracker store (`db/`, as a
+//! single tracker's, so `crowd-tracker ledger verify` reads it), its Raft
+//! log (`raft/`), the owner thread applying commands, its libp2p swarm, its
+//! Raft and the task serving Raft calls.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -11,11 +13,14 @@ use crowd_protocol::libp2p::{Multiaddr, PeerId};
 use crowd_protocol::{Network, NetworkConfig};
 
 use super::network::{self, InboundStats};
-use super::store::{open_db, LedgerMachine, LogStore};
-use super::{config, LedgerRaft, Replica, ReplicaId};
-use crate::service::ServiceError;
+use super::store::{open_db, LogStore, TrackerMachine};
+use super::{config, Replica, ReplicaId, TrackerRaft};
+use crate::service::metrics::Metrics;
+use crate::service::state::{init_store, stored_genesis, Clock};
+use crate::service::{Owner, RocksStore, ServiceError, State};
 use crate::types::LedgerConfig;
 use crate::Hash32;
+use crowd_protocol::Amount;
 
 /// A running replica.
 pub struct Running {
@@ -25,10 +30,12 @@ pub struct Running {
     /// The address it listens on (TCP, loopback or not).
     pub addr: Multiaddr,
     pub net: Network,
-    pub raft: LedgerRaft,
-    pub machine: LedgerMachine,
+    pub raft: TrackerRaft,
+    /// Its tracker (reads are answered from it; writes go through Raft).
+    pub owner: Owner,
     pub stats: Arc<InboundStats>,
     serving: tokio::task::JoinHandle<()>,
+    thread: std::thread::JoinHandle<Result<(), ServiceError>>,
 }
 
 impl std::fmt::Debug for Running {
@@ -50,34 +57,53 @@ pub struct Stopped {
     pub addr: Multiaddr,
 }
 
+/// What every replica of a set shares.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    pub genesis: LedgerConfig,
+    /// The tracker's signing key (its public key is the genesis one).
+    pub tracker_key: Keypair,
+    /// The faucet's largest mint (devnets), as the single tracker's config.
+    pub faucet_max: Amount,
+    /// The peers of the replica set it starts with.
+    pub set: HashSet<PeerId>,
+}
+
 fn err(what: &str, e: impl std::fmt::Display) -> ServiceError {
     ServiceError::Config(format!("replica: {what}: {e}"))
 }
 
 impl Running {
-    /// Starts replica `id` with `key`, its Raft database in `dir` (created
-    /// if missing), listening on `listen`; `set` are the peers of the
-    /// replica set it starts with (the only ones whose Raft calls it takes
-    /// before a membership is applied).
+    /// Starts replica `id` with network identity `key` in `dir` (its stores
+    /// created if missing, the tracker's with `shared.genesis`), listening
+    /// on `listen`.
     pub async fn start(
         id: ReplicaId,
         key: Keypair,
         dir: &Path,
         listen: Multiaddr,
-        genesis: &LedgerConfig,
-        set: &HashSet<PeerId>,
+        shared: &Shared,
     ) -> Result<Self, ServiceError> {
-        // a previous run's database in this process may still be closing
-        let mut opened = open_db(dir);
-        for _ in 0..50 {
-            if opened.is_ok() {
-                break;
+        let store = RocksStore::open(&dir.join("db"))?;
+        match stored_genesis(&store)? {
+            None => init_store(&store, &shared.genesis)?,
+            Some(g) if g != shared.genesis => {
+                return Err(err(
+                    "its store",
+                    "it holds another genesis than the replica set's",
+                ))
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            opened = open_db(dir);
+            Some(_) => {}
         }
-        let db = opened.map_err(|e| err("opening its database", e))?;
-        let machine = LedgerMachine::open(db.clone(), genesis.clone()).map_err(|e| err("its state", e))?;
+        let state = State::open(
+            store,
+            shared.tracker_key.clone(),
+            shared.faucet_max,
+            Arc::new(Clock::new(Duration::from_secs(3600))),
+            Arc::new(Metrics::default()),
+        )?;
+        let (owner, thread) = Owner::spawn(state)?;
+        let db = open_db(&dir.join("raft")).map_err(|e| err("opening its raft log", e))?;
         let netconf = NetworkConfig {
             listen: vec![listen],
             request_timeout: Duration::from_secs(10),
@@ -94,18 +120,18 @@ impl Running {
             .next()
             .ok_or_else(|| err("its address", "not listening"))?;
         let config = config().validate().map_err(|e| err("raft config", e))?;
-        let raft = LedgerRaft::new(
+        let raft = TrackerRaft::new(
             id,
             Arc::new(config),
             network::Factory::new(net.clone()),
             LogStore::new(db),
-            machine.clone(),
+            TrackerMachine::new(owner.clone()),
         )
         .await
         .map_err(|e| err("starting raft", e))?;
         let stats = Arc::new(InboundStats::default());
         let serving = tokio::spawn({
-            let (net, raft, set, stats) = (net.clone(), raft.clone(), set.clone(), stats.clone());
+            let (net, raft, set, stats) = (net.clone(), raft.clone(), shared.set.clone(), stats.clone());
             async move {
                 if let Err(e) = network::serve(net, raft, set, stats).await {
                     tracing::warn!("raft calls no longer served: {e}");
@@ -119,9 +145,10 @@ impl Running {
             addr,
             net,
             raft,
-            machine,
+            owner,
             stats,
             serving,
+            thread,
         })
     }
 
@@ -133,11 +160,9 @@ impl Running {
         }
     }
 
-    /// (log length, head, mints) of its ledger as applied here.
-    pub fn head(&self) -> Option<(u64, Hash32, u64)> {
-        self.machine
-            .read(|s| (s.ledger.log_len(), s.ledger.head(), s.ledger.mints()))
-            .ok()
+    /// (log length, head) of its ledger as applied here.
+    pub async fn head(&self) -> Option<(u64, Hash32)> {
+        self.owner.head().await.ok()
     }
 
     /// The leader it knows of.
@@ -152,6 +177,12 @@ impl Running {
         self.serving.abort();
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!("raft did not stop cleanly: {e}");
+        }
+        self.owner.stop().await;
+        let thread = self.thread;
+        match tokio::task::spawn_blocking(move || thread.join()).await {
+            Ok(Ok(Ok(()))) => {}
+            other => tracing::warn!("the replica's owner thread ended badly: {other:?}"),
         }
         Stopped {
             id: self.id,

@@ -1,6 +1,6 @@
 //! Raft storage in RocksDB: the log (one key per index, big-endian, CBOR
-//! entries), the vote, the committed log id and the last snapshot; and the
-//! ledger as the state machine.
+//! entries), the vote and the committed log id; and the replica's tracker
+//! as the state machine.
 //!
 //! Every write Raft relies on for safety (appended entries, the vote, a
 //! purge mark, a snapshot) is a synced write: a replica that answered has
@@ -11,7 +11,7 @@ use std::fmt::Debug;
 use std::io::Cursor;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use crowd_protocol::wire::{from_cbor, to_cbor};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
@@ -20,11 +20,10 @@ use openraft::{
     RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError, StoredMembership, Vote,
 };
 use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use super::{Applied, Replica, ReplicaId, TypeConfig};
-use crate::types::LedgerConfig;
-use crate::Ledger;
+use super::{Replica, ReplicaId, ReplicatedResult, TypeConfig};
+use crate::service::Owner;
 
 type StorageResult<T> = Result<T, StorageError<ReplicaId>>;
 
@@ -33,7 +32,6 @@ const META: &str = "raft_meta";
 const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
 const PURGED: &[u8] = b"last_purged";
-const SNAPSHOT: &[u8] = b"snapshot";
 
 fn io_err(
     subject: ErrorSubject<ReplicaId>,
@@ -243,127 +241,80 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 }
 
-/// The replicated state: the ledger and what Raft needs to know of it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LedgerState {
-    pub ledger: Ledger,
-    pub last_applied: Option<LogId<ReplicaId>>,
-    pub membership: StoredMembership<ReplicaId, Replica>,
-}
-
-/// A stored snapshot: its meta and the CBOR of a [`LedgerState`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct StoredSnapshot {
-    meta: SnapshotMeta<ReplicaId, Replica>,
-    #[serde(with = "crowd_protocol::wire::bytes")]
-    data: Vec<u8>,
-}
-
-/// The ledger as Raft's state machine. Cloning shares the state (the
-/// snapshot builder and readers are clones).
+/// Raft's state machine: the replica's tracker, through its owner thread
+/// ([`Owner::apply_replicated`]). Cloning shares it.
 #[derive(Debug, Clone)]
-pub struct LedgerMachine {
-    state: Arc<RwLock<LedgerState>>,
-    db: Arc<DB>,
+pub struct TrackerMachine {
+    owner: Owner,
 }
 
-fn poisoned() -> StorageError<ReplicaId> {
+fn machine_err(verb: ErrorVerb, why: impl std::fmt::Display) -> StorageError<ReplicaId> {
     io_err(
         ErrorSubject::StateMachine,
-        ErrorVerb::Read,
-        &std::io::Error::other("the ledger's lock is poisoned"),
+        verb,
+        &std::io::Error::other(why.to_string()),
     )
 }
 
-impl LedgerMachine {
-    /// The state machine of a replica: the last snapshot stored in `db`, or
-    /// a new ledger from `genesis`. (Raft then applies the committed
-    /// entries after it.)
-    pub fn open(db: Arc<DB>, genesis: LedgerConfig) -> StorageResult<Self> {
-        let state = match get_meta::<StoredSnapshot>(&db, SNAPSHOT, ErrorSubject::Snapshot(None))? {
-            Some(s) => from_cbor::<LedgerState>("ledger snapshot", &s.data)
-                .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, &e))?,
-            None => LedgerState {
-                ledger: Ledger::new(genesis)
-                    .map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Read, &e))?,
-                last_applied: None,
-                membership: StoredMembership::default(),
-            },
-        };
-        Ok(Self {
-            state: Arc::new(RwLock::new(state)),
-            db,
-        })
-    }
+const NO_SNAPSHOTS: &str = "tracker replicas build no snapshots yet: the log is kept whole";
 
-    /// Reads the replicated state as applied so far on this replica.
-    pub fn read<T>(&self, f: impl FnOnce(&LedgerState) -> T) -> Result<T, StorageError<ReplicaId>> {
-        let state = self.state.read().map_err(|_| poisoned())?;
-        Ok(f(&state))
+impl TrackerMachine {
+    pub fn new(owner: Owner) -> Self {
+        Self { owner }
     }
 }
 
-impl RaftSnapshotBuilder<TypeConfig> for LedgerMachine {
+impl RaftSnapshotBuilder<TypeConfig> for TrackerMachine {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
-        let (data, last_applied, membership) =
-            self.read(|s| (to_cbor(s), s.last_applied, s.membership.clone()))?;
-        let snapshot_id = match last_applied {
-            Some(id) => format!("{}-{}", id.leader_id, id.index),
-            None => "empty".to_string(),
-        };
-        let meta = SnapshotMeta {
-            last_log_id: last_applied,
-            last_membership: membership,
-            snapshot_id,
-        };
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: data.clone(),
-        };
-        put_meta(
-            &self.db,
-            SNAPSHOT,
-            &stored,
-            ErrorSubject::Snapshot(Some(meta.signature())),
-        )?;
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        })
+        Err(machine_err(ErrorVerb::Read, NO_SNAPSHOTS))
     }
 }
 
-impl RaftStateMachine<TypeConfig> for LedgerMachine {
+impl RaftStateMachine<TypeConfig> for TrackerMachine {
     type SnapshotBuilder = Self;
 
     async fn applied_state(
         &mut self,
     ) -> StorageResult<(Option<LogId<ReplicaId>>, StoredMembership<ReplicaId, Replica>)> {
-        self.read(|s| (s.last_applied, s.membership.clone()))
+        let (applied, membership) = self
+            .owner
+            .raft_applied()
+            .await
+            .map_err(|e| machine_err(ErrorVerb::Read, e))?;
+        let applied = match applied {
+            Some(b) => {
+                Some(from_cbor("raft applied log id", &b).map_err(|e| machine_err(ErrorVerb::Read, e))?)
+            }
+            None => None,
+        };
+        let membership = match membership {
+            Some(b) => from_cbor("raft membership", &b).map_err(|e| machine_err(ErrorVerb::Read, e))?,
+            None => StoredMembership::default(),
+        };
+        Ok((applied, membership))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<Applied>>
+    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<ReplicatedResult>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut state = self.state.write().map_err(|_| poisoned())?;
         let mut out = Vec::new();
         for entry in entries {
-            state.last_applied = Some(entry.log_id);
-            let error = match entry.payload {
-                EntryPayload::Blank => None,
-                EntryPayload::Normal(input) => state.ledger.apply_logged(input).err().map(|e| e.to_string()),
+            let applied = to_cbor(&entry.log_id);
+            let (membership, cmd) = match entry.payload {
+                EntryPayload::Blank => (None, None),
+                EntryPayload::Normal(cmd) => (None, Some(cmd)),
                 EntryPayload::Membership(m) => {
-                    state.membership = StoredMembership::new(Some(entry.log_id), m);
-                    None
+                    (Some(to_cbor(&StoredMembership::new(Some(entry.log_id), m))), None)
                 }
             };
-            out.push(Applied {
-                log_len: state.ledger.log_len(),
-                head: state.ledger.head(),
-                error,
-            });
+            let result = self
+                .owner
+                .apply_replicated(applied, membership, cmd)
+                .await
+                .map_err(|e| machine_err(ErrorVerb::Write, format!("entry {}: {e}", entry.log_id.index)))?;
+            out.push(result);
         }
         Ok(out)
     }
@@ -378,30 +329,13 @@ impl RaftStateMachine<TypeConfig> for LedgerMachine {
 
     async fn install_snapshot(
         &mut self,
-        meta: &SnapshotMeta<ReplicaId, Replica>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        _meta: &SnapshotMeta<ReplicaId, Replica>,
+        _snapshot: Box<Cursor<Vec<u8>>>,
     ) -> StorageResult<()> {
-        let data = snapshot.into_inner();
-        let subject = ErrorSubject::Snapshot(Some(meta.signature()));
-        let mut installed: LedgerState =
-            from_cbor("ledger snapshot", &data).map_err(|e| io_err(subject.clone(), ErrorVerb::Read, &e))?;
-        // what Raft says the snapshot is wins over what its bytes claim
-        installed.last_applied = meta.last_log_id;
-        installed.membership = meta.last_membership.clone();
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: to_cbor(&installed),
-        };
-        put_meta(&self.db, SNAPSHOT, &stored, subject)?;
-        *self.state.write().map_err(|_| poisoned())? = installed;
-        Ok(())
+        Err(machine_err(ErrorVerb::Write, NO_SNAPSHOTS))
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
-        let stored = get_meta::<StoredSnapshot>(&self.db, SNAPSHOT, ErrorSubject::Snapshot(None))?;
-        Ok(stored.map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data)),
-        }))
+        Ok(None)
     }
 }
