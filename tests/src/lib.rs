@@ -374,6 +374,58 @@ pub fn tracker(options: TrackerOptions) -> Daemon {
     d
 }
 
+/// A free TCP port on loopback (bound, then let go: the replica set's list
+/// names ports before the processes start).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `n` tracker replicas on loopback: homes initialised as devnets with one
+/// shared tracker key (so one genesis), each with its own network identity
+/// (`crowd-tracker replica-id`) on a fixed TCP port, all listed in every
+/// config.toml; started in id order (ids 1..=n).
+pub fn tracker_replicas(n: usize, epoch_secs: f64) -> Vec<Daemon> {
+    let key = Keypair::generate_ed25519();
+    let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+    let mut homes = Vec::new();
+    for _ in 0..n {
+        let run = vec![
+            "run".to_string(),
+            "--epoch-secs".to_string(),
+            epoch_secs.to_string(),
+        ];
+        let d = Daemon::new("crowd-tracker", "tracker.json", run, None);
+        write_key(&d.path("identity.key"), &key);
+        d.init(&["--devnet"]);
+        let out = d.exec(&["replica-id"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let peer = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        homes.push((d, peer));
+    }
+    let list: Vec<String> = homes
+        .iter()
+        .zip(&ports)
+        .enumerate()
+        .map(|(i, ((_, peer), port))| format!("{} {peer} /ip4/127.0.0.1/tcp/{port}", i + 1))
+        .collect();
+    let mut out = Vec::new();
+    for (i, (mut d, _)) in homes.into_iter().enumerate() {
+        d.write_config(&format!(
+            "listen = [\"/ip4/127.0.0.1/tcp/{}\"]\nmetrics_address = \"127.0.0.1:0\"\nfaucet = true\nreplica_id = {}\nreplicas = {:?}\n",
+            ports[i],
+            i + 1,
+            list
+        ));
+        d.start();
+        out.push(d);
+    }
+    out
+}
+
 /// How to start a storage node.
 #[derive(Debug, Clone, Default)]
 pub struct NodeOptions {

@@ -52,6 +52,12 @@ enum Cmd {
         #[command(subcommand)]
         cmd: LedgerCmd,
     },
+    /// Print this home's network identity as a tracker replica (creating
+    /// replica.key if missing), for the replica set's `replicas` lists.
+    ReplicaId {
+        #[arg(long, env = "CROWD_TRACKER_HOME", default_value_os_t = default_home())]
+        home: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -123,6 +129,9 @@ fn main() -> ExitCode {
                 );
                 println!("peer id {}", r.peer_id);
             })
+            .map_err(Into::into),
+        Cmd::ReplicaId { home } => service::replica_id(&home)
+            .map(|id| println!("{id}"))
             .map_err(Into::into),
         Cmd::Run {
             home,

@@ -93,6 +93,13 @@ pub struct TrackerConfig {
     /// answers holds at most this many of `max_provider_requests`.
     #[serde(default = "default_in_flight_per_provider")]
     pub max_requests_per_provider: usize,
+    /// This tracker's id in its replica set (with `replicas`).
+    #[serde(default)]
+    pub replica_id: u64,
+    /// The replica set, "ID PEER_ID MULTIADDR" each, this replica included
+    /// (issue #15); empty: a single tracker.
+    #[serde(default)]
+    pub replicas: Vec<String>,
 }
 
 fn default_listen() -> Vec<String> {
@@ -168,6 +175,37 @@ pub fn preset_name(params: &SealParams) -> &'static str {
     }
 }
 
+/// Parses the replica set, `"ID PEER_ID MULTIADDR"` each (ids at least 1,
+/// each once); errors are one line naming the bad entry.
+pub fn parse_replicas(
+    list: &[String],
+) -> Result<std::collections::BTreeMap<u64, super::raft::Replica>, ServiceError> {
+    let mut out = std::collections::BTreeMap::new();
+    for entry in list {
+        let bad = |why: &str| ServiceError::Config(format!("replicas: {entry:?}: {why}"));
+        let parts: Vec<&str> = entry.split_whitespace().collect();
+        let [id, peer, addr] = parts.as_slice() else {
+            return Err(bad("expected \"ID PEER_ID MULTIADDR\""));
+        };
+        let id: u64 = id.parse().map_err(|_| bad("the id is not a number"))?;
+        if id == 0 {
+            return Err(bad("ids start at 1"));
+        }
+        peer.parse::<crowd_protocol::libp2p::PeerId>()
+            .map_err(|_| bad("not a peer id"))?;
+        addr.parse::<crowd_protocol::libp2p::Multiaddr>()
+            .map_err(|_| bad("not a multiaddress"))?;
+        let replica = super::raft::Replica {
+            peer: peer.to_string(),
+            addrs: vec![addr.to_string()],
+        };
+        if out.insert(id, replica).is_some() {
+            return Err(bad("this id is listed twice"));
+        }
+    }
+    Ok(out)
+}
+
 /// Parses `"PEER_ID=AMOUNT"` allocations into the ledger's sorted form;
 /// errors are one line naming the bad entry.
 pub fn parse_allocations(list: &[String]) -> Result<Vec<(AccountId, Amount)>, ServiceError> {
@@ -218,6 +256,12 @@ impl TrackerConfig {
     /// Rejects values that cannot work, with the field named.
     pub fn check(&self) -> Result<(), ServiceError> {
         let bad = |s: String| Err(ServiceError::Config(s));
+        if !self.replicas.is_empty() && !parse_replicas(&self.replicas)?.contains_key(&self.replica_id) {
+            return bad(format!(
+                "replicas: replica_id {} is not in the list",
+                self.replica_id
+            ));
+        }
         if self.listen.is_empty() {
             return bad("listen: at least one address is needed".into());
         }
@@ -380,6 +424,13 @@ provider_timeout_secs = {timeout}
 max_provider_requests = {in_flight}
 max_requests_per_provider = {per_provider}
 
+# A replica set (issue #15, in progress): every replica's "ID PEER_ID
+# MULTIADDR" (PEER_ID is the replica's network identity, replica.key, shown by
+# `crowd-tracker replica-id`; all replicas share identity.key, the tracker's
+# signing key, and the genesis) and this one's id. Empty: a single tracker.
+replica_id = {replica_id}
+replicas = {replicas}
+
 # --- Genesis -------------------------------------------------------------
 # These are fixed in the ledger by `crowd-tracker init`; `run` refuses a
 # config.toml that disagrees with them.
@@ -427,6 +478,8 @@ allocations = {allocations}
             timeout = self.provider_timeout_secs,
             in_flight = self.max_provider_requests,
             per_provider = self.max_requests_per_provider,
+            replica_id = self.replica_id,
+            replicas = list(&self.replicas),
             faucet = self.faucet,
             preset = self.sealing_preset,
             threshold = self.fault_threshold,

@@ -19,7 +19,8 @@ use tokio::time::Instant;
 
 use super::metrics::Metrics;
 use super::repair::SlotKey;
-use super::state::{dial_addrs, Clock, Job, Owner, RepairTask, RepairUpdate, Task};
+use super::state::{dial_addrs, Clock, Job, RepairTask, RepairUpdate, Task};
+use super::writer::Writer;
 use super::ServiceError;
 use crate::{AccountId, DealId, Event, Input, RetrievalAudit};
 
@@ -32,7 +33,9 @@ const MAX_AUDITS: usize = 4;
 /// The epoch loop's settings and handles.
 #[derive(Debug, Clone)]
 pub struct EpochLoop {
-    pub owner: Owner,
+    /// The ledger (a single tracker's owner, or a replica's log: then the
+    /// loop acts only while the replica leads).
+    pub ledger: Writer,
     pub net: Network,
     /// Signs tickets, seeds and challenges (the ledger owner signs epochs).
     pub key: Keypair,
@@ -107,9 +110,15 @@ impl EpochLoop {
         let progress: Shared = Arc::default();
         let limit = Arc::new(Semaphore::new(self.max_requests));
         loop {
+            if !self.ledger.leads() {
+                // a replica that does not lead waits; results in flight are dropped
+                while results_rx.try_recv().is_ok() {}
+                tokio::time::sleep(tick).await;
+                continue;
+            }
             let deadline = Instant::now() + self.epoch;
             self.clock.set_remaining(self.epoch);
-            let epoch = self.owner.work().await?.epoch;
+            let epoch = self.ledger.work().await?.epoch;
             lock(&progress).epoch = epoch;
             let mut ticker = tokio::time::interval(tick);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -124,7 +133,7 @@ impl EpochLoop {
             if let Ok(first) = results_rx.try_recv() {
                 self.apply(first, &mut results_rx).await?;
             }
-            match self.owner.end_epoch(epoch).await? {
+            match self.ledger.end_epoch(epoch).await? {
                 Ok(events) => summarise(epoch, &events),
                 Err(e) => tracing::warn!(epoch, "could not settle the epoch: {e}"),
             }
@@ -144,7 +153,10 @@ impl EpochLoop {
         results: &mpsc::Sender<Input>,
         deadline: Instant,
     ) -> Result<(), ServiceError> {
-        let work = self.owner.work().await?;
+        if !self.ledger.leads() {
+            return Ok(());
+        }
+        let work = self.ledger.work().await?;
         for repair in work.repairs {
             let provider = repair.provider;
             let permit = {
@@ -343,7 +355,7 @@ impl EpochLoop {
             }
         };
         if let Some(update) = update {
-            self.owner.repair_update(slot, job_id, update).await;
+            self.ledger.repair_update(slot, job_id, update).await;
         }
     }
 
@@ -473,7 +485,7 @@ impl EpochLoop {
         while let Ok(more) = rx.try_recv() {
             inputs.push(more);
         }
-        for result in self.owner.apply(inputs).await? {
+        for result in self.ledger.apply(inputs).await? {
             match result {
                 Ok(events) => {
                     for e in events {

@@ -13,6 +13,7 @@ mod records;
 pub mod repair;
 pub mod state;
 pub mod store;
+pub mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -57,6 +58,15 @@ impl Home {
     /// Written when the tracker is ready, removed when it stops.
     pub fn info(&self) -> PathBuf {
         self.dir.join("tracker.json")
+    }
+    /// A replica's network identity (its tracker signing key is `key()`,
+    /// shared by the replica set).
+    pub fn replica_key(&self) -> PathBuf {
+        self.dir.join("replica.key")
+    }
+    /// A replica's Raft log.
+    pub fn raft(&self) -> PathBuf {
+        self.dir.join("raft")
     }
     /// Whether `init` has run here.
     pub fn is_initialised(&self) -> bool {
@@ -147,6 +157,16 @@ pub fn init(home: &Path, devnet: bool, force: bool, allocate: &[String]) -> Resu
     })
 }
 
+/// `crowd-tracker replica-id`: the network identity this home runs with as
+/// a replica (`replica.key`, created if missing), for the replica set's
+/// `replicas` lists.
+pub fn replica_id(home: &Path) -> Result<String, ServiceError> {
+    let home = Home::new(home);
+    std::fs::create_dir_all(&home.dir)?;
+    let key = crowd_protocol::util::load_or_create_key(&home.replica_key())?;
+    Ok(key.public().to_peer_id().to_string())
+}
+
 /// Writes a file crash-consistently: a temporary file, fsync, rename.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ServiceError> {
     use std::io::Write;
@@ -229,8 +249,20 @@ pub async fn run(home: &Path, options: RunOptions) -> Result<(), ServiceError> {
         request_timeout: provider_timeout,
         ..NetworkConfig::default()
     };
-    let (net, inbound) = Network::start(key.clone(), net_config).await?;
+    let replicas = config::parse_replicas(&config.replicas)?;
+    // a replica has a network identity of its own; the tracker key signs
+    let net_key = if replicas.is_empty() {
+        key.clone()
+    } else {
+        crowd_protocol::util::load_or_create_key(&home.replica_key())?
+    };
+    let (net, inbound) = Network::start(net_key.clone(), net_config).await?;
     let (owner, owner_thread) = Owner::spawn(state)?;
+    let writer = if replicas.is_empty() {
+        writer::Writer::Single(owner.clone())
+    } else {
+        start_replica(&home, config.replica_id, &replicas, &net, &owner).await?
+    };
     let (owner_done_tx, owner_done) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("ledger-watch".into())
@@ -241,10 +273,10 @@ pub async fn run(home: &Path, options: RunOptions) -> Result<(), ServiceError> {
             let _ = owner_done_tx.send(result);
         })?;
 
-    let serving = tokio::spawn(serve_requests(owner.clone(), inbound, metrics.clone()));
+    let serving = tokio::spawn(serve_requests(writer.clone(), inbound, metrics.clone()));
     let epochs = tokio::spawn(
         epoch::EpochLoop {
-            owner: owner.clone(),
+            ledger: writer.clone(),
             net: net.clone(),
             key: key.clone(),
             network,
@@ -271,7 +303,7 @@ pub async fn run(home: &Path, options: RunOptions) -> Result<(), ServiceError> {
             }
         });
     }
-    let peer_id = key.public().to_peer_id();
+    let peer_id = net_key.public().to_peer_id();
     let addrs = net.listen_addrs().await?;
     // before announcing readiness: a SIGTERM from then on stops us cleanly
     let shutdown = crowd_protocol::util::shutdown_signal();
@@ -280,6 +312,7 @@ pub async fn run(home: &Path, options: RunOptions) -> Result<(), ServiceError> {
         "listen": addrs.iter().map(|a| a.clone().with(Protocol::P2p(peer_id)).to_string()).collect::<Vec<_>>(),
         "metrics": metrics_addr,
         "pid": std::process::id(),
+        "replica_id": (!replicas.is_empty()).then_some(config.replica_id),
     });
     let info_bytes = serde_json::to_vec_pretty(&info).map_err(|e| ServiceError::Io(e.into()))?;
     write_atomic(&home.info(), &info_bytes)?;
@@ -308,6 +341,11 @@ pub async fn run(home: &Path, options: RunOptions) -> Result<(), ServiceError> {
     };
     let _ = std::fs::remove_file(home.info());
     serving.abort();
+    if let writer::Writer::Replica { raft, .. } = &writer {
+        if let Err(e) = raft.shutdown().await {
+            tracing::warn!("raft did not stop cleanly: {e}");
+        }
+    }
     // the owner finishes the commands before this one and closes the store;
     // wait for that: exiting while RocksDB is still closing aborted the
     // process ("pthread lock: Invalid argument", SIGABRT on a SIGTERM)
@@ -318,10 +356,62 @@ pub async fn run(home: &Path, options: RunOptions) -> Result<(), ServiceError> {
     result
 }
 
-/// Answers control requests: tracker requests go to the ledger owner (at
-/// most [`MAX_INBOUND`] at once), anything else is refused at once.
+/// Starts this home's replica: its Raft log, Raft over the swarm, the task
+/// serving Raft calls; the lowest id starts the set (once: a set already
+/// started refuses, harmlessly).
+async fn start_replica(
+    home: &Home,
+    id: raft::ReplicaId,
+    replicas: &std::collections::BTreeMap<raft::ReplicaId, raft::Replica>,
+    net: &Network,
+    owner: &Owner,
+) -> Result<writer::Writer, ServiceError> {
+    let db = raft::store::open_db(&home.raft()).map_err(|e| {
+        ServiceError::Store(format!("raft log {}: {}", home.raft().display(), e.into_string()))
+    })?;
+    let config = raft::config()
+        .validate()
+        .map_err(|e| ServiceError::Config(format!("raft: {e}")))?;
+    let raft = raft::TrackerRaft::new(
+        id,
+        Arc::new(config),
+        raft::network::Factory::new(net.clone()),
+        raft::store::LogStore::new(db),
+        raft::store::TrackerMachine::new(owner.clone()),
+    )
+    .await
+    .map_err(|e| ServiceError::Config(format!("raft: {e}")))?;
+    let set = replicas
+        .values()
+        .filter_map(|r| r.peer.parse().ok())
+        .collect::<std::collections::HashSet<_>>();
+    let stats = Arc::new(raft::network::InboundStats::default());
+    tokio::spawn({
+        let (net, raft) = (net.clone(), raft.clone());
+        async move {
+            if let Err(e) = raft::network::serve(net, raft, set, stats).await {
+                tracing::warn!("raft calls no longer served: {e}");
+            }
+        }
+    });
+    if replicas.keys().next() == Some(&id) {
+        match raft.initialize(replicas.clone()).await {
+            Ok(()) => tracing::info!(replicas = replicas.len(), "started the replica set"),
+            Err(e) => tracing::debug!("the replica set was started before: {e}"),
+        }
+    }
+    tracing::info!(id, "running as a tracker replica");
+    Ok(writer::Writer::Replica {
+        owner: owner.clone(),
+        raft,
+        id,
+    })
+}
+
+/// Answers control requests: tracker requests go to the ledger (at most
+/// [`MAX_INBOUND`] at once), anything else is refused at once.
 async fn serve_requests(
-    owner: Owner,
+    writer: writer::Writer,
     mut inbound: tokio::sync::mpsc::Receiver<InboundRequest>,
     metrics: Arc<metrics::Metrics>,
 ) {
@@ -350,9 +440,9 @@ async fn serve_requests(
             });
             continue;
         };
-        let owner = owner.clone();
+        let writer = writer.clone();
         tokio::spawn(async move {
-            let response = match owner.request(req.peer, request).await {
+            let response = match writer.request(req.peer, request).await {
                 Ok(r) => Response::Tracker(r),
                 Err(message) => Response::Error { message },
             };
