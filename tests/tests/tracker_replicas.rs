@@ -126,3 +126,65 @@ async fn a_replica_set_survives_its_leader_killed_mid_epoch() {
     let all = verify(&replicas[new_leader], None);
     assert!(all["entries"].as_u64().unwrap() >= caught_up_to);
 }
+
+/// The leader SIGSTOPped for 20 epochs (its sockets open, answering
+/// nothing): the others elect a new leader and settle the epochs; resumed,
+/// the old leader's stale term is refused, it follows, and it catches up to
+/// the same head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_paused_for_20_epochs_catches_up_to_the_same_head() {
+    let mut replicas = tracker_replicas(3, EPOCH_SECS);
+    let key = seeded_key(91);
+    let mut clients = Vec::new();
+    for d in &replicas {
+        clients.push(Some(Client::start(d, key.clone()).await));
+    }
+    let me = clients[0].as_ref().unwrap().peer();
+    let (leader, _) = write(
+        &clients,
+        TrackerRequest::Faucet {
+            account: me,
+            amount: 5,
+        },
+    )
+    .await;
+    replicas[leader].pause();
+    let paused = clients[leader].take();
+    let (new_leader, _) = write(
+        &clients,
+        TrackerRequest::Faucet {
+            account: me,
+            amount: 7,
+        },
+    )
+    .await;
+    let survivor = clients[new_leader].as_ref().unwrap();
+    let from = survivor.info().await.epoch;
+    eventually(
+        Duration::from_secs(120),
+        "20 epochs settle without it",
+        || async { (survivor.info().await.epoch >= from + 20).then_some(()) },
+    )
+    .await;
+    replicas[leader].resume();
+    let target = verify(&replicas[new_leader], None)["entries"].as_u64().unwrap();
+    eventually(WAIT, "the resumed replica catches up", || async {
+        (verify(&replicas[leader], None)["entries"].as_u64().unwrap() >= target).then_some(())
+    })
+    .await;
+    let heads: Vec<serde_json::Value> = replicas.iter().map(|d| verify(d, Some(target))).collect();
+    for h in &heads {
+        assert_eq!(h["head"], heads[0]["head"], "{heads:?}");
+    }
+    assert!(heads[0]["epoch"].as_u64().unwrap() >= from + 20);
+    // it follows the new leader: a write sent to it is refused, naming that leader
+    let refused = paused
+        .unwrap()
+        .ask(TrackerRequest::Faucet {
+            account: me,
+            amount: 1,
+        })
+        .await;
+    let refused = refused.unwrap_err();
+    assert!(refused.contains("not the leader"), "{refused}");
+}
