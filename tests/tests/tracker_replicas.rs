@@ -178,13 +178,15 @@ async fn a_replica_paused_for_20_epochs_catches_up_to_the_same_head() {
     }
     assert!(heads[0]["epoch"].as_u64().unwrap() >= from + 20);
     // it follows the new leader: a write sent to it is refused, naming that leader
+    let paused = paused.unwrap();
+    // (its connection may have timed out while it was stopped)
+    paused.connect(&replicas[leader]).await;
     let refused = paused
-        .unwrap()
         .ask(TrackerRequest::Faucet {
             account: me,
             amount: 1,
         })
-        .await;
-    let refused = refused.unwrap_err();
+        .await
+        .unwrap_err();
     assert!(refused.contains("not the leader"), "{refused}");
 }
