@@ -508,7 +508,12 @@ impl Client {
 
     /// One tracker request; an error answer is `Err(message)`.
     pub async fn ask(&self, request: TrackerRequest) -> Result<TrackerResponse, String> {
-        match self.net.request(self.tracker, Request::Tracker(request)).await {
+        self.ask_at(self.tracker, request).await
+    }
+
+    /// One tracker request to `peer` (a replica of a set).
+    pub async fn ask_at(&self, peer: PeerId, request: TrackerRequest) -> Result<TrackerResponse, String> {
+        match self.net.request(peer, Request::Tracker(request)).await {
             Ok(Response::Tracker(r)) => Ok(r),
             Ok(Response::Error { message }) => Err(message),
             Ok(other) => Err(format!("unexpected answer {other:?}")),
