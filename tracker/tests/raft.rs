@@ -187,3 +187,67 @@ async fn three_replicas_agree_survive_the_leader_and_catch_up_after_a_restart() 
         assert_eq!((report.entries, report.head), want, "{}", dir.display());
     }
 }
+
+/// A replica whose Raft log was damaged on disk while it was stopped (an
+/// entry that no longer decodes, as a torn or corrupt write leaves it) does
+/// not start: one line naming the log entry, no panic, and the store it
+/// had is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_raft_log_is_refused_at_start_with_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tracker_key = Keypair::generate_ed25519();
+    let key = Keypair::generate_ed25519();
+    let shared = Shared {
+        genesis: LedgerConfig::devnet(&tracker_key.public()),
+        tracker_key,
+        faucet_max: 1 << 60,
+        set: [key.public().to_peer_id()].into_iter().collect(),
+    };
+    let loopback: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().unwrap();
+    let dir = tmp.path().join("r1");
+    let r = Running::start(1, key.clone(), &dir, loopback.clone(), &shared)
+        .await
+        .unwrap();
+    r.raft
+        .initialize(BTreeMap::from([(1, r.replica())]))
+        .await
+        .unwrap();
+    until("it leads", 30, || async { r.leader() }).await;
+    let me = key.public().to_peer_id();
+    for _ in 0..3 {
+        let answer = propose(
+            &r,
+            me,
+            TrackerRequest::Faucet {
+                account: me,
+                amount: 1,
+            },
+        )
+        .await;
+        assert!(answer.is_ok(), "{answer:?}");
+    }
+    let before = r.head().await.unwrap();
+    let stopped = r.stop().await;
+
+    // overwrite the last log entry with bytes that are not an entry
+    {
+        let db = crowd_tracker::service::raft::store::open_db(&dir.join("raft")).unwrap();
+        let logs = db.cf_handle("raft_logs").unwrap();
+        let (last, _) = db
+            .iterator_cf(logs, rocksdb::IteratorMode::End)
+            .next()
+            .unwrap()
+            .unwrap();
+        db.put_cf(logs, last, b"\xff\x00 torn write").unwrap();
+    }
+    let err = Running::start(1, stopped.key.clone(), &dir, loopback, &shared)
+        .await
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("raft log entry"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // the tracker store is as it was
+    let report = crowd_tracker::service::verify(&dir, None).unwrap();
+    assert_eq!((report.entries, report.head), before);
+}
