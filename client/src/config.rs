@@ -14,8 +14,13 @@ use serde::{Deserialize, Serialize};
 pub struct ClientConfig {
     /// The tracker's multiaddress, ending in /p2p/<peer id>.
     pub tracker_address: String,
-    /// The tracker's peer id (must match the address).
+    /// The tracker's peer id (must match the address, unless the tracker
+    /// is a replica set: then it is the tracker's signing identity).
     pub tracker_peer_id: String,
+    /// A tracker run as a replica set (issue #15): every replica's
+    /// multiaddress with its own /p2p/ peer id; requests follow the leader.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tracker_replicas: Vec<String>,
     /// Default data shards `k` for `put`.
     #[serde(default = "default_k")]
     pub data_shards: usize,
@@ -82,7 +87,10 @@ impl ClientConfig {
 
     fn check(&self) -> Result<()> {
         let (peer, _) = crate::session::peer_addr(&self.tracker_address)?;
-        if peer.to_string() != self.tracker_peer_id {
+        for r in &self.tracker_replicas {
+            crate::session::peer_addr(r).context("tracker_replicas")?;
+        }
+        if self.tracker_replicas.is_empty() && peer.to_string() != self.tracker_peer_id {
             bail!(
                 "tracker_address names peer {peer}, but tracker_peer_id is {}",
                 self.tracker_peer_id

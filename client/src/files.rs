@@ -28,7 +28,7 @@ use crowd_protocol::libp2p::{Multiaddr, PeerId};
 use crowd_protocol::tracker::MAX_LIST;
 use crowd_protocol::{
     Amount, Epoch, FileQuery, FileRegistration, FileView, Manifest, PieceId, RemoveRequest, RenewRequest,
-    Request, Response, Signed, TrackerRequest, TrackerResponse,
+    Response, Signed, TrackerRequest, TrackerResponse,
 };
 use serde::Serialize;
 
@@ -159,8 +159,8 @@ pub fn follow_placement(
 /// A tracker answer, with its refusal as [`Error::Network`] (one clean line).
 async fn ask(session: &Session, request: TrackerRequest) -> Result<TrackerResponse> {
     match session
-        .net
-        .request(session.tracker, Request::Tracker(request))
+        .link
+        .request(&session.net, request)
         .await
         .context("tracker")?
     {

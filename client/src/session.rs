@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use crowd_protocol::libp2p::identity::Keypair;
 use crowd_protocol::libp2p::{multiaddr::Protocol, Multiaddr, PeerId};
 use crowd_protocol::{
-    AccountView, DealQuery, DealView, Network, NetworkConfig, ProviderEntry, Request, Response, TrackerInfo,
+    AccountView, DealQuery, DealView, Network, NetworkConfig, ProviderEntry, Response, TrackerInfo,
     TrackerRequest, TrackerResponse,
 };
 
@@ -59,7 +59,8 @@ pub struct Session {
     pub key: Keypair,
     pub peer: PeerId,
     pub net: Network,
-    pub tracker: PeerId,
+    /// Where tracker requests go: the tracker, or its replicas' leader.
+    pub link: crowd_protocol::tracker_link::TrackerLink,
     pub config: ClientConfig,
     /// The network signed messages name, asked of the tracker once.
     network: tokio::sync::OnceCell<crowd_protocol::NetworkId>,
@@ -85,14 +86,24 @@ impl Session {
             ..NetworkConfig::default()
         };
         let (net, _inbound) = Network::start(key.clone(), net_config).await?;
-        net.dial(tracker, vec![tracker_addr])
+        let peers = if config.tracker_replicas.is_empty() {
+            vec![(tracker, vec![tracker_addr])]
+        } else {
+            config
+                .tracker_replicas
+                .iter()
+                .map(|r| peer_addr(r).map(|(p, a)| (p, vec![a])))
+                .collect::<Result<Vec<_>>>()?
+        };
+        let link = crowd_protocol::tracker_link::TrackerLink::new(peers);
+        link.dial(&net)
             .await
             .with_context(|| format!("cannot reach the tracker at {}", config.tracker_address))?;
         Ok(Self {
             peer: key.public().to_peer_id(),
             key,
             net,
-            tracker,
+            link,
             config,
             network: tokio::sync::OnceCell::new(),
         })
@@ -109,12 +120,7 @@ impl Session {
 
     /// Sends a request to the tracker; its errors become one-line errors.
     pub async fn tracker(&self, request: TrackerRequest) -> Result<TrackerResponse> {
-        match self
-            .net
-            .request(self.tracker, Request::Tracker(request))
-            .await
-            .context("tracker")?
-        {
+        match self.link.request(&self.net, request).await.context("tracker")? {
             Response::Tracker(r) => Ok(r),
             Response::Error { message } => bail!("tracker: {message}"),
             other => bail!("tracker: unexpected answer {other:?}"),

@@ -104,6 +104,7 @@ pub mod manifest;
 pub mod network;
 mod signed;
 pub mod tracker;
+pub mod tracker_link;
 pub mod transfer;
 mod types;
 pub mod util;

@@ -37,6 +37,12 @@ pub struct NodeConfig {
     /// The tracker's multiaddress (with /p2p/<peer id>), dialled at start.
     #[serde(default)]
     pub tracker_address: String,
+    /// A tracker run as a replica set (issue #15): every replica's
+    /// multiaddress with its own /p2p/<peer id>. Requests follow the
+    /// leader; tracker messages (signed by `tracker_peer_id`'s key) are
+    /// taken from any of them. Empty: the one tracker at `tracker_address`.
+    #[serde(default)]
+    pub tracker_replicas: Vec<String>,
     /// The network (64 hex digits: the tracker's genesis head) every signed
     /// message must name. Empty: learnt from the tracker at first start and
     /// kept; a tracker that later names another network is refused.
@@ -331,6 +337,10 @@ max_piece_bytes = {max_piece}
 # Empty: the node stores and serves pieces but never seals or proves.
 tracker_peer_id = {tracker:?}
 tracker_address = {tracker_addr:?}
+# A tracker run as a replica set: every replica's multiaddress with its own
+# /p2p/ peer id. Requests follow its leader; its messages (signed by
+# tracker_peer_id's key) are taken from any replica. Empty: tracker_address.
+tracker_replicas = {tracker_replicas}
 
 # The network (64 hex digits, `crowd-tracker` prints it at start) every
 # signed message must name. Empty: learnt from the tracker at first start.
@@ -408,6 +418,7 @@ gc_interval_secs = {gc}
             tracker = self.tracker_peer_id,
             network = self.network_id,
             tracker_addr = self.tracker_address,
+            tracker_replicas = list(&self.tracker_replicas),
             bootstrap = list(&self.bootstrap),
             preset = self.sealing_preset,
             seal_queue = self.seal_queue,

@@ -27,7 +27,7 @@ use axum::routing::get;
 use axum::Router;
 use crowd_protocol::libp2p::PeerId;
 use crowd_protocol::tracker::{DealQuery, DealView, TrackerRequest, TrackerResponse};
-use crowd_protocol::{Request, Response as WireResponse};
+use crowd_protocol::Response as WireResponse;
 use crowd_web::{amount, bytes, card, grouped, value, PageQuery};
 use maud::{html, Markup};
 use serde::Serialize;
@@ -263,9 +263,9 @@ async fn gather(ctx: &Ctx) -> NodeView {
             .collect(),
         errors: ctx.recent.lines(),
     };
-    if let Some(tracker) = node.tracker {
+    if node.tracker.is_some() {
         let ids: Vec<u64> = deals.iter().map(|d| d.0).collect();
-        if let Ok(Ok(ledger)) = tokio::time::timeout(TRACKER_WAIT, ask_ledger(node, tracker, ids)).await {
+        if let Ok(Ok(ledger)) = tokio::time::timeout(TRACKER_WAIT, ask_ledger(node, ids)).await {
             view.apply_ledger(ledger);
         }
     }
@@ -280,8 +280,8 @@ pub struct LedgerAnswers {
     pub deals: Vec<DealView>,
 }
 
-async fn ask_ledger(node: &Node, tracker: PeerId, ids: Vec<u64>) -> anyhow::Result<LedgerAnswers> {
-    let ask = |r| node.net.request(tracker, Request::Tracker(r));
+async fn ask_ledger(node: &Node, ids: Vec<u64>) -> anyhow::Result<LedgerAnswers> {
+    let ask = |r| node.ask_tracker(r);
     let epoch = match ask(TrackerRequest::Info).await? {
         WireResponse::Tracker(TrackerResponse::Info(i)) => i.epoch,
         other => anyhow::bail!("unexpected answer to an info query: {other:?}"),

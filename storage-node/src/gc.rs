@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use crowd_protocol::tracker::{DealQuery, MAX_LIST};
-use crowd_protocol::{PieceId, ProposalId, Request, Response, TrackerRequest, TrackerResponse};
+use crowd_protocol::{PieceId, ProposalId, Response, TrackerRequest, TrackerResponse};
 
 use crate::node::Node;
 use crate::records::{self, DealRecord, PieceRecord, ProposalRecord, ProposalState, RepairRecord, SealState};
@@ -62,9 +62,9 @@ impl Node {
     /// One round: asks the tracker about every deal kept here and deletes
     /// the ended ones. Returns how many deals were deleted.
     pub async fn collect_garbage(&self) -> anyhow::Result<usize> {
-        let Some(tracker) = self.tracker else {
+        if self.tracker.is_none() {
             return Ok(0);
-        };
+        }
         let mut ids = Vec::new();
         for (k, _) in self.store.scan_prefix(b"deal/")? {
             if let Some(id) = records::deal_id(&k) {
@@ -74,7 +74,7 @@ impl Node {
         let mut removed = 0;
         for chunk in ids.chunks(MAX_LIST) {
             let query = TrackerRequest::Deals(DealQuery::Ids(chunk.to_vec()));
-            let views = match self.net.request(tracker, Request::Tracker(query)).await? {
+            let views = match self.ask_tracker(query).await? {
                 Response::Tracker(TrackerResponse::Deals(views)) => views,
                 Response::Error { message } => bail!("tracker: {message}"),
                 other => bail!("unexpected answer to a deal query: {other:?}"),

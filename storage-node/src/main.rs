@@ -100,6 +100,7 @@ async fn run(home: &Path, recent: crowd_protocol::util::RecentErrors) -> Result<
         .bootstrap
         .iter()
         .chain(Some(&config.tracker_address).filter(|s| !s.is_empty()))
+        .chain(&config.tracker_replicas)
     {
         bootstrap.push(peer_addr(b)?);
     }

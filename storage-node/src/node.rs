@@ -44,6 +44,9 @@ pub struct Node {
     pub metrics: Arc<Metrics>,
     pub params: SealParams,
     pub(crate) tracker: Option<PeerId>,
+    /// Where tracker requests go (the tracker, or its replicas) and whose
+    /// connections may carry tracker messages.
+    pub(crate) tracker_link: Option<crowd_protocol::tracker_link::TrackerLink>,
     transfers: Arc<Semaphore>,
     /// Transfer streams whose header has not arrived yet.
     pending_streams: Arc<PeerLimits>,
@@ -135,6 +138,7 @@ impl Node {
                     .map_err(|e| anyhow!("tracker_peer_id '{s}': {e}"))?,
             ),
         };
+        let tracker_link = tracker_link(&config, tracker)?;
         let params = match config.sealing_preset.as_str() {
             "production" => SealParams::production(),
             _ => SealParams::devnet(),
@@ -165,6 +169,7 @@ impl Node {
             metrics,
             params,
             tracker,
+            tracker_link,
             seal_tx,
             write_lock: tokio::sync::Mutex::new(()),
             pending: std::sync::Mutex::new(HashMap::new()),
@@ -399,7 +404,7 @@ impl Node {
     /// `max_provider_requests` bounds them), so strangers cannot starve
     /// challenges and seal tickets.
     pub fn dispatch(self: &Arc<Self>, req: crowd_protocol::InboundRequest) {
-        let place = match self.tracker == Some(req.peer) {
+        let place = match self.is_tracker_peer(&req.peer) {
             true => None,
             false => match PeerLimits::enter(&self.inbound_requests, req.peer) {
                 Some(place) => Some(place),
@@ -839,10 +844,24 @@ impl Node {
 
     pub(crate) fn check_sender(&self, peer: PeerId) -> anyhow::Result<()> {
         match self.tracker {
-            Some(t) if t == peer => Ok(()),
+            Some(_) if self.is_tracker_peer(&peer) => Ok(()),
             Some(t) => bail!("only the tracker {t} may send this, not {peer}"),
             None => bail!("this node has no tracker configured"),
         }
+    }
+
+    /// The tracker, or one of its replicas.
+    pub(crate) fn is_tracker_peer(&self, peer: &PeerId) -> bool {
+        self.tracker.as_ref() == Some(peer) || self.tracker_link.as_ref().is_some_and(|l| l.contains(peer))
+    }
+
+    /// A request to the tracker (following a replica set's leader).
+    pub(crate) async fn ask_tracker(&self, request: TrackerRequest) -> anyhow::Result<Response> {
+        let link = self
+            .tracker_link
+            .as_ref()
+            .ok_or_else(|| anyhow!("this node has no tracker configured"))?;
+        Ok(link.request(&self.net, request).await?)
     }
 
     pub(crate) fn check_tracker<T: crowd_protocol::Signable>(&self, signed: &Signed<T>) -> anyhow::Result<T> {
@@ -1023,7 +1042,8 @@ impl Node {
     }
 
     async fn try_register(&self, tracker: PeerId, addrs: Vec<String>) -> anyhow::Result<()> {
-        let ask = |request| async { self.net.request(tracker, Request::Tracker(request)).await };
+        let _ = tracker;
+        let ask = |request| self.ask_tracker(request);
         match ask(TrackerRequest::Info).await? {
             Response::Tracker(TrackerResponse::Info(info)) => self.join_network(info.network)?,
             other => bail!("unexpected answer to an info query: {other:?}"),
@@ -1366,7 +1386,7 @@ impl Node {
             self.metrics.unseal_cache_hits.inc();
             return Ok(Some(u));
         }
-        if self.tracker != Some(peer) {
+        if !self.is_tracker_peer(&peer) {
             let allowed = self
                 .unseal_budget
                 .lock()
@@ -1397,6 +1417,36 @@ impl Node {
             .insert(piece, unsealed.clone());
         Ok(Some(unsealed))
     }
+}
+
+/// Where tracker requests go: the replicas listed in `tracker_replicas`, or
+/// else the tracker at `tracker_address` (or reached through the DHT).
+fn tracker_link(
+    config: &NodeConfig,
+    tracker: Option<PeerId>,
+) -> anyhow::Result<Option<crowd_protocol::tracker_link::TrackerLink>> {
+    let parse = |s: &str| -> anyhow::Result<(PeerId, Vec<crowd_protocol::libp2p::Multiaddr>)> {
+        let addr: crowd_protocol::libp2p::Multiaddr = s.parse().map_err(|e| anyhow!("'{s}': {e}"))?;
+        match addr.iter().last() {
+            Some(crowd_protocol::libp2p::multiaddr::Protocol::P2p(peer)) => Ok((peer, vec![addr])),
+            _ => bail!("'{s}' does not end in /p2p/<peer id>"),
+        }
+    };
+    let peers = if !config.tracker_replicas.is_empty() {
+        config
+            .tracker_replicas
+            .iter()
+            .map(|s| parse(s).map_err(|e| anyhow!("tracker_replicas: {e}")))
+            .collect::<anyhow::Result<Vec<_>>>()?
+    } else if let Some(t) = tracker {
+        match config.tracker_address.as_str() {
+            "" => vec![(t, Vec::new())],
+            a => vec![(t, parse(a)?.1)],
+        }
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(crowd_protocol::tracker_link::TrackerLink::new(peers)))
 }
 
 /// One DHT announcement of what we hold; a failure is counted, never silent.

@@ -270,13 +270,9 @@ impl Node {
     /// The tracker's open epoch (see the module doc).
     pub(crate) async fn current_epoch(&self) -> anyhow::Result<u64> {
         use std::sync::atomic::Ordering::Relaxed;
-        if let Some(tracker) = self.tracker {
-            let asked = tokio::time::timeout(
-                Duration::from_secs(10),
-                self.net
-                    .request(tracker, crowd_protocol::Request::Tracker(TrackerRequest::Info)),
-            )
-            .await;
+        if self.tracker.is_some() {
+            let asked =
+                tokio::time::timeout(Duration::from_secs(10), self.ask_tracker(TrackerRequest::Info)).await;
             match asked {
                 Ok(Ok(Response::Tracker(TrackerResponse::Info(info)))) => {
                     self.last_epoch.fetch_max(info.epoch, Relaxed);

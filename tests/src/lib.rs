@@ -448,6 +448,33 @@ pub fn node(tracker: &Daemon, options: NodeOptions) -> Daemon {
     d
 }
 
+/// The tracker's signing identity in a home (its `identity.key`): for a
+/// replica set, the peer id nodes check tracker messages against.
+pub fn signing_peer(d: &Daemon) -> PeerId {
+    let bytes = std::fs::read(d.path("identity.key")).unwrap();
+    Keypair::from_protobuf_encoding(&bytes)
+        .unwrap()
+        .public()
+        .to_peer_id()
+}
+
+/// Initialises a node home on loopback for a tracker replica set (its
+/// signing identity, every replica's address) and starts it.
+pub fn node_for_replicas(replicas: &[Daemon], options: NodeOptions) -> Daemon {
+    let mut d = Daemon::new("crowd-node", "node.json", vec!["run".into()], options.key_seed);
+    d.init(&[]);
+    let addrs: Vec<String> = replicas.iter().map(|r| r.tcp_addr().to_string()).collect();
+    d.write_config(&format!(
+        "listen = [\"/ip4/127.0.0.1/tcp/0\", \"/ip4/127.0.0.1/udp/0/quic-v1\"]\nmetrics_address = \"127.0.0.1:0\"\ntracker_peer_id = \"{}\"\ntracker_address = \"{}\"\ntracker_replicas = {:?}\ntransfer_timeout_secs = 20\n{}\n",
+        signing_peer(&replicas[0]),
+        addrs[0],
+        addrs,
+        options.config
+    ));
+    d.start();
+    d
+}
+
 /// A deal's terms for [`Client::proposal`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Terms {

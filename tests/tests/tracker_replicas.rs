@@ -11,8 +11,11 @@
 
 use std::time::Duration;
 
-use crowd_protocol::{TrackerRequest, TrackerResponse};
-use crowd_tests::{eventually, seeded_key, tracker_replicas, Client, Daemon};
+use crowd_protocol::{DealView, TrackerRequest, TrackerResponse};
+use crowd_tests::{
+    eventually, node_for_replicas, random_bytes, seeded_key, tracker_replicas, Client, Daemon, NodeOptions,
+    Terms,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 const EPOCH_SECS: f64 = 1.0;
@@ -48,14 +51,42 @@ fn verify(d: &Daemon, upto: Option<u64>) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// One client per replica, all with `key`'s identity.
+async fn clients_for(replicas: &[Daemon], seed: u8) -> Vec<Option<Client>> {
+    let key = seeded_key(seed);
+    let mut clients = Vec::new();
+    for d in replicas {
+        clients.push(Some(Client::start(d, key.clone()).await));
+    }
+    clients
+}
+
+/// Waits until `lead`'s replica is in the middle of an epoch (on its clock)
+/// and returns that epoch.
+async fn mid_epoch(lead: &Client) -> u64 {
+    eventually(WAIT, "the middle of an epoch", || async {
+        let i = lead.info().await;
+        let left = i.epoch_ends_in_millis as f64 / i.epoch_millis.max(1) as f64;
+        (0.3..0.7).contains(&left).then_some(i.epoch)
+    })
+    .await
+}
+
+/// Waits until `restarted` has at least the entries `reference` has now,
+/// and returns the replicas' `ledger verify` reports at that position.
+async fn caught_up(replicas: &[Daemon], restarted: usize, reference: usize) -> Vec<serde_json::Value> {
+    let target = verify(&replicas[reference], None)["entries"].as_u64().unwrap();
+    eventually(WAIT, "the restarted replica catches up", || async {
+        (verify(&replicas[restarted], None)["entries"].as_u64().unwrap() >= target).then_some(())
+    })
+    .await;
+    replicas.iter().map(|d| verify(d, Some(target))).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_set_survives_its_leader_killed_mid_epoch() {
     let mut replicas = tracker_replicas(3, EPOCH_SECS);
-    let key = seeded_key(90);
-    let mut clients = Vec::new();
-    for d in &replicas {
-        clients.push(Some(Client::start(d, key.clone()).await));
-    }
+    let mut clients = clients_for(&replicas, 90).await;
     let me = clients[0].as_ref().unwrap().peer();
     let faucet = |amount| TrackerRequest::Faucet { account: me, amount };
     let (leader, r) = write(&clients, faucet(1_000)).await;
@@ -82,12 +113,7 @@ async fn a_replica_set_survives_its_leader_killed_mid_epoch() {
     .await;
 
     // SIGKILL the leader in the middle of an epoch (checked on its clock)
-    let killed_in = eventually(WAIT, "the middle of an epoch", || async {
-        let i = lead.info().await;
-        let left = i.epoch_ends_in_millis as f64 / i.epoch_millis.max(1) as f64;
-        (0.3..0.7).contains(&left).then_some(i.epoch)
-    })
-    .await;
+    let killed_in = mid_epoch(lead).await;
     replicas[leader].kill();
     clients[leader] = None;
 
@@ -105,13 +131,8 @@ async fn a_replica_set_survives_its_leader_killed_mid_epoch() {
 
     // the killed replica restarts on its disk and catches up
     replicas[leader].start();
-    let caught_up_to = verify(&replicas[new_leader], None)["entries"].as_u64().unwrap();
-    eventually(WAIT, "the restarted replica catches up", || async {
-        (verify(&replicas[leader], None)["entries"].as_u64().unwrap() >= caught_up_to).then_some(())
-    })
-    .await;
-    // every replica's ledger verifies, with the same head at that position
-    let heads: Vec<serde_json::Value> = replicas.iter().map(|d| verify(d, Some(caught_up_to))).collect();
+    // every replica's ledger verifies, with the same head at one position
+    let heads = caught_up(&replicas, leader, new_leader).await;
     for h in &heads {
         assert_eq!(h["head"], heads[0]["head"], "{heads:?}");
         assert_eq!(h["epoch"], heads[0]["epoch"]);
@@ -123,8 +144,6 @@ async fn a_replica_set_survives_its_leader_killed_mid_epoch() {
     // no epoch skipped or settled twice: the ledger refuses both, and the
     // epoch at that position is one past the last settled
     assert!(heads[0]["epoch"].as_u64().unwrap() > killed_in);
-    let all = verify(&replicas[new_leader], None);
-    assert!(all["entries"].as_u64().unwrap() >= caught_up_to);
 }
 
 /// The leader SIGSTOPped for 20 epochs (its sockets open, answering
@@ -134,11 +153,7 @@ async fn a_replica_set_survives_its_leader_killed_mid_epoch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_paused_for_20_epochs_catches_up_to_the_same_head() {
     let mut replicas = tracker_replicas(3, EPOCH_SECS);
-    let key = seeded_key(91);
-    let mut clients = Vec::new();
-    for d in &replicas {
-        clients.push(Some(Client::start(d, key.clone()).await));
-    }
+    let mut clients = clients_for(&replicas, 91).await;
     let me = clients[0].as_ref().unwrap().peer();
     let (leader, _) = write(
         &clients,
@@ -167,12 +182,7 @@ async fn a_replica_paused_for_20_epochs_catches_up_to_the_same_head() {
     )
     .await;
     replicas[leader].resume();
-    let target = verify(&replicas[new_leader], None)["entries"].as_u64().unwrap();
-    eventually(WAIT, "the resumed replica catches up", || async {
-        (verify(&replicas[leader], None)["entries"].as_u64().unwrap() >= target).then_some(())
-    })
-    .await;
-    let heads: Vec<serde_json::Value> = replicas.iter().map(|d| verify(d, Some(target))).collect();
+    let heads = caught_up(&replicas, leader, new_leader).await;
     for h in &heads {
         assert_eq!(h["head"], heads[0]["head"], "{heads:?}");
     }
@@ -189,4 +199,111 @@ async fn a_replica_paused_for_20_epochs_catches_up_to_the_same_head() {
         .await
         .unwrap_err();
     assert!(refused.contains("not the leader"), "{refused}");
+}
+
+const FUNDS: u128 = 1_000_000_000;
+const PRICE: u128 = 1_000;
+const COLLATERAL: u128 = 1_000_000;
+
+/// Waits until `f` holds for the deal as `client`'s replica sees it.
+async fn wait_deal(client: &Client, id: u64, what: &str, f: impl Fn(&DealView) -> bool) -> DealView {
+    eventually(Duration::from_secs(120), what, || async {
+        let d = client.deal(id).await;
+        assert_ne!(d.state, "cancelled", "deal {id}: {d:?}");
+        f(&d).then_some(d)
+    })
+    .await
+}
+
+/// A storage node configured with the replica set: it registers through
+/// the leader, takes tickets, seeds and challenges from whichever replica
+/// leads, and is paid every epoch of a deal across the leader's SIGKILL in
+/// the middle of an epoch — no epoch skipped, none paid twice, no fault —
+/// and every replica's ledger agrees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_is_paid_every_epoch_across_a_leader_killed_mid_deal() {
+    let mut replicas = tracker_replicas(3, EPOCH_SECS);
+    let n = node_for_replicas(
+        &replicas,
+        NodeOptions {
+            key_seed: None,
+            config: "max_collateral_per_gib = 1000000000000000".into(),
+        },
+    );
+    let mut clients = clients_for(&replicas, 92).await;
+    let me = clients[0].as_ref().unwrap().peer();
+    let (leader, _) = write(
+        &clients,
+        TrackerRequest::Faucet {
+            account: me,
+            amount: FUNDS,
+        },
+    )
+    .await;
+    write(
+        &clients,
+        TrackerRequest::Faucet {
+            account: n.peer,
+            amount: FUNDS,
+        },
+    )
+    .await;
+    let lead = clients[leader].as_ref().unwrap();
+    eventually(WAIT, "the node registered through the leader", || async {
+        lead.providers()
+            .await
+            .iter()
+            .any(|p| p.peer == n.peer)
+            .then_some(())
+    })
+    .await;
+    let duration = 6;
+    let start = lead.info().await.epoch + 8;
+    let terms = Terms {
+        price_per_epoch: PRICE,
+        start_epoch: start,
+        duration_epochs: duration,
+        provider_collateral: COLLATERAL,
+        expiry_epoch: start,
+        nonce: 1,
+    };
+    let id = lead.store(&n, &random_bytes(16 * 1024, 92), terms).await;
+    wait_deal(lead, id, "proven twice", |d| d.proven_epochs >= 2).await;
+
+    // SIGKILL the leader in the middle of an epoch of the deal
+    mid_epoch(lead).await;
+    replicas[leader].kill();
+    clients[leader] = None;
+    let (new_leader, _) = write(
+        &clients,
+        TrackerRequest::Faucet {
+            account: me,
+            amount: 1,
+        },
+    )
+    .await;
+    let survivor = clients[new_leader].as_ref().unwrap();
+
+    let done = wait_deal(survivor, id, "deal completed", |d| d.state == "completed").await;
+    assert_eq!(
+        (done.proven_epochs, done.faulted_epochs),
+        (duration, 0),
+        "{done:?}"
+    );
+    for (i, r) in done.history.iter().enumerate() {
+        assert_eq!(r.epoch, start + i as u64, "{:?}", done.history);
+        assert!(r.proven, "{:?}", done.history);
+    }
+    assert_eq!(done.paid, PRICE * u128::from(duration));
+
+    // the killed replica restarts and every replica's ledger agrees
+    replicas[leader].start();
+    let heads = caught_up(&replicas, leader, new_leader).await;
+    for h in &heads {
+        assert_eq!(
+            (&h["head"], &h["totals"]),
+            (&heads[0]["head"], &heads[0]["totals"]),
+            "{heads:?}"
+        );
+    }
 }
