@@ -23,6 +23,11 @@ struct Devnet {
 
 impl Devnet {
     fn up(nodes: usize, epoch_secs: &str) -> Self {
+        Self::up_with(nodes, epoch_secs, 1)
+    }
+
+    /// A devnet with `trackers` tracker processes (a replica set beyond 1).
+    fn up_with(nodes: usize, epoch_secs: &str, trackers: usize) -> Self {
         let turn = ONE_AT_A_TIME
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -35,6 +40,8 @@ impl Devnet {
             &nodes.to_string(),
             "--epoch-secs",
             epoch_secs,
+            "--trackers",
+            &trackers.to_string(),
             "--timeout",
             "120",
         ];
@@ -179,6 +186,99 @@ fn u128_of(v: &Value, key: &str) -> u128 {
 
 fn root_of(put: &Value) -> String {
     put["root"].as_str().unwrap().to_string()
+}
+
+/// `crowd-tracker ledger verify --json [--upto N]` on a tracker home.
+fn verify_home(home: &str, upto: Option<u64>) -> Value {
+    let mut cmd = Command::new(bin("crowd-tracker"));
+    cmd.args(["ledger", "verify", "--json", "--home", home]);
+    if let Some(n) = upto {
+        cmd.args(["--upto", &n.to_string()]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A process the test started itself, SIGKILLed when dropped.
+struct Spawned(std::process::Child);
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `crowd devnet up --trackers 3`: nodes and the client follow the replica
+/// set. The leader is SIGKILLed; a put and a get issued right after succeed
+/// (the client follows the next leader); the killed replica restarts and
+/// catches up; all three ledgers verify to the same head and totals at one
+/// position; both files come back identical.
+#[test]
+fn a_devnet_of_three_tracker_replicas_puts_and_gets_across_the_leaders_sigkill() {
+    let net = Devnet::up_with(6, "1", 3);
+    let a = random_bytes(1_500_000, 31);
+    let root_a = root_of(&net.put("a", &a, &[]));
+    let trackers: Vec<Value> = net
+        .processes()
+        .into_iter()
+        .filter(|p| p["role"] == "tracker")
+        .collect();
+    assert_eq!(trackers.len(), 3);
+    // the first leader: the replica whose log says it became leader
+    let leader = trackers
+        .iter()
+        .find(|t| {
+            std::fs::read_to_string(t["log"].as_str().unwrap())
+                .unwrap()
+                .contains("become leader")
+        })
+        .expect("a replica became leader")
+        .clone();
+    net.sigkill(leader["peer_id"].as_str().unwrap());
+
+    // issued during the failover: both succeed
+    let b = random_bytes(1_000_000, 32);
+    let root_b = root_of(&net.put("b", &b, &[]));
+    assert_eq!(net.get(&root_a, "a.out"), a);
+
+    // the killed replica restarts on its home and catches up
+    let home = leader["home"].as_str().unwrap().to_string();
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(leader["log"].as_str().unwrap())
+        .unwrap();
+    let _restarted = Spawned(
+        Command::new(bin("crowd-tracker"))
+            .args(["run", "--home", &home, "--epoch-secs", "1", "--devnet"])
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let other = trackers.iter().find(|t| t["home"] != leader["home"]).unwrap();
+    let target = u64_of(&verify_home(other["home"].as_str().unwrap(), None), "entries");
+    let start = Instant::now();
+    while u64_of(&verify_home(&home, None), "entries") < target {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the restarted replica did not catch up"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let reports: Vec<Value> = trackers
+        .iter()
+        .map(|t| verify_home(t["home"].as_str().unwrap(), Some(target)))
+        .collect();
+    for r in &reports {
+        assert_eq!(
+            (&r["head"], &r["totals"]),
+            (&reports[0]["head"], &reports[0]["totals"]),
+            "{reports:?}"
+        );
+    }
+    assert_eq!(net.get(&root_b, "b.out"), b);
 }
 
 #[test]

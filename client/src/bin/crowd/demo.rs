@@ -113,6 +113,7 @@ fn story(home: &Path, args: &DemoArgs) -> Result<()> {
     );
     let opts = devnet::UpOptions {
         nodes: args.nodes,
+        trackers: 1,
         epoch_secs: args.epoch_secs,
         timeout: Duration::from_secs(90),
         detach: false,
@@ -177,7 +178,10 @@ fn story(home: &Path, args: &DemoArgs) -> Result<()> {
 
     // 4. sealed and proven
     // as the client: the tracker describes deals and accounts only to their owners
-    let conn = TrackerConn::connect(crowd_client::identity(home)?, &net.tracker_addr)?;
+    let conn = TrackerConn::connect(
+        crowd_client::identity(home)?,
+        std::slice::from_ref(&net.tracker_addr),
+    )?;
     let epoch = Duration::from_secs_f64(args.epoch_secs);
     println!("[4/8] waiting until every deal is sealed and has proven {PROVEN_BEFORE_KILL} epochs");
     let deals = wait_deals(&conn, &ids, bound(epoch, 30), "sealed and proven", |d| {

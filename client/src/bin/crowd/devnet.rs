@@ -63,6 +63,10 @@ pub struct UpArgs {
     /// Length of an epoch in seconds (fractions allowed).
     #[arg(long, default_value_t = 2.0, value_name = "S")]
     pub epoch_secs: f64,
+    /// Tracker replicas (issue #15): 1 runs one tracker; more run a replica
+    /// set on one Raft log that nodes and this client follow.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub trackers: usize,
     /// Seconds to wait for each stage (tracker ready, nodes ready, nodes registered).
     #[arg(long, default_value_t = 60, value_name = "S")]
     pub timeout: u64,
@@ -150,6 +154,7 @@ pub fn run(home: &Path, cmd: DevnetCmd) -> Result<()> {
         DevnetCmd::Up(args) => {
             let opts = UpOptions {
                 nodes: args.nodes,
+                trackers: args.trackers,
                 epoch_secs: args.epoch_secs,
                 timeout: Duration::from_secs(args.timeout),
                 detach: true,
@@ -172,6 +177,8 @@ pub fn run(home: &Path, cmd: DevnetCmd) -> Result<()> {
 #[derive(Debug, Clone)]
 pub struct UpOptions {
     pub nodes: usize,
+    /// Tracker processes: 1, or a replica set.
+    pub trackers: usize,
     pub epoch_secs: f64,
     /// Bound on each stage.
     pub timeout: Duration,
@@ -198,6 +205,9 @@ pub struct Devnet {
 pub fn up(home: &Path, opts: &UpOptions) -> Result<Devnet> {
     if opts.nodes == 0 || opts.nodes > 64 {
         bail!("--nodes must be between 1 and 64 (got {})", opts.nodes);
+    }
+    if opts.trackers == 0 || opts.trackers > 7 {
+        bail!("--trackers must be between 1 and 7 (got {})", opts.trackers);
     }
     if !(opts.epoch_secs.is_finite() && opts.epoch_secs >= 0.1 && opts.epoch_secs <= 3600.0) {
         bail!(
@@ -253,63 +263,70 @@ fn start(
     };
     let dir = dir(home);
 
-    // the tracker
-    let t_home = dir.join("tracker");
-    let t_log = dir.join("tracker.log");
-    log_header(&t_log)?;
-    if !t_home.join("config.toml").exists() {
-        procs::run_to_end(
+    // the tracker, or its replicas
+    let (signing_peer, tracker_addr, replicas) = if opts.trackers > 1 {
+        start_replicas(home, opts, tracker_bin, file)?
+    } else {
+        // the tracker
+        let t_home = dir.join("tracker");
+        let t_log = dir.join("tracker.log");
+        log_header(&t_log)?;
+        if !t_home.join("config.toml").exists() {
+            procs::run_to_end(
+                tracker_bin,
+                &[
+                    OsStr::new("init"),
+                    OsStr::new("--home"),
+                    t_home.as_os_str(),
+                    OsStr::new("--devnet"),
+                ],
+                &t_log,
+            )?;
+            loopback_tracker_config(&t_home.join("config.toml"))?;
+        }
+        let _ = std::fs::remove_file(t_home.join("tracker.json"));
+        let epoch = format!("{}", opts.epoch_secs);
+        note(&format!(
+            "starting the tracker ({}-second epochs)",
+            opts.epoch_secs
+        ));
+        let pid = procs::spawn(
             tracker_bin,
             &[
-                OsStr::new("init"),
+                OsStr::new("run"),
                 OsStr::new("--home"),
                 t_home.as_os_str(),
+                OsStr::new("--epoch-secs"),
+                OsStr::new(&epoch),
                 OsStr::new("--devnet"),
             ],
             &t_log,
+            opts.detach,
         )?;
-        loopback_tracker_config(&t_home.join("config.toml"))?;
-    }
-    let _ = std::fs::remove_file(t_home.join("tracker.json"));
-    let epoch = format!("{}", opts.epoch_secs);
-    note(&format!(
-        "starting the tracker ({}-second epochs)",
-        opts.epoch_secs
-    ));
-    let pid = procs::spawn(
-        tracker_bin,
-        &[
-            OsStr::new("run"),
-            OsStr::new("--home"),
-            t_home.as_os_str(),
-            OsStr::new("--epoch-secs"),
-            OsStr::new(&epoch),
-            OsStr::new("--devnet"),
-        ],
-        &t_log,
-        opts.detach,
-    )?;
-    file.processes.push(Proc {
-        role: "tracker".into(),
-        name: "tracker".into(),
-        pid,
-        peer_id: String::new(),
-        addrs: Vec::new(),
-        metrics: String::new(),
-        home: t_home,
-        log: t_log,
-    });
-    save(home, file)?;
-    wait_ready(file, "tracker.json", opts.timeout)?;
-    save(home, file)?;
-    let tracker = file.processes[0].clone();
-    // keep the tracker's ports from now on: nodes and the client dial it
-    // there, also after it is restarted
-    pin_tracker_listen(&tracker.home.join("config.toml"), &tracker.addrs)?;
-    let tracker_addr = tracker
-        .dial_addr()
-        .ok_or_else(|| anyhow!("the tracker reported no listen address"))?
-        .to_string();
+        file.processes.push(Proc {
+            role: "tracker".into(),
+            name: "tracker".into(),
+            pid,
+            peer_id: String::new(),
+            addrs: Vec::new(),
+            metrics: String::new(),
+            home: t_home,
+            log: t_log,
+        });
+        save(home, file)?;
+        wait_ready(file, "tracker.json", opts.timeout)?;
+        save(home, file)?;
+        let tracker = file.processes[0].clone();
+        // keep the tracker's ports from now on: nodes and the client dial it
+        // there, also after it is restarted
+        pin_tracker_listen(&tracker.home.join("config.toml"), &tracker.addrs)?;
+        let tracker_addr = tracker
+            .dial_addr()
+            .ok_or_else(|| anyhow!("the tracker reported no listen address"))?
+            .to_string();
+
+        (tracker.peer_id.clone(), tracker_addr, Vec::new())
+    };
 
     // the nodes
     note(&format!("starting {} storage nodes", opts.nodes));
@@ -325,7 +342,12 @@ fn start(
                 &n_log,
             )?;
         }
-        write_node_config(&n_home.join("config.toml"), &tracker.peer_id, &tracker_addr)?;
+        write_node_config(
+            &n_home.join("config.toml"),
+            &signing_peer,
+            &tracker_addr,
+            &replicas,
+        )?;
         let _ = std::fs::remove_file(n_home.join("node.json"));
         let pid = procs::spawn(
             node_bin,
@@ -351,8 +373,12 @@ fn start(
     // the client: identity, connection, registrations, config, funds
     let key = crowd_client::identity(home)?;
     let client = key.public().to_peer_id();
-    let conn = TrackerConn::connect(key, &tracker_addr)?;
-    write_client_config(&home.join("config.toml"), &tracker.peer_id, &tracker_addr)?;
+    let conn = if replicas.is_empty() {
+        TrackerConn::connect(key, std::slice::from_ref(&tracker_addr))?
+    } else {
+        TrackerConn::connect(key, &replicas)?
+    };
+    write_client_config(&home.join("config.toml"), &signing_peer, &tracker_addr, &replicas)?;
     let funded = conn
         .faucet(client, FUNDING)
         .context("funding the client from the devnet faucet")?;
@@ -375,6 +401,133 @@ fn start(
         client,
         funded,
     })
+}
+
+/// Starts `opts.trackers` tracker replicas (`tracker-1` …): homes
+/// initialised once with one shared tracker key (so one genesis), each with
+/// its network identity (`replica-id`) on a loopback TCP port fixed at that
+/// first `up` (the replica set's membership keeps the addresses). Returns
+/// the tracker's signing peer id, the first replica's address and every
+/// replica's.
+fn start_replicas(
+    home: &Path,
+    opts: &UpOptions,
+    tracker_bin: &Path,
+    file: &mut DevnetFile,
+) -> Result<(String, String, Vec<String>)> {
+    let dir = dir(home);
+    let homes: Vec<PathBuf> = (1..=opts.trackers)
+        .map(|i| dir.join(format!("tracker-{i}")))
+        .collect();
+    let logs: Vec<PathBuf> = (1..=opts.trackers)
+        .map(|i| dir.join(format!("tracker-{i}.log")))
+        .collect();
+    let fresh = !homes.iter().all(|h| h.join("config.toml").exists());
+    if fresh {
+        let mut list = Vec::new();
+        for (i, (h, log)) in homes.iter().zip(&logs).enumerate() {
+            log_header(log)?;
+            if i > 0 {
+                std::fs::create_dir_all(h).with_context(|| format!("cannot create {}", h.display()))?;
+                std::fs::copy(homes[0].join("identity.key"), h.join("identity.key"))
+                    .context("sharing the tracker key among the replicas")?;
+            }
+            let init = [
+                OsStr::new("init"),
+                OsStr::new("--home"),
+                h.as_os_str(),
+                OsStr::new("--devnet"),
+            ];
+            procs::run_to_end(tracker_bin, &init, log)?;
+            let id = [OsStr::new("replica-id"), OsStr::new("--home"), h.as_os_str()];
+            procs::run_to_end(tracker_bin, &id, log)?;
+            let peer = key_peer(&h.join("replica.key"))?;
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .context("cannot find a free port")?
+                .port();
+            list.push((peer, port));
+        }
+        let replicas: Vec<String> = list
+            .iter()
+            .enumerate()
+            .map(|(i, (peer, port))| format!("{} {peer} /ip4/127.0.0.1/tcp/{port}", i + 1))
+            .collect();
+        for (i, h) in homes.iter().enumerate() {
+            let path = h.join("config.toml");
+            loopback_tracker_config(&path)?;
+            let text = std::fs::read_to_string(&path)?;
+            let mut table: toml::Table = text
+                .parse()
+                .map_err(|e: toml::de::Error| anyhow!("{}: {}", path.display(), e.message()))?;
+            let listen = format!("/ip4/127.0.0.1/tcp/{}", list[i].1);
+            table.insert("listen".into(), toml::Value::Array(vec![listen.into()]));
+            table.insert("replica_id".into(), toml::Value::Integer(i as i64 + 1));
+            let set = replicas.iter().map(|r| toml::Value::from(r.as_str())).collect();
+            table.insert("replicas".into(), toml::Value::Array(set));
+            let text = format!(
+                "# `crowd-tracker init --devnet`, then loopback, faucet_max and the replica set written by `crowd devnet up`.\n{}",
+                toml::to_string(&table)?
+            );
+            std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        }
+    } else {
+        for log in &logs {
+            log_header(log)?;
+        }
+    }
+    let epoch = format!("{}", opts.epoch_secs);
+    if opts.verbose {
+        eprintln!(
+            "devnet: starting {} tracker replicas ({}-second epochs)",
+            opts.trackers, opts.epoch_secs
+        );
+    }
+    for (i, (h, log)) in homes.iter().zip(&logs).enumerate() {
+        let _ = std::fs::remove_file(h.join("tracker.json"));
+        let args = [
+            OsStr::new("run"),
+            OsStr::new("--home"),
+            h.as_os_str(),
+            OsStr::new("--epoch-secs"),
+            OsStr::new(&epoch),
+            OsStr::new("--devnet"),
+        ];
+        let pid = procs::spawn(tracker_bin, &args, log, opts.detach)?;
+        file.processes.push(Proc {
+            role: "tracker".into(),
+            name: format!("tracker-{}", i + 1),
+            pid,
+            peer_id: String::new(),
+            addrs: Vec::new(),
+            metrics: String::new(),
+            home: h.clone(),
+            log: log.clone(),
+        });
+    }
+    save(home, file)?;
+    wait_ready(file, "tracker.json", opts.timeout)?;
+    save(home, file)?;
+    let addrs: Vec<String> = file
+        .processes
+        .iter()
+        .filter(|p| p.role == "tracker")
+        .map(|p| {
+            p.dial_addr()
+                .map(str::to_string)
+                .ok_or_else(|| anyhow!("{} reported no listen address", p.name))
+        })
+        .collect::<Result<_>>()?;
+    let signing = key_peer(&homes[0].join("identity.key"))?.to_string();
+    Ok((signing, addrs[0].clone(), addrs))
+}
+
+/// The peer id of the identity key in `path`.
+fn key_peer(path: &Path) -> Result<crowd_protocol::libp2p::PeerId> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let key = crowd_protocol::libp2p::identity::Keypair::from_protobuf_encoding(&bytes)
+        .map_err(|e| anyhow!("{}: not an identity key: {e}", path.display()))?;
+    Ok(key.public().to_peer_id())
 }
 
 fn log_header(log: &Path) -> Result<()> {
@@ -460,7 +613,7 @@ fn loopback_listen() -> toml::Value {
     ])
 }
 
-fn write_node_config(path: &Path, tracker: &str, tracker_addr: &str) -> Result<()> {
+fn write_node_config(path: &Path, tracker: &str, tracker_addr: &str, replicas: &[String]) -> Result<()> {
     let text = format!(
         "# Written by `crowd devnet up`; every other field takes its default\n\
          # (`crowd-node init` documents them all).\n\
@@ -468,6 +621,7 @@ fn write_node_config(path: &Path, tracker: &str, tracker_addr: &str) -> Result<(
          metrics_address = \"127.0.0.1:0\"\n\
          tracker_peer_id = \"{tracker}\"\n\
          tracker_address = \"{tracker_addr}\"\n\
+         tracker_replicas = {replicas:?}\n\
          sealing_preset = \"devnet\"\n\
          capacity_bytes = {}\n",
         16u64 << 30
@@ -477,7 +631,7 @@ fn write_node_config(path: &Path, tracker: &str, tracker_addr: &str) -> Result<(
 
 /// Sets `tracker_address` and `tracker_peer_id` in the client's config.toml,
 /// keeping every other key.
-fn write_client_config(path: &Path, tracker: &str, tracker_addr: &str) -> Result<()> {
+fn write_client_config(path: &Path, tracker: &str, tracker_addr: &str, replicas: &[String]) -> Result<()> {
     let mut table = match std::fs::read_to_string(path) {
         Ok(text) => text
             .parse::<toml::Table>()
@@ -487,6 +641,12 @@ fn write_client_config(path: &Path, tracker: &str, tracker_addr: &str) -> Result
     };
     table.insert("tracker_address".into(), tracker_addr.into());
     table.insert("tracker_peer_id".into(), tracker.into());
+    if replicas.is_empty() {
+        table.remove("tracker_replicas");
+    } else {
+        let list = replicas.iter().map(|r| toml::Value::from(r.as_str())).collect();
+        table.insert("tracker_replicas".into(), toml::Value::Array(list));
+    }
     let text = format!(
         "# crowd client configuration; tracker_* written by `crowd devnet up`.\n{}",
         toml::to_string(&table)?
@@ -592,9 +752,14 @@ fn wait_registered(conn: &TrackerConn, file: &DevnetFile, timeout: Duration) -> 
 }
 
 fn print_summary(up: &Devnet) {
-    let nodes = up.file.processes.len() - 1;
+    let trackers = up.file.processes.iter().filter(|p| p.role == "tracker").count();
+    let nodes = up.file.processes.len() - trackers;
+    let tracker = match trackers {
+        1 => "a tracker".to_string(),
+        n => format!("{n} tracker replicas"),
+    };
     println!(
-        "devnet up in {}: a tracker and {nodes} storage nodes, {}-second epochs",
+        "devnet up in {}: {tracker} and {nodes} storage nodes, {}-second epochs",
         dir(&up.home).display(),
         up.file.epoch_secs
     );

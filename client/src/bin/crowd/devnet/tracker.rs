@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use crowd_protocol::libp2p::identity::Keypair;
 use crowd_protocol::libp2p::{multiaddr::Protocol, Multiaddr, PeerId};
 use crowd_protocol::{
-    AccountView, DealQuery, DealView, Network, NetworkConfig, ProviderEntry, Request, Response, TrackerInfo,
+    AccountView, DealQuery, DealView, Network, NetworkConfig, ProviderEntry, Response, TrackerInfo,
     TrackerRequest, TrackerResponse,
 };
 
@@ -16,14 +16,23 @@ use crowd_protocol::{
 pub struct TrackerConn {
     rt: tokio::runtime::Runtime,
     net: Network,
-    tracker: PeerId,
+    link: crowd_protocol::tracker_link::TrackerLink,
 }
 
 impl TrackerConn {
-    /// Starts a swarm with `key` on loopback and dials the tracker at `addr`
-    /// (a multiaddress ending in /p2p/<peer id>).
-    pub fn connect(key: Keypair, addr: &str) -> Result<Self> {
-        let (tracker, maddr) = crowd_client::peer_addr(addr)?;
+    /// Starts a swarm with `key` on loopback and dials the tracker at
+    /// `addrs` (multiaddresses ending in /p2p/<peer id>: one tracker, or
+    /// every replica of a set, whose leader requests follow).
+    pub fn connect(key: Keypair, addrs: &[String]) -> Result<Self> {
+        let peers = addrs
+            .iter()
+            .map(|a| {
+                crowd_client::peer_addr(a)
+                    .map(|(p, m)| (p, vec![m]))
+                    .map_err(anyhow::Error::from)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let link = crowd_protocol::tracker_link::TrackerLink::new(peers);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -38,17 +47,17 @@ impl TrackerConn {
                 ..NetworkConfig::default()
             };
             let (net, _inbound) = Network::start(key, config).await?;
-            net.dial(tracker, vec![maddr]).await?;
+            link.dial(&net).await?;
             anyhow::Ok(net)
         });
-        let net = net.with_context(|| format!("cannot reach the tracker at {addr}"))?;
-        Ok(Self { rt, net, tracker })
+        let net = net.with_context(|| format!("cannot reach the tracker at {}", addrs.join(", ")))?;
+        Ok(Self { rt, net, link })
     }
 
     pub fn ask(&self, request: TrackerRequest) -> Result<TrackerResponse> {
         match self
             .rt
-            .block_on(self.net.request(self.tracker, Request::Tracker(request)))
+            .block_on(self.link.request(&self.net, request))
             .context("tracker request")?
         {
             Response::Tracker(r) => Ok(r),
