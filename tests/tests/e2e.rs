@@ -226,22 +226,25 @@ fn a_devnet_of_three_tracker_replicas_puts_and_gets_across_the_leaders_sigkill()
         .filter(|p| p["role"] == "tracker")
         .collect();
     assert_eq!(trackers.len(), 3);
-    // the first leader: the replica whose log says it became leader
-    let leader = trackers
-        .iter()
-        .find(|t| {
-            std::fs::read_to_string(t["log"].as_str().unwrap())
-                .unwrap()
-                .contains("become leader")
-        })
-        .expect("a replica became leader")
-        .clone();
+    // `devnet status` names exactly one leader
+    let leaders = |net: &Devnet| -> Vec<Value> {
+        net.processes()
+            .into_iter()
+            .filter(|p| p["role"] == "tracker" && p["leads"] == true)
+            .collect()
+    };
+    let first = leaders(&net);
+    assert_eq!(first.len(), 1, "{trackers:?}");
+    let leader = first[0].clone();
     net.sigkill(leader["peer_id"].as_str().unwrap());
 
     // issued during the failover: both succeed
     let b = random_bytes(1_000_000, 32);
     let root_b = root_of(&net.put("b", &b, &[]));
     assert_eq!(net.get(&root_a, "a.out"), a);
+    let next = leaders(&net);
+    assert_eq!(next.len(), 1, "{next:?}");
+    assert_ne!(next[0]["peer_id"], leader["peer_id"]);
 
     // the killed replica restarts on its home and catches up
     let home = leader["home"].as_str().unwrap().to_string();

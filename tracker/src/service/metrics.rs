@@ -49,6 +49,9 @@ pub struct Metrics {
     pub archived_files: Gauge,
     pub admissions: Counter,
     pub admissions_lapsed: Counter,
+    /// 1 while this tracker acts for the network (a single tracker always;
+    /// a replica while it leads its set).
+    pub leads: Gauge,
 }
 
 fn saturate(a: u128) -> u64 {
@@ -59,6 +62,11 @@ impl Metrics {
     pub fn registry(&self) -> Registry {
         let mut r = Registry::with_prefix("crowd_tracker");
         r.register("epoch", "The open (unsettled) epoch", self.epoch.clone());
+        r.register(
+            "leads",
+            "1 while this tracker acts for the network: a single tracker always, a replica while it leads its replica set",
+            self.leads.clone(),
+        );
         r.register("log_entries", "Entries in the ledger log", self.log_len.clone());
         r.register(
             "deals",

@@ -259,9 +259,10 @@ pub async fn run(home: &Path, options: RunOptions) -> Result<(), ServiceError> {
     let (net, inbound) = Network::start(net_key.clone(), net_config).await?;
     let (owner, owner_thread) = Owner::spawn(state)?;
     let writer = if replicas.is_empty() {
+        metrics.leads.set(1);
         writer::Writer::Single(owner.clone())
     } else {
-        start_replica(&home, config.replica_id, &replicas, &net, &owner).await?
+        start_replica(&home, config.replica_id, &replicas, &net, &owner, &metrics).await?
     };
     let (owner_done_tx, owner_done) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
@@ -365,6 +366,7 @@ async fn start_replica(
     replicas: &std::collections::BTreeMap<raft::ReplicaId, raft::Replica>,
     net: &Network,
     owner: &Owner,
+    metrics: &Arc<metrics::Metrics>,
 ) -> Result<writer::Writer, ServiceError> {
     let db = raft::store::open_db(&home.raft()).map_err(|e| {
         ServiceError::Store(format!("raft log {}: {}", home.raft().display(), e.into_string()))
@@ -400,6 +402,19 @@ async fn start_replica(
             Err(e) => tracing::debug!("the replica set was started before: {e}"),
         }
     }
+    // the `leads` gauge follows Raft's view of the leader
+    tokio::spawn({
+        let (mut watch, metrics) = (raft.metrics(), metrics.clone());
+        async move {
+            loop {
+                let leads = watch.borrow().current_leader == Some(id);
+                metrics.leads.set(i64::from(leads));
+                if watch.changed().await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
     tracing::info!(id, "running as a tracker replica");
     Ok(writer::Writer::Replica {
         owner: owner.clone(),

@@ -807,6 +807,25 @@ pub fn down(home: &Path, clean: bool) -> Result<String> {
     Ok(report)
 }
 
+/// Whether a tracker process acts for the network now (its `leads` gauge:
+/// a replica set's leader, or a single tracker); `None` for a node or a
+/// tracker that does not answer.
+fn leads(p: &Proc) -> Option<bool> {
+    use std::io::{Read, Write};
+    if p.role != "tracker" || p.metrics.is_empty() || !p.alive() {
+        return None;
+    }
+    let addr: std::net::SocketAddr = p.metrics.parse().ok()?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {}\r\n\r\n", p.metrics).ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    body.lines()
+        .find_map(|l| l.strip_prefix("crowd_tracker_leads "))
+        .map(|v| v.trim() == "1")
+}
+
 fn status(home: &Path, json: bool) -> Result<()> {
     let dir = dir(home);
     let file = load(home)?;
@@ -820,6 +839,7 @@ fn status(home: &Path, json: bool) -> Result<()> {
                     "name": p.name,
                     "pid": p.pid,
                     "alive": p.alive(),
+                    "leads": leads(p),
                     "peer_id": p.peer_id,
                     "addrs": p.addrs,
                     "metrics": p.metrics,
@@ -854,7 +874,14 @@ fn status(home: &Path, json: bool) -> Result<()> {
     for p in &file.processes {
         let state = if p.alive() { "running" } else { "stopped" };
         let peer = if p.peer_id.is_empty() { "-" } else { &p.peer_id };
-        println!("{:<8} {:<7} pid {:<7} {:<7} {peer}", p.name, p.role, p.pid, state);
+        let lead = match leads(p) {
+            Some(true) if file.processes.iter().filter(|q| q.role == "tracker").count() > 1 => "  (leader)",
+            _ => "",
+        };
+        println!(
+            "{:<9} {:<7} pid {:<7} {:<7} {peer}{lead}",
+            p.name, p.role, p.pid, state
+        );
         println!("         home {}  log {}", p.home.display(), p.log.display());
         if !p.metrics.is_empty() {
             println!("         dashboard http://{}/", p.metrics);
