@@ -104,6 +104,17 @@ async fn a_replica_set_survives_its_leader_killed_mid_epoch() {
         "{refused}"
     );
 
+    // balances are read on the leader (linearizable): a follower names it
+    let read = clients[follower]
+        .as_ref()
+        .unwrap()
+        .ask(TrackerRequest::Account(me))
+        .await
+        .unwrap_err();
+    assert!(
+        read.contains(&format!("tracker replica {} leads", leader + 1)),
+        "{read}"
+    );
     // epochs advance under the leader
     let lead = clients[leader].as_ref().unwrap();
     let start = lead.info().await.epoch;

@@ -1,11 +1,12 @@
 //! Where the service's changes go: straight to the owner thread of a single
 //! tracker, or, on a replica, through the replica set's Raft log (and then
-//! to every replica's owner). Reads are answered by the local owner either
-//! way.
+//! to every replica's owner). Reads of balances, deals and files on a
+//! replica are linearizable (answered by the leader after Raft's read-index);
+//! other reads are answered by the local owner.
 
 use crowd_protocol::libp2p::PeerId;
 use crowd_protocol::{Epoch, TrackerRequest, TrackerResponse};
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
 
 use super::raft::{ReplicaId, Replicated, ReplicatedResult, TrackerRaft};
 use super::repair::SlotKey;
@@ -33,19 +34,34 @@ impl std::fmt::Debug for Writer {
     }
 }
 
-/// Why a replica did not commit: not the leader (naming it when known), or
-/// Raft stopped.
+/// A follower's refusal, naming the leader when it knows it (clients
+/// follow it: `crowd_protocol::tracker_link`).
+fn forward(id: ReplicaId, f: ForwardToLeader<ReplicaId, super::raft::Replica>) -> String {
+    match (f.leader_id, f.leader_node) {
+        (Some(l), Some(node)) => format!("not the leader: tracker replica {l} leads ({node})"),
+        _ => format!("not the leader: replica {id} knows of no leader yet, try again"),
+    }
+}
+
+/// Why a replica did not commit: not the leader, or Raft stopped.
 fn not_committed(
     id: ReplicaId,
     e: RaftError<ReplicaId, ClientWriteError<ReplicaId, super::raft::Replica>>,
 ) -> String {
     match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => match (f.leader_id, f.leader_node) {
-            (Some(l), Some(node)) => format!("not the leader: tracker replica {l} leads ({node})"),
-            _ => format!("not the leader: replica {id} knows of no leader yet, try again"),
-        },
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => forward(id, f),
         e => format!("replica {id} could not commit: {e}"),
     }
+}
+
+/// Reads of balances, deals and files: answered by the leader once its
+/// state has applied everything committed when the read arrived (Raft's
+/// read-index), so a read never sees less than a write it follows.
+fn linearizable(request: &TrackerRequest) -> bool {
+    matches!(
+        request,
+        TrackerRequest::Account(_) | TrackerRequest::Deals(_) | TrackerRequest::Files(_)
+    )
 }
 
 impl Writer {
@@ -76,13 +92,21 @@ impl Writer {
         }
     }
 
-    /// A tracker request from `peer`: a change goes through the log.
+    /// A tracker request from `peer`: a change goes through the log; a
+    /// read of balances, deals or files is linearizable (on the leader).
     pub async fn request(&self, peer: PeerId, request: TrackerRequest) -> Result<TrackerResponse, String> {
         match self {
             Self::Replica { .. } if Replicated::changes(&request) => {
                 match self.commit(Replicated::Request { peer, request }).await? {
                     ReplicatedResult::Response(r) => r,
                     other => Err(format!("unexpected result {other:?}")),
+                }
+            }
+            Self::Replica { raft, id, owner } if linearizable(&request) => {
+                match raft.ensure_linearizable().await {
+                    Ok(_) => owner.request(peer, request).await,
+                    Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Err(forward(*id, f)),
+                    Err(e) => Err(format!("replica {id} could not confirm it leads: {e}")),
                 }
             }
             _ => self.owner().request(peer, request).await,
