@@ -15,6 +15,7 @@
 //! | [`TrackerRequest::RegisterManifest`] | a client with a published deal | `ManifestStored` |
 //! | [`TrackerRequest::Manifest`] | anyone who names the root | `Manifests`: every client's manifest for that root CID (≤ 8), the asker's first |
 //! | [`TrackerRequest::OwnManifests`] | a client | `OwnManifests`: the manifests it registered, paged |
+//! | [`TrackerRequest::Head`] | anyone (bounded: one replay at a time) | `Head`: the answering peer's signed replay of its log |
 //! | [`TrackerRequest::Deals`] | a deal's client or provider | `Deals`: state, payments and per-epoch proof history |
 //! | [`TrackerRequest::RemoveFile`] | the file's owner (signed) | `FileRemoved`: deals ended, refund |
 //! | [`TrackerRequest::RenewFile`] | the file's owner (signed) | `FileRenewed`: the new end epoch |
@@ -83,6 +84,19 @@ pub struct TransferRequest {
     /// The sender's next nonce.
     pub nonce: u64,
 }
+/// What a tracker states about its ledger: its stored log, replayed from
+/// genesis, reaches `head` after `entries` entries, in `epoch`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeadStatement {
+    pub entries: u64,
+    pub epoch: Epoch,
+    #[serde(with = "crate::wire::hash32")]
+    pub head: [u8; 32],
+}
+impl Signable for HeadStatement {
+    const DOMAIN: &'static str = "tracker-head";
+}
+
 impl Signable for TransferRequest {
     const DOMAIN: &'static str = "tracker-transfer";
 }
@@ -142,6 +156,12 @@ pub enum TrackerRequest {
     /// `after` (bytes) if given.
     OwnManifests {
         after: Option<Blob>,
+    },
+    /// The answering tracker (a replica of a set: each answers for itself)
+    /// replays its stored log from genesis to `upto` entries (all when
+    /// absent) and signs the head it reaches (`crowd ledger verify`).
+    Head {
+        upto: Option<u64>,
     },
     /// End every deal of a file now (`crowd rm`).
     RemoveFile(Signed<RemoveRequest>),
@@ -243,6 +263,8 @@ pub enum TrackerResponse {
         manifests: Vec<Blob>,
         next: Option<Blob>,
     },
+    /// A [`TrackerRequest::Head`] answer, signed by the answering peer.
+    Head(Signed<HeadStatement>),
     /// The file's deals ended; `refund` went back to the owner's balance.
     FileRemoved {
         refund: Amount,

@@ -318,3 +318,88 @@ async fn a_provider_is_paid_every_epoch_across_a_leader_killed_mid_deal() {
         );
     }
 }
+
+/// `crowd ledger verify` asks every replica to replay its log and sign its
+/// head: all agree; then one replica's log is damaged on disk while it is
+/// stopped (an early entry deleted: it still starts, from its snapshot, and
+/// follows), and the audit names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_verify_names_a_replica_whose_log_was_tampered_with() {
+    use crowd_tracker::service::store::{keys, Batch};
+    use crowd_tracker::service::{RocksStore, Store};
+    let mut replicas = tracker_replicas(3, 0.25);
+    let clients = clients_for(&replicas, 93).await;
+    let me = clients[0].as_ref().unwrap().peer();
+    let (leader, _) = write(
+        &clients,
+        TrackerRequest::Faucet {
+            account: me,
+            amount: 9,
+        },
+    )
+    .await;
+    // past epoch 32: every replica has written a snapshot
+    let lead = clients[leader].as_ref().unwrap();
+    eventually(WAIT, "34 epochs", || async {
+        (lead.info().await.epoch >= 34).then_some(())
+    })
+    .await;
+
+    let home = tempfile::tempdir().unwrap();
+    let addrs: Vec<String> = replicas.iter().map(|r| r.tcp_addr().to_string()).collect();
+    std::fs::write(
+        home.path().join("config.toml"),
+        format!(
+            "tracker_address = {:?}\ntracker_peer_id = \"{}\"\ntracker_replicas = {addrs:?}\n",
+            addrs[0],
+            crowd_tests::signing_peer(&replicas[0])
+        ),
+    )
+    .unwrap();
+    let audit = || {
+        std::process::Command::new(crowd_tests::bin("crowd"))
+            .arg("--home")
+            .arg(home.path())
+            .args(["ledger", "verify"])
+            .output()
+            .unwrap()
+    };
+    let out = audit();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("the same on 3 tracker replica(s)"), "{stdout}");
+
+    // damage a follower's log on disk while it is stopped
+    let victim = (leader + 1) % 3;
+    replicas[victim].kill();
+    {
+        let store = RocksStore::open(&replicas[victim].path("db")).unwrap();
+        let mut batch = Batch::default();
+        batch.delete(keys::log(1));
+        store.write(batch).unwrap();
+    }
+    replicas[victim].start();
+    let out = audit();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a tampered replica passed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let named = replicas[victim].peer.to_string();
+    assert!(
+        stderr.contains(&named) && stderr.contains("does not verify"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    // the others are not named
+    for (i, r) in replicas.iter().enumerate() {
+        if i != victim {
+            assert!(!stderr.contains(&r.peer.to_string()), "{stderr}");
+        }
+    }
+}

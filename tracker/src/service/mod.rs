@@ -274,7 +274,13 @@ pub async fn run(home: &Path, options: RunOptions) -> Result<(), ServiceError> {
             let _ = owner_done_tx.send(result);
         })?;
 
-    let serving = tokio::spawn(serve_requests(writer.clone(), inbound, metrics.clone()));
+    let audit = Audit {
+        home: home.dir.clone(),
+        key: net_key.clone(),
+        network,
+        slot: Arc::new(Semaphore::new(1)),
+    };
+    let serving = tokio::spawn(serve_requests(writer.clone(), audit, inbound, metrics.clone()));
     let epochs = tokio::spawn(
         epoch::EpochLoop {
             ledger: writer.clone(),
@@ -423,10 +429,58 @@ async fn start_replica(
     })
 }
 
+/// What answers `Head`: this home's ledger, replayed by `verify` (one at a
+/// time: a replay reads the whole log), signed with this process's network
+/// key (a replica speaks for itself).
+#[derive(Clone)]
+struct Audit {
+    home: PathBuf,
+    key: Keypair,
+    network: crowd_protocol::NetworkId,
+    slot: Arc<Semaphore>,
+}
+
+impl Audit {
+    async fn head(&self, upto: Option<u64>) -> Response {
+        let Ok(_one) = self.slot.clone().try_acquire_owned() else {
+            return Response::Error {
+                message: "busy: a ledger replay is running, try again".into(),
+            };
+        };
+        let home = self.home.clone();
+        let replayed = tokio::task::spawn_blocking(move || verify(&home, upto)).await;
+        let report = match replayed {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                return Response::Error {
+                    message: format!("this tracker's ledger does not verify: {e}"),
+                }
+            }
+            Err(e) => {
+                return Response::Error {
+                    message: format!("the replay stopped: {e}"),
+                }
+            }
+        };
+        let statement = crowd_protocol::HeadStatement {
+            entries: report.entries,
+            epoch: report.epoch,
+            head: report.head,
+        };
+        match crowd_protocol::Signed::sign(&self.key, &self.network, &statement) {
+            Ok(s) => Response::Tracker(crowd_protocol::TrackerResponse::Head(s)),
+            Err(e) => Response::Error {
+                message: format!("cannot sign: {e}"),
+            },
+        }
+    }
+}
+
 /// Answers control requests: tracker requests go to the ledger (at most
 /// [`MAX_INBOUND`] at once), anything else is refused at once.
 async fn serve_requests(
     writer: writer::Writer,
+    audit: Audit,
     mut inbound: tokio::sync::mpsc::Receiver<InboundRequest>,
     metrics: Arc<metrics::Metrics>,
 ) {
@@ -455,8 +509,13 @@ async fn serve_requests(
             });
             continue;
         };
-        let writer = writer.clone();
+        let (writer, audit) = (writer.clone(), audit.clone());
         tokio::spawn(async move {
+            if let crowd_protocol::TrackerRequest::Head { upto } = request {
+                req.respond(audit.head(upto).await);
+                drop(permit);
+                return;
+            }
             let response = match writer.request(req.peer, request).await {
                 Ok(r) => Response::Tracker(r),
                 Err(message) => Response::Error { message },

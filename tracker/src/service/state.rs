@@ -966,6 +966,9 @@ impl<S: Store> State<S> {
             }
             TrackerRequest::Deals(query) => self.deals(peer, query),
             TrackerRequest::OwnManifests { after } => self.own_manifests(peer, after),
+            TrackerRequest::Head { .. } => Err(ServiceError::Config(
+                "a head statement is answered by the tracker service, not the ledger owner".into(),
+            )),
         }
     }
 

@@ -21,6 +21,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 mod demo;
 mod devnet;
+mod ledger;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -125,6 +126,9 @@ enum Cmd {
     /// Back up or restore this client's identity key.
     #[command(subcommand)]
     Key(KeyCmd),
+    /// Audit the tracker's ledger across its replicas.
+    #[command(subcommand)]
+    Ledger(LedgerCmd),
     /// A local network (tracker + storage nodes) of real processes on loopback.
     #[command(subcommand)]
     Devnet(devnet::DevnetCmd),
@@ -241,6 +245,16 @@ struct JsonArg {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum LedgerCmd {
+    /// Every tracker replica replays its ledger log and signs its head; the
+    /// heads must agree. Names a replica that disagrees or does not verify.
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -504,6 +518,9 @@ fn run(cli: Cli) -> Result<()> {
             let c = client(home, true)?;
             let peer = c.import_key(&bytes, &passphrase(false)?)?;
             eprintln!("crowd: identity {peer} restored into {}", c.home().display());
+        }
+        Cmd::Ledger(LedgerCmd::Verify { json }) => {
+            return ledger::verify(crowd_client::Client::open_default(home)?.home(), json)
         }
         Cmd::Devnet(cmd) => return devnet::run(crowd_client::Client::open_default(home)?.home(), cmd),
         Cmd::Demo(args) => return demo::run(home, args),

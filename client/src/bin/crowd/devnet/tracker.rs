@@ -66,6 +66,27 @@ impl TrackerConn {
         }
     }
 
+    /// `request` sent to every peer of the tracker (each replica of a set
+    /// answers for itself), in the configured order.
+    pub fn ask_each(&self, request: &TrackerRequest) -> Vec<(PeerId, Result<TrackerResponse>)> {
+        self.link
+            .peers()
+            .iter()
+            .map(|(peer, _)| {
+                let answer = match self.rt.block_on(
+                    self.net
+                        .request(*peer, crowd_protocol::Request::Tracker(request.clone())),
+                ) {
+                    Ok(Response::Tracker(r)) => Ok(r),
+                    Ok(Response::Error { message }) => Err(anyhow::anyhow!("{message}")),
+                    Ok(other) => Err(anyhow::anyhow!("unexpected answer {other:?}")),
+                    Err(e) => Err(anyhow::anyhow!("{e}")),
+                };
+                (*peer, answer)
+            })
+            .collect()
+    }
+
     pub fn info(&self) -> Result<TrackerInfo> {
         match self.ask(TrackerRequest::Info)? {
             TrackerResponse::Info(i) => Ok(i),
