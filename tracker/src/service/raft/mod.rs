@@ -25,10 +25,12 @@
 //! - [`replica`]: one replica (tracker store, Raft log, swarm, owner
 //!   thread) started in a directory.
 //!
-//! Not yet (issue #15 stays open): snapshots (the log is kept whole, so a
-//! replica catches up from it however far behind), the `crowd-tracker run`
-//! service and epoch loop on a replica set, signed committed heads, the CLI
-//! and devnet replica set, and nodes and clients following the leader.
+//! Around it (docs/ARCHITECTURE.md, "Tracker replicas"): `crowd-tracker
+//! run` on a replica set (`service::writer`), nodes and clients following
+//! the leader (`crowd_protocol::tracker_link`), `crowd devnet up --trackers
+//! N`, and signed heads audited by `crowd ledger verify`. Not yet (issue #15
+//! stays open): snapshots (the log is kept whole, so a replica catches up
+//! from it however far behind) and membership commands.
 
 // openraft's error types are large by design; they are what its traits return
 #![allow(clippy::result_large_err)]
