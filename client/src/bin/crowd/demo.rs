@@ -13,6 +13,9 @@
 //! 8. with spare nodes (8 by default), wait for the network to heal: the
 //!    tracker repairs the killed providers' pieces onto two other providers
 //!    (no client command), and show where every piece is now;
+//! 9. with tracker replicas (3 by default), SIGKILL the tracker leader: the
+//!    others elect a new one, epochs go on, and `crowd get` still returns
+//!    the file;
 //!
 //! and the devnet is stopped at the end, also on failure. The network
 //! commands run as subprocesses of this executable, exactly as a user would
@@ -44,6 +47,9 @@ pub struct DemoArgs {
     /// Length of an epoch in seconds.
     #[arg(long, default_value_t = 2.0, value_name = "S")]
     pub epoch_secs: f64,
+    /// Tracker replicas (1 skips the last step, losing the tracker leader).
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub trackers: usize,
     /// Keep the demo's home directory (sample file, logs, node data) afterwards.
     #[arg(long)]
     pub keep: bool,
@@ -106,14 +112,18 @@ fn story(home: &Path, args: &DemoArgs) -> Result<()> {
 
     // 1. devnet
     println!(
-        "[1/8] starting a devnet: a tracker and {} storage nodes on loopback, {}-second epochs (home {})",
+        "[1/9] starting a devnet: {} and {} storage nodes on loopback, {}-second epochs (home {})",
+        match args.trackers {
+            1 => "a tracker".to_string(),
+            n => format!("{n} tracker replicas"),
+        },
         args.nodes,
         args.epoch_secs,
         home.display()
     );
     let opts = devnet::UpOptions {
         nodes: args.nodes,
-        trackers: 1,
+        trackers: args.trackers,
         epoch_secs: args.epoch_secs,
         timeout: Duration::from_secs(90),
         detach: false,
@@ -145,14 +155,14 @@ fn story(home: &Path, args: &DemoArgs) -> Result<()> {
     std::fs::write(&sample, &bytes).with_context(|| format!("cannot write {}", sample.display()))?;
     drop(bytes);
     println!(
-        "[2/8] sample file: {} of random bytes (seed {}), BLAKE3 {}",
+        "[2/9] sample file: {} of random bytes (seed {}), BLAKE3 {}",
         human(args.size as u64),
         args.seed,
         &original.to_hex()[..16]
     );
 
     // 3. put
-    println!("[3/8] crowd put --data-shards {DATA} --parity-shards {PARITY}");
+    println!("[3/9] crowd put --data-shards {DATA} --parity-shards {PARITY}");
     let put = crowd(
         home,
         &[
@@ -178,12 +188,9 @@ fn story(home: &Path, args: &DemoArgs) -> Result<()> {
 
     // 4. sealed and proven
     // as the client: the tracker describes deals and accounts only to their owners
-    let conn = TrackerConn::connect(
-        crowd_client::identity(home)?,
-        std::slice::from_ref(&net.tracker_addr),
-    )?;
+    let conn = TrackerConn::connect(crowd_client::identity(home)?, &net.tracker_addrs)?;
     let epoch = Duration::from_secs_f64(args.epoch_secs);
-    println!("[4/8] waiting until every deal is sealed and has proven {PROVEN_BEFORE_KILL} epochs");
+    println!("[4/9] waiting until every deal is sealed and has proven {PROVEN_BEFORE_KILL} epochs");
     let deals = wait_deals(&conn, &ids, bound(epoch, 30), "sealed and proven", |d| {
         d.state == "active" && d.proven_epochs >= PROVEN_BEFORE_KILL
     })?;
@@ -221,7 +228,7 @@ fn story(home: &Path, args: &DemoArgs) -> Result<()> {
         killed.push((peer, proc.name.clone()));
     }
     println!(
-        "[5/8] SIGKILL {PARITY} providers holding pieces: {}",
+        "[5/9] SIGKILL {PARITY} providers holding pieces: {}",
         killed
             .iter()
             .map(|(p, n)| format!("{} ({n})", short(&p.to_string())))
@@ -231,7 +238,7 @@ fn story(home: &Path, args: &DemoArgs) -> Result<()> {
 
     // 6. get
     let back = home.join("sample.back");
-    println!("[6/8] crowd get {} -o {}", put.root, back.display());
+    println!("[6/9] crowd get {} -o {}", put.root, back.display());
     crowd(
         home,
         &["get".as_ref(), put.root.as_ref(), "-o".as_ref(), back.as_os_str()],
@@ -251,7 +258,7 @@ fn story(home: &Path, args: &DemoArgs) -> Result<()> {
     );
 
     // 7. earnings and faults
-    println!("[7/8] waiting for the tracker to record the killed providers' faults");
+    println!("[7/9] waiting for the tracker to record the killed providers' faults");
     let dead: Vec<PeerId> = killed.iter().map(|(p, _)| *p).collect();
     let deals = wait_deals(&conn, &ids, bound(epoch, 20), "faulted or proven again", |d| {
         if dead.contains(&d.proposal.provider) {
@@ -300,7 +307,7 @@ fn story(home: &Path, args: &DemoArgs) -> Result<()> {
     }
 
     // 8. the network heals itself
-    println!("[8/8] waiting for the network to heal: the tracker repairs the lost pieces on other providers");
+    println!("[8/9] waiting for the network to heal: the tracker repairs the lost pieces on other providers");
     let dead_text: Vec<String> = dead.iter().map(PeerId::to_string).collect();
     let limit = bound(epoch, 40);
     let start = Instant::now();
@@ -358,6 +365,62 @@ fn story(home: &Path, args: &DemoArgs) -> Result<()> {
         repairs["done"], repairs["cost"]
     );
     println!("the file survived the loss of {PARITY} providers, and the network repaired it with no client command.");
+
+    // 9. the tracker leader is lost
+    if args.trackers < 2 {
+        println!("[9/9] one tracker: run with --trackers 3 to see the ledger survive the loss of its leader");
+        return Ok(());
+    }
+    let leader = net
+        .file
+        .processes
+        .iter()
+        .find(|p| p.role == "tracker" && devnet::leads(p) == Some(true))
+        .ok_or_else(|| anyhow!("no tracker replica says it leads"))?
+        .clone();
+    let before = conn.info()?.epoch;
+    println!(
+        "[9/9] SIGKILL the tracker leader, {} ({}): the other replicas elect a new one and go on",
+        leader.name,
+        short(&leader.peer_id)
+    );
+    devnet::signal(leader.pid, &leader.home, "KILL")?;
+    let start = Instant::now();
+    let limit = bound(epoch, 10);
+    let (next, after) = loop {
+        let next = net
+            .file
+            .processes
+            .iter()
+            .find(|p| p.role == "tracker" && p.pid != leader.pid && devnet::leads(p) == Some(true));
+        if let (Some(next), Ok(info)) = (next, conn.info()) {
+            if info.epoch >= before + 2 {
+                break (next.clone(), info.epoch);
+            }
+        }
+        if start.elapsed() > limit {
+            bail!("no new tracker leader settled two epochs within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    println!(
+        "      {} leads now; epochs {before}..{after} settled without {}",
+        next.name, leader.name
+    );
+    let again = home.join("sample.again");
+    crowd(
+        home,
+        &[
+            "get".as_ref(),
+            put.root.as_ref(),
+            "-o".as_ref(),
+            again.as_os_str(),
+        ],
+    )?;
+    if hash_file(&again)? != original {
+        bail!("after the tracker leader's loss the file came back different");
+    }
+    println!("      crowd get: byte-identical; the ledger survived the loss of its leader.");
     Ok(())
 }
 

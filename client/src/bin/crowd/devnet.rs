@@ -196,6 +196,8 @@ pub struct Devnet {
     pub file: DevnetFile,
     /// `tracker_address` written to the client config.
     pub tracker_addr: String,
+    /// Every tracker process's address (one, or each replica's).
+    pub tracker_addrs: Vec<String>,
     pub client: crowd_protocol::libp2p::PeerId,
     pub funded: u128,
 }
@@ -397,6 +399,11 @@ fn start(
     Ok(Devnet {
         home: home.to_path_buf(),
         file: file.clone(),
+        tracker_addrs: if replicas.is_empty() {
+            vec![tracker_addr.clone()]
+        } else {
+            replicas
+        },
         tracker_addr,
         client,
         funded,
@@ -810,7 +817,7 @@ pub fn down(home: &Path, clean: bool) -> Result<String> {
 /// Whether a tracker process acts for the network now (its `leads` gauge:
 /// a replica set's leader, or a single tracker); `None` for a node or a
 /// tracker that does not answer.
-fn leads(p: &Proc) -> Option<bool> {
+pub fn leads(p: &Proc) -> Option<bool> {
     use std::io::{Read, Write};
     if p.role != "tracker" || p.metrics.is_empty() || !p.alive() {
         return None;
