@@ -88,12 +88,6 @@ pub fn sector_of(nodes: u64, params: &SealParams, node: u64) -> (u64, u64) {
     (start, params.sector_nodes.min(nodes - start))
 }
 
-/// The sectors of a piece of `nodes` nodes, in order: `(first node, length)`.
-pub fn sectors(nodes: u64, params: &SealParams) -> impl Iterator<Item = (u64, u64)> {
-    let size = params.sector_nodes.max(1);
-    (0..nodes.div_ceil(size)).map(move |j| (j * size, size.min(nodes - j * size)))
-}
-
 /// Parents of a single node (global indices), as the verifier computes them:
 /// the node's sector graph, shifted to where the sector starts.
 pub fn node_parents(nodes: u64, params: &SealParams, node: u64) -> (Vec<u32>, Vec<u32>) {
@@ -188,8 +182,6 @@ pub(crate) fn check_nodes(nodes: u64, params: &SealParams) -> Result<()> {
 /// One sector of a piece: where it starts and its graph.
 #[derive(Debug, Clone, Copy)]
 pub struct Sector<'a> {
-    /// Index of the sector in the piece.
-    pub index: u64,
     /// Its first node in the piece.
     pub start: u64,
     /// Its graph (and so its length).
@@ -266,11 +258,7 @@ impl Parents {
         } else {
             self.tail.as_ref()?
         };
-        Some(Sector {
-            index: j,
-            start,
-            graph,
-        })
+        Some(Sector { start, graph })
     }
 
     /// Every sector, in order.
@@ -352,7 +340,7 @@ mod tests {
         let g = Parents::new(nodes, &p).unwrap();
         assert_eq!(g.sector_count(), 4);
         assert_eq!(
-            sectors(nodes, &p).collect::<Vec<_>>(),
+            g.sectors().map(|s| (s.start, s.nodes())).collect::<Vec<_>>(),
             vec![(0, 512), (512, 512), (1024, 512), (1536, 77)]
         );
         for i in 0..nodes {

@@ -317,18 +317,15 @@ pub fn prove_seal_sectors(
     let mut block = vec![0u8; 1 << 20];
     for sector in parents.sectors() {
         let labels = Labels::generate_sector(&w.replica_id, params, sector)?;
-        let hashes = labels.column_hashes();
-        let read = |offset: u64, buf: &mut [u8]| {
-            hashes
-                .read_at(offset, buf)
-                .map_err(|source| PorepError::Io { offset, source })
-        };
+        // column hashes of the piece's byte offsets `a..` (within the sector)
+        let hash =
+            |a: u64, out: &mut [u8]| labels.write_column_hashes(((a - sector.start * 32) / 32) as usize, out);
         let range = sector.range();
         let end = range.end * 32;
         let mut at = range.start * 32;
         while at < end {
             let n = (end - at).min(block.len() as u64) as usize;
-            read(at, &mut block[..n])?;
+            hash(at, &mut block[..n]);
             builder.update(&block[..n]);
             at += n as u64;
         }
@@ -341,7 +338,7 @@ pub fn prove_seal_sectors(
             if let std::collections::btree_map::Entry::Vacant(slot) = groups.entry(g) {
                 let a = g * GROUP_LEN as u64;
                 let mut bytes = vec![0u8; (end.min(a + GROUP_LEN as u64) - a) as usize];
-                read(a, &mut bytes)?;
+                hash(a, &mut bytes);
                 slot.insert(bytes);
             }
         }

@@ -323,11 +323,6 @@ impl Labels {
         self.layers.first().map_or(0, |l| l.len() as u64)
     }
 
-    /// The piece's first node these labels cover.
-    pub fn base(&self) -> u64 {
-        self.base
-    }
-
     /// The piece's nodes these labels cover.
     pub fn range(&self) -> std::ops::Range<u64> {
         self.base..self.base + self.nodes()
@@ -371,7 +366,7 @@ impl Labels {
 
     /// Column hashes of this run's nodes from `first` (relative to `base`)
     /// into `out` (32 bytes each), in parallel.
-    fn write_column_hashes(&self, first: usize, out: &mut [u8]) {
+    pub(crate) fn write_column_hashes(&self, first: usize, out: &mut [u8]) {
         let ckey = key(COLUMN_CONTEXT);
         out.par_chunks_mut(32)
             .enumerate()

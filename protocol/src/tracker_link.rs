@@ -52,12 +52,6 @@ impl TrackerLink {
         self.peers.iter().any(|(p, _)| p == peer)
     }
 
-    /// The peer asked now.
-    pub fn current(&self) -> Option<PeerId> {
-        let n = self.peers.len();
-        (n > 0).then(|| self.peers[self.current.load(Ordering::Relaxed) % n].0)
-    }
-
     /// Dials every peer; fine if at least one answers.
     pub async fn dial(&self, net: &Network) -> Result<(), ProtocolError> {
         let mut last = Ok(());

@@ -112,7 +112,8 @@ pub fn write_atomic_with<T>(
 }
 
 /// A writer into a file that builds the outboard (and so the BLAKE3 root)
-/// of everything written through it.
+/// of everything written through it: hashed once as it passes, never read
+/// back (a rebuilt piece, an unsealed copy).
 #[derive(Debug)]
 pub struct HashingWriter {
     out: std::io::BufWriter<File>,

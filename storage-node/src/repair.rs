@@ -46,7 +46,6 @@
 //! what the job wrote; after a crash `recover` removes unindexed files.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -382,18 +381,17 @@ impl Node {
                     .num_threads(threads)
                     .thread_name(|i| format!("repair-{i}"))
                     .build()?;
-                let mut writer = [HashingWriter {
-                    file: std::io::BufWriter::with_capacity(1 << 20, tmp),
-                    outboard: crowd_porep::OutboardBuilder::new(),
-                }];
+                let mut writer = [files::HashingWriter::new(std::io::BufWriter::with_capacity(
+                    1 << 20,
+                    tmp,
+                ))];
                 pool.install(|| {
                     Decoder::new(&layout)?
                         .with_verification(Verification::Trusted)
                         .repair(&sources, &[index], &mut writer)
                 })?;
                 let [w] = writer;
-                let file = w.file.into_inner().map_err(|e| e.into_error())?;
-                Ok((file, w.outboard.finalize()))
+                Ok(w.finish()?)
             },
         )
         .await
@@ -663,24 +661,6 @@ impl PieceSource for NetSource {
                 }
             }
         }
-    }
-}
-
-/// The rebuilt piece's file writer: bytes go to the file and into the
-/// outboard as they pass (hashed once, never read back).
-struct HashingWriter {
-    file: std::io::BufWriter<std::fs::File>,
-    outboard: crowd_porep::OutboardBuilder,
-}
-
-impl Write for HashingWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.file.write(buf)?;
-        self.outboard.update(&buf[..n]);
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.file.flush()
     }
 }
 

@@ -13,15 +13,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crowd_protocol::libp2p::identity::Keypair;
-use crowd_protocol::libp2p::{Multiaddr, PeerId};
+use crowd_protocol::libp2p::PeerId;
 use crowd_protocol::{NetworkId, Signed, TrackerRequest, TransferRequest};
-use crowd_tracker::service::raft::replica::{Running, Shared};
-use crowd_tracker::service::raft::{Replica, ReplicaId, Replicated, ReplicatedResult, TrackerRaft};
+use crowd_tracker::service::raft::replica::{start_local_set, Shared};
+use crowd_tracker::service::raft::{Replicated, ReplicatedResult, TrackerRaft};
 use crowd_tracker::service::state::{init_store, Clock};
 use crowd_tracker::service::{metrics::Metrics, Owner, RocksStore, State};
 use crowd_tracker::{Ledger, LedgerConfig};
@@ -123,27 +122,10 @@ async fn main() {
 
     // --- three replicas on loopback ---
     let keys: Vec<Keypair> = (0..3).map(|_| Keypair::generate_ed25519()).collect();
-    let shared = Shared {
-        genesis,
-        tracker_key,
-        faucet_max: 1 << 60,
-        set: keys
-            .iter()
-            .map(|k| k.public().to_peer_id())
-            .collect::<HashSet<_>>(),
-    };
-    let loopback: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().unwrap();
-    let mut replicas = Vec::new();
-    for (i, key) in keys.iter().enumerate() {
-        let dir = tmp.path().join(format!("r{i}"));
-        replicas.push(
-            Running::start(i as u64 + 1, key.clone(), &dir, loopback.clone(), &shared)
-                .await
-                .unwrap(),
-        );
-    }
-    let members: BTreeMap<ReplicaId, Replica> = replicas.iter().map(|r| (r.id, r.replica())).collect();
-    replicas[0].raft.initialize(members).await.unwrap();
+    let shared = Shared::devnet(tracker_key, 1 << 60, &keys);
+    let mut replicas = start_local_set(&tmp.path().join("set"), &keys, &shared)
+        .await
+        .unwrap();
     let leader = loop {
         if let Some(l) = replicas[0].leader() {
             break l;

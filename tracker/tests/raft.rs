@@ -8,7 +8,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -17,9 +17,9 @@ use crowd_protocol::libp2p::{Multiaddr, PeerId};
 use crowd_protocol::wire::{read_frame, write_frame};
 use crowd_protocol::{Network, NetworkConfig, Signed, TrackerRequest, TrackerResponse, TransferRequest};
 use crowd_tracker::service::raft::network::{RaftAnswer, RaftCall, RAFT_PROTOCOL};
-use crowd_tracker::service::raft::replica::{Running, Shared};
-use crowd_tracker::service::raft::{Replica, ReplicaId, Replicated, ReplicatedResult};
-use crowd_tracker::{Hash32, LedgerConfig};
+use crowd_tracker::service::raft::replica::{start_local_set, Running, Shared};
+use crowd_tracker::service::raft::{ReplicaId, Replicated, ReplicatedResult};
+use crowd_tracker::Hash32;
 
 async fn until<T, F: std::future::Future<Output = Option<T>>>(
     what: &str,
@@ -60,24 +60,9 @@ async fn three_replicas_agree_survive_the_leader_and_catch_up_after_a_restart() 
     let tmp = tempfile::tempdir().unwrap();
     let tracker_key = Keypair::generate_ed25519();
     let keys: Vec<Keypair> = (0..3).map(|_| Keypair::generate_ed25519()).collect();
-    let shared = Shared {
-        genesis: LedgerConfig::devnet(&tracker_key.public()),
-        tracker_key,
-        faucet_max: 1 << 60,
-        set: keys
-            .iter()
-            .map(|k| k.public().to_peer_id())
-            .collect::<HashSet<PeerId>>(),
-    };
+    let shared = Shared::devnet(tracker_key, 1 << 60, &keys);
+    let mut replicas = start_local_set(tmp.path(), &keys, &shared).await.unwrap();
     let loopback: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().unwrap();
-    let mut replicas = Vec::new();
-    for (i, key) in keys.iter().enumerate() {
-        let dir = tmp.path().join(format!("r{i}"));
-        let r = Running::start(i as u64 + 1, key.clone(), &dir, loopback.clone(), &shared).await;
-        replicas.push(r.unwrap());
-    }
-    let members: BTreeMap<ReplicaId, Replica> = replicas.iter().map(|r| (r.id, r.replica())).collect();
-    replicas[0].raft.initialize(members).await.unwrap();
     let leader = until("a leader", 30, || async { replicas[0].leader() }).await;
     let at = |id: ReplicaId| (id - 1) as usize;
 
@@ -197,12 +182,7 @@ async fn a_corrupt_raft_log_is_refused_at_start_with_one_line() {
     let tmp = tempfile::tempdir().unwrap();
     let tracker_key = Keypair::generate_ed25519();
     let key = Keypair::generate_ed25519();
-    let shared = Shared {
-        genesis: LedgerConfig::devnet(&tracker_key.public()),
-        tracker_key,
-        faucet_max: 1 << 60,
-        set: [key.public().to_peer_id()].into_iter().collect(),
-    };
+    let shared = Shared::devnet(tracker_key, 1 << 60, std::slice::from_ref(&key));
     let loopback: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().unwrap();
     let dir = tmp.path().join("r1");
     let r = Running::start(1, key.clone(), &dir, loopback.clone(), &shared)

@@ -463,20 +463,14 @@ fn start_replicas(
         for (i, h) in homes.iter().enumerate() {
             let path = h.join("config.toml");
             loopback_tracker_config(&path)?;
-            let text = std::fs::read_to_string(&path)?;
-            let mut table: toml::Table = text
-                .parse()
-                .map_err(|e: toml::de::Error| anyhow!("{}: {}", path.display(), e.message()))?;
-            let listen = format!("/ip4/127.0.0.1/tcp/{}", list[i].1);
-            table.insert("listen".into(), toml::Value::Array(vec![listen.into()]));
-            table.insert("replica_id".into(), toml::Value::Integer(i as i64 + 1));
-            let set = replicas.iter().map(|r| toml::Value::from(r.as_str())).collect();
-            table.insert("replicas".into(), toml::Value::Array(set));
-            let text = format!(
-                "# `crowd-tracker init --devnet`, then loopback, faucet_max and the replica set written by `crowd devnet up`.\n{}",
-                toml::to_string(&table)?
-            );
-            std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+            edit_config(&path, "loopback, faucet_max and the replica set", |table| {
+                let listen = format!("/ip4/127.0.0.1/tcp/{}", list[i].1);
+                table.insert("listen".into(), toml::Value::Array(vec![listen.into()]));
+                table.insert("replica_id".into(), toml::Value::Integer(i as i64 + 1));
+                let set = replicas.iter().map(|r| toml::Value::from(r.as_str())).collect();
+                table.insert("replicas".into(), toml::Value::Array(set));
+                true
+            })?;
         }
     } else {
         for log in &logs {
@@ -555,62 +549,65 @@ fn log_header(log: &Path) -> Result<()> {
 /// Points a freshly `init`ed tracker config at loopback with ephemeral ports,
 /// touching only keys the file already has.
 fn loopback_tracker_config(path: &Path) -> Result<()> {
+    edit_config(path, "loopback and faucet_max", |table| {
+        let mut changed = false;
+        if table.contains_key("listen") {
+            table.insert("listen".into(), loopback_listen());
+            changed = true;
+        }
+        if table.contains_key("metrics_address") {
+            table.insert("metrics_address".into(), "127.0.0.1:0".into());
+            changed = true;
+        }
+        if table.contains_key("faucet_max") {
+            // one faucet request funds a whole devnet account
+            let most = i64::try_from(FUNDING).unwrap_or(i64::MAX);
+            table.insert("faucet_max".into(), most.into());
+            changed = true;
+        }
+        changed
+    })
+}
+
+/// Rewrites a tracker's `config.toml` through `edit` (which says whether it
+/// changed anything; nothing is written if not), headed by a line saying
+/// `crowd devnet up` set `what`.
+fn edit_config(path: &Path, what: &str, edit: impl FnOnce(&mut toml::Table) -> bool) -> Result<()> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut table: toml::Table = text
         .parse()
         .map_err(|e: toml::de::Error| anyhow!("{}: {}", path.display(), e.message()))?;
-    let mut changed = false;
-    if table.contains_key("listen") {
-        table.insert("listen".into(), loopback_listen());
-        changed = true;
+    if !edit(&mut table) {
+        return Ok(());
     }
-    if table.contains_key("metrics_address") {
-        table.insert("metrics_address".into(), "127.0.0.1:0".into());
-        changed = true;
-    }
-    if table.contains_key("faucet_max") {
-        // one faucet request funds a whole devnet account
-        let most = i64::try_from(FUNDING).unwrap_or(i64::MAX);
-        table.insert("faucet_max".into(), most.into());
-        changed = true;
-    }
-    if changed {
-        let text = format!(
-            "# `crowd-tracker init --devnet`, then loopback and faucet_max set by `crowd devnet up`.\n{}",
-            toml::to_string(&table)?
-        );
-        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    Ok(())
+    let text = format!(
+        "# `crowd-tracker init --devnet`, then {what} set by `crowd devnet up`.\n{}",
+        toml::to_string(&table)?
+    );
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Replaces ephemeral (port 0) listen addresses in the tracker's config with
 /// the ones it actually bound (`addrs` end in /p2p/<id>, which is dropped).
 fn pin_tracker_listen(path: &Path, addrs: &[String]) -> Result<()> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut table: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| anyhow!("{}: {}", path.display(), e.message()))?;
-    let ephemeral = match table.get("listen") {
-        Some(toml::Value::Array(a)) => a.iter().any(|v| {
-            v.as_str()
-                .is_some_and(|s| s.contains("/tcp/0") || s.contains("/udp/0/"))
-        }),
-        _ => false,
-    };
-    if !ephemeral || addrs.is_empty() {
-        return Ok(());
-    }
-    let bound: Vec<toml::Value> = addrs
-        .iter()
-        .map(|a| a.split("/p2p/").next().unwrap_or(a).to_string().into())
-        .collect();
-    table.insert("listen".into(), toml::Value::Array(bound));
-    let text = format!(
-        "# `crowd-tracker init --devnet`, then loopback, faucet_max and the bound ports set by `crowd devnet up`.\n{}",
-        toml::to_string(&table)?
-    );
-    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+    edit_config(path, "loopback, faucet_max and the bound ports", |table| {
+        let ephemeral = match table.get("listen") {
+            Some(toml::Value::Array(a)) => a.iter().any(|v| {
+                v.as_str()
+                    .is_some_and(|s| s.contains("/tcp/0") || s.contains("/udp/0/"))
+            }),
+            _ => false,
+        };
+        if !ephemeral || addrs.is_empty() {
+            return false;
+        }
+        let bound: Vec<toml::Value> = addrs
+            .iter()
+            .map(|a| a.split("/p2p/").next().unwrap_or(a).to_string().into())
+            .collect();
+        table.insert("listen".into(), toml::Value::Array(bound));
+        true
+    })
 }
 
 fn loopback_listen() -> toml::Value {

@@ -12,10 +12,6 @@ use crowd_protocol::{HeadStatement, TrackerRequest, TrackerResponse};
 
 use crate::devnet::tracker::TrackerConn;
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 /// Each replica's signed head after `upto` entries (its whole log if none).
 fn heads(
     conn: &TrackerConn,
@@ -84,7 +80,7 @@ pub fn verify(home: &Path, json: bool) -> Result<()> {
     for (peer, h) in &at {
         let verdict = match h {
             Ok(s) if Some(s.head) == agreed => "agrees".to_string(),
-            Ok(s) => format!("states another head {}", hex(&s.head)),
+            Ok(s) => format!("states another head {}", hex::encode(s.head)),
             Err(e) => format!("{e:#}"),
         };
         if verdict != "agrees" {
@@ -97,7 +93,7 @@ pub fn verify(home: &Path, json: bool) -> Result<()> {
             "{}",
             serde_json::json!({
                 "entries": upto,
-                "head": agreed.map(|h| hex(&h)),
+                "head": agreed.map(hex::encode),
                 "replicas": rows,
                 "ok": bad.is_empty(),
             })
@@ -109,7 +105,7 @@ pub fn verify(home: &Path, json: bool) -> Result<()> {
     if !json {
         println!(
             "ledger ok: {upto} entries, head {}, the same on {} tracker replica(s)",
-            agreed.map(|h| hex(&h)).unwrap_or_default(),
+            agreed.map(hex::encode).unwrap_or_default(),
             at.len()
         );
     }

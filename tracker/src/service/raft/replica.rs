@@ -73,6 +73,47 @@ fn err(what: &str, e: impl std::fmt::Display) -> ServiceError {
     ServiceError::Config(format!("replica: {what}: {e}"))
 }
 
+impl Shared {
+    /// A devnet genesis signed by `tracker_key`, for the replicas whose
+    /// network keys are `keys`.
+    pub fn devnet(tracker_key: Keypair, faucet_max: Amount, keys: &[Keypair]) -> Self {
+        Self {
+            genesis: LedgerConfig::devnet(&tracker_key.public()),
+            tracker_key,
+            faucet_max,
+            set: keys.iter().map(|k| k.public().to_peer_id()).collect(),
+        }
+    }
+}
+
+/// Starts one replica per key on loopback (ids 1.., directories
+/// `<dir>/r0` …) and starts the set from the first; returns them in id
+/// order once they are running (not yet once a leader is elected).
+pub async fn start_local_set(
+    dir: &Path,
+    keys: &[Keypair],
+    shared: &Shared,
+) -> Result<Vec<Running>, ServiceError> {
+    let loopback: Multiaddr = "/ip4/127.0.0.1/tcp/0"
+        .parse()
+        .map_err(|e| err("loopback address", e))?;
+    let mut replicas = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        let home = dir.join(format!("r{i}"));
+        replicas.push(Running::start(i as u64 + 1, key.clone(), &home, loopback.clone(), shared).await?);
+    }
+    let members: std::collections::BTreeMap<ReplicaId, Replica> =
+        replicas.iter().map(|r| (r.id, r.replica())).collect();
+    if let Some(first) = replicas.first() {
+        first
+            .raft
+            .initialize(members)
+            .await
+            .map_err(|e| err("starting the set", e))?;
+    }
+    Ok(replicas)
+}
+
 impl Running {
     /// Starts replica `id` with network identity `key` in `dir` (its stores
     /// created if missing, the tracker's with `shared.genesis`), listening
