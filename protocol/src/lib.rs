@@ -120,8 +120,9 @@ pub use network::{InboundRequest, Network, NetworkConfig};
 pub use signed::{NetworkId, Signable, Signed, MAX_SIGNED_BODY};
 pub use tracker::{
     AccountView, DealQuery, DealView, EpochRecord, FileQuery, FileRegistration, FileView, HeadStatement,
-    ProviderEntry, ProviderRegistration, RemoveRequest, RenewRequest, RepairStats, SealReport, SlotView,
-    TrackerInfo, TrackerRequest, TrackerResponse, TransferRequest, WithdrawRequest,
+    LogPage, MembershipChange, ProviderEntry, ProviderRegistration, RemoveRequest, RenewRequest, RepairStats,
+    ReplicaChange, ReplicaSetView, ReplicaView, SealReport, SlotView, TrackerInfo, TrackerRequest,
+    TrackerResponse, TransferRequest, WithdrawRequest,
 };
 pub use types::*;
 

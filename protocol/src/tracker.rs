@@ -44,6 +44,12 @@ pub const MAX_HISTORY: usize = 256;
 /// Manifests in one [`TrackerResponse::OwnManifests`] page (at most
 /// `16 * MAX_MANIFEST` = 1 MiB, well inside a response).
 pub const MAX_OWN_MANIFESTS: usize = 16;
+/// Most ledger log entries in one [`TrackerResponse::Log`] page.
+pub const MAX_LOG_PAGE: usize = 256;
+/// A [`TrackerResponse::Log`] page stops once its entries pass this many
+/// bytes (it always holds at least one entry: a production seal proof,
+/// the largest input, is ~5.3 MiB, inside a response).
+pub const MAX_LOG_PAGE_BYTES: usize = 8 << 20;
 
 /// A provider's registration (signed by the provider). Re-registering with
 /// the next nonce updates it.
@@ -95,6 +101,72 @@ pub struct HeadStatement {
 }
 impl Signable for HeadStatement {
     const DOMAIN: &'static str = "tracker-head";
+}
+
+/// One page of a tracker's stored ledger log (`crowd ledger verify`
+/// replays it). The entries and the genesis are the tracker crate's CBOR
+/// (`LogEntry`, `LedgerConfig`); the reader decodes and checks them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogPage {
+    /// The ledger's genesis config.
+    pub genesis: Blob,
+    /// Entries in the answering tracker's log now.
+    pub total: u64,
+    /// Entries `from..`, in order, at most [`MAX_LOG_PAGE`].
+    pub entries: Vec<Blob>,
+}
+
+/// One member of a tracker replica set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaView {
+    pub id: u64,
+    /// Its network identity and addresses (text).
+    pub peer: String,
+    pub addrs: Vec<String>,
+    /// A voter (counts for elections and commits) or a learner (catching up).
+    pub voter: bool,
+    /// The last log index the leader knows it holds (the leader's answer only).
+    pub matched: Option<u64>,
+}
+
+/// The replica set as the answering replica's Raft sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaSetView {
+    /// The replica that answered.
+    pub id: u64,
+    pub leader: Option<u64>,
+    /// The answering replica's last log index.
+    pub last_log: Option<u64>,
+    /// The membership in force, as Raft's log id of it: a change must name
+    /// it, so a signed change applies to the set it was made for, once.
+    pub config: String,
+    pub members: Vec<ReplicaView>,
+}
+
+/// A change of the replica set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplicaChange {
+    /// Add a learner: it receives the log but does not vote yet.
+    Learn {
+        id: u64,
+        peer: String,
+        addrs: Vec<String>,
+    },
+    /// Make a learner that caught up a voter.
+    Promote { id: u64 },
+    /// Remove a replica (a dead one, or one being retired).
+    Remove { id: u64 },
+}
+
+/// A replica set change, signed with the tracker key (the operator's
+/// authority), naming the membership it changes ([`ReplicaSetView::config`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipChange {
+    pub config: String,
+    pub change: ReplicaChange,
+}
+impl Signable for MembershipChange {
+    const DOMAIN: &'static str = "tracker-membership";
 }
 
 impl Signable for TransferRequest {
@@ -163,6 +235,15 @@ pub enum TrackerRequest {
     Head {
         upto: Option<u64>,
     },
+    /// The answering tracker's stored ledger log from entry `from` (each
+    /// replica answers from its own store).
+    Log {
+        from: u64,
+    },
+    /// The replica set as the answering replica sees it.
+    Replicas,
+    /// Change the replica set (answered by the leader).
+    ChangeReplicas(Signed<MembershipChange>),
     /// End every deal of a file now (`crowd rm`).
     RemoveFile(Signed<RemoveRequest>),
     /// Extend every live deal of a file (`crowd renew`).
@@ -265,6 +346,10 @@ pub enum TrackerResponse {
     },
     /// A [`TrackerRequest::Head`] answer, signed by the answering peer.
     Head(Signed<HeadStatement>),
+    Log(LogPage),
+    Replicas(ReplicaSetView),
+    /// A replica set change was committed; the set now.
+    ReplicasChanged(ReplicaSetView),
     /// The file's deals ended; `refund` went back to the owner's balance.
     FileRemoved {
         refund: Amount,

@@ -24,7 +24,9 @@ pub const FOLLOW_FOR: Duration = Duration::from_secs(20);
 /// The tracker's peers and the one asked now.
 #[derive(Debug)]
 pub struct TrackerLink {
-    peers: Vec<(PeerId, Vec<Multiaddr>)>,
+    /// The configured peers, then leaders learned from refusals (a replica
+    /// added to the set after this link was configured).
+    peers: std::sync::RwLock<Vec<(PeerId, Vec<Multiaddr>)>>,
     current: AtomicUsize,
 }
 
@@ -34,30 +36,53 @@ pub fn leader_named(message: &str) -> Option<PeerId> {
     rest.split([' ', ')']).next()?.parse().ok()
 }
 
+/// The leader's peer id and first address a follower's refusal names
+/// ("… leads (PEER at ADDR, …)").
+pub fn leader_address(message: &str) -> Option<(PeerId, Multiaddr)> {
+    let peer = leader_named(message)?;
+    let rest = &message[message.find(" at ")? + " at ".len()..];
+    let addr = rest.split([',', ')', ' ']).next()?.parse().ok()?;
+    Some((peer, addr))
+}
+
 impl TrackerLink {
     /// A link to `peers` (at least one; the first is asked first).
     pub fn new(peers: Vec<(PeerId, Vec<Multiaddr>)>) -> Self {
         Self {
-            peers,
+            peers: std::sync::RwLock::new(peers),
             current: AtomicUsize::new(0),
         }
     }
 
-    pub fn peers(&self) -> &[(PeerId, Vec<Multiaddr>)] {
-        &self.peers
+    /// The tracker's peers known now.
+    pub fn peers(&self) -> Vec<(PeerId, Vec<Multiaddr>)> {
+        self.peers.read().map(|p| p.clone()).unwrap_or_default()
     }
 
     /// Whether `peer` is one of the tracker's.
     pub fn contains(&self, peer: &PeerId) -> bool {
-        self.peers.iter().any(|(p, _)| p == peer)
+        self.peers.read().is_ok_and(|p| p.iter().any(|(q, _)| q == peer))
+    }
+
+    /// The position of the leader a refusal names, learning it if it is
+    /// new (a replica added since this link was configured).
+    fn follow(&self, message: &str) -> Option<usize> {
+        let leader = leader_named(message)?;
+        if let Some(j) = self.peers().iter().position(|(p, _)| *p == leader) {
+            return Some(j);
+        }
+        let (peer, addr) = leader_address(message)?;
+        let mut peers = self.peers.write().ok()?;
+        peers.push((peer, vec![addr]));
+        Some(peers.len() - 1)
     }
 
     /// Dials every peer; fine if at least one answers.
     pub async fn dial(&self, net: &Network) -> Result<(), ProtocolError> {
         let mut last = Ok(());
         let mut any = false;
-        for (peer, addrs) in &self.peers {
-            match net.dial(*peer, addrs.clone()).await {
+        for (peer, addrs) in self.peers() {
+            match net.dial(peer, addrs).await {
                 Ok(()) => any = true,
                 Err(e) => last = Err(e),
             }
@@ -71,18 +96,26 @@ impl TrackerLink {
 
     /// Sends `request` to the tracker, following a replica set's leader.
     pub async fn request(&self, net: &Network, request: TrackerRequest) -> Result<Response, ProtocolError> {
-        let n = self.peers.len();
-        if n == 0 {
-            return Err(ProtocolError::Io(std::io::Error::other("no tracker configured")));
-        }
         let deadline = Instant::now() + FOLLOW_FOR;
         loop {
+            let peers = self.peers();
+            let n = peers.len();
+            if n == 0 {
+                return Err(ProtocolError::Io(std::io::Error::other("no tracker configured")));
+            }
             let i = self.current.load(Ordering::Relaxed) % n;
-            let (peer, addrs) = &self.peers[i];
+            let (peer, addrs) = &peers[i];
             let answer = net.request(*peer, Request::Tracker(request.clone())).await;
             let next = match &answer {
-                Ok(Response::Error { message }) if n > 1 && message.starts_with(NOT_LEADER) => {
-                    match leader_named(message).and_then(|l| self.peers.iter().position(|(p, _)| *p == l)) {
+                Ok(Response::Error { message }) if message.starts_with(NOT_LEADER) => {
+                    match self.follow(message) {
+                        Some(j) if j >= n => {
+                            // a leader this link did not know: reach it first
+                            if let Some((p, a)) = self.peers().get(j) {
+                                let _ = net.dial(*p, a.clone()).await;
+                            }
+                            Some((j, false))
+                        }
                         Some(j) if j != i => Some((j, false)),
                         // no leader yet (an election): wait a little, ask another
                         _ => Some(((i + 1) % n, true)),
@@ -125,5 +158,30 @@ mod tests {
             None
         );
         assert_eq!(leader_named(" leads ("), None);
+    }
+
+    #[test]
+    fn a_leader_outside_the_configured_set_is_learned_once() {
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let link = TrackerLink::new(vec![(a, vec!["/ip4/127.0.0.1/tcp/1".parse().unwrap()])]);
+        let m = format!(
+            "not the leader: tracker replica 4 leads ({b} at /ip4/127.0.0.1/tcp/4004, /ip4/10.0.0.1/tcp/4)"
+        );
+        assert_eq!(
+            leader_address(&m),
+            Some((b, "/ip4/127.0.0.1/tcp/4004".parse().unwrap()))
+        );
+        assert!(!link.contains(&b));
+        assert_eq!(link.follow(&m), Some(1));
+        assert_eq!(link.follow(&m), Some(1), "learned once");
+        assert!(link.contains(&b));
+        assert_eq!(link.peers().len(), 2);
+        // a refusal naming a leader without an address teaches nothing
+        let c = PeerId::random();
+        assert_eq!(
+            link.follow(&format!("not the leader: tracker replica 5 leads ({c})")),
+            None
+        );
+        assert!(!link.contains(&c));
     }
 }

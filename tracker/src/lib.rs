@@ -337,5 +337,5 @@ mod types;
 
 pub use error::LedgerError;
 pub use ledger::{bps_of, seal_seed, ticket, Ledger};
-pub use log::{events_hash, genesis_head, replay, LogEntry};
+pub use log::{events_hash, genesis_head, replay, LogEntry, Replayer};
 pub use types::*;

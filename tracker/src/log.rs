@@ -62,23 +62,50 @@ pub fn replay<'a>(
     config: LedgerConfig,
     entries: impl IntoIterator<Item = &'a LogEntry>,
 ) -> Result<Ledger, LedgerError> {
-    let mut ledger = Ledger::new(config)?;
+    let mut replayer = Replayer::new(config)?;
     for entry in entries {
+        replayer.push(entry)?;
+    }
+    replayer.finish()
+}
+
+/// [`replay`] one entry at a time, for a log read in pages (`crowd ledger
+/// verify` replays a tracker's log as it downloads it).
+#[derive(Debug)]
+pub struct Replayer {
+    ledger: Ledger,
+}
+
+impl Replayer {
+    /// An empty ledger at `config`'s genesis.
+    pub fn new(config: LedgerConfig) -> Result<Self, LedgerError> {
+        Ok(Self {
+            ledger: Ledger::new(config)?,
+        })
+    }
+
+    /// The ledger so far.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Re-applies the next entry, checked as [`replay`] checks it.
+    pub fn push(&mut self, entry: &LogEntry) -> Result<(), LedgerError> {
         let index = entry.index;
-        if index != ledger.log_len() {
+        if index != self.ledger.log_len() {
             return Err(LedgerError::BadLog {
                 index,
                 reason: "index out of sequence",
             });
         }
-        if entry.prev_head != ledger.head() {
+        if entry.prev_head != self.ledger.head() {
             return Err(LedgerError::BadLog {
                 index,
                 reason: "prev_head is not the head before it",
             });
         }
         let (again, _) =
-            ledger
+            self.ledger
                 .apply_logged(entry.input.clone())
                 .map_err(|source| LedgerError::Rejected {
                     index,
@@ -90,7 +117,12 @@ pub fn replay<'a>(
                 reason: "events differ from the recorded ones",
             });
         }
+        Ok(())
     }
-    ledger.check_invariants()?;
-    Ok(ledger)
+
+    /// The ledger, once every invariant holds.
+    pub fn finish(self) -> Result<Ledger, LedgerError> {
+        self.ledger.check_invariants()?;
+        Ok(self.ledger)
+    }
 }

@@ -58,6 +58,78 @@ enum Cmd {
         #[arg(long, env = "CROWD_TRACKER_HOME", default_value_os_t = default_home())]
         home: PathBuf,
     },
+    /// The running replica set, from a replica's home (its config names the
+    /// set; its tracker key signs changes): list it, add or remove a replica.
+    Replica {
+        #[command(subcommand)]
+        cmd: ReplicaCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ReplicaCmd {
+    /// Every replica with its role (leader, voter, learner) and how far its log is known to match.
+    List {
+        #[arg(long, env = "CROWD_TRACKER_HOME", default_value_os_t = default_home())]
+        home: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a running replica (a learner until it has caught up, then a voter).
+    Add {
+        #[arg(long, env = "CROWD_TRACKER_HOME", default_value_os_t = default_home())]
+        home: PathBuf,
+        /// Its replica id (not used by any member).
+        id: u64,
+        /// Its peer id (`crowd-tracker replica-id` in its home).
+        peer: String,
+        /// Its multiaddress(es).
+        #[arg(required = true)]
+        addrs: Vec<String>,
+    },
+    /// Remove a replica (a dead one, or one being retired).
+    Remove {
+        #[arg(long, env = "CROWD_TRACKER_HOME", default_value_os_t = default_home())]
+        home: PathBuf,
+        id: u64,
+    },
+}
+
+/// `crowd-tracker replica …`.
+async fn replica(cmd: ReplicaCmd) -> Result<(), service::ServiceError> {
+    use service::admin::{describe, Admin};
+    let home = match &cmd {
+        ReplicaCmd::List { home, .. } | ReplicaCmd::Add { home, .. } | ReplicaCmd::Remove { home, .. } => {
+            home
+        }
+    };
+    let admin = Admin::connect(home).await?;
+    let view = match cmd {
+        ReplicaCmd::List { json: true, .. } => {
+            let view = admin.view().await?;
+            println!("{}", serde_json::to_string(&view).unwrap_or_default());
+            return Ok(());
+        }
+        ReplicaCmd::List { .. } => admin.view().await?,
+        ReplicaCmd::Add { id, peer, addrs, .. } => {
+            let replica = service::raft::Replica { peer, addrs };
+            let mut last = None;
+            admin
+                .add(id, replica, |matched, target| {
+                    if last != Some(matched) {
+                        eprintln!(
+                            "replica {id}: log at {} of {target}",
+                            matched.map(|m| m.to_string()).unwrap_or_else(|| "-".into())
+                        );
+                        last = Some(matched);
+                    }
+                })
+                .await?
+        }
+        ReplicaCmd::Remove { id, .. } => admin.remove(id).await?,
+    };
+    print!("{}", describe(&view));
+    Ok(())
 }
 
 #[derive(Debug, Subcommand)]
@@ -141,6 +213,10 @@ fn main() -> ExitCode {
             Ok(rt) => rt
                 .block_on(service::run(&home, RunOptions { epoch_secs, devnet }))
                 .map_err(Into::into),
+            Err(e) => Err(e.into()),
+        },
+        Cmd::Replica { cmd } => match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt.block_on(replica(cmd)).map_err(Into::into),
             Err(e) => Err(e.into()),
         },
         Cmd::Ledger {

@@ -3,6 +3,7 @@
 //! *Service* section). `crowd-tracker` (src/main.rs) is a thin CLI over
 //! [`init`], [`run`] and [`verify`].
 
+pub mod admin;
 pub mod config;
 pub mod dashboard;
 pub mod epoch;
@@ -21,6 +22,7 @@ use std::time::Duration;
 
 use crowd_protocol::libp2p::identity::Keypair;
 use crowd_protocol::libp2p::multiaddr::Protocol;
+use crowd_protocol::libp2p::PeerId;
 use crowd_protocol::{InboundRequest, Network, NetworkConfig, Request, Response};
 use tokio::sync::Semaphore;
 
@@ -277,6 +279,7 @@ pub async fn run(home: &Path, options: RunOptions) -> Result<(), ServiceError> {
     let audit = Audit {
         home: home.dir.clone(),
         key: net_key.clone(),
+        tracker: key.public().to_peer_id(),
         network,
         slot: Arc::new(Semaphore::new(1)),
     };
@@ -436,6 +439,8 @@ async fn start_replica(
 struct Audit {
     home: PathBuf,
     key: Keypair,
+    /// The tracker key's peer id (it signs replica set changes).
+    tracker: PeerId,
     network: crowd_protocol::NetworkId,
     slot: Arc<Semaphore>,
 }
@@ -511,12 +516,21 @@ async fn serve_requests(
         };
         let (writer, audit) = (writer.clone(), audit.clone());
         tokio::spawn(async move {
-            if let crowd_protocol::TrackerRequest::Head { upto } = request {
-                req.respond(audit.head(upto).await);
-                drop(permit);
-                return;
-            }
-            let response = match writer.request(req.peer, request).await {
+            let answer = match request {
+                crowd_protocol::TrackerRequest::Head { upto } => {
+                    req.respond(audit.head(upto).await);
+                    drop(permit);
+                    return;
+                }
+                crowd_protocol::TrackerRequest::Replicas => writer.replicas(),
+                crowd_protocol::TrackerRequest::ChangeReplicas(signed) => {
+                    writer
+                        .change_replicas(&audit.network, &audit.tracker, &signed)
+                        .await
+                }
+                request => writer.request(req.peer, request).await,
+            };
+            let response = match answer {
                 Ok(r) => Response::Tracker(r),
                 Err(message) => Response::Error { message },
             };

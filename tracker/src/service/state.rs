@@ -966,10 +966,36 @@ impl<S: Store> State<S> {
             }
             TrackerRequest::Deals(query) => self.deals(peer, query),
             TrackerRequest::OwnManifests { after } => self.own_manifests(peer, after),
-            TrackerRequest::Head { .. } => Err(ServiceError::Config(
-                "a head statement is answered by the tracker service, not the ledger owner".into(),
-            )),
+            TrackerRequest::Log { from } => self.log_page(from),
+            TrackerRequest::Head { .. } | TrackerRequest::Replicas | TrackerRequest::ChangeReplicas(_) => {
+                Err(ServiceError::Config(
+                    "this is answered by the tracker service, not the ledger owner".into(),
+                ))
+            }
         }
+    }
+
+    /// Stored log entries from `from` (as stored: the reader checks them),
+    /// at most [`crowd_protocol::tracker::MAX_LOG_PAGE`] and about
+    /// [`crowd_protocol::tracker::MAX_LOG_PAGE_BYTES`].
+    fn log_page(&self, from: u64) -> Result<TrackerResponse, ServiceError> {
+        use crowd_protocol::tracker::{MAX_LOG_PAGE, MAX_LOG_PAGE_BYTES};
+        let genesis = stored_genesis(&self.store)?.ok_or_else(|| corrupt("the store has no genesis"))?;
+        let total = self.ledger.log_len();
+        let mut entries = Vec::new();
+        let mut bytes = 0;
+        for (k, v) in self.store.scan(keys::LOG, &keys::log(from), MAX_LOG_PAGE)? {
+            if u64_suffix(&k)? != from + entries.len() as u64 || bytes >= MAX_LOG_PAGE_BYTES {
+                break;
+            }
+            bytes += v.len();
+            entries.push(Blob(v));
+        }
+        Ok(TrackerResponse::Log(crowd_protocol::LogPage {
+            genesis: Blob(to_cbor(&genesis)),
+            total,
+            entries,
+        }))
     }
 
     /// A signed request must come from its signer.

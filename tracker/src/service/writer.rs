@@ -140,6 +140,33 @@ impl Writer {
         }
     }
 
+    /// The replica set (a single tracker has none).
+    pub fn replicas(&self) -> Result<TrackerResponse, String> {
+        match self {
+            Self::Single(_) => Err("a single tracker has no replica set".into()),
+            Self::Replica { raft, id, .. } => {
+                Ok(TrackerResponse::Replicas(super::raft::members::view(raft, *id)))
+            }
+        }
+    }
+
+    /// An operator's signed change of the replica set (on the leader).
+    pub async fn change_replicas(
+        &self,
+        network: &crowd_protocol::NetworkId,
+        tracker: &PeerId,
+        signed: &crowd_protocol::Signed<crowd_protocol::MembershipChange>,
+    ) -> Result<TrackerResponse, String> {
+        match self {
+            Self::Single(_) => Err("a single tracker has no replica set".into()),
+            Self::Replica { raft, id, .. } => {
+                super::raft::members::change(raft, *id, network, tracker, signed)
+                    .await
+                    .map(TrackerResponse::ReplicasChanged)
+            }
+        }
+    }
+
     pub async fn work(&self) -> Result<Work, ServiceError> {
         self.owner().work().await
     }

@@ -1,14 +1,28 @@
 //! `crowd ledger verify`: every tracker replica (or the one tracker) replays
-//! its stored ledger log from genesis and signs the head it reaches; the
-//! heads at one log position must be the same. A replica whose log does not
-//! replay (tampered or damaged on disk), that does not answer, or whose
-//! signed head differs from the others' is named, and the command fails.
+//! its stored ledger log from genesis and signs the head it reaches, and
+//! this command replays the log itself, downloaded from a replica that
+//! states the head most of them state, with the pure ledger (the same code
+//! the tracker runs). It then checks, at one log position:
+//!
+//! - the downloaded log replays from genesis (every entry re-applied, its
+//!   events and hash chain checked) to the head most replicas signed;
+//! - every replica signed that head; and
+//! - every replica serves that same log, entry by entry (compared by each
+//!   entry's chain head, so only one log is replayed).
+//!
+//! A replica that does not answer, whose own replay fails, that signs
+//! another head or serves another history is named, and the command fails.
+//! What it cannot catch: a majority that agrees on one false history
+//! replays here as the truth — a history is only as good as the signed
+//! client requests in it (which no replica can forge) and the epochs'
+//! tracker signatures.
 
 use std::path::Path;
 
 use anyhow::{bail, Result};
 use crowd_protocol::libp2p::PeerId;
 use crowd_protocol::{HeadStatement, TrackerRequest, TrackerResponse};
+use crowd_tracker::{LogEntry, Replayer};
 
 use crate::devnet::tracker::TrackerConn;
 
@@ -75,19 +89,54 @@ pub fn verify(home: &Path, json: bool) -> Result<()> {
     }
     counts.sort_by(|a, b| b.1.cmp(&a.1));
     let agreed = counts.first().map(|(h, _)| *h);
+    // replay here a log that reaches it, from the first replica serving one
+    let mut served: Vec<(PeerId, String)> = Vec::new();
+    let mut reference: Option<(PeerId, Vec<[u8; 32]>)> = None;
+    for (peer, h) in &at {
+        if !matches!(h, Ok(s) if Some(s.head) == agreed) {
+            continue;
+        }
+        match replay_from(&conn, *peer, &network, upto) {
+            Ok((head, chain)) if Some(head) == agreed => {
+                reference = Some((*peer, chain));
+                break;
+            }
+            Ok((head, _)) => served.push((
+                *peer,
+                format!(
+                    "signs head {} but the log it serves replays here to {}",
+                    hex::encode(agreed.unwrap_or_default()),
+                    hex::encode(head)
+                ),
+            )),
+            Err(e) => served.push((*peer, format!("the log it serves does not replay here: {e:#}"))),
+        }
+    }
     let mut bad = Vec::new();
     let mut rows = Vec::new();
     for (peer, h) in &at {
-        let verdict = match h {
-            Ok(s) if Some(s.head) == agreed => "agrees".to_string(),
-            Ok(s) => format!("states another head {}", hex::encode(s.head)),
-            Err(e) => format!("{e:#}"),
+        let verdict = if let Some((_, why)) = served.iter().find(|(p, _)| p == peer) {
+            why.clone()
+        } else {
+            match (h, &reference) {
+                (Err(e), _) => format!("{e:#}"),
+                (Ok(s), _) if Some(s.head) != agreed => {
+                    format!("states another head {}", hex::encode(s.head))
+                }
+                (Ok(_), None) => "no replica serves a log that replays to this head".to_string(),
+                (Ok(_), Some((from, _))) if from == peer => "agrees".to_string(),
+                (Ok(_), Some((_, chain))) => match same_history(&conn, *peer, chain) {
+                    Ok(()) => "agrees".to_string(),
+                    Err(e) => format!("{e:#}"),
+                },
+            }
         };
         if verdict != "agrees" {
             bad.push(format!("replica {peer}: {verdict}"));
         }
         rows.push(serde_json::json!({ "peer": peer.to_string(), "verdict": verdict }));
     }
+    let replayed_from = reference.as_ref().map(|(p, _)| p.to_string());
     if json {
         println!(
             "{}",
@@ -95,6 +144,7 @@ pub fn verify(home: &Path, json: bool) -> Result<()> {
                 "entries": upto,
                 "head": agreed.map(hex::encode),
                 "replicas": rows,
+                "replayed_from": replayed_from,
                 "ok": bad.is_empty(),
             })
         );
@@ -104,10 +154,79 @@ pub fn verify(home: &Path, json: bool) -> Result<()> {
     }
     if !json {
         println!(
-            "ledger ok: {upto} entries, head {}, the same on {} tracker replica(s)",
+            "ledger ok: {upto} entries, head {}, replayed here from {}'s log, the same on {} tracker replica(s)",
             agreed.map(hex::encode).unwrap_or_default(),
+            replayed_from.unwrap_or_default(),
             at.len()
         );
     }
     Ok(())
+}
+
+/// One page of `peer`'s stored log from `from`.
+fn log_page(conn: &TrackerConn, peer: PeerId, from: u64) -> Result<crowd_protocol::LogPage> {
+    match conn.ask_peer(peer, TrackerRequest::Log { from })? {
+        TrackerResponse::Log(page) => Ok(page),
+        other => bail!("unexpected answer to Log: {other:?}"),
+    }
+}
+
+/// `peer`'s log entries `0..upto`, each decoded, passed to `each`.
+fn each_entry(
+    conn: &TrackerConn,
+    peer: PeerId,
+    upto: u64,
+    mut each: impl FnMut(LogEntry) -> Result<()>,
+) -> Result<()> {
+    let mut next = 0;
+    while next < upto {
+        let page = log_page(conn, peer, next)?;
+        if page.entries.is_empty() {
+            bail!("its log ends at entry {next}, before the {upto} it stated");
+        }
+        for blob in page.entries.iter().take((upto - next) as usize) {
+            let entry: LogEntry = crowd_protocol::wire::from_cbor("log entry", &blob.0)?;
+            if entry.index != next {
+                bail!("it served entry {} where entry {next} belongs", entry.index);
+            }
+            each(entry)?;
+            next += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Downloads `peer`'s log up to `upto` entries and replays it here from its
+/// genesis (which must be this network's): the head it reaches and the
+/// chain head after each entry.
+fn replay_from(
+    conn: &TrackerConn,
+    peer: PeerId,
+    network: &crowd_protocol::NetworkId,
+    upto: u64,
+) -> Result<([u8; 32], Vec<[u8; 32]>)> {
+    let first = log_page(conn, peer, 0)?;
+    let genesis: crowd_tracker::LedgerConfig = crowd_protocol::wire::from_cbor("genesis", &first.genesis.0)?;
+    let mut replayer = Replayer::new(genesis)?;
+    if replayer.ledger().network() != *network {
+        bail!("its genesis is another network's");
+    }
+    let mut chain = Vec::with_capacity(upto as usize);
+    each_entry(conn, peer, upto, |entry| {
+        replayer.push(&entry)?;
+        chain.push(replayer.ledger().head());
+        Ok(())
+    })?;
+    Ok((replayer.finish()?.head(), chain))
+}
+
+/// Checks that `peer` serves the log whose chain heads are `chain`.
+fn same_history(conn: &TrackerConn, peer: PeerId, chain: &[[u8; 32]]) -> Result<()> {
+    each_entry(conn, peer, chain.len() as u64, |entry| {
+        let i = entry.index as usize;
+        if entry.head() != chain[i] {
+            bail!("serves another history from entry {i} on than the log replayed here");
+        }
+        Ok(())
+    })
 }

@@ -35,6 +35,7 @@
 // openraft's error types are large by design; they are what its traits return
 #![allow(clippy::result_large_err)]
 
+pub mod members;
 pub mod network;
 pub mod replica;
 pub mod store;

@@ -72,19 +72,21 @@ impl TrackerConn {
         self.link
             .peers()
             .iter()
-            .map(|(peer, _)| {
-                let answer = match self.rt.block_on(
-                    self.net
-                        .request(*peer, crowd_protocol::Request::Tracker(request.clone())),
-                ) {
-                    Ok(Response::Tracker(r)) => Ok(r),
-                    Ok(Response::Error { message }) => Err(anyhow::anyhow!("{message}")),
-                    Ok(other) => Err(anyhow::anyhow!("unexpected answer {other:?}")),
-                    Err(e) => Err(anyhow::anyhow!("{e}")),
-                };
-                (*peer, answer)
-            })
+            .map(|(peer, _)| (*peer, self.ask_peer(*peer, request.clone())))
             .collect()
+    }
+
+    /// `request` sent to `peer` (one replica, answering for itself).
+    pub fn ask_peer(&self, peer: PeerId, request: TrackerRequest) -> Result<TrackerResponse> {
+        match self
+            .rt
+            .block_on(self.net.request(peer, crowd_protocol::Request::Tracker(request)))
+        {
+            Ok(Response::Tracker(r)) => Ok(r),
+            Ok(Response::Error { message }) => Err(anyhow::anyhow!("{message}")),
+            Ok(other) => Err(anyhow::anyhow!("unexpected answer {other:?}")),
+            Err(e) => Err(anyhow::anyhow!("{e}")),
+        }
     }
 
     pub fn info(&self) -> Result<TrackerInfo> {
