@@ -391,39 +391,49 @@ pub fn free_port() -> u16 {
 pub fn tracker_replicas(n: usize, epoch_secs: f64) -> Vec<Daemon> {
     let key = Keypair::generate_ed25519();
     let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
-    let mut homes = Vec::new();
-    for _ in 0..n {
-        let run = vec![
-            "run".to_string(),
-            "--epoch-secs".to_string(),
-            epoch_secs.to_string(),
-        ];
-        let d = Daemon::new("crowd-tracker", "tracker.json", run, None);
-        write_key(&d.path("identity.key"), &key);
-        d.init(&["--devnet"]);
-        let out = d.exec(&["replica-id"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let peer = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        homes.push((d, peer));
-    }
+    let homes: Vec<(Daemon, String)> = (0..n).map(|_| replica_home(&key, epoch_secs)).collect();
     let list: Vec<String> = homes
         .iter()
         .zip(&ports)
         .enumerate()
-        .map(|(i, ((_, peer), port))| format!("{} {peer} /ip4/127.0.0.1/tcp/{port}", i + 1))
+        .map(|(i, ((_, peer), port))| replica_line(i as u64 + 1, peer, *port))
         .collect();
     let mut out = Vec::new();
     for (i, (mut d, _)) in homes.into_iter().enumerate() {
-        d.write_config(&format!(
-            "listen = [\"/ip4/127.0.0.1/tcp/{}\"]\nmetrics_address = \"127.0.0.1:0\"\nfaucet = true\nreplica_id = {}\nreplicas = {:?}\n",
-            ports[i],
-            i + 1,
-            list
-        ));
+        configure_replica(&d, ports[i], i as u64 + 1, &list);
         d.start();
         out.push(d);
     }
     out
+}
+
+/// A tracker replica's home sharing the tracker `key` (so the devnet
+/// genesis), not yet configured, and its replica peer id.
+pub fn replica_home(key: &Keypair, epoch_secs: f64) -> (Daemon, String) {
+    let run = vec![
+        "run".to_string(),
+        "--epoch-secs".to_string(),
+        epoch_secs.to_string(),
+    ];
+    let d = Daemon::new("crowd-tracker", "tracker.json", run, None);
+    write_key(&d.path("identity.key"), key);
+    d.init(&["--devnet"]);
+    let out = d.exec(&["replica-id"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let peer = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (d, peer)
+}
+
+/// A replica set entry: "ID PEER /ip4/127.0.0.1/tcp/PORT".
+pub fn replica_line(id: u64, peer: &str, port: u16) -> String {
+    format!("{id} {peer} /ip4/127.0.0.1/tcp/{port}")
+}
+
+/// Configures replica `id` of the set `list`, listening on `port`.
+pub fn configure_replica(d: &Daemon, port: u16, id: u64, list: &[String]) {
+    d.write_config(&format!(
+        "listen = [\"/ip4/127.0.0.1/tcp/{port}\"]\nmetrics_address = \"127.0.0.1:0\"\nfaucet = true\nreplica_id = {id}\nreplicas = {list:?}\n",
+    ));
 }
 
 /// How to start a storage node.

@@ -372,6 +372,8 @@ async fn ledger_verify_names_a_replica_whose_log_was_tampered_with() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("the same on 3 tracker replica(s)"), "{stdout}");
+    // the log was also downloaded and replayed by the command itself
+    assert!(stdout.contains("replayed here from 12D3"), "{stdout}");
 
     // damage a follower's log on disk while it is stopped
     let victim = (leader + 1) % 3;
@@ -402,4 +404,122 @@ async fn ledger_verify_names_a_replica_whose_log_was_tampered_with() {
             assert!(!stderr.contains(&r.peer.to_string()), "{stderr}");
         }
     }
+}
+
+/// `crowd-tracker replica list --json` from `d`'s home.
+fn replica_set(d: &Daemon) -> crowd_protocol::ReplicaSetView {
+    let out = d.exec(&["replica", "list", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn voters(view: &crowd_protocol::ReplicaSetView) -> Vec<u64> {
+    view.members.iter().filter(|m| m.voter).map(|m| m.id).collect()
+}
+
+/// Membership changes are commands: a fourth replica is added to a running
+/// set (it catches up, then votes), a dead one is removed, and then a write
+/// commits with two of the three original replicas gone — only because the
+/// new one counts. A change not signed with the tracker key, or made against
+/// a membership no longer in force, is refused with one line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_are_added_and_removed_by_command() {
+    use crowd_protocol::{MembershipChange, ReplicaChange, Signed};
+    use crowd_tests::{configure_replica, free_port, replica_home, replica_line};
+    let mut replicas = tracker_replicas(3, EPOCH_SECS);
+    let mut clients = clients_for(&replicas, 94).await;
+    let me = clients[0].as_ref().unwrap().peer();
+    let faucet = |amount| TrackerRequest::Faucet { account: me, amount };
+    let (leader, _) = write(&clients, faucet(5)).await;
+    let before = replica_set(&replicas[0]);
+    assert_eq!(voters(&before), vec![1, 2, 3]);
+    assert_eq!(before.leader, Some(leader as u64 + 1));
+
+    // a fourth replica: the tracker key, its own identity, the set plus itself
+    let tracker_key = crowd_protocol::libp2p::identity::Keypair::from_protobuf_encoding(
+        &std::fs::read(replicas[0].path("identity.key")).unwrap(),
+    )
+    .unwrap();
+    let (mut fourth, peer) = replica_home(&tracker_key, EPOCH_SECS);
+    let port = free_port();
+    let mut list: Vec<String> = replicas
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let port = r.tcp_addr().iter().find_map(|p| match p {
+                crowd_protocol::libp2p::multiaddr::Protocol::Tcp(port) => Some(port),
+                _ => None,
+            });
+            replica_line(i as u64 + 1, &replicas[i].peer.to_string(), port.unwrap())
+        })
+        .collect();
+    list.push(replica_line(4, &peer, port));
+    configure_replica(&fourth, port, 4, &list);
+    fourth.start();
+    let addr = format!("/ip4/127.0.0.1/tcp/{port}");
+    let out = replicas[0].exec(&["replica", "add", "4", &peer, &addr]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("replica 4 voter"), "{stdout}");
+    let added = replica_set(&replicas[1]);
+    assert_eq!(voters(&added), vec![1, 2, 3, 4]);
+    // it holds the same ledger as the others
+    let target = verify(&replicas[leader], None)["entries"].as_u64().unwrap();
+    eventually(WAIT, "the new replica catches up", || async {
+        (verify(&fourth, None)["entries"].as_u64().unwrap() >= target).then_some(())
+    })
+    .await;
+    assert_eq!(
+        verify(&fourth, Some(target))["head"],
+        verify(&replicas[leader], Some(target))["head"]
+    );
+
+    // refused: a change signed with another key, and one against an old membership
+    let network = clients[leader].as_ref().unwrap().info().await.network;
+    let change = |config: &str| MembershipChange {
+        config: config.into(),
+        change: ReplicaChange::Remove { id: 4 },
+    };
+    let lead = clients[leader].as_ref().unwrap();
+    let forged = Signed::sign(&seeded_key(95), &network, &change(&added.config)).unwrap();
+    let e = lead
+        .ask(TrackerRequest::ChangeReplicas(forged))
+        .await
+        .unwrap_err();
+    assert!(
+        e.contains("must be signed with the tracker key") && !e.contains('\n'),
+        "{e}"
+    );
+    let stale = Signed::sign(&tracker_key, &network, &change(&before.config)).unwrap();
+    let e = lead.ask(TrackerRequest::ChangeReplicas(stale)).await.unwrap_err();
+    assert!(e.contains("the replica set changed") && !e.contains('\n'), "{e}");
+    assert_eq!(voters(&replica_set(&replicas[leader])), vec![1, 2, 3, 4]);
+    let _ = lead;
+
+    // a follower dies and is removed
+    let dead = (leader + 1) % 3;
+    replicas[dead].kill();
+    clients[dead] = None;
+    let out = replicas[leader].exec(&["replica", "remove", &(dead as u64 + 1).to_string()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let after = replica_set(&replicas[leader]);
+    let mut expect: Vec<u64> = vec![1, 2, 3, 4];
+    expect.retain(|id| *id != dead as u64 + 1);
+    assert_eq!(voters(&after), expect);
+    assert!(after.members.iter().all(|m| m.id != dead as u64 + 1));
+
+    // the other original follower stops too: the leader and the new replica
+    // are two of three voters, so writes still commit
+    let other = (leader + 2) % 3;
+    replicas[other].kill();
+    clients[other] = None;
+    let (again, r) = write(&clients, faucet(7)).await;
+    assert_eq!(again, leader);
+    assert!(matches!(r, TrackerResponse::Minted { .. }), "{r:?}");
+    let account = clients[leader].as_ref().unwrap().account(me).await;
+    assert_eq!(account.available, 12, "{account:?}");
 }

@@ -1,9 +1,9 @@
 //! `crowd-tracker replica list | add | remove`: the operator's view and
 //! changes of a running replica set (issue #15), from a replica's home (its
 //! config names the set; its `identity.key`, the tracker key, signs the
-//! change). The command is a short-lived libp2p peer of its own on
-//! loopback-or-any, like `crowd`: it asks whichever replica answers and
-//! follows the leader.
+//! change). The command is a short-lived libp2p peer of its own (it only
+//! dials out), like `crowd`: it asks whichever replica answers and follows
+//! the leader.
 //!
 //! Adding is two committed changes: the new replica joins as a learner and
 //! receives the log; once the leader has replicated everything it had when
@@ -60,7 +60,7 @@ impl Admin {
             .map(|r| parse_replica(r).map_err(config_err))
             .collect::<Result<Vec<_>, _>>()?;
         let link = TrackerLink::new(peers);
-        let listen: Multiaddr = "/ip4/0.0.0.0/tcp/0".parse().map_err(config_err)?;
+        let listen: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().map_err(config_err)?;
         let (net, _inbound) = Network::start(
             Keypair::generate_ed25519(),
             NetworkConfig {
