@@ -100,7 +100,19 @@ fn up_status_down_and_up_again() {
     let home = home.path();
     let _down = Down(home);
 
-    let out = crowd(home, &["devnet", "up", "--nodes", "3", "--epoch-secs", "1"]);
+    let out = crowd(
+        home,
+        &[
+            "devnet",
+            "up",
+            "--nodes",
+            "3",
+            "--epoch-secs",
+            "1",
+            "--trackers",
+            "1",
+        ],
+    );
     assert!(out.status.success(), "up failed: {}", text(&out.stderr));
     assert!(text(&out.stdout).contains("devnet up"), "{}", text(&out.stdout));
 
@@ -155,7 +167,7 @@ fn up_status_down_and_up_again() {
     assert!(available(tracker_addr, &client) >= 1_000_000_000_000_000);
 
     // a second `up` is refused in one line and leaves the devnet alone
-    let again = crowd(home, &["devnet", "up", "--nodes", "3"]);
+    let again = crowd(home, &["devnet", "up", "--nodes", "3", "--trackers", "1"]);
     assert!(!again.status.success());
     let err = text(&again.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -178,7 +190,19 @@ fn up_status_down_and_up_again() {
     }
 
     // up again resumes with the same identities
-    let out = crowd(home, &["devnet", "up", "--nodes", "3", "--epoch-secs", "1"]);
+    let out = crowd(
+        home,
+        &[
+            "devnet",
+            "up",
+            "--nodes",
+            "3",
+            "--epoch-secs",
+            "1",
+            "--trackers",
+            "1",
+        ],
+    );
     assert!(out.status.success(), "second up failed: {}", text(&out.stderr));
     let resumed = processes(&status_json(home));
     let ids = |ps: &[Value]| ps.iter().map(|p| p["peer_id"].clone()).collect::<Vec<_>>();
@@ -204,7 +228,19 @@ fn a_process_that_fails_to_start_is_named_and_nothing_is_left_running() {
     // a tracker home whose config cannot load: `up` reuses it and the tracker exits
     std::fs::create_dir_all(home.join("devnet/tracker")).unwrap();
     std::fs::write(home.join("devnet/tracker/config.toml"), "this is not TOML [\n").unwrap();
-    let out = crowd(home, &["devnet", "up", "--nodes", "2", "--timeout", "30"]);
+    let out = crowd(
+        home,
+        &[
+            "devnet",
+            "up",
+            "--nodes",
+            "2",
+            "--timeout",
+            "30",
+            "--trackers",
+            "1",
+        ],
+    );
     assert!(!out.status.success());
     let err = text(&out.stderr);
     let last = err.lines().last().unwrap();

@@ -45,6 +45,8 @@ impl Devnet {
             "6",
             "--epoch-secs",
             "2",
+            "--trackers",
+            "1",
             "--timeout",
             "120",
         ]);

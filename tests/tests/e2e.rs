@@ -23,28 +23,32 @@ struct Devnet {
 
 impl Devnet {
     fn up(nodes: usize, epoch_secs: &str) -> Self {
-        Self::up_with(nodes, epoch_secs, 1)
+        Self::up_with(nodes, epoch_secs, Some(1))
     }
 
     /// A devnet with `trackers` tracker processes (a replica set beyond 1).
-    fn up_with(nodes: usize, epoch_secs: &str, trackers: usize) -> Self {
+    /// `trackers`: `None` takes `devnet up`'s default.
+    fn up_with(nodes: usize, epoch_secs: &str, trackers: Option<usize>) -> Self {
         let turn = ONE_AT_A_TIME
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let home = tempfile::tempdir().unwrap();
         let net = Self { home, _turn: turn };
-        let args = [
+        let nodes = nodes.to_string();
+        let mut args = vec![
             "devnet",
             "up",
             "--nodes",
-            &nodes.to_string(),
+            &nodes,
             "--epoch-secs",
             epoch_secs,
-            "--trackers",
-            &trackers.to_string(),
             "--timeout",
             "120",
         ];
+        let trackers = trackers.map(|n| n.to_string());
+        if let Some(n) = &trackers {
+            args.extend(["--trackers", n]);
+        }
         let out = net.crowd(&args);
         assert!(
             out.status.success(),
@@ -210,14 +214,14 @@ impl Drop for Spawned {
     }
 }
 
-/// `crowd devnet up --trackers 3`: nodes and the client follow the replica
+/// `crowd devnet up` (three tracker replicas by default): nodes and the client follow the replica
 /// set. The leader is SIGKILLed; a put and a get issued right after succeed
 /// (the client follows the next leader); the killed replica restarts and
 /// catches up; all three ledgers verify to the same head and totals at one
 /// position; both files come back identical.
 #[test]
 fn a_devnet_of_three_tracker_replicas_puts_and_gets_across_the_leaders_sigkill() {
-    let net = Devnet::up_with(6, "1", 3);
+    let net = Devnet::up_with(6, "1", None);
     let a = random_bytes(1_500_000, 31);
     let root_a = root_of(&net.put("a", &a, &[]));
     let trackers: Vec<Value> = net

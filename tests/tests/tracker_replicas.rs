@@ -523,3 +523,168 @@ async fn replicas_are_added_and_removed_by_command() {
     let account = clients[leader].as_ref().unwrap().account(me).await;
     assert_eq!(account.available, 12, "{account:?}");
 }
+
+/// A tmpfs mounted over a directory (its contents kept), unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn over(dir: &std::path::Path, size_mib: u64) -> Self {
+        let keep = tempfile::tempdir().unwrap();
+        let run = |cmd: &str, args: &[&std::ffi::OsStr]| {
+            let out = std::process::Command::new(cmd).args(args).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{cmd} {args:?}: {} (this test mounts a tmpfs: it runs as root, as ./scripts/test does)",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let copy_in = dir.join(".");
+        run(
+            "cp",
+            &["-a".as_ref(), copy_in.as_os_str(), keep.path().as_os_str()],
+        );
+        let size = format!("size={size_mib}m");
+        run(
+            "mount",
+            &[
+                "-t".as_ref(),
+                "tmpfs".as_ref(),
+                "-o".as_ref(),
+                size.as_ref(),
+                "tmpfs".as_ref(),
+                dir.as_os_str(),
+            ],
+        );
+        let copy_back = keep.path().join(".");
+        run("cp", &["-a".as_ref(), copy_back.as_os_str(), dir.as_os_str()]);
+        Self(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Fills the file system holding `path` with a file there, to the last byte.
+fn fill(path: &std::path::Path) -> u64 {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let block = vec![0xa5u8; 1 << 16];
+    let mut written = 0u64;
+    loop {
+        match f.write(&block) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => written += n as u64,
+        }
+    }
+    // the last partial block, byte by byte
+    while let Ok(1) = f.write(&[0]) {
+        written += 1;
+    }
+    let _ = f.sync_all();
+    written
+}
+
+/// A follower whose disk fills up stops with one line naming the cause;
+/// the other two go on committing (nothing acknowledged is lost); given
+/// room again and restarted, it catches up to the same head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_disk_fills_stops_with_one_line_and_catches_up() {
+    use crowd_tests::{configure_replica, free_port, replica_home, replica_line};
+    let key = crowd_protocol::libp2p::identity::Keypair::generate_ed25519();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let homes: Vec<(Daemon, String)> = (0..3).map(|_| replica_home(&key, EPOCH_SECS)).collect();
+    let list: Vec<String> = homes
+        .iter()
+        .enumerate()
+        .map(|(i, (_, peer))| replica_line(i as u64 + 1, peer, ports[i]))
+        .collect();
+    // replica 3 keeps its stores (the ledger's and the Raft log's) on a
+    // file system of their own; its log lines stay on the roomy one
+    let home3 = homes[2].0.home.path().to_path_buf();
+    let small = home3.join("stores");
+    std::fs::create_dir(&small).unwrap();
+    let tmpfs = Tmpfs::over(&small, 256);
+    let moved = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(home3.join("db"))
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(moved.success());
+    std::fs::remove_dir_all(home3.join("db")).unwrap();
+    std::fs::create_dir(small.join("raft")).unwrap();
+    std::os::unix::fs::symlink(small.join("db"), home3.join("db")).unwrap();
+    std::os::unix::fs::symlink(small.join("raft"), home3.join("raft")).unwrap();
+    let mut replicas = Vec::new();
+    for (i, (mut d, _)) in homes.into_iter().enumerate() {
+        configure_replica(&d, ports[i], i as u64 + 1, &list);
+        d.start();
+        replicas.push(d);
+    }
+    let mut clients = clients_for(&replicas, 96).await;
+    let me = clients[0].as_ref().unwrap().peer();
+    let faucet = |amount| TrackerRequest::Faucet { account: me, amount };
+    let (mut leader, _) = write(&clients, faucet(1)).await;
+    let mut minted = 1u128;
+    if leader == 2 {
+        // the full disk is to be a follower's: hand leadership on by a restart
+        replicas[2].restart();
+        clients[2] = Some(Client::start(&replicas[2], seeded_key(96)).await);
+        leader = write(&clients, faucet(1)).await.0;
+        minted += 1;
+        assert_ne!(leader, 2, "replica 3 leads again");
+    }
+    let filled = fill(&small.join("filler"));
+    assert!(filled > 0);
+
+    // incompressible manifests, committed to every replica's Raft log,
+    // until the full follower stops (bounded: 800 × 60 KiB = 47 MiB)
+    let mut sent = 0u64;
+    while replicas[2].is_running() && sent < 800 {
+        let request = TrackerRequest::RegisterManifest {
+            root: random_bytes(36, 1_000 + sent),
+            manifest: random_bytes(60 << 10, 2_000 + sent),
+            file: None,
+        };
+        let _ = clients[leader].as_ref().unwrap().ask(request).await;
+        if sent % 25 == 0 {
+            let (l, _) = write(&clients, faucet(1)).await;
+            assert_eq!(l, leader);
+            minted += 1;
+        }
+        sent += 1;
+    }
+    assert!(
+        !replicas[2].is_running(),
+        "replica 3 kept running with a full disk after {sent} large writes"
+    );
+    let stderr = std::fs::read_to_string(replicas[2].path("stderr.log")).unwrap();
+    let last = stderr
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("crowd-tracker:"))
+        .unwrap_or_default();
+    assert!(last.to_lowercase().contains("no space left"), "{stderr}");
+    eprintln!("replica 3 stopped after {sent} large writes: {last}");
+    // the other two go on
+    clients[2] = None;
+    write(&clients, faucet(5)).await;
+    let account = clients[leader].as_ref().unwrap().account(me).await;
+    assert_eq!(account.available, minted + 5, "every acknowledged mint is there");
+
+    // room again: it restarts, catches up and agrees
+    std::fs::remove_file(small.join("filler")).unwrap();
+    replicas[2].restart();
+    let reports = caught_up(&replicas, 2, leader).await;
+    assert_eq!(reports[2]["head"], reports[leader]["head"]);
+    assert_eq!(reports[2]["entries"], reports[leader]["entries"]);
+    // unmounted before the homes are removed
+    replicas[2].kill();
+    drop(tmpfs);
+}

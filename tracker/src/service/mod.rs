@@ -260,11 +260,22 @@ pub async fn run(home: &Path, options: RunOptions) -> Result<(), ServiceError> {
     };
     let (net, inbound) = Network::start(net_key.clone(), net_config).await?;
     let (owner, owner_thread) = Owner::spawn(state)?;
+    let (raft_stopped_tx, raft_stopped) = tokio::sync::oneshot::channel::<String>();
     let writer = if replicas.is_empty() {
         metrics.leads.set(1);
+        drop(raft_stopped_tx);
         writer::Writer::Single(owner.clone())
     } else {
-        start_replica(&home, config.replica_id, &replicas, &net, &owner, &metrics).await?
+        start_replica(
+            &home,
+            config.replica_id,
+            &replicas,
+            &net,
+            &owner,
+            &metrics,
+            raft_stopped_tx,
+        )
+        .await?
     };
     let (owner_done_tx, owner_done) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
@@ -348,6 +359,7 @@ pub async fn run(home: &Path, options: RunOptions) -> Result<(), ServiceError> {
             Ok(Err(e)) => Err(e),
             _ => Err(ServiceError::Stopped),
         },
+        Ok(why) = raft_stopped => Err(ServiceError::Store(why)),
     };
     let _ = std::fs::remove_file(home.info());
     serving.abort();
@@ -376,6 +388,7 @@ async fn start_replica(
     net: &Network,
     owner: &Owner,
     metrics: &Arc<metrics::Metrics>,
+    stopped: tokio::sync::oneshot::Sender<String>,
 ) -> Result<writer::Writer, ServiceError> {
     let db = raft::store::open_db(&home.raft()).map_err(|e| {
         ServiceError::Store(format!("raft log {}: {}", home.raft().display(), e.into_string()))
@@ -411,13 +424,25 @@ async fn start_replica(
             Err(e) => tracing::debug!("the replica set was started before: {e}"),
         }
     }
-    // the `leads` gauge follows Raft's view of the leader
+    // the `leads` gauge follows Raft's view of the leader; a Raft stopped by
+    // a fatal error (its storage failed: a full disk, a dying one) stops
+    // the process with one line: what it acknowledged is on disk and the
+    // others go on; restarted with room, it catches up
     tokio::spawn({
         let (mut watch, metrics) = (raft.metrics(), metrics.clone());
         async move {
             loop {
-                let leads = watch.borrow().current_leader == Some(id);
-                metrics.leads.set(i64::from(leads));
+                let (leads, fatal) = {
+                    let m = watch.borrow();
+                    (m.current_leader == Some(id), m.running_state.clone().err())
+                };
+                metrics.leads.set(i64::from(leads && fatal.is_none()));
+                if let Some(fatal) = fatal {
+                    let line = format!("replica {id} stopped: Raft stopped on its own error: {fatal}");
+                    tracing::error!("{line}");
+                    let _ = stopped.send(line.replace('\n', " "));
+                    break;
+                }
                 if watch.changed().await.is_err() {
                     break;
                 }

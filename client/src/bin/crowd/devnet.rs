@@ -63,9 +63,10 @@ pub struct UpArgs {
     /// Length of an epoch in seconds (fractions allowed).
     #[arg(long, default_value_t = 2.0, value_name = "S")]
     pub epoch_secs: f64,
-    /// Tracker replicas (issue #15): 1 runs one tracker; more run a replica
-    /// set on one Raft log that nodes and this client follow.
-    #[arg(long, default_value_t = 1, value_name = "N")]
+    /// Tracker replicas: a replica set on one Raft log that nodes and this
+    /// client follow (it survives the loss of one of three); 1 runs a
+    /// single tracker.
+    #[arg(long, default_value_t = 3, value_name = "N")]
     pub trackers: usize,
     /// Seconds to wait for each stage (tracker ready, nodes ready, nodes registered).
     #[arg(long, default_value_t = 60, value_name = "S")]

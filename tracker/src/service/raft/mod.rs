@@ -1,4 +1,4 @@
-//! The tracker replicated on openraft (issue #15, in progress): every
+//! The tracker replicated on openraft (issue #15): every
 //! replica runs the single tracker's [`State`](super::State) — ledger, store
 //! and side records — and applies the same commands in Raft's log order.
 //!
@@ -24,13 +24,15 @@
 //!   calls from a peer outside the replica set are refused.
 //! - [`replica`]: one replica (tracker store, Raft log, swarm, owner
 //!   thread) started in a directory.
+//! - [`members`]: the replica set as a replica sees it, and the operator's
+//!   signed changes to it (`crowd-tracker replica add | remove`).
 //!
 //! Around it (docs/ARCHITECTURE.md, "Tracker replicas"): `crowd-tracker
 //! run` on a replica set (`service::writer`), nodes and clients following
 //! the leader (`crowd_protocol::tracker_link`), `crowd devnet up --trackers
-//! N`, and signed heads audited by `crowd ledger verify`. Not yet (issue #15
-//! stays open): snapshots (the log is kept whole, so a replica catches up
-//! from it however far behind) and membership commands.
+//! N`, and signed heads audited by `crowd ledger verify`. Not yet:
+//! snapshots (the log is kept whole, so a replica catches up from it
+//! however far behind).
 
 // openraft's error types are large by design; they are what its traits return
 #![allow(clippy::result_large_err)]
