@@ -305,15 +305,21 @@ fn get_from(
                             d.finish()?;
                             Ok(fetched)
                         }),
-                        // a capability holder checks the ciphertext's root as it streams
-                        (None, true) => {
+                        // an older private manifest names the ciphertext's
+                        // UnixFS root: a capability holder checks it as it
+                        // streams. One named by its layout needs no more:
+                        // the manifest (whose CID the capability names)
+                        // decoded with its root equal to its layout's CID,
+                        // each piece is checked against the layout as it
+                        // arrives, and the AEAD checks every plaintext byte
+                        (None, true) if m.root.codec() != crowd_protocol::LAYOUT_CODEC => {
                             let mut d = decrypt_to(&mut w, key, *plain_len, &range);
                             let fetched =
                                 pipeline::with_root_check(&mut d, &params, &m.root, |out| retrieve(out))?;
                             d.finish()?;
                             Ok(fetched)
                         }
-                        (_, false) => {
+                        _ => {
                             let mut d = decrypt_to(&mut w, key, *plain_len, &range);
                             let fetched = retrieve(&mut d)?;
                             d.finish()?;

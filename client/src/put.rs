@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use crowd_chunker::{ChunkerKind, DagParams, DagRoot, HashAlg};
+use crowd_chunker::{ChunkerKind, DagParams, HashAlg};
 use crowd_erasure::{Encoder, Layout, Params};
 use crowd_protocol::libp2p::PeerId;
 use crowd_protocol::{
@@ -242,18 +242,20 @@ async fn run(home: &Path, job: &Job, progress: Option<&Callback>) -> Result<PutO
 
     // Pass 1: root CID(s) and layout.
     let bar = Progress::start(progress, Stage::Hashing, job.plain_size);
+    // the network root: the file's own root, or a private file's layout CID
     let (plain_root, root, layout) = {
         let (file, enc, bar) = (job.file.clone(), encoder.clone(), bar.clone());
         let (key, plain_size) = (job.key.clone(), job.plain_size);
         tokio::task::spawn_blocking(move || match key {
-            None => stream::address_and_layout(&file, &dag, &enc, &bar).map(|(r, l)| (r, r, l)),
-            Some(key) => stream::address_and_layout_private(&file, &dag, &enc, &key, plain_size, &bar),
+            None => stream::address_and_layout(&file, &dag, &enc, &bar).map(|(r, l)| (r, r.cid, l)),
+            Some(key) => stream::address_and_layout_private(&file, &dag, &enc, &key, plain_size, &bar)
+                .map(|(r, l)| (r, crowd_protocol::layout_cid(&l), l)),
         })
         .await
         .map_err(|e| anyhow!("hashing stopped: {e}"))??
     };
     bar.finish_and_clear();
-    if plain_root.size != job.plain_size || root.size != job.size || layout.file_len() != job.size {
+    if plain_root.size != job.plain_size || layout.file_len() != job.size {
         bail!("{} changed while it was being read", job.file.display());
     }
 
@@ -278,7 +280,7 @@ async fn run(home: &Path, job: &Job, progress: Option<&Callback>) -> Result<PutO
                 name: job.name.clone(),
                 stored_at,
             };
-            let envelope = keys::seal_envelope(&keys::envelope_key(&session.key)?, &root.cid, &contents)?;
+            let envelope = keys::seal_envelope(&keys::envelope_key(&session.key)?, &root, &contents)?;
             Some(Encryption {
                 scheme: crowd_protocol::ENCRYPTION_SCHEME.into(),
                 segment_size: crowd_protocol::ENCRYPTION_SEGMENT,
@@ -288,7 +290,7 @@ async fn run(home: &Path, job: &Job, progress: Option<&Callback>) -> Result<PutO
             })
         }
     };
-    let (manifest, bytes) = manifest(&root, &dag, &layout, &placed, encryption)?;
+    let (manifest, bytes) = manifest(root, &dag, &layout, &placed, encryption)?;
     let manifest_cid = crowd_protocol::manifest_cid(&bytes);
     let deals: Vec<PutDeal> = placed
         .iter()
@@ -309,7 +311,7 @@ async fn run(home: &Path, job: &Job, progress: Option<&Callback>) -> Result<PutO
         data_shards: job.k as u64,
         parity_shards: job.m as u64,
         public: job.key.is_none(),
-        network_root: root.cid.to_string(),
+        network_root: root.to_string(),
         deals: deals
             .iter()
             .map(|d| RecordDeal {
@@ -670,7 +672,7 @@ async fn upload_and_publish(
 
 /// The manifest and its dag-cbor bytes.
 fn manifest(
-    root: &DagRoot,
+    root: crowd_chunker::Cid,
     dag: &DagParams,
     layout: &Layout,
     placed: &[Placed],
@@ -678,8 +680,8 @@ fn manifest(
 ) -> Result<(Manifest, Vec<u8>)> {
     let manifest = Manifest {
         version: MANIFEST_VERSION,
-        root: root.cid,
-        size: root.size,
+        root,
+        size: layout.file_len(),
         chunking: Chunking {
             chunker: match dag.chunking.kind() {
                 ChunkerKind::Fixed => "fixed",
@@ -928,7 +930,7 @@ mod tests {
                 end_epoch: 90,
             })
             .collect();
-        let (m, bytes) = manifest(&root, &dag, &layout, &placed, None).unwrap();
+        let (m, bytes) = manifest(root.cid, &dag, &layout, &placed, None).unwrap();
         assert_eq!(Manifest::decode(&bytes).unwrap(), m);
         assert_eq!(m.pieces.len(), 3);
         assert_eq!(m.chunking.chunker, "fixed");
@@ -942,7 +944,7 @@ mod tests {
             .unwrap()
             .encode_bytes(&[])
             .unwrap();
-        let (m, bytes) = manifest(&empty_root, &dag, &empty_layout, &[], None).unwrap();
+        let (m, bytes) = manifest(empty_root.cid, &dag, &empty_layout, &[], None).unwrap();
         assert!(m.pieces.is_empty());
         assert_eq!(crate::files::registration(&m, &bytes).unwrap(), None);
         assert_eq!(human(1536), "1.5 KiB");

@@ -113,8 +113,8 @@ pub mod wire;
 pub use error::ProtocolError;
 pub use libp2p;
 pub use manifest::{
-    Chunking, Encryption, Manifest, ManifestPiece, ENCRYPTION_SCHEME, ENCRYPTION_SEGMENT, MANIFEST_VERSION,
-    MAX_ENVELOPE,
+    layout_cid, Chunking, Encryption, Manifest, ManifestPiece, ENCRYPTION_SCHEME, ENCRYPTION_SEGMENT,
+    LAYOUT_CODEC, MANIFEST_VERSION, MAX_ENVELOPE,
 };
 pub use network::{InboundRequest, Network, NetworkConfig};
 pub use signed::{NetworkId, Signable, Signed, MAX_SIGNED_BODY};

@@ -73,13 +73,34 @@ pub const ENCRYPTION_SEGMENT: u64 = 1 << 20;
 /// Largest envelope in a manifest.
 pub const MAX_ENVELOPE: usize = 4096;
 
+/// Multicodec of a private file's network root, [`layout_cid`] (from the
+/// multicodec table's private-use range): what it addresses is the
+/// erasure layout, not a block.
+pub const LAYOUT_CODEC: u64 = 0x30_0001;
+
+/// A private file's network root: CIDv1 ([`LAYOUT_CODEC`], BLAKE3) of
+/// `derive_key("crowdstore private layout v1", cbor(layout))`. The layout
+/// names every piece by its hash, the pieces make the ciphertext, and the
+/// AEAD checks every plaintext byte: a DAG over the ciphertext would check
+/// nothing more, and hashing one cost a private put a pass over the file.
+pub fn layout_cid(layout: &crowd_erasure::Layout) -> Cid {
+    let digest = blake3::Hasher::new_derive_key("crowdstore private layout v1")
+        .update(&crate::wire::to_cbor(layout))
+        .finalize();
+    match cid::multihash::Multihash::<64>::wrap(0x1e, digest.as_bytes()) {
+        Ok(mh) => Cid::new_v1(LAYOUT_CODEC, mh),
+        Err(_) => unreachable!("a 32-byte digest fits a 64-byte multihash"),
+    }
+}
+
 /// A stored file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     pub version: u64,
-    /// The UnixFS root CID of the stored bytes: the file's own root for a
-    /// public file, the root of its ciphertext for a private one (the
-    /// plaintext root is only inside the envelope).
+    /// The file's network root: its UnixFS root CID for a public file; for
+    /// a private one [`layout_cid`] of its layout (manifests written before
+    /// that name the UnixFS root of the ciphertext, checked as it streams).
+    /// A private file's plaintext root is only inside the envelope.
     pub root: Cid,
     /// Bytes stored (the ciphertext's length for a private file).
     pub size: u64,
@@ -146,12 +167,18 @@ impl Manifest {
             if e.envelope.is_empty() || e.envelope.len() > MAX_ENVELOPE {
                 return Err(bad(format!("envelope of {} bytes", e.envelope.len())));
             }
+            if m.root.codec() == LAYOUT_CODEC && m.root != layout_cid(&m.layout) {
+                return Err(bad("its root is not its layout's CID".into()));
+            }
             // every ciphertext has at least its last segment's tag
             let seg = ENCRYPTION_SEGMENT + 16;
             let rest = m.size % seg;
             if m.size == 0 || (rest != 0 && rest < 16) {
                 return Err(bad(format!("{} bytes is not the length of a ciphertext", m.size)));
             }
+        }
+        if m.encryption.is_none() && m.root.codec() == LAYOUT_CODEC {
+            return Err(bad("a public file's root names a layout, not a UnixFS DAG".into()));
         }
         let mut seen = vec![false; total];
         for p in &m.pieces {
@@ -252,6 +279,27 @@ mod tests {
         for m in bad {
             assert!(Manifest::decode(&m.encode().unwrap()).is_err(), "{m:?}");
         }
+    }
+
+    #[test]
+    fn a_private_manifest_named_by_its_layout_must_name_its_own() {
+        let mut m = private(5000);
+        m.root = layout_cid(&m.layout);
+        assert_eq!(m.root.codec(), LAYOUT_CODEC);
+        assert_eq!(Manifest::decode(&m.encode().unwrap()).unwrap(), m);
+        // another layout's CID (the layout of other bytes)
+        let mut other = m.clone();
+        other.root = layout_cid(&sample(6000).layout);
+        let e = Manifest::decode(&other.encode().unwrap()).unwrap_err();
+        assert!(e.to_string().contains("not its layout's CID"), "{e}");
+        // a public manifest cannot name a layout
+        let mut public = sample(5000);
+        public.root = layout_cid(&public.layout);
+        let e = Manifest::decode(&public.encode().unwrap()).unwrap_err();
+        assert!(e.to_string().contains("public file's root names a layout"), "{e}");
+        // the CID is a function of the layout alone
+        assert_eq!(layout_cid(&sample(5000).layout), m.root);
+        assert_ne!(layout_cid(&sample(5001).layout), m.root);
     }
 
     #[test]

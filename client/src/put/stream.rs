@@ -171,10 +171,10 @@ pub fn address_and_layout(
     })
 }
 
-/// Pass 1 for a private file: the plaintext's root CID, and the root CID
-/// and erasure layout of its ciphertext. The file is read and encrypted once
-/// for the ciphertext (teed to a thread that builds its DAG) and read once
-/// more, on another thread, for the plaintext root.
+/// Pass 1 for a private file: the plaintext's root CID and the erasure
+/// layout of its ciphertext (whose [`crowd_protocol::layout_cid`] is the
+/// file's network root). The file is read and encrypted once for the
+/// layout, and read once more, on another thread, for the plaintext root.
 pub fn address_and_layout_private(
     path: &Path,
     params: &crowd_chunker::DagParams,
@@ -182,47 +182,21 @@ pub fn address_and_layout_private(
     key: &crate::crypt::FileKey,
     size: u64,
     bar: &Progress,
-) -> Result<(crowd_chunker::DagRoot, crowd_chunker::DagRoot, Layout)> {
+) -> Result<(crowd_chunker::DagRoot, Layout)> {
     let open = || std::fs::File::open(path).map_err(|e| anyhow!("cannot open {}: {e}", path.display()));
     let (for_plain, for_cipher) = (open()?, open()?);
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
     std::thread::scope(|s| {
         let plain =
             s.spawn(|| crowd_chunker::build_from_reader(for_plain, params, &mut crowd_chunker::Discard));
-        // The tee below blocks inside the encoder's rayon workers until this
-        // thread takes its bytes; were this DAG build on the same pool, its
-        // parallel hashing could wait for those very workers (a deadlock seen
-        // once the channel filled). So it hashes on a pool of its own.
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(1)
-            .thread_name(|_| "crowd-cipher-dag".into())
-            .build()
-            .map_err(|e| anyhow!("cannot start a hashing thread: {e}"))?;
-        let cipher = s.spawn(move || {
-            pool.install(|| {
-                crowd_chunker::build_from_reader(
-                    crate::get::pipeline::ChannelReader::new(rx),
-                    params,
-                    &mut crowd_chunker::Discard,
-                )
-            })
-        });
         let encrypted = crate::crypt::EncryptReader::new(
             crate::progress::Reader::new(for_cipher, bar.clone()),
             key.clone(),
             size,
         );
-        let layout = encoder.encode_with(
-            Tee {
-                inner: encrypted,
-                tx: Some(tx),
-            },
-            |_| Ok(()),
-        );
+        let layout = encoder.encode_with(encrypted, |_| Ok(()));
         let plain_root = joined(plain, "plaintext", path)?;
         let layout = layout.map_err(|e| anyhow!("encrypting and erasure coding {}: {e}", path.display()))?;
-        let cipher_root = joined(cipher, "ciphertext", path)?;
-        Ok((plain_root, cipher_root, layout))
+        Ok((plain_root, layout))
     })
 }
 
@@ -235,26 +209,6 @@ fn joined<T, E: std::fmt::Display>(
     h.join()
         .map_err(|_| anyhow!("hashing the {what} of {} failed", path.display()))?
         .map_err(|e| anyhow!("hashing the {what} of {}: {e}", path.display()))
-}
-
-/// Hands a copy of everything read through it to a channel.
-struct Tee<R> {
-    inner: R,
-    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
-}
-
-impl<R: Read> Read for Tee<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n > 0 {
-            if let Some(tx) = &self.tx {
-                if tx.send(buf[..n].to_vec()).is_err() {
-                    self.tx = None;
-                }
-            }
-        }
-        Ok(n)
-    }
 }
 
 #[cfg(test)]
@@ -350,7 +304,7 @@ mod tests {
         std::fs::write(&path, &data).unwrap();
         let params = crowd_chunker::DagParams::default();
         let key = crate::crypt::FileKey::generate(&mut rand::thread_rng());
-        let (plain, cipher, layout) = address_and_layout_private(
+        let (plain, layout) = address_and_layout_private(
             &path,
             &params,
             &encoder(),
@@ -362,7 +316,6 @@ mod tests {
         let c = crate::crypt::encrypt_bytes(&key, &data).unwrap();
         let b = |d: &[u8]| crowd_chunker::build_from_slice(d, &params, &mut crowd_chunker::Discard).unwrap();
         assert_eq!(plain, b(&data));
-        assert_eq!(cipher, b(&c));
         assert_eq!(layout, encoder().encode_bytes(&c).unwrap().0);
         // a size that is not the file's is an error, not a wrong layout
         assert!(
