@@ -12,7 +12,7 @@
 //! **Resolving a root** (`rm`, `renew`): the CID the user gives is a file's
 //! root as `crowd put` printed it (a private file's plaintext root, which
 //! the network never sees), a network root (a public file's, or a private
-//! file's ciphertext root) or a manifest CID. This home's records map the
+//! file's layout CID) or a manifest CID. This home's records map the
 //! first to the network roots of every put of that file ([`targets`]); the
 //! tracker lists the files under each network root (`Files(Root)`), and the
 //! ones acted on are this client's, live, and — for a manifest CID — that
@@ -702,7 +702,7 @@ mod tests {
             record(&plain.to_string(), &m1.to_string(), &c1.to_string()),
             record(&plain.to_string(), &m2.to_string(), &c2.to_string()),
         ];
-        // a plaintext root: both ciphertext roots (and itself, for a public put)
+        // a plaintext root: both network roots (and itself, for a public put)
         let t = targets(&records, &plain);
         assert_eq!(t.roots, vec![plain, c1, c2]);
         assert_eq!((t.manifests, t.recorded), (None, true));

@@ -126,8 +126,9 @@ enum Access {
     /// Stored as is; checked against the manifest's root.
     Public,
     /// Encrypted. `plain_root` is known to the owner (checked against the
-    /// decrypted file), not to a capability holder (who checks the
-    /// ciphertext's root, and every segment's tag).
+    /// decrypted file), not to a capability holder (who relies on the
+    /// manifest's CID, the piece hashes and every segment's tag; an older
+    /// manifest's ciphertext root is checked too).
     Private {
         key: FileKey,
         plain_len: u64,
@@ -706,7 +707,7 @@ fn owner_access(identity: &crowd_protocol::libp2p::identity::Keypair, m: &Manife
 
 /// A file by root CID: this home's record of it, else the network's
 /// manifest for that root, else this client's manifests on the network (a
-/// private file is known to the network only by its ciphertext's root).
+/// private file is known to the network only by its layout CID).
 /// One way to read a file: a manifest, how to read it, and its CID.
 type Candidate = (Manifest, Access, Cid);
 
