@@ -46,9 +46,9 @@ pub const MAX_HISTORY: usize = 256;
 pub const MAX_OWN_MANIFESTS: usize = 16;
 /// Most ledger log entries in one [`TrackerResponse::Log`] page.
 pub const MAX_LOG_PAGE: usize = 256;
-/// A [`TrackerResponse::Log`] page stops once its entries pass this many
-/// bytes (it always holds at least one entry: a production seal proof,
-/// the largest input, is ~5.3 MiB, inside a response).
+/// A [`TrackerResponse::Log`] page holds entries up to this many bytes in
+/// all, or one entry if that alone is more (a production seal proof, the
+/// largest input, is ~5.3 MiB: a page stays inside a response).
 pub const MAX_LOG_PAGE_BYTES: usize = 8 << 20;
 
 /// A provider's registration (signed by the provider). Re-registering with

@@ -21,12 +21,18 @@ pub const NOT_LEADER: &str = "not the leader";
 /// election takes a few seconds) before the last answer is returned.
 pub const FOLLOW_FOR: Duration = Duration::from_secs(20);
 
+/// Leaders a link learns from refusals, beyond its configured peers.
+pub const MAX_LEARNED: usize = 8;
+
 /// The tracker's peers and the one asked now.
 #[derive(Debug)]
 pub struct TrackerLink {
     /// The configured peers, then leaders learned from refusals (a replica
-    /// added to the set after this link was configured).
+    /// added to the set after this link was configured). Only the first
+    /// `configured` are trusted as the tracker ([`TrackerLink::contains`]);
+    /// a learned one is only asked.
     peers: std::sync::RwLock<Vec<(PeerId, Vec<Multiaddr>)>>,
+    configured: usize,
     current: AtomicUsize,
 }
 
@@ -49,30 +55,43 @@ impl TrackerLink {
     /// A link to `peers` (at least one; the first is asked first).
     pub fn new(peers: Vec<(PeerId, Vec<Multiaddr>)>) -> Self {
         Self {
+            configured: peers.len(),
             peers: std::sync::RwLock::new(peers),
             current: AtomicUsize::new(0),
         }
     }
 
-    /// The tracker's peers known now.
+    /// The tracker's peers known now: the configured ones, then learned
+    /// leaders.
     pub fn peers(&self) -> Vec<(PeerId, Vec<Multiaddr>)> {
         self.peers.read().map(|p| p.clone()).unwrap_or_default()
     }
 
-    /// Whether `peer` is one of the tracker's.
+    /// Whether `peer` is one of the tracker's configured peers: only those
+    /// may send what only the tracker may (a leader learned from a refusal
+    /// is asked, not trusted; list it in the config to trust it).
     pub fn contains(&self, peer: &PeerId) -> bool {
-        self.peers.read().is_ok_and(|p| p.iter().any(|(q, _)| q == peer))
+        self.peers
+            .read()
+            .is_ok_and(|p| p[..self.configured.min(p.len())].iter().any(|(q, _)| q == peer))
     }
 
-    /// The position of the leader a refusal names, learning it if it is
-    /// new (a replica added since this link was configured).
+    /// The position of the leader a refusal names, learning it (to ask, at
+    /// most [`MAX_LEARNED`] of them) if it is new: a replica added since this
+    /// link was configured.
     fn follow(&self, message: &str) -> Option<usize> {
         let leader = leader_named(message)?;
-        if let Some(j) = self.peers().iter().position(|(p, _)| *p == leader) {
+        let (peer, addr) = match leader_address(message) {
+            Some(pa) => pa,
+            None => return self.peers().iter().position(|(p, _)| *p == leader),
+        };
+        let mut peers = self.peers.write().ok()?;
+        if let Some(j) = peers.iter().position(|(p, _)| *p == leader) {
             return Some(j);
         }
-        let (peer, addr) = leader_address(message)?;
-        let mut peers = self.peers.write().ok()?;
+        if peers.len() >= self.configured + MAX_LEARNED {
+            return None;
+        }
         peers.push((peer, vec![addr]));
         Some(peers.len() - 1)
     }
@@ -174,8 +193,18 @@ mod tests {
         assert!(!link.contains(&b));
         assert_eq!(link.follow(&m), Some(1));
         assert_eq!(link.follow(&m), Some(1), "learned once");
-        assert!(link.contains(&b));
         assert_eq!(link.peers().len(), 2);
+        // asked, not trusted as the tracker
+        assert!(!link.contains(&b));
+        assert!(link.contains(&a));
+        // at most MAX_LEARNED learned
+        for _ in 0..MAX_LEARNED + 3 {
+            let p = PeerId::random();
+            link.follow(&format!(
+                "not the leader: tracker replica 9 leads ({p} at /ip4/127.0.0.1/tcp/9)"
+            ));
+        }
+        assert_eq!(link.peers().len(), 1 + MAX_LEARNED);
         // a refusal naming a leader without an address teaches nothing
         let c = PeerId::random();
         assert_eq!(

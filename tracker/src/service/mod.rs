@@ -346,15 +346,19 @@ pub async fn run(home: &Path, options: RunOptions) -> Result<(), ServiceError> {
     }
 
     let mut owner_done = owner_done;
+    let mut owner_ended = false;
     let result = tokio::select! {
         _ = shutdown => {
             tracing::info!("shutting down");
             Ok(())
         }
-        r = &mut owner_done => match r {
-            Ok(Err(e)) => Err(e),
-            _ => Err(ServiceError::Stopped),
-        },
+        r = &mut owner_done => {
+            owner_ended = true;
+            match r {
+                Ok(Err(e)) => Err(e),
+                _ => Err(ServiceError::Stopped),
+            }
+        }
         r = epochs => match r {
             Ok(Err(e)) => Err(e),
             _ => Err(ServiceError::Stopped),
@@ -372,7 +376,7 @@ pub async fn run(home: &Path, options: RunOptions) -> Result<(), ServiceError> {
     // wait for that: exiting while RocksDB is still closing aborted the
     // process ("pthread lock: Invalid argument", SIGABRT on a SIGTERM)
     owner.stop().await;
-    if result.is_ok() {
+    if !owner_ended {
         let _ = owner_done.await;
     }
     result
@@ -434,7 +438,13 @@ async fn start_replica(
             loop {
                 let (leads, fatal) = {
                     let m = watch.borrow();
-                    (m.current_leader == Some(id), m.running_state.clone().err())
+                    // `Stopped` is a shutdown this process asked for
+                    let fatal = m
+                        .running_state
+                        .clone()
+                        .err()
+                        .filter(|f| !matches!(f, openraft::error::Fatal::Stopped));
+                    (m.current_leader == Some(id), fatal)
                 };
                 metrics.leads.set(i64::from(leads && fatal.is_none()));
                 if let Some(fatal) = fatal {

@@ -46,6 +46,8 @@ pub const MAX_MANIFESTS_PER_CLIENT: u64 = 256;
 pub const MAX_ROOT_LEN: usize = 128;
 /// Log entries read per store scan while recovering.
 const SCAN_CHUNK: usize = 4096;
+/// Log entries read at once for a `Log` page (each may be megabytes).
+const LOG_SCAN_BATCH: usize = 4;
 
 /// The open epoch's wall clock, set by the epoch loop and read for `Info`.
 #[derive(Debug, Default)]
@@ -976,20 +978,32 @@ impl<S: Store> State<S> {
     }
 
     /// Stored log entries from `from` (as stored: the reader checks them),
-    /// at most [`crowd_protocol::tracker::MAX_LOG_PAGE`] and about
-    /// [`crowd_protocol::tracker::MAX_LOG_PAGE_BYTES`].
+    /// at most [`crowd_protocol::tracker::MAX_LOG_PAGE`] and, past the first,
+    /// at most [`crowd_protocol::tracker::MAX_LOG_PAGE_BYTES`] in all. Read
+    /// [`LOG_SCAN_BATCH`] at a time: an entry may be megabytes (a seal proof),
+    /// and anyone may ask.
     fn log_page(&self, from: u64) -> Result<TrackerResponse, ServiceError> {
         use crowd_protocol::tracker::{MAX_LOG_PAGE, MAX_LOG_PAGE_BYTES};
         let genesis = stored_genesis(&self.store)?.ok_or_else(|| corrupt("the store has no genesis"))?;
         let total = self.ledger.log_len();
         let mut entries = Vec::new();
         let mut bytes = 0;
-        for (k, v) in self.store.scan(keys::LOG, &keys::log(from), MAX_LOG_PAGE)? {
-            if u64_suffix(&k)? != from + entries.len() as u64 || bytes >= MAX_LOG_PAGE_BYTES {
+        let mut next = from;
+        'page: loop {
+            let batch = self.store.scan(keys::LOG, &keys::log(next), LOG_SCAN_BATCH)?;
+            if batch.is_empty() {
                 break;
             }
-            bytes += v.len();
-            entries.push(Blob(v));
+            for (k, v) in batch {
+                let full = entries.len() >= MAX_LOG_PAGE
+                    || (!entries.is_empty() && bytes + v.len() > MAX_LOG_PAGE_BYTES);
+                if u64_suffix(&k)? != next || full {
+                    break 'page;
+                }
+                bytes += v.len();
+                entries.push(Blob(v));
+                next += 1;
+            }
         }
         Ok(TrackerResponse::Log(crowd_protocol::LogPage {
             genesis: Blob(to_cbor(&genesis)),

@@ -13,9 +13,9 @@
 //! A replica that does not answer, whose own replay fails, that signs
 //! another head or serves another history is named, and the command fails.
 //! What it cannot catch: a majority that agrees on one false history
-//! replays here as the truth — a history is only as good as the signed
-//! client requests in it (which no replica can forge) and the epochs'
-//! tracker signatures.
+//! replays here as the truth. Every replica holds the tracker key (it
+//! signs epochs and repair jobs), so what no replica can forge is only the
+//! client- and provider-signed requests in a history.
 
 use std::path::Path;
 
@@ -211,7 +211,8 @@ fn replay_from(
     if replayer.ledger().network() != *network {
         bail!("its genesis is another network's");
     }
-    let mut chain = Vec::with_capacity(upto as usize);
+    // `upto` is what the replicas stated: grown as entries arrive, not reserved
+    let mut chain = Vec::new();
     each_entry(conn, peer, upto, |entry| {
         replayer.push(&entry)?;
         chain.push(replayer.ledger().head());
