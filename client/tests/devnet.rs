@@ -93,6 +93,18 @@ fn available(tracker_addr: &str, key: &Keypair) -> u128 {
     })
 }
 
+/// A small devnet with one tracker (this file's tests count its processes).
+const UP_ONE_TRACKER: &[&str] = &[
+    "devnet",
+    "up",
+    "--nodes",
+    "3",
+    "--epoch-secs",
+    "1",
+    "--trackers",
+    "1",
+];
+
 #[test]
 fn up_status_down_and_up_again() {
     require_service_binaries();
@@ -100,19 +112,7 @@ fn up_status_down_and_up_again() {
     let home = home.path();
     let _down = Down(home);
 
-    let out = crowd(
-        home,
-        &[
-            "devnet",
-            "up",
-            "--nodes",
-            "3",
-            "--epoch-secs",
-            "1",
-            "--trackers",
-            "1",
-        ],
-    );
+    let out = crowd(home, UP_ONE_TRACKER);
     assert!(out.status.success(), "up failed: {}", text(&out.stderr));
     assert!(text(&out.stdout).contains("devnet up"), "{}", text(&out.stdout));
 
@@ -190,19 +190,7 @@ fn up_status_down_and_up_again() {
     }
 
     // up again resumes with the same identities
-    let out = crowd(
-        home,
-        &[
-            "devnet",
-            "up",
-            "--nodes",
-            "3",
-            "--epoch-secs",
-            "1",
-            "--trackers",
-            "1",
-        ],
-    );
+    let out = crowd(home, UP_ONE_TRACKER);
     assert!(out.status.success(), "second up failed: {}", text(&out.stderr));
     let resumed = processes(&status_json(home));
     let ids = |ps: &[Value]| ps.iter().map(|p| p["peer_id"].clone()).collect::<Vec<_>>();

@@ -389,6 +389,16 @@ pub fn free_port() -> u16 {
 /// (`crowd-tracker replica-id`) on a fixed TCP port, all listed in every
 /// config.toml; started in id order (ids 1..=n).
 pub fn tracker_replicas(n: usize, epoch_secs: f64) -> Vec<Daemon> {
+    tracker_replicas_with(n, epoch_secs, |_, _| {})
+}
+
+/// [`tracker_replicas`], with `prepare(i, home)` called on each configured
+/// home just before it starts.
+pub fn tracker_replicas_with(
+    n: usize,
+    epoch_secs: f64,
+    mut prepare: impl FnMut(usize, &Daemon),
+) -> Vec<Daemon> {
     let key = Keypair::generate_ed25519();
     let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
     let homes: Vec<(Daemon, String)> = (0..n).map(|_| replica_home(&key, epoch_secs)).collect();
@@ -401,6 +411,7 @@ pub fn tracker_replicas(n: usize, epoch_secs: f64) -> Vec<Daemon> {
     let mut out = Vec::new();
     for (i, (mut d, _)) in homes.into_iter().enumerate() {
         configure_replica(&d, ports[i], i as u64 + 1, &list);
+        prepare(i, &d);
         d.start();
         out.push(d);
     }

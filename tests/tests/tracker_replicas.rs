@@ -528,35 +528,19 @@ async fn replicas_are_added_and_removed_by_command() {
 struct Tmpfs(std::path::PathBuf);
 
 impl Tmpfs {
-    fn over(dir: &std::path::Path, size_mib: u64) -> Self {
-        let keep = tempfile::tempdir().unwrap();
-        let run = |cmd: &str, args: &[&std::ffi::OsStr]| {
-            let out = std::process::Command::new(cmd).args(args).output().unwrap();
-            assert!(
-                out.status.success(),
-                "{cmd} {args:?}: {} (this test mounts a tmpfs: it runs as root, as ./scripts/test does)",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        let copy_in = dir.join(".");
-        run(
-            "cp",
-            &["-a".as_ref(), copy_in.as_os_str(), keep.path().as_os_str()],
+    /// Mounts a tmpfs of `size_mib` on a new directory `dir`.
+    fn new(dir: &std::path::Path, size_mib: u64) -> Self {
+        std::fs::create_dir(dir).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_mib}m"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount: {} (this test mounts a tmpfs: it runs as root, as ./scripts/test does)",
+            String::from_utf8_lossy(&out.stderr)
         );
-        let size = format!("size={size_mib}m");
-        run(
-            "mount",
-            &[
-                "-t".as_ref(),
-                "tmpfs".as_ref(),
-                "-o".as_ref(),
-                size.as_ref(),
-                "tmpfs".as_ref(),
-                dir.as_os_str(),
-            ],
-        );
-        let copy_back = keep.path().join(".");
-        run("cp", &["-a".as_ref(), copy_back.as_os_str(), dir.as_os_str()]);
         Self(dir.to_path_buf())
     }
 }
@@ -595,38 +579,29 @@ fn fill(path: &std::path::Path) -> u64 {
 /// room again and restarted, it catches up to the same head.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_whose_disk_fills_stops_with_one_line_and_catches_up() {
-    use crowd_tests::{configure_replica, free_port, replica_home, replica_line};
-    let key = crowd_protocol::libp2p::identity::Keypair::generate_ed25519();
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let homes: Vec<(Daemon, String)> = (0..3).map(|_| replica_home(&key, EPOCH_SECS)).collect();
-    let list: Vec<String> = homes
-        .iter()
-        .enumerate()
-        .map(|(i, (_, peer))| replica_line(i as u64 + 1, peer, ports[i]))
-        .collect();
     // replica 3 keeps its stores (the ledger's and the Raft log's) on a
     // file system of their own; its log lines stay on the roomy one
-    let home3 = homes[2].0.home.path().to_path_buf();
-    let small = home3.join("stores");
-    std::fs::create_dir(&small).unwrap();
-    let tmpfs = Tmpfs::over(&small, 256);
-    let moved = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(home3.join("db"))
-        .arg(&small)
-        .status()
-        .unwrap();
-    assert!(moved.success());
-    std::fs::remove_dir_all(home3.join("db")).unwrap();
-    std::fs::create_dir(small.join("raft")).unwrap();
-    std::os::unix::fs::symlink(small.join("db"), home3.join("db")).unwrap();
-    std::os::unix::fs::symlink(small.join("raft"), home3.join("raft")).unwrap();
-    let mut replicas = Vec::new();
-    for (i, (mut d, _)) in homes.into_iter().enumerate() {
-        configure_replica(&d, ports[i], i as u64 + 1, &list);
-        d.start();
-        replicas.push(d);
-    }
+    let mut small = None;
+    let mut replicas = crowd_tests::tracker_replicas_with(3, EPOCH_SECS, |i, d| {
+        if i != 2 {
+            return;
+        }
+        let stores = d.path("stores");
+        let tmpfs = Tmpfs::new(&stores, 256);
+        let moved = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(d.path("db"))
+            .arg(&stores)
+            .status()
+            .unwrap();
+        assert!(moved.success());
+        std::fs::remove_dir_all(d.path("db")).unwrap();
+        std::fs::create_dir(stores.join("raft")).unwrap();
+        std::os::unix::fs::symlink(stores.join("db"), d.path("db")).unwrap();
+        std::os::unix::fs::symlink(stores.join("raft"), d.path("raft")).unwrap();
+        small = Some((stores, tmpfs));
+    });
+    let (small, tmpfs) = small.unwrap();
     let mut clients = clients_for(&replicas, 96).await;
     let me = clients[0].as_ref().unwrap().peer();
     let faucet = |amount| TrackerRequest::Faucet { account: me, amount };

@@ -37,10 +37,7 @@ impl std::fmt::Debug for Writer {
 /// A follower's refusal, naming the leader when it knows it (clients
 /// follow it: `crowd_protocol::tracker_link`).
 fn forward(id: ReplicaId, f: ForwardToLeader<ReplicaId, super::raft::Replica>) -> String {
-    match (f.leader_id, f.leader_node) {
-        (Some(l), Some(node)) => format!("not the leader: tracker replica {l} leads ({node})"),
-        _ => format!("not the leader: replica {id} knows of no leader yet, try again"),
-    }
+    super::raft::not_the_leader(id, f.leader_id.zip(f.leader_node.as_ref()))
 }
 
 /// Why a replica did not commit: not the leader, or Raft stopped.

@@ -69,17 +69,12 @@ pub async fn change(
         .map_err(|e| format!("a replica set change must be signed with the tracker key: {e}"))?;
     let now = view(raft, id);
     if now.leader != Some(id) {
-        return Err(
-            match now.leader.and_then(|l| now.members.iter().find(|m| m.id == l)) {
-                Some(l) => format!(
-                    "not the leader: tracker replica {} leads ({} at {})",
-                    l.id,
-                    l.peer,
-                    l.addrs.join(", ")
-                ),
-                None => format!("not the leader: replica {id} knows of no leader yet, try again"),
-            },
-        );
+        let leader = now.leader.and_then(|l| {
+            let m = raft.metrics();
+            let node = m.borrow().membership_config.membership().get_node(&l).cloned();
+            node.map(|n| (l, n))
+        });
+        return Err(super::not_the_leader(id, leader.as_ref().map(|(l, n)| (*l, n))));
     }
     if request.config != now.config {
         return Err(format!(

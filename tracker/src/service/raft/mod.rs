@@ -68,6 +68,15 @@ impl fmt::Display for Replica {
     }
 }
 
+/// A follower's refusal of replica `id`, naming the leader it knows of
+/// (clients follow it: `crowd_protocol::tracker_link` reads this form).
+pub fn not_the_leader(id: ReplicaId, leader: Option<(ReplicaId, &Replica)>) -> String {
+    match leader {
+        Some((l, node)) => format!("not the leader: tracker replica {l} leads ({node})"),
+        None => format!("not the leader: replica {id} knows of no leader yet, try again"),
+    }
+}
+
 /// A command committed in the replicas' log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[allow(clippy::large_enum_variant)] // a wire type, as `TrackerRequest` itself
