@@ -346,7 +346,7 @@ fn get_from(
         let mut cleanup = None;
         let written = match sink {
             Sink::Path(output) => crate::input::write_atomically(output, |f| {
-                let mut w = BufWriter::with_capacity(1 << 20, pipeline::Writeback::new(f));
+                let mut w = BufWriter::with_capacity(1 << 20, crowd_protocol::util::Writeback::new(f));
                 let fetched = retrieve_into(&mut w)?;
                 // every byte is written and checked: the pieces go while the
                 // output is synced and renamed

@@ -1261,6 +1261,9 @@ impl Node {
     ) -> anyhow::Result<Outboard> {
         use std::io::Write;
         let mut hasher = crowd_porep::OutboardBuilder::new();
+        // written back while it arrives: the fsync before the receipt then
+        // waits for the last few MiB, not for the whole piece
+        let mut out = crowd_protocol::util::Writeback::new(file);
         let mut buf = vec![0u8; UPLOAD_BUF];
         let mut left = size;
         while left > 0 {
@@ -1272,7 +1275,7 @@ impl Node {
                 bail!("upload ended after {} of {size} bytes", size - left);
             }
             hasher.update(&buf[..n]);
-            file.write_all(&buf[..n])?;
+            out.write_all(&buf[..n])?;
             self.metrics.bytes_received.inc_by(n as u64);
             left -= n as u64;
         }

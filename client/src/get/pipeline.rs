@@ -275,53 +275,6 @@ impl<W: Write> Write for Cut<W> {
     }
 }
 
-/// Bytes written between two background writebacks of the output.
-const WRITEBACK_EVERY: u64 = 64 << 20;
-
-/// Writes to a file and, every [`WRITEBACK_EVERY`] bytes, asks a helper
-/// thread to `fdatasync` it: the data goes to disk while the get goes on,
-/// and the final fsync before the rename has only the tail left (RocksDB's
-/// `bytes_per_sync` does the same). A sync that fails only costs the head
-/// start: the final fsync reports the error.
-pub struct Writeback<'f> {
-    file: &'f std::fs::File,
-    since: u64,
-    tx: Option<SyncSender<()>>,
-}
-
-impl<'f> Writeback<'f> {
-    pub fn new(file: &'f std::fs::File) -> Self {
-        let tx = file.try_clone().ok().map(|clone| {
-            let (tx, rx) = sync_channel::<()>(1);
-            std::thread::spawn(move || {
-                while rx.recv().is_ok() {
-                    let _ = clone.sync_data();
-                }
-            });
-            tx
-        });
-        Self { file, since: 0, tx }
-    }
-}
-
-impl Write for Writeback<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = (&mut &*self.file).write(buf)?;
-        self.since += n as u64;
-        if self.since >= WRITEBACK_EVERY {
-            self.since = 0;
-            if let Some(tx) = &self.tx {
-                // one in flight is enough: the next one covers what this skips
-                let _ = tx.try_send(());
-            }
-        }
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
