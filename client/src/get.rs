@@ -346,13 +346,17 @@ fn get_from(
         let mut cleanup = None;
         let written = match sink {
             Sink::Path(output) => crate::input::write_atomically(output, |f| {
-                let mut w = BufWriter::with_capacity(1 << 20, crowd_protocol::util::Writeback::new(f));
-                let fetched = retrieve_into(&mut w)?;
-                // every byte is written and checked: the pieces go while the
-                // output is synced and renamed
-                let path = dir.path().to_path_buf();
-                cleanup = Some(std::thread::spawn(move || std::fs::remove_dir_all(path)));
-                Ok(fetched)
+                // the output is copied into the page cache on a thread of its
+                // own, alongside decoding and decrypting
+                std::thread::scope(|s| {
+                    let mut w = pipeline::WriteBehind::new(s, crowd_protocol::util::Writeback::new(f));
+                    let fetched = retrieve_into(&mut w)?;
+                    // every byte is written and checked: the pieces go while the
+                    // output is synced and renamed
+                    let path = dir.path().to_path_buf();
+                    cleanup = Some(std::thread::spawn(move || std::fs::remove_dir_all(path)));
+                    Ok(fetched)
+                })
             }),
             Sink::File { file, .. } => {
                 let mut w = BufWriter::with_capacity(1 << 20, file);

@@ -275,12 +275,179 @@ impl<W: Write> Write for Cut<W> {
     }
 }
 
+/// Bytes handed to the output's writer thread at a time.
+const WRITE_BLOCK: usize = 1 << 20;
+/// Blocks queued for it: what is written and not yet on its way to the
+/// file is at most this many blocks and one being filled.
+const WRITE_QUEUE: usize = 4;
+
+/// Writes to `out` on a thread of its own: copying a get's output into the
+/// page cache (most of the decoding thread's time for a large file)
+/// overlaps decoding and decrypting the next segments instead of following
+/// them. Blocks are recycled. An error of `out` is returned by the next
+/// write or flush; `flush` returns once everything written so far is in
+/// `out` and `out` is flushed.
+pub struct WriteBehind<'scope> {
+    tx: Option<SyncSender<Block>>,
+    spare: Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    writer: Option<std::thread::ScopedJoinHandle<'scope, std::io::Result<()>>>,
+}
+
+enum Block {
+    Data(Vec<u8>),
+    /// Flush `out` and answer.
+    Flush(SyncSender<std::io::Result<()>>),
+}
+
+impl<'scope> WriteBehind<'scope> {
+    pub fn new<'env, W: Write + Send + 'scope>(
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        mut out: W,
+    ) -> Self {
+        let (tx, rx) = sync_channel::<Block>(WRITE_QUEUE);
+        let (spare_tx, spare) = sync_channel::<Vec<u8>>(WRITE_QUEUE + 1);
+        let writer = scope.spawn(move || -> std::io::Result<()> {
+            while let Ok(block) = rx.recv() {
+                match block {
+                    Block::Data(mut b) => {
+                        out.write_all(&b)?;
+                        b.clear();
+                        let _ = spare_tx.try_send(b);
+                    }
+                    Block::Flush(answer) => {
+                        let _ = answer.send(out.flush());
+                    }
+                }
+            }
+            Ok(())
+        });
+        Self {
+            tx: Some(tx),
+            spare,
+            buf: Vec::with_capacity(WRITE_BLOCK),
+            writer: Some(writer),
+        }
+    }
+
+    fn send(&mut self, block: Block) -> std::io::Result<()> {
+        let sent = match &self.tx {
+            Some(tx) => tx.send(block).is_ok(),
+            None => false,
+        };
+        if sent {
+            return Ok(());
+        }
+        // the writer stopped: its error is the one to report
+        self.tx = None;
+        match self.writer.take().map(|w| w.join()) {
+            Some(Ok(Err(e))) => Err(e),
+            Some(Err(_)) => Err(std::io::Error::other("the output's writer thread panicked")),
+            _ => Err(std::io::Error::other("the output's writer stopped")),
+        }
+    }
+
+    fn send_buf(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let next = self
+            .spare
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(WRITE_BLOCK));
+        let full = std::mem::replace(&mut self.buf, next);
+        self.send(Block::Data(full))
+    }
+}
+
+impl Write for WriteBehind<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(WRITE_BLOCK - self.buf.len());
+        self.buf.extend_from_slice(&buf[..n]);
+        if self.buf.len() == WRITE_BLOCK {
+            self.send_buf()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send_buf()?;
+        let (answer, flushed) = sync_channel(1);
+        self.send(Block::Flush(answer))?;
+        match flushed.recv() {
+            Ok(r) => r,
+            // the writer stopped on an error before it got there
+            Err(_) => self.send(Block::Data(Vec::new())),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// A writer that fails once it holds `room` bytes.
+    struct Full {
+        got: Vec<u8>,
+        room: usize,
+    }
+
+    impl Write for Full {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.got.len() + buf.len() > self.room {
+                return Err(std::io::Error::new(std::io::ErrorKind::StorageFull, "disk full"));
+            }
+            self.got.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn write_behind_reports_the_outputs_own_error() {
+        let data = vec![7u8; 3 * WRITE_BLOCK + 5];
+        let err = std::thread::scope(|s| {
+            let mut w = WriteBehind::new(
+                s,
+                Full {
+                    got: Vec::new(),
+                    room: WRITE_BLOCK + 10,
+                },
+            );
+            w.write_all(&data).and_then(|()| w.flush()).unwrap_err()
+        });
+        assert_eq!(err.kind(), std::io::ErrorKind::StorageFull, "{err}");
+    }
+
     proptest! {
+        /// Whatever the write sizes, what goes through a write-behind
+        /// reaches its output whole and in order by the time flush returns.
+        #[test]
+        fn write_behind_passes_every_byte_in_order_proptest(
+            len in 0usize..(3 * WRITE_BLOCK),
+            sizes in proptest::collection::vec(1usize..(WRITE_BLOCK + 3000), 1..12),
+        ) {
+            let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            let mut out = Vec::new();
+            std::thread::scope(|s| {
+                let mut w = WriteBehind::new(s, &mut out);
+                let mut rest = &data[..];
+                for size in sizes.iter().cycle() {
+                    if rest.is_empty() {
+                        break;
+                    }
+                    let (now, later) = rest.split_at((*size).min(rest.len()));
+                    w.write_all(now).unwrap();
+                    rest = later;
+                }
+                w.flush().unwrap();
+            });
+            prop_assert_eq!(out, data);
+        }
+
         /// Whatever the write sizes, a cut passes on exactly the bytes of
         /// its range (none when the range lies beyond the end).
         #[test]
