@@ -387,6 +387,19 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Writes `data` to `w` in parts of the given sizes, in turn.
+    fn write_in_parts(w: &mut impl Write, data: &[u8], sizes: &[usize]) {
+        let mut rest = data;
+        for size in sizes.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let (now, later) = rest.split_at((*size).min(rest.len()));
+            w.write_all(now).unwrap();
+            rest = later;
+        }
+    }
+
     /// A writer that fails once it holds `room` bytes.
     struct Full {
         got: Vec<u8>,
@@ -434,15 +447,7 @@ mod tests {
             let mut out = Vec::new();
             std::thread::scope(|s| {
                 let mut w = WriteBehind::new(s, &mut out);
-                let mut rest = &data[..];
-                for size in sizes.iter().cycle() {
-                    if rest.is_empty() {
-                        break;
-                    }
-                    let (now, later) = rest.split_at((*size).min(rest.len()));
-                    w.write_all(now).unwrap();
-                    rest = later;
-                }
+                write_in_parts(&mut w, &data, &sizes);
                 w.flush().unwrap();
             });
             prop_assert_eq!(out, data);
@@ -460,15 +465,7 @@ mod tests {
             let range = a.min(b)..a.max(b);
             let mut out = Vec::new();
             let mut cut = Cut::new(&mut out, range.clone());
-            let mut rest = &data[..];
-            for size in sizes.iter().cycle() {
-                if rest.is_empty() {
-                    break;
-                }
-                let (now, later) = rest.split_at((*size).min(rest.len()));
-                cut.write_all(now).unwrap();
-                rest = later;
-            }
+            write_in_parts(&mut cut, &data, &sizes);
             let len = data.len() as u64;
             let want = &data[range.start.min(len) as usize..range.end.min(len) as usize];
             prop_assert_eq!(&out[..], want);
