@@ -331,19 +331,19 @@ impl<'scope> WriteBehind<'scope> {
     }
 
     fn send(&mut self, block: Block) -> std::io::Result<()> {
-        let sent = match &self.tx {
-            Some(tx) => tx.send(block).is_ok(),
-            None => false,
-        };
-        if sent {
-            return Ok(());
+        match &self.tx {
+            Some(tx) if tx.send(block).is_ok() => Ok(()),
+            _ => Err(self.stopped()),
         }
-        // the writer stopped: its error is the one to report
+    }
+
+    /// The writer stopped (on an error of `out`): that error, once joined.
+    fn stopped(&mut self) -> std::io::Error {
         self.tx = None;
         match self.writer.take().map(|w| w.join()) {
-            Some(Ok(Err(e))) => Err(e),
-            Some(Err(_)) => Err(std::io::Error::other("the output's writer thread panicked")),
-            _ => Err(std::io::Error::other("the output's writer stopped")),
+            Some(Ok(Err(e))) => e,
+            Some(Err(_)) => std::io::Error::other("the output's writer thread panicked"),
+            _ => std::io::Error::other("the output's writer stopped"),
         }
     }
 
@@ -374,11 +374,8 @@ impl Write for WriteBehind<'_> {
         self.send_buf()?;
         let (answer, flushed) = sync_channel(1);
         self.send(Block::Flush(answer))?;
-        match flushed.recv() {
-            Ok(r) => r,
-            // the writer stopped on an error before it got there
-            Err(_) => self.send(Block::Data(Vec::new())),
-        }
+        // no answer: the writer stopped on an error before it got there
+        flushed.recv().unwrap_or_else(|_| Err(self.stopped()))
     }
 }
 

@@ -87,7 +87,7 @@ pub fn verify(home: &Path, json: bool) -> Result<()> {
             }
         }
     }
-    counts.sort_by(|a, b| b.1.cmp(&a.1));
+    counts.sort_by_key(|c| std::cmp::Reverse(c.1));
     let agreed = counts.first().map(|(h, _)| *h);
     // replay here a log that reaches it, from the first replica serving one
     let mut served: Vec<(PeerId, String)> = Vec::new();
