@@ -65,7 +65,7 @@ use crate::records;
 use crate::session::Session;
 pub use engine::{fetch_pieces, Failure, FetchJob};
 pub use plan::{parse_range, PieceRanges};
-use store::ResumeDir;
+use store::{OutputMap, ResumeDir};
 
 /// What to retrieve.
 #[derive(Debug, Clone)]
@@ -256,7 +256,6 @@ fn get_from(
     } else {
         found.access.stored_range(m, &range)
     };
-    let mut report = Report::default();
     if stored.is_empty() {
         // nothing to fetch; an empty public file is still checked against its root
         if m.size == 0 {
@@ -265,120 +264,135 @@ fn get_from(
         if let Sink::Path(output) = sink {
             crate::input::write_atomically(output, |_| Ok(()))?;
         }
-    } else {
-        let target = format!("get {} {}-{}\n", m.root, stored.start, stored.end);
-        let dir = ResumeDir::open(output, &target)?;
-        let stored_whole = stored == (0..m.size);
-        let plan = PieceRanges::for_range(&m.layout.geometry(), &stored);
-        let bar = Progress::start(progress, Stage::Fetching, 0);
-        // writes the verified bytes into `w`
-        let retrieve_into = |mut w: &mut dyn WriteSend| -> Result<engine::Fetched> {
-            let job = fetch_job(found, &dir, &plan, stored_whole, &bar);
-            let retrieve = |out: &mut dyn WriteSend| {
-                pipeline::retrieve(rt.handle(), &found.session.net, job, &stored, out)
-            };
-            let fetched = match (&found.access, whole) {
-                (Access::Public, true) => {
-                    pipeline::with_root_check(&mut w, &params, &m.root, |out| retrieve(out))
-                }
-                (Access::Public, false) if cut => {
-                    let mut w = pipeline::Cut::new(&mut w, range.clone());
-                    let fetched = pipeline::with_root_check(&mut w, &params, &m.root, |out| retrieve(out))?;
-                    if range.end > file_len {
-                        return Err(beyond_end());
-                    }
-                    Ok(fetched)
-                }
-                (Access::Public, false) => retrieve(&mut w),
-                (
-                    Access::Private {
-                        key,
-                        plain_len,
-                        plain_root,
-                    },
-                    _,
-                ) => {
-                    match (plain_root, whole) {
-                        // the owner checks the decrypted file against its root
-                        (Some(root), true) => pipeline::with_root_check(&mut w, &params, root, |out| {
-                            let mut d = decrypt_to(out, key, *plain_len, &range);
-                            let fetched = retrieve(&mut d)?;
-                            d.finish()?;
-                            Ok(fetched)
-                        }),
-                        // an older private manifest names the ciphertext's
-                        // UnixFS root: a capability holder checks it as it
-                        // streams. One named by its layout needs no more:
-                        // the manifest (whose CID the capability names)
-                        // decoded with its root equal to its layout's CID,
-                        // each piece is checked against the layout as it
-                        // arrives, and the AEAD checks every plaintext byte
-                        (None, true) if m.root.codec() != crowd_protocol::LAYOUT_CODEC => {
-                            let mut d = decrypt_to(&mut w, key, *plain_len, &range);
-                            let fetched =
-                                pipeline::with_root_check(&mut d, &params, &m.root, |out| retrieve(out))?;
-                            d.finish()?;
-                            Ok(fetched)
-                        }
-                        _ => {
-                            let mut d = decrypt_to(&mut w, key, *plain_len, &range);
-                            let fetched = retrieve(&mut d)?;
-                            d.finish()?;
-                            Ok(fetched)
-                        }
-                    }
-                }
-            };
-            let fetched = match fetched {
-                Err(e)
-                    if e.downcast_ref::<WrongRoot>().is_some()
-                        || crate::error::crypt_error_in(&e).is_some() =>
-                {
-                    // verified pieces that do not make the file: start afresh next time
-                    let _ = std::fs::remove_dir_all(dir.path());
-                    return Err(e);
-                }
-                other => other?,
-            };
-            w.flush().context("writing output")?;
-            Ok(fetched)
-        };
-        let mut cleanup = None;
-        let written = match sink {
-            Sink::Path(output) => crate::input::write_atomically(output, |f| {
-                // the output is copied into the page cache on a thread of its
-                // own, alongside decoding and decrypting
-                std::thread::scope(|s| {
-                    let mut w = pipeline::WriteBehind::new(s, crowd_protocol::util::Writeback::new(f));
-                    let fetched = retrieve_into(&mut w)?;
-                    // every byte is written and checked: the pieces go while the
-                    // output is synced and renamed
-                    let path = dir.path().to_path_buf();
-                    cleanup = Some(std::thread::spawn(move || std::fs::remove_dir_all(path)));
-                    Ok(fetched)
-                })
-            }),
-            Sink::File { file, .. } => {
-                let mut w = BufWriter::with_capacity(1 << 20, file);
-                retrieve_into(&mut w)
-            }
-        };
-        bar.finish_and_clear();
-        let removed = cleanup.map(std::thread::JoinHandle::join);
-        let fetched = written?;
-        report = Report {
-            pieces_used: fetched.complete,
-            failures: fetched.failures,
-        };
-        match removed {
-            Some(Ok(Ok(()))) => {}
-            Some(Ok(Err(e))) => {
-                return Err(e).with_context(|| format!("cannot remove {}", dir.path().display()))
-            }
-            _ => dir.remove()?,
-        }
+        return Ok(Report::default().output(found, file_len, output, opts.range.as_ref(), &stored));
     }
-    Ok(report.output(found, file_len, output, opts.range.as_ref(), &stored))
+    let target = format!("get {} {}-{}\n", m.root, stored.start, stored.end);
+    let dir = ResumeDir::open(output, &target)?;
+    let stored_whole = stored == (0..m.size);
+    let plan = PieceRanges::for_range(&m.layout.geometry(), &stored);
+    // a whole file into a path is written inside the resume directory:
+    // what reached the disk is kept if the get is interrupted, and the
+    // data pieces' bytes that made it are freed as it goes (store.rs)
+    let map = match (sink, &found.access) {
+        (Sink::File { .. }, _) => None,
+        _ if !(whole && stored_whole) => None,
+        (_, Access::Public) => Some(OutputMap::new(m.layout.geometry(), false)),
+        // checked as ciphertext (an older manifest's root): not kept
+        (_, Access::Private { plain_root: None, .. }) if m.root.codec() != crowd_protocol::LAYOUT_CODEC => {
+            None
+        }
+        (_, Access::Private { .. }) => Some(OutputMap::new(m.layout.geometry(), true)),
+    };
+    let mut durable = map.map_or(0, |_| dir.frontier());
+    if durable > std::fs::metadata(dir.output_path()).map_or(0, |o| o.len()) {
+        // the recorded output is not there: start afresh
+        dir.clear_pieces()?;
+        durable = 0;
+    }
+    // the output bytes kept, and the stored bytes still to fetch
+    let (kept, from) = map.map_or((0, stored.start), |map| map.resume_point(durable));
+    let fetching = from..stored.end;
+    let plain = if map.is_some() {
+        kept..file_len
+    } else {
+        range.clone()
+    };
+    let bar = Progress::start(progress, Stage::Fetching, 0);
+    // writes the verified bytes into `w`
+    let retrieve_into = |mut w: &mut dyn WriteSend| -> Result<engine::Fetched> {
+        let mut job = fetch_job(found, &dir, &plan, stored_whole, &bar);
+        job.punched = durable > 0;
+        let retrieve = |out: &mut dyn WriteSend| {
+            pipeline::retrieve(rt.handle(), &found.session.net, job, &fetching, out)
+        };
+        // what an interrupted get kept is read again for the root check
+        let kept_bytes = || -> Result<Box<dyn Read + Send>> {
+            if kept == 0 {
+                return Ok(Box::new(std::io::empty()));
+            }
+            let path = dir.output_path();
+            let f = File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+            Ok(Box::new(f.take(kept)))
+        };
+        let fetched = match (&found.access, whole) {
+            (Access::Public, true) => {
+                pipeline::with_root_check_after(kept_bytes()?, &mut w, &params, &m.root, |out| retrieve(out))
+            }
+            (Access::Public, false) if cut => {
+                let mut w = pipeline::Cut::new(&mut w, range.clone());
+                let fetched = pipeline::with_root_check(&mut w, &params, &m.root, |out| retrieve(out))?;
+                if range.end > file_len {
+                    return Err(beyond_end());
+                }
+                Ok(fetched)
+            }
+            (Access::Public, false) => retrieve(&mut w),
+            (
+                Access::Private {
+                    key,
+                    plain_len,
+                    plain_root,
+                },
+                _,
+            ) => {
+                match (plain_root, whole) {
+                    // the owner checks the decrypted file against its root
+                    (Some(root), true) => {
+                        pipeline::with_root_check_after(kept_bytes()?, &mut w, &params, root, |out| {
+                            let mut d = decrypt_to(out, key, *plain_len, &plain);
+                            let fetched = retrieve(&mut d)?;
+                            d.finish()?;
+                            Ok(fetched)
+                        })
+                    }
+                    // an older private manifest names the ciphertext's
+                    // UnixFS root: a capability holder checks it as it
+                    // streams. One named by its layout needs no more:
+                    // the manifest (whose CID the capability names)
+                    // decoded with its root equal to its layout's CID,
+                    // each piece is checked against the layout as it
+                    // arrives, and the AEAD checks every plaintext byte
+                    (None, true) if m.root.codec() != crowd_protocol::LAYOUT_CODEC => {
+                        let mut d = decrypt_to(&mut w, key, *plain_len, &plain);
+                        let fetched =
+                            pipeline::with_root_check(&mut d, &params, &m.root, |out| retrieve(out))?;
+                        d.finish()?;
+                        Ok(fetched)
+                    }
+                    _ => {
+                        let mut d = decrypt_to(&mut w, key, *plain_len, &plain);
+                        let fetched = retrieve(&mut d)?;
+                        d.finish()?;
+                        Ok(fetched)
+                    }
+                }
+            }
+        }?;
+        w.flush().context("writing output")?;
+        Ok(fetched)
+    };
+    let written = match sink {
+        Sink::Path(output) => write_output(&dir, kept, map, output, retrieve_into),
+        Sink::File { file, .. } => {
+            let mut w = BufWriter::with_capacity(1 << 20, file);
+            retrieve_into(&mut w)
+        }
+    };
+    bar.finish_and_clear();
+    let fetched = match written {
+        Err(e) if e.downcast_ref::<WrongRoot>().is_some() || crate::error::crypt_error_in(&e).is_some() => {
+            // verified pieces that do not make the file: start afresh next time
+            let _ = std::fs::remove_dir_all(dir.path());
+            return Err(e);
+        }
+        other => other?,
+    };
+    let report = Report {
+        pieces_used: fetched.complete,
+        failures: fetched.failures,
+    };
+    dir.remove()?;
+    Ok(report.output(found, file_len, output, opts.range.as_ref(), &fetching))
 }
 
 /// Decrypts into `out` the segments holding `range`.
@@ -389,6 +403,71 @@ fn decrypt_to<'w>(
     range: &Range<u64>,
 ) -> DecryptWriter<&'w mut dyn WriteSend> {
     DecryptWriter::new(out, key.clone(), plain_len, range.clone())
+}
+
+/// Writes a get's output inside its resume directory from byte `kept` on
+/// (what an interrupted get kept stays), through a writer thread and
+/// background syncs; with `map`, each sync advances the recorded frontier
+/// and frees the data pieces' bytes it made redundant. Then syncs the
+/// output and renames it to `dest` while the pieces are removed.
+fn write_output(
+    dir: &ResumeDir,
+    kept: u64,
+    map: Option<OutputMap>,
+    dest: &Path,
+    write: impl FnOnce(&mut dyn WriteSend) -> Result<engine::Fetched>,
+) -> Result<engine::Fetched> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.output_path();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.set_len(kept)
+        .and_then(|()| f.seek(std::io::SeekFrom::Start(kept)))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    let fetched = std::thread::scope(|s| {
+        let synced = match map {
+            Some(map) => {
+                crowd_protocol::util::Writeback::reporting(&f, advance_frontier(dir.clone(), map, kept))
+            }
+            None => crowd_protocol::util::Writeback::new(&f),
+        };
+        let mut w = pipeline::WriteBehind::new(s, synced);
+        write(&mut w)
+    })?;
+    // every thread is joined: the frontier no longer moves
+    let pieces = dir.clone();
+    let cleanup = std::thread::spawn(move || pieces.clear_pieces());
+    f.sync_all()
+        .with_context(|| format!("writing {}", dest.display()))?;
+    std::fs::rename(&path, dest).with_context(|| format!("cannot write {}", dest.display()))?;
+    let _ = cleanup.join();
+    Ok(fetched)
+}
+
+/// After each background sync of the output (`written` bytes after the
+/// `kept` ones): records the new frontier, then punches the data pieces'
+/// bytes the output now holds for good. A failure only keeps more.
+fn advance_frontier(dir: ResumeDir, map: OutputMap, kept: u64) -> impl FnMut(u64) + Send + 'static {
+    let data_pieces = map.data_shards();
+    let mut freed = 0;
+    move |written| {
+        let durable = kept + written;
+        if dir.set_frontier(durable).is_err() {
+            return;
+        }
+        let upto = map.consumed(map.resume_point(durable).1);
+        if upto > freed {
+            for i in 0..data_pieces {
+                let _ = dir.punch(i, freed..upto);
+            }
+            freed = upto;
+        }
+    }
 }
 
 /// A writer the retrieval can hand to its decoder thread.
@@ -928,6 +1007,7 @@ fn fetch_job<'a>(
         whole,
         progress: bar,
         landed: None,
+        punched: false,
     }
 }
 

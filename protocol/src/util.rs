@@ -236,44 +236,82 @@ pub const WRITEBACK_EVERY: u64 = 64 << 20;
 /// back until the kernel's dirty threshold (10% of memory by default) or the
 /// final fsync, which then waits for the whole file. Used by a get's output
 /// and by a node receiving a piece. A sync that fails only costs the head
-/// start: the final fsync reports the error.
-#[derive(Debug)]
+/// start: the final fsync reports the error. Dropping it waits for a sync
+/// in flight (and its report).
 pub struct Writeback<'f> {
     file: &'f std::fs::File,
+    written: u64,
     since: u64,
-    tx: Option<SyncSender<()>>,
+    tx: Option<SyncSender<u64>>,
+    syncer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Writeback<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writeback")
+            .field("written", &self.written)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<'f> Writeback<'f> {
     pub fn new(file: &'f std::fs::File) -> Self {
-        let tx = file.try_clone().ok().map(|clone| {
-            let (tx, rx) = sync_channel::<()>(1);
-            std::thread::spawn(move || {
-                while rx.recv().is_ok() {
-                    let _ = clone.sync_data();
-                }
-            });
-            tx
-        });
-        Self { file, since: 0, tx }
+        Self::reporting(file, |_| {})
+    }
+
+    /// As [`Writeback::new`], and after each background sync that
+    /// succeeded, `synced(n)` runs on the helper thread: the first `n` bytes
+    /// written through this writer are on disk.
+    pub fn reporting(file: &'f std::fs::File, mut synced: impl FnMut(u64) + Send + 'static) -> Self {
+        let (tx, syncer) = match file.try_clone() {
+            Ok(clone) => {
+                let (tx, rx) = sync_channel::<u64>(1);
+                let syncer = std::thread::spawn(move || {
+                    while let Ok(upto) = rx.recv() {
+                        if clone.sync_data().is_ok() {
+                            synced(upto);
+                        }
+                    }
+                });
+                (Some(tx), Some(syncer))
+            }
+            Err(_) => (None, None),
+        };
+        Self {
+            file,
+            written: 0,
+            since: 0,
+            tx,
+            syncer,
+        }
     }
 }
 
 impl Write for Writeback<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = (&mut &*self.file).write(buf)?;
+        self.written += n as u64;
         self.since += n as u64;
         if self.since >= WRITEBACK_EVERY {
             self.since = 0;
             if let Some(tx) = &self.tx {
                 // one in flight is enough: the next one covers what this skips
-                let _ = tx.try_send(());
+                let _ = tx.try_send(self.written);
             }
         }
         Ok(n)
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+impl Drop for Writeback<'_> {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(syncer) = self.syncer.take() {
+            let _ = syncer.join();
+        }
     }
 }
 
@@ -295,6 +333,34 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    /// Every report names bytes that were written before it, in order, and
+    /// by the time the writer is dropped the sync in flight has reported.
+    #[test]
+    fn writeback_reports_what_each_sync_covered() {
+        let file = tempfile::tempfile().unwrap();
+        let reports = Arc::new(Mutex::new(Vec::new()));
+        let total = 2 * WRITEBACK_EVERY + 5;
+        {
+            let seen = reports.clone();
+            let mut w = Writeback::reporting(&file, move |n| seen.lock().unwrap().push(n));
+            let block = vec![3u8; 1 << 20];
+            let mut left = total;
+            while left > 0 {
+                let n = left.min(block.len() as u64) as usize;
+                w.write_all(&block[..n]).unwrap();
+                left -= n as u64;
+            }
+        }
+        let reports = reports.lock().unwrap().clone();
+        assert!(!reports.is_empty(), "no sync reported");
+        assert!(reports.windows(2).all(|w| w[0] < w[1]), "{reports:?}");
+        assert!(
+            reports.iter().all(|&n| n % WRITEBACK_EVERY == 0 && n <= total),
+            "{reports:?}"
+        );
+        assert_eq!(file.metadata().unwrap().len(), total);
     }
 
     /// Warnings and errors are kept (escaped, without colours, bounded);

@@ -385,6 +385,72 @@ fn get_survives_m_providers_killed_before_and_during_the_download() {
     assert!(net.get(&root, "before") == data);
 }
 
+/// A get killed mid-way keeps what its output had on disk: the next one
+/// checks those bytes, fetches only the rest, and the data pieces' bytes
+/// behind the output had already been freed from their resume files.
+#[test]
+fn an_interrupted_get_keeps_its_output_on_disk_and_fetches_only_the_rest() {
+    use std::os::unix::fs::MetadataExt;
+    let net = Devnet::up(6, "1");
+    // private (the default): the kept output is plaintext, resumed at a
+    // segment's tag
+    let data = random_bytes(16 * SEGMENT, 21);
+    let root = root_of(&net.put("big", &data, &[]));
+    let holes = |path: &Path| std::fs::metadata(path).is_ok_and(|m| m.blocks() * 512 < m.len());
+    for attempt in 0..3 {
+        let out = net.home().join(format!("back-{attempt}"));
+        let resume = net.home().join(format!(".back-{attempt}.crowd-get"));
+        let mut child = Command::new(bin("crowd"))
+            .arg("--home")
+            .arg(net.home())
+            .args(["get", &root, "-o", out.to_str().unwrap()])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // kill it once a frontier is recorded and piece 0 has a hole behind it
+        let start = Instant::now();
+        while !(resume.join("frontier").exists() && holes(&resume.join("0")))
+            && start.elapsed() < Duration::from_secs(60)
+            && child.try_wait().unwrap().is_none()
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        child.kill().unwrap();
+        let status = child.wait().unwrap();
+        if out.exists() {
+            // it finished before it was killed: again, with a fresh output
+            assert!(status.success());
+            assert!(std::fs::read(&out).unwrap() == data);
+            continue;
+        }
+        assert!(!status.success(), "the get was not killed mid-way");
+        let frontier: u64 = std::fs::read_to_string(resume.join("frontier"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let kept = std::fs::read(resume.join("output")).unwrap();
+        assert!(
+            frontier > 0 && kept.len() as u64 >= frontier,
+            "{frontier} {}",
+            kept.len()
+        );
+        assert!(
+            kept[..frontier as usize] == data[..frontier as usize],
+            "the kept output differs"
+        );
+        assert!(holes(&resume.join("0")), "piece 0 kept every byte");
+
+        let again = net.json(&["get", &root, "-o", out.to_str().unwrap(), "--json"]);
+        let fetched_from = again["fetched"][0].as_u64().unwrap();
+        assert!(fetched_from > 0, "fetched everything again: {again}");
+        assert!(std::fs::read(&out).unwrap() == data, "the resumed get differs");
+        assert!(!resume.exists());
+        return;
+    }
+    panic!("the get finished before it could be killed, three times");
+}
+
 #[test]
 fn corrupted_replica_faults_stops_payment_and_get_still_works_and_tracker_restart_keeps_the_ledger() {
     let net = Devnet::up(6, "1");

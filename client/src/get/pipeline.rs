@@ -46,7 +46,7 @@ pub fn retrieve<W: Write + Send + ?Sized>(
     }
     let job = &job;
     let (fetched, followed) = std::thread::scope(|s| {
-        let follower = s.spawn(|| follow(job, &landed, &mut *out));
+        let follower = s.spawn(|| follow(job, &landed, &mut *out, range.start));
         let fetched = rt.block_on(fetch_pieces(net, job));
         landed.finish();
         let followed = follower
@@ -71,9 +71,15 @@ pub fn retrieve<W: Write + Send + ?Sized>(
     Ok(fetched)
 }
 
-/// Copies segments to `out` as their data shards land, until the fetch is
-/// over or a read fails; returns the file offset decoded up to.
-pub(super) fn follow<W: Write + ?Sized>(job: &FetchJob<'_>, landed: &Landed, out: &mut W) -> Result<u64> {
+/// Copies the file from offset `from` to `out` as the data shards of its
+/// segments land, until the fetch is over or a read fails; returns the file
+/// offset decoded up to.
+pub(super) fn follow<W: Write + ?Sized>(
+    job: &FetchJob<'_>,
+    landed: &Landed,
+    out: &mut W,
+    from: u64,
+) -> Result<u64> {
     let mut out = Counting {
         inner: out,
         written: 0,
@@ -83,7 +89,15 @@ pub(super) fn follow<W: Write + ?Sized>(job: &FetchJob<'_>, landed: &Landed, out
     let k = layout.params().data_shards();
     let n = layout.params().total_shards();
     let count = g.segment_count();
-    let mut next = 0u64;
+    if from >= g.file_len() {
+        return Ok(from);
+    }
+    let mut next = from / layout.params().segment_size();
+    // the part of segment `j` still to write
+    let part = |j: u64| {
+        let r = g.segment_range(j);
+        r.start.max(from)..r.end
+    };
     let mut sources: Option<Vec<Option<PlannedPiece<'_>>>> = None;
     let decoder = Decoder::new(layout)?.with_verification(Verification::Trusted);
     while job.whole && next < count {
@@ -113,11 +127,11 @@ pub(super) fn follow<W: Write + ?Sized>(job: &FetchJob<'_>, landed: &Landed, out
             // a failed read writes nothing (then the rest is decoded after
             // the fetch); a failure after bytes went out is the output's
             // (a segment that does not decrypt, a full disk)
-            if let Err(e) = decoder.decode_range(src, g.segment_range(next), &mut out) {
+            if let Err(e) = decoder.decode_range(src, part(next), &mut out) {
                 if out.written != before {
                     return Err(anyhow::Error::new(e).context("writing the output failed"));
                 }
-                return Ok(g.segment_range(next).start);
+                return Ok(part(next).start);
             }
             next += 1;
         }
@@ -125,7 +139,7 @@ pub(super) fn follow<W: Write + ?Sized>(job: &FetchJob<'_>, landed: &Landed, out
     Ok(if next == count {
         g.file_len()
     } else {
-        g.segment_range(next).start
+        part(next).start
     })
 }
 
@@ -227,9 +241,28 @@ pub fn with_root_check<W, T>(
 where
     W: Write + Send,
 {
+    with_root_check_after(std::io::empty(), out, params, root, write)
+}
+
+/// [`with_root_check`] of a file whose first bytes, `prefix`, were written
+/// before (by an interrupted get): they are read (on the checking thread)
+/// ahead of what `write` writes.
+pub fn with_root_check_after<W, T>(
+    prefix: impl Read + Send,
+    out: W,
+    params: &crowd_chunker::DagParams,
+    root: &crowd_chunker::Cid,
+    write: impl FnOnce(&mut RootCheck<W>) -> Result<T>,
+) -> Result<T>
+where
+    W: Write + Send,
+{
     let (mut tee, rx) = RootCheck::new(out);
     std::thread::scope(|s| {
-        let checker = s.spawn(move || super::check_root(&mut ChannelReader::new(rx), params, root));
+        let checker = s.spawn(move || {
+            let mut whole = prefix.chain(ChannelReader::new(rx));
+            super::check_root(&mut whole, params, root)
+        });
         let written = write(&mut tee);
         // the checker's stream ends here
         drop(tee);

@@ -233,6 +233,7 @@ impl Net {
             whole,
             progress: bar,
             landed: None,
+            punched: false,
         }
     }
 
@@ -461,6 +462,7 @@ fn decoding_follows_the_data_pieces_as_they_land() {
         whole: true,
         progress: &bar,
         landed: None,
+        punched: false,
     };
     let landed = super::engine::Landed::new(K + M);
     // data pieces 0, 1, 3 and both parity pieces complete; piece 2 holds two
@@ -473,7 +475,7 @@ fn decoding_follows_the_data_pieces_as_they_land() {
     }
     landed.finish();
     let mut bytes = Vec::new();
-    let upto = super::pipeline::follow(&job, &landed, &mut bytes).unwrap();
+    let upto = super::pipeline::follow(&job, &landed, &mut bytes, 0).unwrap();
     // the first two segments, all data pieces hold them; the rest waits for the fetch's choice
     assert_eq!(upto, g.segment_range(2).start);
     assert_eq!(bytes, &data[..upto as usize]);
@@ -486,14 +488,14 @@ fn decoding_follows_the_data_pieces_as_they_land() {
     }
     landed.finish();
     let mut bytes = Vec::new();
-    let upto = super::pipeline::follow(&job, &landed, &mut bytes).unwrap();
+    let upto = super::pipeline::follow(&job, &landed, &mut bytes, 0).unwrap();
     assert_eq!(upto, g.segment_range(2).start);
     assert_eq!(bytes, &data[..upto as usize]);
 
     // every data piece landed: the whole file, no decode left
     std::fs::write(dir.piece_path(2), &pieces[2]).unwrap();
     let mut bytes = Vec::new();
-    let upto = super::pipeline::follow(&job, &landed, &mut bytes).unwrap();
+    let upto = super::pipeline::follow(&job, &landed, &mut bytes, 0).unwrap();
     assert_eq!(upto, len as u64);
     assert_eq!(bytes, data);
 
@@ -501,7 +503,7 @@ fn decoding_follows_the_data_pieces_as_they_land() {
     let none = super::engine::Landed::new(K + M);
     none.finish();
     let mut bytes = Vec::new();
-    assert_eq!(super::pipeline::follow(&job, &none, &mut bytes).unwrap(), 0);
+    assert_eq!(super::pipeline::follow(&job, &none, &mut bytes, 0).unwrap(), 0);
     assert!(bytes.is_empty());
 }
 
