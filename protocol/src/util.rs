@@ -236,8 +236,8 @@ pub const WRITEBACK_EVERY: u64 = 64 << 20;
 /// back until the kernel's dirty threshold (10% of memory by default) or the
 /// final fsync, which then waits for the whole file. Used by a get's output
 /// and by a node receiving a piece. A sync that fails only costs the head
-/// start: the final fsync reports the error. Dropping it waits for a sync
-/// in flight (and its report).
+/// start: the final fsync reports the error. Dropping a reporting one
+/// waits for the sync in flight and its report.
 pub struct Writeback<'f> {
     file: &'f std::fs::File,
     written: u64,
@@ -256,12 +256,17 @@ impl std::fmt::Debug for Writeback<'_> {
 
 impl<'f> Writeback<'f> {
     pub fn new(file: &'f std::fs::File) -> Self {
-        Self::reporting(file, |_| {})
+        let mut w = Self::reporting(file, |_| {});
+        // nothing waits for it (a node drops this on a runtime thread): the
+        // helper ends on its own once the writer is dropped
+        w.syncer = None;
+        w
     }
 
     /// As [`Writeback::new`], and after each background sync that
     /// succeeded, `synced(n)` runs on the helper thread: the first `n` bytes
-    /// written through this writer are on disk.
+    /// written through this writer are on disk. Dropping the writer waits
+    /// for the helper (a sync in flight and its report).
     pub fn reporting(file: &'f std::fs::File, mut synced: impl FnMut(u64) + Send + 'static) -> Self {
         let (tx, syncer) = match file.try_clone() {
             Ok(clone) => {
