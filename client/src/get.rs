@@ -18,9 +18,12 @@
 //!    interrupted get resumes: verified bytes are kept (cut back to a group
 //!    boundary) and only the rest is fetched. A resumed whole piece is
 //!    re-hashed once complete.
-//! 4. Decode into a temporary file next to OUT, rebuild the file's DAG with
+//! 4. Decode into `output` in that directory, rebuild the file's DAG with
 //!    the manifest's chunking parameters and compare it with the root CID,
-//!    then rename into place and remove the resume directory.
+//!    then rename into place and remove the resume directory. What of the
+//!    output reached the disk is kept by an interrupted whole-file get (and
+//!    the data pieces' bytes that made it are freed as it goes): the next
+//!    run checks it again and fetches only the rest (`get/store.rs`).
 //!
 //! `--range START-END` fetches only the piece ranges of the segments
 //! covering it and decodes just those bytes: they are verified against the
