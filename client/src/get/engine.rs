@@ -52,7 +52,9 @@ pub struct FetchJob<'a> {
 /// Per piece, how many compact bytes its file holds that were fetched and
 /// verified in this run and are written (not just buffered); and whether
 /// the fetch is over. Pieces resumed from an earlier run are not published
-/// (their bytes are re-checked only once complete) and stay at zero.
+/// (their bytes are re-checked only once complete) and stay at zero, except
+/// data pieces behind a kept output (`FetchJob::punched`), which are not
+/// re-hashed and are followed like the others.
 #[derive(Debug, Clone)]
 pub struct Landed(Arc<LandedInner>);
 
@@ -189,6 +191,13 @@ pub async fn fetch_pieces(net: &Network, job: &FetchJob<'_>) -> Result<Fetched> 
             p.state = State::Done;
         }
     }
+    if let (true, Some(l)) = (job.punched, &job.landed) {
+        for (i, p) in pieces.iter().enumerate().take(k) {
+            if p.as_ref().is_some_and(|p| p.state == State::Done) {
+                l.set(i, total);
+            }
+        }
+    }
     let remaining: Vec<Option<u64>> = pieces
         .iter()
         .map(|p| p.as_ref().map(|p| total - p.have.load(Ordering::Relaxed)))
@@ -238,7 +247,9 @@ pub async fn fetch_pieces(net: &Network, job: &FetchJob<'_>) -> Result<Fetched> 
             p.have.store(held, Ordering::Relaxed);
             let file = job.dir.append(i, held)?;
             let landed = match &job.landed {
-                Some(l) if !p.resumed => {
+                // a resumed data piece behind a kept output is not
+                // re-hashed (see `punched`), so the decoder may follow it too
+                Some(l) if !p.resumed || (job.punched && i < k) => {
                     l.set(i, held);
                     Some((l.clone(), i))
                 }
