@@ -39,6 +39,7 @@
 mod engine;
 pub(crate) mod pipeline;
 mod plan;
+mod stage;
 mod store;
 #[cfg(test)]
 mod tests;
@@ -304,7 +305,7 @@ fn get_from(
     // writes the verified bytes into `w`
     let retrieve_into = |mut w: &mut dyn WriteSend| -> Result<engine::Fetched> {
         let mut job = fetch_job(found, &dir, &plan, stored_whole, &bar);
-        job.punched = durable > 0;
+        job.kept = map.map(|map| map.consumed(from));
         let retrieve = |out: &mut dyn WriteSend| {
             pipeline::retrieve(rt.handle(), &found.session.net, job, &fetching, out)
         };
@@ -1010,7 +1011,7 @@ fn fetch_job<'a>(
         whole,
         progress: bar,
         landed: None,
-        punched: false,
+        kept: None,
     }
 }
 

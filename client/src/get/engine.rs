@@ -8,7 +8,6 @@
 //! fetched in this run.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +19,7 @@ use crowd_protocol::{Manifest, Network, PieceId};
 use tokio::task::JoinSet;
 
 use super::plan::{piece_order, PieceRanges};
+use super::stage::Stage;
 use super::store::ResumeDir;
 
 /// A retrieval's network side, independent of how the manifest and the
@@ -41,20 +41,23 @@ pub struct FetchJob<'a> {
     /// Where to publish each piece's written length, for a decoder that
     /// runs while the fetch goes on.
     pub landed: Option<Landed>,
-    /// The data pieces' files may have holes where an interrupted get's
-    /// kept output already holds what their bytes made (see
-    /// [`super::store`]): a resumed data piece is not re-hashed once
-    /// complete. What it adds is checked with the rest of the file (the
-    /// root check, or every segment's tag).
-    pub punched: bool,
+    /// `Some(c)`: the output is kept from run to run (see [`super::store`])
+    /// and already holds what the data pieces' first `c` compact bytes
+    /// make. Data pieces are then fetched from `c`, their files (sparse:
+    /// bytes go to the decoder through [`Landed`]'s stages, and punched
+    /// behind the output) are not trusted from run to run nor re-hashed;
+    /// what they add is checked with the rest of the file (the root check,
+    /// or every segment's tag).
+    pub kept: Option<u64>,
 }
 
 /// Per piece, how many compact bytes its file holds that were fetched and
 /// verified in this run and are written (not just buffered); and whether
 /// the fetch is over. Pieces resumed from an earlier run are not published
 /// (their bytes are re-checked only once complete) and stay at zero, except
-/// data pieces behind a kept output (`FetchJob::punched`), which are not
-/// re-hashed and are followed like the others.
+/// data pieces behind a kept output (`FetchJob::kept`), which are not
+/// re-hashed and are followed like the others. With stages, the data
+/// pieces' bytes are handed to the decoder in memory ([`super::stage`]).
 #[derive(Debug, Clone)]
 pub struct Landed(Arc<LandedInner>);
 
@@ -62,14 +65,28 @@ pub struct Landed(Arc<LandedInner>);
 struct LandedInner {
     pieces: Vec<AtomicU64>,
     finished: std::sync::atomic::AtomicBool,
+    /// One per data piece, or none.
+    stages: Vec<Stage>,
 }
 
 impl Landed {
     pub fn new(pieces: usize) -> Self {
+        Self::staged(pieces, 0, 0)
+    }
+
+    /// As [`Landed::new`], with a [`Stage`] of `cap` bytes for each of the
+    /// first `data` pieces.
+    pub fn staged(pieces: usize, data: usize, cap: usize) -> Self {
         Self(Arc::new(LandedInner {
             pieces: (0..pieces).map(|_| AtomicU64::new(0)).collect(),
             finished: false.into(),
+            stages: (0..data).map(|_| Stage::new(cap)).collect(),
         }))
+    }
+
+    /// Piece `i`'s stage, if it has one.
+    pub fn stage(&self, i: usize) -> Option<&Stage> {
+        self.0.stages.get(i)
     }
 
     /// Bytes of piece `i` on disk (0 for an unknown piece).
@@ -164,7 +181,17 @@ pub async fn fetch_pieces(net: &Network, job: &FetchJob<'_>) -> Result<Fetched> 
             continue;
         };
         let id = PieceId(*layout.pieces()[i].hash.as_bytes());
-        let held = job.plan.resume_at(job.dir.have(i));
+        let held = match job.kept {
+            // what the file held is not trusted: fetched again from `c`
+            Some(c) if i < k => {
+                job.dir.append(i, c)?;
+                if let Some(l) = &job.landed {
+                    l.set(i, c);
+                }
+                c
+            }
+            _ => job.plan.resume_at(job.dir.have(i)),
+        };
         *slot = Some(Piece {
             provider,
             id,
@@ -182,7 +209,7 @@ pub async fn fetch_pieces(net: &Network, job: &FetchJob<'_>) -> Result<Fetched> 
     for (i, slot) in pieces.iter_mut().enumerate() {
         let Some(p) = slot else { continue };
         if p.have.load(Ordering::Relaxed) == total {
-            if job.whole && !(job.punched && i < k) && !check_whole(job, i, piece_len)? {
+            if job.whole && !(job.kept.is_some() && i < k) && !check_whole(job, i, piece_len)? {
                 p.have.store(0, Ordering::Relaxed);
                 p.resumed = false;
                 p.start_have = 0;
@@ -191,7 +218,7 @@ pub async fn fetch_pieces(net: &Network, job: &FetchJob<'_>) -> Result<Fetched> 
             p.state = State::Done;
         }
     }
-    if let (true, Some(l)) = (job.punched, &job.landed) {
+    if let (true, Some(l)) = (job.kept.is_some(), &job.landed) {
         for (i, p) in pieces.iter().enumerate().take(k) {
             if p.as_ref().is_some_and(|p| p.state == State::Done) {
                 l.set(i, total);
@@ -241,16 +268,30 @@ pub async fn fetch_pieces(net: &Network, job: &FetchJob<'_>) -> Result<Fetched> 
             p.state = State::Running;
             p.attempts += 1;
             p.started = Some(Instant::now());
-            // the file says what was kept (a failed attempt flushed its verified bytes)
-            let held = job.plan.resume_at(job.dir.have(i));
+            // a data piece behind a kept output goes on from what landed
+            // (staged or written; bytes delivered again are skipped), any
+            // other from what its file kept (a failed attempt flushed its
+            // verified bytes)
+            let kept_data = job.kept.is_some() && i < k;
+            let (held, skip_until, file) = match (&job.landed, job.kept) {
+                (Some(l), Some(c)) if kept_data => {
+                    let landed = l.get(i).max(c);
+                    (job.plan.resume_at(landed), landed, job.dir.open_piece(i)?)
+                }
+                _ => {
+                    let held = job.plan.resume_at(job.dir.have(i));
+                    (held, held, job.dir.append(i, held)?)
+                }
+            };
             p.start_have = held;
             p.have.store(held, Ordering::Relaxed);
-            let file = job.dir.append(i, held)?;
             let landed = match &job.landed {
                 // a resumed data piece behind a kept output is not
-                // re-hashed (see `punched`), so the decoder may follow it too
-                Some(l) if !p.resumed || (job.punched && i < k) => {
-                    l.set(i, held);
+                // re-hashed (see `kept`), so the decoder may follow it too
+                Some(l) if !p.resumed || kept_data => {
+                    if !kept_data {
+                        l.set(i, held);
+                    }
                     Some((l.clone(), i))
                 }
                 _ => None,
@@ -264,6 +305,7 @@ pub async fn fetch_pieces(net: &Network, job: &FetchJob<'_>) -> Result<Fetched> 
                 ranges: job.plan.remaining(held),
                 file,
                 start: held,
+                skip_until,
                 landed,
                 stall: job.stall,
                 have: p.have.clone(),
@@ -307,7 +349,7 @@ pub async fn fetch_pieces(net: &Network, job: &FetchJob<'_>) -> Result<Fetched> 
                     continue;
                 }
                 match result {
-                    Ok(()) if job.whole && p.resumed && !(job.punched && i < k) && !check_whole(job, i, piece_len)? => {
+                    Ok(()) if job.whole && p.resumed && !(job.kept.is_some() && i < k) && !check_whole(job, i, piece_len)? => {
                         p.have.store(0, Ordering::Relaxed);
                         p.resumed = false;
                         p.state = State::Failed;
@@ -464,8 +506,10 @@ struct PieceTask {
     piece_len: u64,
     ranges: Vec<std::ops::Range<u64>>,
     file: std::fs::File,
-    /// Compact bytes the file holds when the task starts.
+    /// Compact offset the fetch starts at.
     start: u64,
+    /// Bytes before this offset already landed: skipped.
+    skip_until: u64,
     /// Where to publish the written length, and this piece's index.
     landed: Option<(Landed, usize)>,
     stall: Duration,
@@ -475,16 +519,27 @@ struct PieceTask {
 /// Bytes buffered per running fetch before they are written.
 const WRITE_BUF: usize = 1 << 20;
 
-/// A piece file's writer: buffers, writes, and publishes what is written.
+/// A piece's writer: buffers, hands full buffers to the piece's stage (if
+/// it has one and there is room) or writes them to its file at their
+/// offset, and publishes what landed.
 struct PieceWriter {
     file: std::fs::File,
     buf: Vec<u8>,
+    /// Compact offset of `buf`'s first byte.
     written: u64,
+    skip_until: u64,
     landed: Option<(Landed, usize)>,
 }
 
 impl PieceWriter {
-    fn push(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+    fn push(&mut self, mut bytes: &[u8]) -> std::io::Result<()> {
+        if self.buf.is_empty() && self.written < self.skip_until {
+            let skip = usize::try_from(self.skip_until - self.written)
+                .unwrap_or(usize::MAX)
+                .min(bytes.len());
+            bytes = &bytes[skip..];
+            self.written += skip as u64;
+        }
         self.buf.extend_from_slice(bytes);
         if self.buf.len() >= WRITE_BUF {
             self.flush()?;
@@ -493,9 +548,25 @@ impl PieceWriter {
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.file.write_all(&self.buf)?;
-        self.written += self.buf.len() as u64;
-        self.buf.clear();
+        use std::os::unix::fs::FileExt;
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let len = self.buf.len() as u64;
+        match self.landed.as_ref().and_then(|(l, i)| l.stage(*i)) {
+            Some(stage) => {
+                let full = std::mem::replace(&mut self.buf, stage.buffer(WRITE_BUF));
+                if let Err(back) = stage.offer(self.written, full) {
+                    // the stage is full: this block goes to the file
+                    self.file.write_all_at(&back, self.written)?;
+                }
+            }
+            None => {
+                self.file.write_all_at(&self.buf, self.written)?;
+                self.buf.clear();
+            }
+        }
+        self.written += len;
         if let Some((l, i)) = &self.landed {
             l.set(*i, self.written);
         }
@@ -513,6 +584,7 @@ impl PieceTask {
             file: self.file,
             buf: Vec::with_capacity(WRITE_BUF),
             written: self.start,
+            skip_until: self.skip_until,
             landed: self.landed,
         };
         let mut streams = self.net.streams();

@@ -24,10 +24,13 @@ use crowd_protocol::Network;
 use tokio::runtime::Handle;
 
 use super::engine::{fetch_pieces, FetchJob, Fetched, Landed};
-use super::store::PlannedPiece;
+use super::stage::StagedPiece;
 
 /// How often the decoder looks whether more has landed.
 const POLL: Duration = Duration::from_millis(10);
+/// Bounds of a data piece's stage.
+const STAGE_MIN: u64 = 2 << 20;
+const STAGE_MAX: u64 = 16 << 20;
 
 /// Fetches `job` on `rt` and writes file bytes `range` to `out`, decoding
 /// whole-file gets while the pieces arrive.
@@ -38,7 +41,16 @@ pub fn retrieve<W: Write + Send + ?Sized>(
     range: &Range<u64>,
     out: &mut W,
 ) -> Result<Fetched> {
-    let landed = Landed::new(job.manifest.layout.params().total_shards());
+    let layout = &job.manifest.layout;
+    let (n, k) = (layout.params().total_shards(), layout.params().data_shards());
+    // behind a kept output the data pieces reach the decoder in memory:
+    // two shards each, within 2 to 16 MiB
+    let landed = if job.whole && job.kept.is_some() {
+        let cap = (2 * layout.geometry().shard_len(0)).clamp(STAGE_MIN, STAGE_MAX);
+        Landed::staged(n, k, usize::try_from(cap).unwrap_or(STAGE_MAX as usize))
+    } else {
+        Landed::new(n)
+    };
     if job.whole {
         job.landed = Some(landed.clone());
     } else {
@@ -54,6 +66,20 @@ pub fn retrieve<W: Write + Send + ?Sized>(
             .unwrap_or_else(|_| Err(anyhow::anyhow!("the decoder thread panicked")));
         (fetched, followed)
     });
+    // what is still staged goes to the files, for decoding from them
+    for i in 0..k {
+        let Some(stage) = landed.stage(i) else { continue };
+        let blocks = stage.drain();
+        if blocks.is_empty() {
+            continue;
+        }
+        use std::os::unix::fs::FileExt;
+        let file = job.dir.open_piece(i)?;
+        for (at, block) in blocks {
+            file.write_all_at(&block, at)
+                .with_context(|| format!("writing {}", job.dir.piece_path(i).display()))?;
+        }
+    }
     let fetched = fetched?;
     // `follow` wrote exactly the file up to `upto` (or failed); a range get
     // does not follow: it decodes from its start
@@ -98,7 +124,7 @@ pub(super) fn follow<W: Write + ?Sized>(
         let r = g.segment_range(j);
         r.start.max(from)..r.end
     };
-    let mut sources: Option<Vec<Option<PlannedPiece<'_>>>> = None;
+    let mut sources: Option<Vec<Option<StagedPiece<'_, '_>>>> = None;
     let decoder = Decoder::new(layout)?.with_verification(Verification::Trusted);
     while job.whole && next < count {
         let low = (0..k).map(|i| landed.get(i)).min().unwrap_or(0);
@@ -115,9 +141,12 @@ pub(super) fn follow<W: Write + ?Sized>(
         }
         if sources.is_none() {
             // every data piece has bytes on disk, so its file exists
-            let mut v: Vec<Option<PlannedPiece<'_>>> = (0..n).map(|_| None).collect();
+            let mut v: Vec<Option<StagedPiece<'_, '_>>> = (0..n).map(|_| None).collect();
             for (i, slot) in v.iter_mut().enumerate().take(k) {
-                *slot = Some(job.dir.source(i, job.plan, layout.piece_len())?);
+                *slot = Some(StagedPiece {
+                    stage: landed.stage(i),
+                    file: job.dir.source(i, job.plan, layout.piece_len())?,
+                });
             }
             sources = Some(v);
         }
@@ -134,6 +163,12 @@ pub(super) fn follow<W: Write + ?Sized>(
                 return Ok(part(next).start);
             }
             next += 1;
+            // written: what the data pieces held of it is no longer needed
+            for i in 0..k {
+                if let Some(stage) = landed.stage(i) {
+                    stage.release(g.piece_offset(next));
+                }
+            }
         }
     }
     Ok(if next == count {

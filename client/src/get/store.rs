@@ -106,6 +106,18 @@ impl ResumeDir {
         Ok(f)
     }
 
+    /// Opens piece `index` for writing at offsets (a data piece behind a
+    /// kept output: sparse, never cut).
+    pub fn open_piece(&self, index: usize) -> Result<File> {
+        let path = self.piece_path(index);
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))
+    }
+
     /// Piece `index` as a decoder source, if complete.
     pub fn source<'p>(
         &self,

@@ -233,8 +233,28 @@ impl Net {
             whole,
             progress: bar,
             landed: None,
-            punched: false,
+            kept: None,
         }
+    }
+
+    /// The whole file as a get that keeps its output fetches it: the data
+    /// pieces reach the decoder through in-memory stages.
+    async fn get_kept(&self, out: &Path) -> Result<(Vec<u8>, super::engine::Fetched)> {
+        let range = 0..self.manifest.size;
+        let dir = ResumeDir::open(out, &format!("test {}-{}\n", range.start, range.end))?;
+        let plan = PieceRanges::for_range(&self.manifest.layout.geometry(), &range);
+        let addrs = self.addrs();
+        let bar = Progress::hidden();
+        let mut job = self.job(&plan, &dir, &addrs, &bar, true);
+        job.kept = Some(0);
+        let mut bytes = Vec::new();
+        let fetched = tokio::task::block_in_place(|| {
+            let rt = tokio::runtime::Handle::current();
+            super::pipeline::with_root_check(&mut bytes, &self.params, &self.manifest.root, |out| {
+                super::pipeline::retrieve(&rt, &self.net, job, &range, out)
+            })
+        })?;
+        Ok((bytes, fetched))
     }
 
     fn addrs(&self) -> HashMap<PeerId, Vec<Multiaddr>> {
@@ -322,6 +342,27 @@ async fn pieces_from_real_nodes_decode_whole_by_range_and_without_m_providers() 
         "{e}"
     );
     assert!(!e.contains('\n'), "{e}");
+}
+
+/// Behind a kept output the data pieces are staged in memory, not in their
+/// files; the file is the same with every provider up, and with two data
+/// pieces' providers gone (the staged and spilled bytes of the others are
+/// then decoded with parity).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_behind_a_kept_output_stages_the_data_pieces_and_still_decodes_from_parity() {
+    // 40 segments of 256 KiB: each data piece (2.5 MiB) is more than its
+    // stage holds
+    let len = 10 * (1 << 20) + 777;
+    let mut t = Net::start(len).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let (bytes, fetched) = t.get_kept(&fresh_out(&tmp, "all")).await.unwrap();
+    assert!(bytes == t.data, "the staged get differs");
+    assert!(fetched.failures.is_empty(), "{:?}", fetched.failures);
+    t.nodes[1].kill();
+    t.nodes[3].kill();
+    let (bytes, fetched) = t.get_kept(&fresh_out(&tmp, "degraded")).await.unwrap();
+    assert!(bytes == t.data, "the staged get from parity differs");
+    assert_eq!(fetched.complete, vec![0, 2, 4, 5]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -462,7 +503,7 @@ fn decoding_follows_the_data_pieces_as_they_land() {
         whole: true,
         progress: &bar,
         landed: None,
-        punched: false,
+        kept: None,
     };
     let landed = super::engine::Landed::new(K + M);
     // data pieces 0, 1, 3 and both parity pieces complete; piece 2 holds two

@@ -1,0 +1,227 @@
+//! Data pieces' bytes held in memory for the decoder that follows the
+//! fetch. A whole-file get that keeps its output (see [`super::store`])
+//! hands each verified block of a data piece to its [`Stage`] instead of
+//! its resume file; the decoder copies segments out of the stages and
+//! releases what it wrote. A stage is bounded: when it is full (the decoder
+//! waits for a slower piece) the block goes to the piece's file at its
+//! offset, as before, and the decoder reads it from there. What is still
+//! staged when the fetch ends is written to the files, for decoding from
+//! parity. So in the common case the data pieces' bytes are written once,
+//! to the output, instead of to a resume file, read back and written again.
+//!
+//! A data piece's file is then sparse and is not trusted by a later run:
+//! an interrupted get keeps the output, which holds what those bytes made,
+//! and fetches the data pieces again from where it ends.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::Mutex;
+
+use crowd_erasure::PieceSource;
+
+use super::store::PlannedPiece;
+
+/// One data piece's staged blocks: compact offset and bytes, in offset
+/// order, not overlapping (a block may be missing between two: it went to
+/// the file).
+#[derive(Debug)]
+pub struct Stage {
+    inner: Mutex<Inner>,
+    cap: usize,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    blocks: VecDeque<(u64, Vec<u8>)>,
+    bytes: usize,
+    /// Buffers released by the decoder, for the fetch to fill again.
+    spare: Vec<Vec<u8>>,
+}
+
+/// Released buffers kept for reuse per stage.
+const SPARE: usize = 4;
+
+impl Stage {
+    /// A stage holding at most `cap` bytes.
+    pub fn new(cap: usize) -> Self {
+        Self {
+            inner: Mutex::new(Inner::default()),
+            cap,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // a panic elsewhere leaves consistent data: blocks are whole
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes `block` (compact bytes from `at`, after every block offered
+    /// before), or hands it back when full: the caller writes it to the
+    /// file.
+    pub fn offer(&self, at: u64, block: Vec<u8>) -> Result<(), Vec<u8>> {
+        let mut inner = self.lock();
+        if inner.bytes + block.len() > self.cap || block.is_empty() {
+            return Err(block);
+        }
+        inner.bytes += block.len();
+        inner.blocks.push_back((at, block));
+        Ok(())
+    }
+
+    /// An empty buffer to fill (a released one when there is one).
+    pub fn buffer(&self, capacity: usize) -> Vec<u8> {
+        let mut b = self.lock().spare.pop().unwrap_or_default();
+        b.clear();
+        b.reserve(capacity);
+        b
+    }
+
+    /// Reads compact bytes `at..at + buf.len()`: the staged parts from the
+    /// stage, the rest with `from_file`.
+    pub fn read_at(
+        &self,
+        at: u64,
+        buf: &mut [u8],
+        mut from_file: impl FnMut(u64, &mut [u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let inner = self.lock();
+        let mut pos = at;
+        let end = at + buf.len() as u64;
+        // the first block that may overlap
+        let first = inner.blocks.partition_point(|(o, b)| o + b.len() as u64 <= at);
+        let mut blocks = inner.blocks.range(first..).peekable();
+        while pos < end {
+            match blocks.peek() {
+                Some((o, b)) if *o <= pos => {
+                    let from = (pos - o) as usize;
+                    let n = (b.len() - from).min((end - pos) as usize);
+                    let dst = (pos - at) as usize;
+                    buf[dst..dst + n].copy_from_slice(&b[from..from + n]);
+                    pos += n as u64;
+                    blocks.next();
+                }
+                next => {
+                    let upto = next.map_or(end, |(o, _)| (*o).min(end));
+                    let dst = (pos - at) as usize;
+                    from_file(pos, &mut buf[dst..dst + (upto - pos) as usize])?;
+                    pos = upto;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the blocks wholly below compact offset `below` (written to the
+    /// output).
+    pub fn release(&self, below: u64) {
+        let mut inner = self.lock();
+        while let Some((o, b)) = inner.blocks.front() {
+            if o + b.len() as u64 > below {
+                break;
+            }
+            if let Some((_, b)) = inner.blocks.pop_front() {
+                inner.bytes -= b.len();
+                if inner.spare.len() < SPARE {
+                    inner.spare.push(b);
+                }
+            }
+        }
+    }
+
+    /// Takes every staged block (to write to the file).
+    pub fn drain(&self) -> Vec<(u64, Vec<u8>)> {
+        let mut inner = self.lock();
+        inner.bytes = 0;
+        inner.blocks.drain(..).collect()
+    }
+}
+
+/// A data piece as the decoder reads it: staged bytes from its stage, the
+/// rest from its file. (Only for whole-file plans, where compact offsets
+/// are piece offsets.)
+#[derive(Debug)]
+pub struct StagedPiece<'s, 'p> {
+    pub stage: Option<&'s Stage>,
+    pub file: PlannedPiece<'p>,
+}
+
+impl PieceSource for StagedPiece<'_, '_> {
+    fn len(&self) -> io::Result<u64> {
+        self.file.len()
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        match self.stage {
+            Some(stage) => stage.read_at(offset, buf, |at, part| self.file.read_at(at, part)),
+            None => self.file.read_at(offset, buf),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever goes to the stage and whatever is handed back (and so
+        /// written to the file), any range below what was offered reads the
+        /// piece's bytes, before and after releasing the blocks below it.
+        #[test]
+        fn staged_and_spilled_blocks_read_back_as_the_piece_proptest(
+            sizes in proptest::collection::vec(1usize..5000, 1..40),
+            cap in 1usize..20_000,
+            reads in proptest::collection::vec((0.0f64..1.0, 0usize..6000), 1..20),
+        ) {
+            let total: usize = sizes.iter().sum();
+            let piece: Vec<u8> = (0..total).map(|i| (i * 7 % 253) as u8).collect();
+            let stage = Stage::new(cap);
+            let mut file = vec![0u8; total];
+            let mut at = 0usize;
+            for s in &sizes {
+                let mut b = stage.buffer(*s);
+                b.extend_from_slice(&piece[at..at + s]);
+                if let Err(back) = stage.offer(at as u64, b) {
+                    file[at..at + s].copy_from_slice(&back);
+                }
+                at += s;
+            }
+            let read_file = |file: &[u8], o: u64, buf: &mut [u8]| -> io::Result<()> {
+                buf.copy_from_slice(&file[o as usize..o as usize + buf.len()]);
+                Ok(())
+            };
+            let mut released = 0u64;
+            for (share, len) in reads {
+                let start = released + ((total as u64 - released) as f64 * share) as u64;
+                let len = len.min(total - start as usize);
+                let mut buf = vec![0u8; len];
+                stage.read_at(start, &mut buf, |o, b| read_file(&file, o, b)).unwrap();
+                prop_assert_eq!(&buf[..], &piece[start as usize..start as usize + len]);
+                // the decoder moves on: what lies below `start` is released
+                stage.release(start);
+                released = start;
+            }
+            // the rest goes to the file: the file then holds every byte
+            // from the last release on
+            for (o, b) in stage.drain() {
+                file[o as usize..o as usize + b.len()].copy_from_slice(&b);
+            }
+            let from = stage_floor(&sizes, released);
+            prop_assert_eq!(&file[from..], &piece[from..]);
+        }
+    }
+
+    /// The start of the block holding `released` (blocks straddling it
+    /// were kept, so the file holds everything from there once drained).
+    fn stage_floor(sizes: &[usize], released: u64) -> usize {
+        let mut at = 0usize;
+        for s in sizes {
+            if (at + s) as u64 > released {
+                return at;
+            }
+            at += s;
+        }
+        at
+    }
+}
