@@ -594,7 +594,7 @@ async fn store_round(
     let fed = feeding
         .await
         .map_err(|e| anyhow!("erasure coding stopped: {e}"))??;
-    if fed.as_ref().is_some_and(|l| l != layout) {
+    if fed.as_ref().is_some_and(|c| !c.matches(layout)) {
         bail!("{} changed while it was being stored", job.file.display());
     }
     let mut ok = Vec::new();

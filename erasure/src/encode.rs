@@ -73,7 +73,64 @@ impl Encoder {
     /// segment's `m` parity shards, whatever the input size. `emit` runs on
     /// the calling thread. An error from `emit` stops the encode and is
     /// returned as [`ErasureError::Io`].
-    pub fn encode_with<R, F>(&self, mut reader: R, mut emit: F) -> Result<Layout>
+    pub fn encode_with<R, F>(&self, reader: R, emit: F) -> Result<Layout>
+    where
+        R: Read + Send,
+        F: FnMut(ShardRef<'_>) -> io::Result<()>,
+    {
+        let all: Vec<usize> = (0..self.params.total_shards()).collect();
+        let (file_len, piece_len, hashes) = self.encode_hashing(reader, &all, emit)?;
+        // every piece was hashed (a missing one would fail the count)
+        let pieces = hashes
+            .into_iter()
+            .flatten()
+            .map(|hash| PieceInfo { len: piece_len, hash })
+            .collect();
+        Layout::new(self.params, file_len, pieces)
+    }
+
+    /// As [`Encoder::encode_with`], hashing only the pieces a change of the
+    /// input would show in ([`Encoder::check_pieces`]): for a second pass
+    /// over an input whose layout is known, to tell whether it changed at
+    /// a fraction of the hashing. Returns the input's length and those
+    /// pieces' hashes.
+    pub fn encode_checked<R, F>(&self, reader: R, emit: F) -> Result<Checked>
+    where
+        R: Read + Send,
+        F: FnMut(ShardRef<'_>) -> io::Result<()>,
+    {
+        let check = self.check_pieces();
+        let (file_len, _, hashes) = self.encode_hashing(reader, &check, emit)?;
+        Ok(Checked {
+            file_len,
+            hashes: check
+                .into_iter()
+                .filter_map(|i| hashes.get(i).copied().flatten().map(|h| (i, h)))
+                .collect(),
+        })
+    }
+
+    /// The pieces every input byte reaches: the first parity piece (each
+    /// parity shard is a combination of all `k` data shards with nonzero
+    /// coefficients, an MDS code's property), or every data piece when
+    /// there is no parity.
+    pub fn check_pieces(&self) -> Vec<usize> {
+        let k = self.params.data_shards();
+        if self.params.parity_shards() > 0 {
+            vec![k]
+        } else {
+            (0..k).collect()
+        }
+    }
+
+    /// The encode, hashing the pieces in `hashed`: input length, piece
+    /// length, and per piece its hash if it was hashed.
+    fn encode_hashing<R, F>(
+        &self,
+        mut reader: R,
+        hashed: &[usize],
+        mut emit: F,
+    ) -> Result<(u64, u64, Vec<Option<blake3::Hash>>)>
     where
         R: Read + Send,
         F: FnMut(ShardRef<'_>) -> io::Result<()>,
@@ -92,7 +149,9 @@ impl Encoder {
             .lock()
             .map(|mut b| std::mem::take(&mut *b))
             .unwrap_or_default();
-        let mut hashers: Vec<blake3::Hasher> = vec![blake3::Hasher::new(); k + m];
+        let mut hashers: Vec<Option<blake3::Hasher>> = (0..k + m)
+            .map(|i| hashed.contains(&i).then(blake3::Hasher::new))
+            .collect();
         let mut file_len = 0u64;
         let mut piece_len = 0u64;
 
@@ -140,17 +199,14 @@ impl Encoder {
             filled = next_filled;
         }
 
-        let pieces = hashers
+        let hashes = hashers
             .iter()
-            .map(|h| PieceInfo {
-                len: piece_len,
-                hash: h.finalize(),
-            })
+            .map(|h| h.as_ref().map(blake3::Hasher::finalize))
             .collect();
         if let Ok(mut spare) = self.spare.lock() {
             *spare = Buffers { data, next, parity };
         }
-        Layout::new(self.params, file_len, pieces)
+        Ok((file_len, piece_len, hashes))
     }
 
     /// Compute the parity of one segment (`k` shards of `sl` bytes in
@@ -160,7 +216,7 @@ impl Encoder {
         data: &[u8],
         parity: &mut [u8],
         sl: usize,
-        hashers: &mut [blake3::Hasher],
+        hashers: &mut [Option<blake3::Hasher>],
     ) -> Result<()> {
         let k = self.params.data_shards();
         let data_shards: Vec<&[u8]> = data.chunks(sl).collect();
@@ -206,11 +262,31 @@ impl Encoder {
 }
 
 /// Feed shard `i` into hasher `i`, all shards in parallel.
-fn hash_all(hashers: &mut [blake3::Hasher], shards: &[&[u8]]) {
-    hashers
-        .par_iter_mut()
-        .zip(shards.par_iter())
-        .for_each(|(h, s)| hash_update(h, s));
+fn hash_all(hashers: &mut [Option<blake3::Hasher>], shards: &[&[u8]]) {
+    hashers.par_iter_mut().zip(shards.par_iter()).for_each(|(h, s)| {
+        if let Some(h) = h {
+            hash_update(h, s);
+        }
+    });
+}
+
+/// What [`Encoder::encode_checked`] saw: the input's length and the
+/// checked pieces' hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    pub file_len: u64,
+    pub hashes: Vec<(usize, blake3::Hash)>,
+}
+
+impl Checked {
+    /// Whether the input was the one `layout` describes.
+    pub fn matches(&self, layout: &Layout) -> bool {
+        self.file_len == layout.file_len()
+            && self
+                .hashes
+                .iter()
+                .all(|(i, h)| layout.pieces().get(*i).is_some_and(|p| p.hash == *h))
+    }
 }
 
 /// Read up to `seg_size` bytes into `buf`, growing it as needed; returns how

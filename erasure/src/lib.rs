@@ -111,7 +111,7 @@ mod layout;
 mod source;
 
 pub use decode::{Decoder, Verification};
-pub use encode::{Encoder, ShardRef};
+pub use encode::{Checked, Encoder, ShardRef};
 pub use error::{ErasureError, Result};
 pub use layout::{
     piece_cid, piece_cid_of, Geometry, Layout, Params, PieceInfo, BLAKE3_MULTIHASH, DEFAULT_SEGMENT_SIZE,

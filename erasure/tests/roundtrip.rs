@@ -269,6 +269,31 @@ proptest! {
         }
     }
 
+    /// A second pass that hashes only the check pieces agrees with the
+    /// layout when the input is the same, and tells any one changed byte
+    /// or a shorter input.
+    #[test]
+    fn a_checked_pass_tells_any_change_of_the_input(
+        data in proptest::collection::vec(any::<u8>(), 1..20_000),
+        k in 1usize..6,
+        m in 0usize..3,
+        seg_factor in 1u64..8,
+        at in any::<prop::sample::Index>(),
+        flip in 1u8..=255,
+    ) {
+        let enc = Encoder::new(Params::new(k, m, k as u64 * 512 * seg_factor).unwrap()).unwrap();
+        let layout = enc.encode_with(&data[..], |_| Ok(())).unwrap();
+        let same = enc.encode_checked(&data[..], |_| Ok(())).unwrap();
+        prop_assert!(same.matches(&layout));
+        prop_assert!(same.hashes.len() < k + m || m == 0);
+        let mut changed = data.clone();
+        let i = at.index(changed.len());
+        changed[i] ^= flip;
+        prop_assert!(!enc.encode_checked(&changed[..], |_| Ok(())).unwrap().matches(&layout));
+        let shorter = &data[..data.len() - 1];
+        prop_assert!(!enc.encode_checked(shorter, |_| Ok(())).unwrap().matches(&layout));
+    }
+
     #[test]
     fn encode_reader_proptest((k, m, seg, len, seed) in case(), step in 1usize..50) {
         let data = bytes(len as usize, seed);

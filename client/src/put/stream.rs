@@ -106,9 +106,15 @@ impl AsyncRead for LaneReader {
 }
 
 /// Feeds every piece in `lanes` from one encode of `reader` (blocking: run
-/// it on a blocking thread). Returns the layout when the whole input was
-/// encoded, `None` when every lane stopped first.
-pub fn feed(encoder: &Encoder, reader: impl Read + Send, lanes: Vec<Lane>) -> Result<Option<Layout>> {
+/// it on a blocking thread). Returns what tells whether the input was the
+/// one pass 1 laid out (only the check pieces are hashed again: the nodes
+/// hash every piece they receive) when the whole input was encoded, `None`
+/// when every lane stopped first.
+pub fn feed(
+    encoder: &Encoder,
+    reader: impl Read + Send,
+    lanes: Vec<Lane>,
+) -> Result<Option<crowd_erasure::Checked>> {
     let total = encoder.params().total_shards();
     let mut senders: Vec<Option<Lane>> = (0..total).map(|_| None).collect();
     for lane in lanes {
@@ -117,7 +123,7 @@ pub fn feed(encoder: &Encoder, reader: impl Read + Send, lanes: Vec<Lane>) -> Re
             *slot = Some(lane);
         }
     }
-    let result = encoder.encode_with(reader, |shard| {
+    let result = encoder.encode_checked(reader, |shard| {
         let mut stopped = false;
         if let Some(Some(lane)) = senders.get(shard.piece) {
             for chunk in shard.bytes.chunks(CHUNK) {
@@ -142,7 +148,7 @@ pub fn feed(encoder: &Encoder, reader: impl Read + Send, lanes: Vec<Lane>) -> Re
         Ok(())
     });
     match result {
-        Ok(layout) => Ok(Some(layout)),
+        Ok(checked) => Ok(Some(checked)),
         Err(crowd_erasure::ErasureError::Io(e)) if e.to_string() == ALL_STOPPED => Ok(None),
         Err(e) => Err(anyhow!("erasure coding: {e}")),
     }
@@ -233,7 +239,8 @@ mod tests {
         let (a, b) = tokio::join!(r0.read_to_end(&mut p0), r2.read_to_end(&mut p2));
         a.unwrap();
         b.unwrap();
-        assert_eq!(feeding.await.unwrap().unwrap(), Some(expect_layout));
+        let checked = feeding.await.unwrap().unwrap().unwrap();
+        assert!(checked.matches(&expect_layout));
         assert_eq!(p0, pieces[0]);
         assert_eq!(p2, pieces[2]);
     }
