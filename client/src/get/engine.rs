@@ -3,9 +3,10 @@
 //! corrupt or falls far behind the others, and cancel the rest once `k` are
 //! complete. Every byte written is verified in transit
 //! ([`crowd_protocol::transfer::fetch`]); pieces stream into the resume
-//! directory, so memory is one write buffer per running fetch. [`Landed`]
-//! tells a decoder running alongside how far each piece's file holds bytes
-//! fetched in this run.
+//! directory (data pieces behind a kept output into bounded in-memory
+//! stages first), so memory is one write buffer per running fetch plus the
+//! stages. [`Landed`] tells a decoder running alongside how far each piece
+//! has landed in this run.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,8 +52,9 @@ pub struct FetchJob<'a> {
     pub kept: Option<u64>,
 }
 
-/// Per piece, how many compact bytes its file holds that were fetched and
-/// verified in this run and are written (not just buffered); and whether
+/// Per piece, how many compact bytes were fetched and verified in this run
+/// and landed (written to its file or handed to its stage, not just
+/// buffered); and whether
 /// the fetch is over. Pieces resumed from an earlier run are not published
 /// (their bytes are re-checked only once complete) and stay at zero, except
 /// data pieces behind a kept output (`FetchJob::kept`), which are not

@@ -8,9 +8,10 @@
 //! and renames it into place once checked. `frontier` records how many of
 //! its first bytes are on disk (advanced after each background
 //! `fdatasync`): an interrupted get keeps them and fetches only the rest,
-//! and the data pieces' bytes that made them are punched out of their
-//! files (the file keeps its length). So a get holds at most a segment or
-//! two of resume bytes beyond the output, in the page cache and on disk,
+//! and whatever the data pieces' files hold behind them is punched out
+//! (the file keeps its length). The data pieces' bytes mostly reach the
+//! decoder in memory and never touch their files ([`super::stage`]); so a
+//! get holds little beyond its output, in the page cache and on disk,
 //! instead of a second copy of the file. [`OutputMap`] says where a kept
 //! output resumes and which piece bytes it makes redundant.
 
