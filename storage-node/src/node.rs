@@ -72,6 +72,11 @@ pub struct Node {
     network: std::sync::OnceLock<NetworkId>,
     /// Unseal-on-demand jobs at once (each holds a piece in memory).
     unseals: Arc<Semaphore>,
+    /// Sealing and seal proofs, which each regenerate a sector's layers:
+    /// one at a time, so a node holds one sector's layers however many
+    /// deals it seals and proves (without it, the proofs the tracker asks
+    /// for ran alongside the next seal and each other).
+    sector_work: Arc<Semaphore>,
     /// Recently unsealed pieces, and each peer's unseals in the window
     /// (see [`crate::unseal`]).
     unseal_cache: std::sync::Mutex<crate::unseal::UnsealCache>,
@@ -176,6 +181,7 @@ impl Node {
             repairs: crate::repair::RepairJobs::default(),
             last_epoch: std::sync::atomic::AtomicU64::new(0),
             unseals: Arc::new(Semaphore::new(1)),
+            sector_work: Arc::new(Semaphore::new(1)),
             network: std::sync::OnceLock::new(),
             parents: std::sync::Mutex::new(None),
         });
@@ -944,6 +950,7 @@ impl Node {
         let (deal, _, _, replica_id) = self.sealed_deal(s.deal_id)?;
         let params = self.params;
         let node = self.clone();
+        let _permit = self.sector_work.clone().acquire_owned().await?;
         let proof = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<u8>> {
             // labels are not kept after sealing: they are regenerated one
             // sector at a time (deterministic); piece and replica are read
@@ -1467,7 +1474,10 @@ pub fn seal_worker(node: Arc<Node>, mut jobs: mpsc::Receiver<u64>) {
     while let Some(deal_id) = jobs.blocking_recv() {
         node.metrics.seals_queued.dec();
         node.metrics.seals_running.inc();
-        let result = seal_one(&node, deal_id);
+        let result = match futures::executor::block_on(node.sector_work.clone().acquire_owned()) {
+            Ok(_permit) => seal_one(&node, deal_id),
+            Err(e) => Err(anyhow!("sealing stopped: {e}")),
+        };
         node.metrics.seals_running.dec();
         let state = match result {
             Ok(state) => state,
