@@ -296,11 +296,8 @@ fn get_from(
     // the output bytes kept, and the stored bytes still to fetch
     let (kept, from) = map.map_or((0, stored.start), |map| map.resume_point(durable));
     let fetching = from..stored.end;
-    let plain = if map.is_some() {
-        kept..file_len
-    } else {
-        range.clone()
-    };
+    // the plaintext still to write (a kept output's rest)
+    let plain = range.start.max(kept)..range.end;
     let bar = Progress::start(progress, Stage::Fetching, 0);
     // writes the verified bytes into `w`
     let retrieve_into = |mut w: &mut dyn WriteSend| -> Result<engine::Fetched> {

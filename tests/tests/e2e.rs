@@ -119,6 +119,17 @@ impl Devnet {
         std::fs::read(out).unwrap()
     }
 
+    /// `crowd get ROOT -o OUT` started in the background (to be killed).
+    fn spawn_get(&self, root: &str, out: &Path, stderr: std::process::Stdio) -> std::process::Child {
+        Command::new(bin("crowd"))
+            .arg("--home")
+            .arg(self.home())
+            .args(["get", root, "-o", out.to_str().unwrap()])
+            .stderr(stderr)
+            .spawn()
+            .unwrap()
+    }
+
     fn status(&self, root: &str) -> Vec<Value> {
         self.json(&["status", root, "--json"])["pieces"]
             .as_array()
@@ -354,13 +365,7 @@ fn get_survives_m_providers_killed_before_and_during_the_download() {
 
     // during: a get is running when two data-piece providers die
     let out = net.home().join("during");
-    let mut child = Command::new(bin("crowd"))
-        .arg("--home")
-        .arg(net.home())
-        .args(["get", &root, "-o", out.to_str().unwrap()])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = net.spawn_get(&root, &out, std::process::Stdio::piped());
     // wait until bytes are arriving (the resume directory exists), then kill
     let resume = net.home().join(".during.crowd-get");
     let start = Instant::now();
@@ -397,13 +402,7 @@ fn an_interrupted_get_keeps_its_output_on_disk_and_fetches_only_the_rest() {
     for attempt in 0..3 {
         let out = net.home().join(format!("back-{attempt}"));
         let resume = net.home().join(format!(".back-{attempt}.crowd-get"));
-        let mut child = Command::new(bin("crowd"))
-            .arg("--home")
-            .arg(net.home())
-            .args(["get", &root, "-o", out.to_str().unwrap()])
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = net.spawn_get(&root, &out, std::process::Stdio::null());
         // kill it once a frontier is recorded
         let start = Instant::now();
         while !resume.join("frontier").exists()

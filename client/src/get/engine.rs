@@ -52,6 +52,13 @@ pub struct FetchJob<'a> {
     pub kept: Option<u64>,
 }
 
+impl FetchJob<'_> {
+    /// Whether piece `i` is a data piece behind a kept output (see `kept`).
+    fn kept_data(&self, i: usize) -> bool {
+        self.kept.is_some() && i < self.manifest.layout.params().data_shards()
+    }
+}
+
 /// Per piece, how many compact bytes were fetched and verified in this run
 /// and landed (written to its file or handed to its stage, not just
 /// buffered); and whether
@@ -91,7 +98,7 @@ impl Landed {
         self.0.stages.get(i)
     }
 
-    /// Bytes of piece `i` on disk (0 for an unknown piece).
+    /// Bytes of piece `i` landed (0 for an unknown piece).
     pub fn get(&self, i: usize) -> u64 {
         self.0.pieces.get(i).map_or(0, |a| a.load(Ordering::Acquire))
     }
@@ -211,7 +218,7 @@ pub async fn fetch_pieces(net: &Network, job: &FetchJob<'_>) -> Result<Fetched> 
     for (i, slot) in pieces.iter_mut().enumerate() {
         let Some(p) = slot else { continue };
         if p.have.load(Ordering::Relaxed) == total {
-            if job.whole && !(job.kept.is_some() && i < k) && !check_whole(job, i, piece_len)? {
+            if job.whole && !job.kept_data(i) && !check_whole(job, i, piece_len)? {
                 p.have.store(0, Ordering::Relaxed);
                 p.resumed = false;
                 p.start_have = 0;
@@ -274,7 +281,7 @@ pub async fn fetch_pieces(net: &Network, job: &FetchJob<'_>) -> Result<Fetched> 
             // (staged or written; bytes delivered again are skipped), any
             // other from what its file kept (a failed attempt flushed its
             // verified bytes)
-            let kept_data = job.kept.is_some() && i < k;
+            let kept_data = job.kept_data(i);
             let (held, skip_until, file) = match (&job.landed, job.kept) {
                 (Some(l), Some(c)) if kept_data => {
                     let landed = l.get(i).max(c);
@@ -351,7 +358,7 @@ pub async fn fetch_pieces(net: &Network, job: &FetchJob<'_>) -> Result<Fetched> 
                     continue;
                 }
                 match result {
-                    Ok(()) if job.whole && p.resumed && !(job.kept.is_some() && i < k) && !check_whole(job, i, piece_len)? => {
+                    Ok(()) if job.whole && p.resumed && !job.kept_data(i) && !check_whole(job, i, piece_len)? => {
                         p.have.store(0, Ordering::Relaxed);
                         p.resumed = false;
                         p.state = State::Failed;

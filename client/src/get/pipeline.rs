@@ -66,6 +66,7 @@ pub fn retrieve<W: Write + Send + ?Sized>(
             .unwrap_or_else(|_| Err(anyhow::anyhow!("the decoder thread panicked")));
         (fetched, followed)
     });
+    let fetched = fetched?;
     // what is still staged goes to the files, for decoding from them
     for i in 0..k {
         let Some(stage) = landed.stage(i) else { continue };
@@ -80,7 +81,6 @@ pub fn retrieve<W: Write + Send + ?Sized>(
                 .with_context(|| format!("writing {}", job.dir.piece_path(i).display()))?;
         }
     }
-    let fetched = fetched?;
     // `follow` wrote exactly the file up to `upto` (or failed); a range get
     // does not follow: it decodes from its start
     let upto = followed?.max(range.start);

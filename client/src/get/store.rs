@@ -90,20 +90,12 @@ impl ResumeDir {
         }
     }
 
-    /// Opens piece `index` for appending at compact offset `at` (anything
-    /// after it is cut off).
+    /// Opens piece `index` for writing from compact offset `at` on
+    /// (anything after it is cut off; writes are at offsets).
     pub fn append(&self, index: usize, at: u64) -> Result<File> {
-        use std::io::{Seek, SeekFrom};
-        let path = self.piece_path(index);
-        let mut f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
+        let f = self.open_piece(index)?;
         f.set_len(at)
-            .with_context(|| format!("cannot truncate {}", path.display()))?;
-        f.seek(SeekFrom::Start(at))?;
+            .with_context(|| format!("cannot truncate {}", self.piece_path(index).display()))?;
         Ok(f)
     }
 
