@@ -516,6 +516,7 @@ impl SwarmTask {
                     let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
                         .condition(libp2p::swarm::dial_opts::PeerCondition::Always)
                         .addresses(addrs)
+                        .allocate_new_port()
                         .build();
                     match self.swarm.dial(opts) {
                         Ok(()) => self.pending_dials.entry(peer).or_default().push(tx),
@@ -532,8 +533,14 @@ impl SwarmTask {
                     waiting.push(tx);
                     return;
                 }
+                // A new local port for each TCP dial: reusing our listen
+                // port (libp2p's default) makes every connection to one
+                // peer share the local half of its 4-tuple, so a redial soon
+                // after a close can fail "address in use" against the old
+                // connection's TIME_WAIT.
                 let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
                     .addresses(addrs)
+                    .allocate_new_port()
                     .build();
                 match self.swarm.dial(opts) {
                     Ok(()) => self.pending_dials.entry(peer).or_default().push(tx),

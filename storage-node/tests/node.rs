@@ -999,7 +999,7 @@ async fn idle_streams_without_a_header_hold_no_transfer_slot() {
     let t = tracker().public().to_peer_id();
     let node = TestNode::start(
         &t,
-        "max_concurrent_transfers = 2\nmax_pending_streams_per_peer = 3\nheader_timeout_secs = 3",
+        "max_concurrent_transfers = 2\nmax_pending_streams_per_peer = 3\nheader_timeout_secs = 20",
     );
     let squatter = TestClient::start().await;
     squatter.connect(&node).await;
@@ -1034,10 +1034,17 @@ async fn idle_streams_without_a_header_hold_no_transfer_slot() {
         honest.fetch(&node, &piece, 100, 20_000).await.unwrap(),
         piece[100..20_000]
     );
+    // ... while the idle streams were still held (the header timeout is
+    // long enough that a loaded machine does not expire them first)
+    assert_eq!(
+        common::metric(&node.scrape(), "crowd_node_transfer_streams_pending"),
+        3,
+        "the idle streams expired before the honest transfers: the test proved nothing"
+    );
     // the idle streams are answered and closed after the header timeout
     for mut s in idle {
         let mut rest = Vec::new();
-        let read = tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut rest)).await;
+        let read = tokio::time::timeout(Duration::from_secs(40), s.read_to_end(&mut rest)).await;
         assert!(
             read.is_ok(),
             "an idle stream was kept open past the header timeout"
