@@ -1286,6 +1286,8 @@ impl Node {
             self.metrics.bytes_received.inc_by(n as u64);
             left -= n as u64;
         }
+        // what the writer still holds goes out before the caller's fsync
+        out.flush()?;
         Ok(hasher.finalize())
     }
 
