@@ -306,14 +306,12 @@ impl<R: Read> EncryptReader<R> {
                 }));
             }
         }
-        let (key, first, total) = (&self.key, self.next, segments(self.plain_len));
-        out.par_chunks_mut(CIPHER_SEGMENT)
-            .enumerate()
-            .try_for_each(|(i, slot)| {
-                let index = first + i as u64;
-                seal_into(key, index, index + 1 == total, slot)
-            })
-            .map_err(io_err)?;
+        seal_all(
+            &self.key,
+            self.next,
+            segments(self.plain_len),
+            out.par_chunks_mut(CIPHER_SEGMENT),
+        )?;
         self.next += count as u64;
         self.in_place = true;
         self.check_end()?;
@@ -356,21 +354,35 @@ impl<R: Read> EncryptReader<R> {
             }
             self.read += len as u64;
         }
-        let (key, first) = (&self.key, self.next);
-        self.bufs[..count]
-            .par_iter_mut()
-            .enumerate()
-            .try_for_each(|(i, buf)| {
-                let index = first + i as u64;
-                seal_segment(key, index, index + 1 == total, buf)
-            })
-            .map_err(io_err)?;
+        for buf in &mut self.bufs[..count] {
+            buf.resize(buf.len() + TAG, 0);
+        }
+        let slots = self.bufs[..count].par_iter_mut().map(|b| b.as_mut_slice());
+        seal_all(&self.key, self.next, total, slots)?;
         self.next += count as u64;
         self.filled = count;
         self.current = 0;
         self.at = 0;
         self.check_end()
     }
+}
+
+/// Seals consecutive segments from `first` (of `total`) in parallel, each in
+/// place in its slot: plaintext, then [`TAG`] bytes for the tag.
+fn seal_all<'a>(
+    key: &FileKey,
+    first: u64,
+    total: u64,
+    slots: impl rayon::iter::IndexedParallelIterator<Item = &'a mut [u8]>,
+) -> io::Result<()> {
+    use rayon::iter::ParallelIterator;
+    slots
+        .enumerate()
+        .try_for_each(|(i, slot)| {
+            let index = first + i as u64;
+            seal_into(key, index, index + 1 == total, slot)
+        })
+        .map_err(io_err)
 }
 
 /// Reads into all of `buf` unless the input ends first: how much was read.

@@ -451,6 +451,24 @@ struct SwarmTask {
 }
 
 /// `addr` without a trailing `/p2p/…`, for comparing dialled addresses.
+/// A peer's addresses in the order they are dialled, one at a time: TCP
+/// first, QUIC only if no TCP address answers. Dialled all at once, the
+/// first to connect won, often QUIC, and then carried the transfers: over
+/// loopback QUIC's ~1.4 KB datagrams cost both sides more CPU than TCP
+/// (docs/BENCHMARKS.md), and which one a client got varied from run to run.
+fn tcp_first(mut addrs: Vec<Multiaddr>) -> Vec<Multiaddr> {
+    let is_quic = |a: &Multiaddr| {
+        a.iter().any(|p| {
+            matches!(
+                p,
+                libp2p::multiaddr::Protocol::QuicV1 | libp2p::multiaddr::Protocol::Quic
+            )
+        })
+    };
+    addrs.sort_by_key(is_quic);
+    addrs
+}
+
 fn bare(addr: &Multiaddr) -> Multiaddr {
     let mut a = addr.clone();
     if matches!(a.iter().last(), Some(Protocol::P2p(_))) {
@@ -515,7 +533,8 @@ impl SwarmTask {
                     self.replacing.insert(peer, addrs.iter().map(bare).collect());
                     let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
                         .condition(libp2p::swarm::dial_opts::PeerCondition::Always)
-                        .addresses(addrs)
+                        .addresses(tcp_first(addrs))
+                        .override_dial_concurrency_factor(std::num::NonZeroU8::MIN)
                         .allocate_new_port()
                         .build();
                     match self.swarm.dial(opts) {
@@ -539,7 +558,8 @@ impl SwarmTask {
                 // after a close can fail "address in use" against the old
                 // connection's TIME_WAIT.
                 let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
-                    .addresses(addrs)
+                    .addresses(tcp_first(addrs))
+                    .override_dial_concurrency_factor(std::num::NonZeroU8::MIN)
                     .allocate_new_port()
                     .build();
                 match self.swarm.dial(opts) {
