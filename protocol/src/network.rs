@@ -450,25 +450,29 @@ struct SwarmTask {
     closing: HashMap<PeerId, (Vec<ConnectionId>, Vec<oneshot::Sender<Result<(), ProtocolError>>>)>,
 }
 
-/// `addr` without a trailing `/p2p/…`, for comparing dialled addresses.
-/// A peer's addresses in the order they are dialled, one at a time: TCP
-/// first, QUIC only if no TCP address answers. Dialled all at once, the
+/// How [`Network::dial`] dials `peer` at `addrs`: one address at a time,
+/// TCP first, QUIC only if no TCP address answers (dialled all at once, the
 /// first to connect won, often QUIC, and then carried the transfers: over
-/// loopback QUIC's ~1.4 KB datagrams cost both sides more CPU than TCP
-/// (docs/BENCHMARKS.md), and which one a client got varied from run to run.
-fn tcp_first(mut addrs: Vec<Multiaddr>) -> Vec<Multiaddr> {
-    let is_quic = |a: &Multiaddr| {
-        a.iter().any(|p| {
-            matches!(
-                p,
-                libp2p::multiaddr::Protocol::QuicV1 | libp2p::multiaddr::Protocol::Quic
-            )
-        })
-    };
-    addrs.sort_by_key(is_quic);
-    addrs
+/// loopback its ~1.4 KB datagrams cost both sides more CPU than TCP,
+/// docs/BENCHMARKS.md); each TCP dial from a new local port (reusing the
+/// listen port, libp2p's default, makes every connection to one peer share
+/// the local half of its 4-tuple, so a redial soon after a close can fail
+/// "address in use" against the old connection's TIME_WAIT).
+fn dial_opts(
+    peer: PeerId,
+    mut addrs: Vec<Multiaddr>,
+    condition: libp2p::swarm::dial_opts::PeerCondition,
+) -> libp2p::swarm::dial_opts::DialOpts {
+    addrs.sort_by_key(|a| a.iter().any(|p| matches!(p, Protocol::QuicV1 | Protocol::Quic)));
+    libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+        .condition(condition)
+        .addresses(addrs)
+        .override_dial_concurrency_factor(std::num::NonZeroU8::MIN)
+        .allocate_new_port()
+        .build()
 }
 
+/// `addr` without a trailing `/p2p/…`, for comparing dialled addresses.
 fn bare(addr: &Multiaddr) -> Multiaddr {
     let mut a = addr.clone();
     if matches!(a.iter().last(), Some(Protocol::P2p(_))) {
@@ -531,12 +535,7 @@ impl SwarmTask {
                     // once connected, the old connections close.
                     tracing::debug!(%peer, "peer moved to new addresses: dialling them");
                     self.replacing.insert(peer, addrs.iter().map(bare).collect());
-                    let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
-                        .condition(libp2p::swarm::dial_opts::PeerCondition::Always)
-                        .addresses(tcp_first(addrs))
-                        .override_dial_concurrency_factor(std::num::NonZeroU8::MIN)
-                        .allocate_new_port()
-                        .build();
+                    let opts = dial_opts(peer, addrs, libp2p::swarm::dial_opts::PeerCondition::Always);
                     match self.swarm.dial(opts) {
                         Ok(()) => self.pending_dials.entry(peer).or_default().push(tx),
                         // still connected the old way: no worse than before
@@ -552,16 +551,7 @@ impl SwarmTask {
                     waiting.push(tx);
                     return;
                 }
-                // A new local port for each TCP dial: reusing our listen
-                // port (libp2p's default) makes every connection to one
-                // peer share the local half of its 4-tuple, so a redial soon
-                // after a close can fail "address in use" against the old
-                // connection's TIME_WAIT.
-                let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
-                    .addresses(tcp_first(addrs))
-                    .override_dial_concurrency_factor(std::num::NonZeroU8::MIN)
-                    .allocate_new_port()
-                    .build();
+                let opts = dial_opts(peer, addrs, Default::default());
                 match self.swarm.dial(opts) {
                     Ok(()) => self.pending_dials.entry(peer).or_default().push(tx),
                     // someone else's dial (the DHT's) is in flight: the swarm
