@@ -82,6 +82,23 @@ pub async fn fetch(
     stall: Duration,
     sink: impl FnMut(&[u8]) -> std::io::Result<()>,
 ) -> Result<u64, ProtocolError> {
+    fetch_paced(streams, peer, piece, size, range, stall, || async {}, sink).await
+}
+
+/// [`fetch`], awaiting `ready()` before each verified group is read: a
+/// receiver that cannot take more yet holds the provider back (see
+/// [`crate::fetch::receive_range`]).
+#[allow(clippy::too_many_arguments)]
+pub async fn fetch_paced<F: std::future::Future<Output = ()>>(
+    streams: &mut libp2p_stream::Control,
+    peer: PeerId,
+    piece: PieceId,
+    size: u64,
+    range: std::ops::Range<u64>,
+    stall: Duration,
+    ready: impl FnMut() -> F,
+    sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> Result<u64, ProtocolError> {
     let (start, end) = (range.start, range.end);
     let request = FetchRequest { piece, start, end };
     let mut pause = STREAM_RETRY_PAUSE;
@@ -118,7 +135,7 @@ pub async fn fetch(
         FetchHeader::NotFound => return Err(ProtocolError::Remote(format!("{peer} does not have {piece}"))),
         FetchHeader::Refused { reason } => return Err(ProtocolError::Remote(reason)),
     }
-    let n = receive_range(&mut stream, &piece.0, size, start, end, stall, sink).await?;
+    let n = receive_range(&mut stream, &piece.0, size, start, end, stall, ready, sink).await?;
     let _ = stream.close().await;
     Ok(n)
 }

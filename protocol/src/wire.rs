@@ -26,19 +26,35 @@ pub fn from_cbor<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Resul
     })
 }
 
-/// Writes one frame.
+/// Appends one frame (`u32` length ‖ CBOR body) to `out`, so several
+/// frames can go out in one write.
+pub fn append_frame<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), ProtocolError> {
+    let at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    // Writing plain data into a Vec cannot fail.
+    let _ = ciborium::into_writer(value, &mut *out);
+    let body = out.len() - at - 4;
+    let len = u32::try_from(body).map_err(|_| {
+        out.truncate(at);
+        ProtocolError::FrameTooLarge {
+            len: body as u64,
+            max: u32::MAX as u64,
+        }
+    })?;
+    out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    Ok(())
+}
+
+/// Writes one frame, length and body in one write (over yamux each write
+/// becomes at least one frame of its own, and each frame a Noise message).
 pub async fn write_frame<W, T>(io: &mut W, value: &T) -> Result<(), ProtocolError>
 where
     W: AsyncWrite + Unpin,
     T: Serialize + ?Sized,
 {
-    let body = to_cbor(value);
-    let len = u32::try_from(body.len()).map_err(|_| ProtocolError::FrameTooLarge {
-        len: body.len() as u64,
-        max: u32::MAX as u64,
-    })?;
-    io.write_all(&len.to_be_bytes()).await?;
-    io.write_all(&body).await?;
+    let mut frame = Vec::new();
+    append_frame(&mut frame, value)?;
+    io.write_all(&frame).await?;
     io.flush().await?;
     Ok(())
 }
@@ -58,6 +74,18 @@ pub async fn read_frame_bytes<R: AsyncRead + Unpin>(
     io: &mut R,
     max: usize,
 ) -> Result<Vec<u8>, ProtocolError> {
+    let mut body = Vec::new();
+    read_frame_into(io, max, &mut body).await?;
+    Ok(body)
+}
+
+/// Reads one frame's raw body into `body` (replacing what it held, reusing
+/// its memory), refusing lengths above `max`.
+pub async fn read_frame_into<R: AsyncRead + Unpin>(
+    io: &mut R,
+    max: usize,
+    body: &mut Vec<u8>,
+) -> Result<(), ProtocolError> {
     let mut len = [0u8; 4];
     io.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
@@ -67,9 +95,9 @@ pub async fn read_frame_bytes<R: AsyncRead + Unpin>(
             max: max as u64,
         });
     }
-    let mut body = vec![0u8; len];
-    io.read_exact(&mut body).await?;
-    Ok(body)
+    body.resize(len, 0);
+    io.read_exact(body).await?;
+    Ok(())
 }
 
 /// serde helper: `Vec<u8>` as a CBOR byte string (not an array of integers).
@@ -163,6 +191,31 @@ mod tests {
     }
 
     proptest! {
+        /// Frames appended to one buffer are each `length ‖ to_cbor(value)`
+        /// and read back one by one, in order, through a reused body.
+        #[test]
+        fn appended_frames_read_back_in_order_proptest(
+            values in proptest::collection::vec((any::<u64>(), proptest::collection::vec(any::<u8>(), 0..300)), 0..8),
+        ) {
+            let mut out = Vec::new();
+            let mut want = Vec::new();
+            for v in &values {
+                append_frame(&mut out, v).unwrap();
+                let body = to_cbor(v);
+                want.extend_from_slice(&(body.len() as u32).to_be_bytes());
+                want.extend_from_slice(&body);
+            }
+            prop_assert_eq!(&out, &want);
+            let mut io = futures::io::Cursor::new(out);
+            let mut body = vec![9u8; 1000];
+            for v in &values {
+                futures::executor::block_on(read_frame_into(&mut io, 1 << 20, &mut body)).unwrap();
+                let back: (u64, Vec<u8>) = from_cbor("t", &body).unwrap();
+                prop_assert_eq!(&back, v);
+            }
+            prop_assert!(futures::executor::block_on(read_frame_into(&mut io, 1 << 20, &mut body)).is_err());
+        }
+
         #[test]
         fn frame_roundtrip_proptest(v in proptest::collection::vec(any::<u64>(), 0..100), s in ".{0,40}") {
             let value = (v, s);

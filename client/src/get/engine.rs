@@ -172,6 +172,11 @@ struct Piece {
     resumed: bool,
     started: Option<Instant>,
     start_have: u64,
+    /// Nanoseconds its task spent held back by the decoder (a data piece
+    /// ahead of the others, [`Stage::room`]), in all and when it started:
+    /// its pace is judged by the time it was let run.
+    held: Arc<AtomicU64>,
+    start_held: u64,
     /// The running (or dropped) task's handle.
     task: Option<tokio::task::AbortHandle>,
 }
@@ -210,6 +215,8 @@ pub async fn fetch_pieces(net: &Network, job: &FetchJob<'_>) -> Result<Fetched> 
             resumed: held > 0,
             started: None,
             start_have: held,
+            held: Arc::new(AtomicU64::new(0)),
+            start_held: 0,
             task: None,
         });
     }
@@ -294,6 +301,7 @@ pub async fn fetch_pieces(net: &Network, job: &FetchJob<'_>) -> Result<Fetched> 
             };
             p.start_have = held;
             p.have.store(held, Ordering::Relaxed);
+            p.start_held = p.held.load(Ordering::Relaxed);
             let landed = match &job.landed {
                 // a resumed data piece behind a kept output is not
                 // re-hashed (see `kept`), so the decoder may follow it too
@@ -318,6 +326,7 @@ pub async fn fetch_pieces(net: &Network, job: &FetchJob<'_>) -> Result<Fetched> 
                 landed,
                 stall: job.stall,
                 have: p.have.clone(),
+                held: p.held.clone(),
             };
             p.task = Some(running.spawn(async move { (i, task.run().await) }));
         }
@@ -417,6 +426,18 @@ pub async fn fetch_pieces(net: &Network, job: &FetchJob<'_>) -> Result<Fetched> 
     Ok(Fetched { complete, failures })
 }
 
+impl Piece {
+    /// Bytes per second fetched in the `ran` since it started, less the
+    /// time it was held back.
+    fn rate(&self, ran: Duration) -> f64 {
+        let held = self.held.load(Ordering::Relaxed).saturating_sub(self.start_held);
+        let active = ran
+            .saturating_sub(Duration::from_nanos(held))
+            .max(Duration::from_millis(1));
+        self.have.load(Ordering::Relaxed).saturating_sub(self.start_have) as f64 / active.as_secs_f64()
+    }
+}
+
 fn active_now(pieces: &[Option<Piece>]) -> usize {
     pieces
         .iter()
@@ -435,8 +456,7 @@ fn far_behind(pieces: &[Option<Piece>]) -> usize {
         .filter(|p| p.state == State::Running)
         .filter_map(|p| {
             let t = now.duration_since(p.started?);
-            (t >= GRACE)
-                .then(|| p.have.load(Ordering::Relaxed).saturating_sub(p.start_have) as f64 / t.as_secs_f64())
+            (t >= GRACE).then(|| p.rate(t))
         })
         .collect();
     if rates.len() < 2 {
@@ -461,7 +481,7 @@ fn spare_to_drop(pieces: &[Option<Piece>], k: usize) -> Option<usize> {
         if t < DROP_AFTER {
             return None;
         }
-        let rate = p.have.load(Ordering::Relaxed).saturating_sub(p.start_have) as f64 / t.as_secs_f64();
+        let rate = p.rate(t);
         let weighted = if i < k { rate } else { rate * DATA_PREFERENCE };
         rates.push((weighted, i));
     }
@@ -523,6 +543,7 @@ struct PieceTask {
     landed: Option<(Landed, usize)>,
     stall: Duration,
     have: Arc<AtomicU64>,
+    held: Arc<AtomicU64>,
 }
 
 /// Bytes buffered per running fetch before they are written.
@@ -594,19 +615,34 @@ impl PieceTask {
             buf: Vec::with_capacity(WRITE_BUF),
             written: self.start,
             skip_until: self.skip_until,
-            landed: self.landed,
+            landed: self.landed.clone(),
         };
         let mut streams = self.net.streams();
         let have = &self.have;
+        // a data piece ahead of the decoder waits for room in its stage
+        let stage = self.landed;
+        let held = &self.held;
+        let room = || {
+            let stage = stage.as_ref().and_then(|(l, i)| l.stage(*i));
+            async move {
+                if let Some(stage) = stage {
+                    let from = Instant::now();
+                    stage.room(WRITE_BUF).await;
+                    let waited = u64::try_from(from.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                    held.fetch_add(waited, Ordering::Relaxed);
+                }
+            }
+        };
         let mut result = Ok(());
         for r in self.ranges {
-            let fetched = crowd_protocol::transfer::fetch(
+            let fetched = crowd_protocol::transfer::fetch_paced(
                 &mut streams,
                 self.provider,
                 self.id,
                 self.piece_len,
                 r,
                 self.stall,
+                room,
                 |bytes| {
                     out.push(bytes)?;
                     have.fetch_add(bytes.len() as u64, Ordering::Relaxed);
@@ -640,6 +676,8 @@ mod tests {
             resumed: false,
             started: Instant::now().checked_sub(ran),
             start_have: 0,
+            held: Arc::new(AtomicU64::new(0)),
+            start_held: 0,
             task: None,
         })
     }
@@ -668,5 +706,24 @@ mod tests {
             p.state = State::Done;
         }
         assert_eq!(spare_to_drop(&with_done, 2), Some(3));
+        // a data piece held back by the decoder half its time is judged by
+        // the other half: not slow, and not dropped or doubled up
+        let held = [running(50, s), running(100, s), running(100, s), None];
+        if let Some(p) = held[0].as_ref() {
+            p.held.store(500_000_000, Ordering::Relaxed);
+        }
+        assert_eq!(spare_to_drop(&held, 2), Some(2));
+        assert_eq!(
+            spare_to_drop(&data_far_slower, 2),
+            Some(0),
+            "the same pace unheld"
+        );
+        let s3 = Duration::from_secs(3);
+        let slow = [running(120, s3), running(300, s3), running(300, s3), None];
+        assert_eq!(far_behind(&slow), 1);
+        if let Some(p) = slow[0].as_ref() {
+            p.held.store(1_500_000_000, Ordering::Relaxed);
+        }
+        assert_eq!(far_behind(&slow), 0, "held back, it keeps pace");
     }
 }

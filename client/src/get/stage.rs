@@ -9,6 +9,13 @@
 //! parity. So in the common case the data pieces' bytes are written once,
 //! to the output, instead of to a resume file, read back and written again.
 //!
+//! A full stage holds its piece's fetch back ([`Stage::room`]) while the
+//! decoder keeps releasing: the fast pieces wait for the slowest instead of
+//! running ahead into the file (on two shared cores, whatever one piece
+//! gains another loses, and a spilled block is written to the page cache
+//! and read back). When the decoder makes no progress for [`HOLD`] (a data
+//! piece stalled or gone), blocks spill to the file again until it moves.
+//!
 //! A data piece's file is then sparse and is not trusted by a later run:
 //! an interrupted get keeps the output, which holds what those bytes made,
 //! and fetches the data pieces again from where it ends.
@@ -16,6 +23,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crowd_erasure::PieceSource;
 
@@ -28,15 +36,29 @@ use super::store::PlannedPiece;
 pub struct Stage {
     inner: Mutex<Inner>,
     cap: usize,
+    /// Signalled when the decoder releases blocks.
+    released: tokio::sync::Notify,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
     blocks: VecDeque<(u64, Vec<u8>)>,
     bytes: usize,
     /// Buffers released by the decoder, for the fetch to fill again.
     spare: Vec<Vec<u8>>,
+    /// What the decoder released below, and when it last moved on (or
+    /// when the stage was made).
+    below: u64,
+    released_at: Instant,
+    /// A wait for room ran out since then: the decoder is stuck, so the
+    /// fetch does not wait again until it releases.
+    stuck: bool,
 }
+
+/// How long a full stage holds its piece's fetch back without the decoder
+/// moving on: longer than the slowest piece's pauses (its first shard after
+/// the dial, a busy provider), short against the providers' stall limits.
+pub const HOLD: Duration = Duration::from_secs(1);
 
 /// Released buffers kept for reuse per stage.
 const SPARE: usize = 4;
@@ -45,8 +67,44 @@ impl Stage {
     /// A stage holding at most `cap` bytes.
     pub fn new(cap: usize) -> Self {
         Self {
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner {
+                blocks: VecDeque::new(),
+                bytes: 0,
+                spare: Vec::new(),
+                below: 0,
+                released_at: Instant::now(),
+                stuck: false,
+            }),
             cap,
+            released: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Returns once a block of `len` bytes fits, or at once when the
+    /// decoder has been stuck (not moved on for [`HOLD`], within this wait
+    /// or an earlier one since it last did): then the block goes to the
+    /// file. The fetch awaits it before taking more bytes off the wire, so
+    /// a piece ahead of the decoder waits for the slowest one.
+    pub async fn room(&self, len: usize) {
+        let waited_from = Instant::now();
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            // registered before the check: a release after it wakes us
+            released.as_mut().enable();
+            let deadline = {
+                let mut inner = self.lock();
+                if inner.stuck || inner.bytes + len <= self.cap {
+                    return;
+                }
+                let deadline = inner.released_at.max(waited_from) + HOLD;
+                if deadline <= Instant::now() {
+                    inner.stuck = true;
+                    return;
+                }
+                deadline
+            };
+            let _ = tokio::time::timeout_at(deadline.into(), released).await;
         }
     }
 
@@ -112,7 +170,7 @@ impl Stage {
     }
 
     /// Drops the blocks wholly below compact offset `below` (written to the
-    /// output).
+    /// output): the decoder moved on to `below`, which ends a wait for room.
     pub fn release(&self, below: u64) {
         let mut inner = self.lock();
         while let Some((o, b)) = inner.blocks.front() {
@@ -125,6 +183,15 @@ impl Stage {
                     inner.spare.push(b);
                 }
             }
+        }
+        // the decoder moved on (whether or not this stage held what it
+        // wrote: a piece that ran ahead holds later blocks)
+        if below > inner.below {
+            inner.below = below;
+            inner.released_at = Instant::now();
+            inner.stuck = false;
+            drop(inner);
+            self.released.notify_waiters();
         }
     }
 
@@ -210,6 +277,90 @@ mod tests {
             let from = stage_floor(&sizes, released);
             prop_assert_eq!(&file[from..], &piece[from..]);
         }
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+    }
+
+    /// A full stage holds the fetch until the decoder releases a block.
+    #[test]
+    fn a_full_stage_waits_for_a_release() {
+        use futures::FutureExt;
+        rt().block_on(async {
+            let stage = Stage::new(3000);
+            stage.room(1000).now_or_never().expect("room while empty");
+            for at in [0u64, 1000, 2000] {
+                stage.offer(at, vec![1u8; 1000]).unwrap();
+            }
+            let waiting = tokio::spawn({
+                let stage = std::sync::Arc::new(stage);
+                let s2 = stage.clone();
+                async move {
+                    s2.room(1000).await;
+                    stage
+                }
+            });
+            // it waits (a current-thread runtime: it ran up to its wait)
+            tokio::task::yield_now().await;
+            assert!(!waiting.is_finished(), "a full stage let the fetch go on");
+            // no release: the decoder is stuck; after HOLD the wait gives up
+            let stage = waiting.await.unwrap();
+            assert!(
+                stage.room(1000).now_or_never().is_some(),
+                "once stuck, the fetch spills without waiting again"
+            );
+            // the decoder moves on: the next full stage waits again
+            stage.release(1000);
+            stage.offer(3000, vec![1u8; 1000]).unwrap();
+            assert!(
+                stage.room(1000).now_or_never().is_none(),
+                "a moving decoder is waited for"
+            );
+            stage.release(2000);
+            stage.room(1000).now_or_never().expect("room after a release");
+            // a piece that ran ahead: its stage holds only later blocks, and
+            // the decoder moving on below them still counts as progress
+            let ahead = Stage::new(2000);
+            ahead.offer(50_000, vec![1u8; 2000]).unwrap();
+            let _ = tokio::time::timeout(HOLD * 2, ahead.room(1000)).await;
+            assert!(ahead.room(1000).now_or_never().is_some(), "stuck");
+            ahead.release(10_000);
+            assert!(
+                ahead.room(1000).now_or_never().is_none(),
+                "progress below the stage is progress"
+            );
+        });
+    }
+
+    /// A wait ends at the release, not at the hold's end.
+    #[test]
+    fn a_release_on_another_thread_ends_the_wait() {
+        let stage = std::sync::Arc::new(Stage::new(2000));
+        stage.offer(0, vec![1u8; 2000]).unwrap();
+        let rt = rt();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let decoder = std::thread::spawn({
+            let stage = stage.clone();
+            move || {
+                // releases once the fetch side is waiting
+                rx.recv().unwrap();
+                stage.release(2000);
+            }
+        });
+        let waited = rt.block_on(async {
+            let wait = stage.room(1000);
+            tokio::pin!(wait);
+            assert!(futures::poll!(wait.as_mut()).is_pending());
+            tx.send(()).unwrap();
+            wait.await;
+            stage.lock().stuck
+        });
+        decoder.join().unwrap();
+        assert!(!waited, "the wait ended by the release, not by giving up");
     }
 
     /// The start of the block holding `released` (blocks straddling it
