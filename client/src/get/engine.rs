@@ -20,7 +20,7 @@ use crowd_protocol::{Manifest, Network, PieceId};
 use tokio::task::JoinSet;
 
 use super::plan::{piece_order, PieceRanges};
-use super::stage::Stage;
+use super::stage::{Pace, Stage, STAGE_SLACK};
 use super::store::ResumeDir;
 
 /// A retrieval's network side, independent of how the manifest and the
@@ -76,6 +76,8 @@ struct LandedInner {
     finished: std::sync::atomic::AtomicBool,
     /// One per data piece, or none.
     stages: Vec<Stage>,
+    /// With stages: how far any piece may run ahead of the decoder.
+    pace: Option<Pace>,
 }
 
 impl Landed {
@@ -83,14 +85,21 @@ impl Landed {
         Self::staged(pieces, 0, 0)
     }
 
-    /// As [`Landed::new`], with a [`Stage`] of `cap` bytes for each of the
-    /// first `data` pieces.
-    pub fn staged(pieces: usize, data: usize, cap: usize) -> Self {
+    /// As [`Landed::new`], with a [`Stage`] for each of the first `data`
+    /// pieces, and every piece held within `ahead` bytes of the decoder
+    /// ([`Pace`]).
+    pub fn staged(pieces: usize, data: usize, ahead: usize) -> Self {
         Self(Arc::new(LandedInner {
             pieces: (0..pieces).map(|_| AtomicU64::new(0)).collect(),
             finished: false.into(),
-            stages: (0..data).map(|_| Stage::new(cap)).collect(),
+            stages: (0..data).map(|_| Stage::new(ahead + STAGE_SLACK)).collect(),
+            pace: (data > 0).then(|| Pace::new(ahead as u64)),
         }))
+    }
+
+    /// The decoder's pace, when the pieces follow it.
+    pub fn pace(&self) -> Option<&Pace> {
+        self.0.pace.as_ref()
     }
 
     /// Piece `i`'s stage, if it has one.
@@ -140,6 +149,9 @@ pub struct Fetched {
 const MAX_ATTEMPTS: u32 = 2;
 /// A running piece is "far behind" below this share of the median progress.
 const BEHIND: f64 = 0.5;
+/// A piece held back by the decoder this share of its time is not behind:
+/// the decoder (or the machine) is the bottleneck, not its provider.
+const HELD_BUSY: f64 = 0.25;
 /// No piece is judged slow before this.
 const GRACE: Duration = Duration::from_secs(2);
 /// Once every running piece has run this long and none is far behind, the
@@ -150,6 +162,10 @@ const DROP_AFTER: Duration = Duration::from_millis(750);
 /// How much slower a data piece must be to be dropped instead of a parity
 /// piece (decoding from data pieces is a copy, from parity a rebuild).
 const DATA_PREFERENCE: f64 = 0.8;
+/// The same, between pieces held to the decoder's pace: the data piece the
+/// others wait for was held least, so its rate reads lower than theirs
+/// even at the same speed.
+const PACED_DATA_PREFERENCE: f64 = 0.5;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -172,9 +188,9 @@ struct Piece {
     resumed: bool,
     started: Option<Instant>,
     start_have: u64,
-    /// Nanoseconds its task spent held back by the decoder (a data piece
-    /// ahead of the others, [`Stage::room`]), in all and when it started:
-    /// its pace is judged by the time it was let run.
+    /// Nanoseconds its task spent held back by the decoder (a piece ahead
+    /// of the others, [`Pace::room`]), in all and when it started: its pace
+    /// is judged by the time it was let run.
     held: Arc<AtomicU64>,
     start_held: u64,
     /// The running (or dropped) task's handle.
@@ -249,7 +265,13 @@ pub async fn fetch_pieces(net: &Network, job: &FetchJob<'_>) -> Result<Fetched> 
     job.progress.set_length(total.saturating_mul(k as u64));
 
     let mut running: JoinSet<(usize, Result<()>)> = JoinSet::new();
-    let mut spare = 1usize; // pieces running beyond what is needed
+    // A spare piece runs from the start, unless the pieces follow the
+    // decoder's pace: then every piece moves at the slowest data piece's
+    // pace, a spare would only be held back with them, and one starts when
+    // a piece falls far behind (judged by the time it was let run).
+    let paced = job.landed.as_ref().is_some_and(|l| l.pace().is_some());
+    let base_spare = usize::from(!paced);
+    let mut spare = base_spare; // pieces running beyond what is needed
     let mut dropped = false; // the first spare was dropped
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
@@ -399,10 +421,10 @@ pub async fn fetch_pieces(net: &Network, job: &FetchJob<'_>) -> Result<Fetched> 
                 spare = if dropped {
                     behind.min(n - k)
                 } else {
-                    spare.max((1 + behind).min(n - k))
+                    spare.max((base_spare + behind).min(n - k))
                 };
                 if !dropped && behind == 0 && active_now(&pieces) > k {
-                    if let Some(i) = spare_to_drop(&pieces, k) {
+                    if let Some(i) = spare_to_drop(&pieces, k, paced) {
                         if let Some(p) = pieces[i].as_mut() {
                             if let Some(t) = &p.task {
                                 t.abort();
@@ -427,10 +449,19 @@ pub async fn fetch_pieces(net: &Network, job: &FetchJob<'_>) -> Result<Fetched> 
 }
 
 impl Piece {
+    fn held_nanos(&self) -> u64 {
+        self.held.load(Ordering::Relaxed).saturating_sub(self.start_held)
+    }
+
+    /// The share of the `ran` since it started that it was held back.
+    fn held_share(&self, ran: Duration) -> f64 {
+        self.held_nanos() as f64 / ran.as_nanos().max(1) as f64
+    }
+
     /// Bytes per second fetched in the `ran` since it started, less the
     /// time it was held back.
     fn rate(&self, ran: Duration) -> f64 {
-        let held = self.held.load(Ordering::Relaxed).saturating_sub(self.start_held);
+        let held = self.held_nanos();
         let active = ran
             .saturating_sub(Duration::from_nanos(held))
             .max(Duration::from_millis(1));
@@ -447,30 +478,41 @@ fn active_now(pieces: &[Option<Piece>]) -> usize {
 }
 
 /// How many running pieces progress at under half the median rate (after a
-/// grace period): as many more are started alongside them.
+/// grace period): as many more are started alongside them. A piece that
+/// was held back by the decoder for a [`HELD_BUSY`] share of its time is
+/// not one it waits for, whatever its rate.
 fn far_behind(pieces: &[Option<Piece>]) -> usize {
     let now = Instant::now();
-    let mut rates: Vec<f64> = pieces
+    let mut rates: Vec<(f64, f64)> = pieces
         .iter()
         .flatten()
         .filter(|p| p.state == State::Running)
         .filter_map(|p| {
             let t = now.duration_since(p.started?);
-            (t >= GRACE).then(|| p.rate(t))
+            (t >= GRACE).then(|| (p.rate(t), p.held_share(t)))
         })
         .collect();
     if rates.len() < 2 {
         return 0;
     }
-    rates.sort_by(f64::total_cmp);
-    let median = rates[rates.len() / 2];
-    rates.iter().filter(|&&r| r < median * BEHIND).count()
+    rates.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let median = rates[rates.len() / 2].0;
+    rates
+        .iter()
+        .filter(|&&(r, held)| r < median * BEHIND && held < HELD_BUSY)
+        .count()
 }
 
 /// The running piece to cancel as a spare, once all have run for
 /// [`DROP_AFTER`]: the slowest, a data piece only when clearly slower than
-/// the slowest parity piece.
-fn spare_to_drop(pieces: &[Option<Piece>], k: usize) -> Option<usize> {
+/// the slowest parity piece (by [`DATA_PREFERENCE`], or
+/// [`PACED_DATA_PREFERENCE`] when the pieces follow the decoder's pace).
+fn spare_to_drop(pieces: &[Option<Piece>], k: usize, paced: bool) -> Option<usize> {
+    let preference = if paced {
+        PACED_DATA_PREFERENCE
+    } else {
+        DATA_PREFERENCE
+    };
     let now = Instant::now();
     let mut rates = Vec::new();
     for (i, p) in pieces.iter().enumerate() {
@@ -482,7 +524,7 @@ fn spare_to_drop(pieces: &[Option<Piece>], k: usize) -> Option<usize> {
             return None;
         }
         let rate = p.rate(t);
-        let weighted = if i < k { rate } else { rate * DATA_PREFERENCE };
+        let weighted = if i < k { rate } else { rate * preference };
         rates.push((weighted, i));
     }
     rates
@@ -619,15 +661,15 @@ impl PieceTask {
         };
         let mut streams = self.net.streams();
         let have = &self.have;
-        // a data piece ahead of the decoder waits for room in its stage
-        let stage = self.landed;
+        // a piece ahead of the decoder waits for it
+        let landed = self.landed;
         let held = &self.held;
         let room = || {
-            let stage = stage.as_ref().and_then(|(l, i)| l.stage(*i));
+            let pace = landed.as_ref().and_then(|(l, _)| l.pace());
             async move {
-                if let Some(stage) = stage {
+                if let Some(pace) = pace {
                     let from = Instant::now();
-                    stage.room(WRITE_BUF).await;
+                    pace.room(have.load(Ordering::Relaxed), WRITE_BUF as u64).await;
                     let waited = u64::try_from(from.elapsed().as_nanos()).unwrap_or(u64::MAX);
                     held.fetch_add(waited, Ordering::Relaxed);
                 }
@@ -687,11 +729,15 @@ mod tests {
         let s = Duration::from_secs(1);
         // k = 2: data 0 and 1, parity 2 and 3 (3 not running)
         let even = [running(100, s), running(100, s), running(100, s), None];
-        assert_eq!(spare_to_drop(&even, 2), Some(2), "same pace: the parity piece");
+        assert_eq!(
+            spare_to_drop(&even, 2, false),
+            Some(2),
+            "same pace: the parity piece"
+        );
         let data_a_bit_slower = [running(90, s), running(100, s), running(100, s), None];
-        assert_eq!(spare_to_drop(&data_a_bit_slower, 2), Some(2));
+        assert_eq!(spare_to_drop(&data_a_bit_slower, 2, false), Some(2));
         let data_far_slower = [running(50, s), running(100, s), running(100, s), None];
-        assert_eq!(spare_to_drop(&data_far_slower, 2), Some(0));
+        assert_eq!(spare_to_drop(&data_far_slower, 2, false), Some(0));
         // not before every running piece had its time
         let young = [
             running(100, s),
@@ -699,25 +745,31 @@ mod tests {
             running(100, Duration::from_millis(10)),
             None,
         ];
-        assert_eq!(spare_to_drop(&young, 2), None);
+        assert_eq!(spare_to_drop(&young, 2, false), None);
         // done and failed pieces are not candidates
         let mut with_done = [running(100, s), running(100, s), running(10, s), running(100, s)];
         if let Some(p) = with_done[2].as_mut() {
             p.state = State::Done;
         }
-        assert_eq!(spare_to_drop(&with_done, 2), Some(3));
+        assert_eq!(spare_to_drop(&with_done, 2, false), Some(3));
         // a data piece held back by the decoder half its time is judged by
         // the other half: not slow, and not dropped or doubled up
         let held = [running(50, s), running(100, s), running(100, s), None];
         if let Some(p) = held[0].as_ref() {
             p.held.store(500_000_000, Ordering::Relaxed);
         }
-        assert_eq!(spare_to_drop(&held, 2), Some(2));
+        assert_eq!(spare_to_drop(&held, 2, false), Some(2));
         assert_eq!(
-            spare_to_drop(&data_far_slower, 2),
+            spare_to_drop(&data_far_slower, 2, false),
             Some(0),
             "the same pace unheld"
         );
+        // between paced pieces a data piece must be twice as slow
+        let data_slower = [running(60, s), running(100, s), running(100, s), None];
+        assert_eq!(spare_to_drop(&data_slower, 2, false), Some(0));
+        assert_eq!(spare_to_drop(&data_slower, 2, true), Some(2));
+        let data_twice_slower = [running(45, s), running(100, s), running(100, s), None];
+        assert_eq!(spare_to_drop(&data_twice_slower, 2, true), Some(0));
         let s3 = Duration::from_secs(3);
         let slow = [running(120, s3), running(300, s3), running(300, s3), None];
         assert_eq!(far_behind(&slow), 1);
@@ -725,5 +777,20 @@ mod tests {
             p.held.store(1_500_000_000, Ordering::Relaxed);
         }
         assert_eq!(far_behind(&slow), 0, "held back, it keeps pace");
+        // everyone held back most of the time: the decoder is the
+        // bottleneck, and the least held piece is not behind
+        let decoder_bound = [running(300, s3), running(300, s3), running(300, s3), None];
+        for (p, held_ms) in decoder_bound.iter().flatten().zip([900u64, 2400, 2500]) {
+            p.held.store(held_ms * 1_000_000, Ordering::Relaxed);
+        }
+        assert_eq!(far_behind(&decoder_bound), 0);
+        if let Some(p) = decoder_bound[0].as_ref() {
+            p.held.store(0, Ordering::Relaxed);
+        }
+        assert_eq!(
+            far_behind(&decoder_bound),
+            1,
+            "never held: the one the others wait for"
+        );
     }
 }

@@ -43,8 +43,8 @@ pub fn retrieve<W: Write + Send + ?Sized>(
 ) -> Result<Fetched> {
     let layout = &job.manifest.layout;
     let (n, k) = (layout.params().total_shards(), layout.params().data_shards());
-    // behind a kept output the data pieces reach the decoder in memory:
-    // two shards each, within 2 to 16 MiB
+    // behind a kept output the data pieces reach the decoder in memory,
+    // and no piece runs more than two shards (within 2 to 16 MiB) ahead of it
     let landed = if job.whole && job.kept.is_some() {
         let cap = (2 * layout.geometry().shard_len(0)).clamp(STAGE_MIN, STAGE_MAX);
         Landed::staged(n, k, usize::try_from(cap).unwrap_or(STAGE_MAX as usize))
@@ -58,7 +58,14 @@ pub fn retrieve<W: Write + Send + ?Sized>(
     }
     let job = &job;
     let (fetched, followed) = std::thread::scope(|s| {
-        let follower = s.spawn(|| follow(job, &landed, &mut *out, range.start));
+        let follower = s.spawn(|| {
+            let followed = follow(job, &landed, &mut *out, range.start);
+            // the pieces no longer wait for the decoder
+            if let Some(pace) = landed.pace() {
+                pace.stop();
+            }
+            followed
+        });
         let fetched = rt.block_on(fetch_pieces(net, job));
         landed.finish();
         let followed = follower
@@ -119,6 +126,9 @@ pub(super) fn follow<W: Write + ?Sized>(
         return Ok(from);
     }
     let mut next = from / layout.params().segment_size();
+    if let Some(pace) = landed.pace() {
+        pace.advance(g.piece_offset(next));
+    }
     // the part of segment `j` still to write
     let part = |j: u64| {
         let r = g.segment_range(j);
@@ -168,6 +178,10 @@ pub(super) fn follow<W: Write + ?Sized>(
                 if let Some(stage) = landed.stage(i) {
                     stage.release(g.piece_offset(next));
                 }
+            }
+            // then the pieces may go on (their stages have the room)
+            if let Some(pace) = landed.pace() {
+                pace.advance(g.piece_offset(next));
             }
         }
     }

@@ -9,12 +9,13 @@
 //! parity. So in the common case the data pieces' bytes are written once,
 //! to the output, instead of to a resume file, read back and written again.
 //!
-//! A full stage holds its piece's fetch back ([`Stage::room`]) while the
-//! decoder keeps releasing: the fast pieces wait for the slowest instead of
-//! running ahead into the file (on two shared cores, whatever one piece
-//! gains another loses, and a spilled block is written to the page cache
-//! and read back). When the decoder makes no progress for [`HOLD`] (a data
-//! piece stalled or gone), blocks spill to the file again until it moves.
+//! No piece of such a get runs more than a stage ahead of the decoder while
+//! the decoder moves on ([`Pace`]): the fast pieces (and the spare) wait for
+//! the slowest instead of running ahead into their files (on two shared
+//! cores, whatever one piece gains another loses, and a spilled block is
+//! written to the page cache and read back). When the decoder has not moved
+//! on for [`HOLD`] (a data piece stalled or gone), they run free and blocks
+//! spill to the files again until it does.
 //!
 //! A data piece's file is then sparse and is not trusted by a later run:
 //! an interrupted get keeps the output, which holds what those bytes made,
@@ -36,29 +37,121 @@ use super::store::PlannedPiece;
 pub struct Stage {
     inner: Mutex<Inner>,
     cap: usize,
-    /// Signalled when the decoder releases blocks.
-    released: tokio::sync::Notify,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Inner {
     blocks: VecDeque<(u64, Vec<u8>)>,
     bytes: usize,
     /// Buffers released by the decoder, for the fetch to fill again.
     spare: Vec<Vec<u8>>,
-    /// What the decoder released below, and when it last moved on (or
-    /// when the stage was made).
-    below: u64,
-    released_at: Instant,
-    /// A wait for room ran out since then: the decoder is stuck, so the
-    /// fetch does not wait again until it releases.
-    stuck: bool,
 }
 
-/// How long a full stage holds its piece's fetch back without the decoder
-/// moving on: longer than the slowest piece's pauses (its first shard after
-/// the dial, a busy provider), short against the providers' stall limits.
+/// A stage holds this much more than its piece may run ahead of the
+/// decoder ([`Pace`]): the block being filled (a little over 1 MiB), one
+/// straddling the decoder's position, and one more.
+pub const STAGE_SLACK: usize = 3 << 20;
+
+/// How long a piece is held back without the decoder moving on: longer
+/// than the slowest piece's pauses (its first shard after the dial, a busy
+/// provider), short against the providers' stall limits.
 pub const HOLD: Duration = Duration::from_secs(1);
+
+/// How far the pieces of a staged get may run ahead of the decoder, and
+/// the wait that holds them there.
+#[derive(Debug)]
+pub struct Pace {
+    inner: Mutex<PaceInner>,
+    ahead: u64,
+    /// Signalled when the decoder moves on.
+    moved: tokio::sync::Notify,
+}
+
+#[derive(Debug)]
+struct PaceInner {
+    /// The decoder wrote every segment below this piece offset; when it
+    /// last moved on (or when the pace was made).
+    below: u64,
+    moved_at: Instant,
+    /// A wait ran out since then (or the decoder stopped): the pieces run
+    /// free until it moves on.
+    stuck: bool,
+    stopped: bool,
+}
+
+impl Pace {
+    /// Pieces at most `ahead` bytes ahead of the decoder.
+    pub fn new(ahead: u64) -> Self {
+        Self {
+            inner: Mutex::new(PaceInner {
+                below: 0,
+                moved_at: Instant::now(),
+                stuck: false,
+                stopped: false,
+            }),
+            ahead,
+            moved: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PaceInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The decoder has written everything below piece offset `below` (it
+    /// starts there, or moved on to there).
+    pub fn advance(&self, below: u64) {
+        let mut inner = self.lock();
+        if below > inner.below {
+            inner.below = below;
+            inner.moved_at = Instant::now();
+            inner.stuck = false;
+            drop(inner);
+            self.moved.notify_waiters();
+        }
+    }
+
+    /// The decoder is done (or gave up): nothing waits for it any more.
+    pub fn stop(&self) {
+        self.lock().stopped = true;
+        self.moved.notify_waiters();
+    }
+
+    /// Returns once a piece at offset `at` may take `len` more bytes
+    /// (`at + len` within `ahead` of the decoder), or at once when the
+    /// decoder has been stuck (not moved on for [`HOLD`], within this wait
+    /// or an earlier one since it last did) or stopped. A piece's fetch
+    /// awaits it before taking more off the wire.
+    pub async fn room(&self, at: u64, len: u64) {
+        {
+            // the common case, checked without registering for a wake-up
+            let inner = self.lock();
+            if inner.stuck || inner.stopped || at + len <= inner.below + self.ahead {
+                return;
+            }
+        }
+        let waited_from = Instant::now();
+        loop {
+            let moved = self.moved.notified();
+            tokio::pin!(moved);
+            // registered before the check: a move after it wakes us
+            moved.as_mut().enable();
+            let deadline = {
+                let mut inner = self.lock();
+                if inner.stuck || inner.stopped || at + len <= inner.below + self.ahead {
+                    return;
+                }
+                let deadline = inner.moved_at.max(waited_from) + HOLD;
+                if deadline <= Instant::now() {
+                    inner.stuck = true;
+                    return;
+                }
+                deadline
+            };
+            let _ = tokio::time::timeout_at(deadline.into(), moved).await;
+        }
+    }
+}
 
 /// Released buffers kept for reuse per stage.
 const SPARE: usize = 4;
@@ -67,44 +160,8 @@ impl Stage {
     /// A stage holding at most `cap` bytes.
     pub fn new(cap: usize) -> Self {
         Self {
-            inner: Mutex::new(Inner {
-                blocks: VecDeque::new(),
-                bytes: 0,
-                spare: Vec::new(),
-                below: 0,
-                released_at: Instant::now(),
-                stuck: false,
-            }),
+            inner: Mutex::new(Inner::default()),
             cap,
-            released: tokio::sync::Notify::new(),
-        }
-    }
-
-    /// Returns once a block of `len` bytes fits, or at once when the
-    /// decoder has been stuck (not moved on for [`HOLD`], within this wait
-    /// or an earlier one since it last did): then the block goes to the
-    /// file. The fetch awaits it before taking more bytes off the wire, so
-    /// a piece ahead of the decoder waits for the slowest one.
-    pub async fn room(&self, len: usize) {
-        let waited_from = Instant::now();
-        loop {
-            let released = self.released.notified();
-            tokio::pin!(released);
-            // registered before the check: a release after it wakes us
-            released.as_mut().enable();
-            let deadline = {
-                let mut inner = self.lock();
-                if inner.stuck || inner.bytes + len <= self.cap {
-                    return;
-                }
-                let deadline = inner.released_at.max(waited_from) + HOLD;
-                if deadline <= Instant::now() {
-                    inner.stuck = true;
-                    return;
-                }
-                deadline
-            };
-            let _ = tokio::time::timeout_at(deadline.into(), released).await;
         }
     }
 
@@ -170,7 +227,7 @@ impl Stage {
     }
 
     /// Drops the blocks wholly below compact offset `below` (written to the
-    /// output): the decoder moved on to `below`, which ends a wait for room.
+    /// output).
     pub fn release(&self, below: u64) {
         let mut inner = self.lock();
         while let Some((o, b)) = inner.blocks.front() {
@@ -183,15 +240,6 @@ impl Stage {
                     inner.spare.push(b);
                 }
             }
-        }
-        // the decoder moved on (whether or not this stage held what it
-        // wrote: a piece that ran ahead holds later blocks)
-        if below > inner.below {
-            inner.below = below;
-            inner.released_at = Instant::now();
-            inner.stuck = false;
-            drop(inner);
-            self.released.notify_waiters();
         }
     }
 
@@ -286,81 +334,65 @@ mod tests {
             .unwrap()
     }
 
-    /// A full stage holds the fetch until the decoder releases a block.
+    /// A piece ahead of the decoder waits until the decoder moves on; a
+    /// decoder that does not move for HOLD lets every piece run free until
+    /// it moves again.
     #[test]
-    fn a_full_stage_waits_for_a_release() {
+    fn a_piece_ahead_waits_for_the_decoder() {
         use futures::FutureExt;
         rt().block_on(async {
-            let stage = Stage::new(3000);
-            stage.room(1000).now_or_never().expect("room while empty");
-            for at in [0u64, 1000, 2000] {
-                stage.offer(at, vec![1u8; 1000]).unwrap();
-            }
+            let pace = std::sync::Arc::new(Pace::new(3000));
+            pace.room(0, 1000).now_or_never().expect("room at the start");
+            pace.room(2000, 1000).now_or_never().expect("room up to `ahead`");
             let waiting = tokio::spawn({
-                let stage = std::sync::Arc::new(stage);
-                let s2 = stage.clone();
-                async move {
-                    s2.room(1000).await;
-                    stage
-                }
+                let pace = pace.clone();
+                async move { pace.room(2500, 1000).await }
             });
             // it waits (a current-thread runtime: it ran up to its wait)
             tokio::task::yield_now().await;
-            assert!(!waiting.is_finished(), "a full stage let the fetch go on");
-            // no release: the decoder is stuck; after HOLD the wait gives up
-            let stage = waiting.await.unwrap();
+            assert!(!waiting.is_finished(), "a piece ahead went on");
+            // the decoder does not move: after HOLD the wait gives up
+            waiting.await.unwrap();
             assert!(
-                stage.room(1000).now_or_never().is_some(),
-                "once stuck, the fetch spills without waiting again"
+                pace.room(9000, 1000).now_or_never().is_some(),
+                "once stuck, pieces run free without waiting again"
             );
-            // the decoder moves on: the next full stage waits again
-            stage.release(1000);
-            stage.offer(3000, vec![1u8; 1000]).unwrap();
+            // the decoder moves on: a piece ahead waits again
+            pace.advance(1000);
             assert!(
-                stage.room(1000).now_or_never().is_none(),
+                pace.room(4000, 1000).now_or_never().is_none(),
                 "a moving decoder is waited for"
             );
-            stage.release(2000);
-            stage.room(1000).now_or_never().expect("room after a release");
-            // a piece that ran ahead: its stage holds only later blocks, and
-            // the decoder moving on below them still counts as progress
-            let ahead = Stage::new(2000);
-            ahead.offer(50_000, vec![1u8; 2000]).unwrap();
-            let _ = tokio::time::timeout(HOLD * 2, ahead.room(1000)).await;
-            assert!(ahead.room(1000).now_or_never().is_some(), "stuck");
-            ahead.release(10_000);
-            assert!(
-                ahead.room(1000).now_or_never().is_none(),
-                "progress below the stage is progress"
-            );
+            pace.room(3000, 1000).now_or_never().expect("room after the move");
+            // once the decoder stops, nothing waits
+            pace.stop();
+            pace.room(1 << 40, 1000).now_or_never().expect("stopped");
         });
     }
 
-    /// A wait ends at the release, not at the hold's end.
+    /// A wait ends when the decoder moves on, not when the hold runs out.
     #[test]
-    fn a_release_on_another_thread_ends_the_wait() {
-        let stage = std::sync::Arc::new(Stage::new(2000));
-        stage.offer(0, vec![1u8; 2000]).unwrap();
-        let rt = rt();
+    fn a_move_on_another_thread_ends_the_wait() {
+        let pace = std::sync::Arc::new(Pace::new(2000));
         let (tx, rx) = std::sync::mpsc::channel();
         let decoder = std::thread::spawn({
-            let stage = stage.clone();
+            let pace = pace.clone();
             move || {
-                // releases once the fetch side is waiting
+                // moves on once the fetch side is waiting
                 rx.recv().unwrap();
-                stage.release(2000);
+                pace.advance(2000);
             }
         });
-        let waited = rt.block_on(async {
-            let wait = stage.room(1000);
+        let stuck = rt().block_on(async {
+            let wait = pace.room(2000, 1000);
             tokio::pin!(wait);
             assert!(futures::poll!(wait.as_mut()).is_pending());
             tx.send(()).unwrap();
             wait.await;
-            stage.lock().stuck
+            pace.lock().stuck
         });
         decoder.join().unwrap();
-        assert!(!waited, "the wait ended by the release, not by giving up");
+        assert!(!stuck, "the wait ended by the move, not by giving up");
     }
 
     /// The start of the block holding `released` (blocks straddling it
