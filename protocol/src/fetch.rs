@@ -262,7 +262,7 @@ mod tests {
             wire[i] ^= 0x01;
             let root = *blake3::hash(&piece).as_bytes();
             let mut got = Vec::new();
-            let r = rt().block_on(receive_range(&mut futures::io::Cursor::new(wire), &root, len as u64, 0, len as u64, STALL, |b| { got.extend_from_slice(b); Ok(()) }));
+            let r = rt().block_on(receive_range(&mut futures::io::Cursor::new(wire), &root, len as u64, 0, len as u64, STALL, || async {}, |b| { got.extend_from_slice(b); Ok(()) }));
             prop_assert!(r.is_err());
             prop_assert!(piece.starts_with(&got), "unverified bytes reached the sink");
         }
