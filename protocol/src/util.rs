@@ -274,13 +274,80 @@ impl std::fmt::Debug for Writeback<'_> {
     }
 }
 
-/// The aligned buffer of a writer whose file is open with `O_DIRECT`.
-struct Direct {
+/// A fixed-capacity byte buffer that starts on a 4 KiB boundary: whole
+/// 4 KiB blocks of it written to a [`Writeback`] that bypasses the page
+/// cache go to the file as they are, without a copy into its own buffer.
+pub struct AlignedBuf {
     raw: Vec<u8>,
-    /// Where the aligned [`DIRECT_BUF`] bytes start in `raw`.
+    /// Where the aligned bytes start in `raw`.
     start: usize,
     /// Bytes held.
     len: usize,
+    cap: usize,
+}
+
+impl AlignedBuf {
+    pub fn with_capacity(cap: usize) -> Self {
+        let raw = vec![0u8; cap + DIRECT_ALIGN];
+        let start = (DIRECT_ALIGN - raw.as_ptr() as usize % DIRECT_ALIGN) % DIRECT_ALIGN;
+        Self {
+            raw,
+            start,
+            len: 0,
+            cap,
+        }
+    }
+
+    /// Copies what fits of `bytes`; returns how much.
+    pub fn extend(&mut self, bytes: &[u8]) -> usize {
+        let n = bytes.len().min(self.cap - self.len);
+        let at = self.start + self.len;
+        self.raw[at..at + n].copy_from_slice(&bytes[..n]);
+        self.len += n;
+        n
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        &self.raw[self.start..self.start + self.len]
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.len == self.cap
+    }
+
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Drops the first `n` bytes held, moving the rest to the start.
+    fn consume(&mut self, n: usize) {
+        let n = n.min(self.len);
+        self.raw
+            .copy_within(self.start + n..self.start + self.len, self.start);
+        self.len -= n;
+    }
+}
+
+impl std::fmt::Debug for AlignedBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlignedBuf")
+            .field("len", &self.len)
+            .field("cap", &self.cap)
+            .finish()
+    }
+}
+
+/// The aligned buffer of a writer whose file is open with `O_DIRECT`.
+struct Direct {
+    buf: AlignedBuf,
 }
 
 impl Direct {
@@ -296,9 +363,9 @@ impl Direct {
         }
         let flags = fcntl_getfl(file).ok()?;
         fcntl_setfl(file, flags | OFlags::DIRECT).ok()?;
-        let raw = vec![0u8; DIRECT_BUF + DIRECT_ALIGN];
-        let start = (DIRECT_ALIGN - raw.as_ptr() as usize % DIRECT_ALIGN) % DIRECT_ALIGN;
-        Some(Self { raw, start, len: 0 })
+        Some(Self {
+            buf: AlignedBuf::with_capacity(DIRECT_BUF),
+        })
     }
 
     #[cfg(not(target_os = "linux"))]
@@ -316,19 +383,6 @@ impl Direct {
         }
         let _ = file;
         Ok(())
-    }
-
-    /// Copies what fits of `bytes`; returns how much.
-    fn take(&mut self, bytes: &[u8]) -> usize {
-        let n = bytes.len().min(DIRECT_BUF - self.len);
-        let at = self.start + self.len;
-        self.raw[at..at + n].copy_from_slice(&bytes[..n]);
-        self.len += n;
-        n
-    }
-
-    fn held(&self) -> &[u8] {
-        &self.raw[self.start..self.start + self.len]
     }
 }
 
@@ -395,10 +449,10 @@ impl<'f> Writeback<'f> {
     /// short write the rest goes through the page cache from then on.
     fn write_held(&mut self) -> std::io::Result<()> {
         let Some(d) = &mut self.direct else { return Ok(()) };
-        let whole = d.len / DIRECT_ALIGN * DIRECT_ALIGN;
+        let whole = d.buf.len() / DIRECT_ALIGN * DIRECT_ALIGN;
         let mut done = 0;
         while done < whole {
-            let n = (&mut &*self.file).write(&d.held()[done..whole])?;
+            let n = (&mut &*self.file).write(&d.buf.as_slice()[done..whole])?;
             if n == 0 {
                 return Err(std::io::ErrorKind::WriteZero.into());
             }
@@ -407,8 +461,7 @@ impl<'f> Writeback<'f> {
                 break;
             }
         }
-        d.raw.copy_within(d.start + done..d.start + d.len, d.start);
-        d.len -= done;
+        d.buf.consume(done);
         self.advance(done as u64);
         if done < whole {
             self.leave_direct()?;
@@ -423,8 +476,8 @@ impl<'f> Writeback<'f> {
             return Ok(());
         };
         Direct::disable(self.file)?;
-        (&mut &*self.file).write_all(d.held())?;
-        self.advance(d.len as u64);
+        (&mut &*self.file).write_all(d.buf.as_slice())?;
+        self.advance(d.buf.len() as u64);
         Ok(())
     }
 }
@@ -433,11 +486,29 @@ impl Write for Writeback<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         // a full buffer goes out before more is taken: an error then
         // consumes nothing of `buf`
-        if self.direct.as_ref().is_some_and(|d| d.len == DIRECT_BUF) {
+        if self.direct.as_ref().is_some_and(|d| d.buf.is_full()) {
             self.write_held()?;
         }
+        // whole blocks of an aligned buffer (an [`AlignedBuf`]'s) go to the
+        // file as they are, when nothing is held before them
+        let whole = buf.len() / DIRECT_ALIGN * DIRECT_ALIGN;
+        if whole > 0
+            && buf.as_ptr() as usize % DIRECT_ALIGN == 0
+            && self.direct.as_ref().is_some_and(|d| d.buf.is_empty())
+        {
+            let n = (&mut &*self.file).write(&buf[..whole])?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            self.advance(n as u64);
+            if n % DIRECT_ALIGN != 0 {
+                // the position is no longer aligned: the page cache from now on
+                self.leave_direct()?;
+            }
+            return Ok(n);
+        }
         if let Some(d) = &mut self.direct {
-            return Ok(d.take(buf));
+            return Ok(d.buf.extend(buf));
         }
         let n = (&mut &*self.file).write(buf)?;
         self.advance(n as u64);
@@ -537,7 +608,7 @@ mod tests {
             #[test]
             fn direct_writes_leave_exactly_the_bytes_written(
                 before in prop_oneof![Just(0usize), Just(8192), 1usize..10_000],
-                sizes in proptest::collection::vec(1usize..400_000, 1..8),
+                sizes in proptest::collection::vec((1usize..400_000, any::<bool>()), 1..8),
                 total in 0usize..3_500_000,
                 flush_half_way in any::<bool>(),
                 seed in any::<u64>(),
@@ -551,7 +622,7 @@ mod tests {
                     prop_assert_eq!(w.is_direct(), before % DIRECT_ALIGN == 0 && takes_direct());
                     let mut rest = &data[before..];
                     let mut flushed = false;
-                    for size in sizes.iter().cycle() {
+                    for (size, aligned) in sizes.iter().cycle() {
                         if rest.is_empty() {
                             break;
                         }
@@ -560,7 +631,14 @@ mod tests {
                             flushed = true;
                         }
                         let (now, later) = rest.split_at((*size).min(rest.len()));
-                        w.write_all(now).unwrap();
+                        if *aligned {
+                            // from an aligned buffer: whole blocks may go as they are
+                            let mut a = AlignedBuf::with_capacity(now.len());
+                            prop_assert_eq!(a.extend(now), now.len());
+                            w.write_all(a.as_slice()).unwrap();
+                        } else {
+                            w.write_all(now).unwrap();
+                        }
                         rest = later;
                     }
                     w.flush().unwrap();
@@ -572,6 +650,30 @@ mod tests {
                 file.read_to_end(&mut back).unwrap();
                 prop_assert!(back == data, "{} bytes back, {} written", back.len(), data.len());
             }
+        }
+
+        /// Whole blocks of an aligned buffer go out in one write, not
+        /// through the writer's own 1 MiB buffer.
+        #[test]
+        fn an_aligned_buffer_is_written_as_it_is() {
+            let file = tempfile::tempfile().unwrap();
+            let mut a = AlignedBuf::with_capacity(2 * DIRECT_BUF + 100);
+            let data: Vec<u8> = (0..(2 * DIRECT_BUF + 100)).map(|i| (i % 249) as u8).collect();
+            assert_eq!(a.extend(&data), data.len());
+            assert!(a.is_full() && a.as_slice().as_ptr() as usize % DIRECT_ALIGN == 0);
+            let mut w = Writeback::new(&file);
+            assert_eq!(w.is_direct(), takes_direct());
+            let n = w.write(a.as_slice()).unwrap();
+            if w.is_direct() {
+                assert_eq!(n, 2 * DIRECT_BUF, "the whole blocks, in one write");
+            }
+            w.write_all(&a.as_slice()[n..]).unwrap();
+            w.flush().unwrap();
+            drop(w);
+            let (mut back, mut f) = (Vec::new(), &file);
+            f.rewind().unwrap();
+            f.read_to_end(&mut back).unwrap();
+            assert!(back == data);
         }
 
         /// A writer dropped without a flush still leaves every byte and a

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use crowd_erasure::{Decoder, Verification};
+use crowd_protocol::util::AlignedBuf;
 use crowd_protocol::Network;
 use tokio::runtime::Handle;
 
@@ -214,17 +215,32 @@ impl<W: Write + ?Sized> Write for Counting<'_, W> {
 const HASH_QUEUE: usize = 4;
 
 /// Writes to `out` and hands a copy of every byte to a thread that rebuilds
-/// the DAG, to be compared with the root at the end.
+/// the DAG, to be compared with the root at the end. The copies' buffers
+/// come back once read ([`ChannelReader`]) and are filled again.
 pub struct RootCheck<W> {
     out: W,
     tx: Option<SyncSender<Vec<u8>>>,
+    spare: Receiver<Vec<u8>>,
 }
 
 impl<W: Write> RootCheck<W> {
-    /// `out` and the receiving end for [`check_stream`].
-    pub fn new(out: W) -> (Self, Receiver<Vec<u8>>) {
+    /// `out` and the reading end for the checking thread.
+    pub fn new(out: W) -> (Self, ChannelReader) {
         let (tx, rx) = sync_channel(HASH_QUEUE);
-        (Self { out, tx: Some(tx) }, rx)
+        let (spare_tx, spare) = sync_channel(HASH_QUEUE + 2);
+        (
+            Self {
+                out,
+                tx: Some(tx),
+                spare,
+            },
+            ChannelReader {
+                rx,
+                spare: spare_tx,
+                block: Vec::new(),
+                at: 0,
+            },
+        )
     }
 }
 
@@ -232,7 +248,10 @@ impl<W: Write> Write for RootCheck<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.out.write(buf)?;
         if let Some(tx) = &self.tx {
-            if tx.send(buf[..n].to_vec()).is_err() {
+            let mut copy = self.spare.try_recv().unwrap_or_default();
+            copy.clear();
+            copy.extend_from_slice(&buf[..n]);
+            if tx.send(copy).is_err() {
                 // the checker stopped (it reports why); keep writing
                 self.tx = None;
             }
@@ -244,21 +263,13 @@ impl<W: Write> Write for RootCheck<W> {
     }
 }
 
-/// Reads the blocks a [`RootCheck`] sends until it is dropped.
+/// Reads the blocks a [`RootCheck`] sends until it is dropped, and hands
+/// each one back once read.
 pub struct ChannelReader {
     rx: Receiver<Vec<u8>>,
+    spare: SyncSender<Vec<u8>>,
     block: Vec<u8>,
     at: usize,
-}
-
-impl ChannelReader {
-    pub fn new(rx: Receiver<Vec<u8>>) -> Self {
-        Self {
-            rx,
-            block: Vec::new(),
-            at: 0,
-        }
-    }
 }
 
 impl Read for ChannelReader {
@@ -266,7 +277,11 @@ impl Read for ChannelReader {
         while self.at == self.block.len() {
             match self.rx.recv() {
                 Ok(b) => {
-                    self.block = b;
+                    let done = std::mem::replace(&mut self.block, b);
+                    if done.capacity() > 0 {
+                        // the writer may be gone, or have spares enough
+                        let _ = self.spare.try_send(done);
+                    }
                     self.at = 0;
                 }
                 Err(_) => return Ok(0),
@@ -306,10 +321,10 @@ pub fn with_root_check_after<W, T>(
 where
     W: Write + Send,
 {
-    let (mut tee, rx) = RootCheck::new(out);
+    let (mut tee, copies) = RootCheck::new(out);
     std::thread::scope(|s| {
         let checker = s.spawn(move || {
-            let mut whole = prefix.chain(ChannelReader::new(rx));
+            let mut whole = prefix.chain(copies);
             super::check_root(&mut whole, params, root)
         });
         let written = write(&mut tee);
@@ -363,21 +378,23 @@ const WRITE_BLOCK: usize = 1 << 20;
 /// file is at most this many blocks and one being filled.
 const WRITE_QUEUE: usize = 4;
 
-/// Writes to `out` on a thread of its own: copying a get's output into the
-/// page cache (most of the decoding thread's time for a large file)
+/// Writes to `out` on a thread of its own: writing a get's output
 /// overlaps decoding and decrypting the next segments instead of following
-/// them. Blocks are recycled. An error of `out` is returned by the next
-/// write or flush; `flush` returns once everything written so far is in
-/// `out` and `out` is flushed.
+/// them. Blocks are recycled and aligned ([`AlignedBuf`]): a [`Writeback`]
+/// that bypasses the page cache writes them as they are. An error of `out`
+/// is returned by the next write or flush; `flush` returns once everything
+/// written so far is in `out` and `out` is flushed.
+///
+/// [`Writeback`]: crowd_protocol::util::Writeback
 pub struct WriteBehind<'scope> {
     tx: Option<SyncSender<Block>>,
-    spare: Receiver<Vec<u8>>,
-    buf: Vec<u8>,
+    spare: Receiver<AlignedBuf>,
+    buf: AlignedBuf,
     writer: Option<std::thread::ScopedJoinHandle<'scope, std::io::Result<()>>>,
 }
 
 enum Block {
-    Data(Vec<u8>),
+    Data(AlignedBuf),
     /// Flush `out` and answer.
     Flush(SyncSender<std::io::Result<()>>),
 }
@@ -388,12 +405,12 @@ impl<'scope> WriteBehind<'scope> {
         mut out: W,
     ) -> Self {
         let (tx, rx) = sync_channel::<Block>(WRITE_QUEUE);
-        let (spare_tx, spare) = sync_channel::<Vec<u8>>(WRITE_QUEUE + 1);
+        let (spare_tx, spare) = sync_channel::<AlignedBuf>(WRITE_QUEUE + 1);
         let writer = scope.spawn(move || -> std::io::Result<()> {
             while let Ok(block) = rx.recv() {
                 match block {
                     Block::Data(mut b) => {
-                        out.write_all(&b)?;
+                        out.write_all(b.as_slice())?;
                         b.clear();
                         let _ = spare_tx.try_send(b);
                     }
@@ -407,7 +424,7 @@ impl<'scope> WriteBehind<'scope> {
         Self {
             tx: Some(tx),
             spare,
-            buf: Vec::with_capacity(WRITE_BLOCK),
+            buf: AlignedBuf::with_capacity(WRITE_BLOCK),
             writer: Some(writer),
         }
     }
@@ -436,7 +453,7 @@ impl<'scope> WriteBehind<'scope> {
         let next = self
             .spare
             .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(WRITE_BLOCK));
+            .unwrap_or_else(|_| AlignedBuf::with_capacity(WRITE_BLOCK));
         let full = std::mem::replace(&mut self.buf, next);
         self.send(Block::Data(full))
     }
@@ -444,9 +461,8 @@ impl<'scope> WriteBehind<'scope> {
 
 impl Write for WriteBehind<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = buf.len().min(WRITE_BLOCK - self.buf.len());
-        self.buf.extend_from_slice(&buf[..n]);
-        if self.buf.len() == WRITE_BLOCK {
+        let n = self.buf.extend(buf);
+        if self.buf.is_full() {
             self.send_buf()?;
         }
         Ok(n)
@@ -530,6 +546,29 @@ mod tests {
                 w.flush().unwrap();
             });
             prop_assert_eq!(out, data);
+        }
+
+        /// Whatever the write sizes, a root check's output and its copies
+        /// (in buffers handed back and filled again) are every byte, in order.
+        #[test]
+        fn root_check_copies_every_byte_in_order_proptest(
+            len in 0usize..200_000,
+            sizes in proptest::collection::vec(1usize..30_000, 1..12),
+        ) {
+            let data: Vec<u8> = (0..len).map(|i| (i * 13 % 241) as u8).collect();
+            let mut out = Vec::new();
+            let (mut tee, mut copies) = RootCheck::new(&mut out);
+            let copied = std::thread::scope(|s| {
+                let reader = s.spawn(move || {
+                    let mut back = Vec::new();
+                    copies.read_to_end(&mut back).map(|_| back)
+                });
+                write_in_parts(&mut tee, &data, &sizes);
+                drop(tee);
+                reader.join().unwrap()
+            });
+            prop_assert_eq!(&copied.unwrap(), &data);
+            prop_assert_eq!(&out, &data);
         }
 
         /// Whatever the write sizes, a cut passes on exactly the bytes of
