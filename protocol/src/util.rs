@@ -489,10 +489,11 @@ impl Write for Writeback<'_> {
         if self.direct.as_ref().is_some_and(|d| d.buf.is_full()) {
             self.write_held()?;
         }
-        // whole blocks of an aligned buffer (an [`AlignedBuf`]'s) go to the
-        // file as they are, when nothing is held before them
+        // a MiB or more of an aligned buffer (an [`AlignedBuf`]'s) goes to
+        // the file as it is, when nothing is held before it (smaller writes
+        // are gathered: each direct write waits for the disk)
         let whole = buf.len() / DIRECT_ALIGN * DIRECT_ALIGN;
-        if whole > 0
+        if whole >= DIRECT_BUF
             && buf.as_ptr() as usize % DIRECT_ALIGN == 0
             && self.direct.as_ref().is_some_and(|d| d.buf.is_empty())
         {
@@ -652,20 +653,22 @@ mod tests {
             }
         }
 
-        /// Whole blocks of an aligned buffer go out in one write, not
-        /// through the writer's own 1 MiB buffer.
+        /// A MiB or more of an aligned buffer goes out in one write, not
+        /// through the writer's own 1 MiB buffer; less is gathered there.
         #[test]
         fn an_aligned_buffer_is_written_as_it_is() {
-            let file = tempfile::tempfile().unwrap();
-            let mut a = AlignedBuf::with_capacity(2 * DIRECT_BUF + 100);
+            let direct = takes_direct();
             let data: Vec<u8> = (0..(2 * DIRECT_BUF + 100)).map(|i| (i % 249) as u8).collect();
+            let mut a = AlignedBuf::with_capacity(data.len());
             assert_eq!(a.extend(&data), data.len());
             assert!(a.is_full() && a.as_slice().as_ptr() as usize % DIRECT_ALIGN == 0);
+            let file = tempfile::tempfile().unwrap();
             let mut w = Writeback::new(&file);
-            assert_eq!(w.is_direct(), takes_direct());
+            assert_eq!(w.is_direct(), direct);
             let n = w.write(a.as_slice()).unwrap();
-            if w.is_direct() {
+            if direct {
                 assert_eq!(n, 2 * DIRECT_BUF, "the whole blocks, in one write");
+                assert_eq!(file.metadata().unwrap().len(), n as u64, "written, not held");
             }
             w.write_all(&a.as_slice()[n..]).unwrap();
             w.flush().unwrap();
@@ -674,6 +677,22 @@ mod tests {
             f.rewind().unwrap();
             f.read_to_end(&mut back).unwrap();
             assert!(back == data);
+
+            let small_file = tempfile::tempfile().unwrap();
+            let mut small = AlignedBuf::with_capacity(8 * DIRECT_ALIGN);
+            small.extend(&data[..8 * DIRECT_ALIGN]);
+            let mut w = Writeback::new(&small_file);
+            assert_eq!(w.write(small.as_slice()).unwrap(), small.len());
+            if direct {
+                assert_eq!(
+                    small_file.metadata().unwrap().len(),
+                    0,
+                    "held until a MiB is gathered"
+                );
+            }
+            w.flush().unwrap();
+            drop(w);
+            assert_eq!(small_file.metadata().unwrap().len(), small.len() as u64);
         }
 
         /// A writer dropped without a flush still leaves every byte and a
