@@ -133,6 +133,7 @@ where
 /// `ready()` is awaited before each frame is read: a receiver with nowhere
 /// to put more holds the sender back (flow control), for as long as it
 /// keeps that wait shorter than the sender's stall limit.
+#[allow(clippy::too_many_arguments)]
 pub async fn receive_range<R, F>(
     io: &mut R,
     root: &[u8; 32],

@@ -494,7 +494,7 @@ impl Write for Writeback<'_> {
         // are gathered: each direct write waits for the disk)
         let whole = buf.len() / DIRECT_ALIGN * DIRECT_ALIGN;
         if whole >= DIRECT_BUF
-            && buf.as_ptr() as usize % DIRECT_ALIGN == 0
+            && (buf.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN)
             && self.direct.as_ref().is_some_and(|d| d.buf.is_empty())
         {
             let n = (&mut &*self.file).write(&buf[..whole])?;
@@ -661,7 +661,7 @@ mod tests {
             let data: Vec<u8> = (0..(2 * DIRECT_BUF + 100)).map(|i| (i % 249) as u8).collect();
             let mut a = AlignedBuf::with_capacity(data.len());
             assert_eq!(a.extend(&data), data.len());
-            assert!(a.is_full() && a.as_slice().as_ptr() as usize % DIRECT_ALIGN == 0);
+            assert!(a.is_full() && (a.as_slice().as_ptr() as usize).is_multiple_of(DIRECT_ALIGN));
             let file = tempfile::tempfile().unwrap();
             let mut w = Writeback::new(&file);
             assert_eq!(w.is_direct(), direct);
