@@ -452,10 +452,7 @@ impl<'f> Writeback<'f> {
         let whole = d.buf.len() / DIRECT_ALIGN * DIRECT_ALIGN;
         let mut done = 0;
         while done < whole {
-            let n = (&mut &*self.file).write(&d.buf.as_slice()[done..whole])?;
-            if n == 0 {
-                return Err(std::io::ErrorKind::WriteZero.into());
-            }
+            let n = write_some(self.file, &d.buf.as_slice()[done..whole])?;
             done += n;
             if n % DIRECT_ALIGN != 0 {
                 break;
@@ -482,6 +479,14 @@ impl<'f> Writeback<'f> {
     }
 }
 
+/// One `write` of `bytes` to `file`; writing nothing is an error.
+fn write_some(file: &std::fs::File, bytes: &[u8]) -> std::io::Result<usize> {
+    match (&mut &*file).write(bytes)? {
+        0 => Err(std::io::ErrorKind::WriteZero.into()),
+        n => Ok(n),
+    }
+}
+
 impl Write for Writeback<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         // a full buffer goes out before more is taken: an error then
@@ -497,10 +502,7 @@ impl Write for Writeback<'_> {
             && (buf.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN)
             && self.direct.as_ref().is_some_and(|d| d.buf.is_empty())
         {
-            let n = (&mut &*self.file).write(&buf[..whole])?;
-            if n == 0 {
-                return Err(std::io::ErrorKind::WriteZero.into());
-            }
+            let n = write_some(self.file, &buf[..whole])?;
             self.advance(n as u64);
             if n % DIRECT_ALIGN != 0 {
                 // the position is no longer aligned: the page cache from now on

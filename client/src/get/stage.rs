@@ -98,6 +98,11 @@ impl Pace {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether a piece at `at` may take `len` more bytes now.
+    fn free(&self, inner: &PaceInner, at: u64, len: u64) -> bool {
+        inner.stuck || inner.stopped || at + len <= inner.below + self.ahead
+    }
+
     /// The decoder has written everything below piece offset `below` (it
     /// starts there, or moved on to there).
     pub fn advance(&self, below: u64) {
@@ -123,12 +128,9 @@ impl Pace {
     /// or an earlier one since it last did) or stopped. A piece's fetch
     /// awaits it before taking more off the wire.
     pub async fn room(&self, at: u64, len: u64) {
-        {
-            // the common case, checked without registering for a wake-up
-            let inner = self.lock();
-            if inner.stuck || inner.stopped || at + len <= inner.below + self.ahead {
-                return;
-            }
+        // the common case, checked without registering for a wake-up
+        if self.free(&self.lock(), at, len) {
+            return;
         }
         let waited_from = Instant::now();
         loop {
@@ -138,7 +140,7 @@ impl Pace {
             moved.as_mut().enable();
             let deadline = {
                 let mut inner = self.lock();
-                if inner.stuck || inner.stopped || at + len <= inner.below + self.ahead {
+                if self.free(&inner, at, len) {
                     return;
                 }
                 let deadline = inner.moved_at.max(waited_from) + HOLD;
