@@ -125,13 +125,15 @@ impl Client {
         Ok(identity(&self.home)?.public().to_peer_id())
     }
 
-    /// Stores a regular file (read twice: addressed, then streamed).
+    /// Stores a regular file (read once, by the pass that hashes and uploads
+    /// its pieces; again only for pieces whose provider failed).
     pub fn put_path(&self, path: &Path, opts: &PutOptions) -> Result<PutOutput> {
         put::put(&self.home, path, opts, self.progress.as_ref()).map_err(from_anyhow)
     }
 
     /// Stores whatever `reader` yields: spooled to a file in the home's
-    /// `tmp/` first (a put reads its input twice), removed afterwards.
+    /// `tmp/` first (a put reads its input again for pieces whose provider
+    /// failed), removed afterwards.
     pub fn put_reader(&self, mut reader: impl Read, opts: &PutOptions) -> Result<PutOutput> {
         let dir = self.home.join("tmp");
         std::fs::create_dir_all(&dir)

@@ -9,9 +9,7 @@ use std::sync::Arc;
 /// A stage of a put or get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
-    /// Put, pass 1: the root CID and erasure layout.
-    Hashing,
-    /// Put, pass 2: pieces streaming to their providers.
+    /// Put: pieces streaming to their providers (the file's one pass).
     Uploading,
     /// Get: pieces streaming in.
     Fetching,
@@ -20,7 +18,6 @@ pub enum Stage {
 impl Stage {
     pub fn label(self) -> &'static str {
         match self {
-            Stage::Hashing => "hashing",
             Stage::Uploading => "uploading",
             Stage::Fetching => "fetching",
         }
@@ -183,7 +180,7 @@ mod tests {
         let seen: Arc<Mutex<Vec<Event>>> = Arc::default();
         let log = seen.clone();
         let cb: Callback = Arc::new(move |e: &Event| log.lock().unwrap().push(e.clone()));
-        let p = Progress::start(Some(&cb), Stage::Hashing, 10);
+        let p = Progress::start(Some(&cb), Stage::Uploading, 10);
         let mut r = Reader::new(&b"0123456789"[..], p.clone());
         let mut out = Vec::new();
         r.read_to_end(&mut out).unwrap();
@@ -193,19 +190,19 @@ mod tests {
         assert_eq!(
             seen[0],
             Event::Started {
-                stage: Stage::Hashing,
+                stage: Stage::Uploading,
                 total: 10
             }
         );
         assert!(seen.contains(&Event::Advanced {
-            stage: Stage::Hashing,
+            stage: Stage::Uploading,
             done: 10,
             total: 10
         }));
         assert_eq!(
             seen.last(),
             Some(&Event::Finished {
-                stage: Stage::Hashing
+                stage: Stage::Uploading
             })
         );
         let hidden = Progress::start(None, Stage::Fetching, 5);

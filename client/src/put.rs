@@ -3,16 +3,21 @@
 //! 1. Check the input, then ask the tracker for its clock, its providers and
 //!    our balance: choose candidates ([`plan`]) and check the funds before
 //!    anything is read or uploaded.
-//! 2. Pass 1 streams the file twice at once: its root CID (chunker) and its
-//!    erasure layout (piece hashes); no piece is kept.
-//! 3. Rounds, until every piece is placed: propose signed deals for the
+//! 2. Rounds, until every piece is placed: propose signed deals for the
 //!    pieces without a provider to the best remaining candidates, in
 //!    parallel (a refusal moves on to the next candidate); then one encoding
-//!    pass streams every accepted piece to its provider ([`stream`]). Each
-//!    receipt is checked and its deal published at once. A piece whose
-//!    provider failed goes to the next round, with a fresh proposal to a new
-//!    candidate. The put fails only when the candidates run out.
-//! 4. The manifest is recorded locally, stored with every provider and
+//!    pass streams every accepted piece to its provider ([`stream`]) and
+//!    hashes every piece (the erasure layout). The first round's proposals
+//!    name no piece ([`PieceId::UNNAMED`]): nothing is known of the pieces
+//!    before that pass, and no pass runs beforehand just to learn their
+//!    hashes. Each provider's receipt names the piece it received; once the
+//!    pass is done, a receipt that names this pass's piece is published with
+//!    its deal (only the client may publish a proposal that names no piece).
+//!    A piece whose provider failed goes to the next round, with a fresh
+//!    proposal (naming the piece now) to a new candidate. The put fails only
+//!    when the candidates run out. Meanwhile another thread reads the file
+//!    for its root CID (the chunker).
+//! 3. The manifest is recorded locally, stored with every provider and
 //!    registered with the tracker; the root CID is printed.
 //!
 //! Memory is bounded whatever the file size: the encoder works on
@@ -31,8 +36,8 @@ use crowd_chunker::{ChunkerKind, DagParams, HashAlg};
 use crowd_erasure::{Encoder, Layout, Params};
 use crowd_protocol::libp2p::PeerId;
 use crowd_protocol::{
-    Chunking, DealAcceptance, DealProposal, Encryption, Manifest, ManifestPiece, PieceId, Request, Response,
-    Signed, TrackerRequest, TrackerResponse, UploadResult, MANIFEST_VERSION,
+    Chunking, DealAcceptance, DealProposal, Encryption, Manifest, ManifestPiece, PieceId, PieceReceipt,
+    Request, Response, Signed, TrackerRequest, TrackerResponse, UploadResult, MANIFEST_VERSION,
 };
 use futures::future::join_all;
 use serde::Serialize;
@@ -83,6 +88,8 @@ struct Job {
     max_price: u128,
     /// `None`: public.
     key: Option<FileKey>,
+    /// How the file's own DAG (its root CID) is built.
+    dag: DagParams,
 }
 
 impl Job {
@@ -135,6 +142,7 @@ impl Job {
             epochs,
             max_price: u128::from(opts.max_price.unwrap_or(config.max_price_per_gib_epoch)),
             key,
+            dag: DagParams::default(),
         })
     }
 
@@ -143,18 +151,28 @@ impl Job {
         Params::new(self.k, self.m, SEGMENT - SEGMENT % k).map_err(|e| anyhow!("erasure parameters: {e}"))
     }
 
-    /// What the encoder reads in pass 2: the file, or its ciphertext.
-    fn source(&self) -> Result<Box<dyn std::io::Read + Send>> {
+    /// What the encoder reads: the file, or its ciphertext. With `rooted`,
+    /// every byte of the file read is also handed to a task that builds its
+    /// DAG and answers its root once the reader is dropped: the root and the
+    /// pieces come from the same bytes, read once.
+    fn source(&self, rooted: bool) -> Result<(Box<dyn std::io::Read + Send>, Option<stream::Rooting>)> {
         let file = std::fs::File::open(&self.file)
             .with_context(|| format!("cannot open {}", self.file.display()))?;
-        Ok(match &self.key {
-            None => Box::new(file),
+        let (file, rooting): (Box<dyn std::io::Read + Send>, _) = if rooted {
+            let (tee, rooting) = stream::rooted(file, self.dag);
+            (Box::new(tee), Some(rooting))
+        } else {
+            (Box::new(file), None)
+        };
+        let source: Box<dyn std::io::Read + Send> = match &self.key {
+            None => file,
             Some(key) => Box::new(crate::crypt::EncryptReader::new(
                 file,
                 key.clone(),
                 self.plain_size,
             )),
-        })
+        };
+        Ok((source, rooting))
     }
 }
 
@@ -195,7 +213,7 @@ pub fn put(home: &Path, file: &Path, opts: &PutOptions, progress: Option<&Callba
 async fn run(home: &Path, job: &Job, progress: Option<&Callback>) -> Result<PutOutput> {
     let params = job.params()?;
     let encoder = Arc::new(Encoder::new(params).map_err(|e| anyhow!("erasure parameters: {e}"))?);
-    let dag = DagParams::default();
+    let dag = job.dag;
     let session = Session::connect(home).await?;
     let n = params.total_shards();
     let piece_size = params.geometry(job.size).piece_len();
@@ -240,32 +258,37 @@ async fn run(home: &Path, job: &Job, progress: Option<&Callback>) -> Result<PutO
         queue = candidates.into();
     }
 
-    // Pass 1: root CID(s) and layout.
-    let bar = Progress::start(progress, Stage::Hashing, job.plain_size);
-    // the network root: the file's own root, or a private file's layout CID
-    let (plain_root, root, layout) = {
-        let (file, enc, bar) = (job.file.clone(), encoder.clone(), bar.clone());
-        let (key, plain_size) = (job.key.clone(), job.plain_size);
-        tokio::task::spawn_blocking(move || match key {
-            None => stream::address_and_layout(&file, &dag, &enc, &bar).map(|(r, l)| (r, r.cid, l)),
-            Some(key) => stream::address_and_layout_private(&file, &dag, &enc, &key, plain_size, &bar)
-                .map(|(r, l)| (r, crowd_protocol::layout_cid(&l), l)),
-        })
-        .await
-        .map_err(|e| anyhow!("hashing stopped: {e}"))??
+    // One pass: the pieces are encoded, hashed and uploaded, and the file's
+    // own root CID built from the same bytes.
+    let (
+        placed,
+        Laid {
+            layout,
+            root: plain_root,
+        },
+    ) = if job.size == 0 {
+        let (source, rooting) = job.source(true)?;
+        let layout = encoder
+            .encode_with(source, |_| Ok(()))
+            .map_err(|e| anyhow!("erasure coding: {e}"))?;
+        let root = match rooting {
+            Some(r) => r.root().await?,
+            None => bail!("the file's root was not built"),
+        };
+        (Vec::new(), Laid { layout, root })
+    } else {
+        let bar = Progress::start(progress, Stage::Uploading, piece_size * n as u64);
+        let placed = place_all(&session, job, &encoder, queue, lead, &bar).await?;
+        bar.finish_and_clear();
+        placed
     };
-    bar.finish_and_clear();
     if plain_root.size != job.plain_size || layout.file_len() != job.size {
         bail!("{} changed while it was being read", job.file.display());
     }
-
-    let placed = if job.size == 0 {
-        Vec::new()
-    } else {
-        let bar = Progress::start(progress, Stage::Uploading, piece_size * n as u64);
-        let placed = place_all(&session, job, &encoder, &layout, queue, lead, &bar).await?;
-        bar.finish_and_clear();
-        placed
+    // the network root: the file's own root, or a private file's layout CID
+    let root = match job.key {
+        None => plain_root.cid,
+        Some(_) => crowd_protocol::layout_cid(&layout),
     };
 
     let stored_at = crate::records::now_secs();
@@ -355,8 +378,24 @@ struct Offer {
     candidate: Candidate,
     proposal: Signed<DealProposal>,
     acceptance: Signed<DealAcceptance>,
-    piece: PieceId,
     end_epoch: u64,
+}
+
+/// What the first pass to encode the whole file found: its layout and its
+/// own root.
+#[derive(Debug)]
+struct Laid {
+    layout: Layout,
+    root: crowd_chunker::DagRoot,
+}
+
+/// An offer whose piece the provider received and signed for.
+#[derive(Debug)]
+struct Received {
+    offer: Offer,
+    receipt: Signed<PieceReceipt>,
+    /// The piece the receipt names.
+    piece: PieceId,
 }
 
 /// Why a candidate did not take a piece.
@@ -388,19 +427,21 @@ fn piece_id(layout: &Layout, index: usize) -> Result<PieceId> {
     Ok(PieceId(*info.hash.as_bytes()))
 }
 
-/// Places every piece (rounds of proposals and one encoding pass each).
+/// Places every piece (rounds of proposals and one encoding pass each);
+/// returns the pieces placed, the file's layout and its root.
 async fn place_all(
     session: &Session,
     job: &Job,
     encoder: &Arc<Encoder>,
-    layout: &Layout,
     mut queue: VecDeque<Candidate>,
     lead: u64,
     bar: &Progress,
-) -> Result<Vec<Placed>> {
-    let n = layout.pieces().len();
-    let piece_size = layout.piece_len();
-    let pieces = (0..n).map(|i| piece_id(layout, i)).collect::<Result<Vec<_>>>()?;
+) -> Result<(Vec<Placed>, Laid)> {
+    let params = encoder.params();
+    let n = params.total_shards();
+    let piece_size = params.geometry(job.size).piece_len();
+    // known once a pass has encoded the whole file
+    let mut laid: Option<Laid> = None;
     let mut pending: Vec<usize> = (0..n).collect();
     let mut placed: Vec<Placed> = Vec::with_capacity(n);
     let mut last_refusal: Option<Refusal> = None;
@@ -434,7 +475,17 @@ async fn place_all(
                 .zip(std::iter::from_fn(|| queue.pop_front()))
                 .collect();
             let tries = batch.into_iter().map(|(index, candidate)| {
-                propose(session, index, candidate, pieces[index], piece_size, terms)
+                let piece = match &laid {
+                    Some(l) => piece_id(&l.layout, index),
+                    None => Ok(PieceId::UNNAMED),
+                };
+                let piece = piece.map_err(|e| Refusal {
+                    index,
+                    provider: candidate.entry.peer,
+                    reason: format!("{e:#}"),
+                    retry: None,
+                });
+                async move { propose(session, index, candidate, piece?, piece_size, terms).await }
             });
             for result in join_all(tries).await {
                 match result {
@@ -458,7 +509,7 @@ async fn place_all(
             uploads[offer.index] += 1;
         }
         // one encoding pass streams every accepted piece
-        let (ok, failed) = store_round(session, job, encoder, layout, offers, bar).await?;
+        let (ok, failed) = store_round(session, job, encoder, &mut laid, piece_size, offers, bar).await?;
         placed.extend(ok);
         let mut repeat = 0;
         for mut refusal in failed {
@@ -477,7 +528,8 @@ async fn place_all(
         bar.inc_length(piece_size * (pending.len() + repeat) as u64);
     }
     placed.sort_by_key(|p| p.index);
-    Ok(placed)
+    let laid = laid.ok_or_else(|| anyhow!("every piece placed, yet no pass encoded the whole file"))?;
+    Ok((placed, laid))
 }
 
 /// Offers `candidate` a deal for piece `index`.
@@ -544,7 +596,6 @@ async fn propose(
                 candidate,
                 proposal: signed,
                 acceptance,
-                piece,
                 end_epoch: proposal.start_epoch.saturating_add(proposal.duration_epochs),
             })
         }
@@ -566,40 +617,69 @@ fn first_word(s: String) -> String {
     s.split(['(', ' ', '{']).next().unwrap_or("").to_string()
 }
 
-/// Streams the offered pieces from one encoding pass; returns the pieces
-/// placed and the ones whose provider failed.
+/// Streams the offered pieces from one encoding pass, which also lays the
+/// file out and builds its root (`laid`: set by the first pass to encode
+/// the whole file; a later pass must give the same layout); then publishes
+/// every deal whose receipt names its piece of that layout. Returns the
+/// pieces placed and the ones whose provider failed.
 async fn store_round(
     session: &Session,
     job: &Job,
     encoder: &Arc<Encoder>,
-    layout: &Layout,
+    laid: &mut Option<Laid>,
+    piece_size: u64,
     offers: Vec<Offer>,
     bar: &Progress,
 ) -> Result<(Vec<Placed>, Vec<Refusal>)> {
-    let piece_size = layout.piece_len();
     let stall = Duration::from_secs(session.config.transfer_timeout_secs.max(1));
     let mut lanes = Vec::with_capacity(offers.len());
     let mut uploads = Vec::with_capacity(offers.len());
     for offer in offers {
         let (lane, reader) = stream::lane(offer.index, bar.clone());
         lanes.push(lane);
-        uploads.push(upload_and_publish(session, offer, reader, piece_size, stall));
+        uploads.push(upload(session, offer, reader, piece_size, stall));
     }
-    let file = job.source()?;
+    let (file, rooting) = job.source(laid.is_none())?;
     let feeding = {
         let encoder = encoder.clone();
         tokio::task::spawn_blocking(move || stream::feed(&encoder, file, lanes))
     };
     let results = join_all(uploads).await;
-    let fed = feeding
-        .await
-        .map_err(|e| anyhow!("erasure coding stopped: {e}"))??;
-    if fed.as_ref().is_some_and(|c| !c.matches(layout)) {
-        bail!("{} changed while it was being stored", job.file.display());
+    // the reader is dropped when the pass ends: then the root is done too
+    let fed = feeding.await.map_err(|e| anyhow!("erasure coding stopped: {e}"));
+    let root = match rooting {
+        Some(r) => Some(r.root().await),
+        None => None,
+    };
+    match (fed??, laid.as_ref()) {
+        (Some(fed), Some(known)) if fed != known.layout => {
+            bail!("{} changed while it was being stored", job.file.display())
+        }
+        (Some(layout), None) => {
+            let root = root.ok_or_else(|| anyhow!("the file's root was not built"))??;
+            *laid = Some(Laid { layout, root });
+        }
+        _ => {}
+    }
+    let mut failed = Vec::new();
+    let mut publish = Vec::new();
+    for r in results {
+        match r {
+            Ok(received) => match laid.as_ref().map(|l| piece_id(&l.layout, received.offer.index)) {
+                Some(Ok(piece)) if piece == received.piece => publish.push(publish_deal(session, received)),
+                Some(Ok(_)) => {
+                    failed.push(received.refuse("the receipt names a piece this file does not have"))
+                }
+                Some(Err(e)) => failed.push(received.refuse(format!("{e:#}"))),
+                // every lane stopped before the end: no receipt can be for
+                // the whole piece, and none is published
+                None => failed.push(received.refuse("the encoding stopped before the piece was sent")),
+            },
+            Err(e) => failed.push(e),
+        }
     }
     let mut ok = Vec::new();
-    let mut failed = Vec::new();
-    for r in results {
+    for r in join_all(publish).await {
         match r {
             Ok(p) => ok.push(p),
             Err(e) => failed.push(e),
@@ -608,14 +688,26 @@ async fn store_round(
     Ok((ok, failed))
 }
 
-/// Uploads one piece, checks the receipt and publishes the deal.
-async fn upload_and_publish(
+impl Received {
+    fn refuse(self, reason: impl Into<String>) -> Refusal {
+        Refusal {
+            index: self.offer.index,
+            provider: self.offer.candidate.entry.peer,
+            reason: reason.into(),
+            retry: None,
+        }
+    }
+}
+
+/// Uploads one piece and checks the provider's receipt: for this proposal
+/// and size, naming the piece the proposal names, if it names one.
+async fn upload(
     session: &Session,
     offer: Offer,
     reader: impl futures::AsyncBufRead + Unpin,
     piece_size: u64,
     stall: Duration,
-) -> Result<Placed, Refusal> {
+) -> Result<Received, Refusal> {
     let provider = offer.candidate.entry.peer;
     let index = offer.index;
     let refuse = |reason: String| Refusal {
@@ -625,7 +717,6 @@ async fn upload_and_publish(
         retry: None,
     };
     let id = offer.proposal.id();
-    let end_epoch = offer.end_epoch;
     let mut streams = session.net.streams();
     let result =
         match crowd_protocol::transfer::upload(&mut streams, provider, id, reader, piece_size, stall).await {
@@ -643,16 +734,43 @@ async fn upload_and_publish(
         UploadResult::Rejected { reason } => return Err(refuse(format!("upload rejected: {reason}"))),
     };
     let network = session.network().await.map_err(|e| refuse(format!("{e:#}")))?;
-    let (_, receipt) = receipt
+    let (_, opened) = receipt
         .open(&network, Some(&provider))
         .map_err(|e| refuse(format!("receipt: {e}")))?;
-    if receipt.proposal != id || receipt.piece != offer.piece || receipt.piece_size != piece_size {
-        return Err(refuse("the receipt names another piece".into()));
-    }
+    let (_, proposal) = offer
+        .proposal
+        .open(&network, None)
+        .map_err(|e| refuse(format!("proposal: {e}")))?;
+    let named = proposal
+        .named_by(&id, &opened)
+        .map_err(|e| refuse(format!("receipt: {e}")))?;
+    Ok(Received {
+        offer,
+        receipt,
+        piece: named.piece,
+    })
+}
+
+/// Publishes the deal of a piece received (with its receipt, which names
+/// the piece of a proposal that names none).
+async fn publish_deal(session: &Session, received: Received) -> Result<Placed, Refusal> {
+    let Received {
+        offer,
+        receipt,
+        piece,
+    } = received;
+    let (index, provider, end_epoch) = (offer.index, offer.candidate.entry.peer, offer.end_epoch);
+    let refuse = |reason: String| Refusal {
+        index,
+        provider,
+        reason,
+        retry: None,
+    };
     let published = session
         .tracker(TrackerRequest::Publish {
             proposal: offer.proposal,
             acceptance: offer.acceptance,
+            receipt: Some(receipt),
         })
         .await
         .map_err(|e| refuse(format!("publishing the deal: {e:#}")))?;
@@ -660,7 +778,7 @@ async fn upload_and_publish(
         TrackerResponse::Published { deal_id } => Ok(Placed {
             index,
             provider,
-            piece: offer.piece,
+            piece,
             deal_id,
             end_epoch,
         }),

@@ -27,6 +27,10 @@ pub enum ProtocolError {
         network: String,
         expected: String,
     },
+    /// A piece receipt does not complete its proposal
+    /// ([`crate::DealProposal::named_by`]).
+    #[error("{0}")]
+    ReceiptMismatch(&'static str),
     /// The stream ended or failed.
     #[error("stream: {0}")]
     Io(#[from] std::io::Error),

@@ -60,9 +60,16 @@
 //!    as bytes arrive, writes them to a temporary file, and only if the BLAKE3
 //!    hash equals the proposal's comm_d fsyncs, renames and indexes the piece,
 //!    then answers [`UploadResult::Stored`] with a signed [`PieceReceipt`].
-//!    Anything else is `Rejected` and nothing of the upload is kept.
-//! 5. The client publishes the doubly signed deal to the tracker, which
-//!    numbers it and sends the provider `StartSeal(Signed<SealTicket>)`.
+//!    Anything else is `Rejected` and nothing of the upload is kept. A
+//!    proposal may name no piece ([`PieceId::UNNAMED`]): it is then for the
+//!    bytes received, and the receipt names their hash. A client uploads
+//!    from the one pass that also hashes the pieces, without a pass
+//!    beforehand just to learn them.
+//! 5. The client publishes the doubly signed deal to the tracker with the
+//!    receipt (`Publish { proposal, acceptance, receipt }`; for a proposal
+//!    that names no piece, only the client may, and only with the receipt,
+//!    whose piece the deal is then for: [`DealProposal::named_by`]); the
+//!    tracker numbers it and sends the provider `StartSeal(Signed<SealTicket>)`.
 //! 6. The provider seals (crowd-porep) in a background worker; the tracker
 //!    polls `SealStatus(deal_id)` and records the signed [`SealCommitment`]
 //!    (comm_r) it returns; after the pre-commit epoch ends it sends

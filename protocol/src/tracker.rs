@@ -7,7 +7,7 @@
 //! | [`TrackerRequest::Info`] | anyone | [`TrackerResponse::Info`]: epoch, randomness, head, rules |
 //! | [`TrackerRequest::Register`] | a provider (signed registration + its addresses) | `Registered` |
 //! | [`TrackerRequest::Providers`] | anyone | `Providers`: every registered provider with its track record |
-//! | [`TrackerRequest::Publish`] | the client (proposal signed by it, acceptance by the provider) | `Published { deal_id }` |
+//! | [`TrackerRequest::Publish`] | the client (proposal signed by it, acceptance by the provider, and the provider's receipt, which names the piece of a proposal that names none) | `Published { deal_id }` |
 //! | [`TrackerRequest::Admit`] | the proposal's client | `Admitted`: a tracker-signed [`crate::Admission`]; the escrow is locked |
 //! | [`TrackerRequest::Account`] | the account itself | `Account`: balances and next nonce |
 //! | [`TrackerRequest::Transfer`], [`TrackerRequest::Withdraw`] | the account itself (signed, with its next nonce) | `Moved`: the free balance left |
@@ -35,7 +35,7 @@ use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 
 use crate::signed::{Signable, Signed};
-use crate::types::{Amount, Blob, DealAcceptance, DealProposal, Epoch, ProposalId};
+use crate::types::{Amount, Blob, DealAcceptance, DealProposal, Epoch, PieceReceipt, ProposalId};
 
 /// Most entries in one list answer (providers, deals, addresses).
 pub const MAX_LIST: usize = 1024;
@@ -188,9 +188,14 @@ pub enum TrackerRequest {
     Providers,
     /// The next page: providers after this peer id.
     ProvidersAfter(#[serde(with = "crate::wire::peer")] PeerId),
+    /// Publish a deal; a proposal that names no piece
+    /// ([`crate::PieceId::UNNAMED`]) is published by its client only, with
+    /// the provider's receipt naming the piece.
     Publish {
         proposal: Signed<DealProposal>,
         acceptance: Signed<DealAcceptance>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        receipt: Option<Signed<PieceReceipt>>,
     },
     /// The proposal's client (the sender) locks its escrow before offering
     /// it to the provider; answered with the tracker-signed admission the

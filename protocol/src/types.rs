@@ -17,6 +17,15 @@ pub type Epoch = u64;
 pub struct PieceId(#[serde(with = "crate::wire::hash32")] pub [u8; 32]);
 
 impl PieceId {
+    /// In a [`DealProposal`]: the piece is named by the provider's
+    /// [`PieceReceipt`] for the bytes it received, not up front. A client
+    /// then uploads from the one pass that also lays the file out (no pass
+    /// beforehand just to learn the hashes), and only the client may publish
+    /// the deal, with that receipt, once its own encoding agrees (see
+    /// [`DealProposal::named_by`]). No BLAKE3 output is all zeros in practice
+    /// (a preimage of it), so no real piece is mistaken for this.
+    pub const UNNAMED: PieceId = PieceId([0; 32]);
+
     /// The piece's CIDv1 (raw codec 0x55, BLAKE3 multihash 0x1e).
     pub fn cid(&self) -> cid::Cid {
         match cid::multihash::Multihash::<64>::wrap(0x1e, &self.0) {
@@ -62,7 +71,8 @@ pub type ProposalId = [u8; 32];
 /// A client's offer to a provider (signed by the client).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DealProposal {
-    /// comm_d = the piece's BLAKE3 hash.
+    /// comm_d = the piece's BLAKE3 hash, or [`PieceId::UNNAMED`]: the
+    /// provider's receipt names it ([`DealProposal::named_by`]).
     pub piece: PieceId,
     pub piece_size: u64,
     #[serde(with = "crate::wire::peer")]
@@ -80,6 +90,48 @@ pub struct DealProposal {
 }
 impl Signable for DealProposal {
     const DOMAIN: &'static str = "deal-proposal";
+}
+
+impl DealProposal {
+    /// Whether the proposal names its piece (otherwise the receipt does:
+    /// [`PieceId::UNNAMED`]).
+    pub fn names_piece(&self) -> bool {
+        self.piece != PieceId::UNNAMED
+    }
+
+    /// The proposal `id` is of, with its piece as `receipt` names it: the
+    /// receipt must be for this proposal and size and name a piece, the one
+    /// the proposal names if it names one.
+    pub fn named_by(
+        &self,
+        id: &ProposalId,
+        receipt: &PieceReceipt,
+    ) -> Result<DealProposal, crate::ProtocolError> {
+        if receipt.proposal != *id {
+            return Err(crate::ProtocolError::ReceiptMismatch(
+                "the receipt is for another proposal",
+            ));
+        }
+        if receipt.piece_size != self.piece_size {
+            return Err(crate::ProtocolError::ReceiptMismatch(
+                "the receipt is for another piece size",
+            ));
+        }
+        if receipt.piece == PieceId::UNNAMED {
+            return Err(crate::ProtocolError::ReceiptMismatch(
+                "the receipt names no piece",
+            ));
+        }
+        if self.names_piece() && receipt.piece != self.piece {
+            return Err(crate::ProtocolError::ReceiptMismatch(
+                "the receipt names another piece than the proposal",
+            ));
+        }
+        Ok(DealProposal {
+            piece: receipt.piece,
+            ..self.clone()
+        })
+    }
 }
 
 /// A provider's acceptance of a proposal (signed by the provider).
@@ -402,4 +454,55 @@ pub enum FetchHeader {
     Refused {
         reason: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn proposal(piece: PieceId) -> DealProposal {
+        DealProposal {
+            piece,
+            piece_size: 100,
+            client: PeerId::random(),
+            provider: PeerId::random(),
+            price_per_epoch: 1,
+            start_epoch: 5,
+            duration_epochs: 4,
+            provider_collateral: 0,
+            expiry_epoch: 4,
+            nonce: 1,
+        }
+    }
+
+    fn receipt(proposal: ProposalId, piece: PieceId, piece_size: u64) -> PieceReceipt {
+        PieceReceipt {
+            proposal,
+            piece,
+            piece_size,
+        }
+    }
+
+    #[test]
+    fn a_receipt_names_an_unnamed_piece_and_only_confirms_a_named_one() {
+        let (id, a, b) = ([1; 32], PieceId([2; 32]), PieceId([3; 32]));
+        let unnamed = proposal(PieceId::UNNAMED);
+        assert!(!unnamed.names_piece());
+        assert_eq!(unnamed.named_by(&id, &receipt(id, a, 100)).unwrap().piece, a);
+        let named = proposal(a);
+        assert!(named.names_piece());
+        assert_eq!(named.named_by(&id, &receipt(id, a, 100)).unwrap(), named);
+        for (p, r) in [
+            (&named, receipt(id, b, 100)),
+            (&unnamed, receipt([9; 32], a, 100)),
+            (&unnamed, receipt(id, a, 101)),
+            (&unnamed, receipt(id, PieceId::UNNAMED, 100)),
+        ] {
+            assert!(matches!(
+                p.named_by(&id, &r),
+                Err(crate::ProtocolError::ReceiptMismatch(_))
+            ));
+        }
+    }
 }

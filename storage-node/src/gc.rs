@@ -36,7 +36,7 @@ use crowd_protocol::tracker::{DealQuery, MAX_LIST};
 use crowd_protocol::{PieceId, ProposalId, Response, TrackerRequest, TrackerResponse};
 
 use crate::node::Node;
-use crate::records::{self, DealRecord, PieceRecord, ProposalRecord, ProposalState, RepairRecord, SealState};
+use crate::records::{self, DealRecord, PieceRecord, ProposalRecord, RepairRecord, SealState};
 use crate::store::Batch;
 
 /// Deal states after which nothing of a deal needs to be kept.
@@ -112,8 +112,10 @@ impl Node {
         let mut orphans = Vec::new();
         for (k, v) in self.store.scan_prefix(b"proposal/")? {
             let r: ProposalRecord = crowd_protocol::wire::from_cbor("proposal record", &v)?;
-            if matches!(r.state, ProposalState::Stored(_)) && !with_deal.contains(&r.proposal.id()) {
-                orphans.push((k, r.proposal.id(), r.proposal.open(&self.network()?, None)?.1));
+            if !with_deal.contains(&r.proposal.id()) {
+                if let Some(p) = r.stored(&self.network()?)? {
+                    orphans.push((k, r.proposal.id(), p));
+                }
             }
         }
         for (k, v) in self.store.scan_prefix(b"repair/")? {
@@ -238,9 +240,7 @@ impl Node {
                 continue;
             }
             let r: ProposalRecord = crowd_protocol::wire::from_cbor("proposal record", &v)?;
-            if matches!(r.state, ProposalState::Stored(_))
-                && r.proposal.open(&self.network()?, None)?.1.piece == *piece
-            {
+            if r.stored(&self.network()?)?.is_some_and(|p| p.piece == *piece) {
                 n += 1;
             }
         }

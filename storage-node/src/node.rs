@@ -559,7 +559,12 @@ impl Node {
                 return Err(e.into());
             }
             self.metrics.space_reserved.set((used + reserved) as i64);
-            tracing::info!(proposal = %records::hex(&id), piece = %p.piece, size = p.piece_size, "deal accepted");
+            let piece = if p.names_piece() {
+                p.piece.to_string()
+            } else {
+                "named on receipt".into()
+            };
+            tracing::info!(proposal = %records::hex(&id), %piece, size = p.piece_size, "deal accepted");
         }
         Ok(Response::DealAccepted(Signed::sign(
             &self.key,
@@ -919,10 +924,9 @@ impl Node {
     /// client proposal, or the proposal inside a finished repair job.
     pub(crate) fn stored_proposal(&self, id: &[u8; 32]) -> anyhow::Result<DealProposal> {
         if let Some(record) = records::get::<ProposalRecord>(&*self.store, &records::proposal_key(id))? {
-            let ProposalState::Stored(_) = record.state else {
-                bail!("piece of proposal {} has not been uploaded", records::hex(id));
-            };
-            return Ok(record.proposal.open(&self.network()?, None)?.1);
+            return record
+                .stored(&self.network()?)?
+                .ok_or_else(|| anyhow!("piece of proposal {} has not been uploaded", records::hex(id)));
         }
         if let Some(record) = records::get::<records::RepairRecord>(&*self.store, &records::repair_key(id))? {
             return Ok(record.job.open(&self.network()?, None)?.1.proposal);
@@ -1174,12 +1178,34 @@ impl Node {
                 return Err(e);
             }
         };
-        if outboard.root() != p.piece.0 {
+        // a proposal that names no piece is for the bytes received: the
+        // receipt names them, and the client publishes the deal with it
+        if p.names_piece() && outboard.root() != p.piece.0 {
             let _ = std::fs::remove_file(&tmp_path);
             bail!(
                 "piece bytes do not match {} (BLAKE3 mismatch); nothing kept",
                 p.piece
             );
+        }
+        let p = DealProposal {
+            piece: PieceId(outboard.root()),
+            ..p
+        };
+        // files and index change together under the lock, so a concurrent
+        // drop of the unsealed copy cannot interleave
+        let guard = self.write_lock.lock().await;
+        // two uploads of one proposal at once: the first to get here is
+        // stored and signed for, once (a second receipt for other bytes of
+        // an unnamed proposal would leave the first bytes without a user)
+        let now: Option<ProposalRecord> =
+            records::get(&*self.store, &records::proposal_key(&header.proposal))?;
+        if let Some(ProposalRecord {
+            state: ProposalState::Stored(receipt),
+            ..
+        }) = now
+        {
+            let _ = std::fs::remove_file(&tmp_path);
+            return Ok(receipt);
         }
         let receipt = Signed::sign(
             &self.key,
@@ -1190,9 +1216,6 @@ impl Node {
                 piece_size: p.piece_size,
             },
         )?;
-        // files and index change together under the lock, so a concurrent
-        // drop of the unsealed copy cannot interleave
-        let guard = self.write_lock.lock().await;
         let known = records::get::<PieceRecord>(&*self.store, &records::piece_key(&p.piece))?;
         let outboard_bytes = outboard.encode();
         // a piece already held (unsealed) is replaced by the same bytes

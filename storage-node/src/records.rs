@@ -164,6 +164,20 @@ pub struct ProposalRecord {
     pub state: ProposalState,
 }
 
+impl ProposalRecord {
+    /// The proposal of a stored piece, naming the piece held: a proposal
+    /// that names none ([`crowd_protocol::PieceId::UNNAMED`]) takes it from
+    /// this node's receipt. `None` while the bytes have not come.
+    pub fn stored(&self, network: &crowd_protocol::NetworkId) -> anyhow::Result<Option<DealProposal>> {
+        let ProposalState::Stored(receipt) = &self.state else {
+            return Ok(None);
+        };
+        let (_, p) = self.proposal.open(network, None)?;
+        let (_, r) = receipt.open(network, None)?;
+        Ok(Some(p.named_by(&self.proposal.id(), &r)?))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PieceRecord {
     pub size: u64,

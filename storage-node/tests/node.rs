@@ -538,6 +538,72 @@ async fn sealed_replica_answers_window_challenges_that_porep_verifies() {
     );
 }
 
+/// A proposal that names no piece (`PieceId::UNNAMED`) is for the bytes
+/// the node receives: its receipt names their hash, it serves them, and the
+/// deal seals that piece (the client publishes the deal with the receipt).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proposal_naming_no_piece_is_for_the_bytes_received() {
+    let tracker = tracker();
+    let node = TestNode::start(&tracker.public().to_peer_id(), "");
+    let client = TestClient::start().await;
+    client.connect(&node).await;
+    let piece = random_bytes(256 * 1024 + 100, 4);
+    let unnamed = DealProposal {
+        piece: PieceId::UNNAMED,
+        ..client.proposal(&node, &piece, 1)
+    };
+    let proposal = client.deal_with(&node, unnamed).await;
+    assert_stored(client.upload(&node, proposal, &piece).await, &node, &piece);
+    assert_eq!(
+        client.fetch(&node, &piece, 0, piece.len() as u64).await.unwrap(),
+        piece
+    );
+    let tracker_net = TestClient::with_key(tracker.clone()).await;
+    tracker_net.connect(&node).await;
+    let (deal_id, ticket) = (7, [3u8; 32]);
+    start_seal(&tracker_net, &node, proposal, deal_id, ticket).await;
+    let c = sealed_commitment(&client, &node, &piece).await;
+    assert_eq!(c.piece, piece_id(&piece));
+    assert_eq!(
+        c.replica_id,
+        crowd_porep::seal::replica_id(
+            &crowd_node::node::provider_hash(&node.peer),
+            &piece_id(&piece).0,
+            deal_id,
+            &ticket
+        )
+    );
+}
+
+/// The tracker (`tracker`, connected) starts the seal of `proposal` as deal
+/// `deal_id` with `ticket`.
+async fn start_seal(
+    tracker: &TestClient,
+    node: &TestNode,
+    proposal: [u8; 32],
+    deal_id: u64,
+    ticket: [u8; 32],
+) {
+    let start = Signed::sign(
+        &tracker.key,
+        &NET,
+        &SealTicket {
+            proposal,
+            deal_id,
+            ticket,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        tracker
+            .net
+            .request(node.peer, Request::StartSeal(start))
+            .await
+            .unwrap(),
+        Response::SealQueued
+    );
+}
+
 /// The seal commitment of `piece` once the node reports it sealed.
 async fn sealed_commitment(client: &TestClient, node: &TestNode, piece: &[u8]) -> SealCommitment {
     let commitment = eventually(120, || async {
@@ -622,24 +688,7 @@ async fn a_piece_over_several_sectors_is_sealed_challenged_and_retrieved() {
     let proposal = client.deal(&node, &piece, 1).await;
     assert_stored(client.upload(&node, proposal, &piece).await, &node, &piece);
     let (deal_id, ticket) = (77, [3u8; 32]);
-    let start = Signed::sign(
-        &tracker,
-        &NET,
-        &SealTicket {
-            proposal,
-            deal_id,
-            ticket,
-        },
-    )
-    .unwrap();
-    assert_eq!(
-        tracker_net
-            .net
-            .request(node.peer, Request::StartSeal(start))
-            .await
-            .unwrap(),
-        Response::SealQueued
-    );
+    start_seal(&tracker_net, &node, proposal, deal_id, ticket).await;
     let c = sealed_commitment(&client, &node, &piece).await;
     eventually(60, || async { node.files_in("pieces").is_empty().then_some(()) }).await;
 

@@ -668,7 +668,14 @@ impl Client {
         proposal: Signed<DealProposal>,
         acceptance: Signed<DealAcceptance>,
     ) -> Result<u64, String> {
-        match self.ask(TrackerRequest::Publish { proposal, acceptance }).await? {
+        match self
+            .ask(TrackerRequest::Publish {
+                proposal,
+                acceptance,
+                receipt: None,
+            })
+            .await?
+        {
             TrackerResponse::Published { deal_id } => Ok(deal_id),
             other => Err(format!("unexpected answer {other:?}")),
         }

@@ -12,8 +12,8 @@ use crowd_porep::graph::MAX_NODES;
 use crowd_porep::proof::{verify_seal, verify_window};
 use crowd_porep::{SealProof, SealPublic, WindowProof, WindowPublic};
 use crowd_protocol::{
-    Amount, DealAcceptance, DealProposal, Epoch, FileRegistration, NetworkId, ProposalId, RemoveRequest,
-    RenewRequest, RepairJob, Signable, Signed,
+    Amount, DealAcceptance, DealProposal, Epoch, FileRegistration, NetworkId, PieceReceipt, ProposalId,
+    ProtocolError, RemoveRequest, RenewRequest, RepairJob, Signable, Signed,
 };
 use serde::{Deserialize, Serialize};
 
@@ -713,7 +713,11 @@ impl Ledger {
             Input::Transfer(signed) => self.transfer(&mut tx, signed)?,
             Input::RegisterProvider(signed) => self.register(&mut tx, signed)?,
             Input::AdmitProposal(signed) => self.admit(&mut tx, signed)?,
-            Input::PublishDeal { proposal, acceptance } => self.publish(&mut tx, proposal, acceptance)?,
+            Input::PublishDeal {
+                proposal,
+                acceptance,
+                receipt,
+            } => self.publish(&mut tx, proposal, acceptance, receipt.as_ref())?,
             Input::PreCommit(signed) => self.pre_commit(&mut tx, signed)?,
             Input::SealProof(signed) => self.seal_proof(&mut tx, signed)?,
             Input::WindowProof(signed) => self.window_proof(&mut tx, signed)?,
@@ -852,6 +856,7 @@ impl Ledger {
         tx: &mut Tx<'_>,
         proposal: &Signed<DealProposal>,
         acceptance: &Signed<DealAcceptance>,
+        receipt: Option<&Signed<PieceReceipt>>,
     ) -> Result<(), LedgerError> {
         let (client_signer, p) = self.open(proposal)?;
         let client = AccountId(p.client);
@@ -863,6 +868,24 @@ impl Ledger {
         if a.proposal != proposal_id {
             return Err(LedgerError::AcceptanceMismatch);
         }
+        // the piece the deal is for: the proposal's, or its provider's
+        // receipt's when the proposal names none
+        let p = match receipt {
+            Some(receipt) => {
+                let (provider_signer, r) = self.open(receipt)?;
+                expect_signer(PieceReceipt::DOMAIN, provider_signer, provider)?;
+                p.named_by(&proposal_id, &r).map_err(|e| match e {
+                    ProtocolError::ReceiptMismatch(why) => LedgerError::InvalidProposal(why),
+                    other => other.into(),
+                })?
+            }
+            None if !p.names_piece() => {
+                return Err(LedgerError::InvalidProposal(
+                    "a proposal that names no piece is published with its provider's receipt",
+                ))
+            }
+            None => p,
+        };
         if self.proposals.contains_key(&ProposalKey(proposal_id)) {
             return Err(LedgerError::Duplicate { what: "deal" });
         }

@@ -36,7 +36,7 @@
 //! | `Transfer(Signed<TransferRequest>)` | the sender | moves free balance to another account |
 //! | `RegisterProvider(Signed<ProviderRegistration>)` | the provider | records capacity and price; locks (tops up) its stake, or returns it when it leaves |
 //! | `AdmitProposal(Signed<DealProposal>)` | the client | locks the proposal's escrow until its last publishable epoch (paid admission) |
-//! | `PublishDeal { proposal, acceptance }` | client, provider | locks escrow (an admitted proposal's lock is used) and collateral, numbers the deal, draws its ticket |
+//! | `PublishDeal { proposal, acceptance, receipt }` | client, provider (a proposal that names no piece: its client, with the provider's receipt) | locks escrow (an admitted proposal's lock is used) and collateral, numbers the deal, draws its ticket |
 //! | `PreCommit(Signed<SealCommitment>)` | the deal's provider | records comm_r |
 //! | `SealProof(Signed<SealProofMsg>)` | the deal's provider | verifies the seal proof; the deal is active |
 //! | `WindowProof(Signed<WindowProofMsg>)` | the deal's provider | verifies the window proof for the open epoch |

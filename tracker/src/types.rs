@@ -4,8 +4,8 @@ use crowd_porep::SealParams;
 use crowd_protocol::libp2p::identity::{Keypair, PublicKey};
 use crowd_protocol::libp2p::PeerId;
 use crowd_protocol::{
-    Amount, DealAcceptance, DealProposal, Epoch, FileRegistration, PieceId, ProposalId, RemoveRequest,
-    RenewRequest, RepairJob, SealCommitment, SealProofMsg, Signable, Signed, WindowProofMsg,
+    Amount, DealAcceptance, DealProposal, Epoch, FileRegistration, PieceId, PieceReceipt, ProposalId,
+    RemoveRequest, RenewRequest, RepairJob, SealCommitment, SealProofMsg, Signable, Signed, WindowProofMsg,
 };
 pub use crowd_protocol::{ProviderRegistration, TransferRequest, WithdrawRequest};
 use serde::{Deserialize, Serialize};
@@ -280,10 +280,13 @@ pub enum Input {
     /// provider (paid admission): until the proposal can no longer be
     /// published; publishing it uses the lock.
     AdmitProposal(Signed<DealProposal>),
-    /// Publish a deal both parties signed.
+    /// Publish a deal both parties signed; the provider's receipt names the
+    /// piece of a proposal that names none.
     PublishDeal {
         proposal: Signed<DealProposal>,
         acceptance: Signed<DealAcceptance>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        receipt: Option<Signed<PieceReceipt>>,
     },
     /// The provider's comm_r for a published deal.
     PreCommit(Signed<SealCommitment>),

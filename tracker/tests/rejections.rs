@@ -7,9 +7,9 @@ mod common;
 
 use common::{id, key, Terms, World};
 use crowd_protocol::libp2p::identity::Keypair;
-use crowd_protocol::{SealCommitment, Signed};
+use crowd_protocol::{PieceId, PieceReceipt, SealCommitment, Signed};
 use crowd_tracker::{
-    replay, sign_epoch, DealId, Input, Ledger, LedgerConfig, LedgerError, ProviderRegistration,
+    replay, sign_epoch, DealId, Event, Input, Ledger, LedgerConfig, LedgerError, ProviderRegistration,
 };
 
 fn setup(w: &mut World) -> (Keypair, Keypair) {
@@ -223,7 +223,11 @@ fn an_acceptance_of_another_proposal_is_refused() {
         panic!()
     };
     let proposal = Signed::sign(&client, &w.ledger.network(), &p1).unwrap();
-    let err = w.refuse(Input::PublishDeal { proposal, acceptance });
+    let err = w.refuse(Input::PublishDeal {
+        proposal,
+        acceptance,
+        receipt: None,
+    });
     assert!(matches!(err, LedgerError::AcceptanceMismatch));
 }
 
@@ -606,4 +610,98 @@ fn ledger_and_log_survive_cbor() {
     let bytes = crowd_protocol::wire::to_cbor(&w.log);
     let back: Vec<crowd_tracker::LogEntry> = crowd_protocol::wire::from_cbor("log", &bytes).unwrap();
     assert_eq!(back, w.log);
+}
+
+/// A proposal that names no piece (`PieceId::UNNAMED`): published with its
+/// provider's receipt, the deal is for the piece the receipt names, and it
+/// seals like any other; a missing, forged or mismatched receipt is refused.
+#[test]
+fn a_proposal_naming_no_piece_takes_the_receipts() {
+    let mut w = World::new();
+    let (client, provider) = setup(&mut w);
+    let stranger = key(9);
+    let net = w.ledger.network();
+    let mut p = w.proposal(&client, &provider, Terms::default());
+    let piece = p.piece;
+    p.piece = PieceId::UNNAMED;
+    assert!(!p.names_piece());
+    let Input::PublishDeal {
+        proposal, acceptance, ..
+    } = w.publish_input(&p, &client, &provider)
+    else {
+        panic!()
+    };
+    let receipt = |signer: &Keypair, proposal: [u8; 32], piece: PieceId, piece_size: u64| {
+        Signed::sign(
+            signer,
+            &net,
+            &PieceReceipt {
+                proposal,
+                piece,
+                piece_size,
+            },
+        )
+        .unwrap()
+    };
+    let input = |receipt: Option<Signed<PieceReceipt>>| Input::PublishDeal {
+        proposal: proposal.clone(),
+        acceptance: acceptance.clone(),
+        receipt,
+    };
+    let id = proposal.id();
+    let size = p.piece_size;
+    // no receipt
+    let err = w.refuse(input(None));
+    assert!(matches!(err, LedgerError::InvalidProposal(_)), "{err}");
+    // a receipt by someone other than the provider
+    let err = w.refuse(input(Some(receipt(&stranger, id, piece, size))));
+    assert!(matches!(err, LedgerError::WrongSigner { .. }), "{err}");
+    // for another proposal, another size, or naming no piece either
+    for bad in [
+        receipt(&provider, [7; 32], piece, size),
+        receipt(&provider, id, piece, size + 1),
+        receipt(&provider, id, PieceId::UNNAMED, size),
+    ] {
+        let err = w.refuse(input(Some(bad)));
+        assert!(matches!(err, LedgerError::InvalidProposal(_)), "{err}");
+    }
+    // the provider's receipt names the piece: the deal is for it and seals
+    let events = w.apply(input(Some(receipt(&provider, id, piece, size)))).unwrap();
+    let [Event::DealPublished { deal_id, .. }] = events.as_slice() else {
+        panic!("unexpected events {events:?}")
+    };
+    assert_eq!(w.deal(*deal_id).proposal.piece, piece);
+    let pre_commit = w.pre_commit_input(*deal_id, &provider);
+    w.apply(pre_commit).unwrap();
+}
+
+/// A proposal that names its piece, published with a receipt naming
+/// another, is refused: the receipt cannot rename a piece.
+#[test]
+fn a_receipt_cannot_rename_a_named_piece() {
+    let mut w = World::new();
+    let (client, provider) = setup(&mut w);
+    let p = w.proposal(&client, &provider, Terms::default());
+    let Input::PublishDeal {
+        proposal, acceptance, ..
+    } = w.publish_input(&p, &client, &provider)
+    else {
+        panic!()
+    };
+    let receipt = Signed::sign(
+        &provider,
+        &w.ledger.network(),
+        &PieceReceipt {
+            proposal: proposal.id(),
+            piece: PieceId([5; 32]),
+            piece_size: p.piece_size,
+        },
+    )
+    .unwrap();
+    let err = w.refuse(Input::PublishDeal {
+        proposal,
+        acceptance,
+        receipt: Some(receipt),
+    });
+    assert!(matches!(err, LedgerError::InvalidProposal(_)), "{err}");
 }

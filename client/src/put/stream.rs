@@ -9,11 +9,11 @@
 //! lane whose upload stopped is dropped and the others go on; the pass stops
 //! early when every lane is gone.
 
-use std::io::{self, Read};
-use std::path::Path;
+use std::io::{self, Read, Write};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use crate::get::pipeline::RootCheck;
 use crate::progress::Progress;
 use anyhow::{anyhow, Result};
 use crowd_erasure::{Encoder, Layout};
@@ -106,15 +106,10 @@ impl AsyncRead for LaneReader {
 }
 
 /// Feeds every piece in `lanes` from one encode of `reader` (blocking: run
-/// it on a blocking thread). Returns what tells whether the input was the
-/// one pass 1 laid out (only the check pieces are hashed again: the nodes
-/// hash every piece they receive) when the whole input was encoded, `None`
-/// when every lane stopped first.
-pub fn feed(
-    encoder: &Encoder,
-    reader: impl Read + Send,
-    lanes: Vec<Lane>,
-) -> Result<Option<crowd_erasure::Checked>> {
+/// it on a blocking thread), hashing every piece as it goes. Returns the
+/// input's erasure layout when the whole input was encoded, `None` when
+/// every lane stopped first.
+pub fn feed(encoder: &Encoder, reader: impl Read + Send, lanes: Vec<Lane>) -> Result<Option<Layout>> {
     let total = encoder.params().total_shards();
     let mut senders: Vec<Option<Lane>> = (0..total).map(|_| None).collect();
     for lane in lanes {
@@ -123,7 +118,7 @@ pub fn feed(
             *slot = Some(lane);
         }
     }
-    let result = encoder.encode_checked(reader, |shard| {
+    let result = encoder.encode_with(reader, |shard| {
         let mut stopped = false;
         if let Some(Some(lane)) = senders.get(shard.piece) {
             for chunk in shard.bytes.chunks(CHUNK) {
@@ -148,73 +143,55 @@ pub fn feed(
         Ok(())
     });
     match result {
-        Ok(checked) => Ok(Some(checked)),
+        Ok(layout) => Ok(Some(layout)),
         Err(crowd_erasure::ErasureError::Io(e)) if e.to_string() == ALL_STOPPED => Ok(None),
         Err(e) => Err(anyhow!("erasure coding: {e}")),
     }
 }
 
-/// Pass 1 for a regular file: its root CID and its erasure layout, computed
-/// at once on two threads that each stream the file (no piece is kept);
-/// `bar` follows the layout pass.
-pub fn address_and_layout(
-    path: &Path,
-    params: &crowd_chunker::DagParams,
-    encoder: &Encoder,
-    bar: &Progress,
-) -> Result<(crowd_chunker::DagRoot, Layout)> {
-    let open = || std::fs::File::open(path).map_err(|e| anyhow!("cannot open {}: {e}", path.display()));
-    let (for_dag, for_layout) = (open()?, open()?);
-    std::thread::scope(|s| {
-        let dag = s.spawn(|| crowd_chunker::build_from_reader(for_dag, params, &mut crowd_chunker::Discard));
-        let layout = encoder.encode_with(crate::progress::Reader::new(for_layout, bar.clone()), |_| Ok(()));
-        let root = dag
-            .join()
-            .map_err(|_| anyhow!("hashing {} failed", path.display()))?
-            .map_err(|e| anyhow!("hashing {}: {e}", path.display()))?;
-        let layout = layout.map_err(|e| anyhow!("erasure coding {}: {e}", path.display()))?;
-        Ok((root, layout))
-    })
+/// Bytes per copy handed to the root's task (whatever the encoder reads
+/// at a time): what is in flight to it stays a few MiB.
+const ROOT_BLOCK: usize = 1 << 20;
+
+/// Reads `inner` and hands a copy of every byte read to the task building
+/// the file's DAG ([`rooted`]).
+pub struct Tee<R> {
+    inner: R,
+    copy: RootCheck<io::Sink>,
 }
 
-/// Pass 1 for a private file: the plaintext's root CID and the erasure
-/// layout of its ciphertext (whose [`crowd_protocol::layout_cid`] is the
-/// file's network root). The file is read and encrypted once for the
-/// layout, and read once more, on another thread, for the plaintext root.
-pub fn address_and_layout_private(
-    path: &Path,
-    params: &crowd_chunker::DagParams,
-    encoder: &Encoder,
-    key: &crate::crypt::FileKey,
-    size: u64,
-    bar: &Progress,
-) -> Result<(crowd_chunker::DagRoot, Layout)> {
-    let open = || std::fs::File::open(path).map_err(|e| anyhow!("cannot open {}: {e}", path.display()));
-    let (for_plain, for_cipher) = (open()?, open()?);
-    std::thread::scope(|s| {
-        let plain =
-            s.spawn(|| crowd_chunker::build_from_reader(for_plain, params, &mut crowd_chunker::Discard));
-        let encrypted = crate::crypt::EncryptReader::new(
-            crate::progress::Reader::new(for_cipher, bar.clone()),
-            key.clone(),
-            size,
-        );
-        let layout = encoder.encode_with(encrypted, |_| Ok(()));
-        let plain_root = joined(plain, "plaintext", path)?;
-        let layout = layout.map_err(|e| anyhow!("encrypting and erasure coding {}: {e}", path.display()))?;
-        Ok((plain_root, layout))
-    })
+impl<R: Read> Read for Tee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        for block in buf[..n].chunks(ROOT_BLOCK) {
+            self.copy.write_all(block)?;
+        }
+        Ok(n)
+    }
 }
 
-/// A hashing thread's result.
-fn joined<T, E: std::fmt::Display>(
-    h: std::thread::ScopedJoinHandle<'_, Result<T, E>>,
-    what: &str,
-    path: &Path,
-) -> Result<T> {
-    h.join()
-        .map_err(|_| anyhow!("hashing the {what} of {} failed", path.display()))?
-        .map_err(|e| anyhow!("hashing the {what} of {}: {e}", path.display()))
+/// The root of everything a [`Tee`] read, once it is dropped.
+#[derive(Debug)]
+pub struct Rooting(tokio::task::JoinHandle<Result<crowd_chunker::DagRoot>>);
+
+impl Rooting {
+    pub async fn root(self) -> Result<crowd_chunker::DagRoot> {
+        self.0
+            .await
+            .map_err(|e| anyhow!("building the file's root stopped: {e}"))?
+    }
+}
+
+/// `reader`, every byte of which also goes to a blocking task that builds
+/// its UnixFS DAG under `params` (no block kept): the file's root CID comes
+/// from the very bytes its pieces are made of, read once.
+pub fn rooted<R: Read>(reader: R, params: crowd_chunker::DagParams) -> (Tee<R>, Rooting) {
+    let (copy, copies) = RootCheck::new(io::sink());
+    let task = tokio::task::spawn_blocking(move || {
+        crowd_chunker::build_from_reader(copies, &params, &mut crowd_chunker::Discard)
+            .map_err(|e| anyhow!("building the file's root: {e}"))
+    });
+    (Tee { inner: reader, copy }, Rooting(task))
 }
 
 #[cfg(test)]
@@ -239,8 +216,8 @@ mod tests {
         let (a, b) = tokio::join!(r0.read_to_end(&mut p0), r2.read_to_end(&mut p2));
         a.unwrap();
         b.unwrap();
-        let checked = feeding.await.unwrap().unwrap().unwrap();
-        assert!(checked.matches(&expect_layout));
+        let layout = feeding.await.unwrap().unwrap().unwrap();
+        assert_eq!(layout, expect_layout);
         assert_eq!(p0, pieces[0]);
         assert_eq!(p2, pieces[2]);
     }
@@ -290,43 +267,42 @@ mod tests {
         assert_eq!(stopped.await.unwrap().unwrap(), None);
     }
 
-    #[test]
-    fn pass_one_matches_the_in_memory_encoding_and_the_cid() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
-        std::fs::write(&path, &data).unwrap();
-        let params = crowd_chunker::DagParams::default();
-        let (root, layout) = address_and_layout(&path, &params, &encoder(), &Progress::hidden()).unwrap();
-        let expect = crowd_chunker::build_from_slice(&data, &params, &mut crowd_chunker::Discard).unwrap();
-        assert_eq!(root, expect);
-        assert_eq!(layout, encoder().encode_bytes(&data).unwrap().0);
-    }
-
-    #[test]
-    fn private_pass_one_addresses_the_plaintext_and_lays_out_the_ciphertext() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
+    /// A private file's pass: the layout fed is the ciphertext's, and the
+    /// root, built from the same reads, the plaintext's.
+    #[tokio::test]
+    async fn a_private_pass_lays_out_the_ciphertext_and_roots_the_plaintext() {
         let data: Vec<u8> = (0..(2 << 20) + 333u32).map(|i| (i % 249) as u8).collect();
-        std::fs::write(&path, &data).unwrap();
         let params = crowd_chunker::DagParams::default();
         let key = crate::crypt::FileKey::generate(&mut rand::thread_rng());
-        let (plain, layout) = address_and_layout_private(
-            &path,
-            &params,
-            &encoder(),
-            &key,
-            data.len() as u64,
-            &Progress::hidden(),
-        )
-        .unwrap();
+        let (tee, rooting) = rooted(std::io::Cursor::new(data.clone()), params);
+        let reader = crate::crypt::EncryptReader::new(tee, key.clone(), data.len() as u64);
+        let (l1, mut r1) = lane(1, Progress::hidden());
+        let feeding = tokio::task::spawn_blocking(move || feed(&encoder(), reader, vec![l1]));
+        let mut p1 = Vec::new();
+        r1.read_to_end(&mut p1).await.unwrap();
+        let layout = feeding.await.unwrap().unwrap().unwrap();
         let c = crate::crypt::encrypt_bytes(&key, &data).unwrap();
-        let b = |d: &[u8]| crowd_chunker::build_from_slice(d, &params, &mut crowd_chunker::Discard).unwrap();
-        assert_eq!(plain, b(&data));
-        assert_eq!(layout, encoder().encode_bytes(&c).unwrap().0);
-        // a size that is not the file's is an error, not a wrong layout
-        assert!(
-            address_and_layout_private(&path, &params, &encoder(), &key, 5, &Progress::hidden()).is_err()
+        let (expect, pieces) = encoder().encode_bytes(&c).unwrap();
+        assert_eq!(layout, expect);
+        assert_eq!(p1, pieces[1]);
+        assert_eq!(
+            rooting.root().await.unwrap(),
+            crowd_chunker::build_from_slice(&data, &params, &mut crowd_chunker::Discard).unwrap()
         );
+    }
+
+    /// A pass cut short (every lane gone) ends the root's task too, with
+    /// the root of what was read: a put then takes neither.
+    #[tokio::test]
+    async fn a_pass_cut_short_ends_the_roots_task() {
+        let data = vec![5u8; 3 << 20];
+        let params = crowd_chunker::DagParams::default();
+        let (tee, rooting) = rooted(std::io::Cursor::new(data.clone()), params);
+        let (l0, r0) = lane(0, Progress::hidden());
+        drop(r0);
+        let fed = tokio::task::spawn_blocking(move || feed(&encoder(), tee, vec![l0]));
+        assert_eq!(fed.await.unwrap().unwrap(), None);
+        let root = rooting.root().await.unwrap();
+        assert!(root.size < data.len() as u64, "{root:?}");
     }
 }

@@ -223,7 +223,12 @@ impl TestClient {
 
     /// Proposes and expects acceptance; returns the proposal id.
     pub async fn deal(&self, node: &TestNode, piece: &[u8], nonce: u64) -> [u8; 32] {
-        let signed = Signed::sign(&self.key, &NET, &self.proposal(node, piece, nonce)).unwrap();
+        self.deal_with(node, self.proposal(node, piece, nonce)).await
+    }
+
+    /// Proposes `proposal` and expects acceptance; returns its id.
+    pub async fn deal_with(&self, node: &TestNode, proposal: DealProposal) -> [u8; 32] {
+        let signed = Signed::sign(&self.key, &NET, &proposal).unwrap();
         let ask = || self.net.request(node.peer, propose(signed.clone()));
         // a proposal is idempotent: sent again after a connection lost while
         // the two swarms settle on one connection (seen under load on 2 cores)

@@ -20,8 +20,9 @@ use crowd_protocol::tracker::{MAX_HISTORY, MAX_LIST};
 use crowd_protocol::wire::{from_cbor, to_cbor};
 use crowd_protocol::{
     AccountView, Amount, Blob, DealAcceptance, DealProposal, DealQuery, DealView, Epoch, EpochRecord,
-    FileQuery, FileRegistration, FileView, ProviderEntry, ProviderRegistration, RepairJob, RepairStats,
-    SealSeed, SealTicket, Signed, SlotView, TrackerInfo, TrackerRequest, TrackerResponse, WindowChallenge,
+    FileQuery, FileRegistration, FileView, PieceReceipt, ProviderEntry, ProviderRegistration, RepairJob,
+    RepairStats, SealSeed, SealTicket, Signed, SlotView, TrackerInfo, TrackerRequest, TrackerResponse,
+    WindowChallenge,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -887,7 +888,11 @@ impl<S: Store> State<S> {
             TrackerRequest::ProvidersAfter(after) => {
                 Ok(TrackerResponse::Providers(self.providers(Some(after), MAX_LIST)))
             }
-            TrackerRequest::Publish { proposal, acceptance } => self.publish(peer, proposal, acceptance),
+            TrackerRequest::Publish {
+                proposal,
+                acceptance,
+                receipt,
+            } => self.publish(peer, proposal, acceptance, receipt),
             TrackerRequest::Admit(proposal) => self.admit(peer, proposal),
             TrackerRequest::Account(who) => {
                 if who != peer {
@@ -1245,12 +1250,16 @@ impl<S: Store> State<S> {
 
     /// Publishes a deal, sent by its client or its provider only: a
     /// stranger holding an abandoned proposal and its acceptance cannot
-    /// lock the client's escrow for it.
+    /// lock the client's escrow for it. A proposal that names no piece is
+    /// published by its client only: sending the provider's receipt is the
+    /// client's word that the piece it names is the client's (a provider
+    /// cannot make the client pay for bytes of its own choosing).
     fn publish(
         &mut self,
         peer: PeerId,
         proposal: Signed<DealProposal>,
         acceptance: Signed<DealAcceptance>,
+        receipt: Option<Signed<PieceReceipt>>,
     ) -> Result<TrackerResponse, ServiceError> {
         let (_, p) = proposal
             .open(&self.ledger.network(), None)
@@ -1260,11 +1269,23 @@ impl<S: Store> State<S> {
                 "a deal is published by its client or provider, not {peer}"
             )));
         }
+        if !p.names_piece() && peer != p.client {
+            return Err(ServiceError::Config(format!(
+                "a deal whose proposal names no piece is published by its client, not {peer}"
+            )));
+        }
         // a client retrying after a lost answer gets the same deal
         if let Some(d) = self.ledger.deal_by_proposal(&proposal.id()) {
             return Ok(TrackerResponse::Published { deal_id: d.id });
         }
-        let events = self.apply(Input::PublishDeal { proposal, acceptance }, Batch::default())?;
+        let events = self.apply(
+            Input::PublishDeal {
+                proposal,
+                acceptance,
+                receipt,
+            },
+            Batch::default(),
+        )?;
         match events.iter().find_map(|e| match e {
             Event::DealPublished { deal_id, .. } => Some(*deal_id),
             _ => None,
@@ -1859,6 +1880,14 @@ mod tests {
 
     use super::*;
 
+    /// The proposal inside a publish request.
+    fn publish_proposal(r: &TrackerRequest) -> DealProposal {
+        let TrackerRequest::Publish { proposal, .. } = r else {
+            panic!("not a publish request")
+        };
+        proposal.open(&proposal.network(), None).unwrap().1
+    }
+
     /// A valid manifest of an empty file: (root CID bytes, dag-cbor bytes).
     fn sample_manifest() -> (Vec<u8>, Vec<u8>) {
         let (layout, _) = crowd_erasure::Encoder::new(crowd_erasure::Params::new(2, 1, 4096).unwrap())
@@ -1976,7 +2005,11 @@ mod tests {
             },
         )
         .unwrap();
-        let publish = TrackerRequest::Publish { proposal, acceptance };
+        let publish = TrackerRequest::Publish {
+            proposal,
+            acceptance,
+            receipt: None,
+        };
         // not by a stranger who holds both halves
         let len = state.ledger().log_len();
         let refused = state
@@ -1987,6 +2020,47 @@ mod tests {
             refused.contains("published by its client or provider"),
             "{refused}"
         );
+        assert_eq!(state.ledger().log_len(), len);
+        // a proposal that names no piece: not by its provider, even with
+        // its own receipt (it would choose the bytes the client pays for)
+        let unnamed = Signed::sign(
+            &client,
+            &net,
+            &DealProposal {
+                piece: PieceId::UNNAMED,
+                nonce: 2,
+                ..publish_proposal(&publish)
+            },
+        )
+        .unwrap();
+        let by_provider = TrackerRequest::Publish {
+            acceptance: Signed::sign(
+                &provider,
+                &net,
+                &DealAcceptance {
+                    proposal: unnamed.id(),
+                },
+            )
+            .unwrap(),
+            receipt: Some(
+                Signed::sign(
+                    &provider,
+                    &net,
+                    &PieceReceipt {
+                        proposal: unnamed.id(),
+                        piece: PieceId([8; 32]),
+                        piece_size: 4096,
+                    },
+                )
+                .unwrap(),
+            ),
+            proposal: unnamed,
+        };
+        let refused = state
+            .handle(peer(&provider), by_provider)
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("published by its client"), "{refused}");
         assert_eq!(state.ledger().log_len(), len);
         let r = state.handle(peer(&client), publish.clone()).unwrap();
         assert_eq!(r, TrackerResponse::Published { deal_id: 0 });

@@ -197,7 +197,11 @@ impl World {
             },
         )
         .unwrap();
-        Input::PublishDeal { proposal, acceptance }
+        Input::PublishDeal {
+            proposal,
+            acceptance,
+            receipt: None,
+        }
     }
 
     /// Publishes a deal both parties signed; returns its id.
