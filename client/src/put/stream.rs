@@ -153,6 +153,9 @@ pub fn feed(encoder: &Encoder, reader: impl Read + Send, lanes: Vec<Lane>) -> Re
 /// at a time): what is in flight to it stays a few MiB.
 const ROOT_BLOCK: usize = 1 << 20;
 
+/// Threads of the root task's own rayon pool ([`rooted`]).
+const ROOT_THREADS: usize = 2;
+
 /// Reads `inner` and hands a copy of every byte read to the task building
 /// the file's DAG ([`rooted`]).
 pub struct Tee<R> {
@@ -185,10 +188,20 @@ impl Rooting {
 /// `reader`, every byte of which also goes to a blocking task that builds
 /// its UnixFS DAG under `params` (no block kept): the file's root CID comes
 /// from the very bytes its pieces are made of, read once.
+///
+/// The task hashes on a rayon pool of its own. The erasure encoder reads
+/// its input on the global pool, so a [`Tee`] read waiting for room in the
+/// channel holds a global worker: were the chunker's hashing queued behind
+/// it on the same (two-thread) pool, neither would ever move.
 pub fn rooted<R: Read>(reader: R, params: crowd_chunker::DagParams) -> (Tee<R>, Rooting) {
     let (copy, copies) = RootCheck::new(io::sink());
     let task = tokio::task::spawn_blocking(move || {
-        crowd_chunker::build_from_reader(copies, &params, &mut crowd_chunker::Discard)
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(ROOT_THREADS)
+            .thread_name(|i| format!("crowd-root-{i}"))
+            .build()
+            .map_err(|e| anyhow!("starting the root's threads: {e}"))?;
+        pool.install(|| crowd_chunker::build_from_reader(copies, &params, &mut crowd_chunker::Discard))
             .map_err(|e| anyhow!("building the file's root: {e}"))
     });
     (Tee { inner: reader, copy }, Rooting(task))
@@ -287,6 +300,46 @@ mod tests {
         assert_eq!(p1, pieces[1]);
         assert_eq!(
             rooting.root().await.unwrap(),
+            crowd_chunker::build_from_slice(&data, &params, &mut crowd_chunker::Discard).unwrap()
+        );
+    }
+
+    /// A private put's whole pass of ten 16 MiB segments (the tee under the
+    /// encryption, 4+2) ends with the layout and root of its bytes. A 1 GiB
+    /// put hung at its start when the chunker hashed on the global rayon
+    /// pool (see [`rooted`]); this test did not hang in four runs of that
+    /// code (the hang needs a timing it does not force), so it guards the
+    /// pass's results, and turns a hang, should one come, into a failure.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rooted_private_pass_of_big_segments_ends() {
+        let data: Vec<u8> = (0..(160u32 << 20))
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
+        let params = crowd_chunker::DagParams::default();
+        let key = crate::crypt::FileKey::generate(&mut rand::thread_rng());
+        let (tee, rooting) = rooted(std::io::Cursor::new(data.clone()), params);
+        let reader = crate::crypt::EncryptReader::new(tee, key, data.len() as u64);
+        let encoder = Encoder::new(crowd_erasure::Params::new(4, 2, 16 << 20).unwrap()).unwrap();
+        let (lanes, readers): (Vec<_>, Vec<_>) = (0..6).map(|i| lane(i, Progress::hidden())).unzip();
+        let feeding = tokio::task::spawn_blocking(move || feed(&encoder, reader, lanes));
+        let drain = readers.into_iter().map(|mut r| async move {
+            let mut sink = Vec::new();
+            r.read_to_end(&mut sink).await.map(|_| sink.len())
+        });
+        let whole = async {
+            let lens = futures::future::join_all(drain).await;
+            let layout = feeding.await.unwrap().unwrap().unwrap();
+            (lens, layout, rooting.root().await.unwrap())
+        };
+        let (lens, layout, root) = tokio::time::timeout(std::time::Duration::from_secs(300), whole)
+            .await
+            .expect("the rooted pass hung");
+        assert!(lens
+            .iter()
+            .all(|l| *l.as_ref().unwrap() as u64 == layout.piece_len()));
+        assert_eq!(layout.file_len(), crate::crypt::cipher_len(data.len() as u64));
+        assert_eq!(
+            root,
             crowd_chunker::build_from_slice(&data, &params, &mut crowd_chunker::Discard).unwrap()
         );
     }
