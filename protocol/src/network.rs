@@ -225,7 +225,11 @@ impl InboundRequest {
 
 enum Command {
     Dial(PeerId, Vec<Multiaddr>, oneshot::Sender<Result<(), ProtocolError>>),
-    Request(PeerId, Request, oneshot::Sender<Result<Response, ProtocolError>>),
+    Request(
+        PeerId,
+        Box<Request>,
+        oneshot::Sender<Result<Response, ProtocolError>>,
+    ),
     Provide(kad::RecordKey, oneshot::Sender<Result<(), ProtocolError>>),
     FindProviders(kad::RecordKey, oneshot::Sender<Vec<PeerId>>),
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
@@ -401,7 +405,12 @@ impl Network {
     /// configured request timeout).
     pub async fn request(&self, peer: PeerId, request: Request) -> Result<Response, ProtocolError> {
         let timeout = self.request_timeout + Duration::from_secs(1);
-        match tokio::time::timeout(timeout, self.call(|tx| Command::Request(peer, request, tx))).await {
+        match tokio::time::timeout(
+            timeout,
+            self.call(|tx| Command::Request(peer, Box::new(request), tx)),
+        )
+        .await
+        {
             Ok(r) => r?,
             Err(_) => Err(ProtocolError::Timeout(timeout)),
         }
@@ -571,7 +580,7 @@ impl SwarmTask {
                     .swarm
                     .behaviour_mut()
                     .control
-                    .send_request(&peer, WireRequest::Valid(Box::new(req)));
+                    .send_request(&peer, WireRequest::Valid(req));
                 self.pending_requests.insert(id, tx);
             }
             Command::Provide(key, tx) => match self.swarm.behaviour_mut().kad.start_providing(key) {
