@@ -15,8 +15,8 @@
 //!    its deal (only the client may publish a proposal that names no piece).
 //!    A piece whose provider failed goes to the next round, with a fresh
 //!    proposal (naming the piece now) to a new candidate. The put fails only
-//!    when the candidates run out. Meanwhile another thread reads the file
-//!    for its root CID (the chunker).
+//!    when the candidates run out. The first pass also hands every byte of
+//!    the file it reads to the chunker, for the file's root CID.
 //! 3. The manifest is recorded locally, stored with every provider and
 //!    registered with the tracker; the root CID is printed.
 //!
@@ -377,8 +377,16 @@ struct Offer {
     index: usize,
     candidate: Candidate,
     proposal: Signed<DealProposal>,
+    /// What `proposal` says (signed by this client).
+    terms: DealProposal,
     acceptance: Signed<DealAcceptance>,
-    end_epoch: u64,
+}
+
+impl Offer {
+    /// The first epoch after the deal.
+    fn end_epoch(&self) -> u64 {
+        self.terms.start_epoch.saturating_add(self.terms.duration_epochs)
+    }
 }
 
 /// What the first pass to encode the whole file found: its layout and its
@@ -596,7 +604,7 @@ async fn propose(
                 candidate,
                 proposal: signed,
                 acceptance,
-                end_epoch: proposal.start_epoch.saturating_add(proposal.duration_epochs),
+                terms: proposal,
             })
         }
         Response::DealRejected { reason } => Err(refuse(format!("refused: {reason}"))),
@@ -737,11 +745,8 @@ async fn upload(
     let (_, opened) = receipt
         .open(&network, Some(&provider))
         .map_err(|e| refuse(format!("receipt: {e}")))?;
-    let (_, proposal) = offer
-        .proposal
-        .open(&network, None)
-        .map_err(|e| refuse(format!("proposal: {e}")))?;
-    let named = proposal
+    let named = offer
+        .terms
         .named_by(&id, &opened)
         .map_err(|e| refuse(format!("receipt: {e}")))?;
     Ok(Received {
@@ -759,7 +764,7 @@ async fn publish_deal(session: &Session, received: Received) -> Result<Placed, R
         receipt,
         piece,
     } = received;
-    let (index, provider, end_epoch) = (offer.index, offer.candidate.entry.peer, offer.end_epoch);
+    let (index, provider, end_epoch) = (offer.index, offer.candidate.entry.peer, offer.end_epoch());
     let refuse = |reason: String| Refusal {
         index,
         provider,

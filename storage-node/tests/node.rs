@@ -472,7 +472,7 @@ async fn sealed_replica_answers_window_challenges_that_porep_verifies() {
     // a genuine tracker signature, replayed by someone else, is refused too
     let r = client
         .net
-        .request(node.peer, Request::StartSeal(real.clone()))
+        .request(node.peer, Request::StartSeal(real))
         .await
         .unwrap();
     assert!(
@@ -481,14 +481,7 @@ async fn sealed_replica_answers_window_challenges_that_porep_verifies() {
     );
     let tracker_net = TestClient::with_key(tracker.clone()).await;
     tracker_net.connect(&node).await;
-    assert_eq!(
-        tracker_net
-            .net
-            .request(node.peer, Request::StartSeal(real))
-            .await
-            .unwrap(),
-        Response::SealQueued
-    );
+    start_seal(&tracker_net, &node, proposal, deal_id, ticket).await;
 
     let c = sealed_commitment(&client, &node, &piece).await;
     assert_eq!(c.deal_id, deal_id);
