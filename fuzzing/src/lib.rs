@@ -28,7 +28,7 @@ use crowd_porep::tree::{verify_group, GroupOpening};
 use crowd_porep::{
     Hash32, Outboard, Parents, SealParams, SealProof, SealPublic, TreeKind, WindowProof, WindowPublic,
 };
-use crowd_protocol::fetch::GroupFrame;
+use crowd_protocol::fetch::{GroupFrame, GroupFrameView};
 use crowd_protocol::libp2p::identity::Keypair;
 use crowd_protocol::wire::{from_cbor, read_frame_bytes, to_cbor};
 use crowd_protocol::{
@@ -203,6 +203,20 @@ fn frames(data: &[u8]) -> bool {
             let _ = stable_cbor::<FetchHeader>("fetch header", &body);
             if let Some(UploadResult::Stored(receipt)) = stable_cbor::<UploadResult>("upload result", &body) {
                 let _ = receipt.open(&NET, None);
+            }
+            // the receivers' in-place reading accepts no more than ciborium
+            // and reads the same
+            let mut siblings = Vec::new();
+            if let Ok(view) = GroupFrameView::parse(&body, &mut siblings) {
+                let frame: GroupFrame = match from_cbor("group", &body) {
+                    Ok(f) => f,
+                    Err(e) => panic!("group: the view read a frame ciborium refuses: {e}"),
+                };
+                let theirs: Vec<[u8; 32]> = frame.siblings.iter().map(|s| s.0).collect();
+                assert!(
+                    frame.index == view.index && frame.bytes == view.bytes && theirs == siblings,
+                    "group: the view and ciborium read different frames"
+                );
             }
             if let Some(frame) = stable_cbor::<GroupFrame>("group", &body) {
                 let opening: GroupOpening = frame.into();

@@ -197,8 +197,27 @@ pub struct GroupOpening {
 /// Untrusted input: every length is checked before use. Errors name the
 /// group's first chunk.
 pub fn verify_group(root: &Hash32, len: u64, tree: TreeKind, opening: &GroupOpening) -> Result<()> {
+    verify_group_parts(
+        root,
+        len,
+        tree,
+        opening.group_index,
+        &opening.bytes,
+        &opening.siblings,
+    )
+}
+
+/// [`verify_group`] of a group held in parts: its index, its bytes and its
+/// siblings, borrowed (a receiver that reads them in place from a frame).
+pub fn verify_group_parts(
+    root: &Hash32,
+    len: u64,
+    tree: TreeKind,
+    g: u64,
+    bytes: &[u8],
+    siblings: &[Hash32],
+) -> Result<()> {
     let groups = group_count(len);
-    let g = opening.group_index;
     let chunk = g.saturating_mul(GROUP_CHUNKS as u64);
     if g >= groups {
         return Err(PorepError::ChunkOutOfRange {
@@ -209,12 +228,12 @@ pub fn verify_group(root: &Hash32, len: u64, tree: TreeKind, opening: &GroupOpen
     }
     let start = g * GROUP_LEN as u64;
     let expected = (len - start).min(GROUP_LEN as u64) as usize;
-    if opening.bytes.len() != expected {
+    if bytes.len() != expected {
         return Err(PorepError::ChunkLength {
             tree,
             chunk,
             expected,
-            got: opening.bytes.len(),
+            got: bytes.len(),
         });
     }
     // directions from the root down to the group
@@ -229,7 +248,7 @@ pub fn verify_group(root: &Hash32, len: u64, tree: TreeKind, opening: &GroupOpen
             s += left;
         }
     }
-    check_path(root, tree, chunk, start, &opening.bytes, &dirs, &opening.siblings)
+    check_path(root, tree, chunk, start, bytes, &dirs, siblings)
 }
 
 /// Random access to stored bytes: a replica on disk or in memory.
