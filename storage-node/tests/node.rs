@@ -443,32 +443,14 @@ async fn sealed_replica_answers_window_challenges_that_porep_verifies() {
     let deal_id = 42;
     let ticket = [7u8; 32];
     // only the tracker may start a seal
-    let forged = Signed::sign(
-        &client.key,
-        &NET,
-        &SealTicket {
-            proposal,
-            deal_id,
-            ticket,
-        },
-    )
-    .unwrap();
+    let forged = seal_ticket(&client.key, proposal, deal_id, ticket);
     let r = client
         .net
         .request(node.peer, Request::StartSeal(forged))
         .await
         .unwrap();
     assert!(matches!(r, Response::Error { .. }), "{r:?}");
-    let real = Signed::sign(
-        &tracker,
-        &NET,
-        &SealTicket {
-            proposal,
-            deal_id,
-            ticket,
-        },
-    )
-    .unwrap();
+    let real = seal_ticket(&tracker, proposal, deal_id, ticket);
     // a genuine tracker signature, replayed by someone else, is refused too
     let r = client
         .net
@@ -568,6 +550,20 @@ async fn a_proposal_naming_no_piece_is_for_the_bytes_received() {
     );
 }
 
+/// A seal ticket for `proposal` as deal `deal_id`, signed by `key`.
+fn seal_ticket(key: &Keypair, proposal: [u8; 32], deal_id: u64, ticket: [u8; 32]) -> Signed<SealTicket> {
+    Signed::sign(
+        key,
+        &NET,
+        &SealTicket {
+            proposal,
+            deal_id,
+            ticket,
+        },
+    )
+    .unwrap()
+}
+
 /// The tracker (`tracker`, connected) starts the seal of `proposal` as deal
 /// `deal_id` with `ticket`.
 async fn start_seal(
@@ -577,16 +573,7 @@ async fn start_seal(
     deal_id: u64,
     ticket: [u8; 32],
 ) {
-    let start = Signed::sign(
-        &tracker.key,
-        &NET,
-        &SealTicket {
-            proposal,
-            deal_id,
-            ticket,
-        },
-    )
-    .unwrap();
+    let start = seal_ticket(&tracker.key, proposal, deal_id, ticket);
     assert_eq!(
         tracker
             .net
@@ -953,24 +940,7 @@ async fn without_an_unsealed_copy_pieces_are_unsealed_on_demand_cached_and_budge
     for (i, piece) in pieces.iter().enumerate() {
         let proposal = client.deal(&node, piece, i as u64 + 1).await;
         assert_stored(client.upload(&node, proposal, piece).await, &node, piece);
-        let ticket = Signed::sign(
-            &tracker,
-            &NET,
-            &SealTicket {
-                proposal,
-                deal_id: 5 + i as u64,
-                ticket: [1; 32],
-            },
-        )
-        .unwrap();
-        assert_eq!(
-            tracker_net
-                .net
-                .request(node.peer, Request::StartSeal(ticket))
-                .await
-                .unwrap(),
-            Response::SealQueued
-        );
+        start_seal(&tracker_net, &node, proposal, 5 + i as u64, [1; 32]).await;
     }
     eventually(60, || async { node.files_in("pieces").is_empty().then_some(()) }).await;
     assert_eq!(

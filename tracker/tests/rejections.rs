@@ -7,7 +7,7 @@ mod common;
 
 use common::{id, key, Terms, World};
 use crowd_protocol::libp2p::identity::Keypair;
-use crowd_protocol::{PieceId, PieceReceipt, SealCommitment, Signed};
+use crowd_protocol::{NetworkId, PieceId, PieceReceipt, SealCommitment, Signed};
 use crowd_tracker::{
     replay, sign_epoch, DealId, Event, Input, Ledger, LedgerConfig, LedgerError, ProviderRegistration,
 };
@@ -612,6 +612,26 @@ fn ledger_and_log_survive_cbor() {
     assert_eq!(back, w.log);
 }
 
+/// A receipt for `piece_size` bytes of `piece` under `proposal`, signed by `signer`.
+fn piece_receipt(
+    signer: &Keypair,
+    net: &NetworkId,
+    proposal: [u8; 32],
+    piece: PieceId,
+    piece_size: u64,
+) -> Signed<PieceReceipt> {
+    Signed::sign(
+        signer,
+        net,
+        &PieceReceipt {
+            proposal,
+            piece,
+            piece_size,
+        },
+    )
+    .unwrap()
+}
+
 /// A proposal that names no piece (`PieceId::UNNAMED`): published with its
 /// provider's receipt, the deal is for the piece the receipt names, and it
 /// seals like any other; a missing, forged or mismatched receipt is refused.
@@ -631,18 +651,8 @@ fn a_proposal_naming_no_piece_takes_the_receipts() {
     else {
         panic!()
     };
-    let receipt = |signer: &Keypair, proposal: [u8; 32], piece: PieceId, piece_size: u64| {
-        Signed::sign(
-            signer,
-            &net,
-            &PieceReceipt {
-                proposal,
-                piece,
-                piece_size,
-            },
-        )
-        .unwrap()
-    };
+    let receipt =
+        |signer: &Keypair, proposal, piece, size| piece_receipt(signer, &net, proposal, piece, size);
     let input = |receipt: Option<Signed<PieceReceipt>>| Input::PublishDeal {
         proposal: proposal.clone(),
         acceptance: acceptance.clone(),
@@ -688,16 +698,13 @@ fn a_receipt_cannot_rename_a_named_piece() {
     else {
         panic!()
     };
-    let receipt = Signed::sign(
+    let receipt = piece_receipt(
         &provider,
         &w.ledger.network(),
-        &PieceReceipt {
-            proposal: proposal.id(),
-            piece: PieceId([5; 32]),
-            piece_size: p.piece_size,
-        },
-    )
-    .unwrap();
+        proposal.id(),
+        PieceId([5; 32]),
+        p.piece_size,
+    );
     let err = w.refuse(Input::PublishDeal {
         proposal,
         acceptance,
