@@ -35,6 +35,7 @@
 use std::io::{self, Read, Write};
 use std::ops::Range;
 
+use crowd_chunker::{ChunkerKind, Cid, DagBuilder, DagParams, DagRoot, Discard, HashAlg, RAW};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 
 /// Plaintext bytes per segment (the chunker's default chunk size).
@@ -429,6 +430,12 @@ impl<R: Read> Read for EncryptReader<R> {
 /// its tag verified. Complete segments are decrypted [`BATCH`] at a time,
 /// in parallel, and written in order. [`DecryptWriter::finish`] fails
 /// unless every segment `want` touches was complete.
+///
+/// With [`DecryptWriter::hashing_leaves`] it also hashes each segment it
+/// opens as a leaf of the plaintext's UnixFS DAG (a segment is a 1 MiB
+/// chunk), on the same threads and while the plaintext is still in cache,
+/// so a get checks the file's root without copying the plaintext to a
+/// second thread and reading it again there.
 #[derive(Debug)]
 pub struct DecryptWriter<W> {
     inner: W,
@@ -443,6 +450,25 @@ pub struct DecryptWriter<W> {
     full: Vec<(u64, Vec<u8>)>,
     /// Segment buffers to fill again.
     spare: Vec<Vec<u8>>,
+    /// The plaintext's DAG, leaf by leaf, when asked for.
+    leaves: Option<Leaves>,
+}
+
+/// The DAG of a [`DecryptWriter`]'s plaintext, built from its segments.
+#[derive(Debug)]
+struct Leaves {
+    hash: HashAlg,
+    dag: DagBuilder,
+}
+
+/// Why a [`DecryptWriter`] cannot hash its segments as the DAG's leaves
+/// (the caller checks the root from a copy instead).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LeafMismatch {
+    #[error("the DAG's chunks are not the cipher's {SEGMENT}-byte segments")]
+    Chunking,
+    #[error("the plaintext written is not whole segments to the end of the file")]
+    Range,
 }
 
 impl<W: Write> DecryptWriter<W> {
@@ -461,7 +487,28 @@ impl<W: Write> DecryptWriter<W> {
             buf: Vec::with_capacity(CIPHER_SEGMENT),
             full: Vec::with_capacity(BATCH),
             spare: Vec::new(),
+            leaves: None,
         }
+    }
+
+    /// Also builds the plaintext's DAG under `params`, continuing `dag`
+    /// (which holds the leaves before `want`: a resumed get's kept
+    /// output), from the segments as they open. Possible when the DAG's
+    /// chunks are fixed and [`SEGMENT`] bytes, and `want` starts at a
+    /// segment and runs to the end of the file; [`Self::finish_with_dag`]
+    /// returns the DAG's root.
+    pub fn hashing_leaves(mut self, params: &DagParams, dag: DagBuilder) -> Result<Self, LeafMismatch> {
+        if params.chunking.kind() != ChunkerKind::Fixed || params.chunking.chunk_size() != SEGMENT {
+            return Err(LeafMismatch::Chunking);
+        }
+        if !self.want.start.is_multiple_of(SEGMENT as u64) || self.want.end != self.plain_len {
+            return Err(LeafMismatch::Range);
+        }
+        self.leaves = Some(Leaves {
+            hash: params.hash,
+            dag,
+        });
+        Ok(self)
     }
 
     fn segment_cipher_len(&self, index: u64) -> usize {
@@ -476,21 +523,33 @@ impl<W: Write> DecryptWriter<W> {
         use rayon::prelude::*;
         let total = segments(self.plain_len);
         let key = &self.key;
-        let opened: Vec<Result<(), CryptError>> = self
+        let hash = self.leaves.as_ref().map(|l| l.hash);
+        // each segment opened and, when asked, hashed as a leaf right away
+        let opened: Vec<Result<Option<Cid>, CryptError>> = self
             .full
             .par_iter_mut()
-            .map(|(index, buf)| open_segment(key, *index, *index + 1 == total, buf))
+            .map(|(index, buf)| {
+                open_segment(key, *index, *index + 1 == total, buf)?;
+                Ok(hash.map(|h| h.cid(RAW, buf)))
+            })
             .collect();
         let mut failed = None;
         for ((index, mut buf), opened) in self.full.drain(..).zip(opened) {
             if failed.is_none() {
                 match opened {
-                    Ok(()) => {
+                    Ok(leaf) => {
                         let start = index * SEGMENT as u64;
                         let lo = self.want.start.max(start) - start;
                         let hi = self.want.end.min(start + buf.len() as u64).saturating_sub(start);
                         if lo < hi {
                             self.inner.write_all(&buf[lo as usize..hi as usize])?;
+                        }
+                        // `hashing_leaves` made sure each segment is written whole
+                        if let (Some(cid), Some(leaves)) = (leaf, &mut self.leaves) {
+                            leaves
+                                .dag
+                                .push_leaf(cid, buf.len() as u64, &mut Discard)
+                                .map_err(io::Error::other)?;
                         }
                     }
                     Err(e) => failed = Some(e),
@@ -503,7 +562,13 @@ impl<W: Write> DecryptWriter<W> {
     }
 
     /// Checks that every segment arrived and flushes `inner`.
-    pub fn finish(mut self) -> io::Result<W> {
+    pub fn finish(self) -> io::Result<W> {
+        self.finish_with_dag().map(|(inner, _)| inner)
+    }
+
+    /// [`Self::finish`], and the root of the plaintext's DAG when
+    /// [`Self::hashing_leaves`] asked for it.
+    pub fn finish_with_dag(mut self) -> io::Result<(W, Option<DagRoot>)> {
         self.open_full()?;
         if self.segment < self.end_segment {
             return Err(io_err(CryptError::Truncated {
@@ -511,7 +576,11 @@ impl<W: Write> DecryptWriter<W> {
             }));
         }
         self.inner.flush()?;
-        Ok(self.inner)
+        let root = match self.leaves {
+            Some(leaves) => Some(leaves.dag.finish(&mut Discard).map_err(io::Error::other)?),
+            None => None,
+        };
+        Ok((self.inner, root))
     }
 }
 
@@ -727,6 +796,65 @@ mod tests {
         }
     }
 
+    /// Sizes of reads or writes: small ones, and ones of a segment or more.
+    fn write_sizes() -> impl Strategy<Value = Vec<usize>> {
+        proptest::collection::vec(
+            prop_oneof![1usize..70_000, (CIPHER_SEGMENT - 1)..(3 * CIPHER_SEGMENT + 5)],
+            1..6,
+        )
+    }
+
+    /// Fixed 1 MiB chunks (the segments), `max_links` per parent.
+    fn leaf_params(max_links: usize) -> DagParams {
+        let chunking = crowd_chunker::ChunkParams::new(ChunkerKind::Fixed, SEGMENT).unwrap();
+        DagParams::new(chunking, max_links, HashAlg::Blake3).unwrap()
+    }
+
+    /// Segments are leaves only when they are the DAG's chunks and the
+    /// writer gets whole segments to the end of the file; a segment that
+    /// does not open still fails the writer.
+    #[test]
+    fn leaves_are_hashed_only_from_whole_segments_of_the_chunk_size() {
+        let k = key(9);
+        let len = 3 * SEGMENT as u64 + 10;
+        let dag = || DagBuilder::new(leaf_params(174));
+        let writer = |want: Range<u64>| DecryptWriter::new(Vec::new(), k.clone(), len, want);
+        let rabin = crowd_chunker::ChunkParams::new(ChunkerKind::FastCdc, SEGMENT).unwrap();
+        let other = [
+            DagParams::new(rabin, 174, HashAlg::Blake3).unwrap(),
+            DagParams::new(
+                crowd_chunker::ChunkParams::new(ChunkerKind::Fixed, 1 << 18).unwrap(),
+                174,
+                HashAlg::Blake3,
+            )
+            .unwrap(),
+        ];
+        for params in &other {
+            assert_eq!(
+                writer(0..len).hashing_leaves(params, dag()).unwrap_err(),
+                LeafMismatch::Chunking
+            );
+        }
+        for want in [1..len, 0..len - 1, SEGMENT as u64 + 1..len] {
+            assert_eq!(
+                writer(want.clone())
+                    .hashing_leaves(&leaf_params(174), dag())
+                    .unwrap_err(),
+                LeafMismatch::Range,
+                "{want:?}"
+            );
+        }
+        let mut c = encrypt_bytes(&k, &data(len as usize)).unwrap();
+        c[CIPHER_SEGMENT + 5] ^= 1;
+        let mut w = writer(0..len).hashing_leaves(&leaf_params(174), dag()).unwrap();
+        let err = w
+            .write_all(&c)
+            .and_then(|()| w.flush())
+            .err()
+            .or_else(|| w.finish_with_dag().err());
+        assert_eq!(from_io(&err.unwrap()), CryptError::Tampered { segment: 1 });
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(24))]
         /// Any range decrypts from just the segments `cipher_range` names.
@@ -751,10 +879,7 @@ mod tests {
         #[test]
         fn reads_of_any_size_yield_the_same_ciphertext(
             len in prop_oneof![0usize..(5 * SEGMENT + 99), Just(3 * SEGMENT), Just(SEGMENT)],
-            sizes in proptest::collection::vec(
-                prop_oneof![1usize..70_000, (CIPHER_SEGMENT - 1)..(3 * CIPHER_SEGMENT + 5)],
-                1..6,
-            ),
+            sizes in write_sizes(),
             seed: u64,
         ) {
             let k = key(seed);
@@ -778,6 +903,40 @@ mod tests {
                 got.extend_from_slice(&b[..n]);
             }
             prop_assert!(got == want, "{} bytes of {}", got.len(), want.len());
+        }
+
+        /// A writer hashing its segments as leaves, after the leaves of a
+        /// kept prefix of whole segments, builds the DAG the chunker builds
+        /// from the whole plaintext, whatever the write sizes; and writes
+        /// the same bytes as without hashing.
+        #[test]
+        fn leaves_hashed_while_decrypting_make_the_chunkers_root_proptest(
+            len in prop_oneof![0usize..(6 * SEGMENT + 99), Just(4 * SEGMENT), Just(SEGMENT)],
+            kept_segments in 0usize..4,
+            max_links in 2usize..5,
+            sizes in write_sizes(),
+            seed: u64,
+        ) {
+            let k = key(seed);
+            let plain = data(len);
+            let params = leaf_params(max_links);
+            let want = crowd_chunker::build_from_reader(&plain[..], &params, &mut Discard).unwrap();
+            let kept = (kept_segments * SEGMENT).min(len / SEGMENT * SEGMENT);
+            let mut dag = DagBuilder::new(params);
+            for chunk in plain[..kept].chunks(SEGMENT) {
+                dag.push_leaf(params.hash.cid(RAW, chunk), chunk.len() as u64, &mut Discard).unwrap();
+            }
+            let c = encrypt_bytes(&k, &plain).unwrap();
+            let range = kept as u64..len as u64;
+            let cr = cipher_range(&range, len as u64);
+            let mut out = Vec::new();
+            let mut w = DecryptWriter::new(&mut out, k.clone(), len as u64, range)
+                .hashing_leaves(&params, dag)
+                .unwrap();
+            crate::get::pipeline::tests::write_in_parts(&mut w, &c[cr.start as usize..cr.end as usize], &sizes);
+            let (_, got) = w.finish_with_dag().unwrap();
+            prop_assert_eq!(got.map(|d| d.cid), Some(want.cid));
+            prop_assert!(out == plain[kept..], "{} bytes of {}", out.len(), len - kept);
         }
 
         #[test]

@@ -54,7 +54,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use crowd_chunker::{
     build_from_reader, decode_file_node, verify_block, write_car, BlockSink, CarWriter, ChunkParams,
-    ChunkerKind, Cid, DagParams, DagRoot, Discard, FileNode, HashAlg, InteriorBlocks,
+    ChunkerKind, Cid, DagBuilder, DagParams, DagRoot, Discard, FileNode, HashAlg, InteriorBlocks,
 };
 use crowd_erasure::{Decoder, Verification};
 use crowd_protocol::libp2p::{Multiaddr, PeerId};
@@ -337,14 +337,29 @@ fn get_from(
                 _,
             ) => {
                 match (plain_root, whole) {
-                    // the owner checks the decrypted file against its root
+                    // the owner checks the decrypted file against its root:
+                    // each segment is hashed as a leaf as it is decrypted
+                    // (a segment is a chunk), or, when the chunks are not
+                    // the segments, from a copy of what is written
                     (Some(root), true) => {
-                        pipeline::with_root_check_after(kept_bytes()?, &mut w, &params, root, |out| {
-                            let mut d = decrypt_to(out, key, *plain_len, &plain);
-                            let fetched = retrieve(&mut d)?;
-                            d.finish()?;
-                            Ok(fetched)
-                        })
+                        let leaves = decrypt_to(&mut w, key, *plain_len, &plain)
+                            .hashing_leaves(&params, kept_dag(&dir.output_path(), kept, &params)?);
+                        match leaves {
+                            Ok(mut d) => {
+                                let fetched = retrieve(&mut d)?;
+                                let (_, dag) = d.finish_with_dag()?;
+                                root_built(dag.as_ref(), root)?;
+                                Ok(fetched)
+                            }
+                            Err(_) => {
+                                pipeline::with_root_check_after(kept_bytes()?, &mut w, &params, root, |out| {
+                                    let mut d = decrypt_to(out, key, *plain_len, &plain);
+                                    let fetched = retrieve(&mut d)?;
+                                    d.finish()?;
+                                    Ok(fetched)
+                                })
+                            }
+                        }
                     }
                     // an older private manifest names the ciphertext's
                     // UnixFS root: a capability holder checks it as it
@@ -1051,23 +1066,67 @@ pub fn decode_into(
 }
 
 /// Rebuilds the DAG of `data` and compares its root with `root`.
+/// The DAG's first leaves: the `kept` bytes of an interrupted get's
+/// output at `path`, hashed chunk by chunk (nothing when `kept` is 0, or
+/// not whole fixed-size chunks: then the root is checked from a copy).
+fn kept_dag(path: &Path, kept: u64, params: &DagParams) -> Result<DagBuilder> {
+    let mut dag = DagBuilder::new(*params);
+    let size = params.chunking.chunk_size();
+    if kept == 0 || params.chunking.kind() != ChunkerKind::Fixed || !kept.is_multiple_of(size as u64) {
+        return Ok(dag);
+    }
+    let mut f = File::open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?
+        .take(kept);
+    let mut buf = vec![0u8; size];
+    loop {
+        let mut filled = 0;
+        while filled < size {
+            match f.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            }
+        }
+        if filled == 0 {
+            break;
+        }
+        dag.push_leaf(
+            params.hash.cid(crowd_chunker::RAW, &buf[..filled]),
+            filled as u64,
+            &mut Discard,
+        )?;
+        if filled < size {
+            break;
+        }
+    }
+    Ok(dag)
+}
+
 fn check_root(data: &mut dyn Read, params: &DagParams, root: &Cid) -> Result<()> {
     let mut sink: Box<dyn BlockSink> = Box::new(Discard);
     let dag = build_from_reader(BufReader::with_capacity(1 << 20, data), params, &mut *sink)?;
-    if dag.cid != *root {
-        return Err(WrongRoot {
-            got: dag.cid,
+    root_built(Some(&dag), root)
+}
+
+/// Whether the DAG built from what was written is `root`'s ([`WrongRoot`]
+/// if not, or if none was built).
+fn root_built(dag: Option<&DagRoot>, root: &Cid) -> Result<()> {
+    match dag {
+        Some(dag) if dag.cid == *root => Ok(()),
+        _ => Err(WrongRoot {
+            got: dag.map_or_else(|| "not built".to_owned(), |d| d.cid.to_string()),
             want: *root,
         }
-        .into());
+        .into()),
     }
-    Ok(())
 }
 
 /// Verified pieces that do not make the root: the manifest is wrong.
 #[derive(Debug)]
 struct WrongRoot {
-    got: Cid,
+    got: String,
     want: Cid,
 }
 

@@ -337,23 +337,40 @@ impl<'l> Decoder<'l> {
         out: &mut W,
     ) -> Result<(), SegError> {
         let shards = span.shards();
-        // In-memory sources: write straight from them, after checking that
-        // every part is there (nothing is written for a failed segment).
-        let mut parts: Vec<&[u8]> = Vec::with_capacity(shards.len());
+        // In-memory sources (whole, or lending the part): write straight
+        // from them, after checking that every part is there (nothing is
+        // written for a failed segment).
+        enum Part<'a> {
+            Whole(&'a [u8]),
+            Lent(crate::Lent),
+        }
+        let mut parts: Vec<Part<'_>> = Vec::with_capacity(shards.len());
         for i in shards.clone() {
-            let Some(bytes) = sel.source(i).and_then(PieceSource::as_bytes) else {
-                break;
-            };
+            let Some(source) = sel.source(i) else { break };
             let (lo, hi) = span.cols(i);
-            let off = to_usize(span.piece_offset)? + lo;
-            match bytes.get(off..off + (hi - lo)) {
-                Some(p) => parts.push(p),
-                None => return Err(SegError::Sources(vec![i])),
+            if let Some(bytes) = source.as_bytes() {
+                let off = to_usize(span.piece_offset)? + lo;
+                match bytes.get(off..off + (hi - lo)) {
+                    Some(p) => parts.push(Part::Whole(p)),
+                    None => return Err(SegError::Sources(vec![i])),
+                }
+                continue;
+            }
+            match source.lend(span.piece_offset + lo as u64, hi - lo) {
+                Some(lent) if lent.len() == hi - lo => parts.push(Part::Lent(lent)),
+                _ => break,
             }
         }
         if parts.len() == shards.len() {
-            for p in parts {
-                out.write_all(p)?;
+            for p in &parts {
+                match p {
+                    Part::Whole(p) => out.write_all(p)?,
+                    Part::Lent(lent) => {
+                        for s in lent.slices() {
+                            out.write_all(s)?;
+                        }
+                    }
+                }
             }
             return Ok(());
         }

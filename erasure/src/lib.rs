@@ -117,4 +117,4 @@ pub use layout::{
     piece_cid, piece_cid_of, Geometry, Layout, Params, PieceInfo, BLAKE3_MULTIHASH, DEFAULT_SEGMENT_SIZE,
     MAX_SEGMENT_SIZE, MAX_SHARDS, RAW_CODEC,
 };
-pub use source::{verify_piece, PieceRange, PieceSource};
+pub use source::{verify_piece, Lent, PieceRange, PieceSource};

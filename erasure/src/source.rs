@@ -2,7 +2,9 @@
 
 use std::fs::File;
 use std::io;
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 
 use crate::error::{ErasureError, Result};
 use crate::layout::Layout;
@@ -33,6 +35,49 @@ pub trait PieceSource {
     /// without an intermediate buffer.
     fn as_bytes(&self) -> Option<&[u8]> {
         None
+    }
+
+    /// The `len` bytes at `offset`, if the source holds them all in memory
+    /// in shared blocks: lets the decoder write them out without copying
+    /// them to a buffer first. `None` (the default): read them with
+    /// [`read_at`](Self::read_at).
+    fn lend(&self, _offset: u64, _len: usize) -> Option<Lent> {
+        None
+    }
+}
+
+/// Bytes a [`PieceSource`] lends the decoder: parts of shared blocks, in
+/// order.
+#[derive(Debug, Default, Clone)]
+pub struct Lent {
+    parts: Vec<(Arc<Vec<u8>>, Range<usize>)>,
+    len: usize,
+}
+
+impl Lent {
+    /// Appends `block[range]`; `false` (and nothing appended) when the
+    /// range is not inside the block.
+    pub fn push(&mut self, block: Arc<Vec<u8>>, range: Range<usize>) -> bool {
+        if range.start > range.end || range.end > block.len() {
+            return false;
+        }
+        self.len += range.len();
+        self.parts.push((block, range));
+        true
+    }
+
+    /// Bytes lent in all.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The bytes, part by part.
+    pub fn slices(&self) -> impl Iterator<Item = &[u8]> {
+        self.parts.iter().map(|(b, r)| &b[r.clone()])
     }
 }
 
@@ -88,6 +133,9 @@ impl<T: PieceSource + ?Sized> PieceSource for &T {
     fn as_bytes(&self) -> Option<&[u8]> {
         (**self).as_bytes()
     }
+    fn lend(&self, offset: u64, len: usize) -> Option<Lent> {
+        (**self).lend(offset, len)
+    }
 }
 
 impl<T: PieceSource + ?Sized> PieceSource for Box<T> {
@@ -99,6 +147,9 @@ impl<T: PieceSource + ?Sized> PieceSource for Box<T> {
     }
     fn as_bytes(&self) -> Option<&[u8]> {
         (**self).as_bytes()
+    }
+    fn lend(&self, offset: u64, len: usize) -> Option<Lent> {
+        (**self).lend(offset, len)
     }
 }
 

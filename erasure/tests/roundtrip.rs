@@ -2,14 +2,15 @@
 //! for every erasure pattern of at most m pieces, range decode == slicing,
 //! repair reproduces lost pieces bit for bit, and corrupt bytes never reach
 //! the output.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{self, Read, Write};
 use std::ops::Range;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crowd_erasure::{
-    piece_cid_of, verify_piece, Decoder, Encoder, ErasureError, Layout, Params, PieceRange, PieceSource,
-    Verification,
+    piece_cid_of, verify_piece, Decoder, Encoder, ErasureError, Layout, Lent, Params, PieceRange,
+    PieceSource, Verification,
 };
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
@@ -25,6 +26,35 @@ fn bytes(len: usize, seed: u64) -> Vec<u8> {
             (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8
         })
         .collect()
+}
+
+/// `len` pseudo-random bytes from `seed`, their layout and pieces under `k+m`.
+fn encoded(k: usize, m: usize, seg: u64, len: u64, seed: u64) -> (Vec<u8>, Layout, Vec<Vec<u8>>) {
+    let data = bytes(len as usize, seed);
+    let params = Params::new(k, m, seg).unwrap();
+    let (layout, pieces) = Encoder::new(params).unwrap().encode_bytes(&data).unwrap();
+    (data, layout, pieces)
+}
+
+/// The range between two arbitrary points within `0..=len`.
+fn range_in(a: u64, b: u64, len: u64) -> Range<u64> {
+    let (a, b) = (a % (len + 1), b % (len + 1));
+    a.min(b)..a.max(b)
+}
+
+/// `range` of the file decoded from `pieces`, trusted as they are.
+fn decode_trusted<S: PieceSource + Sync>(
+    layout: &Layout,
+    pieces: &[Option<S>],
+    range: Range<u64>,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    Decoder::new(layout)
+        .unwrap()
+        .with_verification(Verification::Trusted)
+        .decode_range(pieces, range, &mut out)
+        .unwrap();
+    out
 }
 
 /// Every subset of `0..n` with at most `max` elements.
@@ -162,11 +192,8 @@ proptest! {
         b in any::<u64>(),
         lost_seed in any::<u64>(),
     ) {
-        let data = bytes(len as usize, seed);
-        let params = Params::new(k, m, seg).unwrap();
-        let (layout, pieces) = Encoder::new(params).unwrap().encode_bytes(&data).unwrap();
-        let (a, b) = (a % (len + 1), b % (len + 1));
-        let range = a.min(b)..a.max(b);
+        let (data, layout, pieces) = encoded(k, m, seg, len, seed);
+        let range = range_in(a, b, len);
         let want = &data[range.start as usize..range.end as usize];
 
         // A random erasure pattern of at most m pieces, and none.
@@ -179,6 +206,31 @@ proptest! {
             let n = dec.decode_range(&have, range.clone(), &mut out).unwrap();
             prop_assert_eq!(n, range.end - range.start);
             prop_assert!(out == want, "range {:?} lost {:?}", range, lost);
+        }
+    }
+
+    /// Sources that lend the decoder their bytes in shared blocks (all of
+    /// a part or none: then it is read) decode any range like slicing;
+    /// with every data piece lending all it holds, nothing is read.
+    #[test]
+    fn lent_parts_decode_like_slicing_proptest(
+        (k, m, seg, len, seed) in case(),
+        a in any::<u64>(),
+        b in any::<u64>(),
+        block in 1usize..50,
+        held_from in any::<u64>(),
+    ) {
+        let (data, layout, pieces) = encoded(k, m, seg, len, seed);
+        let range = range_in(a, b, len);
+        let piece_len = pieces[0].len() as u64;
+        for held in [0..piece_len, held_from % (piece_len + 1)..piece_len] {
+            let srcs: Vec<Option<Lending>> = pieces.iter().map(|p| Some(Lending::new(p, block, held.clone()))).collect();
+            let out = decode_trusted(&layout, &srcs, range.clone());
+            prop_assert!(out == data[range.start as usize..range.end as usize], "range {:?} held {:?}", range, held);
+            if held.start == 0 {
+                let read: usize = srcs.iter().flatten().map(|s| s.reads.lock().unwrap().len()).sum();
+                prop_assert_eq!(read, 0, "read although lent");
+            }
         }
     }
 
@@ -415,12 +467,7 @@ fn trusted_mode_skips_hashing_and_uses_byte_ranges() {
             })
         })
         .collect();
-    let mut out = Vec::new();
-    Decoder::new(&layout)
-        .unwrap()
-        .with_verification(Verification::Trusted)
-        .decode_range(&have, range.clone(), &mut out)
-        .unwrap();
+    let out = decode_trusted(&layout, &have, range.clone());
     assert_eq!(out, &data[300..420]);
 
     // Full verification cannot check a partial piece: it is treated as missing.
@@ -440,6 +487,64 @@ fn trusted_mode_skips_hashing_and_uses_byte_ranges() {
 struct Recording<'a> {
     bytes: &'a [u8],
     reads: Mutex<Vec<Range<u64>>>,
+}
+
+/// A piece in shared blocks of `block` bytes, lending what lies in `held`
+/// (and reading the rest).
+struct Lending {
+    blocks: Vec<Arc<Vec<u8>>>,
+    block: usize,
+    held: Range<u64>,
+    len: u64,
+    reads: Mutex<Vec<Range<u64>>>,
+}
+
+impl Lending {
+    fn new(piece: &[u8], block: usize, held: Range<u64>) -> Self {
+        Self {
+            blocks: piece.chunks(block).map(|c| Arc::new(c.to_vec())).collect(),
+            block,
+            held,
+            len: piece.len() as u64,
+            reads: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl PieceSource for Lending {
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.len)
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.reads
+            .lock()
+            .expect("reads")
+            .push(offset..offset + buf.len() as u64);
+        for (i, b) in buf.iter_mut().enumerate() {
+            let at = offset as usize + i;
+            *b = *self
+                .blocks
+                .get(at / self.block)
+                .and_then(|blk| blk.get(at % self.block))
+                .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "past the end"))?;
+        }
+        Ok(())
+    }
+    fn lend(&self, offset: u64, len: usize) -> Option<Lent> {
+        let end = offset + len as u64;
+        if offset < self.held.start || end > self.held.end {
+            return None;
+        }
+        let mut lent = Lent::default();
+        let mut at = offset as usize;
+        while at < end as usize {
+            let (i, from) = (at / self.block, at % self.block);
+            let n = (self.block - from).min(end as usize - at);
+            assert!(lent.push(self.blocks[i].clone(), from..from + n));
+            at += n;
+        }
+        Some(lent)
+    }
 }
 
 impl PieceSource for Recording<'_> {
@@ -474,12 +579,7 @@ fn range_decode_reads_only_covering_segments() {
                     })
                 })
                 .collect();
-            let mut out = Vec::new();
-            Decoder::new(&layout)
-                .unwrap()
-                .with_verification(Verification::Trusted)
-                .decode_range(&srcs, range.clone(), &mut out)
-                .unwrap();
+            let out = decode_trusted(&layout, &srcs, range.clone());
             assert_eq!(out, &data[range.start as usize..range.end as usize]);
             let segs = g.segments_covering(&range);
             let lo = g.piece_offset(segs.start);

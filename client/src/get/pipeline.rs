@@ -478,12 +478,12 @@ impl Write for WriteBehind<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
     /// Writes `data` to `w` in parts of the given sizes, in turn.
-    fn write_in_parts(w: &mut impl Write, data: &[u8], sizes: &[usize]) {
+    pub(crate) fn write_in_parts(w: &mut impl Write, data: &[u8], sizes: &[usize]) {
         let mut rest = data;
         for size in sizes.iter().cycle() {
             if rest.is_empty() {

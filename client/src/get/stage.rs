@@ -23,10 +23,10 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crowd_erasure::PieceSource;
+use crowd_erasure::{Lent, PieceSource};
 
 use super::store::PlannedPiece;
 
@@ -41,7 +41,9 @@ pub struct Stage {
 
 #[derive(Debug, Default)]
 struct Inner {
-    blocks: VecDeque<(u64, Vec<u8>)>,
+    /// Shared: the decoder writes from a block it borrowed ([`Stage::lend`])
+    /// without holding the lock.
+    blocks: VecDeque<(u64, Arc<Vec<u8>>)>,
     bytes: usize,
     /// Buffers released by the decoder, for the fetch to fill again.
     spare: Vec<Vec<u8>>,
@@ -181,7 +183,7 @@ impl Stage {
             return Err(block);
         }
         inner.bytes += block.len();
-        inner.blocks.push_back((at, block));
+        inner.blocks.push_back((at, Arc::new(block)));
         Ok(())
     }
 
@@ -228,6 +230,33 @@ impl Stage {
         Ok(())
     }
 
+    /// Compact bytes `at..at + len`, when every one of them is staged:
+    /// the blocks holding them, shared, for the decoder to write out
+    /// without holding the stage.
+    pub fn lend(&self, at: u64, len: usize) -> Option<Lent> {
+        let inner = self.lock();
+        let end = at.checked_add(len as u64)?;
+        let first = inner.blocks.partition_point(|(o, b)| o + b.len() as u64 <= at);
+        let mut lent = Lent::default();
+        let mut pos = at;
+        for (o, b) in inner.blocks.range(first..) {
+            if pos == end {
+                break;
+            }
+            if *o > pos {
+                // a gap: that part went to the file
+                return None;
+            }
+            let from = usize::try_from(pos - o).ok()?;
+            let n = (b.len() - from).min(usize::try_from(end - pos).ok()?);
+            if !lent.push(b.clone(), from..from + n) {
+                return None;
+            }
+            pos += n as u64;
+        }
+        (pos == end).then_some(lent)
+    }
+
     /// Drops the blocks wholly below compact offset `below` (written to the
     /// output).
     pub fn release(&self, below: u64) {
@@ -238,7 +267,8 @@ impl Stage {
             }
             if let Some((_, b)) = inner.blocks.pop_front() {
                 inner.bytes -= b.len();
-                if inner.spare.len() < SPARE {
+                // a block the decoder still borrows is not reused
+                if let (true, Ok(b)) = (inner.spare.len() < SPARE, Arc::try_unwrap(b)) {
                     inner.spare.push(b);
                 }
             }
@@ -249,7 +279,11 @@ impl Stage {
     pub fn drain(&self) -> Vec<(u64, Vec<u8>)> {
         let mut inner = self.lock();
         inner.bytes = 0;
-        inner.blocks.drain(..).collect()
+        inner
+            .blocks
+            .drain(..)
+            .map(|(o, b)| (o, Arc::unwrap_or_clone(b)))
+            .collect()
     }
 }
 
@@ -272,6 +306,10 @@ impl PieceSource for StagedPiece<'_, '_> {
             Some(stage) => stage.read_at(offset, buf, |at, part| self.file.read_at(at, part)),
             None => self.file.read_at(offset, buf),
         }
+    }
+
+    fn lend(&self, offset: u64, len: usize) -> Option<Lent> {
+        self.stage?.lend(offset, len)
     }
 }
 
@@ -315,6 +353,15 @@ mod tests {
                 let mut buf = vec![0u8; len];
                 stage.read_at(start, &mut buf, |o, b| read_file(&file, o, b)).unwrap();
                 prop_assert_eq!(&buf[..], &piece[start as usize..start as usize + len]);
+                // lent only when all of it is staged, then the same bytes
+                let staged = |o: u64| stage.lock().blocks.iter().any(|(at, b)| (*at..*at + b.len() as u64).contains(&o));
+                match stage.lend(start, len) {
+                    Some(lent) => {
+                        let bytes: Vec<u8> = lent.slices().flatten().copied().collect();
+                        prop_assert_eq!(&bytes[..], &piece[start as usize..start as usize + len]);
+                    }
+                    None => prop_assert!((start..start + len as u64).any(|o| !staged(o)), "staged but not lent"),
+                }
                 // the decoder moves on: what lies below `start` is released
                 stage.release(start);
                 released = start;

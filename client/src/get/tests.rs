@@ -424,6 +424,12 @@ fn export_writes_the_same_car_as_the_chunker() {
     let other = build_from_slice(b"other", &params, &mut Discard).unwrap().cid;
     assert!(check_root(&mut &data[..], &params, &other).is_err());
     check_root(&mut &data[..], &params, &dag.cid).unwrap();
+    // so does the check of a DAG built while decrypting: another root, or none
+    root_built(Some(&dag), &dag.cid).unwrap();
+    for built in [None, Some(&dag)] {
+        let e = root_built(built, &other).unwrap_err();
+        assert!(e.downcast_ref::<WrongRoot>().is_some(), "{e}");
+    }
 }
 
 #[test]
