@@ -128,6 +128,43 @@ impl DagBuilder {
         }
     }
 
+    /// Bytes of all the leaves added so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Adds everything `reader` yields as the next fixed-size leaves (the
+    /// chunk size of fixed chunking; content-defined chunking is refused),
+    /// hashed in parallel batches through one reused buffer, and sinks
+    /// them; returns the bytes read. Nothing is added for an empty reader.
+    pub fn push_fixed_from_reader<R: Read>(
+        &mut self,
+        mut reader: R,
+        sink: &mut dyn BlockSink,
+    ) -> Result<u64, ChunkerError> {
+        if self.params.chunking.kind() != ChunkerKind::Fixed {
+            return Err(ChunkerError::InvalidParams(
+                "leaves of fixed size need fixed-size chunking".into(),
+            ));
+        }
+        let size = self.params.chunking.chunk_size();
+        let mut buf = vec![0u8; (STREAM_BATCH_BYTES / size).max(1) * size];
+        let mut offset = 0u64;
+        loop {
+            let filled = read_full(&mut reader, &mut buf, offset)?;
+            if filled == 0 {
+                break;
+            }
+            let chunks: Vec<&[u8]> = buf[..filled].chunks(size).collect();
+            push_batch(self, &chunks, sink)?;
+            offset += filled as u64;
+            if filled < buf.len() {
+                break;
+            }
+        }
+        Ok(offset)
+    }
+
     /// Adds the next leaf, already stored under `cid` (a raw block of `len` bytes).
     pub fn push_leaf(&mut self, cid: Cid, len: u64, sink: &mut dyn BlockSink) -> Result<(), ChunkerError> {
         self.leaves += 1;
@@ -303,26 +340,10 @@ fn build_fixed_from_reader<R: Read>(
     params: &DagParams,
     sink: &mut dyn BlockSink,
 ) -> Result<DagRoot, ChunkerError> {
-    let size = params.chunking.chunk_size();
-    let mut buf = vec![0u8; (STREAM_BATCH_BYTES / size).max(1) * size];
     let mut builder = DagBuilder::new(*params);
-    let mut offset = 0u64;
-    loop {
-        let filled = read_full(&mut reader, &mut buf, offset)?;
-        if filled == 0 && offset > 0 {
-            break;
-        }
+    if builder.push_fixed_from_reader(&mut reader, sink)? == 0 {
         // an empty input is one empty leaf
-        let chunks: Vec<&[u8]> = if filled == 0 {
-            vec![&[]]
-        } else {
-            buf[..filled].chunks(size).collect()
-        };
-        push_batch(&mut builder, &chunks, sink)?;
-        offset += filled as u64;
-        if filled < buf.len() {
-            break;
-        }
+        push_batch(&mut builder, &[&[]], sink)?;
     }
     builder.finish(sink)
 }
@@ -419,6 +440,30 @@ mod tests {
         fn put(&mut self, cid: &Cid, data: &[u8]) -> Result<(), ChunkerError> {
             self.0.insert(*cid, data.to_vec());
             Ok(())
+        }
+    }
+
+    proptest! {
+        /// A DAG continued from a prefix of whole chunks (a resumed get's
+        /// kept output, then the leaves that follow, here read in turn) is
+        /// the DAG of the whole input.
+        #[test]
+        fn fixed_leaves_pushed_in_parts_make_the_whole_dag_proptest(
+            data in proptest::collection::vec(any::<u8>(), 1..20_000),
+            chunk in 256usize..4096,
+            links in 2usize..6,
+            at in any::<prop::sample::Index>(),
+        ) {
+            let p = params(ChunkerKind::Fixed, chunk, links, HashAlg::Blake3);
+            let want = build_from_reader(&data[..], &p, &mut Discard).unwrap();
+            let prefix = at.index(data.len() / chunk + 1) * chunk;
+            let mut dag = DagBuilder::new(p);
+            prop_assert_eq!(dag.push_fixed_from_reader(&data[..prefix], &mut Discard).unwrap(), prefix as u64);
+            prop_assert_eq!(dag.size(), prefix as u64);
+            dag.push_fixed_from_reader(&data[prefix..], &mut Discard).unwrap();
+            prop_assert_eq!(dag.finish(&mut Discard).unwrap().cid, want.cid);
+            let mut cdc = DagBuilder::new(params(ChunkerKind::FastCdc, chunk & !1, links, HashAlg::Blake3));
+            prop_assert!(cdc.push_fixed_from_reader(&data[..], &mut Discard).is_err());
         }
     }
 

@@ -461,6 +461,19 @@ struct Leaves {
     dag: DagBuilder,
 }
 
+/// Whether a [`DecryptWriter`] writing plaintext `want` of a `plain_len`
+/// file can hash its segments as the leaves of a DAG under `params`
+/// ([`DecryptWriter::hashing_leaves`]).
+pub fn leaves_fit(params: &DagParams, want: &Range<u64>, plain_len: u64) -> Result<(), LeafMismatch> {
+    if params.chunking.kind() != ChunkerKind::Fixed || params.chunking.chunk_size() != SEGMENT {
+        return Err(LeafMismatch::Chunking);
+    }
+    if !want.start.is_multiple_of(SEGMENT as u64) || want.end != plain_len {
+        return Err(LeafMismatch::Range);
+    }
+    Ok(())
+}
+
 /// Why a [`DecryptWriter`] cannot hash its segments as the DAG's leaves
 /// (the caller checks the root from a copy instead).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -498,10 +511,8 @@ impl<W: Write> DecryptWriter<W> {
     /// segment and runs to the end of the file; [`Self::finish_with_dag`]
     /// returns the DAG's root.
     pub fn hashing_leaves(mut self, params: &DagParams, dag: DagBuilder) -> Result<Self, LeafMismatch> {
-        if params.chunking.kind() != ChunkerKind::Fixed || params.chunking.chunk_size() != SEGMENT {
-            return Err(LeafMismatch::Chunking);
-        }
-        if !self.want.start.is_multiple_of(SEGMENT as u64) || self.want.end != self.plain_len {
+        leaves_fit(params, &self.want, self.plain_len)?;
+        if dag.size() != self.want.start {
             return Err(LeafMismatch::Range);
         }
         self.leaves = Some(Leaves {
@@ -835,6 +846,14 @@ mod tests {
                 LeafMismatch::Chunking
             );
         }
+        // a DAG of other than the bytes before `want`
+        let seg = SEGMENT as u64;
+        assert_eq!(
+            writer(seg..len)
+                .hashing_leaves(&leaf_params(174), dag())
+                .unwrap_err(),
+            LeafMismatch::Range
+        );
         for want in [1..len, 0..len - 1, SEGMENT as u64 + 1..len] {
             assert_eq!(
                 writer(want.clone())
@@ -911,7 +930,7 @@ mod tests {
         /// the same bytes as without hashing.
         #[test]
         fn leaves_hashed_while_decrypting_make_the_chunkers_root_proptest(
-            len in prop_oneof![0usize..(6 * SEGMENT + 99), Just(4 * SEGMENT), Just(SEGMENT)],
+            len in prop_oneof![0usize..(6 * SEGMENT + 99), Just(4 * SEGMENT), Just(SEGMENT), Just(0)],
             kept_segments in 0usize..4,
             max_links in 2usize..5,
             sizes in write_sizes(),
@@ -923,12 +942,11 @@ mod tests {
             let want = crowd_chunker::build_from_reader(&plain[..], &params, &mut Discard).unwrap();
             let kept = (kept_segments * SEGMENT).min(len / SEGMENT * SEGMENT);
             let mut dag = DagBuilder::new(params);
-            for chunk in plain[..kept].chunks(SEGMENT) {
-                dag.push_leaf(params.hash.cid(RAW, chunk), chunk.len() as u64, &mut Discard).unwrap();
-            }
+            dag.push_fixed_from_reader(&plain[..kept], &mut Discard).unwrap();
             let c = encrypt_bytes(&k, &plain).unwrap();
             let range = kept as u64..len as u64;
-            let cr = cipher_range(&range, len as u64);
+            // an empty file is one empty segment: its tag
+            let cr = if len == 0 { 0..c.len() as u64 } else { cipher_range(&range, len as u64) };
             let mut out = Vec::new();
             let mut w = DecryptWriter::new(&mut out, k.clone(), len as u64, range)
                 .hashing_leaves(&params, dag)

@@ -342,23 +342,21 @@ fn get_from(
                     // (a segment is a chunk), or, when the chunks are not
                     // the segments, from a copy of what is written
                     (Some(root), true) => {
-                        let leaves = decrypt_to(&mut w, key, *plain_len, &plain)
-                            .hashing_leaves(&params, kept_dag(&dir.output_path(), kept, &params)?);
-                        match leaves {
-                            Ok(mut d) => {
+                        if crate::crypt::leaves_fit(&params, &plain, *plain_len).is_ok() {
+                            let kept = kept_dag(&dir.output_path(), kept, &params)?;
+                            let mut d =
+                                decrypt_to(&mut w, key, *plain_len, &plain).hashing_leaves(&params, kept)?;
+                            let fetched = retrieve(&mut d)?;
+                            let (_, dag) = d.finish_with_dag()?;
+                            root_built(dag.as_ref(), root)?;
+                            Ok(fetched)
+                        } else {
+                            pipeline::with_root_check_after(kept_bytes()?, &mut w, &params, root, |out| {
+                                let mut d = decrypt_to(out, key, *plain_len, &plain);
                                 let fetched = retrieve(&mut d)?;
-                                let (_, dag) = d.finish_with_dag()?;
-                                root_built(dag.as_ref(), root)?;
+                                d.finish()?;
                                 Ok(fetched)
-                            }
-                            Err(_) => {
-                                pipeline::with_root_check_after(kept_bytes()?, &mut w, &params, root, |out| {
-                                    let mut d = decrypt_to(out, key, *plain_len, &plain);
-                                    let fetched = retrieve(&mut d)?;
-                                    d.finish()?;
-                                    Ok(fetched)
-                                })
-                            }
+                            })
                         }
                     }
                     // an older private manifest names the ciphertext's
@@ -1065,45 +1063,26 @@ pub fn decode_into(
         .context("decoding the file")
 }
 
-/// Rebuilds the DAG of `data` and compares its root with `root`.
 /// The DAG's first leaves: the `kept` bytes of an interrupted get's
-/// output at `path`, hashed chunk by chunk (nothing when `kept` is 0, or
-/// not whole fixed-size chunks: then the root is checked from a copy).
+/// output at `path` as fixed-size chunks, hashed in parallel batches before
+/// the fetch goes on (the chunking is checked by the caller,
+/// [`crate::crypt::leaves_fit`]).
 fn kept_dag(path: &Path, kept: u64, params: &DagParams) -> Result<DagBuilder> {
     let mut dag = DagBuilder::new(*params);
-    let size = params.chunking.chunk_size();
-    if kept == 0 || params.chunking.kind() != ChunkerKind::Fixed || !kept.is_multiple_of(size as u64) {
+    if kept == 0 {
         return Ok(dag);
     }
-    let mut f = File::open(path)
-        .with_context(|| format!("cannot open {}", path.display()))?
-        .take(kept);
-    let mut buf = vec![0u8; size];
-    loop {
-        let mut filled = 0;
-        while filled < size {
-            match f.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-            }
-        }
-        if filled == 0 {
-            break;
-        }
-        dag.push_leaf(
-            params.hash.cid(crowd_chunker::RAW, &buf[..filled]),
-            filled as u64,
-            &mut Discard,
-        )?;
-        if filled < size {
-            break;
-        }
+    let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let read = dag
+        .push_fixed_from_reader(f.take(kept), &mut Discard)
+        .with_context(|| format!("reading {}", path.display()))?;
+    if read != kept {
+        bail!("{} holds {read} bytes, not the {kept} recorded", path.display());
     }
     Ok(dag)
 }
 
+/// Rebuilds the DAG of `data` and compares its root with `root`.
 fn check_root(data: &mut dyn Read, params: &DagParams, root: &Cid) -> Result<()> {
     let mut sink: Box<dyn BlockSink> = Box::new(Discard);
     let dag = build_from_reader(BufReader::with_capacity(1 << 20, data), params, &mut *sink)?;

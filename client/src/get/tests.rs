@@ -424,6 +424,18 @@ fn export_writes_the_same_car_as_the_chunker() {
     let other = build_from_slice(b"other", &params, &mut Discard).unwrap().cid;
     assert!(check_root(&mut &data[..], &params, &other).is_err());
     check_root(&mut &data[..], &params, &dag.cid).unwrap();
+    // a resumed get's kept output as the DAG's first leaves, the rest after
+    // them: the same root; an output shorter than recorded is refused
+    let kept = 3 * (64 << 10);
+    let mut first = kept_dag(&path, kept, &params).unwrap();
+    assert_eq!(first.size(), kept);
+    first
+        .push_fixed_from_reader(&data[kept as usize..], &mut Discard)
+        .unwrap();
+    assert_eq!(first.finish(&mut Discard).unwrap().cid, dag.cid);
+    assert_eq!(kept_dag(&path, 0, &params).unwrap().size(), 0);
+    let e = kept_dag(&path, data.len() as u64 + 1, &params).unwrap_err();
+    assert!(e.to_string().contains("not the"), "{e}");
     // so does the check of a DAG built while decrypting: another root, or none
     root_built(Some(&dag), &dag.cid).unwrap();
     for built in [None, Some(&dag)] {
