@@ -36,6 +36,7 @@ use std::io::{self, Read, Write};
 use std::ops::Range;
 
 use crowd_chunker::{ChunkerKind, Cid, DagBuilder, DagParams, DagRoot, Discard, HashAlg, RAW};
+use crowd_protocol::util::AlignedBuf;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 
 /// Plaintext bytes per segment (the chunker's default chunk size).
@@ -197,14 +198,20 @@ fn seal_into(key: &FileKey, index: u64, last: bool, slot: &mut [u8]) -> Result<(
 /// Decrypts segment `index` in place (`buf` holds its ciphertext; the tag
 /// is removed).
 pub fn open_segment(key: &FileKey, index: u64, last: bool, buf: &mut Vec<u8>) -> Result<(), CryptError> {
-    let nonce = key.segment_nonce(index, last)?;
-    let plain = key
-        .segment_key()?
-        .open_in_place(nonce, Aad::empty(), buf)
-        .map_err(|_| CryptError::Tampered { segment: index })?
-        .len();
+    let plain = open_in(key, index, last, buf)?;
     buf.truncate(plain);
     Ok(())
+}
+
+/// Decrypts segment `index` in place in `slot` (its ciphertext and tag);
+/// returns the plaintext's length, at its start.
+fn open_in(key: &FileKey, index: u64, last: bool, slot: &mut [u8]) -> Result<usize, CryptError> {
+    let nonce = key.segment_nonce(index, last)?;
+    Ok(key
+        .segment_key()?
+        .open_in_place(nonce, Aad::empty(), slot)
+        .map_err(|_| CryptError::Tampered { segment: index })?
+        .len())
 }
 
 /// Encrypts a whole plaintext in memory (tests and small inputs).
@@ -437,7 +444,7 @@ impl<R: Read> Read for EncryptReader<R> {
 /// so a get checks the file's root without copying the plaintext to a
 /// second thread and reading it again there.
 #[derive(Debug)]
-pub struct DecryptWriter<W> {
+pub struct DecryptWriter<W: PlainSink> {
     inner: W,
     key: FileKey,
     plain_len: u64,
@@ -445,13 +452,36 @@ pub struct DecryptWriter<W> {
     /// The segment being collected and its bytes so far.
     segment: u64,
     end_segment: u64,
-    buf: Vec<u8>,
+    /// Aligned: a whole segment's plaintext may be handed on as it is
+    /// ([`PlainSink::take_segment`]).
+    buf: AlignedBuf,
     /// Complete segments not yet decrypted: index and ciphertext.
-    full: Vec<(u64, Vec<u8>)>,
+    full: Vec<(u64, AlignedBuf)>,
     /// Segment buffers to fill again.
-    spare: Vec<Vec<u8>>,
+    spare: Vec<AlignedBuf>,
     /// The plaintext's DAG, leaf by leaf, when asked for.
     leaves: Option<Leaves>,
+}
+
+/// Where a [`DecryptWriter`] writes plaintext: any writer. One that can
+/// take a whole segment's buffer as it is, instead of copying the bytes (a
+/// get's write-behind, which hands it to the thread writing the output),
+/// overrides [`PlainSink::take_segment`].
+pub trait PlainSink: Write {
+    /// Takes `segment` (a whole segment's plaintext) and leaves an empty
+    /// buffer of at least its capacity in its place: `true`; or leaves it
+    /// as it is: `false`, and the bytes are written.
+    fn take_segment(&mut self, _segment: &mut AlignedBuf) -> io::Result<bool> {
+        Ok(false)
+    }
+}
+
+impl PlainSink for Vec<u8> {}
+
+impl<T: PlainSink + ?Sized> PlainSink for &mut T {
+    fn take_segment(&mut self, segment: &mut AlignedBuf) -> io::Result<bool> {
+        (**self).take_segment(segment)
+    }
 }
 
 /// The DAG of a [`DecryptWriter`]'s plaintext, built from its segments.
@@ -484,7 +514,12 @@ pub enum LeafMismatch {
     Range,
 }
 
-impl<W: Write> DecryptWriter<W> {
+/// A buffer for one segment's ciphertext.
+fn segment_buf() -> AlignedBuf {
+    AlignedBuf::with_capacity(CIPHER_SEGMENT)
+}
+
+impl<W: PlainSink> DecryptWriter<W> {
     /// `want` is the plaintext range; the ciphertext written must start at
     /// [`cipher_range`]`(want).start`.
     pub fn new(inner: W, key: FileKey, plain_len: u64, want: Range<u64>) -> Self {
@@ -497,7 +532,7 @@ impl<W: Write> DecryptWriter<W> {
             want,
             segment: span.start,
             end_segment: span.end,
-            buf: Vec::with_capacity(CIPHER_SEGMENT),
+            buf: segment_buf(),
             full: Vec::with_capacity(BATCH),
             spare: Vec::new(),
             leaves: None,
@@ -540,8 +575,9 @@ impl<W: Write> DecryptWriter<W> {
             .full
             .par_iter_mut()
             .map(|(index, buf)| {
-                open_segment(key, *index, *index + 1 == total, buf)?;
-                Ok(hash.map(|h| h.cid(RAW, buf)))
+                let plain = open_in(key, *index, *index + 1 == total, buf.as_mut_slice())?;
+                buf.truncate(plain);
+                Ok(hash.map(|h| h.cid(RAW, buf.as_slice())))
             })
             .collect();
         let mut failed = None;
@@ -550,17 +586,19 @@ impl<W: Write> DecryptWriter<W> {
                 match opened {
                     Ok(leaf) => {
                         let start = index * SEGMENT as u64;
+                        let len = buf.len();
                         let lo = self.want.start.max(start) - start;
-                        let hi = self.want.end.min(start + buf.len() as u64).saturating_sub(start);
-                        if lo < hi {
-                            self.inner.write_all(&buf[lo as usize..hi as usize])?;
-                        }
+                        let hi = self.want.end.min(start + len as u64).saturating_sub(start);
                         // `hashing_leaves` made sure each segment is written whole
                         if let (Some(cid), Some(leaves)) = (leaf, &mut self.leaves) {
                             leaves
                                 .dag
-                                .push_leaf(cid, buf.len() as u64, &mut Discard)
+                                .push_leaf(cid, len as u64, &mut Discard)
                                 .map_err(io::Error::other)?;
+                        }
+                        let whole = lo == 0 && hi == len as u64 && len > 0;
+                        if lo < hi && !(whole && self.inner.take_segment(&mut buf)?) {
+                            self.inner.write_all(&buf.as_slice()[lo as usize..hi as usize])?;
                         }
                     }
                     Err(e) => failed = Some(e),
@@ -595,7 +633,7 @@ impl<W: Write> DecryptWriter<W> {
     }
 }
 
-impl<W: Write> Write for DecryptWriter<W> {
+impl<W: PlainSink> Write for DecryptWriter<W> {
     fn write(&mut self, mut data: &[u8]) -> io::Result<usize> {
         let given = data.len();
         while !data.is_empty() {
@@ -606,13 +644,14 @@ impl<W: Write> Write for DecryptWriter<W> {
             }
             let need = self.segment_cipher_len(self.segment) - self.buf.len();
             let take = need.min(data.len());
-            self.buf.extend_from_slice(&data[..take]);
+            self.buf.extend(&data[..take]);
             data = &data[take..];
             if take == need {
                 let next = self
                     .spare
                     .pop()
-                    .unwrap_or_else(|| Vec::with_capacity(CIPHER_SEGMENT));
+                    .filter(|b| b.capacity() >= CIPHER_SEGMENT)
+                    .unwrap_or_else(segment_buf);
                 let full = std::mem::replace(&mut self.buf, next);
                 self.full.push((self.segment, full));
                 self.segment += 1;

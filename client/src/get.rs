@@ -58,6 +58,7 @@ use crowd_chunker::{
 };
 use crowd_erasure::{Decoder, Verification};
 use crowd_protocol::libp2p::{Multiaddr, PeerId};
+use crowd_protocol::util::AlignedBuf;
 use crowd_protocol::{Manifest, Request, Response, TrackerRequest, TrackerResponse};
 
 use crate::crypt::{DecryptWriter, FileKey};
@@ -485,8 +486,35 @@ fn advance_frontier(dir: ResumeDir, map: OutputMap, kept: u64) -> impl FnMut(u64
 }
 
 /// A writer the retrieval can hand to its decoder thread.
-pub(crate) trait WriteSend: Write + Send {}
-impl<W: Write + Send> WriteSend for W {}
+pub(crate) trait WriteSend: Write + Send {
+    /// Takes a whole decrypted segment's buffer as it is, leaving an empty
+    /// one in its place ([`crate::crypt::PlainSink`]): only a get's
+    /// write-behind does.
+    fn take_block(&mut self, _block: &mut AlignedBuf) -> std::io::Result<bool> {
+        Ok(false)
+    }
+}
+
+impl WriteSend for pipeline::WriteBehind<'_> {
+    fn take_block(&mut self, block: &mut AlignedBuf) -> std::io::Result<bool> {
+        pipeline::WriteBehind::take_block(self, block)
+    }
+}
+impl<T: WriteSend + ?Sized> WriteSend for &mut T {
+    fn take_block(&mut self, block: &mut AlignedBuf) -> std::io::Result<bool> {
+        (**self).take_block(block)
+    }
+}
+impl<W: Write + Send> WriteSend for BufWriter<W> {}
+impl<W: Write + Send> WriteSend for pipeline::RootCheck<W> {}
+impl<W: Write + Send> WriteSend for pipeline::Cut<W> {}
+impl<W: crate::crypt::PlainSink + Send> WriteSend for DecryptWriter<W> {}
+
+impl crate::crypt::PlainSink for dyn WriteSend + '_ {
+    fn take_segment(&mut self, segment: &mut AlignedBuf) -> std::io::Result<bool> {
+        self.take_block(segment)
+    }
+}
 
 /// `crowd export`: a public file's DAG as a CAR v1.
 pub fn export(home: &Path, cid: &Cid, output: &Path, progress: Option<&Callback>) -> Result<GetOutput> {

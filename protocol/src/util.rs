@@ -311,6 +311,21 @@ impl AlignedBuf {
         &self.raw[self.start..self.start + self.len]
     }
 
+    /// The bytes held, to change in place.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.raw[self.start..self.start + self.len]
+    }
+
+    /// Keeps the first `len` bytes held (all of them when fewer are held).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    /// Bytes it can hold.
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

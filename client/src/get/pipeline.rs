@@ -446,23 +446,47 @@ impl<'scope> WriteBehind<'scope> {
         }
     }
 
+    /// A recycled block holding at least `capacity` bytes, else a new one.
+    fn spare_block(&mut self, capacity: usize) -> AlignedBuf {
+        self.spare
+            .try_recv()
+            .ok()
+            .filter(|b| b.capacity() >= capacity)
+            .unwrap_or_else(|| AlignedBuf::with_capacity(capacity))
+    }
+
     fn send_buf(&mut self) -> std::io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let next = self
-            .spare
-            .try_recv()
-            .unwrap_or_else(|_| AlignedBuf::with_capacity(WRITE_BLOCK));
+        let next = self.spare_block(WRITE_BLOCK);
         let full = std::mem::replace(&mut self.buf, next);
         self.send(Block::Data(full))
+    }
+
+    /// Takes `block` (bytes to write after everything written so far) to
+    /// the writer thread as it is, leaving an empty block of at least its
+    /// capacity in its place: `true`. When bytes written before are still
+    /// being gathered into a block, leaves it (`false`): then the caller
+    /// writes it.
+    pub fn take_block(&mut self, block: &mut AlignedBuf) -> std::io::Result<bool> {
+        if !self.buf.is_empty() {
+            return Ok(false);
+        }
+        let next = self.spare_block(block.capacity());
+        let full = std::mem::replace(block, next);
+        self.send(Block::Data(full))?;
+        Ok(true)
     }
 }
 
 impl Write for WriteBehind<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.buf.extend(buf);
-        if self.buf.is_full() {
+        // blocks of WRITE_BLOCK bytes (a taken block may have come back
+        // larger)
+        let room = WRITE_BLOCK.saturating_sub(self.buf.len());
+        let n = self.buf.extend(&buf[..buf.len().min(room)]);
+        if self.buf.len() >= WRITE_BLOCK {
             self.send_buf()?;
         }
         Ok(n)
@@ -546,6 +570,38 @@ pub(crate) mod tests {
                 w.flush().unwrap();
             });
             prop_assert_eq!(out, data);
+        }
+
+        /// Writes and taken blocks, mixed in any order and of any sizes,
+        /// reach the output whole and in order; a block is taken only when
+        /// nothing written before it is still being gathered, and what is
+        /// left in its place is empty and as large.
+        #[test]
+        fn write_behind_passes_taken_blocks_and_writes_in_order_proptest(
+            ops in proptest::collection::vec((any::<bool>(), 1usize..(WRITE_BLOCK + 3000)), 1..12),
+        ) {
+            let mut want = Vec::new();
+            let mut out = Vec::new();
+            let mut taken = 0;
+            std::thread::scope(|s| {
+                let mut w = WriteBehind::new(s, &mut out);
+                for (i, (take, len)) in ops.iter().enumerate() {
+                    let data: Vec<u8> = (0..*len).map(|j| ((i * 7 + j) % 251) as u8).collect();
+                    want.extend_from_slice(&data);
+                    let mut block = AlignedBuf::with_capacity(len + 16);
+                    block.extend(&data);
+                    if *take && w.take_block(&mut block).unwrap() {
+                        taken += 1;
+                        assert!(block.is_empty() && block.capacity() >= len + 16);
+                    } else {
+                        w.write_all(&data).unwrap();
+                    }
+                }
+                w.flush().unwrap();
+            });
+            prop_assert!(out == want, "{} bytes of {}", out.len(), want.len());
+            let first_taken = ops[0].0;
+            prop_assert!(!first_taken || taken > 0, "an empty write-behind refused a block");
         }
 
         /// Whatever the write sizes, a root check's output and its copies
