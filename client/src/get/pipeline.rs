@@ -31,7 +31,7 @@ use super::stage::StagedPiece;
 const POLL: Duration = Duration::from_millis(10);
 /// Bounds of a data piece's stage.
 const STAGE_MIN: u64 = 2 << 20;
-const STAGE_MAX: u64 = 16 << 20;
+const STAGE_MAX: u64 = 32 << 20;
 
 /// Fetches `job` on `rt` and writes file bytes `range` to `out`, decoding
 /// whole-file gets while the pieces arrive.
@@ -45,9 +45,9 @@ pub fn retrieve<W: Write + Send + ?Sized>(
     let layout = &job.manifest.layout;
     let (n, k) = (layout.params().total_shards(), layout.params().data_shards());
     // behind a kept output the data pieces reach the decoder in memory,
-    // and no piece runs more than two shards (within 2 to 16 MiB) ahead of it
+    // and no piece runs more than four shards (within 2 to 32 MiB) ahead of it
     let landed = if job.whole && job.kept.is_some() {
-        let cap = (2 * layout.geometry().shard_len(0)).clamp(STAGE_MIN, STAGE_MAX);
+        let cap = (4 * layout.geometry().shard_len(0)).clamp(STAGE_MIN, STAGE_MAX);
         Landed::staged(n, k, usize::try_from(cap).unwrap_or(STAGE_MAX as usize))
     } else {
         Landed::new(n)
