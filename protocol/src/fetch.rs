@@ -232,23 +232,6 @@ where
     Ok(sent)
 }
 
-/// Where [`receive_range`] hands each verified group.
-pub trait GroupSink {
-    /// The verified bytes are `frame[bytes]` (the group trimmed to the
-    /// range asked for). The sink may take `frame` as it is, instead of
-    /// copying the bytes, and leave another buffer in its place (what the
-    /// next frame is read into: one that held a frame before is not
-    /// zeroed again).
-    fn group(&mut self, frame: &mut Vec<u8>, bytes: std::ops::Range<usize>) -> std::io::Result<()>;
-}
-
-/// Any closure that takes the bytes.
-impl<F: FnMut(&[u8]) -> std::io::Result<()>> GroupSink for F {
-    fn group(&mut self, frame: &mut Vec<u8>, bytes: std::ops::Range<usize>) -> std::io::Result<()> {
-        self(&frame[bytes])
-    }
-}
-
 /// Receives `[start, end)` of a piece whose hash is `root` and length `len`,
 /// verifying every group before handing its bytes (trimmed to the range) to
 /// `sink`. A frame that fails verification ends the transfer with an error.
@@ -264,7 +247,7 @@ pub async fn receive_range<R, F>(
     end: u64,
     stall: std::time::Duration,
     mut ready: impl FnMut() -> F,
-    mut sink: impl GroupSink,
+    mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
 ) -> Result<u64, ProtocolError>
 where
     R: AsyncRead + Unpin,
@@ -305,9 +288,7 @@ where
         let a = g * GROUP_LEN as u64;
         let from = start.saturating_sub(a) as usize;
         let to = ((end - a) as usize).min(frame.bytes.len());
-        // where the group's bytes sit in the frame (the view borrows them)
-        let at = frame.bytes.as_ptr() as usize - body.as_ptr() as usize;
-        sink.group(&mut body, at + from..at + to)?;
+        sink(&frame.bytes[from..to])?;
         received += (to - from) as u64;
     }
     Ok(received)
@@ -328,27 +309,6 @@ mod tests {
     }
 
     const STALL: std::time::Duration = std::time::Duration::from_secs(5);
-
-    /// Takes every other frame it is handed, leaving the frame it took
-    /// before (or an empty one) in its place.
-    #[derive(Default)]
-    struct Taking {
-        got: Vec<u8>,
-        kept: Option<Vec<u8>>,
-        turn: bool,
-    }
-
-    impl GroupSink for &mut Taking {
-        fn group(&mut self, frame: &mut Vec<u8>, bytes: std::ops::Range<usize>) -> std::io::Result<()> {
-            self.got.extend_from_slice(&frame[bytes]);
-            self.turn = !self.turn;
-            if self.turn {
-                let old = self.kept.take().unwrap_or_default();
-                self.kept = Some(std::mem::replace(frame, old));
-            }
-            Ok(())
-        }
-    }
 
     fn rt() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
@@ -478,16 +438,9 @@ mod tests {
             let wire = frames(&piece, s, e);
             let root = *blake3::hash(&piece).as_bytes();
             let mut got = Vec::new();
-            let n = rt().block_on(receive_range(&mut futures::io::Cursor::new(wire), &root, len as u64, s, e, STALL, || async {}, |b: &[u8]| { got.extend_from_slice(b); Ok(()) })).unwrap();
+            let n = rt().block_on(receive_range(&mut futures::io::Cursor::new(wire), &root, len as u64, s, e, STALL, || async {}, |b| { got.extend_from_slice(b); Ok(()) })).unwrap();
             prop_assert_eq!(n, e - s);
             prop_assert_eq!(&got[..], &piece[s as usize..e as usize]);
-            // a sink that takes every other frame (leaving a used one, or
-            // none, in its place) gets the same bytes
-            let mut taking = Taking::default();
-            let wire = frames(&piece, s, e);
-            let n = rt().block_on(receive_range(&mut futures::io::Cursor::new(wire), &root, len as u64, s, e, STALL, || async {}, &mut taking)).unwrap();
-            prop_assert_eq!(n, e - s);
-            prop_assert_eq!(&taking.got[..], &piece[s as usize..e as usize]);
         }
 
         /// Batched, the sender still writes exactly one frame per group, the
@@ -519,7 +472,7 @@ mod tests {
             wire[i] ^= 0x01;
             let root = *blake3::hash(&piece).as_bytes();
             let mut got = Vec::new();
-            let r = rt().block_on(receive_range(&mut futures::io::Cursor::new(wire), &root, len as u64, 0, len as u64, STALL, || async {}, |b: &[u8]| { got.extend_from_slice(b); Ok(()) }));
+            let r = rt().block_on(receive_range(&mut futures::io::Cursor::new(wire), &root, len as u64, 0, len as u64, STALL, || async {}, |b| { got.extend_from_slice(b); Ok(()) }));
             prop_assert!(r.is_err());
             prop_assert!(piece.starts_with(&got), "unverified bytes reached the sink");
         }

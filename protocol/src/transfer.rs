@@ -97,7 +97,7 @@ pub async fn fetch_paced<F: std::future::Future<Output = ()>>(
     range: std::ops::Range<u64>,
     stall: Duration,
     ready: impl FnMut() -> F,
-    sink: impl crate::fetch::GroupSink,
+    sink: impl FnMut(&[u8]) -> std::io::Result<()>,
 ) -> Result<u64, ProtocolError> {
     let (start, end) = (range.start, range.end);
     let request = FetchRequest { piece, start, end };

@@ -591,10 +591,9 @@ struct PieceTask {
 /// Bytes buffered per running fetch before they are written.
 const WRITE_BUF: usize = 1 << 20;
 
-/// A piece's writer: hands each verified group, in the frame that carried
-/// it, to the piece's stage (if it has one and there is room), or buffers
-/// the bytes and writes full buffers to its file at their offset; and
-/// publishes what landed.
+/// A piece's writer: buffers, hands full buffers to the piece's stage (if
+/// it has one and there is room) or writes them to its file at their
+/// offset, and publishes what landed.
 struct PieceWriter {
     file: std::fs::File,
     buf: Vec<u8>,
@@ -626,60 +625,23 @@ impl PieceWriter {
             return Ok(());
         }
         let len = self.buf.len() as u64;
-        self.file.write_all_at(&self.buf, self.written)?;
-        self.buf.clear();
-        self.written += len;
-        if let Some((l, i)) = &self.landed {
-            l.set(*i, self.written);
-        }
-        Ok(())
-    }
-
-    /// The verified bytes `frame[bytes]`: with a stage, the frame itself
-    /// goes to it (a spare takes its place, for the next frame), or, when
-    /// the stage is full, its bytes go to the file; without, they are
-    /// buffered ([`PieceWriter::push`]).
-    fn group(&mut self, frame: &mut Vec<u8>, mut bytes: std::ops::Range<usize>) -> std::io::Result<()> {
-        use std::os::unix::fs::FileExt;
-        let Some(stage) = self.landed.as_ref().and_then(|(l, i)| l.stage(*i)) else {
-            return self.push(&frame[bytes]);
-        };
-        // a resumed piece's bytes already on disk are skipped
-        let skip = usize::try_from(self.skip_until.saturating_sub(self.written))
-            .unwrap_or(usize::MAX)
-            .min(bytes.len());
-        bytes.start += skip;
-        self.written += skip as u64;
-        if bytes.is_empty() {
-            return Ok(());
-        }
-        let len = bytes.len() as u64;
-        let taken = std::mem::replace(frame, stage.spare());
-        if let Err(back) = stage.offer(self.written, taken, bytes.clone()) {
-            // the stage is full: these bytes go to the file
-            self.file.write_all_at(&back[bytes], self.written)?;
-            stage.recycle(back);
+        match self.landed.as_ref().and_then(|(l, i)| l.stage(*i)) {
+            Some(stage) => {
+                let full = std::mem::replace(&mut self.buf, stage.buffer(WRITE_BUF));
+                if let Err(back) = stage.offer(self.written, full) {
+                    // the stage is full: this block goes to the file
+                    self.file.write_all_at(&back, self.written)?;
+                }
+            }
+            None => {
+                self.file.write_all_at(&self.buf, self.written)?;
+                self.buf.clear();
+            }
         }
         self.written += len;
         if let Some((l, i)) = &self.landed {
             l.set(*i, self.written);
         }
-        Ok(())
-    }
-}
-
-/// What a piece's fetch hands its verified groups to: its writer, and the
-/// count of bytes received.
-struct Groups<'a> {
-    out: &'a mut PieceWriter,
-    have: &'a AtomicU64,
-}
-
-impl crowd_protocol::fetch::GroupSink for Groups<'_> {
-    fn group(&mut self, frame: &mut Vec<u8>, bytes: std::ops::Range<usize>) -> std::io::Result<()> {
-        let n = bytes.len() as u64;
-        self.out.group(frame, bytes)?;
-        self.have.fetch_add(n, Ordering::Relaxed);
         Ok(())
     }
 }
@@ -723,7 +685,11 @@ impl PieceTask {
                 r,
                 self.stall,
                 room,
-                Groups { out: &mut out, have },
+                |bytes| {
+                    out.push(bytes)?;
+                    have.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    Ok(())
+                },
             )
             .await;
             if let Err(e) = fetched {

@@ -84,8 +84,8 @@ pub fn retrieve<W: Write + Send + ?Sized>(
         }
         use std::os::unix::fs::FileExt;
         let file = job.dir.open_piece(i)?;
-        for block in blocks {
-            file.write_all_at(block.bytes(), block.at)
+        for (at, block) in blocks {
+            file.write_all_at(&block, at)
                 .with_context(|| format!("writing {}", job.dir.piece_path(i).display()))?;
         }
     }

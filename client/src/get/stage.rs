@@ -41,35 +41,12 @@ pub struct Stage {
 
 #[derive(Debug, Default)]
 struct Inner {
-    blocks: VecDeque<Block>,
+    /// Shared: the decoder writes from a block it borrowed ([`Stage::lend`])
+    /// without holding the lock.
+    blocks: VecDeque<(u64, Arc<Vec<u8>>)>,
     bytes: usize,
     /// Buffers released by the decoder, for the fetch to fill again.
     spare: Vec<Vec<u8>>,
-}
-
-/// Staged bytes: a part of a buffer (a whole block, or the group inside
-/// the frame that carried it), shared: the decoder writes from a block it
-/// borrowed ([`Stage::lend`]) without holding the lock.
-#[derive(Debug)]
-pub struct Block {
-    /// Compact offset of the first byte.
-    pub at: u64,
-    buf: Arc<Vec<u8>>,
-    range: std::ops::Range<usize>,
-}
-
-impl Block {
-    pub fn bytes(&self) -> &[u8] {
-        &self.buf[self.range.clone()]
-    }
-
-    fn len(&self) -> usize {
-        self.range.len()
-    }
-
-    fn end(&self) -> u64 {
-        self.at + self.len() as u64
-    }
 }
 
 /// A stage holds this much more than its piece may run ahead of the
@@ -180,9 +157,8 @@ impl Pace {
     }
 }
 
-/// Released buffers kept for reuse per stage (frames of one group each,
-/// ~17 KiB).
-const SPARE: usize = 64;
+/// Released buffers kept for reuse per stage.
+const SPARE: usize = 4;
 
 impl Stage {
     /// A stage holding at most `cap` bytes.
@@ -198,36 +174,25 @@ impl Stage {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Takes `buf[range]` (compact bytes from `at`, after every block
-    /// offered before), or hands `buf` back when full (or when the range is
-    /// empty or not inside it): the caller writes it to the file.
-    pub fn offer(&self, at: u64, buf: Vec<u8>, range: std::ops::Range<usize>) -> Result<(), Vec<u8>> {
+    /// Takes `block` (compact bytes from `at`, after every block offered
+    /// before), or hands it back when full: the caller writes it to the
+    /// file.
+    pub fn offer(&self, at: u64, block: Vec<u8>) -> Result<(), Vec<u8>> {
         let mut inner = self.lock();
-        if range.is_empty() || range.end > buf.len() || inner.bytes + range.len() > self.cap {
-            return Err(buf);
+        if inner.bytes + block.len() > self.cap || block.is_empty() {
+            return Err(block);
         }
-        inner.bytes += range.len();
-        inner.blocks.push_back(Block {
-            at,
-            buf: Arc::new(buf),
-            range,
-        });
+        inner.bytes += block.len();
+        inner.blocks.push_back((at, Arc::new(block)));
         Ok(())
     }
 
-    /// A buffer to read the next frame into: a released one, as it was
-    /// (resizing it to a frame of the same length zeroes nothing), or a
-    /// new one.
-    pub fn spare(&self) -> Vec<u8> {
-        self.lock().spare.pop().unwrap_or_default()
-    }
-
-    /// Keeps `buf` for [`Stage::spare`] (if there is room).
-    pub fn recycle(&self, buf: Vec<u8>) {
-        let mut inner = self.lock();
-        if inner.spare.len() < SPARE {
-            inner.spare.push(buf);
-        }
+    /// An empty buffer to fill (a released one when there is one).
+    pub fn buffer(&self, capacity: usize) -> Vec<u8> {
+        let mut b = self.lock().spare.pop().unwrap_or_default();
+        b.clear();
+        b.reserve(capacity);
+        b
     }
 
     /// Reads compact bytes `at..at + buf.len()`: the staged parts from the
@@ -242,20 +207,20 @@ impl Stage {
         let mut pos = at;
         let end = at + buf.len() as u64;
         // the first block that may overlap
-        let first = inner.blocks.partition_point(|b| b.end() <= at);
+        let first = inner.blocks.partition_point(|(o, b)| o + b.len() as u64 <= at);
         let mut blocks = inner.blocks.range(first..).peekable();
         while pos < end {
             match blocks.peek() {
-                Some(b) if b.at <= pos => {
-                    let from = (pos - b.at) as usize;
+                Some((o, b)) if *o <= pos => {
+                    let from = (pos - o) as usize;
                     let n = (b.len() - from).min((end - pos) as usize);
                     let dst = (pos - at) as usize;
-                    buf[dst..dst + n].copy_from_slice(&b.bytes()[from..from + n]);
+                    buf[dst..dst + n].copy_from_slice(&b[from..from + n]);
                     pos += n as u64;
                     blocks.next();
                 }
                 next => {
-                    let upto = next.map_or(end, |b| b.at.min(end));
+                    let upto = next.map_or(end, |(o, _)| (*o).min(end));
                     let dst = (pos - at) as usize;
                     from_file(pos, &mut buf[dst..dst + (upto - pos) as usize])?;
                     pos = upto;
@@ -271,21 +236,20 @@ impl Stage {
     pub fn lend(&self, at: u64, len: usize) -> Option<Lent> {
         let inner = self.lock();
         let end = at.checked_add(len as u64)?;
-        let first = inner.blocks.partition_point(|b| b.end() <= at);
+        let first = inner.blocks.partition_point(|(o, b)| o + b.len() as u64 <= at);
         let mut lent = Lent::default();
         let mut pos = at;
-        for b in inner.blocks.range(first..) {
+        for (o, b) in inner.blocks.range(first..) {
             if pos == end {
                 break;
             }
-            if b.at > pos {
+            if *o > pos {
                 // a gap: that part went to the file
                 return None;
             }
-            let from = usize::try_from(pos - b.at).ok()?;
+            let from = usize::try_from(pos - o).ok()?;
             let n = (b.len() - from).min(usize::try_from(end - pos).ok()?);
-            let start = b.range.start + from;
-            if !lent.push(b.buf.clone(), start..start + n) {
+            if !lent.push(b.clone(), from..from + n) {
                 return None;
             }
             pos += n as u64;
@@ -297,25 +261,29 @@ impl Stage {
     /// output).
     pub fn release(&self, below: u64) {
         let mut inner = self.lock();
-        while let Some(b) = inner.blocks.front() {
-            if b.end() > below {
+        while let Some((o, b)) = inner.blocks.front() {
+            if o + b.len() as u64 > below {
                 break;
             }
-            if let Some(b) = inner.blocks.pop_front() {
+            if let Some((_, b)) = inner.blocks.pop_front() {
                 inner.bytes -= b.len();
                 // a block the decoder still borrows is not reused
-                if let (true, Ok(buf)) = (inner.spare.len() < SPARE, Arc::try_unwrap(b.buf)) {
-                    inner.spare.push(buf);
+                if let (true, Ok(b)) = (inner.spare.len() < SPARE, Arc::try_unwrap(b)) {
+                    inner.spare.push(b);
                 }
             }
         }
     }
 
     /// Takes every staged block (to write to the file).
-    pub fn drain(&self) -> Vec<Block> {
+    pub fn drain(&self) -> Vec<(u64, Vec<u8>)> {
         let mut inner = self.lock();
         inner.bytes = 0;
-        inner.blocks.drain(..).collect()
+        inner
+            .blocks
+            .drain(..)
+            .map(|(o, b)| (o, Arc::unwrap_or_clone(b)))
+            .collect()
     }
 }
 
@@ -352,14 +320,12 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
-        /// Whatever goes to the stage (bytes inside the frames that carried
-        /// them, in recycled buffers) and whatever is handed back (and so
+        /// Whatever goes to the stage and whatever is handed back (and so
         /// written to the file), any range below what was offered reads the
         /// piece's bytes, before and after releasing the blocks below it.
         #[test]
         fn staged_and_spilled_blocks_read_back_as_the_piece_proptest(
             sizes in proptest::collection::vec(1usize..5000, 1..40),
-            heads in proptest::collection::vec(0usize..40, 1..8),
             cap in 1usize..20_000,
             reads in proptest::collection::vec((0.0f64..1.0, 0usize..6000), 1..20),
         ) {
@@ -368,16 +334,11 @@ mod tests {
             let stage = Stage::new(cap);
             let mut file = vec![0u8; total];
             let mut at = 0usize;
-            for (s, head) in sizes.iter().zip(heads.iter().cycle()) {
-                // a frame: a header, the bytes, a tail
-                let mut b = stage.spare();
-                b.clear();
-                b.resize(*head, 0xee);
+            for s in &sizes {
+                let mut b = stage.buffer(*s);
                 b.extend_from_slice(&piece[at..at + s]);
-                b.extend_from_slice(&[0xdd; 3]);
-                if let Err(back) = stage.offer(at as u64, b, *head..head + s) {
-                    file[at..at + s].copy_from_slice(&back[*head..head + s]);
-                    stage.recycle(back);
+                if let Err(back) = stage.offer(at as u64, b) {
+                    file[at..at + s].copy_from_slice(&back);
                 }
                 at += s;
             }
@@ -393,7 +354,7 @@ mod tests {
                 stage.read_at(start, &mut buf, |o, b| read_file(&file, o, b)).unwrap();
                 prop_assert_eq!(&buf[..], &piece[start as usize..start as usize + len]);
                 // lent only when all of it is staged, then the same bytes
-                let staged = |o: u64| stage.lock().blocks.iter().any(|b| (b.at..b.end()).contains(&o));
+                let staged = |o: u64| stage.lock().blocks.iter().any(|(at, b)| (*at..*at + b.len() as u64).contains(&o));
                 match stage.lend(start, len) {
                     Some(lent) => {
                         let bytes: Vec<u8> = lent.slices().flatten().copied().collect();
@@ -407,8 +368,8 @@ mod tests {
             }
             // the rest goes to the file: the file then holds every byte
             // from the last release on
-            for b in stage.drain() {
-                file[b.at as usize..b.end() as usize].copy_from_slice(b.bytes());
+            for (o, b) in stage.drain() {
+                file[o as usize..o as usize + b.len()].copy_from_slice(&b);
             }
             let from = stage_floor(&sizes, released);
             prop_assert_eq!(&file[from..], &piece[from..]);
