@@ -128,6 +128,11 @@ impl DagBuilder {
         }
     }
 
+    /// The parameters it builds under.
+    pub fn params(&self) -> &DagParams {
+        &self.params
+    }
+
     /// Bytes of all the leaves added so far.
     pub fn size(&self) -> u64 {
         self.size

@@ -35,7 +35,7 @@
 use std::io::{self, Read, Write};
 use std::ops::Range;
 
-use crowd_chunker::{ChunkerKind, Cid, DagBuilder, DagParams, DagRoot, Discard, HashAlg, RAW};
+use crowd_chunker::{ChunkerKind, Cid, DagBuilder, DagParams, DagRoot, Discard, RAW};
 use crowd_protocol::util::AlignedBuf;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 
@@ -460,7 +460,7 @@ pub struct DecryptWriter<W: PlainSink> {
     /// Segment buffers to fill again.
     spare: Vec<AlignedBuf>,
     /// The plaintext's DAG, leaf by leaf, when asked for.
-    leaves: Option<Leaves>,
+    leaves: Option<DagBuilder>,
 }
 
 /// Where a [`DecryptWriter`] writes plaintext: any writer. One that can
@@ -482,13 +482,6 @@ impl<T: PlainSink + ?Sized> PlainSink for &mut T {
     fn take_segment(&mut self, segment: &mut AlignedBuf) -> io::Result<bool> {
         (**self).take_segment(segment)
     }
-}
-
-/// The DAG of a [`DecryptWriter`]'s plaintext, built from its segments.
-#[derive(Debug)]
-struct Leaves {
-    hash: HashAlg,
-    dag: DagBuilder,
 }
 
 /// Whether a [`DecryptWriter`] writing plaintext `want` of a `plain_len`
@@ -539,21 +532,17 @@ impl<W: PlainSink> DecryptWriter<W> {
         }
     }
 
-    /// Also builds the plaintext's DAG under `params`, continuing `dag`
-    /// (which holds the leaves before `want`: a resumed get's kept
-    /// output), from the segments as they open. Possible when the DAG's
-    /// chunks are fixed and [`SEGMENT`] bytes, and `want` starts at a
-    /// segment and runs to the end of the file; [`Self::finish_with_dag`]
-    /// returns the DAG's root.
-    pub fn hashing_leaves(mut self, params: &DagParams, dag: DagBuilder) -> Result<Self, LeafMismatch> {
-        leaves_fit(params, &self.want, self.plain_len)?;
+    /// Also builds the plaintext's DAG, continuing `dag` (which holds the
+    /// leaves before `want`: a resumed get's kept output), from the
+    /// segments as they open. Possible when the DAG's chunks are fixed and
+    /// [`SEGMENT`] bytes, and `want` starts at a segment and runs to the
+    /// end of the file; [`Self::finish_with_dag`] returns the DAG's root.
+    pub fn hashing_leaves(mut self, dag: DagBuilder) -> Result<Self, LeafMismatch> {
+        leaves_fit(dag.params(), &self.want, self.plain_len)?;
         if dag.size() != self.want.start {
             return Err(LeafMismatch::Range);
         }
-        self.leaves = Some(Leaves {
-            hash: params.hash,
-            dag,
-        });
+        self.leaves = Some(dag);
         Ok(self)
     }
 
@@ -569,7 +558,7 @@ impl<W: PlainSink> DecryptWriter<W> {
         use rayon::prelude::*;
         let total = segments(self.plain_len);
         let key = &self.key;
-        let hash = self.leaves.as_ref().map(|l| l.hash);
+        let hash = self.leaves.as_ref().map(|dag| dag.params().hash);
         // each segment opened and, when asked, hashed as a leaf right away
         let opened: Vec<Result<Option<Cid>, CryptError>> = self
             .full
@@ -590,10 +579,8 @@ impl<W: PlainSink> DecryptWriter<W> {
                         let lo = self.want.start.max(start) - start;
                         let hi = self.want.end.min(start + len as u64).saturating_sub(start);
                         // `hashing_leaves` made sure each segment is written whole
-                        if let (Some(cid), Some(leaves)) = (leaf, &mut self.leaves) {
-                            leaves
-                                .dag
-                                .push_leaf(cid, len as u64, &mut Discard)
+                        if let (Some(cid), Some(dag)) = (leaf, &mut self.leaves) {
+                            dag.push_leaf(cid, len as u64, &mut Discard)
                                 .map_err(io::Error::other)?;
                         }
                         let whole = lo == 0 && hi == len as u64 && len > 0;
@@ -626,7 +613,7 @@ impl<W: PlainSink> DecryptWriter<W> {
         }
         self.inner.flush()?;
         let root = match self.leaves {
-            Some(leaves) => Some(leaves.dag.finish(&mut Discard).map_err(io::Error::other)?),
+            Some(dag) => Some(dag.finish(&mut Discard).map_err(io::Error::other)?),
             None => None,
         };
         Ok((self.inner, root))
@@ -672,6 +659,7 @@ impl<W: PlainSink> Write for DecryptWriter<W> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crowd_chunker::HashAlg;
     use proptest::prelude::*;
     use rand::SeedableRng;
 
@@ -881,30 +869,28 @@ mod tests {
         ];
         for params in &other {
             assert_eq!(
-                writer(0..len).hashing_leaves(params, dag()).unwrap_err(),
+                writer(0..len)
+                    .hashing_leaves(DagBuilder::new(*params))
+                    .unwrap_err(),
                 LeafMismatch::Chunking
             );
         }
         // a DAG of other than the bytes before `want`
         let seg = SEGMENT as u64;
         assert_eq!(
-            writer(seg..len)
-                .hashing_leaves(&leaf_params(174), dag())
-                .unwrap_err(),
+            writer(seg..len).hashing_leaves(dag()).unwrap_err(),
             LeafMismatch::Range
         );
         for want in [1..len, 0..len - 1, SEGMENT as u64 + 1..len] {
             assert_eq!(
-                writer(want.clone())
-                    .hashing_leaves(&leaf_params(174), dag())
-                    .unwrap_err(),
+                writer(want.clone()).hashing_leaves(dag()).unwrap_err(),
                 LeafMismatch::Range,
                 "{want:?}"
             );
         }
         let mut c = encrypt_bytes(&k, &data(len as usize)).unwrap();
         c[CIPHER_SEGMENT + 5] ^= 1;
-        let mut w = writer(0..len).hashing_leaves(&leaf_params(174), dag()).unwrap();
+        let mut w = writer(0..len).hashing_leaves(dag()).unwrap();
         let err = w
             .write_all(&c)
             .and_then(|()| w.flush())
@@ -988,7 +974,7 @@ mod tests {
             let cr = if len == 0 { 0..c.len() as u64 } else { cipher_range(&range, len as u64) };
             let mut out = Vec::new();
             let mut w = DecryptWriter::new(&mut out, k.clone(), len as u64, range)
-                .hashing_leaves(&params, dag)
+                .hashing_leaves(dag)
                 .unwrap();
             crate::get::pipeline::tests::write_in_parts(&mut w, &c[cr.start as usize..cr.end as usize], &sizes);
             let (_, got) = w.finish_with_dag().unwrap();

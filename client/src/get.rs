@@ -61,7 +61,7 @@ use crowd_protocol::libp2p::{Multiaddr, PeerId};
 use crowd_protocol::util::AlignedBuf;
 use crowd_protocol::{Manifest, Request, Response, TrackerRequest, TrackerResponse};
 
-use crate::crypt::{DecryptWriter, FileKey};
+use crate::crypt::{DecryptWriter, FileKey, PlainSink};
 use crate::error::Error;
 use crate::files::Owner;
 use crate::keys::{self, Capability};
@@ -345,8 +345,7 @@ fn get_from(
                     (Some(root), true) => {
                         if crate::crypt::leaves_fit(&params, &plain, *plain_len).is_ok() {
                             let kept = kept_dag(&dir.output_path(), kept, &params)?;
-                            let mut d =
-                                decrypt_to(&mut w, key, *plain_len, &plain).hashing_leaves(&params, kept)?;
+                            let mut d = decrypt_to(&mut w, key, *plain_len, &plain).hashing_leaves(kept)?;
                             let fetched = retrieve(&mut d)?;
                             let (_, dag) = d.finish_with_dag()?;
                             root_built(dag.as_ref(), root)?;
@@ -485,36 +484,21 @@ fn advance_frontier(dir: ResumeDir, map: OutputMap, kept: u64) -> impl FnMut(u64
     }
 }
 
-/// A writer the retrieval can hand to its decoder thread.
-pub(crate) trait WriteSend: Write + Send {
-    /// Takes a whole decrypted segment's buffer as it is, leaving an empty
-    /// one in its place ([`crate::crypt::PlainSink`]): only a get's
-    /// write-behind does.
-    fn take_block(&mut self, _block: &mut AlignedBuf) -> std::io::Result<bool> {
-        Ok(false)
-    }
-}
+/// A writer the retrieval can hand to its decoder thread (and that a
+/// decrypting writer writes into: only a get's write-behind takes whole
+/// segments' buffers as they are).
+pub(crate) trait WriteSend: PlainSink + Send {}
+impl<W: PlainSink + Send> WriteSend for W {}
 
-impl WriteSend for pipeline::WriteBehind<'_> {
-    fn take_block(&mut self, block: &mut AlignedBuf) -> std::io::Result<bool> {
-        pipeline::WriteBehind::take_block(self, block)
-    }
-}
-impl<T: WriteSend + ?Sized> WriteSend for &mut T {
-    fn take_block(&mut self, block: &mut AlignedBuf) -> std::io::Result<bool> {
-        (**self).take_block(block)
-    }
-}
-impl<W: Write + Send> WriteSend for BufWriter<W> {}
-impl<W: Write + Send> WriteSend for pipeline::RootCheck<W> {}
-impl<W: Write + Send> WriteSend for pipeline::Cut<W> {}
-impl<W: crate::crypt::PlainSink + Send> WriteSend for DecryptWriter<W> {}
-
-impl crate::crypt::PlainSink for dyn WriteSend + '_ {
+impl PlainSink for pipeline::WriteBehind<'_> {
     fn take_segment(&mut self, segment: &mut AlignedBuf) -> std::io::Result<bool> {
         self.take_block(segment)
     }
 }
+impl<W: Write> PlainSink for BufWriter<W> {}
+impl<W: Write> PlainSink for pipeline::RootCheck<W> {}
+impl<W: Write> PlainSink for pipeline::Cut<W> {}
+impl<W: PlainSink> PlainSink for DecryptWriter<W> {}
 
 /// `crowd export`: a public file's DAG as a CAR v1.
 pub fn export(home: &Path, cid: &Cid, output: &Path, progress: Option<&Callback>) -> Result<GetOutput> {

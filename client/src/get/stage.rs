@@ -49,6 +49,43 @@ struct Inner {
     spare: Vec<Vec<u8>>,
 }
 
+impl Inner {
+    /// Compact bytes `at..end` in order: the staged parts (a block and the
+    /// range of it) and the gaps between them (which went to the file).
+    fn parts(&self, at: u64, end: u64) -> impl Iterator<Item = Part<'_>> {
+        let first = self.blocks.partition_point(|(o, b)| o + b.len() as u64 <= at);
+        let mut blocks = self.blocks.range(first..).peekable();
+        let mut pos = at;
+        std::iter::from_fn(move || {
+            if pos >= end {
+                return None;
+            }
+            match blocks.peek() {
+                Some((o, b)) if *o <= pos => {
+                    let from = (pos - o) as usize;
+                    let n = (b.len() - from).min((end - pos) as usize);
+                    pos += n as u64;
+                    let part = Part::Staged(b, from..from + n);
+                    blocks.next();
+                    Some(part)
+                }
+                next => {
+                    let upto = next.map_or(end, |(o, _)| (*o).min(end));
+                    let gap = pos..upto;
+                    pos = upto;
+                    Some(Part::Gap(gap))
+                }
+            }
+        })
+    }
+}
+
+/// A part of a range of a stage's piece ([`Inner::parts`]).
+enum Part<'a> {
+    Staged(&'a Arc<Vec<u8>>, std::ops::Range<usize>),
+    Gap(std::ops::Range<u64>),
+}
+
 /// A stage holds this much more than its piece may run ahead of the
 /// decoder ([`Pace`]): the block being filled (a little over 1 MiB), one
 /// straddling the decoder's position, and one more.
@@ -204,26 +241,17 @@ impl Stage {
         mut from_file: impl FnMut(u64, &mut [u8]) -> io::Result<()>,
     ) -> io::Result<()> {
         let inner = self.lock();
-        let mut pos = at;
-        let end = at + buf.len() as u64;
-        // the first block that may overlap
-        let first = inner.blocks.partition_point(|(o, b)| o + b.len() as u64 <= at);
-        let mut blocks = inner.blocks.range(first..).peekable();
-        while pos < end {
-            match blocks.peek() {
-                Some((o, b)) if *o <= pos => {
-                    let from = (pos - o) as usize;
-                    let n = (b.len() - from).min((end - pos) as usize);
-                    let dst = (pos - at) as usize;
-                    buf[dst..dst + n].copy_from_slice(&b[from..from + n]);
-                    pos += n as u64;
-                    blocks.next();
+        let mut dst = 0;
+        for part in inner.parts(at, at + buf.len() as u64) {
+            match part {
+                Part::Staged(block, range) => {
+                    buf[dst..dst + range.len()].copy_from_slice(&block[range.clone()]);
+                    dst += range.len();
                 }
-                next => {
-                    let upto = next.map_or(end, |(o, _)| (*o).min(end));
-                    let dst = (pos - at) as usize;
-                    from_file(pos, &mut buf[dst..dst + (upto - pos) as usize])?;
-                    pos = upto;
+                Part::Gap(gap) => {
+                    let n = (gap.end - gap.start) as usize;
+                    from_file(gap.start, &mut buf[dst..dst + n])?;
+                    dst += n;
                 }
             }
         }
@@ -234,27 +262,20 @@ impl Stage {
     /// the blocks holding them, shared, for the decoder to write out
     /// without holding the stage.
     pub fn lend(&self, at: u64, len: usize) -> Option<Lent> {
-        let inner = self.lock();
         let end = at.checked_add(len as u64)?;
-        let first = inner.blocks.partition_point(|(o, b)| o + b.len() as u64 <= at);
+        let inner = self.lock();
         let mut lent = Lent::default();
-        let mut pos = at;
-        for (o, b) in inner.blocks.range(first..) {
-            if pos == end {
-                break;
-            }
-            if *o > pos {
+        for part in inner.parts(at, end) {
+            let pushed = match part {
+                Part::Staged(block, range) => lent.push(block.clone(), range),
                 // a gap: that part went to the file
+                Part::Gap(_) => false,
+            };
+            if !pushed {
                 return None;
             }
-            let from = usize::try_from(pos - o).ok()?;
-            let n = (b.len() - from).min(usize::try_from(end - pos).ok()?);
-            if !lent.push(b.clone(), from..from + n) {
-                return None;
-            }
-            pos += n as u64;
         }
-        (pos == end).then_some(lent)
+        Some(lent)
     }
 
     /// Drops the blocks wholly below compact offset `below` (written to the
