@@ -37,6 +37,7 @@ use std::ops::Range;
 
 use crowd_chunker::{ChunkerKind, Cid, DagBuilder, DagParams, DagRoot, Discard, RAW};
 use crowd_protocol::util::AlignedBuf;
+use rayon::iter::{IndexedParallelIterator, IntoParallelRefMutIterator, ParallelIterator};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 
 /// Plaintext bytes per segment (the chunker's default chunk size).
@@ -254,6 +255,11 @@ fn io_err(e: CryptError) -> io::Error {
 /// a page fault per 4 KiB: a third of the time in a profile), [`BATCH`] at
 /// a time and encrypted in parallel — one at a time for the remainders of
 /// in-place reads — and read out from there.
+///
+/// With [`EncryptReader::hashing_leaves`] it also hashes each segment's
+/// plaintext as a leaf of the file's UnixFS DAG just before sealing it, on
+/// the same threads and while it is in cache, so a put builds the file's
+/// root without copying the plaintext to a second thread.
 #[derive(Debug)]
 pub struct EncryptReader<R> {
     inner: R,
@@ -274,6 +280,26 @@ pub struct EncryptReader<R> {
     /// The reader has taken whole segments in place: remainders are
     /// buffered one segment at a time.
     in_place: bool,
+    /// The plaintext's DAG, leaf by leaf, when asked for.
+    leaves: Option<Leaves>,
+}
+
+/// Where the root of a DAG built by an [`EncryptReader`] goes: called once,
+/// after the last segment was sealed.
+pub type OnRoot = Box<dyn FnOnce(DagRoot) + Send>;
+
+/// An [`EncryptReader`]'s DAG and what to do with its root.
+struct Leaves {
+    dag: DagBuilder,
+    on_root: OnRoot,
+}
+
+impl std::fmt::Debug for Leaves {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leaves")
+            .field("dag", &self.dag)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<R: Read> EncryptReader<R> {
@@ -290,7 +316,53 @@ impl<R: Read> EncryptReader<R> {
             at: 0,
             done: false,
             in_place: false,
+            leaves: None,
         }
+    }
+
+    /// Also builds the plaintext's DAG under `params` from the segments as
+    /// they are sealed, and hands its root to `on_root` once the last one
+    /// is (not called when reading stops before that, or fails). Possible
+    /// when the DAG's chunks are fixed and [`SEGMENT`] bytes, and before
+    /// anything was read.
+    pub fn hashing_leaves(mut self, params: DagParams, on_root: OnRoot) -> Result<Self, LeafMismatch> {
+        leaves_fit(&params, &(0..self.plain_len), self.plain_len)?;
+        if self.read != 0 {
+            return Err(LeafMismatch::Range);
+        }
+        self.leaves = Some(Leaves {
+            dag: DagBuilder::new(params),
+            on_root,
+        });
+        Ok(self)
+    }
+
+    /// Seals consecutive segments from the next one in parallel, each in
+    /// place in its slot (plaintext, then [`TAG`] bytes for the tag),
+    /// hashing each plaintext as a leaf first when asked to.
+    fn seal<'a>(&mut self, slots: impl IndexedParallelIterator<Item = &'a mut [u8]>) -> io::Result<()> {
+        let total = segments(self.plain_len);
+        let (key, first) = (&self.key, self.next);
+        let hash = self.leaves.as_ref().map(|l| l.dag.params().hash);
+        let leaves: Vec<Option<(Cid, u64)>> = slots
+            .enumerate()
+            .map(|(i, slot)| {
+                let index = first + i as u64;
+                let plain = slot.len().saturating_sub(TAG);
+                let leaf = hash.map(|h| (h.cid(RAW, &slot[..plain]), plain as u64));
+                seal_into(key, index, index + 1 == total, slot)?;
+                Ok(leaf)
+            })
+            .collect::<Result<_, CryptError>>()
+            .map_err(io_err)?;
+        if let Some(l) = &mut self.leaves {
+            for (cid, len) in leaves.into_iter().flatten() {
+                l.dag
+                    .push_leaf(cid, len, &mut Discard)
+                    .map_err(io::Error::other)?;
+            }
+        }
+        Ok(())
     }
 
     /// With nothing buffered and room in `buf` for whole full-size
@@ -314,19 +386,15 @@ impl<R: Read> EncryptReader<R> {
                 }));
             }
         }
-        seal_all(
-            &self.key,
-            self.next,
-            segments(self.plain_len),
-            out.par_chunks_mut(CIPHER_SEGMENT),
-        )?;
+        self.seal(out.par_chunks_mut(CIPHER_SEGMENT))?;
         self.next += count as u64;
         self.in_place = true;
         self.check_end()?;
         Ok(Some(count * CIPHER_SEGMENT))
     }
 
-    /// After the last segment: the input must end where it was said to.
+    /// After the last segment: the input must end where it was said to;
+    /// then the DAG, when asked for, is complete.
     fn check_end(&mut self) -> io::Result<()> {
         if self.next == segments(self.plain_len) {
             let mut probe = [0u8; 1];
@@ -337,12 +405,14 @@ impl<R: Read> EncryptReader<R> {
                 }));
             }
             self.done = true;
+            if let Some(Leaves { dag, on_root }) = self.leaves.take() {
+                on_root(dag.finish(&mut Discard).map_err(io::Error::other)?);
+            }
         }
         Ok(())
     }
 
     fn refill(&mut self) -> io::Result<()> {
-        use rayon::prelude::*;
         let total = segments(self.plain_len);
         let batch = if self.in_place { 1 } else { BATCH as u64 };
         let count = (total - self.next).min(batch) as usize;
@@ -365,32 +435,16 @@ impl<R: Read> EncryptReader<R> {
         for buf in &mut self.bufs[..count] {
             buf.resize(buf.len() + TAG, 0);
         }
-        let slots = self.bufs[..count].par_iter_mut().map(|b| b.as_mut_slice());
-        seal_all(&self.key, self.next, total, slots)?;
+        let mut bufs = std::mem::take(&mut self.bufs);
+        let sealed = self.seal(bufs[..count].par_iter_mut().map(|b| b.as_mut_slice()));
+        self.bufs = bufs;
+        sealed?;
         self.next += count as u64;
         self.filled = count;
         self.current = 0;
         self.at = 0;
         self.check_end()
     }
-}
-
-/// Seals consecutive segments from `first` (of `total`) in parallel, each in
-/// place in its slot: plaintext, then [`TAG`] bytes for the tag.
-fn seal_all<'a>(
-    key: &FileKey,
-    first: u64,
-    total: u64,
-    slots: impl rayon::iter::IndexedParallelIterator<Item = &'a mut [u8]>,
-) -> io::Result<()> {
-    use rayon::iter::ParallelIterator;
-    slots
-        .enumerate()
-        .try_for_each(|(i, slot)| {
-            let index = first + i as u64;
-            seal_into(key, index, index + 1 == total, slot)
-        })
-        .map_err(io_err)
 }
 
 /// Reads into all of `buf` unless the input ends first: how much was read.
@@ -842,6 +896,20 @@ mod tests {
         )
     }
 
+    /// Everything `r` gives, read into buffers of `sizes` in turn.
+    fn read_in_sizes(r: &mut impl Read, sizes: &[usize]) -> Vec<u8> {
+        let mut got = Vec::new();
+        for size in sizes.iter().cycle() {
+            let mut b = vec![0u8; *size];
+            let n = r.read(&mut b).unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&b[..n]);
+        }
+        got
+    }
+
     /// Fixed 1 MiB chunks (the segments), `max_links` per parent.
     fn leaf_params(max_links: usize) -> DagParams {
         let chunking = crowd_chunker::ChunkParams::new(ChunkerKind::Fixed, SEGMENT).unwrap();
@@ -899,6 +967,54 @@ mod tests {
         assert_eq!(from_io(&err.unwrap()), CryptError::Tampered { segment: 1 });
     }
 
+    /// A reader hashes its segments as leaves only when they are the DAG's
+    /// chunks and before it read anything; a root is handed on only once
+    /// the last segment is sealed, and not when the input is not the length
+    /// it was said to be.
+    #[test]
+    fn a_reader_hashes_leaves_of_the_chunk_size_and_roots_only_a_whole_input() {
+        let k = key(4);
+        let len = 2 * SEGMENT + 3;
+        let plain = data(len);
+        let rooted = || -> (OnRoot, std::sync::mpsc::Receiver<DagRoot>) {
+            let (tx, rx) = std::sync::mpsc::channel();
+            (Box::new(move |root| tx.send(root).unwrap()), rx)
+        };
+        let reader = |n: usize| EncryptReader::new(&plain[..n], k.clone(), len as u64);
+        let small = crowd_chunker::ChunkParams::new(ChunkerKind::Fixed, 1 << 18).unwrap();
+        let other = DagParams::new(small, 174, HashAlg::Blake3).unwrap();
+        assert_eq!(
+            reader(len).hashing_leaves(other, rooted().0).unwrap_err(),
+            LeafMismatch::Chunking
+        );
+        let mut started = reader(len);
+        started.read_exact(&mut [0u8; 10]).unwrap();
+        assert_eq!(
+            started.hashing_leaves(leaf_params(174), rooted().0).unwrap_err(),
+            LeafMismatch::Range
+        );
+        // a read that stops short of the end: no root yet
+        let (on_root, roots) = rooted();
+        let mut r = reader(len).hashing_leaves(leaf_params(174), on_root).unwrap();
+        r.read_exact(&mut vec![0u8; CIPHER_SEGMENT]).unwrap();
+        assert!(roots.try_recv().is_err());
+        let mut rest = Vec::new();
+        r.read_to_end(&mut rest).unwrap();
+        let want = crowd_chunker::build_from_slice(&plain, &leaf_params(174), &mut Discard).unwrap();
+        assert_eq!(roots.try_recv().unwrap(), want);
+        // an input shorter than said, or longer: an error and no root
+        for (n, extra) in [(len - 1, 0), (len, 1)] {
+            let (on_root, roots) = rooted();
+            let mut longer = plain.clone();
+            longer.extend(std::iter::repeat_n(0, extra));
+            let r = EncryptReader::new(&longer[..n + extra], k.clone(), len as u64);
+            let mut r = r.hashing_leaves(leaf_params(174), on_root).unwrap();
+            let err = r.read_to_end(&mut Vec::new()).unwrap_err();
+            assert!(matches!(from_io(&err), CryptError::InputChanged { .. }), "{err}");
+            assert!(roots.try_recv().is_err());
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(24))]
         /// Any range decrypts from just the segments `cipher_range` names.
@@ -937,16 +1053,32 @@ mod tests {
                 want.extend_from_slice(&segment);
             }
             let mut r = EncryptReader::new(&plain[..], k, len as u64);
-            let mut got = Vec::new();
-            for size in sizes.iter().cycle() {
-                let mut b = vec![0u8; *size];
-                let n = r.read(&mut b).unwrap();
-                if n == 0 {
-                    break;
-                }
-                got.extend_from_slice(&b[..n]);
-            }
+            let got = read_in_sizes(&mut r, &sizes);
             prop_assert!(got == want, "{} bytes of {}", got.len(), want.len());
+        }
+
+        /// A reader hashing its segments' plaintext as leaves while it
+        /// seals them builds the DAG the chunker builds from the plaintext,
+        /// whatever the read sizes, and yields the same ciphertext as
+        /// without hashing.
+        #[test]
+        fn leaves_hashed_while_encrypting_make_the_chunkers_root_proptest(
+            len in prop_oneof![0usize..(5 * SEGMENT + 99), Just(3 * SEGMENT), Just(SEGMENT), Just(0)],
+            max_links in 2usize..5,
+            sizes in write_sizes(),
+            seed: u64,
+        ) {
+            let k = key(seed);
+            let plain = data(len);
+            let params = leaf_params(max_links);
+            let want = crowd_chunker::build_from_reader(&plain[..], &params, &mut Discard).unwrap();
+            let (tx, roots) = std::sync::mpsc::channel();
+            let mut r = EncryptReader::new(&plain[..], k.clone(), len as u64)
+                .hashing_leaves(params, Box::new(move |root| tx.send(root).unwrap()))
+                .unwrap();
+            let got = read_in_sizes(&mut r, &sizes);
+            prop_assert_eq!(roots.try_recv().ok().map(|d| d.cid), Some(want.cid));
+            prop_assert!(got == encrypt_bytes(&k, &plain).unwrap(), "{} bytes", got.len());
         }
 
         /// A writer hashing its segments as leaves, after the leaves of a

@@ -152,27 +152,41 @@ impl Job {
     }
 
     /// What the encoder reads: the file, or its ciphertext. With `rooted`,
-    /// every byte of the file read is also handed to a task that builds its
-    /// DAG and answers its root once the reader is dropped: the root and the
-    /// pieces come from the same bytes, read once.
+    /// the file's DAG is built from the very bytes read, and its root
+    /// answered once the pass ends: the root and the pieces come from the
+    /// same bytes, read once. A private file's leaves are hashed where its
+    /// segments are sealed when they are the DAG's chunks (the default);
+    /// otherwise every byte read is also handed to a task that builds the
+    /// DAG.
     fn source(&self, rooted: bool) -> Result<(Box<dyn std::io::Read + Send>, Option<stream::Rooting>)> {
+        use crate::crypt::EncryptReader;
         let file = std::fs::File::open(&self.file)
             .with_context(|| format!("cannot open {}", self.file.display()))?;
-        let (file, rooting): (Box<dyn std::io::Read + Send>, _) = if rooted {
-            let (tee, rooting) = stream::rooted(file, self.dag);
-            (Box::new(tee), Some(rooting))
-        } else {
-            (Box::new(file), None)
-        };
-        let source: Box<dyn std::io::Read + Send> = match &self.key {
-            None => file,
-            Some(key) => Box::new(crate::crypt::EncryptReader::new(
-                file,
-                key.clone(),
-                self.plain_size,
-            )),
-        };
-        Ok((source, rooting))
+        Ok(match &self.key {
+            None if rooted => {
+                let (tee, rooting) = stream::rooted(file, self.dag);
+                (Box::new(tee), Some(rooting))
+            }
+            None => (Box::new(file), None),
+            Some(key) if !rooted => (
+                Box::new(EncryptReader::new(file, key.clone(), self.plain_size)),
+                None,
+            ),
+            Some(key)
+                if crate::crypt::leaves_fit(&self.dag, &(0..self.plain_size), self.plain_size).is_ok() =>
+            {
+                let reader = EncryptReader::new(file, key.clone(), self.plain_size);
+                let (reader, rooting) = stream::leaf_rooted(reader, self.dag)?;
+                (Box::new(reader), Some(rooting))
+            }
+            Some(key) => {
+                let (tee, rooting) = stream::rooted(file, self.dag);
+                (
+                    Box::new(EncryptReader::new(tee, key.clone(), self.plain_size)),
+                    Some(rooting),
+                )
+            }
+        })
     }
 }
 

@@ -13,6 +13,7 @@ use std::io::{self, Read, Write};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use crate::crypt::EncryptReader;
 use crate::get::pipeline::RootCheck;
 use crate::progress::Progress;
 use anyhow::{anyhow, Result};
@@ -173,16 +174,47 @@ impl<R: Read> Read for Tee<R> {
     }
 }
 
-/// The root of everything a [`Tee`] read, once it is dropped.
+/// The root of a file's DAG once the pass over it ends: built from what a
+/// [`Tee`] read, once it is dropped ([`rooted`]), or from the leaves an
+/// [`EncryptReader`] hashed, once it sealed the last segment
+/// ([`leaf_rooted`]).
 #[derive(Debug)]
-pub struct Rooting(tokio::task::JoinHandle<Result<crowd_chunker::DagRoot>>);
+pub enum Rooting {
+    Copied(tokio::task::JoinHandle<Result<crowd_chunker::DagRoot>>),
+    Leaves(tokio::sync::oneshot::Receiver<crowd_chunker::DagRoot>),
+}
 
 impl Rooting {
     pub async fn root(self) -> Result<crowd_chunker::DagRoot> {
-        self.0
-            .await
-            .map_err(|e| anyhow!("building the file's root stopped: {e}"))?
+        match self {
+            Rooting::Copied(task) => task
+                .await
+                .map_err(|e| anyhow!("building the file's root stopped: {e}"))?,
+            Rooting::Leaves(root) => root
+                .await
+                .map_err(|_| anyhow!("the file's root was not built: the encryption stopped before its end")),
+        }
     }
+}
+
+/// `reader` hashing the plaintext's leaves as it seals them, and its root
+/// once it sealed the last segment: a private file's root CID from the
+/// bytes its pieces are made of, read and hashed once, without a copy to
+/// another task. `Err`: the DAG's chunks are not the cipher's segments
+/// (then [`rooted`] does it).
+pub fn leaf_rooted<R: Read>(
+    reader: EncryptReader<R>,
+    params: crowd_chunker::DagParams,
+) -> Result<(EncryptReader<R>, Rooting), crate::crypt::LeafMismatch> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let reader = reader.hashing_leaves(
+        params,
+        Box::new(move |root| {
+            // the receiver gone: the put stopped, nobody needs the root
+            let _ = tx.send(root);
+        }),
+    )?;
+    Ok((reader, Rooting::Leaves(rx)))
 }
 
 /// `reader`, every byte of which also goes to a blocking task that builds
@@ -204,7 +236,7 @@ pub fn rooted<R: Read>(reader: R, params: crowd_chunker::DagParams) -> (Tee<R>, 
         pool.install(|| crowd_chunker::build_from_reader(copies, &params, &mut crowd_chunker::Discard))
             .map_err(|e| anyhow!("building the file's root: {e}"))
     });
-    (Tee { inner: reader, copy }, Rooting(task))
+    (Tee { inner: reader, copy }, Rooting::Copied(task))
 }
 
 #[cfg(test)]
@@ -280,36 +312,46 @@ mod tests {
         assert_eq!(stopped.await.unwrap().unwrap(), None);
     }
 
-    /// A private file's pass: the layout fed is the ciphertext's, and the
-    /// root, built from the same reads, the plaintext's.
+    /// A private file's pass, its root built either way (leaves hashed
+    /// where they are sealed, or a copy of the plaintext read): the layout
+    /// fed is the ciphertext's, and the root, built from the same reads,
+    /// the plaintext's.
     #[tokio::test]
     async fn a_private_pass_lays_out_the_ciphertext_and_roots_the_plaintext() {
         let data: Vec<u8> = (0..(2 << 20) + 333u32).map(|i| (i % 249) as u8).collect();
         let params = crowd_chunker::DagParams::default();
         let key = crate::crypt::FileKey::generate(&mut rand::thread_rng());
-        let (tee, rooting) = rooted(std::io::Cursor::new(data.clone()), params);
-        let reader = crate::crypt::EncryptReader::new(tee, key.clone(), data.len() as u64);
-        let (l1, mut r1) = lane(1, Progress::hidden());
-        let feeding = tokio::task::spawn_blocking(move || feed(&encoder(), reader, vec![l1]));
-        let mut p1 = Vec::new();
-        r1.read_to_end(&mut p1).await.unwrap();
-        let layout = feeding.await.unwrap().unwrap().unwrap();
         let c = crate::crypt::encrypt_bytes(&key, &data).unwrap();
         let (expect, pieces) = encoder().encode_bytes(&c).unwrap();
-        assert_eq!(layout, expect);
-        assert_eq!(p1, pieces[1]);
-        assert_eq!(
-            rooting.root().await.unwrap(),
-            crowd_chunker::build_from_slice(&data, &params, &mut crowd_chunker::Discard).unwrap()
-        );
+        let want = crowd_chunker::build_from_slice(&data, &params, &mut crowd_chunker::Discard).unwrap();
+        for leaves in [true, false] {
+            let input = std::io::Cursor::new(data.clone());
+            let len = data.len() as u64;
+            let (reader, rooting): (Box<dyn Read + Send>, _) = if leaves {
+                let (r, rooting) = leaf_rooted(EncryptReader::new(input, key.clone(), len), params).unwrap();
+                (Box::new(r), rooting)
+            } else {
+                let (tee, rooting) = rooted(input, params);
+                (Box::new(EncryptReader::new(tee, key.clone(), len)), rooting)
+            };
+            let (l1, mut r1) = lane(1, Progress::hidden());
+            let feeding = tokio::task::spawn_blocking(move || feed(&encoder(), reader, vec![l1]));
+            let mut p1 = Vec::new();
+            r1.read_to_end(&mut p1).await.unwrap();
+            let layout = feeding.await.unwrap().unwrap().unwrap();
+            assert_eq!(layout, expect);
+            assert_eq!(p1, pieces[1]);
+            assert_eq!(rooting.root().await.unwrap(), want, "leaves: {leaves}");
+        }
     }
 
-    /// A private put's whole pass of ten 16 MiB segments (the tee under the
-    /// encryption, 4+2) ends with the layout and root of its bytes. A 1 GiB
-    /// put hung at its start when the chunker hashed on the global rayon
-    /// pool (see [`rooted`]); this test did not hang in four runs of that
-    /// code (the hang needs a timing it does not force), so it guards the
-    /// pass's results, and turns a hang, should one come, into a failure.
+    /// A private put's whole pass of ten 16 MiB segments (4+2, the leaves
+    /// hashed where they are sealed, as a put does it) ends with the layout
+    /// and root of its bytes. A 1 GiB put hung at its start when the
+    /// chunker hashed on the global rayon pool behind the tee (see
+    /// [`rooted`]); this test did not hang in four runs of that code (the
+    /// hang needs a timing it does not force), so it guards the pass's
+    /// results, and turns a hang, should one come, into a failure.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_rooted_private_pass_of_big_segments_ends() {
         let data: Vec<u8> = (0..(160u32 << 20))
@@ -317,8 +359,8 @@ mod tests {
             .collect();
         let params = crowd_chunker::DagParams::default();
         let key = crate::crypt::FileKey::generate(&mut rand::thread_rng());
-        let (tee, rooting) = rooted(std::io::Cursor::new(data.clone()), params);
-        let reader = crate::crypt::EncryptReader::new(tee, key, data.len() as u64);
+        let reader = EncryptReader::new(std::io::Cursor::new(data.clone()), key, data.len() as u64);
+        let (reader, rooting) = leaf_rooted(reader, params).unwrap();
         let encoder = Encoder::new(crowd_erasure::Params::new(4, 2, 16 << 20).unwrap()).unwrap();
         let (lanes, readers): (Vec<_>, Vec<_>) = (0..6).map(|i| lane(i, Progress::hidden())).unzip();
         let feeding = tokio::task::spawn_blocking(move || feed(&encoder, reader, lanes));
@@ -357,5 +399,18 @@ mod tests {
         assert_eq!(fed.await.unwrap().unwrap(), None);
         let root = rooting.root().await.unwrap();
         assert!(root.size < data.len() as u64, "{root:?}");
+
+        // hashing leaves where they are sealed, no root at all (more than
+        // the reader's first batch of segments, which the first read seals)
+        let data = vec![5u8; 12 << 20];
+        let key = crate::crypt::FileKey::generate(&mut rand::thread_rng());
+        let reader = EncryptReader::new(std::io::Cursor::new(data.clone()), key, data.len() as u64);
+        let (reader, rooting) = leaf_rooted(reader, params).unwrap();
+        let (l0, r0) = lane(0, Progress::hidden());
+        drop(r0);
+        let fed = tokio::task::spawn_blocking(move || feed(&encoder(), reader, vec![l0]));
+        assert_eq!(fed.await.unwrap().unwrap(), None);
+        let err = rooting.root().await.unwrap_err().to_string();
+        assert!(err.contains("not built"), "{err}");
     }
 }
