@@ -337,34 +337,6 @@ impl<R: Read> EncryptReader<R> {
         Ok(self)
     }
 
-    /// Seals consecutive segments from the next one in parallel, each in
-    /// place in its slot (plaintext, then [`TAG`] bytes for the tag),
-    /// hashing each plaintext as a leaf first when asked to.
-    fn seal<'a>(&mut self, slots: impl IndexedParallelIterator<Item = &'a mut [u8]>) -> io::Result<()> {
-        let total = segments(self.plain_len);
-        let (key, first) = (&self.key, self.next);
-        let hash = self.leaves.as_ref().map(|l| l.dag.params().hash);
-        let leaves: Vec<Option<(Cid, u64)>> = slots
-            .enumerate()
-            .map(|(i, slot)| {
-                let index = first + i as u64;
-                let plain = slot.len().saturating_sub(TAG);
-                let leaf = hash.map(|h| (h.cid(RAW, &slot[..plain]), plain as u64));
-                seal_into(key, index, index + 1 == total, slot)?;
-                Ok(leaf)
-            })
-            .collect::<Result<_, CryptError>>()
-            .map_err(io_err)?;
-        if let Some(l) = &mut self.leaves {
-            for (cid, len) in leaves.into_iter().flatten() {
-                l.dag
-                    .push_leaf(cid, len, &mut Discard)
-                    .map_err(io::Error::other)?;
-            }
-        }
-        Ok(())
-    }
-
     /// With nothing buffered and room in `buf` for whole full-size
     /// segments: reads their plaintext into place and seals them there.
     /// `None`: not possible for this read.
@@ -386,7 +358,14 @@ impl<R: Read> EncryptReader<R> {
                 }));
             }
         }
-        self.seal(out.par_chunks_mut(CIPHER_SEGMENT))?;
+        let dag = self.leaves.as_mut().map(|l| &mut l.dag);
+        seal_all(
+            &self.key,
+            self.next,
+            segments(self.plain_len),
+            dag,
+            out.par_chunks_mut(CIPHER_SEGMENT),
+        )?;
         self.next += count as u64;
         self.in_place = true;
         self.check_end()?;
@@ -435,16 +414,45 @@ impl<R: Read> EncryptReader<R> {
         for buf in &mut self.bufs[..count] {
             buf.resize(buf.len() + TAG, 0);
         }
-        let mut bufs = std::mem::take(&mut self.bufs);
-        let sealed = self.seal(bufs[..count].par_iter_mut().map(|b| b.as_mut_slice()));
-        self.bufs = bufs;
-        sealed?;
+        let slots = self.bufs[..count].par_iter_mut().map(|b| b.as_mut_slice());
+        let dag = self.leaves.as_mut().map(|l| &mut l.dag);
+        seal_all(&self.key, self.next, total, dag, slots)?;
         self.next += count as u64;
         self.filled = count;
         self.current = 0;
         self.at = 0;
         self.check_end()
     }
+}
+
+/// Seals consecutive segments from `first` (of `total`) in parallel, each in
+/// place in its slot (plaintext, then [`TAG`] bytes for the tag), hashing
+/// each plaintext as a leaf of `dag` first when given one.
+fn seal_all<'a>(
+    key: &FileKey,
+    first: u64,
+    total: u64,
+    dag: Option<&mut DagBuilder>,
+    slots: impl IndexedParallelIterator<Item = &'a mut [u8]>,
+) -> io::Result<()> {
+    let hash = dag.as_ref().map(|d| d.params().hash);
+    let leaves: Vec<Option<(Cid, u64)>> = slots
+        .enumerate()
+        .map(|(i, slot)| {
+            let index = first + i as u64;
+            let plain = slot.len().saturating_sub(TAG);
+            let leaf = hash.map(|h| (h.cid(RAW, &slot[..plain]), plain as u64));
+            seal_into(key, index, index + 1 == total, slot)?;
+            Ok(leaf)
+        })
+        .collect::<Result<_, CryptError>>()
+        .map_err(io_err)?;
+    if let Some(dag) = dag {
+        for (cid, len) in leaves.into_iter().flatten() {
+            dag.push_leaf(cid, len, &mut Discard).map_err(io::Error::other)?;
+        }
+    }
+    Ok(())
 }
 
 /// Reads into all of `buf` unless the input ends first: how much was read.
@@ -910,6 +918,15 @@ mod tests {
         got
     }
 
+    /// A key, `len` bytes of plaintext, fixed-segment DAG parameters and
+    /// the chunker's DAG of that plaintext under them.
+    fn leaf_case(len: usize, max_links: usize, seed: u64) -> (FileKey, Vec<u8>, DagParams, DagRoot) {
+        let plain = data(len);
+        let params = leaf_params(max_links);
+        let want = crowd_chunker::build_from_reader(&plain[..], &params, &mut Discard).unwrap();
+        (key(seed), plain, params, want)
+    }
+
     /// Fixed 1 MiB chunks (the segments), `max_links` per parent.
     fn leaf_params(max_links: usize) -> DagParams {
         let chunking = crowd_chunker::ChunkParams::new(ChunkerKind::Fixed, SEGMENT).unwrap();
@@ -1068,10 +1085,7 @@ mod tests {
             sizes in write_sizes(),
             seed: u64,
         ) {
-            let k = key(seed);
-            let plain = data(len);
-            let params = leaf_params(max_links);
-            let want = crowd_chunker::build_from_reader(&plain[..], &params, &mut Discard).unwrap();
+            let (k, plain, params, want) = leaf_case(len, max_links, seed);
             let (tx, roots) = std::sync::mpsc::channel();
             let mut r = EncryptReader::new(&plain[..], k.clone(), len as u64)
                 .hashing_leaves(params, Box::new(move |root| tx.send(root).unwrap()))
@@ -1093,10 +1107,7 @@ mod tests {
             sizes in write_sizes(),
             seed: u64,
         ) {
-            let k = key(seed);
-            let plain = data(len);
-            let params = leaf_params(max_links);
-            let want = crowd_chunker::build_from_reader(&plain[..], &params, &mut Discard).unwrap();
+            let (k, plain, params, want) = leaf_case(len, max_links, seed);
             let kept = (kept_segments * SEGMENT).min(len / SEGMENT * SEGMENT);
             let mut dag = DagBuilder::new(params);
             dag.push_fixed_from_reader(&plain[..kept], &mut Discard).unwrap();
